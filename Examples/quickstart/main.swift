@@ -1,0 +1,3 @@
+// Quickstart: the smallest use of SFTCore from a Swift program.
+import SFTCore
+print("sft \(sftVersion)")

@@ -1,0 +1,169 @@
+// sftkernels.h — the one seam between Swift and native code in sft.
+//
+// Plain C: explicit pointers, element counts, shapes and strides; every function that can fail
+// returns an int status (0 = ok) and leaves a message for sft_last_error(). Row-major layouts.
+// Shape letters (as in the Swift code): N rows (tokens, = B*T), C channels, B batch, T tokens,
+// H query heads, KV key/value heads, D head dim, V vocab, F feed-forward width.
+//
+// Work splitting: kernels that are worth running on several cores take (part, nparts) and do
+// their share of the rows; the Swift side runs parts with DispatchQueue.concurrentPerform.
+// OpenBLAS runs its own threads for GEMM; the two never run at the same time.
+//
+// Sections are owned by concern: keep additions inside the matching section.
+#ifndef SFTKERNELS_H
+#define SFTKERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// ---------------------------------------------------------------------------------------------
+// Status
+// ---------------------------------------------------------------------------------------------
+
+/// The message of the last failing call on this thread ("" when none).
+const char *sft_last_error(void);
+/// Sets this thread's error message (printf-style) and returns -1.
+int sft_set_error(const char *fmt, ...);
+/// Instruction set the CPU kernels dispatch to at run time: "avx512", "avx2" or "generic".
+const char *sft_cpu_isa(void);
+
+// ---------------------------------------------------------------------------------------------
+// Elementwise (f32 unless named); n = element count
+// ---------------------------------------------------------------------------------------------
+
+void sft_fill_f32(float *y, float value, int64_t n);
+/// y = a + b
+void sft_add_f32(const float *a, const float *b, float *y, int64_t n);
+/// y += alpha * x
+void sft_axpy_f32(float alpha, const float *x, float *y, int64_t n);
+/// y = alpha * x
+void sft_scale_f32(float alpha, const float *x, float *y, int64_t n);
+/// y = a * b
+void sft_mul_f32(const float *a, const float *b, float *y, int64_t n);
+/// sum of squares in double (for global gradient norms)
+double sft_sumsq_f32(const float *x, int64_t n);
+/// bf16 <-> f32 (round to nearest even), f16 <-> f32
+void sft_bf16_to_f32(const uint16_t *x, float *y, int64_t n);
+void sft_f32_to_bf16(const float *x, uint16_t *y, int64_t n);
+void sft_f16_to_f32(const uint16_t *x, float *y, int64_t n);
+void sft_f32_to_f16(const float *x, uint16_t *y, int64_t n);
+/// Inverted dropout: y = x * keep / (1-p), keep drawn from a counter-based hash of
+/// (seed, offset + i) so every backend draws the same mask. mask (nullable) gets 0/1 bytes.
+void sft_dropout_f32(const float *x, float *y, uint8_t *mask, int64_t n, float p,
+                     uint64_t seed, uint64_t offset);
+
+// ---------------------------------------------------------------------------------------------
+// Normalization. x, y: (N, C); w, b: (C); mean, rstd: (N) saved for backward.
+// Backward accumulates into dw/db (+=) so gradient accumulation needs no extra buffer;
+// dw/db may be NULL for frozen weights. dx is written (=).
+// ---------------------------------------------------------------------------------------------
+
+void sft_rmsnorm_fwd_f32(const float *x, const float *w, float *y, float *rstd,
+                         int64_t N, int64_t C, float eps, int part, int nparts);
+void sft_rmsnorm_bwd_f32(const float *dy, const float *x, const float *w, const float *rstd,
+                         float *dx, float *dw, int64_t N, int64_t C);
+void sft_layernorm_fwd_f32(const float *x, const float *w, const float *b, float *y,
+                           float *mean, float *rstd, int64_t N, int64_t C, float eps,
+                           int part, int nparts);
+void sft_layernorm_bwd_f32(const float *dy, const float *x, const float *w, const float *mean,
+                           const float *rstd, float *dx, float *dw, float *db, int64_t N,
+                           int64_t C);
+
+// ---------------------------------------------------------------------------------------------
+// Rotary position embedding, rotate-half layout (HF): for i < D/2,
+//   y[i]       = x[i] cos(p f_i) - x[i+D/2] sin(p f_i)
+//   y[i+D/2]   = x[i+D/2] cos(p f_i) + x[i] sin(p f_i)
+// x, y: (N, H, D) with row stride ldx/ldy floats between tokens (so q/k can be views into a
+// fused qkv buffer); pos: (N) positions (packing restarts them per document);
+// inv_freq: (D/2) frequencies, already Llama-3-scaled where the config asks.
+// inverse != 0 rotates by -angle: that is the backward pass (rotation is orthogonal).
+// x == y (in place) is allowed.
+// ---------------------------------------------------------------------------------------------
+
+void sft_rope_f32(const float *x, int64_t ldx, float *y, int64_t ldy, const int32_t *pos,
+                  const float *inv_freq, int64_t N, int64_t H, int64_t D, int inverse,
+                  int part, int nparts);
+
+// ---------------------------------------------------------------------------------------------
+// Causal attention with GQA, packed documents and optional ALiBi.
+// q: (B, T, H, D), row stride ldq floats per token; k, v: (B, T, KV, D), strides ldk, ldv;
+// o: (B, T, H, D) stride ldo. Query head h reads kv head h / (H / KV).
+// doc: (B, T) document ids or NULL; token t attends to s <= t only where doc[s] == doc[t].
+// alibi: (H) slopes or NULL; adds -slope * (t - s) to the score.
+// lse: (B, H, T) log-sum-exp of the scaled scores, saved for backward.
+// Work is split over (b, h) pairs in forward and over (b, kv head) groups in backward,
+// so each part owns the dk/dv rows it writes. dq, dk, dv are written (=).
+// ---------------------------------------------------------------------------------------------
+
+void sft_attention_fwd_f32(const float *q, int64_t ldq, const float *k, int64_t ldk,
+                           const float *v, int64_t ldv, float *o, int64_t ldo, float *lse,
+                           const int32_t *doc, const float *alibi, int64_t B, int64_t T,
+                           int64_t H, int64_t KV, int64_t D, float scale, int part, int nparts);
+void sft_attention_bwd_f32(const float *q, int64_t ldq, const float *k, int64_t ldk,
+                           const float *v, int64_t ldv, const float *o, int64_t ldo,
+                           const float *dout, int64_t lddo, const float *lse,
+                           const int32_t *doc, const float *alibi, float *dq, int64_t lddq,
+                           float *dk, int64_t lddk, float *dv, int64_t lddv, int64_t B,
+                           int64_t T, int64_t H, int64_t KV, int64_t D, float scale, int part,
+                           int nparts);
+
+// ---------------------------------------------------------------------------------------------
+// SwiGLU: h = silu(g) * u over n elements. Backward writes dg, du (=).
+// ---------------------------------------------------------------------------------------------
+
+void sft_swiglu_fwd_f32(const float *g, const float *u, float *h, int64_t n);
+void sft_swiglu_bwd_f32(const float *dh, const float *g, const float *u, float *dg, float *du,
+                        int64_t n);
+
+// ---------------------------------------------------------------------------------------------
+// Embedding: out[i] = table[ids[i]] (N, C). Backward: dtable[ids[i]] += dout[i].
+// Returns nonzero (with a message) when an id is outside [0, V).
+// ---------------------------------------------------------------------------------------------
+
+int sft_embedding_fwd_f32(const int32_t *ids, const float *table, float *out, int64_t N,
+                          int64_t C, int64_t V);
+void sft_embedding_bwd_f32(const int32_t *ids, const float *dout, float *dtable, int64_t N,
+                           int64_t C);
+
+// ---------------------------------------------------------------------------------------------
+// Cross-entropy over one chunk of logit rows (the LM head GEMM produces the chunk).
+// logits: (n, V), overwritten with d(loss)/d(logits) * grad_scale when want_grad != 0.
+// targets: (n); rows whose target == ignore_index contribute no loss and zero gradient.
+// Returns the summed loss (double) over non-ignored rows; *count gets their number.
+// Parallel over rows with (part, nparts); each part returns its own partial sum.
+// ---------------------------------------------------------------------------------------------
+
+double sft_xent_rows_f32(float *logits, const int32_t *targets, int64_t n, int64_t V,
+                         int32_t ignore_index, float grad_scale, int want_grad,
+                         int64_t *count, int part, int nparts);
+
+// ---------------------------------------------------------------------------------------------
+// AdamW on f32 master weights, decoupled weight decay:
+//   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
+//   p -= lr * (m / bc1 / (sqrt(v / bc2) + eps) + wd * p)
+// bc1 = 1 - b1^t, bc2 = 1 - b2^t (computed by the caller).
+// ---------------------------------------------------------------------------------------------
+
+void sft_adamw_f32(float *p, const float *g, float *m, float *v, int64_t n, float lr, float b1,
+                   float b2, float eps, float wd, float bc1, float bc2);
+
+// ---------------------------------------------------------------------------------------------
+// Dequantization (GGUF blocks, bitsandbytes NF4/FP4). Formats section: owned by the GGUF /
+// quantization code. Each block type has a readable reference in the .c file.
+// ---------------------------------------------------------------------------------------------
+
+// (declared by the formats work)
+
+// ---------------------------------------------------------------------------------------------
+// CUDA loader (run-time dlopen; no build-time toolkit). Declared by the CUDA work.
+// ---------------------------------------------------------------------------------------------
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif // SFTKERNELS_H

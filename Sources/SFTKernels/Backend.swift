@@ -1,0 +1,122 @@
+// The op set every backend implements (DESIGN.md "The op set"). Coarse fused ops with their
+// backward passes; no autograd here. All tensors are views into device buffers, f32 unless a
+// parameter says otherwise; layouts are row-major with explicit leading dimensions.
+//
+// Shape letters: N rows (= B*T tokens), C channels, B batch, T tokens, H query heads,
+// KV key/value heads, D head dim, V vocab.
+
+/// Shape of a causal attention call. q/o rows have `ldq`/`ldo` floats between tokens,
+/// k/v rows `ldk`/`ldv`, so q, k and v may be column slices of one fused qkv buffer.
+public struct AttentionShape: Sendable, Equatable {
+    public var B: Int, T: Int, H: Int, KV: Int, D: Int
+    public var ldq: Int, ldk: Int, ldv: Int, ldo: Int
+    public var scale: Float
+
+    public init(B: Int, T: Int, H: Int, KV: Int, D: Int, ldq: Int? = nil, ldk: Int? = nil,
+                ldv: Int? = nil, ldo: Int? = nil, scale: Float? = nil) {
+        self.B = B; self.T = T; self.H = H; self.KV = KV; self.D = D
+        self.ldq = ldq ?? H * D
+        self.ldk = ldk ?? KV * D
+        self.ldv = ldv ?? KV * D
+        self.ldo = ldo ?? H * D
+        self.scale = scale ?? 1 / Float(D).squareRoot()
+    }
+}
+
+/// Hyper-parameters of one AdamW step (bias corrections computed by the caller from the step).
+public struct AdamWStep: Sendable, Equatable {
+    public var lr: Float, beta1: Float, beta2: Float, eps: Float, weightDecay: Float
+    public var biasCorrection1: Float, biasCorrection2: Float
+    public init(lr: Float, beta1: Float, beta2: Float, eps: Float, weightDecay: Float, step: Int) {
+        self.lr = lr; self.beta1 = beta1; self.beta2 = beta2; self.eps = eps
+        self.weightDecay = weightDecay
+        self.biasCorrection1 = 1 - Float(Foundation.pow(Double(beta1), Double(step)))
+        self.biasCorrection2 = 1 - Float(Foundation.pow(Double(beta2), Double(step)))
+    }
+}
+
+import Foundation
+
+/// A compute backend: memory, transfers, a stream, and the op set.
+public protocol Backend: AnyObject, Sendable {
+    var device: Device { get }
+
+    // MARK: memory and transfers
+    func allocate(bytes: Int) throws -> Buffer
+    func upload(_ src: UnsafeRawPointer, to dst: BufferView, bytes: Int) throws
+    func download(_ src: BufferView, to dst: UnsafeMutableRawPointer, bytes: Int) throws
+    /// Device-to-device copy.
+    func copy(_ src: BufferView, to dst: BufferView, bytes: Int) throws
+    /// Waits until every enqueued op has finished.
+    func synchronize() throws
+    var memoryStats: MemoryStats { get }
+    func resetPeakMemory()
+
+    // MARK: GEMM
+    /// Batched strided GEMM, row-major: C[i] = alpha * op(A[i]) op(B[i]) + beta * C[i] for
+    /// i < batch, with op(A) (M×K), op(B) (K×N), C (M×N); strides in elements.
+    func gemm(transA: Bool, transB: Bool, M: Int, N: Int, K: Int, alpha: Float,
+              A: BufferView, lda: Int, strideA: Int, B: BufferView, ldb: Int, strideB: Int,
+              beta: Float, C: BufferView, ldc: Int, strideC: Int, batch: Int) throws
+
+    // MARK: elementwise (n elements, f32)
+    func fill(_ y: BufferView, value: Float, count n: Int) throws
+    func add(_ a: BufferView, _ b: BufferView, into y: BufferView, count n: Int) throws
+    func axpy(alpha: Float, _ x: BufferView, _ y: BufferView, count n: Int) throws
+    func scale(alpha: Float, _ x: BufferView, into y: BufferView, count n: Int) throws
+    func mul(_ a: BufferView, _ b: BufferView, into y: BufferView, count n: Int) throws
+    func sumOfSquares(_ x: BufferView, count n: Int) throws -> Double
+    /// Converts between storage dtypes (f32, bf16, f16).
+    func cast(_ x: BufferView, from: DType, into y: BufferView, to: DType, count n: Int) throws
+    func dropout(_ x: BufferView, into y: BufferView, mask: BufferView?, count n: Int, p: Float,
+                 seed: UInt64, offset: UInt64) throws
+
+    // MARK: normalization; backward accumulates dw/db (+=), writes dx
+    func rmsnormForward(x: BufferView, weight: BufferView, y: BufferView, rstd: BufferView,
+                        N: Int, C: Int, eps: Float) throws
+    func rmsnormBackward(dy: BufferView, x: BufferView, weight: BufferView, rstd: BufferView,
+                         dx: BufferView, dweight: BufferView?, N: Int, C: Int) throws
+    func layernormForward(x: BufferView, weight: BufferView, bias: BufferView?, y: BufferView,
+                          mean: BufferView, rstd: BufferView, N: Int, C: Int, eps: Float) throws
+    func layernormBackward(dy: BufferView, x: BufferView, weight: BufferView, mean: BufferView,
+                           rstd: BufferView, dx: BufferView, dweight: BufferView?,
+                           dbias: BufferView?, N: Int, C: Int) throws
+
+    // MARK: rope (rotate-half); inverse = backward
+    func rope(x: BufferView, ldx: Int, y: BufferView, ldy: Int, positions: BufferView,
+              invFreq: BufferView, N: Int, H: Int, D: Int, inverse: Bool) throws
+
+    // MARK: attention (causal, GQA, document ids, ALiBi); dq/dk/dv written
+    func attentionForward(q: BufferView, k: BufferView, v: BufferView, o: BufferView,
+                          lse: BufferView, docIds: BufferView?, alibi: BufferView?,
+                          shape: AttentionShape) throws
+    func attentionBackward(q: BufferView, k: BufferView, v: BufferView, o: BufferView,
+                           dout: BufferView, lse: BufferView, docIds: BufferView?,
+                           alibi: BufferView?, dq: BufferView, dk: BufferView, dv: BufferView,
+                           shape: AttentionShape) throws
+
+    // MARK: swiglu
+    func swigluForward(gate: BufferView, up: BufferView, h: BufferView, count n: Int) throws
+    func swigluBackward(dh: BufferView, gate: BufferView, up: BufferView, dgate: BufferView,
+                        dup: BufferView, count n: Int) throws
+
+    // MARK: embedding
+    func embeddingForward(ids: BufferView, table: BufferView, out: BufferView, N: Int, C: Int,
+                          V: Int) throws
+    func embeddingBackward(ids: BufferView, dout: BufferView, dtable: BufferView, N: Int,
+                           C: Int) throws
+
+    // MARK: fused LM head + cross-entropy
+    /// loss = sum over rows with target != ignoreIndex of -log softmax(x W^T)[target],
+    /// computed `chunk` rows at a time so the (N × V) logits never exist at once.
+    /// When dx/dweight are given, writes dx = gradScale * d loss/dx and accumulates
+    /// dweight += gradScale * d loss/dW in the same pass. x: (N, C), weight: (V, C).
+    /// Returns (summed loss, number of counted rows).
+    func crossEntropyLMHead(x: BufferView, weight: BufferView, targets: BufferView, N: Int,
+                            C: Int, V: Int, ignoreIndex: Int32, chunk: Int, gradScale: Float,
+                            dx: BufferView?, dweight: BufferView?) throws -> (loss: Double, count: Int)
+
+    // MARK: optimizer
+    func adamw(param: BufferView, grad: BufferView, m: BufferView, v: BufferView, count n: Int,
+               step: AdamWStep) throws
+}

@@ -1,0 +1,5 @@
+import XCTest
+import SFTCore
+final class VersionTests: XCTestCase {
+    func testVersionIsSemver() { XCTAssertEqual(sftVersion.split(separator: ".").count, 3) }
+}
