@@ -28,5 +28,6 @@ let package = Package(
         .executableTarget(name: "quickstart", dependencies: ["SFTCore"], path: "Examples/quickstart"),
         .testTarget(name: "SFTKernelsTests", dependencies: ["SFTKernels"]),
         .testTarget(name: "SFTCoreTests", dependencies: ["SFTCore"], resources: [.copy("Fixtures")]),
-    ]
+    ],
+    swiftLanguageModes: [.v5]
 )

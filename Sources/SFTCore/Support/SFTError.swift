@@ -1,0 +1,38 @@
+// The library's error type: every case carries the context a user needs to act (file, line,
+// tensor key, op and shapes). The library never exits on user input; it throws one of these.
+import Foundation
+
+public enum SFTError: Error, CustomStringConvertible {
+    /// A file could not be read or written.
+    case io(path: String, message: String)
+    /// A file is malformed: `offset` is a byte offset (or line number, when `line` is true).
+    case format(path: String, offset: Int?, message: String)
+    /// A model's weights do not match its architecture.
+    case weights(key: String, message: String)
+    /// Tensors of incompatible shapes met in an op.
+    case shape(op: String, message: String)
+    /// A configuration value is invalid or unsupported.
+    case config(field: String, message: String)
+    /// A dataset record is invalid.
+    case data(path: String, line: Int, message: String)
+    /// A chat template failed to parse or render.
+    case template(line: Int, column: Int, message: String)
+    case missingAsset(path: String, hint: String)
+    case unsupported(String)
+    case kernel(KernelError)
+
+    public var description: String {
+        switch self {
+        case .io(let p, let m): return "\(p): \(m)"
+        case .format(let p, let o, let m): return o.map { "\(p): at byte \($0): \(m)" } ?? "\(p): \(m)"
+        case .weights(let k, let m): return "weight '\(k)': \(m)"
+        case .shape(let op, let m): return "\(op): \(m)"
+        case .config(let f, let m): return "config '\(f)': \(m)"
+        case .data(let p, let l, let m): return "\(p):\(l): \(m)"
+        case .template(let l, let c, let m): return "template line \(l), column \(c): \(m)"
+        case .missingAsset(let p, let h): return "missing \(p) (\(h))"
+        case .unsupported(let m): return "unsupported: \(m)"
+        case .kernel(let e): return e.description
+        }
+    }
+}
