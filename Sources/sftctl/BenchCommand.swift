@@ -60,15 +60,23 @@ struct KernelBench {
     // MARK: timing
 
     /// Median seconds of `runs` calls after one warm-up call.
-    func median(_ body: () throws -> Void) rethrows -> Double {
-        try body()
-        var times: [Double] = []
+    func median(_ body: () throws -> Void) throws -> Double {
+        try withoutActuallyEscaping(body) { try medians([$0])[0] }
+    }
+
+    /// Medians of several bodies timed in turn (a, b, a, b, ...), so a change in machine load
+    /// during the measurement hits all of them alike.
+    func medians(_ bodies: [() throws -> Void]) throws -> [Double] {
+        for body in bodies { try body() }
+        var times = [[Double]](repeating: [], count: bodies.count)
         for _ in 0..<runs {
-            let t0 = DispatchTime.now().uptimeNanoseconds
-            try body()
-            times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9)
+            for (i, body) in bodies.enumerated() {
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                try body()
+                times[i].append(Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9)
+            }
         }
-        return times.sorted()[times.count / 2]
+        return times.map { $0.sorted()[$0.count / 2] }
     }
 
     func report(_ name: String, _ shape: String, seconds: Double, gflop: Double? = nil, gbytes: Double? = nil,
@@ -115,14 +123,17 @@ struct KernelBench {
             let a = try buffer(M * K), b = try buffer(K * N, seed: 2), c = try buffer(M * N, seed: 3)
             let ldb = transB ? K : N
             let flop = 2.0 * Double(M) * Double(N) * Double(K) * 1e-9
-            let viaBackend = try median {
-                try cpu.gemm(transA: false, transB: transB, M: M, N: N, K: K, alpha: 1, A: a, lda: K, strideA: 0,
-                             B: b, ldb: ldb, strideB: 0, beta: 0, C: c, ldc: N, strideC: 0, batch: 1)
-            }
-            let direct = median {
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, transB ? CblasTrans : CblasNoTrans, blasint(M), blasint(N),
-                            blasint(K), 1, a.f32(), blasint(K), b.f32(), blasint(ldb), 0, c.f32(), blasint(N))
-            }
+            let t = try medians([
+                {
+                    try cpu.gemm(transA: false, transB: transB, M: M, N: N, K: K, alpha: 1, A: a, lda: K, strideA: 0,
+                                 B: b, ldb: ldb, strideB: 0, beta: 0, C: c, ldc: N, strideC: 0, batch: 1)
+                },
+                {
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, transB ? CblasTrans : CblasNoTrans, blasint(M), blasint(N),
+                                blasint(K), 1, a.f32(), blasint(K), b.f32(), blasint(ldb), 0, c.f32(), blasint(N))
+                },
+            ])
+            let (viaBackend, direct) = (t[0], t[1])
             let ratio = direct / viaBackend
             let shape = "\(M)×\(K)×\(N)" + (transB ? " Wᵀ" : "")
             report("gemm \(name)", shape, seconds: viaBackend, gflop: flop,
