@@ -13,7 +13,7 @@
 // Backward recomputes p from the saved lse and runs two independent kinds of work: per
 // (kv head, key tile) it sums dk, dv over every query that sees the tile (all heads of the
 // group), and per (head, query block) it sums dq. Each output row has exactly one writer, so
-// parts need no locks or atomics; units are spread over parts by their cost (pairs of tokens).
+// parts need no locks; they share only a counter to take the next unit (largest first).
 //
 // Documents are the maximal runs of equal ids in `doc`: a query sees keys from the start of its
 // run, so tiles before that start are never touched.
@@ -50,9 +50,9 @@ static int by_cost_desc(const void *pa, const void *pb) {
     return a->index - b->index;
 }
 
-/// Longest-processing-time-first: every part computes the same assignment and keeps its own.
-/// Returns how many units `part` owns; they are moved to the front of `units`.
-static int64_t assign_units(unit_t *units, int64_t n, int part, int nparts, int64_t *load) {
+/// Orders units largest first (the same order in every part) and, for the fixed split,
+/// assigns them longest-processing-time-first to the least loaded part.
+static void plan_units(unit_t *units, int64_t n, int nparts, int64_t *load) {
     qsort(units, (size_t)n, sizeof *units, by_cost_desc);
     for (int p = 0; p < nparts; p++) load[p] = 0;
     for (int64_t i = 0; i < n; i++) {
@@ -61,9 +61,18 @@ static int64_t assign_units(unit_t *units, int64_t n, int part, int nparts, int6
         units[i].owner = best;
         load[best] += units[i].cost + 1;
     }
-    int64_t mine = 0;
-    for (int64_t i = 0; i < n; i++) if (units[i].owner == part) units[mine++] = units[i];
-    return mine;
+}
+
+/// The next unit this part runs, or -1. With a shared counter (`next`), parts take units in
+/// order as they finish the previous one, so uneven costs or a part the OS delays do not leave
+/// the others idle; without one, a part runs the units planned for it (*cursor walks them).
+static int64_t take_unit(int64_t *next, int64_t *cursor, const unit_t *units, int64_t n, int part) {
+    if (next) {
+        int64_t i = __atomic_fetch_add(next, 1, __ATOMIC_RELAXED);
+        return i < n ? i : -1;
+    }
+    while (*cursor < n && units[*cursor].owner != part) ++*cursor;
+    return *cursor < n ? (*cursor)++ : -1;
 }
 
 /// Sum over t in [t0, t1) of the number of keys t sees.
@@ -249,8 +258,8 @@ SFT_INLINE int sft_attention_fwd_f32_impl(int wide, const float *q, int64_t ldq,
                                           int64_t ldk, const float *v, int64_t ldv, float *o,
                                           int64_t ldo, float *lse, const int32_t *doc,
                                           const float *alibi, int64_t B, int64_t T, int64_t H,
-                                          int64_t KV, int64_t D, float scale, int part,
-                                          int nparts) {
+                                          int64_t KV, int64_t D, float scale, int64_t *next,
+                                          int part, int nparts) {
     if (B <= 0 || T <= 0 || H <= 0) return 0;
     const int64_t G = H / KV, nqb = (T + BQ - 1) / BQ, nunits = B * H * nqb;
     const int64_t Dp = (D + VL - 1) / VL * VL;   // accumulator rows padded to whole vectors
@@ -274,9 +283,9 @@ SFT_INLINE int sft_attention_fwd_f32_impl(int wide, const float *q, int64_t ldq,
                 units[n] = (unit_t){query_pairs(start + b * T, t0, t1), 0, (int32_t)b,
                                     (int32_t)h, (int32_t)qb, 0, (int32_t)n};
             }
-    int64_t mine = assign_units(units, nunits, part, nparts, load);
+    plan_units(units, nunits, nparts, load);
 
-    for (int64_t u = 0; u < mine; u++) {
+    for (int64_t u, cursor = 0; (u = take_unit(next, &cursor, units, nunits, part)) >= 0;) {
         const int64_t b = units[u].b, h = units[u].head, g = h / G;
         const int64_t t0 = (int64_t)units[u].block * BQ, t1 = t0 + BQ < T ? t0 + BQ : T;
         const int32_t *st = start + b * T;
@@ -333,8 +342,8 @@ SFT_DISPATCH_WIDE(int, sft_attention_fwd_f32,
              (const float *q, int64_t ldq, const float *k, int64_t ldk, const float *v,
               int64_t ldv, float *o, int64_t ldo, float *lse, const int32_t *doc,
               const float *alibi, int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D,
-              float scale, int part, int nparts),
-             (q, ldq, k, ldk, v, ldv, o, ldo, lse, doc, alibi, B, T, H, KV, D, scale, part,
+              float scale, int64_t *next, int part, int nparts),
+             (q, ldq, k, ldk, v, ldv, o, ldo, lse, doc, alibi, B, T, H, KV, D, scale, next, part,
               nparts))
 
 // ---------------------------------------------------------------------------------------------
@@ -362,7 +371,7 @@ SFT_INLINE int sft_attention_bwd_f32_impl(
     const float *o, int64_t ldo, const float *dout, int64_t lddo, const float *lse,
     const int32_t *doc, const float *alibi, float *dq, int64_t lddq, float *dk, int64_t lddk,
     float *dv, int64_t lddv, int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D,
-    float scale, int part, int nparts) {
+    float scale, int64_t *next, int part, int nparts) {
     if (B <= 0 || T <= 0 || H <= 0) return 0;
     const int64_t G = H / KV, nqb = (T + BQ - 1) / BQ, nkb = (T + BK - 1) / BK;
     const int64_t nunits = B * KV * nkb + B * H * nqb;
@@ -398,9 +407,9 @@ SFT_INLINE int sft_attention_bwd_f32_impl(
                                     (int32_t)qb, 0, (int32_t)n};
             }
     }
-    int64_t mine = assign_units(units, nunits, part, nparts, load);
+    plan_units(units, nunits, nparts, load);
 
-    for (int64_t u = 0; u < mine; u++) {
+    for (int64_t u, cursor = 0; (u = take_unit(next, &cursor, units, nunits, part)) >= 0;) {
         const int64_t b = units[u].b;
         const int32_t *st = start + b * T, *en = end + b * T;
         if (units[u].kind == 0) {
@@ -487,6 +496,6 @@ SFT_DISPATCH_WIDE(int, sft_attention_bwd_f32,
               int64_t ldv, const float *o, int64_t ldo, const float *dout, int64_t lddo,
               const float *lse, const int32_t *doc, const float *alibi, float *dq, int64_t lddq,
               float *dk, int64_t lddk, float *dv, int64_t lddv, int64_t B, int64_t T, int64_t H,
-              int64_t KV, int64_t D, float scale, int part, int nparts),
+              int64_t KV, int64_t D, float scale, int64_t *next, int part, int nparts),
              (q, ldq, k, ldk, v, ldv, o, ldo, dout, lddo, lse, doc, alibi, dq, lddq, dk, lddk, dv,
-              lddv, B, T, H, KV, D, scale, part, nparts))
+              lddv, B, T, H, KV, D, scale, next, part, nparts))
