@@ -3,6 +3,7 @@
 // ALiBi, q/k/v as slices of one fused buffer; backward against finite differences; packed
 // documents never see each other; the result does not depend on how many cores ran it.
 
+import CSFTKernels
 import SFTKernels
 import XCTest
 
@@ -214,6 +215,37 @@ final class AttentionTests: XCTestCase {
         XCTAssertEqual(one.dq, many.dq)
         XCTAssertEqual(one.dk, many.dk)
         XCTAssertEqual(one.dv, many.dv)
+    }
+
+    /// The C kernels' fixed split (no shared counter): parts run one after another still cover
+    /// every unit exactly once and give the backend's result bit for bit.
+    func testFixedSplitPartsCoverAllWork() throws {
+        var rng = RNG(35)
+        let (B, T, H, KV, D) = (2, 150, 6, 2, 16)
+        let doc = packedDocs(&rng, B: B, T: T)
+        let q = rng.floats(B * T * H * D), k = rng.floats(B * T * KV * D), v = rng.floats(B * T * KV * D)
+        let dout = rng.floats(B * T * H * D)
+        let want = try AttentionCase(B: B, T: T, H: H, KV: KV, D: D, doc: doc).run(q: q, k: k, v: v, dout: dout)
+        var o = [Float](repeating: .nan, count: q.count), lse = [Float](repeating: .nan, count: B * H * T)
+        var dq = o, dk = [Float](repeating: .nan, count: k.count), dv = dk
+        for nparts: Int32 in [1, 3] {
+            for part in 0..<nparts {
+                XCTAssertEqual(sft_attention_fwd_f32(q, Int64(H * D), k, Int64(KV * D), v, Int64(KV * D), &o, Int64(H * D), &lse,
+                                                     doc, nil, Int64(B), Int64(T), Int64(H), Int64(KV), Int64(D),
+                                                     1 / Float(D).squareRoot(), nil, part, nparts), 0)
+            }
+            XCTAssertEqual(o, want.o, "o, \(nparts) parts")
+            XCTAssertEqual(lse, want.lse, "lse, \(nparts) parts")
+            for part in 0..<nparts {
+                XCTAssertEqual(sft_attention_bwd_f32(q, Int64(H * D), k, Int64(KV * D), v, Int64(KV * D), o, Int64(H * D), dout,
+                                                     Int64(H * D), lse, doc, nil, &dq, Int64(H * D), &dk, Int64(KV * D), &dv,
+                                                     Int64(KV * D), Int64(B), Int64(T), Int64(H), Int64(KV), Int64(D),
+                                                     1 / Float(D).squareRoot(), nil, part, nparts), 0)
+            }
+            XCTAssertEqual(dq, want.dq, "dq, \(nparts) parts")
+            XCTAssertEqual(dk, want.dk, "dk, \(nparts) parts")
+            XCTAssertEqual(dv, want.dv, "dv, \(nparts) parts")
+        }
     }
 
     func testBadShapesThrowNamingTheShape() throws {
