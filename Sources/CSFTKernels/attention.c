@@ -7,9 +7,10 @@
 // Backward, with delta_t = do_t · o_t and dp = do_t · v_s:
 //   ds = p (dp - delta_t);  dq_t += scale ds k_s;  dk_s += scale ds q_t;  dv_s += p do_t
 //
-// Forward walks each block of query rows over tiles of BK keys with an online softmax (running
-// max m, running sum l, output accumulator rescaled when m grows). A key tile is transposed to
-// (D, BK) once, so a row's BK scores are D vector multiply-adds with no horizontal sums.
+// Forward walks each block of BQ query rows over tiles of BK keys with an online softmax
+// (running max m, running sum l, output accumulator rescaled when m grows). A key tile is
+// transposed to (D, BK) once, so the scores of R query rows are D steps of R x BK vector
+// multiply-adds held in registers, with no horizontal sums; P V is the same kind of product.
 // Backward recomputes p from the saved lse and runs two independent kinds of work: per
 // (kv head, key tile) it sums dk, dv over every query that sees the tile (all heads of the
 // group), and per (head, query block) it sums dq. Each output row has exactly one writer, so
