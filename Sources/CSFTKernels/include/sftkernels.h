@@ -152,6 +152,16 @@ void sft_adamw_f32(float *p, const float *g, float *m, float *v, int64_t n, floa
                    float b2, float eps, float wd, float bc1, float bc2);
 
 // ---------------------------------------------------------------------------------------------
+// Generation: attention of Tq new tokens against a KV cache of S tokens (batch 1).
+// q, o: (Tq, H, D) rows of H*D floats; kc, vc: (S, KV, D). Query i is at position S-Tq+i and
+// attends to cache rows 0..S-Tq+i. Split over heads with (part, nparts).
+// ---------------------------------------------------------------------------------------------
+
+void sft_attention_cached_f32(const float *q, const float *kc, const float *vc, float *o,
+                              int64_t Tq, int64_t S, int64_t H, int64_t KV, int64_t D,
+                              float scale, int part, int nparts);
+
+// ---------------------------------------------------------------------------------------------
 // Dequantization (GGUF blocks, bitsandbytes NF4/FP4). Formats section: owned by the GGUF /
 // quantization code. Each block type has a readable reference in the .c file.
 // ---------------------------------------------------------------------------------------------
