@@ -44,7 +44,7 @@ public final class RunLog {
             let decoder = JSONDecoder()
             history = data.split(separator: UInt8(ascii: "\n")).compactMap { try? decoder.decode(StepMetrics.self, from: Data($0)) }
         } else {
-            FileManager.default.createFile(atPath: url.path, contents: nil)
+            _ = FileManager.default.createFile(atPath: url.path, contents: nil)
         }
         guard let h = FileHandle(forWritingAtPath: url.path) else {
             throw SFTError.io(path: url.path, message: "cannot open for writing")
