@@ -1,5 +1,5 @@
 import XCTest
-@testable import SFTKernels
+import SFTKernels
 final class DeviceParsingTests: XCTestCase {
     func testDeviceNamesParse() throws {
         XCTAssertEqual(try Device(parsing: "cuda:1"), .cuda(1))
