@@ -150,7 +150,12 @@ public final class GGUFWeights: WeightSource {
         var c: [String: Any] = ["model_type": arch]
         for (g, h) in GGUFWeights.configKeys {
             guard let v = m["\(arch).\(g)"] else { continue }
-            if case .float32 = v { c[h] = v.float } else if case .float64 = v { c[h] = v.float } else if let i = v.int { c[h] = i }
+            switch v {
+            // f32 values as their shortest decimal (1e-05, as config.json writes it)
+            case .float32(let f): c[h] = Double("\(f)") ?? Double(f)
+            case .float64(let d): c[h] = d
+            default: if let i = v.int { c[h] = i }
+            }
         }
         c["tie_word_embeddings"] = file.tensor(named: "output.weight") == nil
         if c["vocab_size"] == nil, let n = m["tokenizer.ggml.tokens"]?.array?.count { c["vocab_size"] = n }

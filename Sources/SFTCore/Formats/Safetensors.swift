@@ -195,9 +195,11 @@ public final class SafetensorsFile: @unchecked Sendable {
 
     /// A JSON number that is an integer (not a bool, not fractional).
     private static func integer(_ v: Any) -> Int? {
-        if v is Bool { return nil }
+        // JSON numbers arrive as NSNumber; `is Bool` would also match 0 and 1, so the
+        // Objective-C type code tells booleans ("c") and floats ("d", "f") apart.
         if let n = v as? NSNumber {
             let kind = String(cString: n.objCType)
+            if kind == "c" { return nil }
             if kind == "d" || kind == "f" { let d = n.doubleValue; return d == d.rounded() && abs(d) < 9e15 ? Int(d) : nil }
             return Int(exactly: n.int64Value)
         }
