@@ -203,13 +203,13 @@ def make_sp(out, corpus):
 
     def build(metaspace):
         tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", fuse_unk=True, byte_fallback=True))
-        if metaspace:
+        # Both layouts decode as Llama-2 / Mistral files do: Replace, ByteFallback, Fuse, Strip.
+        if metaspace:  # Mistral v0.3 / transformers legacy=False
             tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=False)
-            tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first", split=False)
         else:
             tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
-            tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
-                                             decoders.Strip(" ", 1, 0)])
+        tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                         decoders.Strip(" ", 1, 0)])
         tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in ["<unk>", "<s>", "</s>"]])
         tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
                                                            special_tokens=[("<s>", 1)])
