@@ -150,8 +150,9 @@ def gguf_field(reader, key):
     return f.contents()
 
 
-def make_smollm2(out, json_path):
-    path = os.path.join(ASSETS, "SmolLM2-135M-Instruct.Q4_1.gguf")
+def smollm2_hf_tokenizer(path=None):
+    """SmolLM2's tokenizer as HF tokenizers runs it, rebuilt from the GGUF's vocab and merges."""
+    path = path or os.path.join(ASSETS, "SmolLM2-135M-Instruct.Q4_1.gguf")
     r = gguf.GGUFReader(path)
     tokens = gguf_field(r, "tokenizer.ggml.tokens")
     merges = gguf_field(r, "tokenizer.ggml.merges")
@@ -170,6 +171,11 @@ def make_smollm2(out, json_path):
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
     specials = [t for t, ty in zip(tokens, types) if ty == 3]  # GGUF token type 3 = control
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
+    return tok
+
+
+def make_smollm2(out, json_path):
+    tok = smollm2_hf_tokenizer()
     if json_path:
         tok.save(json_path)
     texts = TEXTS + random_texts(1, 150)
