@@ -537,6 +537,7 @@ struct SpecialTokenMatcher {
             guard type == .control || type == .userDefined, !t.isEmpty else { continue }
             let u = Array(t.utf8)
             byFirstByte[Int(u[0])].append((u, Int32(i)))
+            starts[Int(u[0])] = true
             isEmpty = false
         }
         for b in 0..<256 where byFirstByte[b].count > 1 {
@@ -544,10 +545,13 @@ struct SpecialTokenMatcher {
         }
     }
 
+    /// Whether any special token starts with the byte (the quick test run on every byte).
+    private var starts = [Bool](repeating: false, count: 256)
+
     @inline(__always)
     func match(_ p: UnsafePointer<UInt8>, _ i: Int, _ n: Int) -> (Int32, Int)? {
+        guard starts[Int(p[i])] else { return nil }
         let list = byFirstByte[Int(p[i])]
-        if list.isEmpty { return nil }
         for c in list where c.bytes.count <= n - i {
             let ok = c.bytes.withUnsafeBufferPointer { memcmpBytes($0.baseAddress!, p + i, c.bytes.count) }
             if ok { return (c.id, c.bytes.count) }
