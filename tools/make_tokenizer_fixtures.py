@@ -260,10 +260,16 @@ def make_bytelevel(out, corpus, name, split_pattern):
     else:
         tok.post_processor = processors.ByteLevel(trim_offsets=False)
         config = {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}
+        # Added tokens that swallow neighbouring whitespace, and one that is not special.
+        tok.add_special_tokens([AddedToken("<mask>", lstrip=True, special=True, normalized=False),
+                                AddedToken("<sep>", rstrip=True, special=True, normalized=False)])
+        tok.add_tokens([AddedToken("[user-word]", special=False, normalized=False)])
     os.makedirs(os.path.join(out, name), exist_ok=True)
     tok.save(os.path.join(out, name, "tokenizer.json"))
     write_json(os.path.join(out, name, "tokenizer_config.json"), config)
-    texts = TEXTS + ["<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi there!<|eot_id|>"] + \
+    texts = TEXTS + ["<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi there!<|eot_id|>",
+                     "hello <mask> world", "a \t <mask>b", "x<sep>  y", "<sep>\n\nz <mask>", " <mask> <sep> ",
+                     "a [user-word] b[user-word]c"] + \
         random_texts(3 if name == "llama3" else 4, 150)
     write_json(os.path.join(out, name, "golden.json"), {
         "about": f"byte-level BPE, {name} pre-tokenizer; made by tools/make_tokenizer_fixtures.py",

@@ -44,7 +44,11 @@ final class TokenizerBehaviourTests: XCTestCase {
                 assertTiles(tok, text, ids, offsets)
                 let bytes = Array(text.utf8)
                 for (id, r) in zip(ids, offsets) where !r.isEmpty {
-                    XCTAssertEqual(Array(bytes[r]), tok.bytes(of: id), "\(name): token \(tok.tokenString(id) ?? "?") range \(r)")
+                    var covered = Array(bytes[r])
+                    if tok.isSpecial(id) {  // lstrip/rstrip tokens also cover the whitespace they swallow
+                        covered = Array(String(decoding: covered, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines).utf8)
+                    }
+                    XCTAssertEqual(covered, tok.bytes(of: id), "\(name): token \(tok.tokenString(id) ?? "?") range \(r)")
                 }
             }
         }
@@ -74,7 +78,8 @@ final class TokenizerBehaviourTests: XCTestCase {
         var tokenizers = try (byteLevelFixtures + ["sp_legacy", "sp_gguf/tokenizer.gguf"]).map { ($0, try fixtureTokenizer($0)) }
         if FileManager.default.fileExists(atPath: Assets.smolLM2.path) { tokenizers.append(("smollm2", try smolLM2Tokenizer())) }
         for (name, tok) in tokenizers {
-            for text in try goldenTexts(name) {
+            // <mask> and <sep> swallow the whitespace beside them (lstrip / rstrip): lossy by design.
+            for text in try goldenTexts(name) where !text.contains("<mask>") && !text.contains("<sep>") {
                 XCTAssertEqual(tok.decode(tok.encode(text, addSpecialTokens: false)), text, "\(name)")
             }
         }
@@ -155,6 +160,24 @@ final class TokenizerBehaviourTests: XCTestCase {
             if !printable { extra += 1 }
         }
         return 0
+    }
+
+    /// Encodes from several threads at once (the word cache is shared under a lock) and gets
+    /// the same ids as one thread.
+    func testConcurrentEncodesAgree() throws {
+        let tok = try fixtureTokenizer("gpt2")
+        let texts = try goldenTexts("gpt2")
+        let expected = try fixtureTokenizer("gpt2")
+        let want = texts.map { expected.encode($0) }
+        var got = [[[Int32]]](repeating: [], count: 4)
+        let lock = NSLock()
+        DispatchQueue.concurrentPerform(iterations: 4) { k in
+            let order = k % 2 == 0 ? Array(texts.indices) : texts.indices.reversed()
+            var out = [[Int32]](repeating: [], count: texts.count)
+            for i in order { out[i] = tok.encode(texts[i]) }
+            lock.lock(); got[k] = out; lock.unlock()
+        }
+        for k in 0..<4 { XCTAssertEqual(got[k], want, "thread \(k)") }
     }
 
     func testSmolLM2SpecialTokensAndTemplate() throws {
