@@ -4,6 +4,9 @@
 // Conversations are valid when, after an optional first system message, turns alternate
 // user, assistant, user, … with no empty turn and at least one assistant turn. Dataset role
 // names map to these: human/user → user; gpt/assistant/chatgpt/bing/bard/bot/model → assistant.
+// One exception, as FastChat does for Vicuna: a conversation whose first turn is the
+// assistant's (ShareGPT splits long conversations, and the later parts start mid-dialogue)
+// loses that turn — it answers nothing the model can see — and is counted in the report.
 import Foundation
 
 /// Renames record keys: `[canonical: sourceKey]`, e.g. `["instruction": "question",
@@ -97,8 +100,11 @@ extension DatasetFormat {
                                 + "; map other keys with --field, e.g. --field instruction=question,output=answer")
     }
 
-    /// Converts one record; a String error names what is wrong with it.
-    func content(of object: [String: Any], mapping: FieldMapping) -> Result<SFTContent, RecordError> {
+    /// Converts one record; a String error names what is wrong with it. `droppedLeadingAssistant`
+    /// is set when a leading assistant turn was dropped.
+    func content(of object: [String: Any], mapping: FieldMapping, droppedLeadingAssistant: inout Bool) -> Result<SFTContent, RecordError> {
+        var dropped = false
+        defer { droppedLeadingAssistant = dropped }
         do {
             switch self {
             case .alpaca:
@@ -115,13 +121,13 @@ extension DatasetFormat {
                 if !system.isEmpty { m.append(ChatMessage(role: "system", content: system)) }
                 m.append(ChatMessage(role: "user", content: try field(object, "input")))
                 m.append(ChatMessage(role: "assistant", content: try field(object, "output")))
-                return .success(.conversation(try validated(m)))
+                return .success(.conversation(try validated(m, dropped: &dropped)))
             case .completion:
                 return .success(.completion(prompt: try field(object, "prompt"), completion: try field(object, "completion")))
             case .text:
                 return .success(.text(try field(object, "text")))
             case .guanaco:
-                return .success(.conversation(try validated(try GuanacoTurns.parse(try field(object, "text")))))
+                return .success(.conversation(try validated(try GuanacoTurns.parse(try field(object, "text")), dropped: &dropped)))
             case .sharegpt, .messages:
                 let key = self == .sharegpt ? "conversations" : "messages"
                 guard let raw = object[key], !(raw is NSNull) else { throw RecordError("missing field: '\(key)'") }
@@ -132,7 +138,7 @@ extension DatasetFormat {
                     guard let d = item as? [String: Any] else { throw RecordError("wrong type: \(key)[\(i)] is not an object") }
                     m.append(try message(mapping.apply(d), at: i, list: key))
                 }
-                return .success(.conversation(try validated(m)))
+                return .success(.conversation(try validated(m, dropped: &dropped)))
             }
         } catch let e as RecordError {
             return .failure(e)
@@ -196,25 +202,33 @@ func canonicalRole(_ role: String) -> String? {
     }
 }
 
-/// Checks the conversation rules (see the file header) and returns the messages unchanged.
-func validated(_ messages: [ChatMessage]) throws -> [ChatMessage] {
+/// Checks the conversation rules (see the file header); returns the messages, less a leading
+/// assistant turn (then `dropped` is set). Error messages number messages as in the record.
+func validated(_ messages: [ChatMessage], dropped: inout Bool) throws -> [ChatMessage] {
     guard !messages.isEmpty else { throw RecordError("empty conversation: no messages") }
+    var m = messages
+    let firstTurn = m[0].role == "system" ? 1 : 0
+    if firstTurn < m.count, m[firstTurn].role == "assistant" {
+        m.remove(at: firstTurn)
+        dropped = true
+    }
+    func number(_ i: Int) -> Int { dropped && i >= firstTurn ? i + 1 : i }
     var expected = "user"
     var sawAssistant = false
-    for (i, m) in messages.enumerated() {
-        if m.content.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
-            throw RecordError("empty turn: message \(i) (\(m.role)) has no content")
+    for (i, msg) in m.enumerated() {
+        if msg.content.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
+            throw RecordError("empty turn: message \(number(i)) (\(msg.role)) has no content")
         }
-        if i == 0 && m.role == "system" { continue }
-        guard m.role == expected else {
-            let previous = i == 0 ? "the start" : "'\(messages[i - 1].role)'"
-            throw RecordError("roles do not alternate: message \(i) is '\(m.role)' after \(previous)")
+        if i == 0 && msg.role == "system" { continue }
+        guard msg.role == expected else {
+            let previous = i == 0 ? "the start" : "'\(m[i - 1].role)'"
+            throw RecordError("roles do not alternate: message \(number(i)) is '\(msg.role)' after \(previous)")
         }
-        if m.role == "assistant" { sawAssistant = true }
+        if msg.role == "assistant" { sawAssistant = true }
         expected = expected == "user" ? "assistant" : "user"
     }
     guard sawAssistant else { throw RecordError("no assistant turn") }
-    return messages
+    return m
 }
 
 /// Guanaco / OpenAssistant plain-text conversations: "### Human: … ### Assistant: …".
