@@ -18,6 +18,15 @@ ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assi
          "model": "assistant", "system": "system"}
 
 
+BLANK = set(map(chr, [*range(0x09, 0x0E), 0x20, 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029,
+                       0x202F, 0x205F, 0x3000, 0x200B, 0x200C, 0x200D, 0x2060, 0xFEFF]))
+
+
+def blank(s):
+    """Only Unicode White_Space and zero-width characters: sft's "empty turn"."""
+    return all(c in BLANK for c in s)
+
+
 def check(record):
     """Returns (messages, None) or (None, reason kind)."""
     if not isinstance(record, dict):
@@ -53,7 +62,7 @@ def check(record):
         del msgs[first_turn]  # FastChat's rule: a leading assistant turn answers nothing
     expected, seen_assistant = "user", False
     for i, (role, value) in enumerate(msgs):
-        if not value.strip():
+        if blank(value):
             return None, "empty turn"
         if i == 0 and role == "system":
             continue

@@ -63,7 +63,7 @@ final class DatasetLoadingTests: XCTestCase {
         let skipped = d.report.skipped.map { "\($0.location.line) \($0.location.index) \($0.reason)" }
         XCTAssertEqual(skipped, [
             "4 2 unknown role: 'tool' in messages[1]",
-            "5 3 invalid JSON",
+            "5 3 invalid JSON: unexpected end of record inside an object (line 5)",
             "6 4 wrong type: 'messages' is not a list",
             "7 5 no assistant turn",
         ])
@@ -200,6 +200,40 @@ final class DatasetLoadingTests: XCTestCase {
         }
     }
 
+    func testRecordParserAgreesWithJSONSerializationOnEscapes() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sft-json-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let prompts = [#"plain"#, #"tab\tnew\nline \"quoted\" back\\slash \/ solidus"#, #"\u00e9t\u00C9 \ud83d\ude00 emoji"#,
+                       #"raw ünïcödé ✓ 😀"#, #"\b\f\r"#]
+        var lines = prompts.map { #"{"prompt": ""# + $0 + #"", "completion": "ok", "n": -1.5e3, "b": [true, false, null, {}]}"# }
+        lines.append(#"{"prompt": "bad \x escape", "completion": "ok"}"#)
+        lines.append(#"{"prompt": "lone \udc00 low", "completion": "ok"}"#)  // JSONSerialization rejects it; we replace it
+        lines.append(#"{"prompt": "a", "completion": "b"} trailing"#)
+        let f = dir.appendingPathComponent("escapes.jsonl")
+        try lines.joined(separator: "\n").write(to: f, atomically: true, encoding: .utf8)
+        let d = try Dataset.load(f)
+        XCTAssertEqual(d.examples.count, prompts.count + 1)
+        XCTAssertEqual(d.examples.last?.content, .completion(prompt: "lone \u{FFFD} low", completion: "ok"))
+        for (ex, line) in zip(d.examples.prefix(prompts.count), lines) {
+            let ref = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+            XCTAssertEqual(ex.content, .completion(prompt: ref["prompt"] as! String, completion: "ok"), line)
+        }
+        XCTAssertEqual(d.report.skipped.map(\.reason), ["invalid JSON: invalid escape '\\x' (line 6)",
+                                                       "invalid JSON: unexpected text after the value (line 8)"])
+    }
+
+    func testInvalidJSONInAnArrayElementNamesTheLineOfTheFault() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sft-jsonl-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let f = dir.appendingPathComponent("a.json")
+        try "[\n{\"text\": \"a\"},\n{\n  \"text\": \"b\"\n  \"x\": 1\n},\n{\"text\": \"c\"}\n]\n".write(to: f, atomically: true, encoding: .utf8)
+        let d = try Dataset.load(f)
+        XCTAssertEqual(d.examples.map(\.text), ["a", "c"])
+        XCTAssertEqual(d.report.skipped.map(\.description), ["line 3 (record 1): invalid JSON: expected ',' or '}' (line 5)"])
+    }
+
     /// The real asset (a cut-off 125 MB JSON array): the first 200 records, and a timed full read.
     func testShareGPTAssetFirst200Records() throws {
         guard FileManager.default.fileExists(atPath: Assets.shareGPT.path) else { throw XCTSkip("ShareGPT asset not fetched") }
@@ -232,6 +266,7 @@ final class DatasetLoadingTests: XCTestCase {
         XCTAssertTrue(reference.contains("all_records \(d.report.records)\n"), "records \(d.report.records)")
         XCTAssertTrue(reference.contains("all_examples \(d.examples.count)\n"), "examples \(d.examples.count)")
         XCTAssertNotNil(d.report.truncated)
+        XCTAssertLessThan(seconds, 5.0)  // 125 MB: ~0.65 s measured on the 2-core dev machine
         print("ShareGPT full file: \(d.report.records) records, \(d.examples.count) examples in \(Int(seconds * 1000)) ms")
         let t1 = Date()
         let s = try Dataset.load(Assets.shareGPT, options: DatasetOptions(selection: .sample(1000, seed: 3)))
