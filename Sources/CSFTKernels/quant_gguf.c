@@ -495,20 +495,29 @@ AVX512 static float dot_q4_0_avx512(const void *row, const float *x, int64_t n) 
     return _mm512_reduce_add_ps(acc);
 }
 
+// One Q4_1 block: acc += d * (codes . x), accm += m * sum(x).
+AVX512 static inline void q4_1_block_avx512(const block_q4_1 *b, const float *x, __m512 *acc, __m512 *accm) {
+    const __m128i mask = _mm_set1_epi8(0x0F);
+    __m128i q = _mm_loadu_si128((const __m128i *)b->qs);
+    __m128i lo = _mm_and_si128(q, mask), hi = _mm_and_si128(_mm_srli_epi16(q, 4), mask);
+    __m512 x0 = _mm512_loadu_ps(x), x1 = _mm512_loadu_ps(x + 16);
+    __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(lo)), x0);
+    t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(hi)), x1, t);
+    *acc = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(b->d)), t, *acc);
+    *accm = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(b->m)), _mm512_add_ps(x0, x1), *accm);
+}
+
 AVX512 static float dot_q4_1_avx512(const void *row, const float *x, int64_t n) {
     const block_q4_1 *b = row;
-    const __m128i mask = _mm_set1_epi8(0x0F);
-    __m512 acc = _mm512_setzero_ps(), accm = _mm512_setzero_ps();
-    for (int64_t i = 0; i < n / QK; i++, x += QK) {
-        __m128i q = _mm_loadu_si128((const __m128i *)b[i].qs);
-        __m128i lo = _mm_and_si128(q, mask), hi = _mm_and_si128(_mm_srli_epi16(q, 4), mask);
-        __m512 x0 = _mm512_loadu_ps(x), x1 = _mm512_loadu_ps(x + 16);
-        __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(lo)), x0);
-        t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(hi)), x1, t);
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(b[i].d)), t, acc);
-        accm = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(b[i].m)), _mm512_add_ps(x0, x1), accm);
+    // two independent accumulator pairs so consecutive blocks do not wait on each other
+    __m512 a0 = _mm512_setzero_ps(), m0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), m1 = _mm512_setzero_ps();
+    int64_t nb = n / QK, i = 0;
+    for (; i + 2 <= nb; i += 2) {
+        q4_1_block_avx512(b + i, x + i * QK, &a0, &m0);
+        q4_1_block_avx512(b + i + 1, x + (i + 1) * QK, &a1, &m1);
     }
-    return _mm512_reduce_add_ps(_mm512_add_ps(acc, accm));
+    if (i < nb) q4_1_block_avx512(b + i, x + i * QK, &a0, &m0);
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, m0), _mm512_add_ps(a1, m1)));
 }
 
 AVX512 static float dot_q8_0_avx512(const void *row, const float *x, int64_t n) {

@@ -336,6 +336,7 @@ public final class GGUFFile: @unchecked Sendable {
     public func tensor(named name: String) -> GGUFTensorInfo? { index[name].map { tensors[$0] } }
 
     /// The stored bytes of a tensor: a view into the mapping, valid while this object lives.
+    /// `info` must come from this file's `tensors`.
     public func rawBytes(of info: GGUFTensorInfo) -> UnsafeRawBufferPointer {
         UnsafeRawBufferPointer(rebasing: file.bytes[info.offset ..< info.offset + info.byteCount])
     }
@@ -343,6 +344,9 @@ public final class GGUFFile: @unchecked Sendable {
     /// Decodes a tensor into `info.elementCount` floats at `into` (GGUF element order, which is
     /// row-major for `info.shape`). Throws naming the tensor when its type is not supported.
     public func dequantize(_ info: GGUFTensorInfo, into out: UnsafeMutablePointer<Float>) throws {
+        guard tensor(named: info.name) == info else {
+            throw SFTError.weights(key: info.name, message: "tensor info does not belong to \(url.path)")
+        }
         guard info.type.canDequantize else {
             throw SFTError.weights(key: info.name, message: "cannot dequantize GGML type \(info.type) (id \(info.type.rawValue)) in \(url.path)")
         }
