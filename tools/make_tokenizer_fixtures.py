@@ -126,7 +126,6 @@ def golden(tok, texts, with_special_parse=True):
             "text": t,
             "ids": enc.ids,
             "ids_no_special": plain.ids,
-            "tokens_no_special": plain.tokens,
             "decoded": tok.decode(enc.ids, skip_special_tokens=False),
             "decoded_skip_special": tok.decode(enc.ids, skip_special_tokens=True),
         })
@@ -331,7 +330,6 @@ def make_sp_gguf(out, corpus):
     for t in texts:
         ids = sp.encode(t)
         cases.append({"text": t, "ids": [1] + ids, "ids_no_special": ids,
-                      "tokens_no_special": [sp.id_to_piece(i) for i in ids],
                       "decoded_skip_special": sp.decode(ids)})
     write_json(os.path.join(out, "sp_gguf", "golden.json"), {
         "about": "SentencePiece BPE (byte fallback, split digits, identity normalization) ids from sentencepiece; "

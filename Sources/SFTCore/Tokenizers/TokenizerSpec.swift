@@ -147,8 +147,9 @@ extension TokenizerSpec {
         let exists = FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir)
         let folder = isDir.boolValue ? url : url.deletingLastPathComponent()
         let file = isDir.boolValue ? url.appendingPathComponent("tokenizer.json") : url
-        guard exists, FileManager.default.fileExists(atPath: file.path) else {
-            throw SFTError.io(path: file.path, message: "no tokenizer.json")
+        guard exists else { throw SFTError.io(path: url.path, message: "no such file or folder") }
+        guard FileManager.default.fileExists(atPath: file.path) else {
+            throw SFTError.io(path: file.path, message: "no tokenizer.json in the model folder")
         }
         let json = try Self.readJSONObject(file)
         let configURL = folder.appendingPathComponent("tokenizer_config.json")
