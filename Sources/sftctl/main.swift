@@ -16,6 +16,10 @@ struct Command {
 
 let commands: [Command] = [
     // one line per command, sorted by name
+    chatCommand,
+    evalCommand,
+    finetuneCommand,
+    generateCommand,
     inspectCommand,
     tokenizeCommand,
 ]
