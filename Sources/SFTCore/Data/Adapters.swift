@@ -2,7 +2,7 @@
 import Foundation
 
 extension Tokenizer: TextTokenizer {
-    public func encodeWithOffsets(_ text: String, addSpecialTokens: Bool) throws -> (ids: [Int32], offsets: [Range<Int>]) {
+    public func encodeWithOffsets(_ text: String, addSpecialTokens: Bool) -> (ids: [Int32], offsets: [Range<Int>]) {
         encodeWithOffsets(text, addSpecialTokens: addSpecialTokens, parseSpecialTokens: true)
     }
 }

@@ -169,10 +169,11 @@ public enum Ops {
         let lse = try Tensor(empty: [s.B, s.H, s.T], on: be)
         try be.attentionForward(q: q.storage, k: k.storage, v: v.storage, o: o.storage, lse: lse.storage,
                                 docIds: docIds?.storage, alibi: alibi?.storage, shape: s)
+        let oView = o.storage  // not `o`: the node lives on `o`, capturing it would leak the graph
         Autograd.record(o, op: "attention", inputs: [q, k, v]) { g in
             let dq = try Tensor(empty: q.shape, on: be), dk = try Tensor(empty: k.shape, on: be)
             let dv = try Tensor(empty: v.shape, on: be)
-            try be.attentionBackward(q: q.storage, k: k.storage, v: v.storage, o: o.storage, dout: g.storage,
+            try be.attentionBackward(q: q.storage, k: k.storage, v: v.storage, o: oView, dout: g.storage,
                                      lse: lse.storage, docIds: docIds?.storage, alibi: alibi?.storage,
                                      dq: dq.storage, dk: dk.storage, dv: dv.storage, shape: s)
             return [dq, dk, dv]
@@ -187,11 +188,13 @@ public enum Ops {
         try check(gate.count == up.count, "swiglu", "gate \(gate.shape), up \(up.shape)")
         let be = gate.backend
         let h = try Tensor(empty: gate.shape, on: be)
-        try be.swigluForward(gate: gate.storage, up: up.storage, h: h.storage, count: h.count)
+        let n = h.count
+        try be.swigluForward(gate: gate.storage, up: up.storage, h: h.storage, count: n)
+        // Closures must not capture their own output (`h`): the node lives on it.
         Autograd.record(h, op: "swiglu", inputs: [gate, up]) { g in
             let dg = try Tensor(empty: gate.shape, on: be), du = try Tensor(empty: up.shape, on: be)
             try be.swigluBackward(dh: g.storage, gate: gate.storage, up: up.storage, dgate: dg.storage,
-                                  dup: du.storage, count: h.count)
+                                  dup: du.storage, count: n)
             return [dg, du]
         }
         return h
