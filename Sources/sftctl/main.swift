@@ -16,6 +16,8 @@ struct Command {
 
 let commands: [Command] = [
     // one line per command, sorted by name
+    inspectCommand,
+    tokenizeCommand,
 ]
 
 func usage() -> String {

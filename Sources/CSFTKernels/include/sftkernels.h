@@ -30,6 +30,9 @@ const char *sft_last_error(void);
 int sft_set_error(const char *fmt, ...);
 /// Instruction set the CPU kernels dispatch to at run time: "avx512", "avx2" or "generic".
 const char *sft_cpu_isa(void);
+/// Makes the CPU kernels use a given instruction set ("avx512", "avx2", "generic"), for tests
+/// and benchmarks of every variant on one machine. Fails when the CPU lacks it.
+int sft_cpu_set_isa(const char *name);
 
 // ---------------------------------------------------------------------------------------------
 // Elementwise (f32 unless named); n = element count
@@ -52,7 +55,8 @@ void sft_f32_to_bf16(const float *x, uint16_t *y, int64_t n);
 void sft_f16_to_f32(const uint16_t *x, float *y, int64_t n);
 void sft_f32_to_f16(const float *x, uint16_t *y, int64_t n);
 /// Inverted dropout: y = x * keep / (1-p), keep drawn from a counter-based hash of
-/// (seed, offset + i) so every backend draws the same mask. mask (nullable) gets 0/1 bytes.
+/// (seed, offset + i) so every backend and every chunking draws the same mask (the hash is
+/// spelled out in elementwise.c). mask (nullable) gets 0/1 bytes. Backward: the same call on dy.
 void sft_dropout_f32(const float *x, float *y, uint8_t *mask, int64_t n, float p,
                      uint64_t seed, uint64_t offset);
 
@@ -60,18 +64,20 @@ void sft_dropout_f32(const float *x, float *y, uint8_t *mask, int64_t n, float p
 // Normalization. x, y: (N, C); w, b: (C); mean, rstd: (N) saved for backward.
 // Backward accumulates into dw/db (+=) so gradient accumulation needs no extra buffer;
 // dw/db may be NULL for frozen weights. dx is written (=).
+// Parts: forward splits rows; backward splits rows for dx and columns for dw/db, so the parts
+// of one call never write the same memory.
 // ---------------------------------------------------------------------------------------------
 
 void sft_rmsnorm_fwd_f32(const float *x, const float *w, float *y, float *rstd,
                          int64_t N, int64_t C, float eps, int part, int nparts);
 void sft_rmsnorm_bwd_f32(const float *dy, const float *x, const float *w, const float *rstd,
-                         float *dx, float *dw, int64_t N, int64_t C);
+                         float *dx, float *dw, int64_t N, int64_t C, int part, int nparts);
 void sft_layernorm_fwd_f32(const float *x, const float *w, const float *b, float *y,
                            float *mean, float *rstd, int64_t N, int64_t C, float eps,
                            int part, int nparts);
 void sft_layernorm_bwd_f32(const float *dy, const float *x, const float *w, const float *mean,
                            const float *rstd, float *dx, float *dw, float *db, int64_t N,
-                           int64_t C);
+                           int64_t C, int part, int nparts);
 
 // ---------------------------------------------------------------------------------------------
 // Rotary position embedding, rotate-half layout (HF): for i < D/2,
@@ -92,24 +98,27 @@ void sft_rope_f32(const float *x, int64_t ldx, float *y, int64_t ldy, const int3
 // Causal attention with GQA, packed documents and optional ALiBi.
 // q: (B, T, H, D), row stride ldq floats per token; k, v: (B, T, KV, D), strides ldk, ldv;
 // o: (B, T, H, D) stride ldo. Query head h reads kv head h / (H / KV).
-// doc: (B, T) document ids or NULL; token t attends to s <= t only where doc[s] == doc[t].
-// alibi: (H) slopes or NULL; adds -slope * (t - s) to the score.
-// lse: (B, H, T) log-sum-exp of the scaled scores, saved for backward.
-// Work is split over (b, h) pairs in forward and over (b, kv head) groups in backward,
-// so each part owns the dk/dv rows it writes. dq, dk, dv are written (=).
+// doc: (B, T) document ids or NULL. A document is a maximal run of equal ids (packed rows put
+// each document in one contiguous run); token t attends to s <= t of its own run only.
+// alibi: (H) slopes or NULL; adds -slope * (t - s) to the (scaled) score.
+// lse: (B, H, T) log-sum-exp of the scores, saved for backward.
+// Work is split into units — (b, h, block of query rows) in forward; (b, kv head, key tile)
+// for dk/dv and (b, h, query block) for dq in backward — and units are spread over parts by
+// cost, so every output row has one writer. dq, dk, dv are written (=).
+// Return 0, or -1 (message in sft_last_error) when scratch memory cannot be allocated.
 // ---------------------------------------------------------------------------------------------
 
-void sft_attention_fwd_f32(const float *q, int64_t ldq, const float *k, int64_t ldk,
-                           const float *v, int64_t ldv, float *o, int64_t ldo, float *lse,
-                           const int32_t *doc, const float *alibi, int64_t B, int64_t T,
-                           int64_t H, int64_t KV, int64_t D, float scale, int part, int nparts);
-void sft_attention_bwd_f32(const float *q, int64_t ldq, const float *k, int64_t ldk,
-                           const float *v, int64_t ldv, const float *o, int64_t ldo,
-                           const float *dout, int64_t lddo, const float *lse,
-                           const int32_t *doc, const float *alibi, float *dq, int64_t lddq,
-                           float *dk, int64_t lddk, float *dv, int64_t lddv, int64_t B,
-                           int64_t T, int64_t H, int64_t KV, int64_t D, float scale, int part,
-                           int nparts);
+int sft_attention_fwd_f32(const float *q, int64_t ldq, const float *k, int64_t ldk,
+                          const float *v, int64_t ldv, float *o, int64_t ldo, float *lse,
+                          const int32_t *doc, const float *alibi, int64_t B, int64_t T,
+                          int64_t H, int64_t KV, int64_t D, float scale, int part, int nparts);
+int sft_attention_bwd_f32(const float *q, int64_t ldq, const float *k, int64_t ldk,
+                          const float *v, int64_t ldv, const float *o, int64_t ldo,
+                          const float *dout, int64_t lddo, const float *lse,
+                          const int32_t *doc, const float *alibi, float *dq, int64_t lddq,
+                          float *dk, int64_t lddk, float *dv, int64_t lddv, int64_t B,
+                          int64_t T, int64_t H, int64_t KV, int64_t D, float scale, int part,
+                          int nparts);
 
 // ---------------------------------------------------------------------------------------------
 // SwiGLU: h = silu(g) * u over n elements. Backward writes dg, du (=).
@@ -132,7 +141,8 @@ void sft_embedding_bwd_f32(const int32_t *ids, const float *dout, float *dtable,
 // ---------------------------------------------------------------------------------------------
 // Cross-entropy over one chunk of logit rows (the LM head GEMM produces the chunk).
 // logits: (n, V), overwritten with d(loss)/d(logits) * grad_scale when want_grad != 0.
-// targets: (n); rows whose target == ignore_index contribute no loss and zero gradient.
+// targets: (n); rows whose target == ignore_index (or is outside [0, V): callers check)
+// contribute no loss and zero gradient.
 // Returns the summed loss (double) over non-ignored rows; *count gets their number.
 // Parallel over rows with (part, nparts); each part returns its own partial sum.
 // ---------------------------------------------------------------------------------------------
@@ -152,11 +162,42 @@ void sft_adamw_f32(float *p, const float *g, float *m, float *v, int64_t n, floa
                    float b2, float eps, float wd, float bc1, float bc2);
 
 // ---------------------------------------------------------------------------------------------
+// Generation: attention of Tq new tokens against a KV cache of S tokens (batch 1).
+// q, o: (Tq, H, D) rows of H*D floats; kc, vc: (S, KV, D). Query i is at position S-Tq+i and
+// attends to cache rows 0..S-Tq+i. Split over heads with (part, nparts).
+// ---------------------------------------------------------------------------------------------
+
+void sft_attention_cached_f32(const float *q, const float *kc, const float *vc, float *o,
+                              int64_t Tq, int64_t S, int64_t H, int64_t KV, int64_t D,
+                              float scale, int part, int nparts);
+
+// ---------------------------------------------------------------------------------------------
 // Dequantization (GGUF blocks, bitsandbytes NF4/FP4). Formats section: owned by the GGUF /
 // quantization code. Each block type has a readable reference in the .c file.
 // ---------------------------------------------------------------------------------------------
 
-// (declared by the formats work)
+// GGML block types (ids as stored in GGUF): F32, F16, BF16, F64, I8..I64, Q4_0, Q4_1, Q5_0,
+// Q5_1, Q8_0, IQ4_NL (32-value blocks) and Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K (256-value
+// super-blocks). Layouts and reference decoders: quant_gguf.c.
+
+/// Nonzero when sft_gguf_dequantize supports GGML type id `type`.
+int sft_gguf_can_dequantize(int type);
+/// Decodes n values (a whole number of blocks) of GGML type `type` at src into dst (f32).
+int sft_gguf_dequantize(int type, const void *src, float *dst, int64_t n);
+/// Dot product of one quantized row of n values (n a multiple of 32) with f32 x.
+float sft_vec_dot_q4_0_f32(const void *row, const float *x, int64_t n);
+float sft_vec_dot_q4_1_f32(const void *row, const float *x, int64_t n);
+float sft_vec_dot_q8_0_f32(const void *row, const float *x, int64_t n);
+/// y[r] = dot(W[r, :], x) for this part's share of the nrows rows; W is (nrows, ncols) in
+/// GGML type `type`, rows contiguous (ncols a multiple of the block size). Decodes on the fly.
+int sft_matvec_q(int type, const void *w, const float *x, float *y, int64_t nrows, int64_t ncols,
+                 int part, int nparts);
+/// Instruction sets of the quantized kernels (sft_matvec_q_isa forces one, for tests).
+enum { SFT_ISA_AUTO = 0, SFT_ISA_GENERIC = 1, SFT_ISA_AVX2 = 2, SFT_ISA_AVX512 = 3 };
+int sft_matvec_q_isa(int isa, int type, const void *w, const float *x, float *y, int64_t nrows,
+                     int64_t ncols, int part, int nparts);
+/// The best instruction set the quantized kernels use on this CPU (SFT_ISA_*).
+int sft_quant_isa_level(void);
 
 // ---------------------------------------------------------------------------------------------
 // CUDA loader (run-time dlopen; no build-time toolkit). Declared by the CUDA work.

@@ -1,0 +1,42 @@
+// Rotary position embedding (Su et al. 2021, RoFormer) in the rotate-half layout HF Llama uses:
+// dimension i pairs with i + D/2. Positions come per token, so packed documents restart at 0.
+// Backward is the same rotation by the negative angle (inverse != 0).
+#include "cpu.h"
+
+enum { ROPE_CHUNK = 128 };   // frequencies handled per pass (cos/sin kept on the stack)
+
+SFT_INLINE void sft_rope_f32_impl(const float *x, int64_t ldx, float *y, int64_t ldy,
+                                  const int32_t *pos, const float *inv_freq, int64_t N,
+                                  int64_t H, int64_t D, int inverse, int part, int nparts) {
+    const int64_t half = D / 2;
+    float cs[ROPE_CHUNK], sn[ROPE_CHUNK], a[ROPE_CHUNK], b[ROPE_CHUNK];
+    int64_t lo, hi;
+    sft_split(N, part, nparts, &lo, &hi);
+    for (int64_t n = lo; n < hi; n++) {
+        for (int64_t i0 = 0; i0 < half; i0 += ROPE_CHUNK) {
+            const int64_t m = half - i0 < ROPE_CHUNK ? half - i0 : ROPE_CHUNK;
+            // Angle in f32 like the HF reference (position * inv_freq), then cos/sin.
+            for (int64_t i = 0; i < m; i++) {
+                float angle = (float)pos[n] * inv_freq[i0 + i];
+                cs[i] = cosf(angle);
+                sn[i] = inverse ? -sinf(angle) : sinf(angle);
+            }
+            for (int64_t h = 0; h < H; h++) {
+                const float *xh = x + n * ldx + h * D + i0;
+                float *yh = y + n * ldy + h * D + i0;
+                // Copy first so x == y (in place) is safe and the loop below vectorizes.
+                memcpy(a, xh, (size_t)m * sizeof(float));
+                memcpy(b, xh + half, (size_t)m * sizeof(float));
+                for (int64_t i = 0; i < m; i++) {
+                    yh[i] = a[i] * cs[i] - b[i] * sn[i];
+                    yh[i + half] = b[i] * cs[i] + a[i] * sn[i];
+                }
+            }
+        }
+    }
+}
+SFT_DISPATCH_VOID(sft_rope_f32,
+                  (const float *x, int64_t ldx, float *y, int64_t ldy, const int32_t *pos,
+                   const float *inv_freq, int64_t N, int64_t H, int64_t D, int inverse, int part,
+                   int nparts),
+                  (x, ldx, y, ldy, pos, inv_freq, N, H, D, inverse, part, nparts))

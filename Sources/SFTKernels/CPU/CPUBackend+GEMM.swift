@@ -1,0 +1,131 @@
+// The CPU backend's GEMM (OpenBLAS cblas_sgemm, one call per batch entry) and the fused LM head
+// + cross-entropy built from it: logits are made a chunk of rows at a time into one reused
+// scratch buffer, so memory stays at chunk × V however many tokens there are.
+
+import COpenBLAS
+import CSFTKernels
+import Foundation
+
+extension CPUBackend {
+    public func gemm(transA: Bool, transB: Bool, M: Int, N: Int, K: Int, alpha: Float,
+                     A: BufferView, lda: Int, strideA: Int, B: BufferView, ldb: Int, strideB: Int,
+                     beta: Float, C: BufferView, ldc: Int, strideC: Int, batch: Int) throws {
+        let shape = "M=\(M) N=\(N) K=\(K) batch=\(batch) transA=\(transA) transB=\(transB)"
+        func fail(_ m: String) -> KernelError { .invalidArgument(op: "gemm", message: "\(m) (\(shape))") }
+        guard M >= 0, N >= 0, K >= 0, batch >= 0 else { throw fail("sizes must be non-negative") }
+        // Stored (rows, cols) of each operand, row-major: op(A) is M×K, so A is K×M when transposed.
+        let (aRows, aCols) = transA ? (K, M) : (M, K)
+        let (bRows, bCols) = transB ? (N, K) : (K, N)
+        guard lda >= max(1, aCols) else { throw fail("lda=\(lda) < \(aCols) columns of A") }
+        guard ldb >= max(1, bCols) else { throw fail("ldb=\(ldb) < \(bCols) columns of B") }
+        guard ldc >= max(1, N) else { throw fail("ldc=\(ldc) < N=\(N)") }
+        guard strideA >= 0, strideB >= 0, strideC >= 0 else { throw fail("strides must be non-negative") }
+        if batch > 1, M > 0, N > 0, strideC < (M - 1) * ldc + N {
+            throw fail("strideC=\(strideC) makes batch entries of C overlap")
+        }
+        if batch == 0 || M == 0 || N == 0 { return }
+        func extent(_ rows: Int, _ cols: Int, _ ld: Int, _ stride: Int) -> Int {
+            rows == 0 || cols == 0 ? 0 : (batch - 1) * stride + (rows - 1) * ld + cols
+        }
+        try check(A, count: extent(aRows, aCols, lda, strideA), "gemm", "A (\(shape), lda=\(lda), strideA=\(strideA))")
+        try check(B, count: extent(bRows, bCols, ldb, strideB), "gemm", "B (\(shape), ldb=\(ldb), strideB=\(strideB))")
+        try check(C, count: extent(M, N, ldc, strideC), "gemm", "C (\(shape), ldc=\(ldc), strideC=\(strideC))")
+        let (pa, pb, pc) = (A.f32(), B.f32(), C.f32())
+        for i in 0..<batch {
+            sgemm(transA, transB, M, N, K, alpha, pa + i * strideA, lda, pb + i * strideB, ldb,
+                  beta, pc + i * strideC, ldc)
+        }
+    }
+
+    /// Row-major cblas_sgemm with Bool transposes.
+    func sgemm(_ transA: Bool, _ transB: Bool, _ M: Int, _ N: Int, _ K: Int, _ alpha: Float,
+               _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
+               _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
+        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                    blasint(M), blasint(N), blasint(K), alpha, a, blasint(lda), b, blasint(ldb), beta, c,
+                    blasint(ldc))
+    }
+
+    /// Rows whose target is not `ignoreIndex` are the only ones that cost anything: they are
+    /// gathered into chunks of `chunk` rows (prompt tokens masked out in SFT are often half the
+    /// batch), and ignored rows get dx = 0.
+    public func crossEntropyLMHead(x: BufferView, weight: BufferView, targets: BufferView, N: Int,
+                                   C: Int, V: Int, ignoreIndex: Int32, chunk: Int, gradScale: Float,
+                                   dx: BufferView?, dweight: BufferView?) throws -> (loss: Double, count: Int) {
+        let op = "crossEntropyLMHead"
+        try nonNegative(op, ["N": N, "C": C, "V": V])
+        guard V > 0, chunk > 0 else {
+            throw KernelError.invalidArgument(op: op, message: "V=\(V) and chunk=\(chunk) must be positive")
+        }
+        try check(x, count: N * C, op, "x (N=\(N), C=\(C))")
+        try check(weight, count: V * C, op, "weight (V=\(V), C=\(C))")
+        try check(targets, count: N, op, "targets (N=\(N))")
+        if let dx { try check(dx, count: N * C, op, "dx (N=\(N), C=\(C))") }
+        if let dweight { try check(dweight, count: V * C, op, "dweight (V=\(V), C=\(C))") }
+
+        let pt = targets.i32()
+        var active: [Int32] = []
+        active.reserveCapacity(N)
+        for i in 0..<N {
+            let t = pt[i]
+            if t == ignoreIndex { continue }
+            guard t >= 0, Int(t) < V else {
+                throw KernelError.invalidArgument(op: op, message: "target \(t) at row \(i) is outside [0, \(V)) and is not the ignore index \(ignoreIndex)")
+            }
+            active.append(Int32(i))
+        }
+        if let dx { try fill(dx, value: 0, count: N * C) }
+        if active.isEmpty { return (0, 0) }
+
+        let rows = min(chunk, active.count)
+        let wantGrad = dx != nil || dweight != nil
+        // Scratch: logits (rows, V), gathered x (rows, C), gathered targets, dx of the chunk.
+        let logits = try allocate(bytes: rows * V * 4)
+        let xs = try allocate(bytes: rows * C * 4)
+        let ts = try allocate(bytes: rows * 4)
+        let dxs = try allocate(bytes: dx == nil ? 0 : rows * C * 4)
+        let (pl, pxs, pts, pdxs) = (BufferView(logits).f32(), BufferView(xs).f32(), BufferView(ts).i32(), BufferView(dxs).f32())
+        let (px, pw) = (x.f32(), weight.f32())
+
+        var loss = 0.0, count = 0
+        var r0 = 0
+        while r0 < active.count {
+            let n = min(rows, active.count - r0)
+            for j in 0..<n {
+                let i = Int(active[r0 + j])
+                (pxs + j * C).update(from: px + i * C, count: C)
+                pts[j] = pt[i]
+            }
+            // logits (n, V) = xs (n, C) · Wᵀ
+            sgemm(false, true, n, V, C, 1, pxs, C, pw, C, 0, pl, V)
+            let nparts = parts(work: n * V, grain: 1 << 15)
+            var partLoss = [Double](repeating: 0, count: nparts)
+            var partCount = [Int64](repeating: 0, count: nparts)
+            partLoss.withUnsafeMutableBufferPointer { lossOut in
+                partCount.withUnsafeMutableBufferPointer { countOut in
+                    let (lo, co) = (lossOut.baseAddress!, countOut.baseAddress!)
+                    parallel(nparts) { p, np in
+                        lo[Int(p)] = sft_xent_rows_f32(pl, pts, Int64(n), Int64(V), ignoreIndex, gradScale,
+                                                       wantGrad ? 1 : 0, co + Int(p), p, np)
+                    }
+                }
+            }
+            loss += partLoss.reduce(0, +)
+            count += Int(partCount.reduce(0, +))
+            if let dx {
+                // dx rows = dlogits (n, V) · W (V, C), scattered back to their rows
+                sgemm(false, false, n, C, V, 1, pl, V, pw, C, 0, pdxs, C)
+                let pdx = dx.f32()
+                for j in 0..<n {
+                    (pdx + Int(active[r0 + j]) * C).update(from: pdxs + j * C, count: C)
+                }
+            }
+            if let dweight {
+                // dW (V, C) += dlogitsᵀ (V, n) · xs (n, C)
+                sgemm(true, false, V, C, n, 1, pl, V, pxs, C, 1, dweight.f32(), C)
+            }
+            r0 += n
+        }
+        return (loss, count)
+    }
+}

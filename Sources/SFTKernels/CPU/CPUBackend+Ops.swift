@@ -1,0 +1,357 @@
+// The CPU backend's ops other than GEMM: each checks its arguments (naming the op and the
+// shapes), then calls the C kernel, split over cores where the work is large enough.
+// The math of every op is in the C files of CSFTKernels, one per concern.
+
+import CSFTKernels
+import Foundation
+
+extension CPUBackend {
+    // MARK: elementwise
+
+    public func fill(_ y: BufferView, value: Float, count n: Int) throws {
+        try check(y, count: n, "fill", "y")
+        let py = y.f32()
+        chunked(n) { s, c in sft_fill_f32(py + s, value, Int64(c)) }
+    }
+
+    public func add(_ a: BufferView, _ b: BufferView, into y: BufferView, count n: Int) throws {
+        try check(a, count: n, "add", "a")
+        try check(b, count: n, "add", "b")
+        try check(y, count: n, "add", "y")
+        let (pa, pb, py) = (a.f32(), b.f32(), y.f32())
+        chunked(n) { s, c in sft_add_f32(pa + s, pb + s, py + s, Int64(c)) }
+    }
+
+    public func axpy(alpha: Float, _ x: BufferView, _ y: BufferView, count n: Int) throws {
+        try check(x, count: n, "axpy", "x")
+        try check(y, count: n, "axpy", "y")
+        let (px, py) = (x.f32(), y.f32())
+        chunked(n) { s, c in sft_axpy_f32(alpha, px + s, py + s, Int64(c)) }
+    }
+
+    public func scale(alpha: Float, _ x: BufferView, into y: BufferView, count n: Int) throws {
+        try check(x, count: n, "scale", "x")
+        try check(y, count: n, "scale", "y")
+        let (px, py) = (x.f32(), y.f32())
+        chunked(n) { s, c in sft_scale_f32(alpha, px + s, py + s, Int64(c)) }
+    }
+
+    public func mul(_ a: BufferView, _ b: BufferView, into y: BufferView, count n: Int) throws {
+        try check(a, count: n, "mul", "a")
+        try check(b, count: n, "mul", "b")
+        try check(y, count: n, "mul", "y")
+        let (pa, pb, py) = (a.f32(), b.f32(), y.f32())
+        chunked(n) { s, c in sft_mul_f32(pa + s, pb + s, py + s, Int64(c)) }
+    }
+
+    public func sumOfSquares(_ x: BufferView, count n: Int) throws -> Double {
+        try check(x, count: n, "sumOfSquares", "x")
+        let px = x.f32()
+        let nparts = parts(work: n, grain: 1 << 16)
+        var partial = [Double](repeating: 0, count: nparts)
+        partial.withUnsafeMutableBufferPointer { out in
+            let out = out.baseAddress!
+            parallel(nparts) { p, np in
+                let lo = n * Int(p) / Int(np), hi = n * (Int(p) + 1) / Int(np)
+                out[Int(p)] = sft_sumsq_f32(px + lo, Int64(hi - lo))
+            }
+        }
+        return partial.reduce(0, +)
+    }
+
+    public func cast(_ x: BufferView, from: DType, into y: BufferView, to: DType, count n: Int) throws {
+        let storage: Set<DType> = [.f32, .bf16, .f16]
+        guard storage.contains(from), storage.contains(to) else {
+            throw KernelError.invalidArgument(op: "cast", message: "cannot cast \(from) to \(to) (storage types: f32, bf16, f16)")
+        }
+        guard n >= 0 else { throw KernelError.invalidArgument(op: "cast", message: "negative count \(n)") }
+        try check(x, bytes: n * from.size, "cast", "x")
+        try check(y, bytes: n * to.size, "cast", "y")
+        guard x.byteOffset % from.size == 0, y.byteOffset % to.size == 0 else {
+            throw KernelError.invalidArgument(op: "cast", message: "x or y offset is not aligned to its element size")
+        }
+        let (px, py) = (x.raw, y.raw)
+        switch (from, to) {
+        case (.f32, .f32), (.bf16, .bf16), (.f16, .f16):
+            memmove(py, px, n * from.size)
+        case (.f32, .bf16):
+            chunked(n) { s, c in sft_f32_to_bf16(x.f32() + s, y.u16() + s, Int64(c)) }
+        case (.bf16, .f32):
+            chunked(n) { s, c in sft_bf16_to_f32(x.u16() + s, y.f32() + s, Int64(c)) }
+        case (.f32, .f16):
+            chunked(n) { s, c in sft_f32_to_f16(x.f32() + s, y.u16() + s, Int64(c)) }
+        case (.f16, .f32):
+            chunked(n) { s, c in sft_f16_to_f32(x.u16() + s, y.f32() + s, Int64(c)) }
+        default:
+            // bf16 <-> f16 through f32, a block at a time (exact: both widen to f32 exactly).
+            let block = 4096
+            let tmp = UnsafeMutablePointer<Float>.allocate(capacity: block)
+            defer { tmp.deallocate() }
+            var s = 0
+            while s < n {
+                let c = min(block, n - s)
+                if from == .bf16 { sft_bf16_to_f32(x.u16() + s, tmp, Int64(c)) } else { sft_f16_to_f32(x.u16() + s, tmp, Int64(c)) }
+                if to == .bf16 { sft_f32_to_bf16(tmp, y.u16() + s, Int64(c)) } else { sft_f32_to_f16(tmp, y.u16() + s, Int64(c)) }
+                s += c
+            }
+        }
+    }
+
+    public func dropout(_ x: BufferView, into y: BufferView, mask: BufferView?, count n: Int, p: Float,
+                        seed: UInt64, offset: UInt64) throws {
+        guard p >= 0, p < 1 else {
+            throw KernelError.invalidArgument(op: "dropout", message: "p = \(p) must be in [0, 1)")
+        }
+        try check(x, count: n, "dropout", "x")
+        try check(y, count: n, "dropout", "y")
+        if let mask { try check(mask, bytes: n, "dropout", "mask") }
+        let (px, py, pm) = (x.f32(), y.f32(), mask?.u8())
+        chunked(n) { s, c in
+            sft_dropout_f32(px + s, py + s, pm.map { $0 + s }, Int64(c), p, seed, offset &+ UInt64(s))
+        }
+    }
+
+    // MARK: normalization
+
+    public func rmsnormForward(x: BufferView, weight: BufferView, y: BufferView, rstd: BufferView,
+                               N: Int, C: Int, eps: Float) throws {
+        try nonNegative("rmsnormForward", ["N": N, "C": C])
+        try check(x, count: N * C, "rmsnormForward", "x (N=\(N), C=\(C))")
+        try check(weight, count: C, "rmsnormForward", "weight (C=\(C))")
+        try check(y, count: N * C, "rmsnormForward", "y (N=\(N), C=\(C))")
+        try check(rstd, count: N, "rmsnormForward", "rstd (N=\(N))")
+        let (px, pw, py, pr) = (x.f32(), weight.f32(), y.f32(), rstd.f32())
+        parallel(parts(work: N * C)) { p, np in
+            sft_rmsnorm_fwd_f32(px, pw, py, pr, Int64(N), Int64(C), eps, p, np)
+        }
+    }
+
+    public func rmsnormBackward(dy: BufferView, x: BufferView, weight: BufferView, rstd: BufferView,
+                                dx: BufferView, dweight: BufferView?, N: Int, C: Int) throws {
+        let op = "rmsnormBackward"
+        try nonNegative(op, ["N": N, "C": C])
+        try check(dy, count: N * C, op, "dy (N=\(N), C=\(C))")
+        try check(x, count: N * C, op, "x (N=\(N), C=\(C))")
+        try check(weight, count: C, op, "weight (C=\(C))")
+        try check(rstd, count: N, op, "rstd (N=\(N))")
+        try check(dx, count: N * C, op, "dx (N=\(N), C=\(C))")
+        if let dweight { try check(dweight, count: C, op, "dweight (C=\(C))") }
+        let (pdy, px, pw, pr, pdx, pdw) = (dy.f32(), x.f32(), weight.f32(), rstd.f32(), dx.f32(), dweight?.f32())
+        parallel(parts(work: N * C)) { p, np in
+            sft_rmsnorm_bwd_f32(pdy, px, pw, pr, pdx, pdw, Int64(N), Int64(C), p, np)
+        }
+    }
+
+    public func layernormForward(x: BufferView, weight: BufferView, bias: BufferView?, y: BufferView,
+                                 mean: BufferView, rstd: BufferView, N: Int, C: Int, eps: Float) throws {
+        let op = "layernormForward"
+        try nonNegative(op, ["N": N, "C": C])
+        try check(x, count: N * C, op, "x (N=\(N), C=\(C))")
+        try check(weight, count: C, op, "weight (C=\(C))")
+        if let bias { try check(bias, count: C, op, "bias (C=\(C))") }
+        try check(y, count: N * C, op, "y (N=\(N), C=\(C))")
+        try check(mean, count: N, op, "mean (N=\(N))")
+        try check(rstd, count: N, op, "rstd (N=\(N))")
+        let (px, pw, pb, py, pm, pr) = (x.f32(), weight.f32(), bias?.f32(), y.f32(), mean.f32(), rstd.f32())
+        parallel(parts(work: N * C)) { p, np in
+            sft_layernorm_fwd_f32(px, pw, pb, py, pm, pr, Int64(N), Int64(C), eps, p, np)
+        }
+    }
+
+    public func layernormBackward(dy: BufferView, x: BufferView, weight: BufferView, mean: BufferView,
+                                  rstd: BufferView, dx: BufferView, dweight: BufferView?,
+                                  dbias: BufferView?, N: Int, C: Int) throws {
+        let op = "layernormBackward"
+        try nonNegative(op, ["N": N, "C": C])
+        try check(dy, count: N * C, op, "dy (N=\(N), C=\(C))")
+        try check(x, count: N * C, op, "x (N=\(N), C=\(C))")
+        try check(weight, count: C, op, "weight (C=\(C))")
+        try check(mean, count: N, op, "mean (N=\(N))")
+        try check(rstd, count: N, op, "rstd (N=\(N))")
+        try check(dx, count: N * C, op, "dx (N=\(N), C=\(C))")
+        if let dweight { try check(dweight, count: C, op, "dweight (C=\(C))") }
+        if let dbias { try check(dbias, count: C, op, "dbias (C=\(C))") }
+        let (pdy, px, pw, pm, pr) = (dy.f32(), x.f32(), weight.f32(), mean.f32(), rstd.f32())
+        let (pdx, pdw, pdb) = (dx.f32(), dweight?.f32(), dbias?.f32())
+        parallel(parts(work: N * C)) { p, np in
+            sft_layernorm_bwd_f32(pdy, px, pw, pm, pr, pdx, pdw, pdb, Int64(N), Int64(C), p, np)
+        }
+    }
+
+    // MARK: rope
+
+    public func rope(x: BufferView, ldx: Int, y: BufferView, ldy: Int, positions: BufferView,
+                     invFreq: BufferView, N: Int, H: Int, D: Int, inverse: Bool) throws {
+        let op = "rope"
+        try nonNegative(op, ["N": N, "H": H, "D": D])
+        guard D % 2 == 0 else {
+            throw KernelError.invalidArgument(op: op, message: "head dim D=\(D) must be even (rotate-half pairs i with i+D/2)")
+        }
+        try check(x, rows: N, width: H * D, ld: ldx, op, "x (N=\(N), H=\(H), D=\(D))")
+        try check(y, rows: N, width: H * D, ld: ldy, op, "y (N=\(N), H=\(H), D=\(D))")
+        try check(positions, count: N, op, "positions (N=\(N))")
+        try check(invFreq, count: D / 2, op, "invFreq (D/2=\(D / 2))")
+        let (px, py, pp, pf) = (x.f32(), y.f32(), positions.i32(), invFreq.f32())
+        parallel(parts(work: N * H * D, grain: 1 << 14)) { p, np in
+            sft_rope_f32(px, Int64(ldx), py, Int64(ldy), pp, pf, Int64(N), Int64(H), Int64(D),
+                         inverse ? 1 : 0, p, np)
+        }
+    }
+
+    // MARK: attention
+
+    private func checkAttention(_ op: String, _ s: AttentionShape, q: BufferView, k: BufferView,
+                                v: BufferView, o: BufferView, lse: BufferView, docIds: BufferView?,
+                                alibi: BufferView?) throws {
+        let shape = "B=\(s.B) T=\(s.T) H=\(s.H) KV=\(s.KV) D=\(s.D)"
+        guard s.B >= 0, s.T >= 0, s.H > 0, s.KV > 0, s.D > 0, s.H % s.KV == 0 else {
+            throw KernelError.invalidArgument(op: op, message: "bad shape \(shape): sizes must be positive and H a multiple of KV")
+        }
+        let rows = s.B * s.T
+        try check(q, rows: rows, width: s.H * s.D, ld: s.ldq, op, "q (\(shape), ldq=\(s.ldq))")
+        try check(k, rows: rows, width: s.KV * s.D, ld: s.ldk, op, "k (\(shape), ldk=\(s.ldk))")
+        try check(v, rows: rows, width: s.KV * s.D, ld: s.ldv, op, "v (\(shape), ldv=\(s.ldv))")
+        try check(o, rows: rows, width: s.H * s.D, ld: s.ldo, op, "o (\(shape), ldo=\(s.ldo))")
+        try check(lse, count: s.B * s.H * s.T, op, "lse (\(shape))")
+        if let docIds { try check(docIds, count: rows, op, "docIds (\(shape))") }
+        if let alibi { try check(alibi, count: s.H, op, "alibi (\(shape))") }
+    }
+
+    /// Parts for attention: its work grows with T² per head.
+    private func attentionParts(_ s: AttentionShape) -> Int {
+        parts(work: s.B * s.H * s.T * s.T * s.D / 16, grain: 1 << 14)
+    }
+
+    /// Runs a C kernel returning a status in parts and throws the first failure's message
+    /// (read on the thread that failed: the C side keeps it thread-local).
+    private func runParts(_ op: String, _ nparts: Int, _ body: (Int32, Int32) -> Int32) throws {
+        let failure = NSLock()
+        var message: String?
+        parallel(nparts) { p, np in
+            if body(p, np) != 0 {
+                let m = String(cString: sft_last_error())
+                failure.lock(); if message == nil { message = m }; failure.unlock()
+            }
+        }
+        if let message { throw KernelError.native(op: op, message: message) }
+    }
+
+    public func attentionForward(q: BufferView, k: BufferView, v: BufferView, o: BufferView,
+                                 lse: BufferView, docIds: BufferView?, alibi: BufferView?,
+                                 shape s: AttentionShape) throws {
+        try checkAttention("attentionForward", s, q: q, k: k, v: v, o: o, lse: lse, docIds: docIds, alibi: alibi)
+        let (pq, pk, pv, po, pl) = (q.f32(), k.f32(), v.f32(), o.f32(), lse.f32())
+        let (pd, pa) = (docIds?.i32(), alibi?.f32())
+        try runParts("attentionForward", attentionParts(s)) { p, np in
+            sft_attention_fwd_f32(pq, Int64(s.ldq), pk, Int64(s.ldk), pv, Int64(s.ldv), po, Int64(s.ldo),
+                                  pl, pd, pa, Int64(s.B), Int64(s.T), Int64(s.H), Int64(s.KV),
+                                  Int64(s.D), s.scale, p, np)
+        }
+    }
+
+    public func attentionBackward(q: BufferView, k: BufferView, v: BufferView, o: BufferView,
+                                  dout: BufferView, lse: BufferView, docIds: BufferView?,
+                                  alibi: BufferView?, dq: BufferView, dk: BufferView, dv: BufferView,
+                                  shape s: AttentionShape) throws {
+        let op = "attentionBackward"
+        try checkAttention(op, s, q: q, k: k, v: v, o: o, lse: lse, docIds: docIds, alibi: alibi)
+        // Gradients share the layout (and leading dimensions) of what they differentiate.
+        let rows = s.B * s.T
+        try check(dout, rows: rows, width: s.H * s.D, ld: s.ldo, op, "dout (ldo=\(s.ldo))")
+        try check(dq, rows: rows, width: s.H * s.D, ld: s.ldq, op, "dq (ldq=\(s.ldq))")
+        try check(dk, rows: rows, width: s.KV * s.D, ld: s.ldk, op, "dk (ldk=\(s.ldk))")
+        try check(dv, rows: rows, width: s.KV * s.D, ld: s.ldv, op, "dv (ldv=\(s.ldv))")
+        let (pq, pk, pv, po, pdo, pl) = (q.f32(), k.f32(), v.f32(), o.f32(), dout.f32(), lse.f32())
+        let (pd, pa, pdq, pdk, pdv) = (docIds?.i32(), alibi?.f32(), dq.f32(), dk.f32(), dv.f32())
+        try runParts(op, attentionParts(s)) { p, np in
+            sft_attention_bwd_f32(pq, Int64(s.ldq), pk, Int64(s.ldk), pv, Int64(s.ldv), po, Int64(s.ldo),
+                                  pdo, Int64(s.ldo), pl, pd, pa, pdq, Int64(s.ldq), pdk, Int64(s.ldk),
+                                  pdv, Int64(s.ldv), Int64(s.B), Int64(s.T), Int64(s.H), Int64(s.KV),
+                                  Int64(s.D), s.scale, p, np)
+        }
+    }
+
+    // MARK: swiglu
+
+    public func swigluForward(gate: BufferView, up: BufferView, h: BufferView, count n: Int) throws {
+        try check(gate, count: n, "swigluForward", "gate")
+        try check(up, count: n, "swigluForward", "up")
+        try check(h, count: n, "swigluForward", "h")
+        let (pg, pu, ph) = (gate.f32(), up.f32(), h.f32())
+        chunked(n, grain: 1 << 15) { s, c in sft_swiglu_fwd_f32(pg + s, pu + s, ph + s, Int64(c)) }
+    }
+
+    public func swigluBackward(dh: BufferView, gate: BufferView, up: BufferView, dgate: BufferView,
+                               dup: BufferView, count n: Int) throws {
+        let op = "swigluBackward"
+        for (name, view) in [("dh", dh), ("gate", gate), ("up", up), ("dgate", dgate), ("dup", dup)] {
+            try check(view, count: n, op, name)
+        }
+        let (pdh, pg, pu, pdg, pdu) = (dh.f32(), gate.f32(), up.f32(), dgate.f32(), dup.f32())
+        chunked(n, grain: 1 << 15) { s, c in
+            sft_swiglu_bwd_f32(pdh + s, pg + s, pu + s, pdg + s, pdu + s, Int64(c))
+        }
+    }
+
+    // MARK: embedding
+
+    public func embeddingForward(ids: BufferView, table: BufferView, out: BufferView, N: Int, C: Int,
+                                 V: Int) throws {
+        let op = "embeddingForward"
+        try nonNegative(op, ["N": N, "C": C, "V": V])
+        try check(ids, count: N, op, "ids (N=\(N))")
+        try check(table, count: V * C, op, "table (V=\(V), C=\(C))")
+        try check(out, count: N * C, op, "out (N=\(N), C=\(C))")
+        if sft_embedding_fwd_f32(ids.i32(), table.f32(), out.f32(), Int64(N), Int64(C), Int64(V)) != 0 {
+            throw KernelError.invalidArgument(op: op, message: String(cString: sft_last_error()))
+        }
+    }
+
+    public func embeddingBackward(ids: BufferView, dout: BufferView, dtable: BufferView, N: Int,
+                                  C: Int) throws {
+        let op = "embeddingBackward"
+        try nonNegative(op, ["N": N, "C": C])
+        try check(ids, count: N, op, "ids (N=\(N))")
+        try check(dout, count: N * C, op, "dout (N=\(N), C=\(C))")
+        // The table's row count is whatever fits in dtable's buffer: every id must be a row.
+        let rowsInTable = C == 0 ? Int.max : (dtable.buffer.bytes - dtable.byteOffset) / (4 * C)
+        let pid = ids.i32()
+        for i in 0..<N where pid[i] < 0 || Int(pid[i]) >= rowsInTable {
+            throw KernelError.invalidArgument(op: op, message: "token id \(pid[i]) at row \(i) is outside dtable's \(rowsInTable) rows")
+        }
+        try check(dtable, count: 0, op, "dtable")
+        sft_embedding_bwd_f32(pid, dout.f32(), dtable.f32(), Int64(N), Int64(C))
+    }
+
+    // MARK: optimizer
+
+    public func adamw(param: BufferView, grad: BufferView, m: BufferView, v: BufferView, count n: Int,
+                      step: AdamWStep) throws {
+        for (name, view) in [("param", param), ("grad", grad), ("m", m), ("v", v)] {
+            try check(view, count: n, "adamw", name)
+        }
+        guard step.biasCorrection1 > 0, step.biasCorrection2 > 0 else {
+            throw KernelError.invalidArgument(op: "adamw", message: "bias corrections must be positive (step >= 1)")
+        }
+        let (pp, pg, pm, pv) = (param.f32(), grad.f32(), m.f32(), v.f32())
+        chunked(n, grain: 1 << 15) { s, c in
+            sft_adamw_f32(pp + s, pg + s, pm + s, pv + s, Int64(c), step.lr, step.beta1, step.beta2,
+                          step.eps, step.weightDecay, step.biasCorrection1, step.biasCorrection2)
+        }
+    }
+}
+
+extension CPUBackend {
+    public func attentionCached(q: BufferView, kCache: BufferView, vCache: BufferView, o: BufferView, Tq: Int, S: Int,
+                                H: Int, KV: Int, D: Int, scale: Float) throws {
+        guard Tq >= 1, S >= Tq, H >= 1, KV >= 1, H % KV == 0, D >= 1 else {
+            throw KernelError.invalidArgument(op: "attentionCached", message: "Tq=\(Tq) S=\(S) H=\(H) KV=\(KV) D=\(D)")
+        }
+        let (pq, pk, pv, po) = (q.f32(), kCache.f32(), vCache.f32(), o.f32())
+        // Worth splitting over heads only when there is enough work per head.
+        let parts = Tq * S * D >= 1 << 14 ? min(H, ProcessInfo.processInfo.activeProcessorCount) : 1
+        parallel(parts) { p, np in
+            sft_attention_cached_f32(pq, pk, pv, po, Int64(Tq), Int64(S), Int64(H), Int64(KV), Int64(D), scale, p, np)
+        }
+    }
+}
