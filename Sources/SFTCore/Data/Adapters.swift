@@ -2,7 +2,9 @@
 import Foundation
 
 extension Tokenizer: TextTokenizer {
-    public func encodeWithOffsets(_ text: String, addSpecialTokens: Bool) throws -> (ids: [Int32], offsets: [Range<Int>]) {
+    // Non-throwing (it cannot fail), so existing `tok.encodeWithOffsets(text, addSpecialTokens:)`
+    // calls, which now pick this overload, still need no `try`.
+    public func encodeWithOffsets(_ text: String, addSpecialTokens: Bool) -> (ids: [Int32], offsets: [Range<Int>]) {
         encodeWithOffsets(text, addSpecialTokens: addSpecialTokens, parseSpecialTokens: true)
     }
 }
