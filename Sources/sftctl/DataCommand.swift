@@ -86,7 +86,7 @@ func runData(_ args: Arguments) throws {
     }
     let renderer = template.map { TemplateRenderer(template: $0, tokenizer: tokenizer) }
     let prepared = try prepareDataset(URL(fileURLWithPath: config.data), config: config.dataConfig, tokenizer: tokenizer,
-                                      renderer: renderer, keepText: true)
+                                      renderer: renderer, keepTextFor: max(0, samples))
     let options = try config.dataConfig.batchingOptions(
         microBatchSize: config.perDeviceTrainBatchSize, gradientAccumulation: config.gradientAccumulationSteps,
         epochs: config.numTrainEpochs, seed: config.seed, padId: tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0)

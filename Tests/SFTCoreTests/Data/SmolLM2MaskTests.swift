@@ -59,7 +59,7 @@ final class SmolLM2MaskTests: XCTestCase {
         for (file, config) in files {
             let url = DataFixtures.url(file)
             let dataset = try Dataset.load(url, options: try config.datasetOptions())
-            let prepared = try prepareDataset(url, config: config, tokenizer: tok, renderer: renderer, keepText: true)
+            let prepared = try prepareDataset(url, config: config, tokenizer: tok, renderer: renderer, keepTextFor: .max)
             XCTAssertEqual(prepared.examples.count, dataset.examples.count, file)
             for (ex, t) in zip(dataset.examples, prepared.examples) {
                 let contents = ex.messages.filter { $0.role == "assistant" }.map(\.content)
