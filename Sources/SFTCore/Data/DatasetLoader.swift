@@ -59,6 +59,12 @@ public struct Dataset: Sendable {
                 if let o = file.record(i).object { sample.append(options.fields.apply(o)) }
                 i += 1
             }
+            if sample.isEmpty, file.count > 0 {
+                let first = file.record(0)
+                throw SFTError.data(path: path, line: first.location.line,
+                                    message: "no record in the first \(i) is a JSON object (first: \(first.error ?? "?")); "
+                                        + "expected a JSON array of objects, JSON Lines (one object per line) or CSV with a header")
+            }
             format = try DatasetFormat.detect(sample, path: path, firstLine: file.count > 0 ? file.record(0).location.line : 1)
         }
         var examples: [SFTExample] = []

@@ -193,6 +193,13 @@ final class DatasetLoadingTests: XCTestCase {
             XCTAssertEqual(line, 3)
             XCTAssertTrue(m.contains("not closed"), m)
         }
+        let single = dir.appendingPathComponent("single.json")
+        try "{\n  \"data\": [{\"text\": \"a\"}]\n}\n".write(to: single, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try Dataset.load(single)) { e in
+            guard case SFTError.data(_, let line, let m) = e else { return XCTFail("\(e)") }
+            XCTAssertEqual(line, 1)
+            XCTAssertTrue(m.contains("no record in the first 3 is a JSON object"), m)
+        }
         try "x".write(to: dir.appendingPathComponent("x.txt"), atomically: true, encoding: .utf8)
         XCTAssertThrowsError(try Dataset.load(dir.appendingPathComponent("x.txt")))
         XCTAssertThrowsError(try Dataset.load(dir.appendingPathComponent("missing.json"))) { e in
