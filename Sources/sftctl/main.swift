@@ -16,7 +16,12 @@ struct Command {
 
 let commands: [Command] = [
     // one line per command, sorted by name
+    benchCommand,
+    chatCommand,
     dataCommand,
+    evalCommand,
+    finetuneCommand,
+    generateCommand,
     inspectCommand,
     tokenizeCommand,
 ]
