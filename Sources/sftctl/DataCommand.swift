@@ -56,11 +56,7 @@ func runData(_ args: Arguments) throws {
     for key in dataCommandKeys {
         for name in [key, key.replacingOccurrences(of: "_", with: "-")] {
             guard let raw = args.string(name) else { continue }
-            if let d = raw.data(using: .utf8), let v = try? JSONSerialization.jsonObject(with: d, options: [.fragmentsAllowed]) {
-                object[key] = v
-            } else {
-                object[key] = raw
-            }
+            object[key] = configValue(key, raw)  // as `sftctl finetune` reads flags
         }
     }
     for spec in args.strings("field") {
