@@ -18,6 +18,7 @@ let commands: [Command] = [
     // one line per command, sorted by name
     benchCommand,
     chatCommand,
+    dataCommand,
     evalCommand,
     finetuneCommand,
     generateCommand,

@@ -240,8 +240,9 @@ public struct BatchPlan: Sendable {
     }
 
     /// Best-fit decreasing bin packing: longest first, each into the open row with the least
-    /// room that still fits it, else a new row. Rows with equal room are taken last-opened
-    /// first; ties in length keep example order. Deterministic.
+    /// room that still fits it, else a new row. Among rows with equal room the one that reached
+    /// it last is taken (rows with equal room are interchangeable for the packing's quality);
+    /// equal lengths keep example order. Deterministic, O(n log T).
     static func bestFitDecreasing(_ pieces: [Piece], capacity: Int) -> [[Piece]] {
         let order = pieces.indices.sorted { pieces[$0].count != pieces[$1].count ? pieces[$0].count > pieces[$1].count : $0 < $1 }
         var rows: [[Piece]] = []

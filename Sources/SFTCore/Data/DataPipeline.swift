@@ -152,20 +152,23 @@ public struct PreparedDataset: Sendable {
 /// - Parameters:
 ///   - renderer: the chat template; nil uses the built-in formats (Alpaca prompt, prompt +
 ///     completion, Guanaco-style turns).
-///   - keepText: keep rendered text and offsets in each example (to show samples).
+///   - keepTextFor: keep rendered text and offsets in the first N examples (to show
+///     samples); the rest drop them, which matters on large datasets.
 /// - Throws: loading errors (see `Dataset.load`), config errors, and — strict — the first
 ///   example that cannot be formatted, naming file and line.
 public func prepareDataset(_ url: URL, config: DataConfig = DataConfig(), tokenizer: any TextTokenizer,
-                           renderer: (any ChatRenderer)?, keepText: Bool = false) throws -> PreparedDataset {
+                           renderer: (any ChatRenderer)?, keepTextFor: Int = 0) throws -> PreparedDataset {
     let dataset = try Dataset.load(url, options: try config.datasetOptions())
-    let formatter = ExampleFormatter(tokenizer: tokenizer, renderer: renderer, options: try config.formatOptions(keepText: keepText))
+    let formatter = ExampleFormatter(tokenizer: tokenizer, renderer: renderer, options: try config.formatOptions(keepText: false))
+    var shown = formatter
+    shown.options.keepText = true
     var examples: [TokenizedExample] = []
     examples.reserveCapacity(dataset.examples.count)
     var skipped: [SkippedRecord] = []
     var tokens = 0, trained = 0
     for ex in dataset.examples {
         do {
-            let t = try formatter.format(ex)
+            let t = try (examples.count < keepTextFor ? shown : formatter).format(ex)
             tokens += t.ids.count
             trained += t.trained.filter { $0 }.count
             examples.append(t)

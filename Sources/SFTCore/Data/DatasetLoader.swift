@@ -46,25 +46,37 @@ public struct Dataset: Sendable {
         let path = url.path
         let file = try RecordReader.read(url, selection: options.selection)
         if options.strict, let t = file.truncated {
-            throw SFTError.data(path: path, line: file.records.last.map { $0.location.line } ?? 1, message: t)
+            throw SFTError.data(path: path, line: file.count > 0 ? file.record(file.count - 1).location.line : 1, message: t)
         }
-        let objects = file.records.map { r in r.object.map { options.fields.apply($0) } }
         let format: DatasetFormat
         if let f = options.format {
             format = f
         } else {
-            let sample = objects.lazy.compactMap { $0 }.prefix(64)
-            format = try DatasetFormat.detect(Array(sample), path: path, firstLine: file.records.first?.location.line ?? 1)
+            // Detect from the first objects (parsed twice: cheap, and nothing is held).
+            var sample: [[String: RecordValue]] = []
+            var i = 0
+            while i < file.count, sample.count < 64 {
+                if let o = file.record(i).object { sample.append(options.fields.apply(o)) }
+                i += 1
+            }
+            if sample.isEmpty, file.count > 0 {
+                let first = file.record(0)
+                throw SFTError.data(path: path, line: first.location.line,
+                                    message: "no record in the first \(i) is a JSON object (first: \(first.error ?? "?")); "
+                                        + "expected a JSON array of objects, JSON Lines (one object per line) or CSV with a header")
+            }
+            format = try DatasetFormat.detect(sample, path: path, firstLine: file.count > 0 ? file.record(0).location.line : 1)
         }
         var examples: [SFTExample] = []
-        examples.reserveCapacity(file.records.count)
+        examples.reserveCapacity(file.count)
         var skipped: [SkippedRecord] = []
         var droppedLeading = 0
-        for (record, object) in zip(file.records, objects) {
+        for i in 0..<file.count {
+            let record = file.record(i)
             let outcome: Result<SFTContent, RecordError>
             var dropped = false
-            if let o = object {
-                outcome = format.content(of: o, mapping: options.fields, droppedLeadingAssistant: &dropped)
+            if let o = record.object {
+                outcome = format.content(of: options.fields.apply(o), mapping: options.fields, droppedLeadingAssistant: &dropped)
             } else {
                 outcome = .failure(RecordError(record.error ?? "invalid record"))
             }
@@ -80,7 +92,7 @@ public struct Dataset: Sendable {
                 skipped.append(SkippedRecord(location: record.location, reason: e.message))
             }
         }
-        let report = DatasetReport(path: path, fileFormat: file.kind, format: format, records: file.records.count,
+        let report = DatasetReport(path: path, fileFormat: file.kind, format: format, records: file.count,
                                    examples: examples.count, skipped: skipped, leadingAssistantTurnsDropped: droppedLeading,
                                    truncated: file.truncated)
         return Dataset(examples: examples, report: report)

@@ -24,10 +24,27 @@ struct RawRecord {
     var error: String?
 }
 
+/// The chosen records of a file. JSON records are parsed on demand (`record(i)`), so a large
+/// file is never held as parsed objects all at once: each is parsed, converted and dropped.
 struct RecordFile {
     var kind: String
-    var records: [RawRecord]
     var truncated: String?
+    /// The file's bytes (memory-mapped) and, per chosen JSON record, its byte range and location.
+    var data = Data()
+    var spans: [(range: Range<Int>, location: SourceLocation)] = []
+    /// CSV records, parsed up front (rows are already split into fields).
+    var parsed: [RawRecord] = []
+
+    var count: Int { parsed.isEmpty ? spans.count : parsed.count }
+
+    func record(_ i: Int) -> RawRecord {
+        if !parsed.isEmpty { return parsed[i] }
+        let (range, location) = spans[i]
+        return data.withUnsafeBytes { raw in
+            let (object, error) = RecordReader.parseObject(raw.bindMemory(to: UInt8.self), range, line: location.line)
+            return RawRecord(location: location, object: object, error: error)
+        }
+    }
 }
 
 enum RecordReader {
@@ -38,7 +55,7 @@ enum RecordReader {
         } catch {
             throw SFTError.io(path: url.path, message: "cannot read dataset: \(error.localizedDescription)")
         }
-        return try data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) -> RecordFile in
+        var file = try data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) -> RecordFile in
             let bytes = raw.bindMemory(to: UInt8.self)
             var start = 0
             if bytes.count >= 3, bytes[0] == 0xEF, bytes[1] == 0xBB, bytes[2] == 0xBF { start = 3 }  // UTF-8 BOM
@@ -57,6 +74,8 @@ enum RecordReader {
                                       message: "not a JSON array, JSON Lines or .csv file (first byte '\(Character(Unicode.Scalar(bytes[first])))')")
             }
         }
+        if file.parsed.isEmpty { file.data = data }
+        return file
     }
 
     @inline(__always) static func isSpace(_ b: UInt8) -> Bool { b == 0x20 || b == 0x0A || b == 0x0D || b == 0x09 }
@@ -137,14 +156,8 @@ enum RecordReader {
         case .all, .first: chosen = Array(elements.indices)
         case .sample(let k, let seed): chosen = DataShuffle.sample(k, of: elements.count, seed: seed)
         }
-        var records: [RawRecord] = []
-        records.reserveCapacity(chosen.count)
-        for idx in chosen {
-            let (range, line) = elements[idx]
-            let (object, error) = parseObject(bytes, range, line: line)
-            records.append(RawRecord(location: SourceLocation(line: line, index: idx), object: object, error: error))
-        }
-        return RecordFile(kind: "JSON array", records: records, truncated: truncated)
+        let spans = chosen.map { idx in (elements[idx].range, SourceLocation(line: elements[idx].line, index: idx)) }
+        return RecordFile(kind: "JSON array", truncated: truncated, spans: spans)
     }
 
     static func readJSONLines(_ bytes: UnsafeBufferPointer<UInt8>, from start: Int, selection: RecordSelection) -> RecordFile {
@@ -168,11 +181,8 @@ enum RecordReader {
         case .all, .first: chosen = Array(lines.indices)
         case .sample(let k, let seed): chosen = DataShuffle.sample(k, of: lines.count, seed: seed)
         }
-        let records = chosen.map { idx -> RawRecord in
-            let (object, error) = parseObject(bytes, lines[idx].range, line: lines[idx].line)
-            return RawRecord(location: SourceLocation(line: lines[idx].line, index: idx), object: object, error: error)
-        }
-        return RecordFile(kind: "JSON Lines", records: records, truncated: nil)
+        let spans = chosen.map { idx in (lines[idx].range, SourceLocation(line: lines[idx].line, index: idx)) }
+        return RecordFile(kind: "JSON Lines", truncated: nil, spans: spans)
     }
 
     // MARK: CSV
@@ -256,6 +266,6 @@ enum RecordReader {
             for (k, v) in zip(keys, row.fields) { object[k] = .string(v) }
             return RawRecord(location: loc, object: object, error: nil)
         }
-        return RecordFile(kind: "CSV", records: records, truncated: nil)
+        return RecordFile(kind: "CSV", truncated: nil, parsed: records)
     }
 }

@@ -193,6 +193,13 @@ final class DatasetLoadingTests: XCTestCase {
             XCTAssertEqual(line, 3)
             XCTAssertTrue(m.contains("not closed"), m)
         }
+        let single = dir.appendingPathComponent("single.json")
+        try "{\n  \"data\": [{\"text\": \"a\"}]\n}\n".write(to: single, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try Dataset.load(single)) { e in
+            guard case SFTError.data(_, let line, let m) = e else { return XCTFail("\(e)") }
+            XCTAssertEqual(line, 1)
+            XCTAssertTrue(m.contains("no record in the first 3 is a JSON object"), m)
+        }
         try "x".write(to: dir.appendingPathComponent("x.txt"), atomically: true, encoding: .utf8)
         XCTAssertThrowsError(try Dataset.load(dir.appendingPathComponent("x.txt")))
         XCTAssertThrowsError(try Dataset.load(dir.appendingPathComponent("missing.json"))) { e in
@@ -232,6 +239,26 @@ final class DatasetLoadingTests: XCTestCase {
         let d = try Dataset.load(f)
         XCTAssertEqual(d.examples.map(\.text), ["a", "c"])
         XCTAssertEqual(d.report.skipped.map(\.description), ["line 3 (record 1): invalid JSON: expected ',' or '}' (line 5)"])
+    }
+
+    /// Examples/data: the sample files shipped for users load cleanly, in the format they claim.
+    func testExampleSampleFilesLoadWithoutSkips() throws {
+        let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Examples/data")
+        let expected: [(String, DatasetOptions, DatasetFormat, Int)] = [
+            ("alpaca.json", DatasetOptions(), .alpaca, 3), ("dolphin.jsonl", DatasetOptions(format: .dolphin), .dolphin, 3),
+            ("sharegpt.json", DatasetOptions(), .sharegpt, 2), ("messages.jsonl", DatasetOptions(), .messages, 3),
+            ("dolly.jsonl", DatasetOptions(), .dolly, 3), ("completion.jsonl", DatasetOptions(), .completion, 3),
+            ("guanaco.jsonl", DatasetOptions(), .guanaco, 2), ("text.jsonl", DatasetOptions(), .text, 2),
+            ("qa.csv", DatasetOptions(fields: FieldMapping(["instruction": "question", "output": "answer"]), strict: true), .alpaca, 2),
+        ]
+        for (file, options, format, count) in expected {
+            var o = options
+            o.strict = true
+            let d = try Dataset.load(dir.appendingPathComponent(file), options: o)
+            XCTAssertEqual(d.report.format, format, file)
+            XCTAssertEqual(d.examples.count, count, file)
+        }
     }
 
     /// The real asset (a cut-off 125 MB JSON array): the first 200 records, and a timed full read.
