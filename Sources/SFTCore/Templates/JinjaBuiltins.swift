@@ -1042,6 +1042,8 @@ extension JinjaInterpreter {
         if chars.first == "0" { zero = true; chars.removeFirst() }
         var width = 0
         while let c = chars.first, let d = c.wholeNumberValue { width = width * 10 + d; chars.removeFirst(); if width > 100_000 { throw ValueError.message("width too large") } }
+        var grouping: Character?
+        if let c = chars.first, c == "," || c == "_" { grouping = c; chars.removeFirst() }
         var precision: Int?
         if chars.first == "." {
             chars.removeFirst()
@@ -1082,6 +1084,18 @@ extension JinjaInterpreter {
             body = (i < 0 ? "-" : "") + String(abs(i), radix: radix, uppercase: type == "X"); numeric = true
         default:
             throw ValueError.message("Unknown format code '\(type!)' for object of type '\(v.typeName)'")
+        }
+        if let g = grouping, numeric {
+            // Thousands separators on the integer digits.
+            var digits = body
+            var head = ""
+            if digits.hasPrefix("-") { head = "-"; digits.removeFirst() }
+            let intEnd = digits.firstIndex(where: { !$0.isNumber }) ?? digits.endIndex
+            var intPart = String(digits[..<intEnd])
+            let tail = String(digits[intEnd...])
+            var grouped = ""
+            while intPart.count > 3 { grouped = String(g) + intPart.suffix(3) + grouped; intPart.removeLast(3) }
+            body = head + intPart + grouped + tail
         }
         if numeric && !body.hasPrefix("-") { body = sign + body }
         let n = body.unicodeScalars.count

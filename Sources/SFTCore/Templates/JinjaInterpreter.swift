@@ -21,25 +21,41 @@ public struct TemplateLimits: Sendable {
     /// Size of the rendered text (and of any string built on the way).
     public var maxOutputBytes: Int
 
-    public init(maxSteps: Int = 20_000_000, maxCallDepth: Int = 64, maxOutputBytes: Int = 64 << 20) {
+    public init(maxSteps: Int = 5_000_000, maxCallDepth: Int = 64, maxOutputBytes: Int = 64 << 20) {
         self.maxSteps = maxSteps
         self.maxCallDepth = maxCallDepth
         self.maxOutputBytes = maxOutputBytes
     }
 }
 
+/// Variables of one scope. Scopes hold a handful of names, so parallel arrays searched
+/// linearly beat a hash table (one is created per loop iteration and macro call).
 final class Scope {
-    var vars: [String: Value] = [:]
+    private var vars: [(name: String, value: Value)] = []
     let parent: Scope?
 
     init(parent: Scope?) {
         self.parent = parent
     }
 
+    subscript(name: String) -> Value? {
+        get {
+            for v in vars where v.name == name { return v.value }
+            return nil
+        }
+        set {
+            if let i = vars.firstIndex(where: { $0.name == name }) {
+                if let v = newValue { vars[i].value = v } else { vars.remove(at: i) }
+            } else if let v = newValue {
+                vars.append((name, v))
+            }
+        }
+    }
+
     func lookup(_ name: String) -> Value? {
         var s: Scope? = self
         while let c = s {
-            if let v = c.vars[name] { return v }
+            for v in c.vars where v.name == name { return v.value }
             s = c.parent
         }
         return nil
@@ -76,9 +92,9 @@ final class JinjaInterpreter {
 
     func render(_ body: [Stmt], context: [String: Value]) throws -> TString {
         let globals = Scope(parent: nil)
-        for n in Self.globalNames { globals.vars[n] = .callable(CallableBox(.builtin(n))) }
+        for n in Self.globalNames { globals[n] = .callable(CallableBox(.builtin(n))) }
         let root = Scope(parent: globals)
-        root.vars = context
+        for (k, v) in context { root[k] = v }
         out = .empty
         _ = try exec(body, root)
         return out
@@ -152,7 +168,7 @@ final class JinjaInterpreter {
             v = try applyFilters(filters, v, s)
             try assign(target, v, s)
         case .macro(let def):
-            s.vars[def.name] = .callable(CallableBox(.macro(makeMacro(def, closure: s))))
+            s[def.name] = .callable(CallableBox(.macro(makeMacro(def, closure: s))))
         case .callBlock(let callerDef, let call):
             guard case .call(let calleeExpr, let args) = call.kind else { break }
             let callee = try eval(calleeExpr, s)
@@ -227,7 +243,7 @@ final class JinjaInterpreter {
             try step(offset)
             loop.index0 = i
             let it = Scope(parent: s)
-            it.vars["loop"] = .loop(loop)
+            it["loop"] = .loop(loop)
             try assign(f.target, item, it)
             if try exec(f.body, it) == .breakLoop { break }
         }
@@ -237,7 +253,7 @@ final class JinjaInterpreter {
     func assign(_ target: Target, _ v: Value, _ s: Scope) throws {
         switch target {
         case .name(let n):
-            s.vars[n] = v
+            s[n] = v
         case .tuple(let targets):
             let items = try Py.iterate(v)
             if items.count != targets.count {
@@ -420,6 +436,10 @@ final class JinjaInterpreter {
             return nil
         case .namespace(let ns):
             return ns.values[name]
+        case .bool, .int, .double:
+            if name == "real" { if case .double = obj { return obj }; return .int(obj.intValue!) }
+            if name == "imag" { if case .double = obj { return .double(0) }; return .int(0) }
+            return nil
         case .loop(let l):
             let n = l.items.count
             switch name {
@@ -523,33 +543,33 @@ final class JinjaInterpreter {
         for (i, p) in m.params.enumerated() {
             if i < args.count {
                 if kw.contains(where: { $0.0 == p }) { throw ValueError.message("macro '\(m.name)' got multiple values for argument '\(p)'") }
-                scope.vars[p] = args[i]
+                scope[p] = args[i]
             } else if let k = kw.firstIndex(where: { $0.0 == p }) {
-                scope.vars[p] = kw[k].1
+                scope[p] = kw[k].1
                 kw.remove(at: k)
             } else if let d = m.defaults[i] {
-                scope.vars[p] = try eval(d, scope)
+                scope[p] = try eval(d, scope)
             } else {
-                scope.vars[p] = .undefined("parameter '\(p)' was not provided")
+                scope[p] = .undefined("parameter '\(p)' was not provided")
             }
         }
         if m.acceptsCaller {
             if let caller {
-                scope.vars["caller"] = caller
+                scope["caller"] = caller
             } else if let k = kw.firstIndex(where: { $0.0 == "caller" }) {
-                scope.vars["caller"] = kw[k].1
+                scope["caller"] = kw[k].1
                 kw.remove(at: k)
             } else {
-                scope.vars["caller"] = .undefined("No caller defined")
+                scope["caller"] = .undefined("No caller defined")
             }
         } else if caller != nil {
             throw ValueError.message("macro '\(m.name)' was called from a call block but does not use caller()")
         }
         if m.catchVarargs {
-            scope.vars["varargs"] = .tuple(args.count > m.params.count ? Array(args[m.params.count...]) : [])
+            scope["varargs"] = .tuple(args.count > m.params.count ? Array(args[m.params.count...]) : [])
         }
         if m.catchKwargs {
-            scope.vars["kwargs"] = .dict(DictBox(keys: kw.map { .str($0.0) }, values: kw.map { $0.1 }))
+            scope["kwargs"] = .dict(DictBox(keys: kw.map { .str($0.0) }, values: kw.map { $0.1 }))
         } else if let extra = kw.first {
             throw ValueError.message("macro '\(m.name)' takes no keyword argument '\(extra.0)'")
         }
