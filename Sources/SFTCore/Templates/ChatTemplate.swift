@@ -185,9 +185,14 @@ public struct RenderedChat: Equatable, Sendable {
         for (i, m) in messages.enumerated() where m.role == "assistant" {
             guard let first = spans[i].first, let last = spans[i].last else { continue }
             let content = first.lowerBound..<last.upperBound
-            // The next message's content bounds the search.
+            // The next message's content bounds the search (tracks are sorted by position).
             var limit = bytes.count
-            for t in output.tracks where t.source != i && t.lo >= content.upperBound && t.lo < limit { limit = t.lo }
+            var lo = 0, hi = output.tracks.count
+            while lo < hi {
+                let mid = (lo + hi) / 2
+                if output.tracks[mid].lo < content.upperBound { lo = mid + 1 } else { hi = mid }
+            }
+            for t in output.tracks[lo...] where t.source != i { limit = t.lo; break }
             var best: (at: Int, len: Int)?
             for mb in markerBytes {
                 if let at = Py.find(bytes, mb, from: content.upperBound, to: limit) {

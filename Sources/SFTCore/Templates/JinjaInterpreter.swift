@@ -236,7 +236,12 @@ final class JinjaInterpreter {
         let loop = LoopBox(items: items, depth0: depth0)
         if f.recursive {
             loop.recurse = { [unowned self] v in
-                try self.capture { _ = try self.runFor(f, s, offset: offset, depth0: depth0 + 1, override: v) }
+                self.callDepth += 1
+                defer { self.callDepth -= 1 }
+                if self.callDepth > self.limits.maxCallDepth {
+                    throw ValueError.message("recursive loop: recursion deeper than \(self.limits.maxCallDepth) calls")
+                }
+                return try self.capture { _ = try self.runFor(f, s, offset: offset, depth0: depth0 + 1, override: v) }
             }
         }
         for (i, item) in items.enumerated() {

@@ -694,9 +694,8 @@ struct JinjaParser {
     }
 
     private mutating func parseCall(_ node: Expr) throws -> Expr {
-        let off = current.offset
         let args = try parseCallArgs()
-        return Expr(kind: .call(node, args), offset: off)
+        return Expr(kind: .call(node, args), offset: node.offset)
     }
 
     private mutating func parseOneFilter() throws -> (String, Arguments, Int) {
