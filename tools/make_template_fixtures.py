@@ -197,6 +197,8 @@ SEMANTIC_CASES = [
     "trailing newline kept once\n\n",
     "{%- for message in messages -%}\n    {{- message.role | upper }}: {{ message.content }}\n{% endfor -%}\nend",
     "{% generation %}gen {{ 1 }}{% endgeneration %}",
+    "{% generation %}{% set x = 1 %}{% endgeneration %}[{{ x }}]{% set x = 0 %}{% for i in [1] %}{% generation %}{{ x }}{{ i }}{{ loop.index }}{% endgeneration %}{% endfor %}",
+    "{% block b %}{% set y = 2 %}{{ y }}{% endblock %}[{{ y }}]",
     # literals and operators
     "{{ \"tab\\there\" }}|{{ 'q\\'s' }}|{{ \"\\u00e9\\x41\\101\" }}|{{ 'a' 'b' }}",
     "{{ 1_000 + 0x10 + 0o10 + 0b10 }} {{ 1.5e2 }} {{ 10 / 4 }} {{ 10 // 4 }} {{ -10 // 4 }} {{ 10 % -3 }} {{ 2 ** 10 }} {{ 7.5 // 2 }} {{ -7.5 % 2 }}",

@@ -318,12 +318,18 @@ extension JinjaInterpreter {
             let a = try bind(["case_sensitive", "attribute"])
             let caseSensitive = a[0]?.truthy ?? false
             let get = a[1].flatMap { $0.isNone ? nil : attrGetter($0, default: nil) }
-            var seen: [Value] = []
+            var seen = Set<HashKey>()
+            var unhashable: [Value] = []
             var out: [Value] = []
             for item in try Py.iterate(v) {
                 var k = try get?(item) ?? item
                 if !caseSensitive { k = ignoreCase(k) }
-                if !seen.contains(where: { Py.eq($0, k) }) { seen.append(k); out.append(item) }
+                if let h = k.hashKey {
+                    if seen.insert(h).inserted { out.append(item) }
+                } else if !unhashable.contains(where: { Py.eq($0, k) }) {
+                    unhashable.append(k)
+                    out.append(item)
+                }
             }
             return .iterator(IteratorBox(out))
         case "wordcount":
@@ -436,12 +442,13 @@ extension JinjaInterpreter {
         }
         var text = s
         text.append("\n")
-        let lines = Py.splitlines(text, keepends: false)
+        let lines = try Py.splitlines(text, keepends: false)
         var rv = TString.empty
         if blank {
             for (i, line) in lines.enumerated() {
                 if i > 0 { rv.append("\n"); rv.append(indention) }
                 rv.append(line)
+                if rv.count > limits.maxOutputBytes { throw ValueError.message("string too long") }
             }
         } else {
             rv = lines.first ?? .empty
@@ -449,6 +456,7 @@ extension JinjaInterpreter {
                 rv.append("\n")
                 if !line.isEmpty { rv.append(indention) }
                 rv.append(line)
+                if rv.count > limits.maxOutputBytes { throw ValueError.message("string too long") }
             }
         }
         if first { rv = indention + rv }
@@ -842,7 +850,7 @@ extension JinjaInterpreter {
             return .list(parts.map { .string($0) })
         case "splitlines":
             let a = try bind(["keepends"])
-            return .list(Py.splitlines(s, keepends: a[0]?.truthy ?? false).map { .string($0) })
+            return .list(try Py.splitlines(s, keepends: a[0]?.truthy ?? false).map { .string($0) })
         case "startswith", "endswith":
             let a = try bind(["prefix", "start", "end"])
             let (lo, hi) = try bounds(a[1], a[2])

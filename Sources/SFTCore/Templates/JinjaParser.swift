@@ -155,7 +155,8 @@ struct JinjaParser {
             return try withOpen("generation", tok.offset) { p in
                 p.advance()
                 let body = try p.parseBody(["endgeneration"], dropNeedle: true)
-                return Stmt(kind: .scoped(body, newScope: false), offset: tok.offset)
+                // transformers renders the body as a call block: its own scope, like a macro.
+                return Stmt(kind: .scoped(body, newScope: true), offset: tok.offset)
             }
         case "print":
             advance()

@@ -43,6 +43,10 @@ extension Value {
 func undefinedError(_ info: UndefinedInfo) -> ValueError { .message(info.hint) }
 
 enum Py {
+    /// Most items a list built by the template (concatenation, repetition, split, iterating
+    /// a string) may have; keeps memory bounded.
+    static let maxListItems = 1_000_000
+
     // MARK: str / repr
 
     /// Python's `str(value)` as jinja2 prints it (Undefined prints as "").
@@ -54,36 +58,67 @@ enum Py {
         }
     }
 
+    /// Largest repr built; past it the text is cut short (the output limit then stops the
+    /// render), so printing a huge nested value cannot exhaust memory.
+    static let reprBudget = 80 << 20
+
     static func repr(_ v: Value) -> String {
+        var budget = reprBudget
+        return repr(v, budget: &budget)
+    }
+
+    static func repr(_ v: Value, budget: inout Int) -> String {
+        if budget <= 0 { return "..." }
+        let s: String
         switch v {
-        case .undefined: return "Undefined"
-        case .none: return "None"
-        case .bool(let b): return b ? "True" : "False"
-        case .int(let i): return String(i)
-        case .double(let d): return JSONValue.pythonFloatRepr(d)
-        case .string(let s): return reprString(s.string)
+        case .undefined: s = "Undefined"
+        case .none: s = "None"
+        case .bool(let b): s = b ? "True" : "False"
+        case .int(let i): s = String(i)
+        case .double(let d): s = JSONValue.pythonFloatRepr(d)
+        case .string(let t): s = reprString(t.string)
         case .list(let l):
-            let inner = l.items.map(repr).joined(separator: ", ")
-            switch l.kind {
-            case .list: return "[" + inner + "]"
-            case .tuple: return "(" + inner + (l.items.count == 1 ? ",)" : ")")
-            case .dictKeys: return "dict_keys([" + inner + "])"
-            case .dictValues: return "dict_values([" + inner + "])"
-            case .dictItems: return "dict_items([" + inner + "])"
+            var inner = ""
+            for (k, item) in l.items.enumerated() {
+                if k > 0 { inner += ", " }
+                inner += repr(item, budget: &budget)
+                if budget <= 0 { inner += "..."; break }
             }
+            switch l.kind {
+            case .list: s = "[" + inner + "]"
+            case .tuple: s = "(" + inner + (l.items.count == 1 ? ",)" : ")")
+            case .dictKeys: s = "dict_keys([" + inner + "])"
+            case .dictValues: s = "dict_values([" + inner + "])"
+            case .dictItems: s = "dict_items([" + inner + "])"
+            }
+            return s
         case .dict(let d):
-            return "{" + zip(d.keys, d.values).map { repr($0) + ": " + repr($1) }.joined(separator: ", ") + "}"
+            var inner = ""
+            for (k, (key, value)) in zip(d.keys, d.values).enumerated() {
+                if k > 0 { inner += ", " }
+                inner += repr(key, budget: &budget) + ": " + repr(value, budget: &budget)
+                if budget <= 0 { inner += "..."; break }
+            }
+            return "{" + inner + "}"
         case .namespace(let ns):
-            return "<Namespace {" + ns.names.map { reprString($0) + ": " + repr(ns.values[$0]!) }.joined(separator: ", ") + "}>"
-        case .iterator: return "<generator object>"
-        case .loop(let l): return "<LoopContext \(l.index0 + 1)/\(l.items.count)>"
+            var inner = ""
+            for (k, name) in ns.names.enumerated() {
+                if k > 0 { inner += ", " }
+                inner += reprString(name) + ": " + repr(ns.values[name]!, budget: &budget)
+                if budget <= 0 { inner += "..."; break }
+            }
+            return "<Namespace {" + inner + "}>"
+        case .iterator: s = "<generator object>"
+        case .loop(let l): s = "<LoopContext \(l.index0 + 1)/\(l.items.count)>"
         case .callable(let c):
             switch c.kind {
-            case .macro(let m): return "<Macro '\(m.name)'>"
-            case .builtin(let n): return "<function \(n)>"
-            case .method(let r, let n): return "<built-in method \(n) of \(r.typeName) object>"
+            case .macro(let m): s = "<Macro '\(m.name)'>"
+            case .builtin(let n): s = "<function \(n)>"
+            case .method(let r, let n): s = "<built-in method \(n) of \(r.typeName) object>"
             }
         }
+        budget -= s.utf8.count
+        return s
     }
 
     /// Python's repr of a str: single quotes unless the text has ' and no ", escapes for
@@ -228,7 +263,7 @@ enum Py {
         switch v {
         case .list(let l): return l.items
         case .dict(let d): return d.keys
-        case .string(let s): return chars(s)
+        case .string(let s): return try chars(s)
         case .undefined: return []
         case .iterator(let it): return it.consume()
         case .loop(let l): return l.items
@@ -238,8 +273,10 @@ enum Py {
     }
 
     /// A string's characters (code points), each keeping its provenance.
-    static func chars(_ s: TString) -> [Value] {
+    static func chars(_ s: TString) throws -> [Value] {
+        guard s.count <= maxListItems * 4 else { throw ValueError.message("string too long to iterate") }
         let offs = s.scalarOffsets()
+        guard offs.count - 1 <= maxListItems else { throw ValueError.message("string too long to iterate") }
         var out: [Value] = []
         out.reserveCapacity(offs.count - 1)
         for k in 0..<(offs.count - 1) { out.append(.string(s.slice(offs[k], offs[k + 1]))) }
@@ -269,6 +306,7 @@ enum Py {
             guard x.count + y.count <= maxBytes else { throw ValueError.message("string too long") }
             return .string(x + y)
         case ("+", .list(let x), .list(let y)) where x.kind == y.kind && (x.kind == .list || x.kind == .tuple):
+            guard x.items.count + y.items.count <= maxListItems else { throw ValueError.message("list too long") }
             return .list(ListBox(x.items + y.items, kind: x.kind))
         case ("*", .string(let s), _), ("*", _, .string(let s)):
             guard let n = (a.tstring == nil ? a : b).intValue else { break }
@@ -282,7 +320,7 @@ enum Py {
         case ("*", .list(let l), _), ("*", _, .list(let l)):
             guard let n = (a.num == nil ? b : a).intValue, l.kind == .list || l.kind == .tuple else { break }
             if n <= 0 || l.items.isEmpty { return .list(ListBox([], kind: l.kind)) }
-            guard l.items.count <= 1_000_000 / n else { throw ValueError.message("list repetition result too long") }
+            guard l.items.count <= maxListItems / n else { throw ValueError.message("list repetition result too long") }
             var r: [Value] = []
             for _ in 0..<n { r += l.items }
             return .list(ListBox(r, kind: l.kind))
@@ -420,35 +458,51 @@ enum Py {
 
     // MARK: string algorithms (byte level; UTF-8 makes substring search on bytes exact)
 
+    /// First occurrence of `needle` in `hay[from..<to]`. Short needles are searched directly;
+    /// longer ones with Knuth–Morris–Pratt, linear in the worst case, so a crafted pattern
+    /// cannot make a search quadratic.
     static func find(_ hay: [UInt8], _ needle: [UInt8], from: Int, to: Int? = nil) -> Int? {
         let end = to ?? hay.count
-        if needle.isEmpty { return from <= end ? from : nil }
-        if needle.count > end - from { return nil }
-        let first = needle[0]
-        var i = from
-        let last = end - needle.count
-        while i <= last {
-            if hay[i] == first {
-                var k = 1
-                while k < needle.count && hay[i + k] == needle[k] { k += 1 }
-                if k == needle.count { return i }
+        let m = needle.count
+        if m == 0 { return from <= end ? from : nil }
+        if from >= end || m > end - from { return nil }
+        if m <= 4 {
+            var i = from
+            let last = end - m
+            while i <= last {
+                if hay[i] == needle[0] {
+                    var k = 1
+                    while k < m && hay[i + k] == needle[k] { k += 1 }
+                    if k == m { return i }
+                }
+                i += 1
             }
-            i += 1
+            return nil
+        }
+        var fail = [Int](repeating: 0, count: m)
+        var k = 0
+        for i in 1..<m {
+            while k > 0 && needle[i] != needle[k] { k = fail[k - 1] }
+            if needle[i] == needle[k] { k += 1 }
+            fail[i] = k
+        }
+        k = 0
+        for i in from..<end {
+            while k > 0 && hay[i] != needle[k] { k = fail[k - 1] }
+            if hay[i] == needle[k] { k += 1 }
+            if k == m { return i - m + 1 }
         }
         return nil
     }
 
+    /// Last occurrence of `needle` in `hay[from..<to]` (a forward search over the reversed bytes).
     static func rfind(_ hay: [UInt8], _ needle: [UInt8], from: Int = 0, to: Int? = nil) -> Int? {
         let end = to ?? hay.count
         if needle.count > end - from { return nil }
-        var i = end - needle.count
-        while i >= from {
-            var k = 0
-            while k < needle.count && hay[i + k] == needle[k] { k += 1 }
-            if k == needle.count { return i }
-            i -= 1
-        }
-        return nil
+        if needle.isEmpty { return end }
+        let rh = Array(hay[from..<end].reversed())
+        guard let i = find(rh, Array(needle.reversed()), from: 0) else { return nil }
+        return end - i - needle.count
     }
 
     /// Scalar at byte offset `i` and its width.
@@ -501,15 +555,22 @@ enum Py {
             if !fromRight {
                 var start = 0
                 while maxsplit < 0 || parts.count < maxsplit, let i = find(b, sep.bytes, from: start) {
+                    if parts.count >= maxListItems { throw ValueError.message("split result too long") }
                     parts.append(s.slice(start, i))
                     start = i + sep.count
                 }
                 parts.append(s.slice(start, b.count))
             } else {
+                // Right-to-left matching is a forward search over the reversed bytes.
+                let rh = Array(b.reversed()), rn = Array(sep.bytes.reversed())
                 var end = b.count
-                while maxsplit < 0 || parts.count < maxsplit, let i = rfind(b, sep.bytes, from: 0, to: end) {
-                    parts.append(s.slice(i + sep.count, end))
-                    end = i
+                var pos = 0
+                while maxsplit < 0 || parts.count < maxsplit, let i = find(rh, rn, from: pos) {
+                    if parts.count >= maxListItems { throw ValueError.message("split result too long") }
+                    let matchStart = b.count - i - sep.count
+                    parts.append(s.slice(matchStart + sep.count, end))
+                    end = matchStart
+                    pos = i + sep.count
                 }
                 parts.append(s.slice(0, end))
                 parts.reverse()
@@ -529,6 +590,7 @@ enum Py {
                 i += w
             }
             words.append((start, i))
+            if words.count > maxListItems { throw ValueError.message("split result too long") }
         }
         if maxsplit < 0 || words.count <= maxsplit + 1 { return words.map { s.slice($0.0, $0.1) } }
         if !fromRight {
@@ -542,7 +604,7 @@ enum Py {
         return out
     }
 
-    static func splitlines(_ s: TString, keepends: Bool) -> [TString] {
+    static func splitlines(_ s: TString, keepends: Bool) throws -> [TString] {
         let b = s.bytes
         var out: [TString] = []
         var start = 0, i = 0
@@ -555,6 +617,7 @@ enum Py {
             default: break
             }
             if brk > 0 {
+                if out.count >= maxListItems { throw ValueError.message("splitlines result too long") }
                 out.append(s.slice(start, keepends ? i + brk : i))
                 i += brk
                 start = i

@@ -91,3 +91,15 @@ final class HostileTemplateTests: XCTestCase {
         XCTAssertEqual(r.text, "\u{FFFD}\u{FFFD}\u{0}\u{1}")
     }
 }
+
+extension HostileTemplateTests {
+    func testQuadraticTrapsStayFast() {
+        // Worst-case substring searches and list growth: must finish in well under the limit.
+        let src = """
+        {%- set hay = 'a' * 2000000 -%}{%- set needle = 'a' * 100000 ~ 'b' -%}
+        {{- needle in hay }}{{ hay.find(needle) }}{{ hay.rsplit(needle) | length }}{{ hay.count('aab') }}
+        {%- set ns = namespace(l=[1]) %}{% for i in range(40) %}{% set ns.l = ns.l + ns.l %}{% endfor %}
+        """
+        assertFails(src, "list too long")
+    }
+}

@@ -13,7 +13,7 @@ final class JSONValueTests: XCTestCase {
         XCTAssertEqual(v["a"], .double(1.0))
         XCTAssertEqual(v["m"]?[3], .int(0))
         XCTAssertEqual(v["m"]?[4], .double(100))
-        XCTAssertEqual(v["m"]?[5], .double(12345678901234567890))
+        XCTAssertEqual(v["m"]?[5], .double(1.2345678901234567e19))
         XCTAssertNotEqual(JSONValue.int(1), JSONValue.double(1))
     }
 
@@ -62,7 +62,7 @@ final class JSONValueTests: XCTestCase {
     func testPythonFloatRepr() {
         let cases: [(Double, String)] = [(1, "1.0"), (0.1, "0.1"), (1e16, "1e+16"), (1e15, "1000000000000000.0"),
                                          (1.5e-5, "1.5e-05"), (0.0001, "0.0001"), (-0.0, "-0.0"), (123.456, "123.456"),
-                                         (5e-324, "5e-324"), (1.7976931348623157e308, "1.7976931348623157e+308"),
+                                         (Double.leastNonzeroMagnitude, "5e-324"), (1.7976931348623157e308, "1.7976931348623157e+308"),
                                          (0.30000000000000004, "0.30000000000000004"), (2.5e100, "2.5e+100")]
         for (d, want) in cases { XCTAssertEqual(JSONValue.pythonFloatRepr(d), want) }
         XCTAssertEqual(JSONValue.pythonFloatRepr(.nan), "nan")
