@@ -16,6 +16,7 @@ struct Command {
 
 let commands: [Command] = [
     // one line per command, sorted by name
+    inspectCommand,
     templateCommand,
 ]
 

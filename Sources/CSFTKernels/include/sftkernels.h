@@ -156,7 +156,28 @@ void sft_adamw_f32(float *p, const float *g, float *m, float *v, int64_t n, floa
 // quantization code. Each block type has a readable reference in the .c file.
 // ---------------------------------------------------------------------------------------------
 
-// (declared by the formats work)
+// GGML block types (ids as stored in GGUF): F32, F16, BF16, F64, I8..I64, Q4_0, Q4_1, Q5_0,
+// Q5_1, Q8_0, IQ4_NL (32-value blocks) and Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K (256-value
+// super-blocks). Layouts and reference decoders: quant_gguf.c.
+
+/// Nonzero when sft_gguf_dequantize supports GGML type id `type`.
+int sft_gguf_can_dequantize(int type);
+/// Decodes n values (a whole number of blocks) of GGML type `type` at src into dst (f32).
+int sft_gguf_dequantize(int type, const void *src, float *dst, int64_t n);
+/// Dot product of one quantized row of n values (n a multiple of 32) with f32 x.
+float sft_vec_dot_q4_0_f32(const void *row, const float *x, int64_t n);
+float sft_vec_dot_q4_1_f32(const void *row, const float *x, int64_t n);
+float sft_vec_dot_q8_0_f32(const void *row, const float *x, int64_t n);
+/// y[r] = dot(W[r, :], x) for this part's share of the nrows rows; W is (nrows, ncols) in
+/// GGML type `type`, rows contiguous (ncols a multiple of the block size). Decodes on the fly.
+int sft_matvec_q(int type, const void *w, const float *x, float *y, int64_t nrows, int64_t ncols,
+                 int part, int nparts);
+/// Instruction sets of the quantized kernels (sft_matvec_q_isa forces one, for tests).
+enum { SFT_ISA_AUTO = 0, SFT_ISA_GENERIC = 1, SFT_ISA_AVX2 = 2, SFT_ISA_AVX512 = 3 };
+int sft_matvec_q_isa(int isa, int type, const void *w, const float *x, float *y, int64_t nrows,
+                     int64_t ncols, int part, int nparts);
+/// The best instruction set the quantized kernels use on this CPU (SFT_ISA_*).
+int sft_quant_isa_level(void);
 
 // ---------------------------------------------------------------------------------------------
 // CUDA loader (run-time dlopen; no build-time toolkit). Declared by the CUDA work.
