@@ -43,24 +43,10 @@ private func runTemplate(_ args: Arguments) throws {
 
     var template: ChatTemplate
     if let model {
-        let url = URL(fileURLWithPath: model)
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: model, isDirectory: &isDir) else {
-            throw SFTError.io(path: model, message: "no such file or folder")
-        }
-        if isDir.boolValue {
-            let config = url.appendingPathComponent("tokenizer_config.json")
-            template = try ChatTemplate(tokenizerConfig: config)
-            let cfg = try JSONValue(parsing: Data(contentsOf: config), path: config.path)
-            func token(_ key: String) -> String? {
-                if let s = cfg[key]?.stringValue { return s }
-                return cfg[key]?["content"]?.stringValue  // AddedToken form
-            }
-            bos = bos ?? token("bos_token")
-            eos = eos ?? token("eos_token")
-        } else {
-            throw SFTError.unsupported("reading the chat template from a GGUF file is not wired yet (the GGUF reader lands with the formats work); extract it with --template for now")
-        }
+        let m = try ModelChatTemplate(model: URL(fileURLWithPath: model))
+        template = m.template
+        bos = bos ?? m.bosToken
+        eos = eos ?? m.eosToken
     } else {
         let nameOrPath = templateArg!
         if ChatTemplate.builtinNames.contains(nameOrPath) && !FileManager.default.fileExists(atPath: nameOrPath) {

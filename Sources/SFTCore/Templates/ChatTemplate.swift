@@ -38,7 +38,7 @@ public struct ChatTemplate: Sendable {
     public init(source: String) throws {
         self.source = source
         let normalized = JinjaLexer.normalize(source)
-        let map = SourceMap(normalized)
+        let map = TemplateSourceMap(normalized)
         do {
             let tokens = try JinjaLexer.tokenize(normalized)
             program = CompiledTemplate(body: try JinjaParser.parse(tokens), map: map)
@@ -88,14 +88,14 @@ public struct ChatTemplate: Sendable {
     /// template line and column.
     public func render(messages: [ChatMessage], addGenerationPrompt: Bool, bosToken: String = "", eosToken: String = "",
                        tools: JSONValue? = nil, extra: [String: JSONValue] = [:]) throws -> RenderedChat {
-        var context: [String: Value] = [:]
-        for (k, v) in extra { context[k] = Value(json: v) }
+        var context: [String: JValue] = [:]
+        for (k, v) in extra { context[k] = JValue(json: v) }
         context["messages"] = .list(ListBox(messages.enumerated().map { Self.messageValue($1, index: $0) }))
         context["add_generation_prompt"] = .bool(addGenerationPrompt)
         context["bos_token"] = .str(bosToken)
         context["eos_token"] = .str(eosToken)
-        context["tools"] = tools.map { Value(json: $0) } ?? Value.none
-        context["documents"] = context["documents"] ?? Value.none
+        context["tools"] = tools.map { JValue(json: $0) } ?? JValue.none
+        context["documents"] = context["documents"] ?? JValue.none
 
         let interpreter = JinjaInterpreter(limits: limits, now: now)
         let output: TString
@@ -115,21 +115,21 @@ public struct ChatTemplate: Sendable {
         return RenderedChat(output: output, messages: messages, markers: markers)
     }
 
-    static func messageValue(_ m: ChatMessage, index: Int) -> Value {
-        var keys: [Value] = [.str("role"), .str("content")]
-        var values: [Value] = [.str(m.role), .string(TString(m.content, source: index))]
-        if let calls = m.toolCalls { keys.append(.str("tool_calls")); values.append(Value(json: calls)) }
-        for k in m.extra.keys.sorted() { keys.append(.str(k)); values.append(Value(json: m.extra[k]!)) }
+    static func messageValue(_ m: ChatMessage, index: Int) -> JValue {
+        var keys: [JValue] = [.str("role"), .str("content")]
+        var values: [JValue] = [.str(m.role), .string(TString(m.content, source: index))]
+        if let calls = m.toolCalls { keys.append(.str("tool_calls")); values.append(JValue(json: calls)) }
+        for k in m.extra.keys.sorted() { keys.append(.str(k)); values.append(JValue(json: m.extra[k]!)) }
         return .dict(DictBox(keys: keys, values: values))
     }
 }
 
 /// The parsed form of a template (immutable once built, so shared across threads).
 final class CompiledTemplate: @unchecked Sendable {
-    let body: [Stmt]
-    let map: SourceMap
+    let body: [JStmt]
+    let map: TemplateSourceMap
 
-    init(body: [Stmt], map: SourceMap) {
+    init(body: [JStmt], map: TemplateSourceMap) {
         self.body = body
         self.map = map
     }

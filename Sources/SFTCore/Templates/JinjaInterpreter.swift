@@ -30,15 +30,15 @@ public struct TemplateLimits: Sendable {
 
 /// Variables of one scope. Scopes hold a handful of names, so parallel arrays searched
 /// linearly beat a hash table (one is created per loop iteration and macro call).
-final class Scope {
-    private var vars: [(name: String, value: Value)] = []
-    let parent: Scope?
+final class JScope {
+    private var vars: [(name: String, value: JValue)] = []
+    let parent: JScope?
 
-    init(parent: Scope?) {
+    init(parent: JScope?) {
         self.parent = parent
     }
 
-    subscript(name: String) -> Value? {
+    subscript(name: String) -> JValue? {
         get {
             for v in vars where v.name == name { return v.value }
             return nil
@@ -52,8 +52,8 @@ final class Scope {
         }
     }
 
-    func lookup(_ name: String) -> Value? {
-        var s: Scope? = self
+    func lookup(_ name: String) -> JValue? {
+        var s: JScope? = self
         while let c = s {
             for v in c.vars where v.name == name { return v.value }
             s = c.parent
@@ -62,7 +62,7 @@ final class Scope {
     }
 }
 
-enum Flow {
+enum JFlow {
     case normal, breakLoop, continueLoop
 }
 
@@ -90,10 +90,10 @@ final class JinjaInterpreter {
 
     static let globalNames = ["range", "dict", "namespace", "raise_exception", "strftime_now", "lipsum", "cycler", "joiner"]
 
-    func render(_ body: [Stmt], context: [String: Value]) throws -> TString {
-        let globals = Scope(parent: nil)
+    func render(_ body: [JStmt], context: [String: JValue]) throws -> TString {
+        let globals = JScope(parent: nil)
         for n in Self.globalNames { globals[n] = .callable(CallableBox(.builtin(n))) }
-        let root = Scope(parent: globals)
+        let root = JScope(parent: globals)
         for (k, v) in context { root[k] = v }
         out = .empty
         _ = try exec(body, root)
@@ -135,7 +135,7 @@ final class JinjaInterpreter {
 
     // MARK: statements
 
-    func exec(_ body: [Stmt], _ s: Scope) throws -> Flow {
+    func exec(_ body: [JStmt], _ s: JScope) throws -> JFlow {
         for st in body {
             try step(st.offset)
             do {
@@ -148,7 +148,7 @@ final class JinjaInterpreter {
         return .normal
     }
 
-    private func execOne(_ st: Stmt, _ s: Scope) throws -> Flow {
+    private func execOne(_ st: JStmt, _ s: JScope) throws -> JFlow {
         switch st.kind {
         case .text(let t):
             try emit(t, at: st.offset)
@@ -164,7 +164,7 @@ final class JinjaInterpreter {
         case .set(let target, let e):
             try assign(target, try eval(e, s), s)
         case .setBlock(let target, let filters, let body):
-            var v = Value.string(try capture { _ = try exec(body, Scope(parent: s)) })
+            var v = JValue.string(try capture { _ = try exec(body, JScope(parent: s)) })
             v = try applyFilters(filters, v, s)
             try assign(target, v, s)
         case .macro(let def):
@@ -173,18 +173,18 @@ final class JinjaInterpreter {
             guard case .call(let calleeExpr, let args) = call.kind else { break }
             let callee = try eval(calleeExpr, s)
             let (pos, kw) = try evalArgs(args, s)
-            let caller = Value.callable(CallableBox(.macro(makeMacro(callerDef, closure: s))))
+            let caller = JValue.callable(CallableBox(.macro(makeMacro(callerDef, closure: s))))
             let result = try withPosition(call.offset) { try callValue(callee, pos, kw, caller: caller) }
             try emit(Py.str(result), at: st.offset)
         case .filterBlock(let filters, let body):
-            let v = Value.string(try capture { _ = try exec(body, Scope(parent: s)) })
+            let v = JValue.string(try capture { _ = try exec(body, JScope(parent: s)) })
             try emit(Py.str(try applyFilters(filters, v, s)), at: st.offset)
         case .with(let pairs, let body):
-            let inner = Scope(parent: s)
+            let inner = JScope(parent: s)
             for (t, e) in pairs { try assign(t, try eval(e, s), inner) }
             return try exec(body, inner)
         case .scoped(let body, let newScope):
-            return try exec(body, newScope ? Scope(parent: s) : s)
+            return try exec(body, newScope ? JScope(parent: s) : s)
         case .breakLoop:
             return .breakLoop
         case .continueLoop:
@@ -193,12 +193,12 @@ final class JinjaInterpreter {
         return .normal
     }
 
-    func makeMacro(_ d: MacroDef, closure: Scope) -> Macro {
+    func makeMacro(_ d: MacroDef, closure: JScope) -> Macro {
         Macro(name: d.name, params: d.params, defaults: d.defaults, body: d.body, closure: closure,
               catchVarargs: d.catchVarargs, catchKwargs: d.catchKwargs, acceptsCaller: d.acceptsCaller)
     }
 
-    func applyFilters(_ filters: [(String, Arguments, Int)], _ input: Value, _ s: Scope) throws -> Value {
+    func applyFilters(_ filters: [(String, JArguments, Int)], _ input: JValue, _ s: JScope) throws -> JValue {
         var v = input
         for (name, args, offset) in filters {
             let (pos, kw) = try evalArgs(args, s)
@@ -216,14 +216,14 @@ final class JinjaInterpreter {
         }
     }
 
-    private func runFor(_ f: ForLoop, _ s: Scope, offset: Int, depth0: Int, override: Value?) throws -> Flow {
+    private func runFor(_ f: ForLoop, _ s: JScope, offset: Int, depth0: Int, override: JValue?) throws -> JFlow {
         let iterable = try override ?? eval(f.iterable, s)
         var items = try withPosition(f.iterable.offset) { try Py.iterate(iterable) }
         if let cond = f.condition {
-            var kept: [Value] = []
+            var kept: [JValue] = []
             for item in items {
                 try step(cond.offset)
-                let fs = Scope(parent: s)
+                let fs = JScope(parent: s)
                 try assign(f.target, item, fs)
                 if try eval(cond, fs).truthy { kept.append(item) }
             }
@@ -247,7 +247,7 @@ final class JinjaInterpreter {
         for (i, item) in items.enumerated() {
             try step(offset)
             loop.index0 = i
-            let it = Scope(parent: s)
+            let it = JScope(parent: s)
             it["loop"] = .loop(loop)
             try assign(f.target, item, it)
             if try exec(f.body, it) == .breakLoop { break }
@@ -255,7 +255,7 @@ final class JinjaInterpreter {
         return .normal
     }
 
-    func assign(_ target: Target, _ v: Value, _ s: Scope) throws {
+    func assign(_ target: JTarget, _ v: JValue, _ s: JScope) throws {
         switch target {
         case .name(let n):
             s[n] = v
@@ -280,7 +280,7 @@ final class JinjaInterpreter {
 
     // MARK: expressions
 
-    func eval(_ e: Expr, _ s: Scope) throws -> Value {
+    func eval(_ e: JExpr, _ s: JScope) throws -> JValue {
         try step(e.offset)
         do {
             return try evalKind(e, s)
@@ -289,13 +289,13 @@ final class JinjaInterpreter {
         }
     }
 
-    func makeList(_ items: [Value], kind: SequenceKind = .list) throws -> Value {
+    func makeList(_ items: [JValue], kind: SequenceKind = .list) throws -> JValue {
         let l = ListBox(items, kind: kind)
         if l.depth > Self.maxValueDepth { throw ValueError.message("values nested more than \(Self.maxValueDepth) levels deep") }
         return .list(l)
     }
 
-    private func evalKind(_ e: Expr, _ s: Scope) throws -> Value {
+    private func evalKind(_ e: JExpr, _ s: JScope) throws -> JValue {
         switch e.kind {
         case .literal(let v):
             return v
@@ -387,7 +387,7 @@ final class JinjaInterpreter {
         }
     }
 
-    func evalArgs(_ a: Arguments, _ s: Scope) throws -> ([Value], [(String, Value)]) {
+    func evalArgs(_ a: JArguments, _ s: JScope) throws -> ([JValue], [(String, JValue)]) {
         var pos = try a.positional.map { try eval($0, s) }
         var kw = try a.keywords.map { ($0.0, try eval($0.1, s)) }
         if let star = a.star { pos += try Py.iterate(try eval(star, s)) }
@@ -403,7 +403,7 @@ final class JinjaInterpreter {
 
     // MARK: attribute and item access (jinja2's sandboxed getattr / getitem)
 
-    static func missing(_ obj: Value, _ name: Value) -> Value {
+    static func missing(_ obj: JValue, _ name: JValue) -> JValue {
         if case .string(let s) = name { return .undefined("'\(obj.typeName) object' has no attribute '\(s.string)'") }
         return .undefined("'\(obj.typeName) object' has no element \(Py.repr(name))")
     }
@@ -420,13 +420,13 @@ final class JinjaInterpreter {
     static let listMethods: Set<String> = ["count", "index", "copy"]
     static let listMutators: Set<String> = ["append", "clear", "extend", "insert", "pop", "remove", "reverse", "sort"]
 
-    static func unsafe(_ obj: Value, _ name: String) -> Value {
+    static func unsafe(_ obj: JValue, _ name: String) -> JValue {
         .undefined(UndefinedInfo(hint: "access to attribute '\(name)' of '\(obj.typeName)' object is unsafe.", unsafe: true))
     }
 
     /// The Python attribute `name` of `obj`, if it has one (methods and loop fields).
-    func attribute(_ obj: Value, _ name: String) -> Value? {
-        func method() -> Value { .callable(CallableBox(.method(obj, name))) }
+    func attribute(_ obj: JValue, _ name: String) -> JValue? {
+        func method() -> JValue { .callable(CallableBox(.method(obj, name))) }
         switch obj {
         case .string:
             return Self.stringMethods.contains(name) ? method() : nil
@@ -467,14 +467,14 @@ final class JinjaInterpreter {
         }
     }
 
-    func getattr(_ obj: Value, _ name: String) throws -> Value {
+    func getattr(_ obj: JValue, _ name: String) throws -> JValue {
         if case .undefined(let u) = obj { throw undefinedError(u) }
         if let a = attribute(obj, name) { return a }
         if case .dict(let d) = obj, let v = d.lookup(name) { return v }
         return Self.missing(obj, .str(name))
     }
 
-    func getitem(_ obj: Value, _ key: Value) throws -> Value {
+    func getitem(_ obj: JValue, _ key: JValue) throws -> JValue {
         switch obj {
         case .undefined(let u):
             throw undefinedError(u)
@@ -499,7 +499,7 @@ final class JinjaInterpreter {
         return Self.missing(obj, key)
     }
 
-    func slice(_ obj: Value, _ start: Value, _ stop: Value, _ step: Value) throws -> Value {
+    func slice(_ obj: JValue, _ start: JValue, _ stop: JValue, _ step: JValue) throws -> JValue {
         switch obj {
         case .undefined(let u):
             throw undefinedError(u)
@@ -515,7 +515,7 @@ final class JinjaInterpreter {
 
     // MARK: calls
 
-    func callValue(_ callee: Value, _ args: [Value], _ kwargs: [(String, Value)], caller: Value?) throws -> Value {
+    func callValue(_ callee: JValue, _ args: [JValue], _ kwargs: [(String, JValue)], caller: JValue?) throws -> JValue {
         switch callee {
         case .callable(let c):
             switch c.kind {
@@ -534,13 +534,13 @@ final class JinjaInterpreter {
         }
     }
 
-    func invoke(_ m: Macro, _ args: [Value], _ kwargs: [(String, Value)], caller: Value?) throws -> Value {
+    func invoke(_ m: Macro, _ args: [JValue], _ kwargs: [(String, JValue)], caller: JValue?) throws -> JValue {
         callDepth += 1
         defer { callDepth -= 1 }
         if callDepth > limits.maxCallDepth {
             throw ValueError.message("macro '\(m.name)': recursion deeper than \(limits.maxCallDepth) calls")
         }
-        let scope = Scope(parent: m.closure)
+        let scope = JScope(parent: m.closure)
         var kw = kwargs
         if args.count > m.params.count && !m.catchVarargs {
             throw ValueError.message("macro '\(m.name)' takes not more than \(m.params.count) argument(s)")

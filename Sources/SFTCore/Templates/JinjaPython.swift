@@ -5,7 +5,7 @@
 // provenance tracks of the bytes it copies.
 import Foundation
 
-enum Num {
+enum PyNum {
     case int(Int)
     case double(Double)
 
@@ -17,9 +17,9 @@ enum Num {
     }
 }
 
-extension Value {
+extension JValue {
     /// The number this value stands for (bools are ints, as in Python).
-    var num: Num? {
+    var num: PyNum? {
         switch self {
         case .bool(let b): return .int(b ? 1 : 0)
         case .int(let i): return .int(i)
@@ -50,7 +50,7 @@ enum Py {
     // MARK: str / repr
 
     /// Python's `str(value)` as jinja2 prints it (Undefined prints as "").
-    static func str(_ v: Value) -> TString {
+    static func str(_ v: JValue) -> TString {
         switch v {
         case .string(let s): return s
         case .undefined: return .empty
@@ -62,12 +62,12 @@ enum Py {
     /// render), so printing a huge nested value cannot exhaust memory.
     static let reprBudget = 80 << 20
 
-    static func repr(_ v: Value) -> String {
+    static func repr(_ v: JValue) -> String {
         var budget = reprBudget
         return repr(v, budget: &budget)
     }
 
-    static func repr(_ v: Value, budget: inout Int) -> String {
+    static func repr(_ v: JValue, budget: inout Int) -> String {
         if budget <= 0 { return "..." }
         let s: String
         switch v {
@@ -162,7 +162,7 @@ enum Py {
 
     // MARK: equality and ordering
 
-    static func eq(_ a: Value, _ b: Value) -> Bool {
+    static func eq(_ a: JValue, _ b: JValue) -> Bool {
         switch (a, b) {
         case (.undefined, .undefined), (.none, .none): return true
         case (.string(let x), .string(let y)): return x.bytes == y.bytes
@@ -195,7 +195,7 @@ enum Py {
     }
 
     /// Three-way comparison for `<`-style operators; nil when NaN makes the values unordered.
-    static func compare(_ a: Value, _ b: Value, op: String) throws -> Int? {
+    static func compare(_ a: JValue, _ b: JValue, op: String) throws -> Int? {
         if case .undefined(let u) = a { throw undefinedError(u) }
         if case .undefined(let u) = b { throw undefinedError(u) }
         if let x = a.num, let y = b.num {
@@ -220,7 +220,7 @@ enum Py {
         }
     }
 
-    static func compareOp(_ op: String, _ a: Value, _ b: Value) throws -> Bool {
+    static func compareOp(_ op: String, _ a: JValue, _ b: JValue) throws -> Bool {
         switch op {
         case "==": return eq(a, b)
         case "!=": return !eq(a, b)
@@ -238,7 +238,7 @@ enum Py {
     }
 
     /// `item in container`.
-    static func contains(_ container: Value, _ item: Value) throws -> Bool {
+    static func contains(_ container: JValue, _ item: JValue) throws -> Bool {
         switch container {
         case .string(let s):
             guard case .string(let sub) = item else {
@@ -259,7 +259,7 @@ enum Py {
     // MARK: iteration
 
     /// What `for x in value` iterates over.
-    static func iterate(_ v: Value) throws -> [Value] {
+    static func iterate(_ v: JValue) throws -> [JValue] {
         switch v {
         case .list(let l): return l.items
         case .dict(let d): return d.keys
@@ -273,17 +273,17 @@ enum Py {
     }
 
     /// A string's characters (code points), each keeping its provenance.
-    static func chars(_ s: TString) throws -> [Value] {
+    static func chars(_ s: TString) throws -> [JValue] {
         guard s.count <= maxListItems * 4 else { throw ValueError.message("string too long to iterate") }
         let offs = s.scalarOffsets()
         guard offs.count - 1 <= maxListItems else { throw ValueError.message("string too long to iterate") }
-        var out: [Value] = []
+        var out: [JValue] = []
         out.reserveCapacity(offs.count - 1)
         for k in 0..<(offs.count - 1) { out.append(.string(s.slice(offs[k], offs[k + 1]))) }
         return out
     }
 
-    static func length(_ v: Value) throws -> Int {
+    static func length(_ v: JValue) throws -> Int {
         switch v {
         case .string(let s): return s.scalarCount
         case .list(let l): return l.items.count
@@ -297,7 +297,7 @@ enum Py {
 
     // MARK: arithmetic
 
-    static func arith(_ op: String, _ a: Value, _ b: Value, maxBytes: Int) throws -> Value {
+    static func arith(_ op: String, _ a: JValue, _ b: JValue, maxBytes: Int) throws -> JValue {
         if case .undefined(let u) = a { throw undefinedError(u) }
         if case .undefined(let u) = b { throw undefinedError(u) }
         if let x = a.num, let y = b.num { return try numeric(op, x, y) }
@@ -321,7 +321,7 @@ enum Py {
             guard let n = (a.num == nil ? b : a).intValue, l.kind == .list || l.kind == .tuple else { break }
             if n <= 0 || l.items.isEmpty { return .list(ListBox([], kind: l.kind)) }
             guard l.items.count <= maxListItems / n else { throw ValueError.message("list repetition result too long") }
-            var r: [Value] = []
+            var r: [JValue] = []
             for _ in 0..<n { r += l.items }
             return .list(ListBox(r, kind: l.kind))
         case ("%", .string(let f), _):
@@ -334,9 +334,9 @@ enum Py {
         throw ValueError.message("unsupported operand type(s) for \(op): '\(a.typeName)' and '\(b.typeName)'")
     }
 
-    static func numeric(_ op: String, _ x: Num, _ y: Num) throws -> Value {
+    static func numeric(_ op: String, _ x: PyNum, _ y: PyNum) throws -> JValue {
         if case .int(let p) = x, case .int(let q) = y {
-            func checked(_ r: (partialValue: Int, overflow: Bool)) throws -> Value {
+            func checked(_ r: (partialValue: Int, overflow: Bool)) throws -> JValue {
                 if r.overflow { throw ValueError.message("integer overflow") }
                 return .int(r.partialValue)
             }
@@ -420,8 +420,8 @@ enum Py {
     // MARK: indexing and slicing
 
     /// Python's slice.indices(length) expanded to the selected indices.
-    static func sliceIndices(length: Int, start: Value, stop: Value, step: Value) throws -> [Int] {
-        func arg(_ v: Value) throws -> Int? {
+    static func sliceIndices(length: Int, start: JValue, stop: JValue, step: JValue) throws -> [Int] {
+        func arg(_ v: JValue) throws -> Int? {
             if case .none = v { return nil }
             if case .undefined = v { return nil }
             guard let i = v.intValue else { throw ValueError.message("slice indices must be integers or None") }
@@ -444,7 +444,7 @@ enum Py {
         return out
     }
 
-    static func sliceString(_ s: TString, _ start: Value, _ stop: Value, _ step: Value) throws -> TString {
+    static func sliceString(_ s: TString, _ start: JValue, _ stop: JValue, _ step: JValue) throws -> TString {
         let offs = s.scalarOffsets()
         let idx = try sliceIndices(length: offs.count - 1, start: start, stop: stop, step: step)
         if idx.isEmpty { return .empty }
@@ -638,7 +638,7 @@ enum Py {
         func newPiece(_ lo: Int, _ hi: Int) -> TString {
             var piece = TString(bytes: new.bytes, tracks: new.tracks)
             if new.tracks.isEmpty, let t = s.tracks.first(where: { $0.lo <= lo && hi <= $0.hi && ($0.lo < $0.hi) }) {
-                piece.tracks = [Track(lo: 0, hi: new.count, source: t.source)]
+                piece.tracks = [SpanTrack(lo: 0, hi: new.count, source: t.source)]
             }
             return piece
         }
@@ -711,8 +711,8 @@ enum Py {
 
     /// `format % args` (printf-style), supporting the flags, width, precision and the
     /// conversions s r a d i u f F e E g G x X o c %.
-    static func percentFormat(_ format: TString, _ args: Value) throws -> TString {
-        var positional: [Value]
+    static func percentFormat(_ format: TString, _ args: JValue) throws -> TString {
+        var positional: [JValue]
         var mapping: DictBox?
         switch args {
         case .list(let l) where l.kind == .tuple: positional = l.items
@@ -724,7 +724,7 @@ enum Py {
         let b = format.bytes
         var i = 0
         var literalStart = 0
-        func takeArg() throws -> Value {
+        func takeArg() throws -> JValue {
             guard next < positional.count else { throw ValueError.message("not enough arguments for format string") }
             next += 1
             return positional[next - 1]
@@ -762,7 +762,7 @@ enum Py {
             i += 1
             literalStart = i
             if conv == UInt8(ascii: "%") { out.append("%"); continue }
-            let arg: Value
+            let arg: JValue
             if let key {
                 guard let m = mapping else { throw ValueError.message("format requires a mapping") }
                 guard let v = m.lookup(key) else { throw ValueError.message("KeyError: \(reprString(key))") }
@@ -802,7 +802,7 @@ enum Py {
         return r
     }
 
-    static func formatOne(_ v: Value, conv: UInt8, flags: Set<UInt8>, precision: Int?) throws -> TString {
+    static func formatOne(_ v: JValue, conv: UInt8, flags: Set<UInt8>, precision: Int?) throws -> TString {
         let sign = flags.contains(UInt8(ascii: "+")) ? "+" : flags.contains(UInt8(ascii: " ")) ? " " : ""
         switch conv {
         case UInt8(ascii: "s"):
