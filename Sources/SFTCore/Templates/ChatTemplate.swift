@@ -35,13 +35,15 @@ public struct ChatTemplate: Sendable {
     ]
 
     /// Parses a Jinja template. Syntax errors are `SFTError.template` with line and column.
-    public init(source: String) throws {
+    /// `limits.maxStackBytes` also bounds the parser's recursion.
+    public init(source: String, limits: TemplateLimits = TemplateLimits()) throws {
         self.source = source
+        self.limits = limits
         let normalized = JinjaLexer.normalize(source)
         let map = TemplateSourceMap(normalized)
         do {
             let tokens = try JinjaLexer.tokenize(normalized)
-            program = CompiledTemplate(body: try JinjaParser.parse(tokens), map: map)
+            program = CompiledTemplate(body: try JinjaParser.parse(tokens, maxStackBytes: limits.maxStackBytes), map: map)
         } catch let e as TemplateError {
             let (line, column) = map.position(e.offset)
             throw SFTError.template(line: line, column: column, message: e.message)

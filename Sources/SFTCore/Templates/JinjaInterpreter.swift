@@ -20,11 +20,17 @@ public struct TemplateLimits: Sendable {
     public var maxCallDepth: Int
     /// Size of the rendered text (and of any string built on the way).
     public var maxOutputBytes: Int
+    /// Machine stack the interpreter's recursion may use (measured from where `render` was
+    /// called). The default suits threads with the usual 8 MiB Linux stack; lower it when
+    /// rendering on threads with small stacks.
+    public var maxStackBytes: Int
 
-    public init(maxSteps: Int = 5_000_000, maxCallDepth: Int = 64, maxOutputBytes: Int = 64 << 20) {
+    public init(maxSteps: Int = 5_000_000, maxCallDepth: Int = 64, maxOutputBytes: Int = 64 << 20,
+                maxStackBytes: Int = 1 << 20) {
         self.maxSteps = maxSteps
         self.maxCallDepth = maxCallDepth
         self.maxOutputBytes = maxOutputBytes
+        self.maxStackBytes = maxStackBytes
     }
 }
 
@@ -81,7 +87,7 @@ final class JinjaInterpreter {
     /// Bytes held by outer output buffers while a block's output is captured.
     var outerBytes = 0
     /// Deepest value nesting allowed (recursive repr/equality/tojson stay within the stack).
-    static let maxValueDepth = 600
+    static let maxValueDepth = 128
 
     init(limits: TemplateLimits, now: @escaping () -> Date) {
         self.limits = limits
@@ -90,7 +96,24 @@ final class JinjaInterpreter {
 
     static let globalNames = ["range", "dict", "namespace", "raise_exception", "strftime_now", "lipsum", "cycler", "joiner"]
 
+    /// Address of a local in `render`: the stack grows down from here.
+    var stackBase: UInt = 0
+
+    /// The current stack position (address of a local).
+    @inline(__always) static func stackPosition() -> UInt {
+        var marker: UInt8 = 0
+        return withUnsafeMutablePointer(to: &marker) { UInt(bitPattern: $0) }
+    }
+
+    func checkStack(_ offset: Int) throws {
+        let here = Self.stackPosition()
+        if stackBase > here && stackBase - here > UInt(limits.maxStackBytes) {
+            throw TemplateError(offset: offset, message: "template nested too deeply (more than \(limits.maxStackBytes) bytes of stack)")
+        }
+    }
+
     func render(_ body: [JStmt], context: [String: JValue]) throws -> TString {
+        stackBase = Self.stackPosition()
         let globals = JScope(parent: nil)
         for n in Self.globalNames { globals[n] = .callable(CallableBox(.builtin(n))) }
         let root = JScope(parent: globals)
@@ -127,6 +150,7 @@ final class JinjaInterpreter {
     }
 
     func step(_ offset: Int) throws {
+        try checkStack(offset)
         steps += 1
         if steps > limits.maxSteps {
             throw TemplateError(offset: offset, message: "step limit of \(limits.maxSteps) exceeded (endless or huge loop?)")

@@ -23,13 +23,17 @@ struct JinjaParser {
     private var open: [(String, Int)] = []
 
     static let maxNesting = 200
+    /// Stack the parser's recursion may use.
+    private let maxStackBytes: UInt
+    private var stackBase: UInt = 0
 
-    init(tokens: [JToken]) {
+    init(tokens: [JToken], maxStackBytes: Int) {
         self.tokens = tokens
+        self.maxStackBytes = UInt(max(0, maxStackBytes))
     }
 
-    static func parse(_ tokens: [JToken]) throws -> [JStmt] {
-        var p = JinjaParser(tokens: tokens)
+    static func parse(_ tokens: [JToken], maxStackBytes: Int) throws -> [JStmt] {
+        var p = JinjaParser(tokens: tokens, maxStackBytes: maxStackBytes)
         return try p.subparse(end: nil)
     }
 
@@ -85,6 +89,11 @@ struct JinjaParser {
     private mutating func enter() throws {
         depth += 1
         if depth > Self.maxNesting { throw fail("template nested too deeply (more than \(Self.maxNesting) levels)") }
+        if stackBase == 0 { stackBase = JinjaInterpreter.stackPosition() }
+        let here = JinjaInterpreter.stackPosition()
+        if stackBase > here && stackBase - here > maxStackBytes {
+            throw fail("template nested too deeply for the parser's stack budget")
+        }
     }
 
     // MARK: statements

@@ -9,14 +9,18 @@ final class HostileTemplateTests: XCTestCase {
     /// Asserts that parsing or rendering fails with a template error whose message contains `fragment`.
     func assertFails(_ src: String, _ fragment: String, limits: TemplateLimits = TemplateLimits(),
                      file: StaticString = #filePath, line: UInt = #line) {
+        assertFails(src, [fragment], limits: limits, file: file, line: line)
+    }
+
+    func assertFails(_ src: String, _ fragments: [String], limits: TemplateLimits = TemplateLimits(),
+                     file: StaticString = #filePath, line: UInt = #line) {
         let start = Date()
         do {
-            var t = try ChatTemplate(source: src)
-            t.limits = limits
+            let t = try ChatTemplate(source: src, limits: limits)
             _ = try t.render(messages: [ChatMessage(role: "user", content: "hi")], addGenerationPrompt: false)
             XCTFail("\(src.debugDescription) rendered without error", file: file, line: line)
         } catch SFTError.template(let l, let c, let message) {
-            XCTAssert(message.contains(fragment), "\(src.debugDescription): message '\(message)' lacks '\(fragment)'", file: file, line: line)
+            XCTAssert(fragments.contains { message.contains($0) }, "\(src.debugDescription): message '\(message)' lacks '\(fragments)'", file: file, line: line)
             XCTAssert(l >= 1 && c >= 1, file: file, line: line)
         } catch {
             XCTFail("\(src.debugDescription): unexpected error \(error)", file: file, line: line)
@@ -47,10 +51,12 @@ final class HostileTemplateTests: XCTestCase {
     }
 
     func testEndlessRecursionIsCut() {
-        assertFails("{% macro m() %}{{ m() }}{% endmacro %}{{ m() }}", "recursion deeper than")
-        assertFails("{% macro a(n) %}{{ b(n) }}{% endmacro %}{% macro b(n) %}{{ a(n + 1) }}{% endmacro %}{{ a(0) }}", "recursion deeper than")
+        // Cut by the call-depth limit, or (in debug builds, whose frames are larger) by the
+        // stack budget first.
+        assertFails("{% macro m() %}{{ m() }}{% endmacro %}{{ m() }}", ["recursion deeper than", "nested too deeply"])
+        assertFails("{% macro a(n) %}{{ b(n) }}{% endmacro %}{% macro b(n) %}{{ a(n + 1) }}{% endmacro %}{{ a(0) }}", ["recursion deeper than", "nested too deeply"])
         assertFails("{% for x in [[1]] recursive %}{{ loop(x) }}{% endfor %}", "iterable")
-        assertFails("{% for x in [[[1]]] recursive %}{{ loop([x]) }}{% endfor %}", "recursion deeper than")
+        assertFails("{% for x in [[[1]]] recursive %}{{ loop([x]) }}{% endfor %}", ["recursion deeper than", "nested too deeply"])
     }
 
     func testHugeLoopsHitTheStepLimit() {
@@ -101,5 +107,44 @@ extension HostileTemplateTests {
         {%- set ns = namespace(l=[1]) %}{% for i in range(40) %}{% set ns.l = ns.l + ns.l %}{% endfor %}
         """
         assertFails(src, "list too long")
+    }
+}
+
+extension HostileTemplateTests {
+    /// With the stack budget lowered, deep templates on a thread with a 512 KiB stack end with
+    /// an error instead of overflowing it (whether they fit depends on the build's frame sizes).
+    func testSmallThreadStacksGetErrorsNotCrashes() {
+        let sources = [
+            "{% macro m(n) %}{% if n > 0 %}[{{ m(n - 1) | trim }}]{% endif %}{% endmacro %}{{ m(1000) }}",
+            "{{ " + String(repeating: "(", count: 90) + "1" + String(repeating: ")", count: 90) + " }}",
+            String(repeating: "{% if true %}", count: 95) + "x" + String(repeating: "{% endif %}", count: 95),
+            "{% for x in [[[[[[1]]]]]] recursive %}{% if x is iterable %}{{ loop(x) }}{% else %}{{ x }}{% endif %}{% endfor %}",
+        ]
+        final class Box: @unchecked Sendable { var outcomes: [String] = [] }
+        let box = Box()
+        let done = DispatchSemaphore(value: 0)
+        let thread = Thread {
+            var limits = TemplateLimits()
+            limits.maxStackBytes = 256 << 10
+            for src in sources {
+                do {
+                    let r = try ChatTemplate(source: src, limits: limits).render(messages: [], addGenerationPrompt: false)
+                    box.outcomes.append("ok \(r.text)")
+                } catch SFTError.template(_, _, let message) {
+                    box.outcomes.append(message)
+                } catch {
+                    box.outcomes.append("unexpected \(error)")
+                }
+            }
+            done.signal()
+        }
+        thread.stackSize = 512 << 10
+        thread.start()
+        XCTAssertEqual(done.wait(timeout: .now() + 60), .success)
+        let outcomes = box.outcomes
+        XCTAssertEqual(outcomes.count, sources.count)
+        XCTAssert(outcomes[0].contains("recursion deeper than") || outcomes[0].contains("nested too deeply"), outcomes[0])
+        for o in outcomes[1...2] { XCTAssert(o == "ok 1" || o == "ok x" || o.contains("nested too deeply"), o) }
+        XCTAssertEqual(outcomes[3], "ok 1")
     }
 }
