@@ -23,6 +23,7 @@ let commands: [Command] = [
     finetuneCommand,
     generateCommand,
     inspectCommand,
+    templateCommand,
     tokenizeCommand,
 ]
 

@@ -118,7 +118,7 @@ private struct JSONParser {
     let path: String
     var pos = 0
     var depth = 0
-    static let maxDepth = 512
+    static let maxDepth = 256
 
     init(bytes: UnsafeBufferPointer<UInt8>, path: String) {
         self.bytes = bytes

@@ -35,13 +35,15 @@ public struct ChatTemplate: Sendable {
     ]
 
     /// Parses a Jinja template. Syntax errors are `SFTError.template` with line and column.
-    public init(source: String) throws {
+    /// `limits.maxStackBytes` also bounds the parser's recursion.
+    public init(source: String, limits: TemplateLimits = TemplateLimits()) throws {
         self.source = source
+        self.limits = limits
         let normalized = JinjaLexer.normalize(source)
-        let map = SourceMap(normalized)
+        let map = TemplateSourceMap(normalized)
         do {
             let tokens = try JinjaLexer.tokenize(normalized)
-            program = CompiledTemplate(body: try JinjaParser.parse(tokens), map: map)
+            program = CompiledTemplate(body: try JinjaParser.parse(tokens, maxStackBytes: limits.maxStackBytes), map: map)
         } catch let e as TemplateError {
             let (line, column) = map.position(e.offset)
             throw SFTError.template(line: line, column: column, message: e.message)
@@ -88,14 +90,14 @@ public struct ChatTemplate: Sendable {
     /// template line and column.
     public func render(messages: [ChatMessage], addGenerationPrompt: Bool, bosToken: String = "", eosToken: String = "",
                        tools: JSONValue? = nil, extra: [String: JSONValue] = [:]) throws -> RenderedChat {
-        var context: [String: Value] = [:]
-        for (k, v) in extra { context[k] = Value(json: v) }
+        var context: [String: JValue] = [:]
+        for (k, v) in extra { context[k] = JValue(json: v) }
         context["messages"] = .list(ListBox(messages.enumerated().map { Self.messageValue($1, index: $0) }))
         context["add_generation_prompt"] = .bool(addGenerationPrompt)
         context["bos_token"] = .str(bosToken)
         context["eos_token"] = .str(eosToken)
-        context["tools"] = tools.map { Value(json: $0) } ?? Value.none
-        context["documents"] = context["documents"] ?? Value.none
+        context["tools"] = tools.map { JValue(json: $0) } ?? JValue.none
+        context["documents"] = context["documents"] ?? JValue.none
 
         let interpreter = JinjaInterpreter(limits: limits, now: now)
         let output: TString
@@ -115,21 +117,21 @@ public struct ChatTemplate: Sendable {
         return RenderedChat(output: output, messages: messages, markers: markers)
     }
 
-    static func messageValue(_ m: ChatMessage, index: Int) -> Value {
-        var keys: [Value] = [.str("role"), .str("content")]
-        var values: [Value] = [.str(m.role), .string(TString(m.content, source: index))]
-        if let calls = m.toolCalls { keys.append(.str("tool_calls")); values.append(Value(json: calls)) }
-        for k in m.extra.keys.sorted() { keys.append(.str(k)); values.append(Value(json: m.extra[k]!)) }
+    static func messageValue(_ m: ChatMessage, index: Int) -> JValue {
+        var keys: [JValue] = [.str("role"), .str("content")]
+        var values: [JValue] = [.str(m.role), .string(TString(m.content, source: index))]
+        if let calls = m.toolCalls { keys.append(.str("tool_calls")); values.append(JValue(json: calls)) }
+        for k in m.extra.keys.sorted() { keys.append(.str(k)); values.append(JValue(json: m.extra[k]!)) }
         return .dict(DictBox(keys: keys, values: values))
     }
 }
 
 /// The parsed form of a template (immutable once built, so shared across threads).
 final class CompiledTemplate: @unchecked Sendable {
-    let body: [Stmt]
-    let map: SourceMap
+    let body: [JStmt]
+    let map: TemplateSourceMap
 
-    init(body: [Stmt], map: SourceMap) {
+    init(body: [JStmt], map: TemplateSourceMap) {
         self.body = body
         self.map = map
     }
@@ -185,9 +187,14 @@ public struct RenderedChat: Equatable, Sendable {
         for (i, m) in messages.enumerated() where m.role == "assistant" {
             guard let first = spans[i].first, let last = spans[i].last else { continue }
             let content = first.lowerBound..<last.upperBound
-            // The next message's content bounds the search.
+            // The next message's content bounds the search (tracks are sorted by position).
             var limit = bytes.count
-            for t in output.tracks where t.source != i && t.lo >= content.upperBound && t.lo < limit { limit = t.lo }
+            var lo = 0, hi = output.tracks.count
+            while lo < hi {
+                let mid = (lo + hi) / 2
+                if output.tracks[mid].lo < content.upperBound { lo = mid + 1 } else { hi = mid }
+            }
+            for t in output.tracks[lo...] where t.source != i { limit = t.lo; break }
             var best: (at: Int, len: Int)?
             for mb in markerBytes {
                 if let at = Py.find(bytes, mb, from: content.upperBound, to: limit) {

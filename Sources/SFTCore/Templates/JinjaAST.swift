@@ -2,85 +2,85 @@
 // jinja2's nodes.py (Getattr, Getitem, Filter, Test, Compare, CondExpr, For, If, Macro, ...);
 // every node keeps the byte offset it started at, for error messages.
 
-struct Expr {
+struct JExpr {
     indirect enum Kind {
-        case literal(Value)
+        case literal(JValue)
         case name(String)
-        case list([Expr])
-        case tuple([Expr])
-        case dict([(Expr, Expr)])
-        case getattr(Expr, String)
-        case getitem(Expr, Expr)
+        case list([JExpr])
+        case tuple([JExpr])
+        case dict([(JExpr, JExpr)])
+        case getattr(JExpr, String)
+        case getitem(JExpr, JExpr)
         /// `a[start:stop:step]`; only appears as the index of `getitem`.
-        case slice(Expr?, Expr?, Expr?)
-        case call(Expr, Arguments)
-        case filter(Expr, String, Arguments)
-        case test(Expr, String, Arguments)
-        case not(Expr)
-        case neg(Expr)
-        case pos(Expr)
-        case binary(String, Expr, Expr)
-        case and(Expr, Expr)
-        case or(Expr, Expr)
-        case concat([Expr])
-        case compare(Expr, [(String, Expr)])
-        case condexpr(test: Expr, then: Expr, otherwise: Expr?)
+        case slice(JExpr?, JExpr?, JExpr?)
+        case call(JExpr, JArguments)
+        case filter(JExpr, String, JArguments)
+        case test(JExpr, String, JArguments)
+        case not(JExpr)
+        case neg(JExpr)
+        case pos(JExpr)
+        case binary(String, JExpr, JExpr)
+        case and(JExpr, JExpr)
+        case or(JExpr, JExpr)
+        case concat([JExpr])
+        case compare(JExpr, [(String, JExpr)])
+        case condexpr(test: JExpr, then: JExpr, otherwise: JExpr?)
     }
 
     let kind: Kind
     let offset: Int
 }
 
-struct Arguments {
-    var positional: [Expr] = []
-    var keywords: [(String, Expr)] = []
-    var star: Expr?
-    var starStar: Expr?
+struct JArguments {
+    var positional: [JExpr] = []
+    var keywords: [(String, JExpr)] = []
+    var star: JExpr?
+    var starStar: JExpr?
 }
 
 /// What `{% set %}` and `{% for %}` assign to.
-indirect enum Target {
+indirect enum JTarget {
     case name(String)
-    case tuple([Target])
+    case tuple([JTarget])
     /// `ns.attr` (namespace attribute).
     case namespaceAttr(String, String)
 }
 
 struct ForLoop {
-    let target: Target
-    let iterable: Expr
-    let condition: Expr?
-    let body: [Stmt]
-    let otherwise: [Stmt]
+    let target: JTarget
+    let iterable: JExpr
+    let condition: JExpr?
+    let body: [JStmt]
+    let otherwise: [JStmt]
     let recursive: Bool
 }
 
 struct MacroDef {
     let name: String
     let params: [String]
-    let defaults: [Expr?]
-    let body: [Stmt]
+    let defaults: [JExpr?]
+    let body: [JStmt]
     let catchVarargs: Bool
     let catchKwargs: Bool
     let acceptsCaller: Bool
 }
 
-struct Stmt {
+struct JStmt {
     indirect enum Kind {
         /// Literal template text.
         case text(TString)
-        case print([Expr])
-        case ifChain([(Expr, [Stmt])], otherwise: [Stmt])
+        case print([JExpr])
+        case ifChain([(JExpr, [JStmt])], otherwise: [JStmt])
         case forLoop(ForLoop)
-        case set(Target, Expr)
-        case setBlock(Target, filters: [(String, Arguments, Int)], body: [Stmt])
+        case set(JTarget, JExpr)
+        case setBlock(JTarget, filters: [(String, JArguments, Int)], body: [JStmt])
         case macro(MacroDef)
         /// `{% call(params) callee(args) %}body{% endcall %}`.
-        case callBlock(caller: MacroDef, call: Expr)
-        case filterBlock([(String, Arguments, Int)], body: [Stmt])
-        case with([(Target, Expr)], body: [Stmt])
+        case callBlock(caller: MacroDef, call: JExpr)
+        case filterBlock([(String, JArguments, Int)], body: [JStmt])
+        case with([(JTarget, JExpr)], body: [JStmt])
         /// `{% block %}`, `{% generation %}`: the body renders in place.
-        case scoped([Stmt], newScope: Bool)
+        case scoped([JStmt], newScope: Bool)
         case breakLoop
         case continueLoop
     }

@@ -28,11 +28,11 @@ enum JinjaBuiltins {
 }
 
 /// Binds call arguments to parameter names the way Python does; nil = not given.
-func bindArgs(_ fname: String, _ names: [String], _ args: [Value], _ kwargs: [(String, Value)]) throws -> [Value?] {
+func bindArgs(_ fname: String, _ names: [String], _ args: [JValue], _ kwargs: [(String, JValue)]) throws -> [JValue?] {
     if args.count > names.count {
         throw ValueError.message("\(fname)() takes at most \(names.count) argument(s) (\(args.count) given)")
     }
-    var r = [Value?](repeating: nil, count: names.count)
+    var r = [JValue?](repeating: nil, count: names.count)
     for (i, a) in args.enumerated() { r[i] = a }
     for (k, v) in kwargs {
         guard let i = names.firstIndex(of: k) else { throw ValueError.message("\(fname)() got an unexpected keyword argument '\(k)'") }
@@ -42,7 +42,7 @@ func bindArgs(_ fname: String, _ names: [String], _ args: [Value], _ kwargs: [(S
     return r
 }
 
-func intArg(_ v: Value?, _ dflt: Int, _ what: String) throws -> Int {
+func intArg(_ v: JValue?, _ dflt: Int, _ what: String) throws -> Int {
     guard let v, !v.isNone else { return dflt }
     guard let i = v.intValue else { throw ValueError.message("\(what) must be an integer, not \(v.typeName)") }
     return i
@@ -51,8 +51,8 @@ func intArg(_ v: Value?, _ dflt: Int, _ what: String) throws -> Int {
 extension JinjaInterpreter {
     // MARK: filters
 
-    func filter(_ name: String, _ v: Value, _ args: [Value], _ kwargs: [(String, Value)]) throws -> Value {
-        func bind(_ names: [String]) throws -> [Value?] { try bindArgs(name, names, args, kwargs) }
+    func filter(_ name: String, _ v: JValue, _ args: [JValue], _ kwargs: [(String, JValue)]) throws -> JValue {
+        func bind(_ names: [String]) throws -> [JValue?] { try bindArgs(name, names, args, kwargs) }
         switch name {
         case "abs":
             _ = try bind([])
@@ -70,8 +70,8 @@ extension JinjaInterpreter {
             let a = try bind(["linecount", "fill_with"])
             let n = try intArg(a[0], 0, "linecount")
             guard n > 0 else { throw ValueError.message("batch size must be positive") }
-            var batches: [Value] = []
-            var tmp: [Value] = []
+            var batches: [JValue] = []
+            var tmp: [JValue] = []
             for item in try Py.iterate(v) {
                 if tmp.count == n { batches.append(.list(tmp)); tmp = [] }
                 tmp.append(item)
@@ -100,7 +100,7 @@ extension JinjaInterpreter {
             let by = a[1].map { Py.str($0).string } ?? "key"
             guard by == "key" || by == "value" else { throw ValueError.message("You can only sort by either \"key\" or \"value\"") }
             let caseSensitive = a[0]?.truthy ?? false
-            let items = zip(d.keys, d.values).map { Value.tuple([$0, $1]) }
+            let items = zip(d.keys, d.values).map { JValue.tuple([$0, $1]) }
             let sorted = try stableSort(items, reverse: a[2]?.truthy ?? false) { item in
                 guard case .list(let t) = item else { return item }
                 let k = t.items[by == "key" ? 0 : 1]
@@ -121,7 +121,7 @@ extension JinjaInterpreter {
             if !args.isEmpty && !kwargs.isEmpty {
                 throw ValueError.message("can't handle positional and keyword arguments at the same time")
             }
-            let fmtArgs: Value = kwargs.isEmpty ? .tuple(args) : .dict(DictBox(keys: kwargs.map { .str($0.0) }, values: kwargs.map { $0.1 }))
+            let fmtArgs: JValue = kwargs.isEmpty ? .tuple(args) : .dict(DictBox(keys: kwargs.map { .str($0.0) }, values: kwargs.map { $0.1 }))
             return .string(try Py.percentFormat(Py.str(v), fmtArgs))
         case "indent":
             let a = try bind(["width", "first", "blank"])
@@ -172,7 +172,7 @@ extension JinjaInterpreter {
             if args.isEmpty, let ai = kwargs.firstIndex(where: { $0.0 == "attribute" }) {
                 var rest = kwargs
                 let attr = rest.remove(at: ai).1
-                var dflt: Value?
+                var dflt: JValue?
                 if let di = rest.firstIndex(where: { $0.0 == "default" }) { dflt = rest.remove(at: di).1 }
                 if let extra = rest.first { throw ValueError.message("Unexpected keyword argument '\(extra.0)'") }
                 let get = attrGetter(attr, default: dflt)
@@ -187,7 +187,7 @@ extension JinjaInterpreter {
             guard !items.isEmpty else { return .undefined("No aggregated item, sequence was empty.") }
             let caseSensitive = a[0]?.truthy ?? false
             let get = a[1].flatMap { $0.isNone ? nil : attrGetter($0, default: nil) }
-            func key(_ x: Value) throws -> Value {
+            func key(_ x: JValue) throws -> JValue {
                 let k = try get?(x) ?? x
                 return caseSensitive ? k : ignoreCase(k)
             }
@@ -207,14 +207,14 @@ extension JinjaInterpreter {
             let byAttr = name.hasSuffix("attr")
             let keep = name.hasPrefix("select")
             var rest = args
-            var get: ((Value) throws -> Value)?
+            var get: ((JValue) throws -> JValue)?
             if byAttr {
                 guard !rest.isEmpty else { throw ValueError.message("Missing parameter for attribute name") }
                 get = attrGetter(rest.removeFirst(), default: nil)
             }
             var testName: String?
             if !rest.isEmpty { testName = Py.str(rest.removeFirst()).string }
-            var kept: [Value] = []
+            var kept: [JValue] = []
             for item in try Py.iterate(v) {
                 let x = try get?(item) ?? item
                 let ok = try testName.map { try test($0, x, rest, kwargs) } ?? x.truthy
@@ -251,7 +251,7 @@ extension JinjaInterpreter {
             let seq = try Py.iterate(v)
             let per = seq.count / slices, extra = seq.count % slices
             var offset = 0
-            var out: [Value] = []
+            var out: [JValue] = []
             for k in 0..<slices {
                 let start = offset + k * per
                 if k < extra { offset += 1 }
@@ -264,7 +264,7 @@ extension JinjaInterpreter {
         case "sort":
             let a = try bind(["reverse", "case_sensitive", "attribute"])
             let caseSensitive = a[1]?.truthy ?? false
-            let getters: [(Value) throws -> Value]? = a[2].flatMap { attr -> [(Value) throws -> Value]? in
+            let getters: [(JValue) throws -> JValue]? = a[2].flatMap { attr -> [(JValue) throws -> JValue]? in
                 if attr.isNone { return nil }
                 if case .string(let s) = attr {
                     return s.string.split(separator: ",", omittingEmptySubsequences: false).map { attrGetter(.str(String($0)), default: nil) }
@@ -318,12 +318,18 @@ extension JinjaInterpreter {
             let a = try bind(["case_sensitive", "attribute"])
             let caseSensitive = a[0]?.truthy ?? false
             let get = a[1].flatMap { $0.isNone ? nil : attrGetter($0, default: nil) }
-            var seen: [Value] = []
-            var out: [Value] = []
+            var seen = Set<JHashKey>()
+            var unhashable: [JValue] = []
+            var out: [JValue] = []
             for item in try Py.iterate(v) {
                 var k = try get?(item) ?? item
                 if !caseSensitive { k = ignoreCase(k) }
-                if !seen.contains(where: { Py.eq($0, k) }) { seen.append(k); out.append(item) }
+                if let h = k.hashKey {
+                    if seen.insert(h).inserted { out.append(item) }
+                } else if !unhashable.contains(where: { Py.eq($0, k) }) {
+                    unhashable.append(k)
+                    out.append(item)
+                }
             }
             return .iterator(IteratorBox(out))
         case "wordcount":
@@ -343,8 +349,8 @@ extension JinjaInterpreter {
     }
 
     /// jinja2's make_attrgetter: "a.b.0" walks items/attributes; integer parts index lists.
-    func attrGetter(_ attribute: Value, default dflt: Value?) -> (Value) throws -> Value {
-        var parts: [Value] = [attribute]
+    func attrGetter(_ attribute: JValue, default dflt: JValue?) -> (JValue) throws -> JValue {
+        var parts: [JValue] = [attribute]
         if case .string(let s) = attribute {
             parts = s.string.split(separator: ".", omittingEmptySubsequences: false).map { p in
                 if !p.isEmpty, p.allSatisfy({ $0.isASCII && $0.isNumber }), let i = Int(p) { return .int(i) }
@@ -361,13 +367,13 @@ extension JinjaInterpreter {
         }
     }
 
-    func ignoreCase(_ v: Value) -> Value {
+    func ignoreCase(_ v: JValue) -> JValue {
         if case .string(let s) = v { return .string(Py.lower(s)) }
         return v
     }
 
     /// Python's sorted(items, key=key, reverse=reverse): stable in both directions.
-    func stableSort(_ items: [Value], reverse: Bool, key: (Value) throws -> Value) throws -> [Value] {
+    func stableSort(_ items: [JValue], reverse: Bool, key: (JValue) throws -> JValue) throws -> [JValue] {
         let keys = try items.map(key)
         var idx = Array(items.indices)
         try idx.sort { i, j in
@@ -425,7 +431,7 @@ extension JinjaInterpreter {
         }
     }
 
-    func indent(_ s: TString, width: Value, first: Bool, blank: Bool) throws -> TString {
+    func indent(_ s: TString, width: JValue, first: Bool, blank: Bool) throws -> TString {
         let indention: TString
         if case .string(let w) = width {
             indention = w
@@ -436,12 +442,13 @@ extension JinjaInterpreter {
         }
         var text = s
         text.append("\n")
-        let lines = Py.splitlines(text, keepends: false)
+        let lines = try Py.splitlines(text, keepends: false)
         var rv = TString.empty
         if blank {
             for (i, line) in lines.enumerated() {
                 if i > 0 { rv.append("\n"); rv.append(indention) }
                 rv.append(line)
+                if rv.count > limits.maxOutputBytes { throw ValueError.message("string too long") }
             }
         } else {
             rv = lines.first ?? .empty
@@ -449,6 +456,7 @@ extension JinjaInterpreter {
                 rv.append("\n")
                 if !line.isEmpty { rv.append(indention) }
                 rv.append(line)
+                if rv.count > limits.maxOutputBytes { throw ValueError.message("string too long") }
             }
         }
         if first { rv = indention + rv }
@@ -473,7 +481,7 @@ extension JinjaInterpreter {
         return r
     }
 
-    func toJSON(_ v: Value, ensureASCII: Bool, indent: Value?, separators: Value?, sortKeys: Bool) throws -> String {
+    func toJSON(_ v: JValue, ensureASCII: Bool, indent: JValue?, separators: JValue?, sortKeys: Bool) throws -> String {
         var style = JSONValue.Style(itemSeparator: ", ", keySeparator: ": ", sortKeys: sortKeys, escapeNonASCII: ensureASCII)
         if let indent, !indent.isNone {
             if case .string(let s) = indent {
@@ -499,7 +507,7 @@ extension JinjaInterpreter {
         return text
     }
 
-    func roundValue(_ n: Num, precision: Int, method: String) -> Value {
+    func roundValue(_ n: PyNum, precision: Int, method: String) -> JValue {
         let p = Double(precision)
         switch method {
         case "ceil": return .double((n.double * Foundation.pow(10, p)).rounded(.up) / Foundation.pow(10, p))
@@ -554,7 +562,7 @@ extension JinjaInterpreter {
 
     /// jinja2's int filter: int(value, base) for strings, int(value) otherwise, then
     /// int(float(value)); nil when both fail.
-    func toInt(_ v: Value, base: Int) throws -> Value? {
+    func toInt(_ v: JValue, base: Int) throws -> JValue? {
         switch v {
         case .bool(let b): return .int(b ? 1 : 0)
         case .int(let i): return .int(i)
@@ -571,7 +579,7 @@ extension JinjaInterpreter {
         }
     }
 
-    func toFloat(_ v: Value) -> Value? {
+    func toFloat(_ v: JValue) -> JValue? {
         switch v {
         case .bool(let b): return .double(b ? 1 : 0)
         case .int(let i): return .double(Double(i))
@@ -583,8 +591,8 @@ extension JinjaInterpreter {
 
     // MARK: tests
 
-    func test(_ name: String, _ v: Value, _ args: [Value], _ kwargs: [(String, Value)]) throws -> Bool {
-        func other() throws -> Value {
+    func test(_ name: String, _ v: JValue, _ args: [JValue], _ kwargs: [(String, JValue)]) throws -> Bool {
+        func other() throws -> JValue {
             guard let a = try bindArgs(name, ["other"], args, kwargs)[0] else {
                 throw ValueError.message("test '\(name)' needs an argument")
             }
@@ -659,7 +667,7 @@ extension JinjaInterpreter {
 
     // MARK: globals
 
-    func callGlobal(_ name: String, _ args: [Value], _ kwargs: [(String, Value)]) throws -> Value {
+    func callGlobal(_ name: String, _ args: [JValue], _ kwargs: [(String, JValue)]) throws -> JValue {
         switch name {
         case "raise_exception":
             let a = try bindArgs(name, ["message"], args, kwargs)
@@ -685,7 +693,7 @@ extension JinjaInterpreter {
             }
             return .list((0..<count).map { .int(start + $0 * stepBy) })
         case "dict":
-            var pairs: [(Value, Value)] = []
+            var pairs: [(JValue, JValue)] = []
             if args.count > 1 { throw ValueError.message("dict expected at most 1 argument, got \(args.count)") }
             if let a = args.first { pairs = try pairsOf(a) }
             pairs += kwargs.map { (.str($0.0), $0.1) }
@@ -693,7 +701,7 @@ extension JinjaInterpreter {
         case "namespace":
             let ns = NamespaceBox()
             if args.count > 1 { throw ValueError.message("namespace expected at most 1 argument, got \(args.count)") }
-            var pairs: [(Value, Value)] = []
+            var pairs: [(JValue, JValue)] = []
             if let a = args.first { pairs = try pairsOf(a) }
             pairs += kwargs.map { (.str($0.0), $0.1) }
             for (k, v) in pairs {
@@ -714,7 +722,7 @@ extension JinjaInterpreter {
     }
 
     /// The (key, value) pairs of a mapping or of an iterable of pairs, for dict() / namespace().
-    func pairsOf(_ v: Value) throws -> [(Value, Value)] {
+    func pairsOf(_ v: JValue) throws -> [(JValue, JValue)] {
         if case .dict(let d) = v { return Array(zip(d.keys, d.values)) }
         if case .namespace(let ns) = v { return ns.names.map { (.str($0), ns.values[$0]!) } }
         return try Py.iterate(v).map { item in
@@ -741,8 +749,8 @@ extension JinjaInterpreter {
 
     // MARK: methods
 
-    func callMethod(_ recv: Value, _ name: String, _ args: [Value], _ kwargs: [(String, Value)]) throws -> Value {
-        func bind(_ names: [String]) throws -> [Value?] { try bindArgs(name, names, args, kwargs) }
+    func callMethod(_ recv: JValue, _ name: String, _ args: [JValue], _ kwargs: [(String, JValue)]) throws -> JValue {
+        func bind(_ names: [String]) throws -> [JValue?] { try bindArgs(name, names, args, kwargs) }
         switch recv {
         case .string(let s): return try stringMethod(s, name, args, kwargs)
         case .dict(let d):
@@ -773,7 +781,7 @@ extension JinjaInterpreter {
             case "index":
                 let a = try bind(["value", "start", "stop"])
                 let n = l.items.count
-                func norm(_ v: Value?, _ d: Int) throws -> Int {
+                func norm(_ v: JValue?, _ d: Int) throws -> Int {
                     let i = try intArg(v, d, "index")
                     return i < 0 ? max(0, i + n) : min(i, n)
                 }
@@ -803,19 +811,19 @@ extension JinjaInterpreter {
         throw ValueError.message("'\(recv.typeName)' object has no method '\(name)'")
     }
 
-    private func stringMethod(_ s: TString, _ name: String, _ args: [Value], _ kwargs: [(String, Value)]) throws -> Value {
-        func bind(_ names: [String]) throws -> [Value?] { try bindArgs(name, names, args, kwargs) }
-        func strArg(_ v: Value?, _ what: String) throws -> TString {
+    private func stringMethod(_ s: TString, _ name: String, _ args: [JValue], _ kwargs: [(String, JValue)]) throws -> JValue {
+        func bind(_ names: [String]) throws -> [JValue?] { try bindArgs(name, names, args, kwargs) }
+        func strArg(_ v: JValue?, _ what: String) throws -> TString {
             guard case .string(let t)? = v else {
                 throw ValueError.message("\(name)() argument '\(what)' must be str, not \(v?.typeName ?? "missing")")
             }
             return t
         }
         /// Byte bounds for optional code-point start/end arguments.
-        func bounds(_ start: Value?, _ end: Value?) throws -> (Int, Int) {
+        func bounds(_ start: JValue?, _ end: JValue?) throws -> (Int, Int) {
             let offs = s.scalarOffsets()
             let n = offs.count - 1
-            func norm(_ v: Value?, _ d: Int) throws -> Int {
+            func norm(_ v: JValue?, _ d: Int) throws -> Int {
                 guard let v, !v.isNone else { return d }
                 guard var i = v.intValue else { throw ValueError.message("slice indices must be integers or None") }
                 if i < 0 { i = max(0, i + n) }
@@ -842,7 +850,7 @@ extension JinjaInterpreter {
             return .list(parts.map { .string($0) })
         case "splitlines":
             let a = try bind(["keepends"])
-            return .list(Py.splitlines(s, keepends: a[0]?.truthy ?? false).map { .string($0) })
+            return .list(try Py.splitlines(s, keepends: a[0]?.truthy ?? false).map { .string($0) })
         case "startswith", "endswith":
             let a = try bind(["prefix", "start", "end"])
             let (lo, hi) = try bounds(a[1], a[2])
@@ -960,7 +968,7 @@ extension JinjaInterpreter {
 
     /// str.format: `{}` / `{0}` / `{name}` fields with `.attr` / `[key]` lookups, `!r` / `!s`
     /// conversions and the common format specs ([[fill]align][sign][0][width][.precision][type]).
-    func formatMethod(_ f: TString, _ args: [Value], _ kwargs: [(String, Value)]) throws -> TString {
+    func formatMethod(_ f: TString, _ args: [JValue], _ kwargs: [(String, JValue)]) throws -> TString {
         let chars = Array(f.string.unicodeScalars)
         var out = TString.empty
         var literal = ""
@@ -996,7 +1004,7 @@ extension JinjaInterpreter {
             var nameEnd = field.endIndex
             if let k = field.firstIndex(where: { $0 == "." || $0 == "[" }) { nameEnd = k }
             let first = String(field[..<nameEnd])
-            var value: Value
+            var value: JValue
             if first.isEmpty {
                 guard auto < args.count else { throw ValueError.message("Replacement index \(auto) out of range for positional args tuple") }
                 value = args[auto]
@@ -1029,7 +1037,7 @@ extension JinjaInterpreter {
         return out
     }
 
-    func formatSpec(_ v: Value, _ spec: String) throws -> TString {
+    func formatSpec(_ v: JValue, _ spec: String) throws -> TString {
         if spec.isEmpty { return Py.str(v) }
         var chars = Array(spec)
         var fill: Character = " "
@@ -1042,6 +1050,8 @@ extension JinjaInterpreter {
         if chars.first == "0" { zero = true; chars.removeFirst() }
         var width = 0
         while let c = chars.first, let d = c.wholeNumberValue { width = width * 10 + d; chars.removeFirst(); if width > 100_000 { throw ValueError.message("width too large") } }
+        var grouping: Character?
+        if let c = chars.first, c == "," || c == "_" { grouping = c; chars.removeFirst() }
         var precision: Int?
         if chars.first == "." {
             chars.removeFirst()
@@ -1082,6 +1092,18 @@ extension JinjaInterpreter {
             body = (i < 0 ? "-" : "") + String(abs(i), radix: radix, uppercase: type == "X"); numeric = true
         default:
             throw ValueError.message("Unknown format code '\(type!)' for object of type '\(v.typeName)'")
+        }
+        if let g = grouping, numeric {
+            // Thousands separators on the integer digits.
+            var digits = body
+            var head = ""
+            if digits.hasPrefix("-") { head = "-"; digits.removeFirst() }
+            let intEnd = digits.firstIndex(where: { !$0.isNumber }) ?? digits.endIndex
+            var intPart = String(digits[..<intEnd])
+            let tail = String(digits[intEnd...])
+            var grouped = ""
+            while intPart.count > 3 { grouped = String(g) + intPart.suffix(3) + grouped; intPart.removeLast(3) }
+            body = head + intPart + grouped + tail
         }
         if numeric && !body.hasPrefix("-") { body = sign + body }
         let n = body.unicodeScalars.count

@@ -20,33 +20,55 @@ public struct TemplateLimits: Sendable {
     public var maxCallDepth: Int
     /// Size of the rendered text (and of any string built on the way).
     public var maxOutputBytes: Int
+    /// Machine stack the interpreter's recursion may use (measured from where `render` was
+    /// called). The default suits threads with the usual 8 MiB Linux stack; lower it when
+    /// rendering on threads with small stacks.
+    public var maxStackBytes: Int
 
-    public init(maxSteps: Int = 20_000_000, maxCallDepth: Int = 64, maxOutputBytes: Int = 64 << 20) {
+    public init(maxSteps: Int = 5_000_000, maxCallDepth: Int = 64, maxOutputBytes: Int = 64 << 20,
+                maxStackBytes: Int = 1 << 20) {
         self.maxSteps = maxSteps
         self.maxCallDepth = maxCallDepth
         self.maxOutputBytes = maxOutputBytes
+        self.maxStackBytes = maxStackBytes
     }
 }
 
-final class Scope {
-    var vars: [String: Value] = [:]
-    let parent: Scope?
+/// Variables of one scope. Scopes hold a handful of names, so parallel arrays searched
+/// linearly beat a hash table (one is created per loop iteration and macro call).
+final class JScope {
+    private var vars: [(name: String, value: JValue)] = []
+    let parent: JScope?
 
-    init(parent: Scope?) {
+    init(parent: JScope?) {
         self.parent = parent
     }
 
-    func lookup(_ name: String) -> Value? {
-        var s: Scope? = self
+    subscript(name: String) -> JValue? {
+        get {
+            for v in vars where v.name == name { return v.value }
+            return nil
+        }
+        set {
+            if let i = vars.firstIndex(where: { $0.name == name }) {
+                if let v = newValue { vars[i].value = v } else { vars.remove(at: i) }
+            } else if let v = newValue {
+                vars.append((name, v))
+            }
+        }
+    }
+
+    func lookup(_ name: String) -> JValue? {
+        var s: JScope? = self
         while let c = s {
-            if let v = c.vars[name] { return v }
+            for v in c.vars where v.name == name { return v.value }
             s = c.parent
         }
         return nil
     }
 }
 
-enum Flow {
+enum JFlow {
     case normal, breakLoop, continueLoop
 }
 
@@ -65,7 +87,7 @@ final class JinjaInterpreter {
     /// Bytes held by outer output buffers while a block's output is captured.
     var outerBytes = 0
     /// Deepest value nesting allowed (recursive repr/equality/tojson stay within the stack).
-    static let maxValueDepth = 600
+    static let maxValueDepth = 128
 
     init(limits: TemplateLimits, now: @escaping () -> Date) {
         self.limits = limits
@@ -74,11 +96,28 @@ final class JinjaInterpreter {
 
     static let globalNames = ["range", "dict", "namespace", "raise_exception", "strftime_now", "lipsum", "cycler", "joiner"]
 
-    func render(_ body: [Stmt], context: [String: Value]) throws -> TString {
-        let globals = Scope(parent: nil)
-        for n in Self.globalNames { globals.vars[n] = .callable(CallableBox(.builtin(n))) }
-        let root = Scope(parent: globals)
-        root.vars = context
+    /// Address of a local in `render`: the stack grows down from here.
+    var stackBase: UInt = 0
+
+    /// The current stack position (address of a local).
+    @inline(__always) static func stackPosition() -> UInt {
+        var marker: UInt8 = 0
+        return withUnsafeMutablePointer(to: &marker) { UInt(bitPattern: $0) }
+    }
+
+    func checkStack(_ offset: Int) throws {
+        let here = Self.stackPosition()
+        if stackBase > here && stackBase - here > UInt(limits.maxStackBytes) {
+            throw TemplateError(offset: offset, message: "template nested too deeply (more than \(limits.maxStackBytes) bytes of stack)")
+        }
+    }
+
+    func render(_ body: [JStmt], context: [String: JValue]) throws -> TString {
+        stackBase = Self.stackPosition()
+        let globals = JScope(parent: nil)
+        for n in Self.globalNames { globals[n] = .callable(CallableBox(.builtin(n))) }
+        let root = JScope(parent: globals)
+        for (k, v) in context { root[k] = v }
         out = .empty
         _ = try exec(body, root)
         return out
@@ -111,6 +150,7 @@ final class JinjaInterpreter {
     }
 
     func step(_ offset: Int) throws {
+        try checkStack(offset)
         steps += 1
         if steps > limits.maxSteps {
             throw TemplateError(offset: offset, message: "step limit of \(limits.maxSteps) exceeded (endless or huge loop?)")
@@ -119,7 +159,7 @@ final class JinjaInterpreter {
 
     // MARK: statements
 
-    func exec(_ body: [Stmt], _ s: Scope) throws -> Flow {
+    func exec(_ body: [JStmt], _ s: JScope) throws -> JFlow {
         for st in body {
             try step(st.offset)
             do {
@@ -132,7 +172,7 @@ final class JinjaInterpreter {
         return .normal
     }
 
-    private func execOne(_ st: Stmt, _ s: Scope) throws -> Flow {
+    private func execOne(_ st: JStmt, _ s: JScope) throws -> JFlow {
         switch st.kind {
         case .text(let t):
             try emit(t, at: st.offset)
@@ -148,27 +188,27 @@ final class JinjaInterpreter {
         case .set(let target, let e):
             try assign(target, try eval(e, s), s)
         case .setBlock(let target, let filters, let body):
-            var v = Value.string(try capture { _ = try exec(body, Scope(parent: s)) })
+            var v = JValue.string(try capture { _ = try exec(body, JScope(parent: s)) })
             v = try applyFilters(filters, v, s)
             try assign(target, v, s)
         case .macro(let def):
-            s.vars[def.name] = .callable(CallableBox(.macro(makeMacro(def, closure: s))))
+            s[def.name] = .callable(CallableBox(.macro(makeMacro(def, closure: s))))
         case .callBlock(let callerDef, let call):
             guard case .call(let calleeExpr, let args) = call.kind else { break }
             let callee = try eval(calleeExpr, s)
             let (pos, kw) = try evalArgs(args, s)
-            let caller = Value.callable(CallableBox(.macro(makeMacro(callerDef, closure: s))))
+            let caller = JValue.callable(CallableBox(.macro(makeMacro(callerDef, closure: s))))
             let result = try withPosition(call.offset) { try callValue(callee, pos, kw, caller: caller) }
             try emit(Py.str(result), at: st.offset)
         case .filterBlock(let filters, let body):
-            let v = Value.string(try capture { _ = try exec(body, Scope(parent: s)) })
+            let v = JValue.string(try capture { _ = try exec(body, JScope(parent: s)) })
             try emit(Py.str(try applyFilters(filters, v, s)), at: st.offset)
         case .with(let pairs, let body):
-            let inner = Scope(parent: s)
+            let inner = JScope(parent: s)
             for (t, e) in pairs { try assign(t, try eval(e, s), inner) }
             return try exec(body, inner)
         case .scoped(let body, let newScope):
-            return try exec(body, newScope ? Scope(parent: s) : s)
+            return try exec(body, newScope ? JScope(parent: s) : s)
         case .breakLoop:
             return .breakLoop
         case .continueLoop:
@@ -177,12 +217,12 @@ final class JinjaInterpreter {
         return .normal
     }
 
-    func makeMacro(_ d: MacroDef, closure: Scope) -> Macro {
+    func makeMacro(_ d: MacroDef, closure: JScope) -> Macro {
         Macro(name: d.name, params: d.params, defaults: d.defaults, body: d.body, closure: closure,
               catchVarargs: d.catchVarargs, catchKwargs: d.catchKwargs, acceptsCaller: d.acceptsCaller)
     }
 
-    func applyFilters(_ filters: [(String, Arguments, Int)], _ input: Value, _ s: Scope) throws -> Value {
+    func applyFilters(_ filters: [(String, JArguments, Int)], _ input: JValue, _ s: JScope) throws -> JValue {
         var v = input
         for (name, args, offset) in filters {
             let (pos, kw) = try evalArgs(args, s)
@@ -200,14 +240,14 @@ final class JinjaInterpreter {
         }
     }
 
-    private func runFor(_ f: ForLoop, _ s: Scope, offset: Int, depth0: Int, override: Value?) throws -> Flow {
+    private func runFor(_ f: ForLoop, _ s: JScope, offset: Int, depth0: Int, override: JValue?) throws -> JFlow {
         let iterable = try override ?? eval(f.iterable, s)
         var items = try withPosition(f.iterable.offset) { try Py.iterate(iterable) }
         if let cond = f.condition {
-            var kept: [Value] = []
+            var kept: [JValue] = []
             for item in items {
                 try step(cond.offset)
-                let fs = Scope(parent: s)
+                let fs = JScope(parent: s)
                 try assign(f.target, item, fs)
                 if try eval(cond, fs).truthy { kept.append(item) }
             }
@@ -220,24 +260,29 @@ final class JinjaInterpreter {
         let loop = LoopBox(items: items, depth0: depth0)
         if f.recursive {
             loop.recurse = { [unowned self] v in
-                try self.capture { _ = try self.runFor(f, s, offset: offset, depth0: depth0 + 1, override: v) }
+                self.callDepth += 1
+                defer { self.callDepth -= 1 }
+                if self.callDepth > self.limits.maxCallDepth {
+                    throw ValueError.message("recursive loop: recursion deeper than \(self.limits.maxCallDepth) calls")
+                }
+                return try self.capture { _ = try self.runFor(f, s, offset: offset, depth0: depth0 + 1, override: v) }
             }
         }
         for (i, item) in items.enumerated() {
             try step(offset)
             loop.index0 = i
-            let it = Scope(parent: s)
-            it.vars["loop"] = .loop(loop)
+            let it = JScope(parent: s)
+            it["loop"] = .loop(loop)
             try assign(f.target, item, it)
             if try exec(f.body, it) == .breakLoop { break }
         }
         return .normal
     }
 
-    func assign(_ target: Target, _ v: Value, _ s: Scope) throws {
+    func assign(_ target: JTarget, _ v: JValue, _ s: JScope) throws {
         switch target {
         case .name(let n):
-            s.vars[n] = v
+            s[n] = v
         case .tuple(let targets):
             let items = try Py.iterate(v)
             if items.count != targets.count {
@@ -259,7 +304,7 @@ final class JinjaInterpreter {
 
     // MARK: expressions
 
-    func eval(_ e: Expr, _ s: Scope) throws -> Value {
+    func eval(_ e: JExpr, _ s: JScope) throws -> JValue {
         try step(e.offset)
         do {
             return try evalKind(e, s)
@@ -268,13 +313,13 @@ final class JinjaInterpreter {
         }
     }
 
-    func makeList(_ items: [Value], kind: SequenceKind = .list) throws -> Value {
+    func makeList(_ items: [JValue], kind: SequenceKind = .list) throws -> JValue {
         let l = ListBox(items, kind: kind)
         if l.depth > Self.maxValueDepth { throw ValueError.message("values nested more than \(Self.maxValueDepth) levels deep") }
         return .list(l)
     }
 
-    private func evalKind(_ e: Expr, _ s: Scope) throws -> Value {
+    private func evalKind(_ e: JExpr, _ s: JScope) throws -> JValue {
         switch e.kind {
         case .literal(let v):
             return v
@@ -366,7 +411,7 @@ final class JinjaInterpreter {
         }
     }
 
-    func evalArgs(_ a: Arguments, _ s: Scope) throws -> ([Value], [(String, Value)]) {
+    func evalArgs(_ a: JArguments, _ s: JScope) throws -> ([JValue], [(String, JValue)]) {
         var pos = try a.positional.map { try eval($0, s) }
         var kw = try a.keywords.map { ($0.0, try eval($0.1, s)) }
         if let star = a.star { pos += try Py.iterate(try eval(star, s)) }
@@ -382,7 +427,7 @@ final class JinjaInterpreter {
 
     // MARK: attribute and item access (jinja2's sandboxed getattr / getitem)
 
-    static func missing(_ obj: Value, _ name: Value) -> Value {
+    static func missing(_ obj: JValue, _ name: JValue) -> JValue {
         if case .string(let s) = name { return .undefined("'\(obj.typeName) object' has no attribute '\(s.string)'") }
         return .undefined("'\(obj.typeName) object' has no element \(Py.repr(name))")
     }
@@ -399,13 +444,13 @@ final class JinjaInterpreter {
     static let listMethods: Set<String> = ["count", "index", "copy"]
     static let listMutators: Set<String> = ["append", "clear", "extend", "insert", "pop", "remove", "reverse", "sort"]
 
-    static func unsafe(_ obj: Value, _ name: String) -> Value {
+    static func unsafe(_ obj: JValue, _ name: String) -> JValue {
         .undefined(UndefinedInfo(hint: "access to attribute '\(name)' of '\(obj.typeName)' object is unsafe.", unsafe: true))
     }
 
     /// The Python attribute `name` of `obj`, if it has one (methods and loop fields).
-    func attribute(_ obj: Value, _ name: String) -> Value? {
-        func method() -> Value { .callable(CallableBox(.method(obj, name))) }
+    func attribute(_ obj: JValue, _ name: String) -> JValue? {
+        func method() -> JValue { .callable(CallableBox(.method(obj, name))) }
         switch obj {
         case .string:
             return Self.stringMethods.contains(name) ? method() : nil
@@ -420,6 +465,10 @@ final class JinjaInterpreter {
             return nil
         case .namespace(let ns):
             return ns.values[name]
+        case .bool, .int, .double:
+            if name == "real" { if case .double = obj { return obj }; return .int(obj.intValue!) }
+            if name == "imag" { if case .double = obj { return .double(0) }; return .int(0) }
+            return nil
         case .loop(let l):
             let n = l.items.count
             switch name {
@@ -442,14 +491,14 @@ final class JinjaInterpreter {
         }
     }
 
-    func getattr(_ obj: Value, _ name: String) throws -> Value {
+    func getattr(_ obj: JValue, _ name: String) throws -> JValue {
         if case .undefined(let u) = obj { throw undefinedError(u) }
         if let a = attribute(obj, name) { return a }
         if case .dict(let d) = obj, let v = d.lookup(name) { return v }
         return Self.missing(obj, .str(name))
     }
 
-    func getitem(_ obj: Value, _ key: Value) throws -> Value {
+    func getitem(_ obj: JValue, _ key: JValue) throws -> JValue {
         switch obj {
         case .undefined(let u):
             throw undefinedError(u)
@@ -474,7 +523,7 @@ final class JinjaInterpreter {
         return Self.missing(obj, key)
     }
 
-    func slice(_ obj: Value, _ start: Value, _ stop: Value, _ step: Value) throws -> Value {
+    func slice(_ obj: JValue, _ start: JValue, _ stop: JValue, _ step: JValue) throws -> JValue {
         switch obj {
         case .undefined(let u):
             throw undefinedError(u)
@@ -490,7 +539,7 @@ final class JinjaInterpreter {
 
     // MARK: calls
 
-    func callValue(_ callee: Value, _ args: [Value], _ kwargs: [(String, Value)], caller: Value?) throws -> Value {
+    func callValue(_ callee: JValue, _ args: [JValue], _ kwargs: [(String, JValue)], caller: JValue?) throws -> JValue {
         switch callee {
         case .callable(let c):
             switch c.kind {
@@ -509,13 +558,13 @@ final class JinjaInterpreter {
         }
     }
 
-    func invoke(_ m: Macro, _ args: [Value], _ kwargs: [(String, Value)], caller: Value?) throws -> Value {
+    func invoke(_ m: Macro, _ args: [JValue], _ kwargs: [(String, JValue)], caller: JValue?) throws -> JValue {
         callDepth += 1
         defer { callDepth -= 1 }
         if callDepth > limits.maxCallDepth {
             throw ValueError.message("macro '\(m.name)': recursion deeper than \(limits.maxCallDepth) calls")
         }
-        let scope = Scope(parent: m.closure)
+        let scope = JScope(parent: m.closure)
         var kw = kwargs
         if args.count > m.params.count && !m.catchVarargs {
             throw ValueError.message("macro '\(m.name)' takes not more than \(m.params.count) argument(s)")
@@ -523,33 +572,33 @@ final class JinjaInterpreter {
         for (i, p) in m.params.enumerated() {
             if i < args.count {
                 if kw.contains(where: { $0.0 == p }) { throw ValueError.message("macro '\(m.name)' got multiple values for argument '\(p)'") }
-                scope.vars[p] = args[i]
+                scope[p] = args[i]
             } else if let k = kw.firstIndex(where: { $0.0 == p }) {
-                scope.vars[p] = kw[k].1
+                scope[p] = kw[k].1
                 kw.remove(at: k)
             } else if let d = m.defaults[i] {
-                scope.vars[p] = try eval(d, scope)
+                scope[p] = try eval(d, scope)
             } else {
-                scope.vars[p] = .undefined("parameter '\(p)' was not provided")
+                scope[p] = .undefined("parameter '\(p)' was not provided")
             }
         }
         if m.acceptsCaller {
             if let caller {
-                scope.vars["caller"] = caller
+                scope["caller"] = caller
             } else if let k = kw.firstIndex(where: { $0.0 == "caller" }) {
-                scope.vars["caller"] = kw[k].1
+                scope["caller"] = kw[k].1
                 kw.remove(at: k)
             } else {
-                scope.vars["caller"] = .undefined("No caller defined")
+                scope["caller"] = .undefined("No caller defined")
             }
         } else if caller != nil {
             throw ValueError.message("macro '\(m.name)' was called from a call block but does not use caller()")
         }
         if m.catchVarargs {
-            scope.vars["varargs"] = .tuple(args.count > m.params.count ? Array(args[m.params.count...]) : [])
+            scope["varargs"] = .tuple(args.count > m.params.count ? Array(args[m.params.count...]) : [])
         }
         if m.catchKwargs {
-            scope.vars["kwargs"] = .dict(DictBox(keys: kw.map { .str($0.0) }, values: kw.map { $0.1 }))
+            scope["kwargs"] = .dict(DictBox(keys: kw.map { .str($0.0) }, values: kw.map { $0.1 }))
         } else if let extra = kw.first {
             throw ValueError.message("macro '\(m.name)' takes no keyword argument '\(extra.0)'")
         }

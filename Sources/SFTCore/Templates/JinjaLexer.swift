@@ -17,13 +17,13 @@ struct TemplateError: Error {
     var message: String
 }
 
-enum TokenKind: Equatable {
+enum JTokenKind: Equatable {
     case data, variableBegin, variableEnd, blockBegin, blockEnd
     case name, string, integer, float, op, eof
 }
 
-struct Token {
-    var kind: TokenKind
+struct JToken {
+    var kind: JTokenKind
     /// Name, operator, or the decoded string literal.
     var text: String = ""
     /// Template text, for data tokens.
@@ -54,7 +54,7 @@ struct Token {
 
 /// Maps byte offsets of the normalized source to 1-based line and column (columns count
 /// Unicode scalars).
-struct SourceMap {
+struct TemplateSourceMap {
     let source: [UInt8]
     let lineStarts: [Int]
 
@@ -82,7 +82,7 @@ struct SourceMap {
 struct JinjaLexer {
     let src: [UInt8]
     var pos = 0
-    var tokens: [Token] = []
+    var tokens: [JToken] = []
 
     /// Normalizes newlines and drops one trailing newline, as jinja2 does before lexing.
     static func normalize(_ source: String) -> [UInt8] {
@@ -103,7 +103,7 @@ struct JinjaLexer {
         src = normalized
     }
 
-    static func tokenize(_ normalized: [UInt8]) throws -> [Token] {
+    static func tokenize(_ normalized: [UInt8]) throws -> [JToken] {
         var lx = JinjaLexer(normalized: normalized)
         try lx.run()
         return lx.tokens
@@ -184,21 +184,21 @@ struct JinjaLexer {
             } else if kind == UInt8(ascii: "#") {
                 try lexComment(from: j, openedAt: found)
             } else if kind == UInt8(ascii: "%") {
-                tokens.append(Token(kind: .blockBegin, offset: found))
+                tokens.append(JToken(kind: .blockBegin, offset: found))
                 pos = j
                 try lexTag(isBlock: true, openedAt: found)
             } else {
-                tokens.append(Token(kind: .variableBegin, offset: found))
+                tokens.append(JToken(kind: .variableBegin, offset: found))
                 pos = j
                 try lexTag(isBlock: false, openedAt: found)
             }
         }
-        tokens.append(Token(kind: .eof, offset: src.count))
+        tokens.append(JToken(kind: .eof, offset: src.count))
     }
 
     mutating func emitData(_ lo: Int, _ hi: Int) {
         guard hi > lo else { return }
-        tokens.append(Token(kind: .data, data: Array(src[lo..<hi]), offset: lo))
+        tokens.append(JToken(kind: .data, data: Array(src[lo..<hi]), offset: lo))
     }
 
     /// Where the text before a tag ends after whitespace control: `-` strips all trailing
@@ -279,17 +279,17 @@ struct JinjaLexer {
             }
             if balance.isEmpty {
                 if isBlock {
-                    if startsWith("+%}", at: pos) { tokens.append(Token(kind: .blockEnd, offset: pos)); pos += 3; return }
-                    if startsWith("-%}", at: pos) { tokens.append(Token(kind: .blockEnd, offset: pos)); pos = skipSpace(from: pos + 3); return }
+                    if startsWith("+%}", at: pos) { tokens.append(JToken(kind: .blockEnd, offset: pos)); pos += 3; return }
+                    if startsWith("-%}", at: pos) { tokens.append(JToken(kind: .blockEnd, offset: pos)); pos = skipSpace(from: pos + 3); return }
                     if startsWith("%}", at: pos) {
-                        tokens.append(Token(kind: .blockEnd, offset: pos))
+                        tokens.append(JToken(kind: .blockEnd, offset: pos))
                         pos += 2
                         if at(pos) == 0x0A { pos += 1 }
                         return
                     }
                 } else {
-                    if startsWith("-}}", at: pos) { tokens.append(Token(kind: .variableEnd, offset: pos)); pos = skipSpace(from: pos + 3); return }
-                    if startsWith("}}", at: pos) { tokens.append(Token(kind: .variableEnd, offset: pos)); pos += 2; return }
+                    if startsWith("-}}", at: pos) { tokens.append(JToken(kind: .variableEnd, offset: pos)); pos = skipSpace(from: pos + 3); return }
+                    if startsWith("}}", at: pos) { tokens.append(JToken(kind: .variableEnd, offset: pos)); pos += 2; return }
                 }
             }
             let c = src[pos]
@@ -312,7 +312,7 @@ struct JinjaLexer {
             let c = src[pos]
             if isNameStart(c) || (c >= 0x30 && c <= 0x39) { pos += 1 } else { break }
         }
-        tokens.append(Token(kind: .name, text: String(decoding: src[start..<pos], as: UTF8.self), offset: start))
+        tokens.append(JToken(kind: .name, text: String(decoding: src[start..<pos], as: UTF8.self), offset: start))
     }
 
     /// `\d+(_\d+)*` from `i`; returns the end or nil.
@@ -342,7 +342,7 @@ struct JinjaLexer {
             if isFloat {
                 let text = String(decoding: src[start..<k].filter { $0 != 0x5F }, as: UTF8.self)
                 guard let d = Double(text) else { throw TemplateError(offset: start, message: "invalid number '\(text)'") }
-                tokens.append(Token(kind: .float, double: d, offset: start))
+                tokens.append(JToken(kind: .float, double: d, offset: start))
                 pos = k
                 return
             }
@@ -386,7 +386,7 @@ struct JinjaLexer {
         guard let v = Int(String(decoding: digits, as: UTF8.self), radix: radix) else {
             throw TemplateError(offset: start, message: "integer literal too large")
         }
-        tokens.append(Token(kind: .integer, int: v, offset: start))
+        tokens.append(JToken(kind: .integer, int: v, offset: start))
         pos = k
     }
 
@@ -403,7 +403,7 @@ struct JinjaLexer {
         let body = Array(src[(start + 1)..<k])
         pos = k + 1
         let decoded = try JinjaLexer.unescape(body, offset: start)
-        tokens.append(Token(kind: .string, text: decoded, offset: start))
+        tokens.append(JToken(kind: .string, text: decoded, offset: start))
     }
 
     static func unescape(_ body: [UInt8], offset: Int) throws -> String {
@@ -474,7 +474,7 @@ struct JinjaLexer {
         let start = pos
         let two = ["//", "**", "==", "!=", ">=", "<="]
         for op in two where startsWith(op, at: pos) {
-            tokens.append(Token(kind: .op, text: op, offset: start))
+            tokens.append(JToken(kind: .op, text: op, offset: start))
             pos += 2
             return
         }
@@ -498,7 +498,7 @@ struct JinjaLexer {
             }
         default: break
         }
-        tokens.append(Token(kind: .op, text: String(Unicode.Scalar(c)), offset: start))
+        tokens.append(JToken(kind: .op, text: String(Unicode.Scalar(c)), offset: start))
         pos += 1
     }
 }

@@ -14,7 +14,7 @@
 // inline if-expressions, where jinja2 defers them to run time; we do the same.
 
 struct JinjaParser {
-    private var tokens: [Token]
+    private var tokens: [JToken]
     private var i = 0
     private var loopDepth = 0
     private var soft = false
@@ -23,23 +23,27 @@ struct JinjaParser {
     private var open: [(String, Int)] = []
 
     static let maxNesting = 200
+    /// Stack the parser's recursion may use.
+    private let maxStackBytes: UInt
+    private var stackBase: UInt = 0
 
-    init(tokens: [Token]) {
+    init(tokens: [JToken], maxStackBytes: Int) {
         self.tokens = tokens
+        self.maxStackBytes = UInt(max(0, maxStackBytes))
     }
 
-    static func parse(_ tokens: [Token]) throws -> [Stmt] {
-        var p = JinjaParser(tokens: tokens)
+    static func parse(_ tokens: [JToken], maxStackBytes: Int) throws -> [JStmt] {
+        var p = JinjaParser(tokens: tokens, maxStackBytes: maxStackBytes)
         return try p.subparse(end: nil)
     }
 
     // MARK: token helpers
 
-    private var current: Token { tokens[i] }
-    private var peek: Token { tokens[min(i + 1, tokens.count - 1)] }
+    private var current: JToken { tokens[i] }
+    private var peek: JToken { tokens[min(i + 1, tokens.count - 1)] }
 
     @discardableResult
-    private mutating func advance() -> Token {
+    private mutating func advance() -> JToken {
         let t = tokens[i]
         if i < tokens.count - 1 { i += 1 }
         return t
@@ -54,7 +58,7 @@ struct JinjaParser {
         advance()
     }
 
-    private mutating func expectName() throws -> Token {
+    private mutating func expectName() throws -> JToken {
         guard current.kind == .name else { throw fail("expected a name, got \(current.describe)") }
         return advance()
     }
@@ -64,7 +68,7 @@ struct JinjaParser {
         advance()
     }
 
-    private mutating func expectKind(_ k: TokenKind) throws {
+    private mutating func expectKind(_ k: JTokenKind) throws {
         guard current.kind == k else {
             let what = k == .blockEnd ? "'%}'" : k == .variableEnd ? "'}}'" : "\(k)"
             throw fail("expected \(what), got \(current.describe)")
@@ -85,26 +89,31 @@ struct JinjaParser {
     private mutating func enter() throws {
         depth += 1
         if depth > Self.maxNesting { throw fail("template nested too deeply (more than \(Self.maxNesting) levels)") }
+        if stackBase == 0 { stackBase = JinjaInterpreter.stackPosition() }
+        let here = JinjaInterpreter.stackPosition()
+        if stackBase > here && stackBase - here > maxStackBytes {
+            throw fail("template nested too deeply for the parser's stack budget")
+        }
     }
 
     // MARK: statements
 
     /// Statements up to one of `end` (left as the current token) or the end of the template.
-    private mutating func subparse(end: [String]?) throws -> [Stmt] {
+    private mutating func subparse(end: [String]?) throws -> [JStmt] {
         try enter()
         defer { depth -= 1 }
-        var body: [Stmt] = []
+        var body: [JStmt] = []
         while current.kind != .eof {
             let tok = current
             switch tok.kind {
             case .data:
                 advance()
-                body.append(Stmt(kind: .text(TString(bytes: tok.data)), offset: tok.offset))
+                body.append(JStmt(kind: .text(TString(bytes: tok.data)), offset: tok.offset))
             case .variableBegin:
                 advance()
                 let e = try parseTuple(withCondexpr: true)
                 try expectKind(.variableEnd)
-                body.append(Stmt(kind: .print([e]), offset: tok.offset))
+                body.append(JStmt(kind: .print([e]), offset: tok.offset))
             case .blockBegin:
                 advance()
                 if let end, current.kind == .name, end.contains(current.text) { return body }
@@ -125,7 +134,7 @@ struct JinjaParser {
     }
 
     /// Skips the optional colon, expects `%}`, parses a body up to `end`.
-    private mutating func parseBody(_ end: [String], dropNeedle: Bool = false) throws -> [Stmt] {
+    private mutating func parseBody(_ end: [String], dropNeedle: Bool = false) throws -> [JStmt] {
         _ = skipOp(":")
         try expectKind(.blockEnd)
         let body = try subparse(end: end)
@@ -139,7 +148,7 @@ struct JinjaParser {
         return try f(&self)
     }
 
-    private mutating func parseStatement() throws -> Stmt {
+    private mutating func parseStatement() throws -> JStmt {
         let tok = current
         guard tok.kind == .name else { throw fail("tag name expected, got \(tok.describe)") }
         switch tok.text {
@@ -155,20 +164,21 @@ struct JinjaParser {
             return try withOpen("generation", tok.offset) { p in
                 p.advance()
                 let body = try p.parseBody(["endgeneration"], dropNeedle: true)
-                return Stmt(kind: .scoped(body, newScope: false), offset: tok.offset)
+                // transformers renders the body as a call block: its own scope, like a macro.
+                return JStmt(kind: .scoped(body, newScope: true), offset: tok.offset)
             }
         case "print":
             advance()
-            var exprs: [Expr] = []
+            var exprs: [JExpr] = []
             while current.kind != .blockEnd {
                 if !exprs.isEmpty { try expectOp(",") }
                 exprs.append(try parseExpression())
             }
-            return Stmt(kind: .print(exprs), offset: tok.offset)
+            return JStmt(kind: .print(exprs), offset: tok.offset)
         case "break", "continue":
             advance()
             guard loopDepth > 0 else { throw fail("'\(tok.text)' outside of a for loop", at: tok.offset) }
-            return Stmt(kind: tok.text == "break" ? .breakLoop : .continueLoop, offset: tok.offset)
+            return JStmt(kind: tok.text == "break" ? .breakLoop : .continueLoop, offset: tok.offset)
         case "include", "import", "from", "extends":
             throw fail("'{% \(tok.text) %}' is not supported: chat templates cannot load other templates", at: tok.offset)
         case "autoescape", "do":
@@ -181,13 +191,13 @@ struct JinjaParser {
         }
     }
 
-    private mutating func parseIf() throws -> Stmt {
+    private mutating func parseIf() throws -> JStmt {
         let start = advance().offset
         let saved = soft
         soft = true
         defer { soft = saved }
-        var branches: [(Expr, [Stmt])] = []
-        var otherwise: [Stmt] = []
+        var branches: [(JExpr, [JStmt])] = []
+        var otherwise: [JStmt] = []
         while true {
             let test = try parseTuple(withCondexpr: false)
             let body = try parseBody(["elif", "else", "endif"])
@@ -197,15 +207,15 @@ struct JinjaParser {
             if t.text == "else" { otherwise = try parseBody(["endif"], dropNeedle: true) }
             break
         }
-        return Stmt(kind: .ifChain(branches, otherwise: otherwise), offset: start)
+        return JStmt(kind: .ifChain(branches, otherwise: otherwise), offset: start)
     }
 
-    private mutating func parseFor() throws -> Stmt {
+    private mutating func parseFor() throws -> JStmt {
         let start = advance().offset
         let target = try parseAssignTarget(extraEnd: ["in"])
         try expectName("in")
         let iterable = try parseTuple(withCondexpr: false, extraEnd: ["recursive"])
-        var condition: Expr?
+        var condition: JExpr?
         if skipName("if") { condition = try parseExpression() }
         let recursive = skipName("recursive")
         let saved = soft
@@ -214,32 +224,32 @@ struct JinjaParser {
         loopDepth += 1
         let body = try parseBody(["endfor", "else"])
         loopDepth -= 1
-        var otherwise: [Stmt] = []
+        var otherwise: [JStmt] = []
         if advance().text == "else" {
             otherwise = try parseBody(["endfor"], dropNeedle: true)
         }
-        return Stmt(kind: .forLoop(ForLoop(target: target, iterable: iterable, condition: condition, body: body,
+        return JStmt(kind: .forLoop(ForLoop(target: target, iterable: iterable, condition: condition, body: body,
                                            otherwise: otherwise, recursive: recursive)), offset: start)
     }
 
-    private mutating func parseSet() throws -> Stmt {
+    private mutating func parseSet() throws -> JStmt {
         let start = advance().offset
         let target = try parseAssignTarget(withNamespace: true)
         if skipOp("=") {
             let e = try parseTuple()
-            return Stmt(kind: .set(target, e), offset: start)
+            return JStmt(kind: .set(target, e), offset: start)
         }
         let filters = try parseFilterChain(startInline: false)
         let saved = soft
         soft = false
         defer { soft = saved }
         let body = try parseBody(["endset"], dropNeedle: true)
-        return Stmt(kind: .setBlock(target, filters: filters, body: body), offset: start)
+        return JStmt(kind: .setBlock(target, filters: filters, body: body), offset: start)
     }
 
-    private mutating func parseSignature() throws -> ([String], [Expr?]) {
+    private mutating func parseSignature() throws -> ([String], [JExpr?]) {
         var params: [String] = []
-        var defaults: [Expr?] = []
+        var defaults: [JExpr?] = []
         try expectOp("(")
         while !current.isOp(")") {
             if !params.isEmpty { try expectOp(",") }
@@ -257,7 +267,7 @@ struct JinjaParser {
         return (params, defaults)
     }
 
-    private mutating func macroBody(_ end: String) throws -> [Stmt] {
+    private mutating func macroBody(_ end: String) throws -> [JStmt] {
         let savedLoop = loopDepth, savedSoft = soft
         loopDepth = 0
         soft = false
@@ -265,7 +275,7 @@ struct JinjaParser {
         return try parseBody([end], dropNeedle: true)
     }
 
-    private func makeMacro(name: String, params: [String], defaults: [Expr?], body: [Stmt]) -> MacroDef {
+    private func makeMacro(name: String, params: [String], defaults: [JExpr?], body: [JStmt]) -> MacroDef {
         var names = Set<String>()
         collectNames(body, into: &names)
         return MacroDef(name: name, params: params, defaults: defaults, body: body,
@@ -273,38 +283,38 @@ struct JinjaParser {
                         acceptsCaller: names.contains("caller"))
     }
 
-    private mutating func parseMacro() throws -> Stmt {
+    private mutating func parseMacro() throws -> JStmt {
         let start = advance().offset
         let name = try expectName().text
         let (params, defaults) = try parseSignature()
         let body = try macroBody("endmacro")
-        return Stmt(kind: .macro(makeMacro(name: name, params: params, defaults: defaults, body: body)), offset: start)
+        return JStmt(kind: .macro(makeMacro(name: name, params: params, defaults: defaults, body: body)), offset: start)
     }
 
-    private mutating func parseCallBlock() throws -> Stmt {
+    private mutating func parseCallBlock() throws -> JStmt {
         let start = advance().offset
-        var params: [String] = [], defaults: [Expr?] = []
+        var params: [String] = [], defaults: [JExpr?] = []
         if current.isOp("(") { (params, defaults) = try parseSignature() }
         let call = try parseExpression()
         guard case .call = call.kind else { throw fail("expected a macro call after 'call'", at: call.offset) }
         let body = try macroBody("endcall")
-        return Stmt(kind: .callBlock(caller: makeMacro(name: "caller", params: params, defaults: defaults, body: body), call: call),
+        return JStmt(kind: .callBlock(caller: makeMacro(name: "caller", params: params, defaults: defaults, body: body), call: call),
                     offset: start)
     }
 
-    private mutating func parseFilterBlock() throws -> Stmt {
+    private mutating func parseFilterBlock() throws -> JStmt {
         let start = advance().offset
         let filters = try parseFilterChain(startInline: true)
         let saved = soft
         soft = false
         defer { soft = saved }
         let body = try parseBody(["endfilter"], dropNeedle: true)
-        return Stmt(kind: .filterBlock(filters, body: body), offset: start)
+        return JStmt(kind: .filterBlock(filters, body: body), offset: start)
     }
 
-    private mutating func parseWith() throws -> Stmt {
+    private mutating func parseWith() throws -> JStmt {
         let start = advance().offset
-        var pairs: [(Target, Expr)] = []
+        var pairs: [(JTarget, JExpr)] = []
         while current.kind != .blockEnd {
             if !pairs.isEmpty { try expectOp(",") }
             let t = try parseAssignTarget()
@@ -315,10 +325,10 @@ struct JinjaParser {
         soft = false
         defer { soft = saved }
         let body = try parseBody(["endwith"], dropNeedle: true)
-        return Stmt(kind: .with(pairs, body: body), offset: start)
+        return JStmt(kind: .with(pairs, body: body), offset: start)
     }
 
-    private mutating func parseBlock() throws -> Stmt {
+    private mutating func parseBlock() throws -> JStmt {
         let start = advance().offset
         let name = try expectName().text
         _ = skipName("scoped")
@@ -328,13 +338,13 @@ struct JinjaParser {
         defer { soft = saved }
         let body = try parseBody(["endblock"], dropNeedle: true)
         _ = skipName(name)
-        return Stmt(kind: .scoped(body, newScope: true), offset: start)
+        return JStmt(kind: .scoped(body, newScope: true), offset: start)
     }
 
     // MARK: assignment targets
 
-    private mutating func parseAssignTarget(extraEnd: [String] = [], withNamespace: Bool = false) throws -> Target {
-        var items: [Target] = []
+    private mutating func parseAssignTarget(extraEnd: [String] = [], withNamespace: Bool = false) throws -> JTarget {
+        var items: [JTarget] = []
         var isTuple = false
         while true {
             if !items.isEmpty { try expectOp(",") }
@@ -349,7 +359,7 @@ struct JinjaParser {
         return .tuple(items)
     }
 
-    private mutating func parseTargetPrimary(withNamespace: Bool) throws -> Target {
+    private mutating func parseTargetPrimary(withNamespace: Bool) throws -> JTarget {
         let tok = current
         if tok.kind == .name {
             if ["true", "false", "True", "False", "none", "None"].contains(tok.text) {
@@ -365,7 +375,7 @@ struct JinjaParser {
         }
         if tok.isOp("(") {
             advance()
-            var items: [Target] = []
+            var items: [JTarget] = []
             while !current.isOp(")") {
                 if !items.isEmpty { try expectOp(",") }
                 if current.isOp(")") { break }
@@ -388,9 +398,9 @@ struct JinjaParser {
 
     // MARK: expressions
 
-    mutating func parseTuple(withCondexpr: Bool = true, extraEnd: [String] = [], explicitParentheses: Bool = false) throws -> Expr {
+    mutating func parseTuple(withCondexpr: Bool = true, extraEnd: [String] = [], explicitParentheses: Bool = false) throws -> JExpr {
         let start = current.offset
-        var items: [Expr] = []
+        var items: [JExpr] = []
         var isTuple = false
         while true {
             if !items.isEmpty { try expectOp(",") }
@@ -402,16 +412,16 @@ struct JinjaParser {
             if let e = items.first { return e }
             if !explicitParentheses { throw fail("expected an expression, got \(current.describe)") }
         }
-        return Expr(kind: .tuple(items), offset: start)
+        return JExpr(kind: .tuple(items), offset: start)
     }
 
-    mutating func parseExpression() throws -> Expr {
+    mutating func parseExpression() throws -> JExpr {
         try enter()
         defer { depth -= 1 }
         return try parseCondexpr()
     }
 
-    private mutating func parseCondexpr() throws -> Expr {
+    private mutating func parseCondexpr() throws -> JExpr {
         let start = current.offset
         var expr = try parseOr()
         while skipName("if") {
@@ -419,45 +429,45 @@ struct JinjaParser {
             soft = true
             defer { soft = saved }
             let test = try parseOr()
-            var otherwise: Expr?
+            var otherwise: JExpr?
             if skipName("else") { otherwise = try parseCondexpr() }
-            expr = Expr(kind: .condexpr(test: test, then: expr, otherwise: otherwise), offset: start)
+            expr = JExpr(kind: .condexpr(test: test, then: expr, otherwise: otherwise), offset: start)
         }
         return expr
     }
 
-    private mutating func parseOr() throws -> Expr {
+    private mutating func parseOr() throws -> JExpr {
         var left = try parseAnd()
         while current.isName("or") {
             let off = advance().offset
-            left = Expr(kind: .or(left, try parseAnd()), offset: off)
+            left = JExpr(kind: .or(left, try parseAnd()), offset: off)
         }
         return left
     }
 
-    private mutating func parseAnd() throws -> Expr {
+    private mutating func parseAnd() throws -> JExpr {
         var left = try parseNot()
         while current.isName("and") {
             let off = advance().offset
-            left = Expr(kind: .and(left, try parseNot()), offset: off)
+            left = JExpr(kind: .and(left, try parseNot()), offset: off)
         }
         return left
     }
 
-    private mutating func parseNot() throws -> Expr {
+    private mutating func parseNot() throws -> JExpr {
         if current.isName("not") {
             let off = advance().offset
             try enter()
             defer { depth -= 1 }
-            return Expr(kind: .not(try parseNot()), offset: off)
+            return JExpr(kind: .not(try parseNot()), offset: off)
         }
         return try parseCompare()
     }
 
-    private mutating func parseCompare() throws -> Expr {
+    private mutating func parseCompare() throws -> JExpr {
         let start = current.offset
         let expr = try parseMath1()
-        var ops: [(String, Expr)] = []
+        var ops: [(String, JExpr)] = []
         while true {
             if current.kind == .op, ["==", "!=", "<", "<=", ">", ">="].contains(current.text) {
                 let op = advance().text
@@ -471,53 +481,53 @@ struct JinjaParser {
                 break
             }
         }
-        return ops.isEmpty ? expr : Expr(kind: .compare(expr, ops), offset: start)
+        return ops.isEmpty ? expr : JExpr(kind: .compare(expr, ops), offset: start)
     }
 
-    private mutating func parseMath1() throws -> Expr {
+    private mutating func parseMath1() throws -> JExpr {
         var left = try parseConcat()
         while current.isOp("+") || current.isOp("-") {
             let t = advance()
-            left = Expr(kind: .binary(t.text, left, try parseConcat()), offset: t.offset)
+            left = JExpr(kind: .binary(t.text, left, try parseConcat()), offset: t.offset)
         }
         return left
     }
 
-    private mutating func parseConcat() throws -> Expr {
+    private mutating func parseConcat() throws -> JExpr {
         let start = current.offset
         var args = [try parseMath2()]
         while skipOp("~") { args.append(try parseMath2()) }
-        return args.count == 1 ? args[0] : Expr(kind: .concat(args), offset: start)
+        return args.count == 1 ? args[0] : JExpr(kind: .concat(args), offset: start)
     }
 
-    private mutating func parseMath2() throws -> Expr {
+    private mutating func parseMath2() throws -> JExpr {
         var left = try parsePow()
         while current.kind == .op, ["*", "/", "//", "%"].contains(current.text) {
             let t = advance()
-            left = Expr(kind: .binary(t.text, left, try parsePow()), offset: t.offset)
+            left = JExpr(kind: .binary(t.text, left, try parsePow()), offset: t.offset)
         }
         return left
     }
 
-    private mutating func parsePow() throws -> Expr {
+    private mutating func parsePow() throws -> JExpr {
         var left = try parseUnary()
         while current.isOp("**") {
             let t = advance()
-            left = Expr(kind: .binary("**", left, try parseUnary()), offset: t.offset)
+            left = JExpr(kind: .binary("**", left, try parseUnary()), offset: t.offset)
         }
         return left
     }
 
-    private mutating func parseUnary(withFilter: Bool = true) throws -> Expr {
+    private mutating func parseUnary(withFilter: Bool = true) throws -> JExpr {
         try enter()
         defer { depth -= 1 }
-        var node: Expr
+        var node: JExpr
         if current.isOp("-") {
             let off = advance().offset
-            node = Expr(kind: .neg(try parseUnary(withFilter: false)), offset: off)
+            node = JExpr(kind: .neg(try parseUnary(withFilter: false)), offset: off)
         } else if current.isOp("+") {
             let off = advance().offset
-            node = Expr(kind: .pos(try parseUnary(withFilter: false)), offset: off)
+            node = JExpr(kind: .pos(try parseUnary(withFilter: false)), offset: off)
         } else {
             node = try parsePrimary()
         }
@@ -526,28 +536,28 @@ struct JinjaParser {
         return node
     }
 
-    private mutating func parsePrimary() throws -> Expr {
+    private mutating func parsePrimary() throws -> JExpr {
         let tok = current
         switch tok.kind {
         case .name:
             advance()
             switch tok.text {
-            case "true", "True": return Expr(kind: .literal(.bool(true)), offset: tok.offset)
-            case "false", "False": return Expr(kind: .literal(.bool(false)), offset: tok.offset)
-            case "none", "None": return Expr(kind: .literal(.none), offset: tok.offset)
-            default: return Expr(kind: .name(tok.text), offset: tok.offset)
+            case "true", "True": return JExpr(kind: .literal(.bool(true)), offset: tok.offset)
+            case "false", "False": return JExpr(kind: .literal(.bool(false)), offset: tok.offset)
+            case "none", "None": return JExpr(kind: .literal(.none), offset: tok.offset)
+            default: return JExpr(kind: .name(tok.text), offset: tok.offset)
             }
         case .string:
             advance()
             var s = tok.text
             while current.kind == .string { s += advance().text }
-            return Expr(kind: .literal(.str(s)), offset: tok.offset)
+            return JExpr(kind: .literal(.str(s)), offset: tok.offset)
         case .integer:
             advance()
-            return Expr(kind: .literal(.int(tok.int)), offset: tok.offset)
+            return JExpr(kind: .literal(.int(tok.int)), offset: tok.offset)
         case .float:
             advance()
-            return Expr(kind: .literal(.double(tok.double)), offset: tok.offset)
+            return JExpr(kind: .literal(.double(tok.double)), offset: tok.offset)
         case .op where tok.text == "(":
             advance()
             let e = try parseTuple(explicitParentheses: true)
@@ -555,17 +565,17 @@ struct JinjaParser {
             return e
         case .op where tok.text == "[":
             advance()
-            var items: [Expr] = []
+            var items: [JExpr] = []
             while !current.isOp("]") {
                 if !items.isEmpty { try expectOp(",") }
                 if current.isOp("]") { break }
                 items.append(try parseExpression())
             }
             try expectOp("]")
-            return Expr(kind: .list(items), offset: tok.offset)
+            return JExpr(kind: .list(items), offset: tok.offset)
         case .op where tok.text == "{":
             advance()
-            var pairs: [(Expr, Expr)] = []
+            var pairs: [(JExpr, JExpr)] = []
             while !current.isOp("}") {
                 if !pairs.isEmpty { try expectOp(",") }
                 if current.isOp("}") { break }
@@ -574,13 +584,13 @@ struct JinjaParser {
                 pairs.append((k, try parseExpression()))
             }
             try expectOp("}")
-            return Expr(kind: .dict(pairs), offset: tok.offset)
+            return JExpr(kind: .dict(pairs), offset: tok.offset)
         default:
             throw fail("unexpected \(tok.describe)")
         }
     }
 
-    private mutating func parsePostfix(_ start: Expr) throws -> Expr {
+    private mutating func parsePostfix(_ start: JExpr) throws -> JExpr {
         var node = start
         while true {
             if current.isOp(".") || current.isOp("[") {
@@ -593,13 +603,13 @@ struct JinjaParser {
         }
     }
 
-    private mutating func parseFilterExpr(_ start: Expr) throws -> Expr {
+    private mutating func parseFilterExpr(_ start: JExpr) throws -> JExpr {
         var node = start
         while true {
             if current.isOp("|") {
                 advance()
                 let (name, args, off) = try parseOneFilter()
-                node = Expr(kind: .filter(node, name, args), offset: off)
+                node = JExpr(kind: .filter(node, name, args), offset: off)
             } else if current.isName("is") {
                 node = try parseTest(node)
             } else if current.isOp("(") {
@@ -610,29 +620,29 @@ struct JinjaParser {
         }
     }
 
-    private mutating func parseSubscript(_ node: Expr) throws -> Expr {
+    private mutating func parseSubscript(_ node: JExpr) throws -> JExpr {
         let tok = advance()
         if tok.isOp(".") {
             let attr = advance()
-            if attr.kind == .name { return Expr(kind: .getattr(node, attr.text), offset: tok.offset) }
+            if attr.kind == .name { return JExpr(kind: .getattr(node, attr.text), offset: tok.offset) }
             if attr.kind == .integer {
-                return Expr(kind: .getitem(node, Expr(kind: .literal(.int(attr.int)), offset: attr.offset)), offset: tok.offset)
+                return JExpr(kind: .getitem(node, JExpr(kind: .literal(.int(attr.int)), offset: attr.offset)), offset: tok.offset)
             }
             throw fail("expected a name or number after '.', got \(attr.describe)", at: attr.offset)
         }
-        var args: [Expr] = []
+        var args: [JExpr] = []
         while !current.isOp("]") {
             if !args.isEmpty { try expectOp(",") }
             args.append(try parseSubscribed())
         }
         try expectOp("]")
-        let index = args.count == 1 ? args[0] : Expr(kind: .tuple(args), offset: tok.offset)
-        return Expr(kind: .getitem(node, index), offset: tok.offset)
+        let index = args.count == 1 ? args[0] : JExpr(kind: .tuple(args), offset: tok.offset)
+        return JExpr(kind: .getitem(node, index), offset: tok.offset)
     }
 
-    private mutating func parseSubscribed() throws -> Expr {
+    private mutating func parseSubscribed() throws -> JExpr {
         let start = current.offset
-        var parts: [Expr?] = []
+        var parts: [JExpr?] = []
         if current.isOp(":") {
             advance()
             parts = [nil]
@@ -655,13 +665,13 @@ struct JinjaParser {
         } else {
             parts.append(nil)
         }
-        return Expr(kind: .slice(parts[0], parts[1], parts[2]), offset: start)
+        return JExpr(kind: .slice(parts[0], parts[1], parts[2]), offset: start)
     }
 
-    private mutating func parseCallArgs() throws -> Arguments {
+    private mutating func parseCallArgs() throws -> JArguments {
         let open = current.offset
         try expectOp("(")
-        var args = Arguments()
+        var args = JArguments()
         var requireComma = false
         while !current.isOp(")") {
             if requireComma {
@@ -693,25 +703,24 @@ struct JinjaParser {
         return args
     }
 
-    private mutating func parseCall(_ node: Expr) throws -> Expr {
-        let off = current.offset
+    private mutating func parseCall(_ node: JExpr) throws -> JExpr {
         let args = try parseCallArgs()
-        return Expr(kind: .call(node, args), offset: off)
+        return JExpr(kind: .call(node, args), offset: node.offset)
     }
 
-    private mutating func parseOneFilter() throws -> (String, Arguments, Int) {
+    private mutating func parseOneFilter() throws -> (String, JArguments, Int) {
         let tok = try expectName()
         var name = tok.text
         while current.isOp(".") { advance(); name += "." + (try expectName().text) }
         if !soft && !JinjaBuiltins.filterNames.contains(name) {
             throw fail("no filter named '\(name)'", at: tok.offset)
         }
-        let args = current.isOp("(") ? try parseCallArgs() : Arguments()
+        let args = current.isOp("(") ? try parseCallArgs() : JArguments()
         return (name, args, tok.offset)
     }
 
-    private mutating func parseFilterChain(startInline: Bool) throws -> [(String, Arguments, Int)] {
-        var chain: [(String, Arguments, Int)] = []
+    private mutating func parseFilterChain(startInline: Bool) throws -> [(String, JArguments, Int)] {
+        var chain: [(String, JArguments, Int)] = []
         var inline = startInline
         while current.isOp("|") || inline {
             if !inline { advance() }
@@ -721,7 +730,7 @@ struct JinjaParser {
         return chain
     }
 
-    private mutating func parseTest(_ node: Expr) throws -> Expr {
+    private mutating func parseTest(_ node: JExpr) throws -> JExpr {
         let isTok = advance()
         let negated = skipName("not")
         let tok = try expectName()
@@ -730,7 +739,7 @@ struct JinjaParser {
         if !soft && !JinjaBuiltins.testNames.contains(name) {
             throw fail("no test named '\(name)'", at: tok.offset)
         }
-        var args = Arguments()
+        var args = JArguments()
         if current.isOp("(") {
             args = try parseCallArgs()
         } else if [.name, .string, .integer, .float].contains(current.kind) || current.isOp("[") || current.isOp("{"),
@@ -739,13 +748,13 @@ struct JinjaParser {
             let arg = try parsePostfix(try parsePrimary())
             args.positional = [arg]
         }
-        let test = Expr(kind: .test(node, name, args), offset: isTok.offset)
-        return negated ? Expr(kind: .not(test), offset: isTok.offset) : test
+        let test = JExpr(kind: .test(node, name, args), offset: isTok.offset)
+        return negated ? JExpr(kind: .not(test), offset: isTok.offset) : test
     }
 
     // MARK: name collection (which of varargs / kwargs / caller a macro body uses)
 
-    private func collectNames(_ stmts: [Stmt], into names: inout Set<String>) {
+    private func collectNames(_ stmts: [JStmt], into names: inout Set<String>) {
         for s in stmts {
             switch s.kind {
             case .text, .breakLoop, .continueLoop: break
@@ -777,14 +786,14 @@ struct JinjaParser {
         }
     }
 
-    private func collectNames(_ a: Arguments, into names: inout Set<String>) {
+    private func collectNames(_ a: JArguments, into names: inout Set<String>) {
         a.positional.forEach { collectNames($0, into: &names) }
         a.keywords.forEach { collectNames($0.1, into: &names) }
         if let s = a.star { collectNames(s, into: &names) }
         if let s = a.starStar { collectNames(s, into: &names) }
     }
 
-    private func collectNames(_ e: Expr, into names: inout Set<String>) {
+    private func collectNames(_ e: JExpr, into names: inout Set<String>) {
         switch e.kind {
         case .literal: break
         case .name(let n): names.insert(n)

@@ -5,7 +5,7 @@
 // provenance tracks of the bytes it copies.
 import Foundation
 
-enum Num {
+enum PyNum {
     case int(Int)
     case double(Double)
 
@@ -17,9 +17,9 @@ enum Num {
     }
 }
 
-extension Value {
+extension JValue {
     /// The number this value stands for (bools are ints, as in Python).
-    var num: Num? {
+    var num: PyNum? {
         switch self {
         case .bool(let b): return .int(b ? 1 : 0)
         case .int(let i): return .int(i)
@@ -43,10 +43,14 @@ extension Value {
 func undefinedError(_ info: UndefinedInfo) -> ValueError { .message(info.hint) }
 
 enum Py {
+    /// Most items a list built by the template (concatenation, repetition, split, iterating
+    /// a string) may have; keeps memory bounded.
+    static let maxListItems = 1_000_000
+
     // MARK: str / repr
 
     /// Python's `str(value)` as jinja2 prints it (Undefined prints as "").
-    static func str(_ v: Value) -> TString {
+    static func str(_ v: JValue) -> TString {
         switch v {
         case .string(let s): return s
         case .undefined: return .empty
@@ -54,36 +58,67 @@ enum Py {
         }
     }
 
-    static func repr(_ v: Value) -> String {
+    /// Largest repr built; past it the text is cut short (the output limit then stops the
+    /// render), so printing a huge nested value cannot exhaust memory.
+    static let reprBudget = 80 << 20
+
+    static func repr(_ v: JValue) -> String {
+        var budget = reprBudget
+        return repr(v, budget: &budget)
+    }
+
+    static func repr(_ v: JValue, budget: inout Int) -> String {
+        if budget <= 0 { return "..." }
+        let s: String
         switch v {
-        case .undefined: return "Undefined"
-        case .none: return "None"
-        case .bool(let b): return b ? "True" : "False"
-        case .int(let i): return String(i)
-        case .double(let d): return JSONValue.pythonFloatRepr(d)
-        case .string(let s): return reprString(s.string)
+        case .undefined: s = "Undefined"
+        case .none: s = "None"
+        case .bool(let b): s = b ? "True" : "False"
+        case .int(let i): s = String(i)
+        case .double(let d): s = JSONValue.pythonFloatRepr(d)
+        case .string(let t): s = reprString(t.string)
         case .list(let l):
-            let inner = l.items.map(repr).joined(separator: ", ")
-            switch l.kind {
-            case .list: return "[" + inner + "]"
-            case .tuple: return "(" + inner + (l.items.count == 1 ? ",)" : ")")
-            case .dictKeys: return "dict_keys([" + inner + "])"
-            case .dictValues: return "dict_values([" + inner + "])"
-            case .dictItems: return "dict_items([" + inner + "])"
+            var inner = ""
+            for (k, item) in l.items.enumerated() {
+                if k > 0 { inner += ", " }
+                inner += repr(item, budget: &budget)
+                if budget <= 0 { inner += "..."; break }
             }
+            switch l.kind {
+            case .list: s = "[" + inner + "]"
+            case .tuple: s = "(" + inner + (l.items.count == 1 ? ",)" : ")")
+            case .dictKeys: s = "dict_keys([" + inner + "])"
+            case .dictValues: s = "dict_values([" + inner + "])"
+            case .dictItems: s = "dict_items([" + inner + "])"
+            }
+            return s
         case .dict(let d):
-            return "{" + zip(d.keys, d.values).map { repr($0) + ": " + repr($1) }.joined(separator: ", ") + "}"
+            var inner = ""
+            for (k, (key, value)) in zip(d.keys, d.values).enumerated() {
+                if k > 0 { inner += ", " }
+                inner += repr(key, budget: &budget) + ": " + repr(value, budget: &budget)
+                if budget <= 0 { inner += "..."; break }
+            }
+            return "{" + inner + "}"
         case .namespace(let ns):
-            return "<Namespace {" + ns.names.map { reprString($0) + ": " + repr(ns.values[$0]!) }.joined(separator: ", ") + "}>"
-        case .iterator: return "<generator object>"
-        case .loop(let l): return "<LoopContext \(l.index0 + 1)/\(l.items.count)>"
+            var inner = ""
+            for (k, name) in ns.names.enumerated() {
+                if k > 0 { inner += ", " }
+                inner += reprString(name) + ": " + repr(ns.values[name]!, budget: &budget)
+                if budget <= 0 { inner += "..."; break }
+            }
+            return "<Namespace {" + inner + "}>"
+        case .iterator: s = "<generator object>"
+        case .loop(let l): s = "<LoopContext \(l.index0 + 1)/\(l.items.count)>"
         case .callable(let c):
             switch c.kind {
-            case .macro(let m): return "<Macro '\(m.name)'>"
-            case .builtin(let n): return "<function \(n)>"
-            case .method(let r, let n): return "<built-in method \(n) of \(r.typeName) object>"
+            case .macro(let m): s = "<Macro '\(m.name)'>"
+            case .builtin(let n): s = "<function \(n)>"
+            case .method(let r, let n): s = "<built-in method \(n) of \(r.typeName) object>"
             }
         }
+        budget -= s.utf8.count
+        return s
     }
 
     /// Python's repr of a str: single quotes unless the text has ' and no ", escapes for
@@ -127,7 +162,7 @@ enum Py {
 
     // MARK: equality and ordering
 
-    static func eq(_ a: Value, _ b: Value) -> Bool {
+    static func eq(_ a: JValue, _ b: JValue) -> Bool {
         switch (a, b) {
         case (.undefined, .undefined), (.none, .none): return true
         case (.string(let x), .string(let y)): return x.bytes == y.bytes
@@ -160,7 +195,7 @@ enum Py {
     }
 
     /// Three-way comparison for `<`-style operators; nil when NaN makes the values unordered.
-    static func compare(_ a: Value, _ b: Value, op: String) throws -> Int? {
+    static func compare(_ a: JValue, _ b: JValue, op: String) throws -> Int? {
         if case .undefined(let u) = a { throw undefinedError(u) }
         if case .undefined(let u) = b { throw undefinedError(u) }
         if let x = a.num, let y = b.num {
@@ -185,7 +220,7 @@ enum Py {
         }
     }
 
-    static func compareOp(_ op: String, _ a: Value, _ b: Value) throws -> Bool {
+    static func compareOp(_ op: String, _ a: JValue, _ b: JValue) throws -> Bool {
         switch op {
         case "==": return eq(a, b)
         case "!=": return !eq(a, b)
@@ -203,7 +238,7 @@ enum Py {
     }
 
     /// `item in container`.
-    static func contains(_ container: Value, _ item: Value) throws -> Bool {
+    static func contains(_ container: JValue, _ item: JValue) throws -> Bool {
         switch container {
         case .string(let s):
             guard case .string(let sub) = item else {
@@ -224,11 +259,11 @@ enum Py {
     // MARK: iteration
 
     /// What `for x in value` iterates over.
-    static func iterate(_ v: Value) throws -> [Value] {
+    static func iterate(_ v: JValue) throws -> [JValue] {
         switch v {
         case .list(let l): return l.items
         case .dict(let d): return d.keys
-        case .string(let s): return chars(s)
+        case .string(let s): return try chars(s)
         case .undefined: return []
         case .iterator(let it): return it.consume()
         case .loop(let l): return l.items
@@ -238,15 +273,17 @@ enum Py {
     }
 
     /// A string's characters (code points), each keeping its provenance.
-    static func chars(_ s: TString) -> [Value] {
+    static func chars(_ s: TString) throws -> [JValue] {
+        guard s.count <= maxListItems * 4 else { throw ValueError.message("string too long to iterate") }
         let offs = s.scalarOffsets()
-        var out: [Value] = []
+        guard offs.count - 1 <= maxListItems else { throw ValueError.message("string too long to iterate") }
+        var out: [JValue] = []
         out.reserveCapacity(offs.count - 1)
         for k in 0..<(offs.count - 1) { out.append(.string(s.slice(offs[k], offs[k + 1]))) }
         return out
     }
 
-    static func length(_ v: Value) throws -> Int {
+    static func length(_ v: JValue) throws -> Int {
         switch v {
         case .string(let s): return s.scalarCount
         case .list(let l): return l.items.count
@@ -260,7 +297,7 @@ enum Py {
 
     // MARK: arithmetic
 
-    static func arith(_ op: String, _ a: Value, _ b: Value, maxBytes: Int) throws -> Value {
+    static func arith(_ op: String, _ a: JValue, _ b: JValue, maxBytes: Int) throws -> JValue {
         if case .undefined(let u) = a { throw undefinedError(u) }
         if case .undefined(let u) = b { throw undefinedError(u) }
         if let x = a.num, let y = b.num { return try numeric(op, x, y) }
@@ -269,6 +306,7 @@ enum Py {
             guard x.count + y.count <= maxBytes else { throw ValueError.message("string too long") }
             return .string(x + y)
         case ("+", .list(let x), .list(let y)) where x.kind == y.kind && (x.kind == .list || x.kind == .tuple):
+            guard x.items.count + y.items.count <= maxListItems else { throw ValueError.message("list too long") }
             return .list(ListBox(x.items + y.items, kind: x.kind))
         case ("*", .string(let s), _), ("*", _, .string(let s)):
             guard let n = (a.tstring == nil ? a : b).intValue else { break }
@@ -282,8 +320,8 @@ enum Py {
         case ("*", .list(let l), _), ("*", _, .list(let l)):
             guard let n = (a.num == nil ? b : a).intValue, l.kind == .list || l.kind == .tuple else { break }
             if n <= 0 || l.items.isEmpty { return .list(ListBox([], kind: l.kind)) }
-            guard l.items.count <= 1_000_000 / n else { throw ValueError.message("list repetition result too long") }
-            var r: [Value] = []
+            guard l.items.count <= maxListItems / n else { throw ValueError.message("list repetition result too long") }
+            var r: [JValue] = []
             for _ in 0..<n { r += l.items }
             return .list(ListBox(r, kind: l.kind))
         case ("%", .string(let f), _):
@@ -296,9 +334,9 @@ enum Py {
         throw ValueError.message("unsupported operand type(s) for \(op): '\(a.typeName)' and '\(b.typeName)'")
     }
 
-    static func numeric(_ op: String, _ x: Num, _ y: Num) throws -> Value {
+    static func numeric(_ op: String, _ x: PyNum, _ y: PyNum) throws -> JValue {
         if case .int(let p) = x, case .int(let q) = y {
-            func checked(_ r: (partialValue: Int, overflow: Bool)) throws -> Value {
+            func checked(_ r: (partialValue: Int, overflow: Bool)) throws -> JValue {
                 if r.overflow { throw ValueError.message("integer overflow") }
                 return .int(r.partialValue)
             }
@@ -382,8 +420,8 @@ enum Py {
     // MARK: indexing and slicing
 
     /// Python's slice.indices(length) expanded to the selected indices.
-    static func sliceIndices(length: Int, start: Value, stop: Value, step: Value) throws -> [Int] {
-        func arg(_ v: Value) throws -> Int? {
+    static func sliceIndices(length: Int, start: JValue, stop: JValue, step: JValue) throws -> [Int] {
+        func arg(_ v: JValue) throws -> Int? {
             if case .none = v { return nil }
             if case .undefined = v { return nil }
             guard let i = v.intValue else { throw ValueError.message("slice indices must be integers or None") }
@@ -406,7 +444,7 @@ enum Py {
         return out
     }
 
-    static func sliceString(_ s: TString, _ start: Value, _ stop: Value, _ step: Value) throws -> TString {
+    static func sliceString(_ s: TString, _ start: JValue, _ stop: JValue, _ step: JValue) throws -> TString {
         let offs = s.scalarOffsets()
         let idx = try sliceIndices(length: offs.count - 1, start: start, stop: stop, step: step)
         if idx.isEmpty { return .empty }
@@ -420,35 +458,51 @@ enum Py {
 
     // MARK: string algorithms (byte level; UTF-8 makes substring search on bytes exact)
 
+    /// First occurrence of `needle` in `hay[from..<to]`. Short needles are searched directly;
+    /// longer ones with Knuth–Morris–Pratt, linear in the worst case, so a crafted pattern
+    /// cannot make a search quadratic.
     static func find(_ hay: [UInt8], _ needle: [UInt8], from: Int, to: Int? = nil) -> Int? {
         let end = to ?? hay.count
-        if needle.isEmpty { return from <= end ? from : nil }
-        if needle.count > end - from { return nil }
-        let first = needle[0]
-        var i = from
-        let last = end - needle.count
-        while i <= last {
-            if hay[i] == first {
-                var k = 1
-                while k < needle.count && hay[i + k] == needle[k] { k += 1 }
-                if k == needle.count { return i }
+        let m = needle.count
+        if m == 0 { return from <= end ? from : nil }
+        if from >= end || m > end - from { return nil }
+        if m <= 4 {
+            var i = from
+            let last = end - m
+            while i <= last {
+                if hay[i] == needle[0] {
+                    var k = 1
+                    while k < m && hay[i + k] == needle[k] { k += 1 }
+                    if k == m { return i }
+                }
+                i += 1
             }
-            i += 1
+            return nil
+        }
+        var fail = [Int](repeating: 0, count: m)
+        var k = 0
+        for i in 1..<m {
+            while k > 0 && needle[i] != needle[k] { k = fail[k - 1] }
+            if needle[i] == needle[k] { k += 1 }
+            fail[i] = k
+        }
+        k = 0
+        for i in from..<end {
+            while k > 0 && hay[i] != needle[k] { k = fail[k - 1] }
+            if hay[i] == needle[k] { k += 1 }
+            if k == m { return i - m + 1 }
         }
         return nil
     }
 
+    /// Last occurrence of `needle` in `hay[from..<to]` (a forward search over the reversed bytes).
     static func rfind(_ hay: [UInt8], _ needle: [UInt8], from: Int = 0, to: Int? = nil) -> Int? {
         let end = to ?? hay.count
         if needle.count > end - from { return nil }
-        var i = end - needle.count
-        while i >= from {
-            var k = 0
-            while k < needle.count && hay[i + k] == needle[k] { k += 1 }
-            if k == needle.count { return i }
-            i -= 1
-        }
-        return nil
+        if needle.isEmpty { return end }
+        let rh = Array(hay[from..<end].reversed())
+        guard let i = find(rh, Array(needle.reversed()), from: 0) else { return nil }
+        return end - i - needle.count
     }
 
     /// Scalar at byte offset `i` and its width.
@@ -501,15 +555,22 @@ enum Py {
             if !fromRight {
                 var start = 0
                 while maxsplit < 0 || parts.count < maxsplit, let i = find(b, sep.bytes, from: start) {
+                    if parts.count >= maxListItems { throw ValueError.message("split result too long") }
                     parts.append(s.slice(start, i))
                     start = i + sep.count
                 }
                 parts.append(s.slice(start, b.count))
             } else {
+                // Right-to-left matching is a forward search over the reversed bytes.
+                let rh = Array(b.reversed()), rn = Array(sep.bytes.reversed())
                 var end = b.count
-                while maxsplit < 0 || parts.count < maxsplit, let i = rfind(b, sep.bytes, from: 0, to: end) {
-                    parts.append(s.slice(i + sep.count, end))
-                    end = i
+                var pos = 0
+                while maxsplit < 0 || parts.count < maxsplit, let i = find(rh, rn, from: pos) {
+                    if parts.count >= maxListItems { throw ValueError.message("split result too long") }
+                    let matchStart = b.count - i - sep.count
+                    parts.append(s.slice(matchStart + sep.count, end))
+                    end = matchStart
+                    pos = i + sep.count
                 }
                 parts.append(s.slice(0, end))
                 parts.reverse()
@@ -529,6 +590,7 @@ enum Py {
                 i += w
             }
             words.append((start, i))
+            if words.count > maxListItems { throw ValueError.message("split result too long") }
         }
         if maxsplit < 0 || words.count <= maxsplit + 1 { return words.map { s.slice($0.0, $0.1) } }
         if !fromRight {
@@ -542,7 +604,7 @@ enum Py {
         return out
     }
 
-    static func splitlines(_ s: TString, keepends: Bool) -> [TString] {
+    static func splitlines(_ s: TString, keepends: Bool) throws -> [TString] {
         let b = s.bytes
         var out: [TString] = []
         var start = 0, i = 0
@@ -555,6 +617,7 @@ enum Py {
             default: break
             }
             if brk > 0 {
+                if out.count >= maxListItems { throw ValueError.message("splitlines result too long") }
                 out.append(s.slice(start, keepends ? i + brk : i))
                 i += brk
                 start = i
@@ -575,7 +638,7 @@ enum Py {
         func newPiece(_ lo: Int, _ hi: Int) -> TString {
             var piece = TString(bytes: new.bytes, tracks: new.tracks)
             if new.tracks.isEmpty, let t = s.tracks.first(where: { $0.lo <= lo && hi <= $0.hi && ($0.lo < $0.hi) }) {
-                piece.tracks = [Track(lo: 0, hi: new.count, source: t.source)]
+                piece.tracks = [SpanTrack(lo: 0, hi: new.count, source: t.source)]
             }
             return piece
         }
@@ -648,8 +711,8 @@ enum Py {
 
     /// `format % args` (printf-style), supporting the flags, width, precision and the
     /// conversions s r a d i u f F e E g G x X o c %.
-    static func percentFormat(_ format: TString, _ args: Value) throws -> TString {
-        var positional: [Value]
+    static func percentFormat(_ format: TString, _ args: JValue) throws -> TString {
+        var positional: [JValue]
         var mapping: DictBox?
         switch args {
         case .list(let l) where l.kind == .tuple: positional = l.items
@@ -661,7 +724,7 @@ enum Py {
         let b = format.bytes
         var i = 0
         var literalStart = 0
-        func takeArg() throws -> Value {
+        func takeArg() throws -> JValue {
             guard next < positional.count else { throw ValueError.message("not enough arguments for format string") }
             next += 1
             return positional[next - 1]
@@ -699,7 +762,7 @@ enum Py {
             i += 1
             literalStart = i
             if conv == UInt8(ascii: "%") { out.append("%"); continue }
-            let arg: Value
+            let arg: JValue
             if let key {
                 guard let m = mapping else { throw ValueError.message("format requires a mapping") }
                 guard let v = m.lookup(key) else { throw ValueError.message("KeyError: \(reprString(key))") }
@@ -739,7 +802,7 @@ enum Py {
         return r
     }
 
-    static func formatOne(_ v: Value, conv: UInt8, flags: Set<UInt8>, precision: Int?) throws -> TString {
+    static func formatOne(_ v: JValue, conv: UInt8, flags: Set<UInt8>, precision: Int?) throws -> TString {
         let sign = flags.contains(UInt8(ascii: "+")) ? "+" : flags.contains(UInt8(ascii: " ")) ? " " : ""
         switch conv {
         case UInt8(ascii: "s"):

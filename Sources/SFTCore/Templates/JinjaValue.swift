@@ -9,7 +9,7 @@
 import Foundation
 
 /// A span of a string's bytes that came from message `source` (an index into `messages`).
-struct Track: Equatable {
+struct SpanTrack: Equatable {
     var lo: Int
     var hi: Int
     var source: Int
@@ -20,9 +20,9 @@ struct Track: Equatable {
 /// zero-length track marks where an empty (or fully trimmed) message content was used.
 struct TString {
     var bytes: [UInt8]
-    var tracks: [Track]
+    var tracks: [SpanTrack]
 
-    init(bytes: [UInt8], tracks: [Track] = []) {
+    init(bytes: [UInt8], tracks: [SpanTrack] = []) {
         self.bytes = bytes
         self.tracks = tracks
     }
@@ -35,7 +35,7 @@ struct TString {
     /// A string that entirely came from message `source`.
     init(_ s: String, source: Int) {
         bytes = Array(s.utf8)
-        tracks = [Track(lo: 0, hi: bytes.count, source: source)]
+        tracks = [SpanTrack(lo: 0, hi: bytes.count, source: source)]
     }
 
     static let empty = TString(bytes: [])
@@ -76,7 +76,7 @@ struct TString {
         for t in tracks {
             let a = max(t.lo, lo), b = min(t.hi, hi)
             if a < b || (a == b && (lo == hi || t.lo == t.hi) && t.lo <= hi && t.hi >= lo) {
-                r.tracks.append(Track(lo: a - lo, hi: b - lo, source: t.source))
+                r.tracks.append(SpanTrack(lo: a - lo, hi: b - lo, source: t.source))
             }
         }
         return r
@@ -149,11 +149,11 @@ enum SequenceKind {
 /// An immutable Python list or tuple (the sandbox forbids mutating lists). `depth` bounds the
 /// nesting so recursive algorithms (repr, equality, tojson) cannot overflow the stack.
 final class ListBox {
-    let items: [Value]
+    let items: [JValue]
     let kind: SequenceKind
     let depth: Int
 
-    init(_ items: [Value], kind: SequenceKind = .list) {
+    init(_ items: [JValue], kind: SequenceKind = .list) {
         self.items = items
         self.kind = kind
         var d = 0
@@ -163,22 +163,22 @@ final class ListBox {
 }
 
 /// A hashable image of a Python dict key: True == 1 == 1.0 as in Python.
-enum HashKey: Hashable {
+enum JHashKey: Hashable {
     case none
     case int(Int)
     case double(Double)
     case string([UInt8])
-    case tuple([HashKey])
+    case tuple([JHashKey])
 }
 
 /// An immutable Python dict, keeping insertion order.
 final class DictBox {
-    let keys: [Value]
-    let values: [Value]
+    let keys: [JValue]
+    let values: [JValue]
     let depth: Int
-    private var index: [HashKey: Int]?
+    private var index: [JHashKey: Int]?
 
-    init(keys: [Value], values: [Value]) {
+    init(keys: [JValue], values: [JValue]) {
         self.keys = keys
         self.values = values
         var d = 0
@@ -187,10 +187,10 @@ final class DictBox {
     }
 
     /// Builds a dict from pairs; a repeated key keeps its first position and its last value.
-    static func from(pairs: [(Value, Value)]) throws -> DictBox {
-        var keys: [Value] = []
-        var values: [Value] = []
-        var seen: [HashKey: Int] = [:]
+    static func from(pairs: [(JValue, JValue)]) throws -> DictBox {
+        var keys: [JValue] = []
+        var values: [JValue] = []
+        var seen: [JHashKey: Int] = [:]
         for (k, v) in pairs {
             guard let h = k.hashKey else { throw ValueError.message("unhashable type: '\(k.typeName)'") }
             if let i = seen[h] { values[i] = v } else { seen[h] = keys.count; keys.append(k); values.append(v) }
@@ -200,29 +200,29 @@ final class DictBox {
 
     var count: Int { keys.count }
 
-    func lookup(_ key: Value) -> Value? {
+    func lookup(_ key: JValue) -> JValue? {
         guard let h = key.hashKey else { return nil }
         if keys.count <= 8 {
             for (i, k) in keys.enumerated() where k.hashKey == h { return values[i] }
             return nil
         }
         if index == nil {
-            var ix: [HashKey: Int] = [:]
+            var ix: [JHashKey: Int] = [:]
             for (i, k) in keys.enumerated() { if let hk = k.hashKey, ix[hk] == nil { ix[hk] = i } }
             index = ix
         }
         return index![h].map { values[$0] }
     }
 
-    func lookup(_ key: String) -> Value? { lookup(.string(TString(key))) }
+    func lookup(_ key: String) -> JValue? { lookup(.string(TString(key))) }
 }
 
 /// jinja2's `namespace()`: the one mutable object templates have, changed by `{% set ns.x = ... %}`.
 final class NamespaceBox {
     var names: [String] = []
-    var values: [String: Value] = [:]
+    var values: [String: JValue] = [:]
 
-    func set(_ name: String, _ v: Value) {
+    func set(_ name: String, _ v: JValue) {
         if values[name] == nil { names.append(name) }
         values[name] = v
     }
@@ -231,10 +231,10 @@ final class NamespaceBox {
 /// A generator (what `map`, `select`, `selectattr`, `items` ... return in jinja2): always truthy,
 /// has no length, and is exhausted after one pass.
 final class IteratorBox {
-    private var items: [Value]?
+    private var items: [JValue]?
     let depth: Int
 
-    init(_ items: [Value]) {
+    init(_ items: [JValue]) {
         self.items = items
         var d = 0
         for v in items { d = max(d, v.depth) }
@@ -242,7 +242,7 @@ final class IteratorBox {
     }
 
     /// The remaining items; the generator is empty afterwards.
-    func consume() -> [Value] {
+    func consume() -> [JValue] {
         defer { items = [] }
         return items ?? []
     }
@@ -250,14 +250,14 @@ final class IteratorBox {
 
 /// The `loop` variable of a for loop.
 final class LoopBox {
-    let items: [Value]
+    let items: [JValue]
     var index0 = 0
     let depth0: Int
-    var lastChanged: [Value]?
+    var lastChanged: [JValue]?
     /// Set for `{% for ... recursive %}`: renders the loop body over a new iterable.
-    var recurse: ((Value) throws -> TString)?
+    var recurse: ((JValue) throws -> TString)?
 
-    init(items: [Value], depth0: Int) {
+    init(items: [JValue], depth0: Int) {
         self.items = items
         self.depth0 = depth0
     }
@@ -267,14 +267,14 @@ final class LoopBox {
 final class Macro {
     let name: String
     let params: [String]
-    let defaults: [Expr?]
-    let body: [Stmt]
-    let closure: Scope
+    let defaults: [JExpr?]
+    let body: [JStmt]
+    let closure: JScope
     let catchVarargs: Bool
     let catchKwargs: Bool
     let acceptsCaller: Bool
 
-    init(name: String, params: [String], defaults: [Expr?], body: [Stmt], closure: Scope,
+    init(name: String, params: [String], defaults: [JExpr?], body: [JStmt], closure: JScope,
          catchVarargs: Bool, catchKwargs: Bool, acceptsCaller: Bool) {
         self.name = name
         self.params = params
@@ -292,7 +292,7 @@ enum CallableKind {
     /// A global function (`range`, `namespace`, `raise_exception`, ...).
     case builtin(String)
     /// A method bound to its receiver (`text.strip`, `message.get`, `loop.cycle`).
-    case method(Value, String)
+    case method(JValue, String)
 }
 
 final class CallableBox {
@@ -301,7 +301,7 @@ final class CallableBox {
 }
 
 /// A Jinja run-time value.
-enum Value {
+enum JValue {
     case undefined(UndefinedInfo)
     case none
     case bool(Bool)
@@ -315,10 +315,10 @@ enum Value {
     case loop(LoopBox)
     case callable(CallableBox)
 
-    static func str(_ s: String) -> Value { .string(TString(s)) }
-    static func undefined(_ hint: String) -> Value { .undefined(UndefinedInfo(hint: hint)) }
-    static func list(_ items: [Value]) -> Value { .list(ListBox(items)) }
-    static func tuple(_ items: [Value]) -> Value { .list(ListBox(items, kind: .tuple)) }
+    static func str(_ s: String) -> JValue { .string(TString(s)) }
+    static func undefined(_ hint: String) -> JValue { .undefined(UndefinedInfo(hint: hint)) }
+    static func list(_ items: [JValue]) -> JValue { .list(ListBox(items)) }
+    static func tuple(_ items: [JValue]) -> JValue { .list(ListBox(items, kind: .tuple)) }
 
     var depth: Int {
         switch self {
@@ -362,9 +362,9 @@ enum Value {
         }
     }
 
-    var hashKey: HashKey? {
+    var hashKey: JHashKey? {
         switch self {
-        case .none: return HashKey.none
+        case .none: return JHashKey.none
         case .bool(let b): return .int(b ? 1 : 0)
         case .int(let i): return .int(i)
         case .double(let d):
@@ -372,7 +372,7 @@ enum Value {
             return .double(d)
         case .string(let s): return .string(s.bytes)
         case .list(let l) where l.kind == .tuple:
-            var parts: [HashKey] = []
+            var parts: [JHashKey] = []
             for v in l.items { guard let h = v.hashKey else { return nil }; parts.append(h) }
             return .tuple(parts)
         default: return nil
@@ -411,7 +411,7 @@ enum ValueError: Error {
 
 // MARK: - JSON bridging
 
-extension Value {
+extension JValue {
     /// A value from JSON; strings are untracked unless `source` is given.
     init(json: JSONValue) {
         switch json {
@@ -420,9 +420,9 @@ extension Value {
         case .int(let i): self = .int(i)
         case .double(let d): self = .double(d)
         case .string(let s): self = .str(s)
-        case .array(let a): self = .list(ListBox(a.map { Value(json: $0) }))
+        case .array(let a): self = .list(ListBox(a.map { JValue(json: $0) }))
         case .object(let o):
-            self = .dict(DictBox(keys: o.map { .str($0.0) }, values: o.map { Value(json: $0.1) }))
+            self = .dict(DictBox(keys: o.map { .str($0.0) }, values: o.map { JValue(json: $0.1) }))
         }
     }
 
