@@ -30,7 +30,7 @@ let benchCommand = Command(
       --isa NAME    run the C kernels on avx512, avx2 or generic (default: the best)
       --json        one JSON object per measurement
     """,
-    booleanFlags: ["checkpointing"],
+    booleanFlags: ["checkpointing", "exact"],
     run: { args in
         switch args.positionals.first {
         case "train": try runTrainBench(args); return

@@ -19,7 +19,8 @@ func loadModel(_ args: Arguments) throws -> LanguageModel {
     let path = try args.require("model")
     let adapter = args.string("adapter").map { URL(fileURLWithPath: $0) }
     if let t = try args.int("threads") { CPUBackend.shared.setThreads(t) }
-    return try LanguageModel.load(URL(fileURLWithPath: path), adapter: adapter, template: args.string("template"))
+    return try LanguageModel.load(URL(fileURLWithPath: path), adapter: adapter, template: args.string("template"),
+                                  packedDecode: !args.flag("exact"))
 }
 
 let samplingHelp = """
@@ -30,6 +31,8 @@ let samplingHelp = """
       --adapter DIR            PEFT adapter folder to apply
       --template NAME|FILE     chat template overriding the model's own
       --threads N              CPU threads
+      --exact                  decode with the dequantized f32 weights instead of the GGUF's
+                               quantized blocks (slower; bit-comparable with transformers)
 """
 
 let generateCommand = Command(
@@ -46,7 +49,7 @@ let generateCommand = Command(
       --prompt TEXT            the prompt (repeatable: batched prompts, one result each)
     \(samplingHelp)
     """,
-    booleanFlags: ["chat"],
+    booleanFlags: ["chat", "exact"],
     run: runGenerate
 )
 
@@ -92,7 +95,7 @@ let chatCommand = Command(
     through its chat template. Commands: /reset clears the conversation, /quit leaves.
     \(samplingHelp)
     """,
-    booleanFlags: [],
+    booleanFlags: ["exact"],
     run: runChat
 )
 

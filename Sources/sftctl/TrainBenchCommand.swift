@@ -35,12 +35,13 @@ func runTrainBench(_ args: Arguments) throws {
 func runDecodeBench(_ args: Arguments) throws {
     let path = try args.require("model")
     let tokens = try args.int("tokens") ?? 64
+    let exact = args.flag("exact")
     let runs = try args.int("runs") ?? 3
     let json = args.flag("json")
     let threads = try args.int("threads")
     try args.finish()
     if let threads { CPUBackend.shared.setThreads(threads) }
-    let lm = try LanguageModel.load(URL(fileURLWithPath: path))
+    let lm = try LanguageModel.load(URL(fileURLWithPath: path), packedDecode: !exact)
     let prompt = lm.encodePrompt("The history of the Roman Empire begins")
     let speeds = try (0..<runs).map { _ in try TrainingBenchmark.decode(model: lm.model, prompt: prompt, tokens: tokens) }.sorted()
     let median = speeds[speeds.count / 2]

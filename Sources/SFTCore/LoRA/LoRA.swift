@@ -74,6 +74,7 @@ extension Linear {
         let w = try weight.value.floats(), d = try lora.delta()
         try weight.value.assign(zip(w, d).map { $0 + $1 })
         self.lora = nil
+        packed = nil  // the quantized copy no longer matches the weight
     }
 }
 

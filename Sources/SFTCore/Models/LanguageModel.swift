@@ -21,11 +21,23 @@ public final class LanguageModel {
     /// - Parameters:
     ///   - adapter: a PEFT adapter folder to attach.
     ///   - template: a built-in template name or a Jinja file, overriding the model's own.
+    ///   - packedDecode: generate from the GGUF's quantized blocks (fast, like llama.cpp)
+    ///     instead of the dequantized f32 weights (exact; what the golden tests compare).
     public static func load(_ url: URL, on backend: Backend = CPUBackend.shared, adapter: URL? = nil,
-                            template: String? = nil) throws -> LanguageModel {
+                            template: String? = nil, packedDecode: Bool = false) throws -> LanguageModel {
         let source = try openWeights(at: url)
         let tokenizer = try loadTokenizer(source: source, url: url)
         let model = try ModelLoader.load(source, on: backend)
+        if packedDecode, backend.device == .cpu, let g = source as? GGUFWeights {
+            try model.attachPackedWeights(from: g)
+            if let llama = model as? LlamaModel {
+                let headName = llama.tiedEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight"
+                let raw = try g.loadRaw(headName)
+                if PackedWeights.supported.contains(raw.type.name) {
+                    llama.packedLMHead = PackedMatrix(type: raw.type, rows: raw.shape[0], cols: raw.shape[1], bytes: raw.bytes)
+                }
+            }
+        }
         if let adapter { try PEFTAdapter.load(adapter, into: model) }
         let chat: ChatTemplate?
         if let template {

@@ -193,6 +193,8 @@ public final class LlamaModel: Module, CausalLM {
     let model: LlamaBody
     let lmHead: Linear?
     let invFreq: Tensor
+    /// The LM head in GGUF block form for generation (the embedding's blocks when tied).
+    public var packedLMHead: PackedMatrix?
 
     public init(config c: LlamaConfig, on be: Backend) throws {
         config = c
@@ -250,6 +252,7 @@ public final class LlamaModel: Module, CausalLM {
             }
             cache.count += ids.count
             let last = try model.norm(try x.rows(ids.count - 1, 1))
+            if let packedLMHead { return try packedLMHead.apply(last).floats() }
             return try Ops.linear(last, lmHeadWeight.value).floats()
         }
     }

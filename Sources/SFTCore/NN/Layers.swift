@@ -12,6 +12,8 @@ public final class Linear: Module {
     public let bias: Parameter?
     /// The adapter, when LoRA is applied to this layer.
     public var lora: LoRAAdapter?
+    /// The weight in GGUF block form, used by batch-1 generation (see PackedWeights.swift).
+    public var packed: PackedMatrix?
 
     public init(inFeatures: Int, outFeatures: Int, bias: Bool, on backend: Backend) throws {
         self.inFeatures = inFeatures
@@ -32,7 +34,7 @@ public final class Linear: Module {
     }
 
     public func callAsFunction(_ x: Tensor) throws -> Tensor {
-        let y = try Ops.linear(x, weight.value, bias: bias?.value)
+        let y = try packedOutput(x) ?? Ops.linear(x, weight.value, bias: bias?.value)
         guard let lora else { return y }
         return try Ops.add(y, try lora(x))
     }

@@ -63,3 +63,24 @@ final class LlamaGoldenTests: XCTestCase {
         }
     }
 }
+
+final class PackedDecodeTests: XCTestCase {
+    /// Decoding from the GGUF's quantized blocks gives the exact path's logits (the blocks are
+    /// dequantized on the fly in f32; only the summation order differs).
+    func testDecodingFromQuantizedBlocksMatchesTheDequantizedWeights() throws {
+        let url = try Assets.require(Assets.smolLM2)
+        let packed = try LanguageModel.load(url, packedDecode: true)
+        let exact = try RealModel.smolLM2().model
+        XCTAssertNotNil((packed.model as? LlamaModel)?.packedLMHead)
+        let prompt = packed.encodePrompt("The capital of France is")
+        let c1 = try packed.model.makeCache(capacity: 64), c2 = try exact.makeCache(capacity: 64)
+        var a = try packed.model.decode(prompt, cache: c1), b = try exact.decode(prompt, cache: c2)
+        for _ in 0..<8 {
+            let diff = zip(a, b).map { abs($0 - $1) }.max()!
+            XCTAssertLessThan(diff, 2e-3)
+            let next = Int32(b.indices.max { b[$0] < b[$1] }!)
+            XCTAssertEqual(Int32(a.indices.max { a[$0] < a[$1] }!), next)
+            a = try packed.model.decode([next], cache: c1); b = try exact.decode([next], cache: c2)
+        }
+    }
+}
