@@ -180,8 +180,10 @@ public struct FinetuneConfig: Codable, Equatable {
         ("truncation", "truncate | drop | split over-long examples (default truncate)"),
     ]
 
-    /// Reads a config from a flat JSON object, rejecting unknown keys.
-    public static func from(json object: [String: Any], source: String = "config") throws -> FinetuneConfig {
+    /// Reads a config from a flat JSON object, rejecting unknown keys (keys starting with "_"
+    /// are comments).
+    public static func from(json raw: [String: Any], source: String = "config") throws -> FinetuneConfig {
+        let object = raw.filter { !$0.key.hasPrefix("_") }
         let known = Set(fields.map(\.key))
         if let bad = object.keys.sorted().first(where: { !known.contains($0) }) {
             throw SFTError.config(field: bad, message: "unknown key in \(source) (see sftctl finetune --help)")
