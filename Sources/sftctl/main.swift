@@ -17,6 +17,7 @@ struct Command {
 let commands: [Command] = [
     // one line per command, sorted by name
     inspectCommand,
+    tokenizeCommand,
 ]
 
 func usage() -> String {

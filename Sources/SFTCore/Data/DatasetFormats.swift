@@ -4,6 +4,9 @@
 // Conversations are valid when, after an optional first system message, turns alternate
 // user, assistant, user, … with no empty turn and at least one assistant turn. Dataset role
 // names map to these: human/user → user; gpt/assistant/chatgpt/bing/bard/bot/model → assistant.
+// One exception, as FastChat does for Vicuna: a conversation whose first turn is the
+// assistant's (ShareGPT splits long conversations, and the later parts start mid-dialogue)
+// loses that turn — it answers nothing the model can see — and is counted in the report.
 import Foundation
 
 /// Renames record keys: `[canonical: sourceKey]`, e.g. `["instruction": "question",
@@ -27,7 +30,7 @@ public struct FieldMapping: Equatable, Sendable, Codable {
         renames = r
     }
 
-    func apply(_ object: [String: Any]) -> [String: Any] {
+    func apply(_ object: [String: RecordValue]) -> [String: RecordValue] {
         if renames.isEmpty { return object }
         var o = object
         for (canonical, source) in renames where canonical != source {
@@ -70,7 +73,7 @@ extension DatasetFormat {
     /// Structured formats (everything but text/guanaco) win over a `text` key, since many
     /// datasets carry a rendered `text` beside their fields. A format is a candidate when the
     /// majority of sampled records have its keys; two candidates are ambiguous and an error.
-    static func detect(_ objects: [[String: Any]], path: String, firstLine: Int) throws -> DatasetFormat {
+    static func detect(_ objects: [[String: RecordValue]], path: String, firstLine: Int) throws -> DatasetFormat {
         guard !objects.isEmpty else {
             throw SFTError.data(path: path, line: firstLine, message: "no JSON objects to detect the dataset format from")
         }
@@ -85,7 +88,7 @@ extension DatasetFormat {
             throw SFTError.data(path: path, line: firstLine,
                                 message: "ambiguous dataset format: records match \(names); choose one with --format, or rename keys with --field")
         }
-        let texts = objects.compactMap { $0["text"] as? String }
+        let texts = objects.compactMap { $0["text"]?.string }
         if texts.count * 2 > objects.count {
             let guanaco = texts.filter { $0.contains(GuanacoTurns.human) && $0.contains(GuanacoTurns.assistant) }.count
             return guanaco * 2 > texts.count ? .guanaco : .text
@@ -97,8 +100,11 @@ extension DatasetFormat {
                                 + "; map other keys with --field, e.g. --field instruction=question,output=answer")
     }
 
-    /// Converts one record; a String error names what is wrong with it.
-    func content(of object: [String: Any], mapping: FieldMapping) -> Result<SFTContent, RecordError> {
+    /// Converts one record; a String error names what is wrong with it. `droppedLeadingAssistant`
+    /// is set when a leading assistant turn was dropped.
+    func content(of object: [String: RecordValue], mapping: FieldMapping, droppedLeadingAssistant: inout Bool) -> Result<SFTContent, RecordError> {
+        var dropped = false
+        defer { droppedLeadingAssistant = dropped }
         do {
             switch self {
             case .alpaca:
@@ -115,24 +121,24 @@ extension DatasetFormat {
                 if !system.isEmpty { m.append(ChatMessage(role: "system", content: system)) }
                 m.append(ChatMessage(role: "user", content: try field(object, "input")))
                 m.append(ChatMessage(role: "assistant", content: try field(object, "output")))
-                return .success(.conversation(try validated(m)))
+                return .success(.conversation(try validated(m, dropped: &dropped)))
             case .completion:
                 return .success(.completion(prompt: try field(object, "prompt"), completion: try field(object, "completion")))
             case .text:
                 return .success(.text(try field(object, "text")))
             case .guanaco:
-                return .success(.conversation(try validated(try GuanacoTurns.parse(try field(object, "text")))))
+                return .success(.conversation(try validated(try GuanacoTurns.parse(try field(object, "text")), dropped: &dropped)))
             case .sharegpt, .messages:
                 let key = self == .sharegpt ? "conversations" : "messages"
-                guard let raw = object[key], !(raw is NSNull) else { throw RecordError("missing field: '\(key)'") }
-                guard let list = raw as? [Any] else { throw RecordError("wrong type: '\(key)' is not a list") }
+                guard let raw = object[key], !raw.isNull else { throw RecordError("missing field: '\(key)'") }
+                guard case .array(let list) = raw else { throw RecordError("wrong type: '\(key)' is not a list") }
                 var m: [ChatMessage] = []
-                if let s = object["system"] as? String, !s.isEmpty { m.append(ChatMessage(role: "system", content: s)) }
+                if let s = object["system"]?.string, !s.isEmpty { m.append(ChatMessage(role: "system", content: s)) }
                 for (i, item) in list.enumerated() {
-                    guard let d = item as? [String: Any] else { throw RecordError("wrong type: \(key)[\(i)] is not an object") }
+                    guard case .object(let d) = item else { throw RecordError("wrong type: \(key)[\(i)] is not an object") }
                     m.append(try message(mapping.apply(d), at: i, list: key))
                 }
-                return .success(.conversation(try validated(m)))
+                return .success(.conversation(try validated(m, dropped: &dropped)))
             }
         } catch let e as RecordError {
             return .failure(e)
@@ -148,13 +154,13 @@ struct RecordError: Error {
     init(_ message: String) { self.message = message }
 }
 
-private func field(_ o: [String: Any], _ key: String, optional: Bool = false) throws -> String {
-    guard let v = o[key], !(v is NSNull) else {
+private func field(_ o: [String: RecordValue], _ key: String, optional: Bool = false) throws -> String {
+    guard let v = o[key], !v.isNull else {
         if optional { return "" }
         throw RecordError("missing field: '\(key)'")
     }
-    guard let s = v as? String else { throw RecordError("wrong type: '\(key)' is not a string") }
-    if !optional && s.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
+    guard let s = v.string else { throw RecordError("wrong type: '\(key)' is not a string") }
+    if !optional && isBlank(s) {
         throw RecordError("empty turn: '\(key)' is empty")
     }
     return s
@@ -162,20 +168,20 @@ private func field(_ o: [String: Any], _ key: String, optional: Bool = false) th
 
 /// One message of a `conversations` / `messages` list: `{from, value}` or `{role, content}`;
 /// OpenAI content given as a list of `{type: "text", text}` parts is joined.
-private func message(_ d: [String: Any], at i: Int, list: String) throws -> ChatMessage {
+private func message(_ d: [String: RecordValue], at i: Int, list: String) throws -> ChatMessage {
     guard let roleValue = d["from"] ?? d["role"] else { throw RecordError("missing field: \(list)[\(i)] has no 'from'/'role'") }
-    guard let role = roleValue as? String else { throw RecordError("wrong type: \(list)[\(i)] role is not a string") }
+    guard let role = roleValue.string else { throw RecordError("wrong type: \(list)[\(i)] role is not a string") }
     guard let mapped = canonicalRole(role) else { throw RecordError("unknown role: '\(role)' in \(list)[\(i)]") }
-    guard let contentValue = d["value"] ?? d["content"], !(contentValue is NSNull) else {
+    guard let contentValue = d["value"] ?? d["content"], !contentValue.isNull else {
         throw RecordError("missing field: \(list)[\(i)] has no 'value'/'content'")
     }
     var text: String
-    if let s = contentValue as? String {
+    if let s = contentValue.string {
         text = s
-    } else if let parts = contentValue as? [Any] {
+    } else if case .array(let parts) = contentValue {
         text = ""
         for p in parts {
-            guard let pd = p as? [String: Any], let t = pd["text"] as? String else {
+            guard case .object(let pd) = p, let t = pd["text"]?.string else {
                 throw RecordError("wrong type: \(list)[\(i)] content part is not {type: text, text}")
             }
             text += t
@@ -184,6 +190,19 @@ private func message(_ d: [String: Any], at i: Int, list: String) throws -> Chat
         throw RecordError("wrong type: \(list)[\(i)] content is not a string")
     }
     return ChatMessage(role: mapped, content: text)
+}
+
+/// True when the text shows nothing: only Unicode White_Space characters and zero-width
+/// characters (ZWSP, ZWNJ, ZWJ, word joiner, BOM). Spelled out rather than taken from
+/// Foundation so that "empty turn" means the same on every platform (and in the reference script).
+func isBlank(_ s: String) -> Bool {
+    s.unicodeScalars.allSatisfy { u in
+        switch u.value {
+        case 0x09...0x0D, 0x20, 0x85, 0xA0, 0x1680, 0x2000...0x200A, 0x2028, 0x2029, 0x202F, 0x205F, 0x3000: return true
+        case 0x200B, 0x200C, 0x200D, 0x2060, 0xFEFF: return true
+        default: return false
+        }
+    }
 }
 
 /// Dataset role names to the chat roles templates expect.
@@ -196,25 +215,33 @@ func canonicalRole(_ role: String) -> String? {
     }
 }
 
-/// Checks the conversation rules (see the file header) and returns the messages unchanged.
-func validated(_ messages: [ChatMessage]) throws -> [ChatMessage] {
+/// Checks the conversation rules (see the file header); returns the messages, less a leading
+/// assistant turn (then `dropped` is set). Error messages number messages as in the record.
+func validated(_ messages: [ChatMessage], dropped: inout Bool) throws -> [ChatMessage] {
     guard !messages.isEmpty else { throw RecordError("empty conversation: no messages") }
+    var m = messages
+    let firstTurn = m[0].role == "system" ? 1 : 0
+    if firstTurn < m.count, m[firstTurn].role == "assistant" {
+        m.remove(at: firstTurn)
+        dropped = true
+    }
+    func number(_ i: Int) -> Int { dropped && i >= firstTurn ? i + 1 : i }
     var expected = "user"
     var sawAssistant = false
-    for (i, m) in messages.enumerated() {
-        if m.content.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
-            throw RecordError("empty turn: message \(i) (\(m.role)) has no content")
+    for (i, msg) in m.enumerated() {
+        if isBlank(msg.content) {
+            throw RecordError("empty turn: message \(number(i)) (\(msg.role)) has no content")
         }
-        if i == 0 && m.role == "system" { continue }
-        guard m.role == expected else {
-            let previous = i == 0 ? "the start" : "'\(messages[i - 1].role)'"
-            throw RecordError("roles do not alternate: message \(i) is '\(m.role)' after \(previous)")
+        if i == 0 && msg.role == "system" { continue }
+        guard msg.role == expected else {
+            let previous = i == 0 ? "the start" : "'\(m[i - 1].role)'"
+            throw RecordError("roles do not alternate: message \(number(i)) is '\(msg.role)' after \(previous)")
         }
-        if m.role == "assistant" { sawAssistant = true }
+        if msg.role == "assistant" { sawAssistant = true }
         expected = expected == "user" ? "assistant" : "user"
     }
     guard sawAssistant else { throw RecordError("no assistant turn") }
-    return messages
+    return m
 }
 
 /// Guanaco / OpenAssistant plain-text conversations: "### Human: … ### Assistant: …".

@@ -59,15 +59,18 @@ public struct Dataset: Sendable {
         var examples: [SFTExample] = []
         examples.reserveCapacity(file.records.count)
         var skipped: [SkippedRecord] = []
+        var droppedLeading = 0
         for (record, object) in zip(file.records, objects) {
             let outcome: Result<SFTContent, RecordError>
+            var dropped = false
             if let o = object {
-                outcome = format.content(of: o, mapping: options.fields)
+                outcome = format.content(of: o, mapping: options.fields, droppedLeadingAssistant: &dropped)
             } else {
                 outcome = .failure(RecordError(record.error ?? "invalid record"))
             }
             switch outcome {
             case .success(let c):
+                if dropped { droppedLeading += 1 }
                 examples.append(SFTExample(content: c, source: record.location))
             case .failure(let e):
                 if options.strict {
@@ -78,7 +81,8 @@ public struct Dataset: Sendable {
             }
         }
         let report = DatasetReport(path: path, fileFormat: file.kind, format: format, records: file.records.count,
-                                   examples: examples.count, skipped: skipped, truncated: file.truncated)
+                                   examples: examples.count, skipped: skipped, leadingAssistantTurnsDropped: droppedLeading,
+                                   truncated: file.truncated)
         return Dataset(examples: examples, report: report)
     }
 }

@@ -20,7 +20,7 @@ public enum RecordSelection: Equatable, Sendable {
 /// One record as found in the file: an object, or why it is not one.
 struct RawRecord {
     var location: SourceLocation
-    var object: [String: Any]?
+    var object: [String: RecordValue]?
     var error: String?
 }
 
@@ -63,14 +63,17 @@ enum RecordReader {
 
     // MARK: JSON
 
-    static func parseObject(_ bytes: UnsafeBufferPointer<UInt8>, _ range: Range<Int>) -> (object: [String: Any]?, error: String?) {
-        let slice = Data(UnsafeBufferPointer(rebasing: bytes[range]))
+    /// Parses one record; a failure names what is wrong and on which line of the file.
+    static func parseObject(_ bytes: UnsafeBufferPointer<UInt8>, _ range: Range<Int>, line: Int) -> (object: [String: RecordValue]?, error: String?) {
         do {
-            let value = try JSONSerialization.jsonObject(with: slice, options: [])
-            guard let object = value as? [String: Any] else { return (nil, "not a JSON object") }
-            return (object, nil)
+            guard case .object(let o) = try RecordJSONParser.parse(bytes, range) else { return (nil, "not a JSON object") }
+            return (o, nil)
+        } catch let e as RecordJSONError {
+            var l = line
+            for k in range.lowerBound..<min(e.offset, range.upperBound) where bytes[k] == 0x0A { l += 1 }
+            return (nil, "invalid JSON: \(e.message) (line \(l))")
         } catch {
-            return (nil, "invalid JSON")
+            return (nil, "invalid JSON: \(error)")
         }
     }
 
@@ -137,9 +140,8 @@ enum RecordReader {
         var records: [RawRecord] = []
         records.reserveCapacity(chosen.count)
         for idx in chosen {
-            var (range, line) = elements[idx]
-            while range.upperBound > range.lowerBound, isSpace(bytes[range.upperBound - 1]) { range = range.lowerBound..<(range.upperBound - 1) }
-            let (object, error) = parseObject(bytes, range)
+            let (range, line) = elements[idx]
+            let (object, error) = parseObject(bytes, range, line: line)
             records.append(RawRecord(location: SourceLocation(line: line, index: idx), object: object, error: error))
         }
         return RecordFile(kind: "JSON array", records: records, truncated: truncated)
@@ -167,7 +169,7 @@ enum RecordReader {
         case .sample(let k, let seed): chosen = DataShuffle.sample(k, of: lines.count, seed: seed)
         }
         let records = chosen.map { idx -> RawRecord in
-            let (object, error) = parseObject(bytes, lines[idx].range)
+            let (object, error) = parseObject(bytes, lines[idx].range, line: lines[idx].line)
             return RawRecord(location: SourceLocation(line: lines[idx].line, index: idx), object: object, error: error)
         }
         return RecordFile(kind: "JSON Lines", records: records, truncated: nil)
@@ -250,8 +252,8 @@ enum RecordReader {
             guard row.fields.count == keys.count else {
                 return RawRecord(location: loc, object: nil, error: "CSV row has \(row.fields.count) fields, header has \(keys.count)")
             }
-            var object: [String: Any] = [:]
-            for (k, v) in zip(keys, row.fields) { object[k] = v }
+            var object: [String: RecordValue] = [:]
+            for (k, v) in zip(keys, row.fields) { object[k] = .string(v) }
             return RawRecord(location: loc, object: object, error: nil)
         }
         return RecordFile(kind: "CSV", records: records, truncated: nil)

@@ -128,6 +128,9 @@ public struct DatasetReport: Sendable, CustomStringConvertible {
     /// Examples kept.
     public var examples: Int
     public var skipped: [SkippedRecord]
+    /// Kept conversations whose first turn was the assistant's and was dropped (see
+    /// DatasetFormats.swift: ShareGPT's split conversations).
+    public var leadingAssistantTurnsDropped: Int
     /// Set when the file ends inside a record (a cut-off download): that partial record is not
     /// counted in `records`.
     public var truncated: String?
@@ -147,6 +150,9 @@ public struct DatasetReport: Sendable, CustomStringConvertible {
 
     public var description: String {
         var s = "\(path): \(fileFormat), format \(format.rawValue): \(records) records, \(examples) examples, \(skipped.count) skipped"
+        if leadingAssistantTurnsDropped > 0 {
+            s += "\n  \(leadingAssistantTurnsDropped) conversations started with an assistant turn, which was dropped"
+        }
         for (reason, count) in skippedByReason { s += "\n  skipped \(count): \(reason)" }
         for r in skipped.prefix(5) { s += "\n  e.g. \(r)" }
         if let t = truncated { s += "\n  warning: \(t)" }
