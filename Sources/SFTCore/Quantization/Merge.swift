@@ -1,8 +1,8 @@
 // Merging a QLoRA run for deployment: every 4-bit Linear is dequantized to f32 and its LoRA
 // update s·B·A added, giving an ordinary f32 model that saves as an HF folder (f32, bf16 or
-// f16). Merging is exact up to rounding, but the saved dtype rounds the merged weights, so
-// `merge(_:sampleTokens:dtype:)` reports max and mean |Δ logits| between the unmerged model
-// (4-bit base + adapters) and the merged one as it will be saved.
+// f16, through HFExport). Merging is exact up to rounding, but the saved dtype rounds the
+// merged weights, so `merge(_:sampleTokens:dtype:)` reports max and mean |Δ logits| between the
+// unmerged model (4-bit base + adapters) and the merged one as it will be saved.
 
 import Foundation
 
@@ -69,41 +69,15 @@ public enum QLoRAMerge {
         }
     }
 
-    /// Writes an HF model folder: config.json (from the model) and model.safetensors with every
-    /// parameter under its HF name as `dtype`, plus the tokenizer and generation files found in
-    /// `tokenizerFolder`. The model must hold no 4-bit Linears or adapters (merge first).
-    public static func writeHFFolder(_ model: CausalLM, to directory: URL, dtype: SafetensorsDType = .f32,
-                                     tokenizerFolder: URL? = nil) throws {
-        guard [.f32, .bf16, .f16].contains(dtype) else {
-            throw SFTError.unsupported("merged weights as \(dtype.rawValue) (use F32, BF16 or F16)")
-        }
-        for (name, m) in model.namedModules() {
-            if let l = m as? Linear, l.quantized != nil || l.lora != nil {
-                throw SFTError.weights(key: name, message: "still 4-bit or carrying a LoRA adapter; call QLoRAMerge.merge first")
-            }
-        }
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        var tensors: [(name: String, tensor: SafetensorsTensor)] = []
-        for (name, p) in model.namedParameters() {
-            tensors.append((name, try SafetensorsTensor(try p.value.floats(), shape: p.value.shape, as: dtype)))
-        }
-        try Safetensors.write(tensors, metadata: ["format": "pt"], to: directory.appendingPathComponent("model.safetensors"))
-        var config = model.hfConfig
-        config["torch_dtype"] = dtype == .f32 ? "float32" : dtype == .bf16 ? "bfloat16" : "float16"
-        let json = try JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys])
-        let configURL = directory.appendingPathComponent("config.json")
-        do { try json.write(to: configURL, options: .atomic) } catch {
-            throw SFTError.io(path: configURL.path, message: "write failed: \(error)")
-        }
-        guard let from = tokenizerFolder else { return }
-        for file in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
-                     "tokenizer.model", "vocab.json", "merges.txt"] {
-            let src = from.appendingPathComponent(file), dst = directory.appendingPathComponent(file)
-            guard FileManager.default.fileExists(atPath: src.path) else { continue }
-            try? FileManager.default.removeItem(at: dst)
-            do { try FileManager.default.copyItem(at: src, to: dst) } catch {
-                throw SFTError.io(path: dst.path, message: "cannot copy \(src.path): \(error)")
-            }
-        }
+    /// Merges `lm`'s model (4-bit base + adapters) into f32, rounds it to `dtype` and saves it
+    /// as an HF folder with `HFExport.saveModel`. Returns |Δ logits| of the saved weights
+    /// against the unmerged model on `sampleTokens` (the BOS token when empty).
+    @discardableResult
+    public static func mergeAndSave(_ lm: LanguageModel, to directory: URL, dtype: SafetensorsDType = .f32,
+                                    sampleTokens: [Int32] = []) throws -> LogitsDifference {
+        let tokens = sampleTokens.isEmpty ? [lm.tokenizer.bosTokenId ?? 0] : sampleTokens
+        let report = try merge(lm.model, sampleTokens: tokens, dtype: dtype)
+        try HFExport.saveModel(lm, to: directory, dtype: dtype)
+        return report
     }
 }

@@ -104,6 +104,41 @@ public enum BlockwiseQuant {
         return out
     }
 
+    /// Dequantizes values [start, start + count) of a tensor with the vectorized kernel
+    /// (`packed` and `absmax` are the whole tensor's).
+    public static func dequantizeRange(packed: [UInt8], absmax: [Float], start: Int, count: Int, type: QuantType,
+                                       blockSize: Int) throws -> [Float] {
+        guard blockSize > 0, start >= 0, count >= 0, packed.count >= (start + count + 1) / 2,
+              absmax.count >= (start + count + blockSize - 1) / blockSize else {
+            throw SFTError.shape(op: "dequantizeRange", message: "values \(start)..<\(start + count) of \(packed.count) bytes, \(absmax.count) scales")
+        }
+        var out = [Float](repeating: 0, count: count)
+        guard count > 0 else { return out }
+        let rc = absmax.withUnsafeBufferPointer { a in
+            out.withUnsafeMutableBufferPointer { y in
+                sft_nf4_dequantize(type.cType, packed, a.baseAddress! + start / blockSize, Int64(blockSize), Int64(start),
+                                   Int64(count), y.baseAddress)
+            }
+        }
+        if rc != 0 { throw SFTError.shape(op: "dequantizeRange", message: String(cString: sft_last_error())) }
+        return out
+    }
+
+    /// y = W x for W (rows, cols) in 4 bits (the batch-1 decode kernel, single-threaded here).
+    public static func matVec4bit(packed: [UInt8], absmax: [Float], x: [Float], rows: Int, cols: Int, type: QuantType,
+                                  blockSize: Int) throws -> [Float] {
+        guard blockSize > 0, x.count == cols, packed.count >= (rows * cols + 1) / 2,
+              absmax.count >= (rows * cols + blockSize - 1) / blockSize else {
+            throw SFTError.shape(op: "matVec4bit", message: "\(rows)×\(cols) matrix, x of \(x.count), \(packed.count) bytes, \(absmax.count) scales")
+        }
+        var y = [Float](repeating: 0, count: rows)
+        let rc = y.withUnsafeMutableBufferPointer { yp in
+            sft_nf4_matvec(type.cType, packed, absmax, Int64(blockSize), x, yp.baseAddress, Int64(rows), Int64(cols), 0, 1)
+        }
+        if rc != 0 { throw SFTError.shape(op: "matVec4bit", message: String(cString: sft_last_error())) }
+        return y
+    }
+
     /// bitsandbytes' reference 8-bit blockwise quantizer against an ascending 256-value code.
     public static func quantizeBlockwise8(_ values: [Float], blockSize: Int, code: [Float] = dynamicMap) throws -> (codes: [UInt8], absmax: [Float]) {
         guard code.count == 256, blockSize > 0 else {
@@ -189,29 +224,32 @@ public final class QuantizedWeight {
     /// bitsandbytes' f32 mean in the last bits; any offset decodes the same way).
     public convenience init(quantizing values: UnsafeBufferPointer<Float>, shape: [Int], config: QuantizationConfig,
                             on backend: Backend) throws {
+        let (packed, scales) = try Self.quantize(values, shape: shape, config: config, on: backend)
+        self.init(type: config.type, shape: shape, blockSize: config.blockSize, computeDType: config.computeDType,
+                  packed: packed, scales: scales)
+    }
+
+    public convenience init(quantizing values: [Float], shape: [Int], config: QuantizationConfig, on backend: Backend) throws {
+        let (packed, scales) = try values.withUnsafeBufferPointer { try Self.quantize($0, shape: shape, config: config, on: backend) }
+        self.init(type: config.type, shape: shape, blockSize: config.blockSize, computeDType: config.computeDType,
+                  packed: packed, scales: scales)
+    }
+
+    private static func quantize(_ values: UnsafeBufferPointer<Float>, shape: [Int], config: QuantizationConfig,
+                                 on backend: Backend) throws -> (Tensor, Scales) {
         try config.validate()
         guard shape.reduce(1, *) == values.count, !shape.isEmpty else {
             throw SFTError.shape(op: "QuantizedWeight", message: "\(values.count) values for shape \(shape)")
         }
         let (packedBytes, absmax) = try BlockwiseQuant.quantize4bit(values, type: config.type, blockSize: config.blockSize)
         let packed = try Tensor(bytes: packedBytes, on: backend)
-        let scales: Scales
-        if config.doubleQuant {
-            let offset = Float(absmax.reduce(0.0) { $0 + Double($1) } / Double(max(1, absmax.count)))
-            let (codes, absmax2) = try BlockwiseQuant.quantizeBlockwise8(absmax.map { $0 - offset },
-                                                                           blockSize: DoubleQuantizedScales.blockSize)
-            scales = .doubleQuantized(DoubleQuantizedScales(codes: try Tensor(bytes: codes, on: backend),
-                                                            absmax: try Tensor(absmax2, shape: [absmax2.count], on: backend),
-                                                            offset: offset, code: BlockwiseQuant.dynamicMap))
-        } else {
-            scales = .absmax(try Tensor(absmax, shape: [absmax.count], on: backend))
-        }
-        self.init(type: config.type, shape: shape, blockSize: config.blockSize, computeDType: config.computeDType,
-                  packed: packed, scales: scales)
-    }
-
-    public convenience init(quantizing values: [Float], shape: [Int], config: QuantizationConfig, on backend: Backend) throws {
-        try values.withUnsafeBufferPointer { try self.init(quantizing: $0, shape: shape, config: config, on: backend) }
+        guard config.doubleQuant else { return (packed, .absmax(try Tensor(absmax, shape: [absmax.count], on: backend))) }
+        let offset = Float(absmax.reduce(0.0) { $0 + Double($1) } / Double(max(1, absmax.count)))
+        let (codes, absmax2) = try BlockwiseQuant.quantizeBlockwise8(absmax.map { $0 - offset },
+                                                                       blockSize: DoubleQuantizedScales.blockSize)
+        return (packed, .doubleQuantized(DoubleQuantizedScales(codes: try Tensor(bytes: codes, on: backend),
+                                                               absmax: try Tensor(absmax2, shape: [absmax2.count], on: backend),
+                                                               offset: offset, code: BlockwiseQuant.dynamicMap)))
     }
 
     /// The f32 absmax of blocks [first, first + n) into `out` (host memory).
