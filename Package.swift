@@ -24,7 +24,7 @@ let package = Package(
         .target(name: "CSFTKernels", cSettings: kernelCFlags, linkerSettings: [.linkedLibrary("m"), .linkedLibrary("dl")]),
         .target(name: "SFTKernels", dependencies: ["CSFTKernels", "COpenBLAS"]),
         .target(name: "SFTCore", dependencies: ["SFTKernels"]),
-        .executableTarget(name: "sftctl", dependencies: ["SFTCore"]),
+        .executableTarget(name: "sftctl", dependencies: ["SFTCore", "COpenBLAS"]),
         .executableTarget(name: "quickstart", dependencies: ["SFTCore"], path: "Examples/quickstart"),
         .testTarget(name: "SFTKernelsTests", dependencies: ["SFTKernels"]),
         .testTarget(name: "SFTCoreTests", dependencies: ["SFTCore"], resources: [.copy("Fixtures")]),

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #define SFT_INLINE static inline __attribute__((always_inline))
+#define SFT_ARGS(...) __VA_ARGS__
 
 /// 2 = AVX-512, 1 = AVX2+FMA, 0 = generic: detected once, lowered by sft_cpu_set_isa.
 int sft_isa_level(void);
@@ -52,8 +53,23 @@ int sft_isa_level(void);
         default: name##_generic args; break;                                                   \
         }                                                                                      \
     }
+/// Like SFT_DISPATCH for kernels whose register tiling depends on the vector registers:
+/// name_impl takes a leading `wide` flag, 1 with AVX-512 (32 registers of 16 floats), else 0.
+#define SFT_DISPATCH_WIDE(ret, name, params, args)                                             \
+    SFT_TARGET_AVX512 static ret name##_avx512 params { return name##_impl(1, SFT_ARGS args); } \
+    SFT_TARGET_AVX2 static ret name##_avx2 params { return name##_impl(0, SFT_ARGS args); }     \
+    static ret name##_generic params { return name##_impl(0, SFT_ARGS args); }                  \
+    ret name params {                                                                          \
+        switch (sft_isa_level()) {                                                             \
+        case 2: return name##_avx512 args;                                                     \
+        case 1: return name##_avx2 args;                                                       \
+        default: return name##_generic args;                                                   \
+        }                                                                                      \
+    }
 #else
 #define SFT_DISPATCH(ret, name, params, args) ret name params { return name##_impl args; }
+#define SFT_DISPATCH_WIDE(ret, name, params, args) \
+    ret name params { return name##_impl(0, SFT_ARGS args); }
 #define SFT_DISPATCH_VOID(name, params, args) void name params { name##_impl args; }
 #endif
 

@@ -87,6 +87,9 @@ public protocol Backend: AnyObject, Sendable {
               invFreq: BufferView, N: Int, H: Int, D: Int, inverse: Bool) throws
 
     // MARK: attention (causal, GQA, document ids, ALiBi); dq/dk/dv written
+    /// docIds (B, T) i32: a document is a maximal run of equal ids, and a token attends only to
+    /// earlier tokens of its own run. alibi (H): slopes. lse (B, H, T) is saved for backward.
+    /// In backward, dout has o's layout (ldo) and dq, dk, dv have q's, k's and v's.
     func attentionForward(q: BufferView, k: BufferView, v: BufferView, o: BufferView,
                           lse: BufferView, docIds: BufferView?, alibi: BufferView?,
                           shape: AttentionShape) throws

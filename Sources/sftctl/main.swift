@@ -16,6 +16,11 @@ struct Command {
 
 let commands: [Command] = [
     // one line per command, sorted by name
+    benchCommand,
+    chatCommand,
+    evalCommand,
+    finetuneCommand,
+    generateCommand,
     inspectCommand,
     tokenizeCommand,
 ]

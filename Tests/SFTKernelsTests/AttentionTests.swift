@@ -3,6 +3,7 @@
 // ALiBi, q/k/v as slices of one fused buffer; backward against finite differences; packed
 // documents never see each other; the result does not depend on how many cores ran it.
 
+import CSFTKernels
 import SFTKernels
 import XCTest
 
@@ -21,6 +22,11 @@ struct AttentionCase: CustomStringConvertible {
 
     func reference(_ q: [Double], _ k: [Double], _ v: [Double]) -> (o: [Double], lse: [Double]) {
         Ref.attention(q: q, k: k, v: v, doc: doc, alibi: alibi?.doubles, B: B, T: T, H: H, KV: KV, D: D, scale: Double(scale))
+    }
+    func referenceBackward(_ q: [Double], _ k: [Double], _ v: [Double], _ dout: [Double])
+        -> (dq: [Double], dk: [Double], dv: [Double]) {
+        Ref.attentionBackward(q: q, k: k, v: v, dout: dout, doc: doc, alibi: alibi?.doubles, B: B, T: T, H: H,
+                              KV: KV, D: D, scale: Double(scale))
     }
 
     /// Runs forward and (when dout is given) backward on the CPU backend; returns dense arrays.
@@ -92,13 +98,13 @@ func packedDocs(_ rng: inout RNG, B: Int, T: Int) -> [Int32] {
 final class AttentionTests: XCTestCase {
     let cpu = CPUBackend.shared
 
-    func testForwardMatchesReferenceOnRandomShapes() throws {
+    func testForwardAndBackwardMatchReferenceOnRandomShapes() throws {
         var rng = RNG(30)
         var cases: [AttentionCase] = []
         for i in 0..<14 {
             let KV = rng.pick([1, 2, 3]), ratio = [1, 3, 4][i % 3]
             let T = rng.pick([1, 3, 17, 64, 65, 130]), B = rng.pick([1, 2])
-            var c = AttentionCase(B: B, T: T, H: KV * ratio, KV: KV, D: rng.pick([4, 7, 16, 64]))
+            var c = AttentionCase(B: B, T: T, H: KV * ratio, KV: KV, D: rng.pick([4, 7, 16, 20, 64, 80]))
             if i % 2 == 0 { c.doc = packedDocs(&rng, B: B, T: T) }
             if i % 4 < 2 { c.alibi = (0..<c.H).map { _ in Float(rng.uniform() * 0.5) } }
             c.fused = i % 3 != 1
@@ -107,12 +113,16 @@ final class AttentionTests: XCTestCase {
         cases.append(AttentionCase(B: 1, T: 200, H: 9, KV: 3, D: 64, doc: nil, alibi: nil, fused: true))
         for c in cases {
             let q = rng.floats(c.B * c.T * c.H * c.D, scale: 2), k = rng.floats(c.B * c.T * c.KV * c.D, scale: 2)
-            let v = rng.floats(c.B * c.T * c.KV * c.D)
+            let v = rng.floats(c.B * c.T * c.KV * c.D), dout = rng.floats(c.B * c.T * c.H * c.D)
             let want = c.reference(q.doubles, k.doubles, v.doubles)
+            let wantGrad = c.referenceBackward(q.doubles, k.doubles, v.doubles, dout.doubles)
             try forEachISA { isa in
-                let got = try c.run(q: q, k: k, v: v, dout: nil)
+                let got = try c.run(q: q, k: k, v: v, dout: dout)
                 assertClose(got.o, want.o, rtol: 1e-4, atol: 2e-5, "attention o \(isa) \(c)")
                 assertClose(got.lse, want.lse, rtol: 1e-5, atol: 2e-5, "attention lse \(isa) \(c)")
+                assertClose(got.dq, wantGrad.dq, rtol: 1e-3, atol: 1e-4, "attention dq \(isa) \(c)")
+                assertClose(got.dk, wantGrad.dk, rtol: 1e-3, atol: 1e-4, "attention dk \(isa) \(c)")
+                assertClose(got.dv, wantGrad.dv, rtol: 1e-3, atol: 1e-4, "attention dv \(isa) \(c)")
             }
         }
     }
@@ -123,11 +133,17 @@ final class AttentionTests: XCTestCase {
             AttentionCase(B: 2, T: 9, H: 6, KV: 2, D: 4, fused: true),
             AttentionCase(B: 1, T: 70, H: 4, KV: 1, D: 3),
             AttentionCase(B: 1, T: 12, H: 3, KV: 3, D: 5, fused: true),
+            // head dims that take the kernels' vector paths: 64 + 16 columns, 16 + 4
+            AttentionCase(B: 1, T: 14, H: 4, KV: 1, D: 80, fused: true),
+            AttentionCase(B: 2, T: 66, H: 2, KV: 2, D: 20),
         ]
         cases[0].doc = [0, 0, 0, 1, 1, 2, 2, 2, 2, 5, 5, 5, 5, 5, 5, 7, 8, 8]
         cases[0].alibi = [0.5, 0.25, 0.125, 0.0625, 0.3, 0.0]
         cases[1].doc = (0..<70).map { Int32($0 < 20 ? 0 : 1) }
         cases[2].alibi = [0.1, 0.2, 0.4]
+        cases[3].doc = [0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 0, 0]
+        cases[3].alibi = [0.2, 0.1, 0.05, 0.025]
+        cases[4].doc = (0..<132).map { Int32($0 < 40 || ($0 >= 66 && $0 < 70) ? 0 : 1) }
         for c in cases {
             let nq = c.B * c.T * c.H * c.D, nk = c.B * c.T * c.KV * c.D
             let q = rng.floats(nq, scale: 2), k = rng.floats(nk, scale: 2), v = rng.floats(nk), r = rng.floats(nq)
@@ -143,6 +159,17 @@ final class AttentionTests: XCTestCase {
                 assertGradient(ki.map { Double(got.dv[$0]) }, nvg, "attention dv \(isa) \(c)")
             }
         }
+    }
+
+    func testReferenceBackwardIsTheDerivativeOfReferenceForward() {
+        var rng = RNG(34)
+        let c = AttentionCase(B: 1, T: 7, H: 4, KV: 2, D: 3, doc: [0, 0, 0, 1, 1, 1, 1], alibi: [0.3, 0.2, 0.1, 0])
+        let q = rng.floats(c.T * c.H * c.D).doubles, k = rng.floats(c.T * c.KV * c.D).doubles
+        let v = rng.floats(c.T * c.KV * c.D).doubles, r = rng.floats(c.T * c.H * c.D)
+        let grad = c.referenceBackward(q, k, v, r.doubles)
+        assertGradient(grad.dq, numericGradient(q, at: Array(q.indices)) { dotLoss(c.reference($0, k, v).o, r) }, tol: 1e-6, "reference dq")
+        assertGradient(grad.dk, numericGradient(k, at: Array(k.indices)) { dotLoss(c.reference(q, $0, v).o, r) }, tol: 1e-6, "reference dk")
+        assertGradient(grad.dv, numericGradient(v, at: Array(v.indices)) { dotLoss(c.reference(q, k, $0).o, r) }, tol: 1e-6, "reference dv")
     }
 
     func testPackedRowsNeverAttendAcrossDocuments() throws {
@@ -188,6 +215,37 @@ final class AttentionTests: XCTestCase {
         XCTAssertEqual(one.dq, many.dq)
         XCTAssertEqual(one.dk, many.dk)
         XCTAssertEqual(one.dv, many.dv)
+    }
+
+    /// The C kernels' fixed split (no shared counter): parts run one after another still cover
+    /// every unit exactly once and give the backend's result bit for bit.
+    func testFixedSplitPartsCoverAllWork() throws {
+        var rng = RNG(35)
+        let (B, T, H, KV, D) = (2, 150, 6, 2, 16)
+        let doc = packedDocs(&rng, B: B, T: T)
+        let q = rng.floats(B * T * H * D), k = rng.floats(B * T * KV * D), v = rng.floats(B * T * KV * D)
+        let dout = rng.floats(B * T * H * D)
+        let want = try AttentionCase(B: B, T: T, H: H, KV: KV, D: D, doc: doc).run(q: q, k: k, v: v, dout: dout)
+        var o = [Float](repeating: .nan, count: q.count), lse = [Float](repeating: .nan, count: B * H * T)
+        var dq = o, dk = [Float](repeating: .nan, count: k.count), dv = dk
+        for nparts: Int32 in [1, 3] {
+            for part in 0..<nparts {
+                XCTAssertEqual(sft_attention_fwd_f32(q, Int64(H * D), k, Int64(KV * D), v, Int64(KV * D), &o, Int64(H * D), &lse,
+                                                     doc, nil, Int64(B), Int64(T), Int64(H), Int64(KV), Int64(D),
+                                                     1 / Float(D).squareRoot(), nil, part, nparts), 0)
+            }
+            XCTAssertEqual(o, want.o, "o, \(nparts) parts")
+            XCTAssertEqual(lse, want.lse, "lse, \(nparts) parts")
+            for part in 0..<nparts {
+                XCTAssertEqual(sft_attention_bwd_f32(q, Int64(H * D), k, Int64(KV * D), v, Int64(KV * D), o, Int64(H * D), dout,
+                                                     Int64(H * D), lse, doc, nil, &dq, Int64(H * D), &dk, Int64(KV * D), &dv,
+                                                     Int64(KV * D), Int64(B), Int64(T), Int64(H), Int64(KV), Int64(D),
+                                                     1 / Float(D).squareRoot(), nil, part, nparts), 0)
+            }
+            XCTAssertEqual(dq, want.dq, "dq, \(nparts) parts")
+            XCTAssertEqual(dk, want.dk, "dk, \(nparts) parts")
+            XCTAssertEqual(dv, want.dv, "dv, \(nparts) parts")
+        }
     }
 
     func testBadShapesThrowNamingTheShape() throws {

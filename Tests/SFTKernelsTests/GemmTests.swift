@@ -52,6 +52,21 @@ final class GemmTests: XCTestCase {
         }
     }
 
+    func testEmptyProductsScaleCByBeta() throws {
+        let c0: [Float] = [1, 2, 3, 4, 5, 6]
+        let c = try Dev.upload(c0), a = try Dev.zeros(8)
+        // K = 0: op(A) op(B) is a zero matrix, so C = beta C
+        try cpu.gemm(transA: false, transB: false, M: 2, N: 3, K: 0, alpha: 1, A: a, lda: 1, strideA: 0, B: a, ldb: 3,
+                     strideB: 0, beta: 0.5, C: c, ldc: 3, strideC: 6, batch: 1)
+        XCTAssertEqual(try Dev.floats(c, 6), c0.map { $0 * 0.5 })
+        // M = 0 or batch = 0: nothing to do
+        try cpu.gemm(transA: false, transB: false, M: 0, N: 3, K: 2, alpha: 1, A: a, lda: 2, strideA: 0, B: a, ldb: 3,
+                     strideB: 0, beta: 0, C: c, ldc: 3, strideC: 0, batch: 4)
+        try cpu.gemm(transA: false, transB: false, M: 2, N: 3, K: 2, alpha: 1, A: a, lda: 2, strideA: 0, B: a, ldb: 3,
+                     strideB: 0, beta: 0, C: c, ldc: 3, strideC: 6, batch: 0)
+        XCTAssertEqual(try Dev.floats(c, 6), c0.map { $0 * 0.5 })
+    }
+
     func testBadArgumentsThrowNamingGemmAndShapes() throws {
         let x = try Dev.zeros(100)
         func call(M: Int = 4, N: Int = 4, K: Int = 4, lda: Int = 4, ldb: Int = 4, ldc: Int = 4, batch: Int = 1,

@@ -103,22 +103,25 @@ void sft_rope_f32(const float *x, int64_t ldx, float *y, int64_t ldy, const int3
 // alibi: (H) slopes or NULL; adds -slope * (t - s) to the (scaled) score.
 // lse: (B, H, T) log-sum-exp of the scores, saved for backward.
 // Work is split into units — (b, h, block of query rows) in forward; (b, kv head, key tile)
-// for dk/dv and (b, h, query block) for dq in backward — and units are spread over parts by
-// cost, so every output row has one writer. dq, dk, dv are written (=).
+// for dk/dv and (b, h, query block) for dq in backward — so every output row has one writer.
+// next: a counter shared by the parts of one call, 0 before the call; parts take units from it
+// largest first as they go (balanced even when the OS delays a part). NULL: each part runs a
+// fixed share. The result does not depend on which part ran a unit. dq, dk, dv are written (=).
 // Return 0, or -1 (message in sft_last_error) when scratch memory cannot be allocated.
 // ---------------------------------------------------------------------------------------------
 
 int sft_attention_fwd_f32(const float *q, int64_t ldq, const float *k, int64_t ldk,
                           const float *v, int64_t ldv, float *o, int64_t ldo, float *lse,
                           const int32_t *doc, const float *alibi, int64_t B, int64_t T,
-                          int64_t H, int64_t KV, int64_t D, float scale, int part, int nparts);
+                          int64_t H, int64_t KV, int64_t D, float scale, int64_t *next, int part,
+                          int nparts);
 int sft_attention_bwd_f32(const float *q, int64_t ldq, const float *k, int64_t ldk,
                           const float *v, int64_t ldv, const float *o, int64_t ldo,
                           const float *dout, int64_t lddo, const float *lse,
                           const int32_t *doc, const float *alibi, float *dq, int64_t lddq,
                           float *dk, int64_t lddk, float *dv, int64_t lddv, int64_t B,
-                          int64_t T, int64_t H, int64_t KV, int64_t D, float scale, int part,
-                          int nparts);
+                          int64_t T, int64_t H, int64_t KV, int64_t D, float scale, int64_t *next,
+                          int part, int nparts);
 
 // ---------------------------------------------------------------------------------------------
 // SwiGLU: h = silu(g) * u over n elements. Backward writes dg, du (=).

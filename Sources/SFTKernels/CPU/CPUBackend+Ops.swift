@@ -222,13 +222,18 @@ extension CPUBackend {
         parts(work: s.B * s.H * s.T * s.T * s.D / 16, grain: 1 << 14)
     }
 
-    /// Runs a C kernel returning a status in parts and throws the first failure's message
-    /// (read on the thread that failed: the C side keeps it thread-local).
-    private func runParts(_ op: String, _ nparts: Int, _ body: (Int32, Int32) -> Int32) throws {
+    /// Runs a C kernel returning a status in parts, giving them a shared work counter, and
+    /// throws the first failure's message (read on the thread that failed: the C side keeps it
+    /// thread-local).
+    private func runParts(_ op: String, _ nparts: Int,
+                          _ body: (UnsafeMutablePointer<Int64>, Int32, Int32) -> Int32) throws {
         let failure = NSLock()
         var message: String?
+        let next = UnsafeMutablePointer<Int64>.allocate(capacity: 1)
+        next.initialize(to: 0)
+        defer { next.deallocate() }
         parallel(nparts) { p, np in
-            if body(p, np) != 0 {
+            if body(next, p, np) != 0 {
                 let m = String(cString: sft_last_error())
                 failure.lock(); if message == nil { message = m }; failure.unlock()
             }
@@ -242,10 +247,10 @@ extension CPUBackend {
         try checkAttention("attentionForward", s, q: q, k: k, v: v, o: o, lse: lse, docIds: docIds, alibi: alibi)
         let (pq, pk, pv, po, pl) = (q.f32(), k.f32(), v.f32(), o.f32(), lse.f32())
         let (pd, pa) = (docIds?.i32(), alibi?.f32())
-        try runParts("attentionForward", attentionParts(s)) { p, np in
+        try runParts("attentionForward", attentionParts(s)) { next, p, np in
             sft_attention_fwd_f32(pq, Int64(s.ldq), pk, Int64(s.ldk), pv, Int64(s.ldv), po, Int64(s.ldo),
                                   pl, pd, pa, Int64(s.B), Int64(s.T), Int64(s.H), Int64(s.KV),
-                                  Int64(s.D), s.scale, p, np)
+                                  Int64(s.D), s.scale, next, p, np)
         }
     }
 
@@ -263,11 +268,11 @@ extension CPUBackend {
         try check(dv, rows: rows, width: s.KV * s.D, ld: s.ldv, op, "dv (ldv=\(s.ldv))")
         let (pq, pk, pv, po, pdo, pl) = (q.f32(), k.f32(), v.f32(), o.f32(), dout.f32(), lse.f32())
         let (pd, pa, pdq, pdk, pdv) = (docIds?.i32(), alibi?.f32(), dq.f32(), dk.f32(), dv.f32())
-        try runParts(op, attentionParts(s)) { p, np in
+        try runParts(op, attentionParts(s)) { next, p, np in
             sft_attention_bwd_f32(pq, Int64(s.ldq), pk, Int64(s.ldk), pv, Int64(s.ldv), po, Int64(s.ldo),
                                   pdo, Int64(s.ldo), pl, pd, pa, pdq, Int64(s.ldq), pdk, Int64(s.ldk),
                                   pdv, Int64(s.ldv), Int64(s.B), Int64(s.T), Int64(s.H), Int64(s.KV),
-                                  Int64(s.D), s.scale, p, np)
+                                  Int64(s.D), s.scale, next, p, np)
         }
     }
 

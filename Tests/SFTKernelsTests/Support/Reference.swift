@@ -109,6 +109,45 @@ enum Ref {
         return (o, lse)
     }
 
+    /// The backward of `attention` for L = sum(o * dout), written out per query row:
+    ///   dp_s = do_t · v_s,  delta_t = sum_s p_s dp_s,  ds = p (dp - delta)
+    ///   dq_t += scale ds k_s,  dk_s += scale ds q_t,  dv_s += p do_t
+    static func attentionBackward(q: [Double], k: [Double], v: [Double], dout: [Double], doc: [Int32]?,
+                                  alibi: [Double]?, B: Int, T: Int, H: Int, KV: Int, D: Int,
+                                  scale: Double) -> (dq: [Double], dk: [Double], dv: [Double]) {
+        var dq = [Double](repeating: 0, count: q.count)
+        var dk = [Double](repeating: 0, count: k.count), dv = [Double](repeating: 0, count: v.count)
+        func qi(_ b: Int, _ t: Int, _ h: Int) -> Int { ((b * T + t) * H + h) * D }
+        func ki(_ b: Int, _ s: Int, _ g: Int) -> Int { ((b * T + s) * KV + g) * D }
+        for b in 0..<B {
+            for h in 0..<H {
+                let g = h / (H / KV)
+                for t in 0..<T {
+                    var first = t
+                    if let doc { while first > 0 && doc[b * T + first - 1] == doc[b * T + t] { first -= 1 } } else { first = 0 }
+                    let keys = Array(first...t)
+                    let scores = keys.map { s in
+                        scale * (0..<D).reduce(0.0) { $0 + q[qi(b, t, h) + $1] * k[ki(b, s, g) + $1] } - (alibi?[h] ?? 0) * Double(t - s)
+                    }
+                    let m = scores.max()!
+                    let sum = scores.map { exp($0 - m) }.reduce(0, +)
+                    let p = scores.map { exp($0 - m) / sum }
+                    let dp = keys.map { s in (0..<D).reduce(0.0) { $0 + dout[qi(b, t, h) + $1] * v[ki(b, s, g) + $1] } }
+                    let delta = zip(p, dp).map { $0 * $1 }.reduce(0, +)
+                    for (j, s) in keys.enumerated() {
+                        let ds = p[j] * (dp[j] - delta)
+                        for d in 0..<D {
+                            dq[qi(b, t, h) + d] += scale * ds * k[ki(b, s, g) + d]
+                            dk[ki(b, s, g) + d] += scale * ds * q[qi(b, t, h) + d]
+                            dv[ki(b, s, g) + d] += p[j] * dout[qi(b, t, h) + d]
+                        }
+                    }
+                }
+            }
+        }
+        return (dq, dk, dv)
+    }
+
     // MARK: swiglu, embedding
 
     static func swiglu(_ g: [Double], _ u: [Double]) -> [Double] {
