@@ -184,7 +184,7 @@ public final class QuantizedWeight {
         public let codes: Tensor      // u8, one per 4-bit block
         public let absmax: Tensor     // f32, one per 256 codes
         public let offset: Float
-        public let code: [Float]      // 256 ascending values
+        public let code: [Float]      // 256 ascending values (one shared array)
     }
 
     public enum Scales {
@@ -206,11 +206,11 @@ public final class QuantizedWeight {
     public var backend: Backend { packed.backend }
     public var isDoubleQuantized: Bool { if case .doubleQuantized = scales { return true } else { return false } }
 
-    /// Bytes held: packed codes plus scales.
+    /// Bytes held: packed codes plus scales (the 8-bit code table is shared by all weights).
     public var byteCount: Int {
         switch scales {
         case .absmax(let a): return packed.count + a.count * 4
-        case .doubleQuantized(let d): return packed.count + d.codes.count + d.absmax.count * 4 + 4 + 256 * 4
+        case .doubleQuantized(let d): return packed.count + d.codes.count + d.absmax.count * 4 + 4
         }
     }
 
