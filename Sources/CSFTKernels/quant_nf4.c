@@ -204,10 +204,13 @@ void sft_dequantize_blockwise8(const uint8_t *q, const float *absmax, const floa
                                float *y) {
     // Two roundings, as bitsandbytes: the product, then the offset added to it (no FMA).
 #pragma clang fp contract(off)
-    for (int64_t i = 0; i < count; i++) {
-        int64_t e = start + i;
-        float v = code[q[e]] * absmax[e / blocksize];
-        y[i] = v + offset;
+    for (int64_t e = start, end = start + count; e < end;) {
+        int64_t stop = (e / blocksize + 1) * blocksize < end ? (e / blocksize + 1) * blocksize : end;
+        const float s = absmax[e / blocksize];
+        for (; e < stop; e++) {
+            float v = code[q[e]] * s;
+            y[e - start] = v + offset;
+        }
     }
 }
 
@@ -222,11 +225,17 @@ static void span_generic(const uint8_t *p, const float *t, float s, int64_t pair
     }
 }
 
-// Σ t[q] x over the span (unscaled: the caller multiplies by the block's absmax).
-static float span_dot_generic(const uint8_t *p, const float *t, const float *x, int64_t pairs) {
+// Σ t[q] x over the span (unscaled).
+static float dot_pairs(const uint8_t *p, const float *t, const float *x, int64_t pairs) {
     float acc = 0.0f;
     for (int64_t j = 0; j < pairs; j++) acc += t[p[j] >> 4] * x[2 * j] + t[p[j] & 0x0F] * x[2 * j + 1];
     return acc;
+}
+
+// acc[0..16) += s * (t[q] x) over the span, lane-wise: a row's sum stays in vector lanes
+// across blocks and is reduced once per row. The generic variant uses lane 0.
+static void span_dot_generic(const uint8_t *p, const float *t, const float *x, int64_t pairs, float s, float *acc) {
+    acc[0] += s * dot_pairs(p, t, x, pairs);
 }
 
 #if SFT_HAS_VARIANTS
@@ -250,7 +259,8 @@ SFT_TARGET_AVX512 static void span_avx512(const uint8_t *p, const float *t, floa
     span_generic(p + j, t, s, pairs - j, y + 2 * j);
 }
 
-SFT_TARGET_AVX512 static float span_dot_avx512(const uint8_t *p, const float *t, const float *x, int64_t pairs) {
+SFT_TARGET_AVX512 static void span_dot_avx512(const uint8_t *p, const float *t, const float *x, int64_t pairs, float s,
+                                              float *acc) {
     const __m512 table = _mm512_loadu_ps(t);
     __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
     int64_t j = 0;
@@ -259,7 +269,8 @@ SFT_TARGET_AVX512 static float span_dot_avx512(const uint8_t *p, const float *t,
         acc0 = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_cvtepu8_epi32(i0), table), _mm512_loadu_ps(x + 2 * j), acc0);
         acc1 = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_cvtepu8_epi32(i1), table), _mm512_loadu_ps(x + 2 * j + 16), acc1);
     }
-    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) + span_dot_generic(p + j, t, x + 2 * j, pairs - j);
+    _mm512_storeu_ps(acc, _mm512_fmadd_ps(_mm512_add_ps(acc0, acc1), _mm512_set1_ps(s), _mm512_loadu_ps(acc)));
+    if (j < pairs) acc[0] += s * dot_pairs(p + j, t, x + 2 * j, pairs - j);
 }
 
 // AVX2: the table is two 8-float halves; vpermps uses the low 3 bits of each index and
@@ -284,7 +295,8 @@ SFT_TARGET_AVX2 static void span_avx2(const uint8_t *p, const float *t, float s,
     span_generic(p + j, t, s, pairs - j, y + 2 * j);
 }
 
-SFT_TARGET_AVX2 static float span_dot_avx2(const uint8_t *p, const float *t, const float *x, int64_t pairs) {
+SFT_TARGET_AVX2 static void span_dot_avx2(const uint8_t *p, const float *t, const float *x, int64_t pairs, float s,
+                                          float *acc) {
     const __m256 t0 = _mm256_loadu_ps(t), t1 = _mm256_loadu_ps(t + 8);
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     int64_t j = 0;
@@ -296,16 +308,13 @@ SFT_TARGET_AVX2 static float span_dot_avx2(const uint8_t *p, const float *t, con
         acc0 = _mm256_fmadd_ps(lookup8_avx2(i1, t0, t1), _mm256_loadu_ps(xx + 16), acc0);
         acc1 = _mm256_fmadd_ps(lookup8_avx2(_mm_srli_si128(i1, 8), t0, t1), _mm256_loadu_ps(xx + 24), acc1);
     }
-    __m256 acc = _mm256_add_ps(acc0, acc1);
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_add_ss(h, _mm_movehdup_ps(h));
-    return _mm_cvtss_f32(h) + span_dot_generic(p + j, t, x + 2 * j, pairs - j);
+    _mm256_storeu_ps(acc, _mm256_fmadd_ps(_mm256_add_ps(acc0, acc1), _mm256_set1_ps(s), _mm256_loadu_ps(acc)));
+    if (j < pairs) acc[0] += s * dot_pairs(p + j, t, x + 2 * j, pairs - j);
 }
 #endif
 
 typedef void (*span_fn)(const uint8_t *, const float *, float, int64_t, float *);
-typedef float (*span_dot_fn)(const uint8_t *, const float *, const float *, int64_t);
+typedef void (*span_dot_fn)(const uint8_t *, const float *, const float *, int64_t, float, float *);
 
 static span_fn pick_span(void) {
 #if SFT_HAS_VARIANTS
@@ -370,21 +379,21 @@ int sft_nf4_matvec(int type, const uint8_t *packed, const float *absmax, int64_t
     sft_split(rows, part, nparts, &r0, &r1);
     for (int64_t r = r0; r < r1; r++) {
         const int64_t start = r * cols, end = start + cols;
-        float acc = 0.0f;
+        float acc[16] = {0};
         for (int64_t i = start; i < end;) {
             int64_t b = i / blocksize, stop = (b + 1) * blocksize < end ? (b + 1) * blocksize : end;
-            const float *xs = x + (i - start);
+            const float s = absmax[b], *xs = x + (i - start);
             int64_t k = i;
-            float part_sum = 0.0f;
-            if (k < stop && (k & 1)) { part_sum += t[packed[k / 2] & 0x0F] * *xs++; k++; }
+            if (k < stop && (k & 1)) { acc[0] += s * (t[packed[k / 2] & 0x0F] * *xs++); k++; }
             int64_t pairs = (stop - k) / 2;
-            part_sum += dot(packed + k / 2, t, xs, pairs);
+            dot(packed + k / 2, t, xs, pairs, s, acc);
             k += 2 * pairs; xs += 2 * pairs;
-            if (k < stop) part_sum += t[packed[k / 2] >> 4] * *xs;
-            acc += part_sum * absmax[b];
+            if (k < stop) acc[0] += s * (t[packed[k / 2] >> 4] * *xs);
             i = stop;
         }
-        y[r] = acc;
+        float sum = 0.0f;
+        for (int l = 0; l < 16; l++) sum += acc[l];
+        y[r] = sum;
     }
     return 0;
 }
