@@ -20,10 +20,17 @@ C.dequant (f32, dequantize_4bit); double-quantized cases add C.qabsmax (u8), C.a
 C.offset (f32 [1]), C.qabsmax_cpu (u8). Also dynamic_map (f32 [256]).
 Metadata: "cases" (JSON list of {name, type, blocksize, shape, double}), versions.
 
-Run from the repository root:  python3 tools/make_nf4_fixtures.py
+With --smollm2 [path/to/SmolLM2-135M-Instruct.Q4_1.gguf] it also writes
+Fixtures/quantization/smollm2_nf4.json: the mean next-token loss of SmolLM2 on the texts of
+Fixtures/model/smollm2_golden.json after every Linear but the LM head is quantized by
+bitsandbytes (NF4 and FP4, block 64, double quantization) and dequantized again, run by
+transformers in float32 on the GGUF's dequantized weights (needs transformers and gguf too).
+
+Run from the repository root:  python3 tools/make_nf4_fixtures.py [--smollm2 [gguf]]
 """
 import json
 import os
+import sys
 
 import numpy as np
 import torch
@@ -138,5 +145,42 @@ def main():
     print(f"wrote {OUT} ({os.path.getsize(OUT)} bytes), bitsandbytes {bitsandbytes.__version__}, torch {torch.__version__}")
 
 
+def smollm2(path):
+    import transformers
+    from transformers import AutoModelForCausalLM
+    root = os.path.join(os.path.dirname(__file__), "..")
+    golden = json.load(open(os.path.join(root, "Tests", "SFTCoreTests", "Fixtures", "model", "smollm2_golden.json")))
+    out = {"versions": {"bitsandbytes": bitsandbytes.__version__, "torch": torch.__version__,
+                        "transformers": transformers.__version__},
+           "model": os.path.basename(path), "block_size": 64, "double_quant": True, "losses": {}}
+    for qt in ["nf4", "fp4"]:
+        model = AutoModelForCausalLM.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path),
+                                                     dtype=torch.float32).eval()
+        with torch.no_grad():
+            for name, mod in model.named_modules():
+                if isinstance(mod, torch.nn.Linear) and not name.endswith("lm_head"):
+                    w = mod.weight.data.contiguous()
+                    q, st = F.quantize_4bit(w, blocksize=64, quant_type=qt, compress_statistics=True)
+                    q_ref, absmax2 = reference_blockwise(F.quantize_4bit(w, blocksize=64, quant_type=qt)[1].absmax - st.offset,
+                                                         F.create_dynamic_map(), 256)
+                    absmax = F.dequantize_blockwise(q_ref, absmax=absmax2, code=F.create_dynamic_map(), blocksize=256) + st.offset
+                    mod.weight.data.copy_(reference_dequantize_4bit(q, absmax, 64, qt, w.shape))
+            losses = {}
+            for text, t in golden["texts"].items():
+                x = torch.tensor([t["ids"]])
+                logits = model(x).logits[0]
+                losses[text] = torch.nn.functional.cross_entropy(logits[:-1], x[0, 1:]).item()
+                print(f"{qt} {text}: loss {losses[text]:.4f} (f32 {t['mean_loss']:.4f})")
+            out["losses"][qt] = losses
+    dest = os.path.join(os.path.dirname(OUT), "smollm2_nf4.json")
+    with open(dest, "w") as f:
+        json.dump(out, f, indent=1)
+    print("wrote", dest)
+
+
 if __name__ == "__main__":
     main()
+    if "--smollm2" in sys.argv:
+        i = sys.argv.index("--smollm2")
+        default = os.path.join(os.path.dirname(__file__), "..", ".assets", "SmolLM2-135M-Instruct.Q4_1.gguf")
+        smollm2(sys.argv[i + 1] if len(sys.argv) > i + 1 else default)
