@@ -215,6 +215,52 @@ void sft_dequantize_blockwise8(const uint8_t *q, const float *absmax, const floa
 }
 
 // ---------------------------------------------------------------------------------------------
+// Fast quantizer: the same rule, written so the compiler vectorizes it per instruction set —
+// the sorted position is the count of midpoints below the value (15 compares, no search).
+// ---------------------------------------------------------------------------------------------
+
+SFT_INLINE void positions_impl(const float *x, int64_t len, float clamped, float recip, int tail,
+                               const float *mid, uint8_t *pos) {
+    for (int64_t i = 0; i < len; i++) {
+        float v = tail ? x[i] / clamped : x[i] * recip;
+        v = v < -1.0f ? -1.0f : (v > 1.0f ? 1.0f : v);
+        int c = 0;
+        for (int k = 0; k < 15; k++) c += mid[k] < v;
+        pos[i] = (uint8_t)c;
+    }
+}
+SFT_DISPATCH_VOID(positions, (const float *x, int64_t len, float clamped, float recip, int tail, const float *mid,
+                              uint8_t *pos), (x, len, clamped, recip, tail, mid, pos))
+
+int sft_nf4_quantize(int type, const float *x, int64_t n, int64_t blocksize, uint8_t *packed, float *absmax,
+                     int part, int nparts) {
+    const float *values = sft_q4_code(type);
+    if (!values) return sft_set_error("4-bit quantize: unknown type %d (0 = nf4, 1 = fp4)", type);
+    if (blocksize <= 0 || blocksize % 2 || blocksize > 4096 || n < 0)
+        return sft_set_error("4-bit quantize: blocksize %lld (even, at most 4096), n %lld", (long long)blocksize, (long long)n);
+    const uint8_t *order = type == SFT_Q4_NF4 ? NF4_ORDER : FP4_ORDER;
+    float sorted[16], mid[15];
+    for (int i = 0; i < 16; i++) sorted[i] = values[order[i]];
+    for (int i = 0; i < 15; i++) mid[i] = (sorted[i] + sorted[i + 1]) / 2.0f;
+    uint8_t pos[4096 + 1];
+    const int64_t blocks = (n + blocksize - 1) / blocksize, full = n / blocksize * blocksize;
+    int64_t first, last;
+    sft_split(blocks, part, nparts, &first, &last);
+    for (int64_t b = first; b < last; b++) {
+        const int64_t b0 = b * blocksize, len = b0 + blocksize < n ? blocksize : n - b0;
+        const int tail = b0 >= full;
+        float am = block_absmax(x, b0, b0 + len);
+        float clamped = am < 1e-38f ? 1e-38f : am;
+        absmax[b] = tail ? clamped : am;
+        positions(x + b0, len, clamped, 1.0f / clamped, tail, mid, pos);
+        if (len % 2) pos[len] = (uint8_t)bucketize(mid, 15, 0.0f);  // odd n: pad with the code of 0
+        for (int64_t j = 0; j < (len + 1) / 2; j++)
+            packed[b0 / 2 + j] = (uint8_t)(order[pos[2 * j]] << 4 | order[pos[2 * j + 1]]);
+    }
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Span kernels: `pairs` whole bytes p[0..pairs) -> 2*pairs values (high nibble first)
 // ---------------------------------------------------------------------------------------------
 

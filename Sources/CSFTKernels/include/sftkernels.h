@@ -215,6 +215,10 @@ void sft_dynamic_map_signed(float *code);
 /// Reference quantizer: x (n) -> packed ((n+1)/2 bytes) and absmax (ceil(n/blocksize)).
 int sft_nf4_quantize_ref(int type, const float *x, int64_t n, int64_t blocksize, uint8_t *packed,
                          float *absmax);
+/// The same quantizer, vectorized per instruction set and split over blocks with (part,
+/// nparts); blocksize even, at most 4096. Equal to the reference bit for bit.
+int sft_nf4_quantize(int type, const float *x, int64_t n, int64_t blocksize, uint8_t *packed,
+                     float *absmax, int part, int nparts);
 /// Reference dequantizer: y (n) = value[code] * absmax[block].
 int sft_nf4_dequantize_ref(int type, const uint8_t *packed, const float *absmax, int64_t n,
                            int64_t blocksize, float *y);

@@ -95,9 +95,9 @@ enum QuantizedTiles {
     }
 
     /// Runs body(part) for parts 0..<n on all cores; throws the C message of a failing part.
-    static func parallel(_ n: Int, _ body: (Int) -> Int32) throws {
+    static func parallel(_ n: Int, op: String = "linear4bit", _ body: (Int) -> Int32) throws {
         if n <= 1 {
-            if body(0) != 0 { throw SFTError.shape(op: "linear4bit", message: String(cString: sft_last_error())) }
+            if body(0) != 0 { throw SFTError.shape(op: op, message: String(cString: sft_last_error())) }
             return
         }
         let errors = UnsafeMutablePointer<Int32>.allocate(capacity: n)
@@ -112,7 +112,7 @@ enum QuantizedTiles {
             if errors[p] != 0 { messages[p] = String(cString: sft_last_error()) }
         }
         if let p = (0..<n).first(where: { errors[$0] != 0 }) {
-            throw SFTError.shape(op: "linear4bit", message: messages[p] ?? "kernel failed")
+            throw SFTError.shape(op: op, message: messages[p] ?? "kernel failed")
         }
     }
 

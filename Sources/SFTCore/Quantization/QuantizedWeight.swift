@@ -67,24 +67,33 @@ public enum BlockwiseQuant {
         return code
     }()
 
-    /// Reference 4-bit quantizer: packed codes ((count+1)/2 bytes, first value in the high
-    /// nibble) and one absmax per block.
-    public static func quantize4bit(_ values: UnsafeBufferPointer<Float>, type: QuantType, blockSize: Int) throws -> (packed: [UInt8], absmax: [Float]) {
+    /// 4-bit quantizer: packed codes ((count+1)/2 bytes, first value in the high nibble) and
+    /// one absmax per block. The vectorized kernel runs on every core; `reference` runs the
+    /// readable one instead (the two agree bit for bit).
+    public static func quantize4bit(_ values: UnsafeBufferPointer<Float>, type: QuantType, blockSize: Int,
+                                    reference: Bool = false) throws -> (packed: [UInt8], absmax: [Float]) {
         let n = values.count
+        guard blockSize > 0 else { throw SFTError.shape(op: "quantize4bit", message: "block size \(blockSize)") }
         var packed = [UInt8](repeating: 0, count: (n + 1) / 2)
-        var absmax = [Float](repeating: 0, count: (n + blockSize - 1) / max(1, blockSize))
+        var absmax = [Float](repeating: 0, count: (n + blockSize - 1) / blockSize)
         guard n > 0 else { return (packed, absmax) }
-        let rc = packed.withUnsafeMutableBufferPointer { p in
-            absmax.withUnsafeMutableBufferPointer { a in
-                sft_nf4_quantize_ref(type.cType, values.baseAddress, Int64(n), Int64(blockSize), p.baseAddress, a.baseAddress)
+        let fast = !reference && blockSize % 2 == 0 && blockSize <= 4096
+        let nparts = fast ? min(QuantizedTiles.threads, max(1, n / (1 << 16)), absmax.count) : 1
+        try packed.withUnsafeMutableBufferPointer { p in
+            try absmax.withUnsafeMutableBufferPointer { a in
+                let (pp, ap, x) = (p.baseAddress!, a.baseAddress!, values.baseAddress!)
+                try QuantizedTiles.parallel(nparts, op: "quantize4bit") { part in
+                    fast ? sft_nf4_quantize(type.cType, x, Int64(n), Int64(blockSize), pp, ap, Int32(part), Int32(nparts))
+                         : sft_nf4_quantize_ref(type.cType, x, Int64(n), Int64(blockSize), pp, ap)
+                }
             }
         }
-        if rc != 0 { throw SFTError.shape(op: "quantize4bit", message: String(cString: sft_last_error())) }
         return (packed, absmax)
     }
 
-    public static func quantize4bit(_ values: [Float], type: QuantType, blockSize: Int) throws -> (packed: [UInt8], absmax: [Float]) {
-        try values.withUnsafeBufferPointer { try quantize4bit($0, type: type, blockSize: blockSize) }
+    public static func quantize4bit(_ values: [Float], type: QuantType, blockSize: Int,
+                                    reference: Bool = false) throws -> (packed: [UInt8], absmax: [Float]) {
+        try values.withUnsafeBufferPointer { try quantize4bit($0, type: type, blockSize: blockSize, reference: reference) }
     }
 
     /// Dequantizes all `count` values: the vectorized kernel, or the readable reference when

@@ -42,12 +42,16 @@ final class BitsandbytesFixtureTests: XCTestCase {
         assertBitsEqual(BlockwiseQuant.dynamicMap, try floats("dynamic_map"), "create_dynamic_map(signed=True)")
     }
 
-    func testPackedCodesAndAbsmaxAreBitExact() throws {
+    func testPackedCodesAndAbsmaxAreBitExactInBothQuantizers() throws {
         for c in try cases {
             let type = try XCTUnwrap(QuantType(rawValue: c.type))
-            let (packed, absmax) = try BlockwiseQuant.quantize4bit(try floats("\(c.name).x"), type: type, blockSize: c.blocksize)
-            assertBytesEqual(packed, try bytes("\(c.name).packed"), "\(c.name) packed")
-            assertBitsEqual(absmax, try floats("\(c.name).absmax"), "\(c.name) absmax")
+            for reference in [true, false] {
+                let (packed, absmax) = try BlockwiseQuant.quantize4bit(try floats("\(c.name).x"), type: type, blockSize: c.blocksize,
+                                                                       reference: reference)
+                let kind = reference ? "reference" : "fast"
+                assertBytesEqual(packed, try bytes("\(c.name).packed"), "\(c.name) packed (\(kind))")
+                assertBitsEqual(absmax, try floats("\(c.name).absmax"), "\(c.name) absmax (\(kind))")
+            }
         }
     }
 

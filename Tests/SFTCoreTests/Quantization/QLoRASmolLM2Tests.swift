@@ -30,7 +30,14 @@ final class QLoRASmolLM2Tests: XCTestCase {
         let f32 = try RealModel.smolLM2().model
         let expected = try Fixtures.json("quantization/smollm2_nf4.json")["losses"] as! [String: [String: Double]]
         for type in QuantType.allCases {
+            be.emptyCache()
+            be.resetPeakMemory()
+            let before = be.memoryStats.currentBytes
             let q = try load(type)
+            // Streaming: the f32 Linears never exist at once; embeddings (113 MB) stay f32.
+            let peak = be.memoryStats.peakBytes - before, f32Bytes = f32.parameterCount() * 4
+            print("\(type) load: peak \(peak >> 20) MiB, holds \(q.quantizedBytes >> 20) MiB in 4 bits; f32 model \(f32Bytes >> 20) MiB")
+            XCTAssertLessThan(peak, f32Bytes * 2 / 5, "\(type): allocator peak while loading")
             XCTAssertEqual(q.quantizedWeightNames().count, 30 * 7, "every Linear of the 30 layers (the LM head is tied)")
             XCTAssertLessThan(q.parameterCount(), f32.parameterCount() / 3, "only embeddings and norms stay f32")
             for (name, ids) in try goldenIds() {

@@ -89,6 +89,22 @@ final class QuantizationKernelTests: XCTestCase {
         }
     }
 
+    func testFastQuantizerEqualsReferenceOnEveryISA() throws {
+        var x = normals(50 * 4096 + 77, seed: 8, sigma: 0.02)   // large enough to split over cores
+        for i in 0..<64 { x[i] = 0 }                       // an all-zero block
+        x[100] = 0.5; x[101] = -0.5; x[102] = 1e-30        // exact and tiny values
+        for type in QuantType.allCases {
+            for bs in [32, 64, 256, 4096] {
+                let ref = try BlockwiseQuant.quantize4bit(x, type: type, blockSize: bs, reference: true)
+                try forEachISA { isa in
+                    let fast = try BlockwiseQuant.quantize4bit(x, type: type, blockSize: bs)
+                    XCTAssertEqual(fast.packed, ref.packed, "\(type) block \(bs) \(isa) codes")
+                    XCTAssertEqual(fast.absmax.map(\.bitPattern), ref.absmax.map(\.bitPattern), "\(type) block \(bs) \(isa) absmax")
+                }
+            }
+        }
+    }
+
     func testMatVecMatchesNaiveProductOnEveryISA() throws {
         for (rows, cols, bs) in [(37, 256, 64), (9, 100, 32), (5, 4096 + 64, 4096), (3, 33, 64)] {
             let w = normals(rows * cols, seed: UInt64(rows), sigma: 0.05), x = normals(cols, seed: 99)
