@@ -28,11 +28,13 @@
 // bitsandbytes' own C++ CPU kernel for this step approximates nearest with a 65536-bin lookup
 // table and can differ from the reference by one code near midpoints; sft follows the reference.
 //
-// Fast paths: dequantization of any range of values and a batch-1 matrix-vector product,
-// with AVX-512 and AVX2 variants picked at run time (sft_isa_level, cpu.h). They walk the
-// range in segments that stay inside one block; whole byte-aligned pairs go through the vector
-// span kernels, odd ends through the scalar code. Dequantization is a single multiply per
-// value in every variant, so all of them equal the reference bit for bit.
+// Fast paths, with AVX-512 and AVX2 variants picked at run time (sft_isa_level, cpu.h): a
+// quantizer that counts midpoints below each value with plain compares (vectorized by the
+// compiler, split over blocks for several cores); dequantization of any range of values and a
+// batch-1 matrix-vector product, which walk the range in segments inside one block — whole
+// byte-aligned pairs through the vector span kernels, odd ends through scalar code. Every
+// variant performs the reference's f32 operations (one multiply per decoded value), so all of
+// them equal the reference bit for bit; tests check that on every instruction set.
 #include "cpu.h"
 #include <stdlib.h>
 #if defined(__x86_64__)
