@@ -202,6 +202,44 @@ int sft_matvec_q_isa(int isa, int type, const void *w, const float *x, float *y,
 /// The best instruction set the quantized kernels use on this CPU (SFT_ISA_*).
 int sft_quant_isa_level(void);
 
+// bitsandbytes 4-bit formats (QLoRA): NF4 / FP4 codes with one f32 absmax per block of
+// `blocksize` values of the flattened tensor; byte i holds value 2i in its high nibble and
+// value 2i+1 in its low nibble. Optional double quantization of the absmax values: 8-bit
+// codes against the signed dynamic map in blocks of 256, plus an f32 offset. Rounding rules
+// and the reference code: quant_nf4.c.
+enum { SFT_Q4_NF4 = 0, SFT_Q4_FP4 = 1 };
+/// The 16 values of a 4-bit type indexed by code (NULL for an unknown type).
+const float *sft_q4_code(int type);
+/// bitsandbytes' create_dynamic_map(signed=True): 256 ascending f32 values into code.
+void sft_dynamic_map_signed(float *code);
+/// Reference quantizer: x (n) -> packed ((n+1)/2 bytes) and absmax (ceil(n/blocksize)).
+int sft_nf4_quantize_ref(int type, const float *x, int64_t n, int64_t blocksize, uint8_t *packed,
+                         float *absmax);
+/// The same quantizer, vectorized per instruction set and split over blocks with (part,
+/// nparts); blocksize even, at most 4096. Equal to the reference bit for bit.
+int sft_nf4_quantize(int type, const float *x, int64_t n, int64_t blocksize, uint8_t *packed,
+                     float *absmax, int part, int nparts);
+/// Reference dequantizer: y (n) = value[code] * absmax[block].
+int sft_nf4_dequantize_ref(int type, const uint8_t *packed, const float *absmax, int64_t n,
+                           int64_t blocksize, float *y);
+/// Fast dequantizer of values [start, start+count) of a quantized tensor into y (count):
+/// packed is the whole tensor's codes, absmax the scales from block start/blocksize on.
+/// Vectorized per instruction set; equal to the reference bit for bit.
+int sft_nf4_dequantize(int type, const uint8_t *packed, const float *absmax, int64_t blocksize,
+                       int64_t start, int64_t count, float *y);
+/// y[r] = dot(W[r, :], x) for this part's rows of W (rows, cols) stored 4-bit (batch-1 decode).
+int sft_nf4_matvec(int type, const uint8_t *packed, const float *absmax, int64_t blocksize,
+                   const float *x, float *y, int64_t rows, int64_t cols, int part, int nparts);
+/// bitsandbytes' reference quantize_blockwise: x (n) -> q (n) codes into the ascending 256-value
+/// code, absmax (ceil(n/blocksize)).
+int sft_quantize_blockwise8_ref(const float *x, int64_t n, int64_t blocksize, const float *code,
+                                uint8_t *q, float *absmax);
+/// y[i] = code[q[e]] * absmax[e / blocksize] + offset for e = start + i, i < count (q and
+/// absmax are the whole arrays), rounded after the product and after the sum.
+void sft_dequantize_blockwise8(const uint8_t *q, const float *absmax, const float *code,
+                               int64_t blocksize, float offset, int64_t start, int64_t count,
+                               float *y);
+
 // ---------------------------------------------------------------------------------------------
 // CUDA loader (run-time dlopen; no build-time toolkit). Declared by the CUDA work.
 // ---------------------------------------------------------------------------------------------

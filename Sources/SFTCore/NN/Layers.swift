@@ -4,7 +4,9 @@
 import Foundation
 
 /// y = x Wᵀ + b, W stored (out, in) as in HF checkpoints. With `lora` set, adds the adapter's
-/// low-rank update; the base weight is then normally frozen.
+/// low-rank update; the base weight is then normally frozen. With `quantized` set (QLoRA), W
+/// is the 4-bit weight, dequantized on the fly, and `weight` is an empty placeholder that is
+/// not listed as a parameter (see Quantization/).
 public final class Linear: Module {
     public let inFeatures: Int
     public let outFeatures: Int
@@ -14,16 +16,19 @@ public final class Linear: Module {
     public var lora: LoRAAdapter?
     /// The weight in GGUF block form, used by batch-1 generation (see PackedWeights.swift).
     public var packed: PackedMatrix?
+    /// The frozen 4-bit base weight, when quantized (`quantize(_:)`, `quantizeLinears`).
+    public var quantized: QuantizedWeight?
 
     public init(inFeatures: Int, outFeatures: Int, bias: Bool, on backend: Backend) throws {
         self.inFeatures = inFeatures
         self.outFeatures = outFeatures
-        weight = Parameter(try Tensor.zeros([outFeatures, inFeatures], on: backend))
+        // Models built for quantize-on-load allocate no f32 weight yet (Linear.deferringWeights).
+        weight = Parameter(try Tensor.zeros([Linear.deferWeights ? 0 : outFeatures, inFeatures], on: backend))
         self.bias = bias ? Parameter(try Tensor.zeros([outFeatures], on: backend)) : nil
     }
 
     override public var localParameters: [(String, Parameter)] {
-        var p = [("weight", weight)]
+        var p = quantized == nil ? [("weight", weight)] : []
         if let bias { p.append(("bias", bias)) }
         return p
     }
@@ -34,7 +39,8 @@ public final class Linear: Module {
     }
 
     public func callAsFunction(_ x: Tensor) throws -> Tensor {
-        let y = try packedOutput(x) ?? Ops.linear(x, weight.value, bias: bias?.value)
+        let y = try quantized.map { try Ops.quantizedLinear(x, $0, bias: bias?.value) }
+            ?? packedOutput(x) ?? Ops.linear(x, weight.value, bias: bias?.value)
         guard let lora else { return y }
         return try Ops.add(y, try lora(x))
     }
