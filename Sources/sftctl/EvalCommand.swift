@@ -13,8 +13,9 @@ let evalCommand = Command(
                         trained (assistant) tokens of the chat-formatted examples
       --max-seq-length N   window / truncation length (default 2048)
       --limit N         only the first N records of --data
+      --quantize nf4|fp4 [--double-quant]   evaluate the 4-bit-quantized model
     """,
-    booleanFlags: [],
+    booleanFlags: ["exact", "double-quant"],
     run: { args in
         let lm = try loadModel(args)
         let json = args.flag("json")

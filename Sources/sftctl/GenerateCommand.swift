@@ -19,8 +19,14 @@ func loadModel(_ args: Arguments) throws -> LanguageModel {
     let path = try args.require("model")
     let adapter = args.string("adapter").map { URL(fileURLWithPath: $0) }
     if let t = try args.int("threads") { CPUBackend.shared.setThreads(t) }
+    var quantization: QuantizationConfig? = nil
+    if let q = args.string("quantize") {
+        guard let t = QuantType(rawValue: q) else { throw UsageError(description: "--quantize must be nf4 or fp4") }
+        quantization = QuantizationConfig(type: t, blockSize: try args.int("quant-block-size") ?? 64, doubleQuant: args.flag("double-quant"))
+        try quantization!.validate()
+    }
     return try LanguageModel.load(URL(fileURLWithPath: path), adapter: adapter, template: args.string("template"),
-                                  packedDecode: !args.flag("exact"))
+                                  packedDecode: !args.flag("exact"), quantization: quantization)
 }
 
 let samplingHelp = """
@@ -31,6 +37,8 @@ let samplingHelp = """
       --adapter DIR            PEFT adapter folder to apply
       --template NAME|FILE     chat template overriding the model's own
       --threads N              CPU threads
+      --quantize nf4|fp4       quantize the Linear layers to 4 bits on load (QLoRA base)
+      --double-quant           also quantize the 4-bit scales (8-bit)
       --exact                  decode with the dequantized f32 weights instead of the GGUF's
                                quantized blocks (slower; bit-comparable with transformers)
 """
@@ -49,7 +57,7 @@ let generateCommand = Command(
       --prompt TEXT            the prompt (repeatable: batched prompts, one result each)
     \(samplingHelp)
     """,
-    booleanFlags: ["chat", "exact"],
+    booleanFlags: ["chat", "exact", "double-quant"],
     run: runGenerate
 )
 
@@ -95,7 +103,7 @@ let chatCommand = Command(
     through its chat template. Commands: /reset clears the conversation, /quit leaves.
     \(samplingHelp)
     """,
-    booleanFlags: ["exact"],
+    booleanFlags: ["exact", "double-quant"],
     run: runChat
 )
 

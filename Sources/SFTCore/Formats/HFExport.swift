@@ -10,6 +10,9 @@ public enum HFExport {
         if lm.model.namedModules().contains(where: { ($0.1 as? Linear)?.lora != nil }) {
             throw SFTError.config(field: "merge", message: "the model still has LoRA adapters; merge them before saving a full model")
         }
+        if lm.model.namedModules().contains(where: { ($0.1 as? Linear)?.quantized != nil }) {
+            throw SFTError.config(field: "merge", message: "the model has 4-bit layers; dequantize them (merge) before saving a full model")
+        }
         var tensors: [(name: String, tensor: SafetensorsTensor)] = []
         for (name, p) in lm.model.namedParameters() {
             tensors.append((name, try SafetensorsTensor(try p.value.floats(), shape: p.value.shape, as: dtype)))

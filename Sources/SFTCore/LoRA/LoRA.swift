@@ -71,6 +71,7 @@ extension Linear {
     /// Folds the adapter into the base weight (W += s·B·A) and removes it.
     public func mergeLoRA() throws {
         guard let lora else { return }
+        if quantized != nil { try dequantize() }  // QLoRA: merge into the dequantized base
         let w = try weight.value.floats(), d = try lora.delta()
         try weight.value.assign(zip(w, d).map { $0 + $1 })
         self.lora = nil

@@ -21,14 +21,17 @@ public final class LanguageModel {
     /// - Parameters:
     ///   - adapter: a PEFT adapter folder to attach.
     ///   - template: a built-in template name or a Jinja file, overriding the model's own.
+    ///   - quantization: quantize the Linear layers to 4 bits on load (QLoRA base).
     ///   - packedDecode: generate from the GGUF's quantized blocks (fast, like llama.cpp)
     ///     instead of the dequantized f32 weights (exact; what the golden tests compare).
     public static func load(_ url: URL, on backend: Backend = CPUBackend.shared, adapter: URL? = nil,
-                            template: String? = nil, packedDecode: Bool = false) throws -> LanguageModel {
+                            template: String? = nil, packedDecode: Bool = false,
+                            quantization: QuantizationConfig? = nil) throws -> LanguageModel {
         let source = try openWeights(at: url)
         let tokenizer = try loadTokenizer(source: source, url: url)
-        let model = try ModelLoader.load(source, on: backend)
-        if packedDecode, backend.device == .cpu, let g = source as? GGUFWeights {
+        let model = try quantization.map { try ModelLoader.load(source, on: backend, quantization: $0) }
+            ?? ModelLoader.load(source, on: backend)
+        if packedDecode, quantization == nil, backend.device == .cpu, let g = source as? GGUFWeights {
             try model.attachPackedWeights(from: g)
             if let llama = model as? LlamaModel {
                 let headName = llama.tiedEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight"

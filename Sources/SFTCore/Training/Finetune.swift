@@ -31,10 +31,15 @@ public enum Finetune {
         Autograd.randomSeed = config.seed
         Autograd.randomOffset = 0
 
-        let lm = try LanguageModel.load(URL(fileURLWithPath: config.model), on: backend, template: config.template)
+        let quantization = try config.quantization()
+        if quantization != nil && config.method == "full" {
+            throw SFTError.config(field: "quantize", message: "a 4-bit base cannot be fully finetuned; use method qlora")
+        }
+        let lm = try LanguageModel.load(URL(fileURLWithPath: config.model), on: backend, template: config.template,
+                                        quantization: quantization)
         let model = lm.model
         switch config.method {
-        case "lora":
+        case "lora", "qlora":
             try model.applyLoRA(config.lora, seed: config.seed)
         case "full":
             model.setTrainable(true)
@@ -42,7 +47,7 @@ public enum Finetune {
                 p.trainable = false
             }
         default:
-            throw SFTError.config(field: "method", message: "'\(config.method)' is not one of lora, full")
+            throw SFTError.config(field: "method", message: "'\(config.method)' is not one of lora, qlora, full")
         }
         onEvent?(.message("model: \(model.modelType), \(model.parameterCount()) parameters, \(model.parameterCount(trainableOnly: true)) trainable (\(config.method))"))
 
@@ -78,13 +83,21 @@ public enum Finetune {
             let ep = try BatchPlan(examples: evalExamples, options: eo)
             evalBatches = (0..<ep.microBatchesPerEpoch).map { ep.microBatch(epoch: 0, index: $0) }
         }
+        if let llama = model as? LlamaModel {
+            let estimate = MemoryEstimate(config: llama.config, quantization: quantization,
+                                          lora: config.method == "full" ? nil : config.lora,
+                                          batch: config.perDeviceTrainBatchSize, sequence: config.dataConfig.maxSeqLength,
+                                          checkpointing: config.gradientCheckpointing)
+            onEvent?(.message("memory estimate: \(estimate)"))
+        }
         onEvent?(.message("data: \(prepared.datasetReport.examples) examples (\(prepared.datasetReport.skipped.count) skipped), \(train.count) train / \(evalExamples.count) eval; \(plan.report)"))
 
         // Trainer.
         let out = URL(fileURLWithPath: config.outputDir)
         try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
         let fingerprint = ["model": config.model, "method": config.method,
-                           "lora": config.method == "lora" ? "\(config.lora)" : "-", "data_file": config.data]
+                           "lora": config.method == "full" ? "-" : "\(config.lora)", "data_file": config.data,
+                           "quantization": quantization.map { "\($0)" } ?? "-"]
         let trainer = try Trainer(model: model, config: try config.trainer(), loader: try DataLoader(plan: plan),
                                   evalBatches: evalBatches, outputDirectory: out, fingerprint: fingerprint)
         trainer.onEvent = onEvent
@@ -113,7 +126,7 @@ public enum Finetune {
             let ck = try trainer.saveCheckpoint(elapsed: summary.seconds)
             onEvent?(.checkpoint(ck))
         }
-        let dest = out.appendingPathComponent(config.method == "lora" ? "adapter" : "model")
+        let dest = out.appendingPathComponent(config.method == "full" ? "model" : "adapter")
         try saveResult(lm: lm, config: config, into: dest)
         return FinetuneResult(summary: summary, output: dest, runDirectory: out, datasetReport: prepared.datasetReport,
                               formattingReport: prepared.formattingReport, packingReport: plan.report)
@@ -121,7 +134,7 @@ public enum Finetune {
 
     /// Writes the adapter (LoRA) or the trained weights (full) into `dir`.
     static func saveResult(lm: LanguageModel, config: FinetuneConfig, into dir: URL) throws {
-        if config.method == "lora" {
+        if config.method != "full" {
             try PEFTAdapter.save(lm.model, config: config.lora, baseModel: config.model, to: dir)
         } else {
             try HFExport.saveModel(lm, to: dir)

@@ -21,6 +21,9 @@ public struct FinetuneConfig: Codable, Equatable {
     public var useRSLoRA: Bool = false
     public var modulesToSave: [String] = []
     public var freeze: [String] = []
+    public var quantize: String? = nil
+    public var doubleQuant: Bool = true
+    public var quantBlockSize: Int = 64
     public var learningRate: Double = 2e-4
     public var numTrainEpochs: Int = 1
     public var maxSteps: Int = -1
@@ -55,7 +58,7 @@ public struct FinetuneConfig: Codable, Equatable {
         case model, data, evalData = "eval_data", evalSplit = "eval_split", outputDir = "output_dir", method, template
         case device, threads, loraR = "lora_r", loraAlpha = "lora_alpha", loraDropout = "lora_dropout"
         case loraTargetModules = "lora_target_modules", useRSLoRA = "use_rslora", modulesToSave = "modules_to_save"
-        case freeze, learningRate = "learning_rate", numTrainEpochs = "num_train_epochs", maxSteps = "max_steps"
+        case freeze, quantize, doubleQuant = "double_quant", quantBlockSize = "quant_block_size", learningRate = "learning_rate", numTrainEpochs = "num_train_epochs", maxSteps = "max_steps"
         case perDeviceTrainBatchSize = "per_device_train_batch_size"
         case gradientAccumulationSteps = "gradient_accumulation_steps", lrSchedulerType = "lr_scheduler_type"
         case warmupRatio = "warmup_ratio", warmupSteps = "warmup_steps", minLRRatio = "min_lr_ratio"
@@ -80,7 +83,10 @@ public struct FinetuneConfig: Codable, Equatable {
         if let s = try? c.decode(String.self, forKey: .loraTargetModules) { loraTargetModules = [s] }
         else { loraTargetModules = try v(.loraTargetModules, d.loraTargetModules) }
         useRSLoRA = try v(.useRSLoRA, d.useRSLoRA); modulesToSave = try v(.modulesToSave, d.modulesToSave)
-        freeze = try v(.freeze, d.freeze); learningRate = try v(.learningRate, d.learningRate)
+        freeze = try v(.freeze, d.freeze)
+        quantize = try c.decodeIfPresent(String.self, forKey: .quantize)
+        doubleQuant = try v(.doubleQuant, d.doubleQuant); quantBlockSize = try v(.quantBlockSize, d.quantBlockSize)
+        learningRate = try v(.learningRate, d.learningRate)
         numTrainEpochs = try v(.numTrainEpochs, d.numTrainEpochs); maxSteps = try v(.maxSteps, d.maxSteps)
         perDeviceTrainBatchSize = try v(.perDeviceTrainBatchSize, d.perDeviceTrainBatchSize)
         gradientAccumulationSteps = try v(.gradientAccumulationSteps, d.gradientAccumulationSteps)
@@ -110,6 +116,8 @@ public struct FinetuneConfig: Codable, Equatable {
         try c.encode(loraAlpha, forKey: .loraAlpha); try c.encode(loraDropout, forKey: .loraDropout)
         try c.encode(loraTargetModules, forKey: .loraTargetModules); try c.encode(useRSLoRA, forKey: .useRSLoRA)
         try c.encode(modulesToSave, forKey: .modulesToSave); try c.encode(freeze, forKey: .freeze)
+        try c.encodeIfPresent(quantize, forKey: .quantize); try c.encode(doubleQuant, forKey: .doubleQuant)
+        try c.encode(quantBlockSize, forKey: .quantBlockSize)
         try c.encode(learningRate, forKey: .learningRate); try c.encode(numTrainEpochs, forKey: .numTrainEpochs)
         try c.encode(maxSteps, forKey: .maxSteps); try c.encode(perDeviceTrainBatchSize, forKey: .perDeviceTrainBatchSize)
         try c.encode(gradientAccumulationSteps, forKey: .gradientAccumulationSteps)
@@ -134,7 +142,7 @@ public struct FinetuneConfig: Codable, Equatable {
         ("eval_data", "validation file (default: none)"),
         ("eval_split", "fraction of the training data held out for validation (default 0)"),
         ("output_dir", "run folder: adapter/model, checkpoints, metrics.jsonl, loss.svg (default runs/sft)"),
-        ("method", "lora | full (default lora)"),
+        ("method", "lora | qlora | full (default lora); qlora = LoRA on a 4-bit base"),
         ("template", "chat template: a built-in name or a .jinja file (default: the model's own)"),
         ("device", "cpu (default) or cuda"),
         ("threads", "CPU threads (default: all cores)"),
@@ -145,6 +153,9 @@ public struct FinetuneConfig: Codable, Equatable {
         ("use_rslora", "scale by alpha/sqrt(r) (default false)"),
         ("modules_to_save", "modules trained fully and saved with the adapter, e.g. [\"lm_head\"]"),
         ("freeze", "full finetuning: parameter name substrings to keep frozen"),
+        ("quantize", "4-bit base: nf4 | fp4 (default nf4 with method qlora)"),
+        ("double_quant", "quantize the 4-bit scales again, 8-bit (default true)"),
+        ("quant_block_size", "values per 4-bit scale (default 64)"),
         ("learning_rate", "peak learning rate (default 2e-4)"),
         ("num_train_epochs", "epochs (default 1)"),
         ("max_steps", "stop after N optimizer steps; -1 = all epochs (default -1)"),
@@ -206,6 +217,18 @@ public struct FinetuneConfig: Codable, Equatable {
     public var lora: LoRAConfig {
         LoRAConfig(r: loraR, alpha: loraAlpha, dropout: loraDropout, targetModules: loraTargetModules,
                    useRSLoRA: useRSLoRA, modulesToSave: modulesToSave)
+    }
+
+    /// The 4-bit base, for method qlora (or any method with `quantize` set).
+    public func quantization() throws -> QuantizationConfig? {
+        guard method == "qlora" || quantize != nil else { return nil }
+        let name = quantize ?? "nf4"
+        guard let t = QuantType(rawValue: name) else {
+            throw SFTError.config(field: "quantize", message: "'\(name)' is not nf4 or fp4")
+        }
+        let q = QuantizationConfig(type: t, blockSize: quantBlockSize, doubleQuant: doubleQuant)
+        try q.validate()
+        return q
     }
 
     /// The trainer part.
