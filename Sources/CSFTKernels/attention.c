@@ -7,9 +7,10 @@
 // Backward, with delta_t = do_t · o_t and dp = do_t · v_s:
 //   ds = p (dp - delta_t);  dq_t += scale ds k_s;  dk_s += scale ds q_t;  dv_s += p do_t
 //
-// Forward walks each block of query rows over tiles of BK keys with an online softmax (running
-// max m, running sum l, output accumulator rescaled when m grows). A key tile is transposed to
-// (D, BK) once, so a row's BK scores are D vector multiply-adds with no horizontal sums.
+// Forward walks each block of BQ query rows over tiles of BK keys with an online softmax
+// (running max m, running sum l, output accumulator rescaled when m grows). A key tile is
+// transposed to (D, BK) once, so the scores of R query rows are D steps of R x BK vector
+// multiply-adds held in registers, with no horizontal sums; P V is the same kind of product.
 // Backward recomputes p from the saved lse and runs two independent kinds of work: per
 // (kv head, key tile) it sums dk, dv over every query that sees the tile (all heads of the
 // group), and per (head, query block) it sums dq. Each output row has exactly one writer, so
@@ -93,10 +94,35 @@ typedef float vf __attribute__((vector_size(64)));               // aligned (scr
 typedef float vfu __attribute__((vector_size(64), aligned(4)));  // any float address
 enum { VL = 16, R = 4 };
 
+/// Transposes 16 rows of 16 floats in registers: four rounds of interleaving row i with row
+/// i + 8 (each round is a perfect shuffle of the 256 elements; four of them transpose 16 x 16).
+SFT_INLINE void transpose16(vf r[VL]) {
+    for (int round = 0; round < 4; round++) {
+        vf t[VL];
+        for (int i = 0; i < 8; i++) {
+            t[2 * i] = __builtin_shufflevector(r[i], r[i + 8], 0, 16, 1, 17, 2, 18, 3, 19, 4, 20,
+                                               5, 21, 6, 22, 7, 23);
+            t[2 * i + 1] = __builtin_shufflevector(r[i], r[i + 8], 8, 24, 9, 25, 10, 26, 11, 27,
+                                                   12, 28, 13, 29, 14, 30, 15, 31);
+        }
+        for (int i = 0; i < VL; i++) r[i] = t[i];
+    }
+}
+
 /// xt[d][j] = x[j][d] for j < n rows of a (n, D) slice with row stride ld; zero for j >= n.
-SFT_INLINE void transpose_tile(const float *restrict x, int64_t ld, int64_t n, int64_t D,
-                               float *restrict xt) {
-    for (int64_t d = 0; d < D; d++) {
+/// With `wide` (AVX-512 two-source permutes), whole 16 x 16 blocks go through registers.
+SFT_INLINE void transpose_tile(int wide, const float *restrict x, int64_t ld, int64_t n,
+                               int64_t D, float *restrict xt) {
+    int64_t d0 = 0;
+    for (; wide && d0 + VL <= D; d0 += VL)
+        for (int64_t j0 = 0; j0 < BK; j0 += VL) {
+            vf r[VL];
+            for (int i = 0; i < VL; i++)
+                r[i] = j0 + i < n ? *(const vfu *)(x + (j0 + i) * ld + d0) : (vf){0};
+            transpose16(r);
+            for (int i = 0; i < VL; i++) *(vf *)(xt + (d0 + i) * BK + j0) = r[i];
+        }
+    for (int64_t d = d0; d < D; d++) {
         float *row = xt + d * BK;
         for (int64_t j = 0; j < n; j++) row[j] = x[j * ld + d];
         for (int64_t j = n; j < BK; j++) row[j] = 0;
@@ -295,7 +321,7 @@ SFT_INLINE int sft_attention_fwd_f32_impl(int wide, const float *q, int64_t ldq,
 
         for (int64_t s0 = st[t0]; s0 < t1; s0 += BK) {
             const int64_t s1 = s0 + BK < t1 ? s0 + BK : t1;
-            transpose_tile(k + (b * T + s0) * ldk + g * D, ldk, s1 - s0, D, kt);
+            transpose_tile(wide, k + (b * T + s0) * ldk + g * D, ldk, s1 - s0, D, kt);
             for (int64_t tg = t0; tg < t1; tg += R) {
                 // R query rows at a time; rows past t1 read row tg and write to `junk`
                 // (a second pointer to a real row would store a stale copy over it).
@@ -416,8 +442,8 @@ SFT_INLINE int sft_attention_bwd_f32_impl(
             // dk, dv for keys [s0, s1) of kv head g: sum over every query row that sees them.
             const int64_t g = units[u].head, s0 = (int64_t)units[u].block * BK;
             const int64_t s1 = s0 + BK < T ? s0 + BK : T, nk = s1 - s0, tend = en[s1 - 1];
-            transpose_tile(k + (b * T + s0) * ldk + g * D, ldk, nk, D, kt);
-            transpose_tile(v + (b * T + s0) * ldv + g * D, ldv, nk, D, vt);
+            transpose_tile(wide, k + (b * T + s0) * ldk + g * D, ldk, nk, D, kt);
+            transpose_tile(wide, v + (b * T + s0) * ldv + g * D, ldv, nk, D, vt);
             memset(dkt, 0, (size_t)(2 * BK * Dp) * sizeof(float));   // dkt and dvt
             for (int64_t h = g * G; h < (g + 1) * G; h++) {
                 const float slope = alibi ? alibi[h] : 0.0f;
@@ -457,8 +483,8 @@ SFT_INLINE int sft_attention_bwd_f32_impl(
             memset(dqa, 0, (size_t)(BQ * Dp) * sizeof(float));
             for (int64_t s0 = st[t0]; s0 < t1; s0 += BK) {
                 const int64_t s1 = s0 + BK < t1 ? s0 + BK : t1;
-                transpose_tile(k + (b * T + s0) * ldk + g * D, ldk, s1 - s0, D, kt);
-                transpose_tile(v + (b * T + s0) * ldv + g * D, ldv, s1 - s0, D, vt);
+                transpose_tile(wide, k + (b * T + s0) * ldk + g * D, ldk, s1 - s0, D, kt);
+                transpose_tile(wide, v + (b * T + s0) * ldv + g * D, ldv, s1 - s0, D, vt);
                 for (int64_t tg = t0; tg < t1; tg += R) {
                     const float *qr[R], *dor[R];
                     float *dqr[R];

@@ -20,7 +20,7 @@ final class CastTests: XCTestCase {
                            Float(bitPattern: 0x3380_0000), Float(bitPattern: 0x3300_0000),
                            Float(bitPattern: 0x3300_0001), Float(bitPattern: 0x7fc0_0001)]
         var rng = RNG(7)
-        for _ in 0..<20_000 { xs.append(Float(bitPattern: UInt32(truncatingIfNeeded: rng.next()))) }
+        for _ in 0..<120_000 { xs.append(Float(bitPattern: UInt32(truncatingIfNeeded: rng.next()))) }   // > 2 cores' grain
         for _ in 0..<20_000 { xs.append(rng.float(70000)) }
         for _ in 0..<5_000 { xs.append(rng.float(1e-4)) }
         return xs

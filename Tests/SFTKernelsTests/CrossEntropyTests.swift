@@ -63,6 +63,30 @@ final class CrossEntropyTests: XCTestCase {
         XCTAssertEqual(count, whole.count)
     }
 
+    func testLargeVocabularyMatchesReference() throws {
+        // Enough logits per chunk that the softmax rows are split over cores.
+        var rng = RNG(74)
+        let (N, C, V) = (40, 8, 5000)
+        let x = rng.floats(N * C, scale: 2), w = rng.floats(V * C, scale: 2)
+        let targets = (0..<N).map { i in i % 7 == 3 ? Int32(-100) : Int32(rng.int(0..<V)) }
+        let got = try run(x: x, w: w, targets: targets, N: N, C: C, V: V, chunk: 32, gradScale: 1,
+                          dw0: [Float](repeating: 0, count: V * C))
+        let want = Ref.lmHeadLoss(x: x.doubles, w: w.doubles, targets: targets, N: N, C: C, V: V, ignore: -100)
+        XCTAssertEqual(got.loss, want, accuracy: 1e-5 * want)
+        // dx row i = sum_j (softmax_ij - onehot_ij) W_j, from the reference in Double
+        for i in [0, 1, 2, 4, 39] {
+            var z = [Double](repeating: 0, count: V)
+            for j in 0..<V { for c in 0..<C { z[j] += Double(x[i * C + c]) * Double(w[j * C + c]) } }
+            let m = z.max()!, sum = z.map { exp($0 - m) }.reduce(0, +)
+            var dx = [Double](repeating: 0, count: C)
+            for j in 0..<V {
+                let g = exp(z[j] - m) / sum - (j == Int(targets[i]) ? 1 : 0)
+                for c in 0..<C { dx[c] += g * Double(w[j * C + c]) }
+            }
+            assertClose(Array(got.dx[i * C..<(i + 1) * C]), dx, rtol: 1e-3, atol: 1e-5, "dx row \(i)")
+        }
+    }
+
     func testAllIgnoredAndBadTargets() throws {
         let (N, C, V) = (3, 4, 5)
         var rng = RNG(72)

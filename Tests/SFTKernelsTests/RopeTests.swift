@@ -11,7 +11,7 @@ final class RopeTests: XCTestCase {
     func testRopeOnFusedQKVSlicesMatchesReference() throws {
         var rng = RNG(20)
         try forEachISA { isa in
-            for (N, H, KV, D) in [(5, 3, 1, 4), (37, 9, 3, 64), (12, 2, 2, 300)] {
+            for (N, H, KV, D) in [(5, 3, 1, 4), (37, 9, 3, 64), (12, 2, 2, 300), (80, 9, 3, 64)] {
                 let ld = (H + 2 * KV) * D
                 let qkv = rng.floats(N * ld, scale: 2)
                 let positions = (0..<N).map { Int32($0 < N / 2 ? $0 : $0 - N / 2 + 1000) }   // a second document
