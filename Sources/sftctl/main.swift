@@ -16,7 +16,9 @@ struct Command {
 
 let commands: [Command] = [
     // one line per command, sorted by name
+    exportCommand,
     inspectCommand,
+    mergeCommand,
     tokenizeCommand,
 ]
 
