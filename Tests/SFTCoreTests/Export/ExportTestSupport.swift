@@ -24,7 +24,10 @@ enum Scratch {
     static var keeping: Bool { !(ProcessInfo.processInfo.environment["SFT_EXPORT_DIR"] ?? "").isEmpty }
 
     static func cleanUp(_ url: URL) {
-        if !keeping { try? FileManager.default.removeItem(at: url) }
+        guard !keeping else { return }
+        try? FileManager.default.removeItem(at: url)
+        // The per-process parent goes too once empty (rmdir refuses a folder that is not).
+        _ = rmdir(url.deletingLastPathComponent().path)
     }
 }
 
