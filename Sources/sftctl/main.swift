@@ -20,9 +20,11 @@ let commands: [Command] = [
     chatCommand,
     dataCommand,
     evalCommand,
+    exportCommand,
     finetuneCommand,
     generateCommand,
     inspectCommand,
+    mergeCommand,
     templateCommand,
     tokenizeCommand,
 ]
