@@ -47,3 +47,26 @@ func runDecodeBench(_ args: Arguments) throws {
     let median = speeds[speeds.count / 2]
     if json { printJSON(["decode_tokens_per_second": median, "tokens": tokens, "runs": runs]) } else { print("batch-1 decode: \(median) tokens/s (median of \(runs))") }
 }
+
+func runForwardBench(_ args: Arguments) throws {
+    let path = try args.require("model")
+    let seq = try args.int("seq") ?? 512
+    let runs = try args.int("runs") ?? 3
+    let json = args.flag("json")
+    let threads = try args.int("threads")
+    try args.finish()
+    if let threads { CPUBackend.shared.setThreads(threads) }
+    let lm = try LanguageModel.load(URL(fileURLWithPath: path))
+    var rng = SeededRandom(seed: 1)
+    let ids = (0..<seq).map { _ in Int32(rng.next() % UInt64(lm.model.vocabSize)) }
+    var times: [Double] = []
+    for i in 0...runs {
+        let t0 = Date()
+        _ = try lm.model.logits(ids)
+        if i > 0 { times.append(Date().timeIntervalSince(t0)) }
+    }
+    times.sort()
+    let med = times[times.count / 2]
+    if json { printJSON(["mode": "forward", "seq": seq, "seconds": med, "tokens_per_second": Double(seq) / med]) }
+    else { print("forward \(seq) tokens: \(med) s, \(Double(seq) / med) tokens/s (median of \(runs))") }
+}
