@@ -139,6 +139,22 @@ public final class Trainer {
         return (loss, norm)
     }
 
+    /// trainer_state.json in the run folder (as HF Trainer writes it): progress, best eval
+    /// loss and the log history.
+    func writeRunState(log: RunLog, elapsed: Double) throws {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        let history = try log.history.map { try JSONSerialization.jsonObject(with: try e.encode($0)) }
+        let state: [String: Any] = [
+            "global_step": globalStep, "max_steps": totalSteps, "best_eval_loss": bestEval ?? NSNull(),
+            "trained_tokens": trainedTokens, "elapsed_seconds": elapsed,
+            "epoch": Double(loader.cursor.epoch) + Double(loader.cursor.index) / Double(max(1, loader.plan.microBatchesPerEpoch)),
+            "log_history": history,
+        ]
+        try writeSynced(try JSONSerialization.data(withJSONObject: state, options: [.prettyPrinted, .sortedKeys]),
+                        to: outputDirectory.appendingPathComponent("trainer_state.json"))
+    }
+
     /// Mean next-token loss over the eval batches (all their trained tokens).
     public func evaluate() throws -> Double? {
         guard !evalBatches.isEmpty else { return nil }
@@ -209,6 +225,7 @@ public final class Trainer {
             onEvent?(.eval(step: globalStep, loss: e))
             bestEval = min(bestEval ?? e, e)
         }
+        try writeRunState(log: log, elapsed: elapsedBefore + Date().timeIntervalSince(start))
         return TrainSummary(steps: globalStep, finalLoss: lastLoss, bestEvalLoss: bestEval, stoppedEarly: stoppedEarly,
                             trainedTokens: trainedTokens, seconds: elapsedBefore + Date().timeIntervalSince(start),
                             peakMemoryBytes: be.memoryStats.peakBytes)

@@ -51,6 +51,9 @@ final class FinetuneEndToEndTests: XCTestCase {
         }
         XCTAssertEqual(Trainer.checkpoints(in: out).map(\.lastPathComponent), ["checkpoint-2"])
         XCTAssertTrue(FileManager.default.fileExists(atPath: out.appendingPathComponent("loss.svg").path))
+        let state = try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("trainer_state.json"))) as! [String: Any]
+        XCTAssertEqual(state["global_step"] as? Int, 2)
+        XCTAssertEqual((state["log_history"] as? [Any])?.count, 2)
         let metrics = try String(contentsOf: out.appendingPathComponent("metrics.jsonl"), encoding: .utf8)
         XCTAssertEqual(metrics.split(separator: "\n").count, 2)
 
