@@ -98,6 +98,12 @@ public protocol Backend: AnyObject, Sendable {
                            alibi: BufferView?, dq: BufferView, dk: BufferView, dv: BufferView,
                            shape: AttentionShape) throws
 
+    /// Attention of Tq new query tokens against a KV cache of S tokens (batch 1, generation):
+    /// query i sits at position S − Tq + i and sees cache rows 0...(S − Tq + i).
+    /// q, o: (Tq, H·D); kCache, vCache: (≥S, KV·D).
+    func attentionCached(q: BufferView, kCache: BufferView, vCache: BufferView, o: BufferView, Tq: Int, S: Int,
+                         H: Int, KV: Int, D: Int, scale: Float) throws
+
     // MARK: swiglu
     func swigluForward(gate: BufferView, up: BufferView, h: BufferView, count n: Int) throws
     func swigluBackward(dh: BufferView, gate: BufferView, up: BufferView, dgate: BufferView,

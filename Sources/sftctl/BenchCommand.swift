@@ -12,6 +12,16 @@ let benchCommand = Command(
     summary: "measure kernel speed",
     help: """
     usage: sftctl bench kernels [--threads N] [--runs R] [--isa NAME] [--json]
+           sftctl bench train --model PATH [--method lora|full] [--seq T] [--lora-r R]
+                              [--steps S] [--checkpointing] [--threads N] [--json]
+           sftctl bench decode --model PATH [--tokens N] [--runs R] [--exact] [--threads N] [--json]
+           sftctl bench forward --model PATH [--seq T] [--runs R] [--threads N] [--json]
+
+    train: one optimizer step of batch 1 × T tokens (LoRA on all linear layers, or full),
+    median step time over S steps after a warm-up, tokens/s, forward/backward split and
+    peak memory. decode: batch-1 greedy decode tokens/s after a short prompt (from the GGUF's
+    quantized blocks unless --exact). forward: inference forward of T tokens with the logits of
+    every position (what transformers' model(ids) computes).
 
     Times the CPU kernels at SmolLM2-135M sizes (T=512 tokens) and prints the median of R runs
     (default 5): GEMM GFLOP/s through the backend and through cblas_sgemm directly (their ratio
@@ -24,10 +34,14 @@ let benchCommand = Command(
       --isa NAME    run the C kernels on avx512, avx2 or generic (default: the best)
       --json        one JSON object per measurement
     """,
-    booleanFlags: [],
+    booleanFlags: ["checkpointing", "exact"],
     run: { args in
-        guard args.positionals == ["kernels"] else {
-            throw UsageError(description: "expected `sftctl bench kernels`")
+        switch args.positionals.first {
+        case "train": try runTrainBench(args); return
+        case "decode": try runDecodeBench(args); return
+        case "forward": try runForwardBench(args); return
+        case "kernels": break
+        default: throw UsageError(description: "expected `sftctl bench kernels|train|decode`")
         }
         let threads = try args.int("threads")
         let runs = try args.int("runs") ?? 5

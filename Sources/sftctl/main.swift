@@ -17,6 +17,16 @@ struct Command {
 let commands: [Command] = [
     // one line per command, sorted by name
     benchCommand,
+    chatCommand,
+    dataCommand,
+    evalCommand,
+    exportCommand,
+    finetuneCommand,
+    generateCommand,
+    inspectCommand,
+    mergeCommand,
+    templateCommand,
+    tokenizeCommand,
 ]
 
 func usage() -> String {

@@ -165,11 +165,80 @@ void sft_adamw_f32(float *p, const float *g, float *m, float *v, int64_t n, floa
                    float b2, float eps, float wd, float bc1, float bc2);
 
 // ---------------------------------------------------------------------------------------------
+// Generation: attention of Tq new tokens against a KV cache of S tokens (batch 1).
+// q, o: (Tq, H, D) rows of H*D floats; kc, vc: (S, KV, D). Query i is at position S-Tq+i and
+// attends to cache rows 0..S-Tq+i. Split over heads with (part, nparts).
+// ---------------------------------------------------------------------------------------------
+
+void sft_attention_cached_f32(const float *q, const float *kc, const float *vc, float *o,
+                              int64_t Tq, int64_t S, int64_t H, int64_t KV, int64_t D,
+                              float scale, int part, int nparts);
+
+// ---------------------------------------------------------------------------------------------
 // Dequantization (GGUF blocks, bitsandbytes NF4/FP4). Formats section: owned by the GGUF /
 // quantization code. Each block type has a readable reference in the .c file.
 // ---------------------------------------------------------------------------------------------
 
-// (declared by the formats work)
+// GGML block types (ids as stored in GGUF): F32, F16, BF16, F64, I8..I64, Q4_0, Q4_1, Q5_0,
+// Q5_1, Q8_0, IQ4_NL (32-value blocks) and Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K (256-value
+// super-blocks). Layouts and reference decoders: quant_gguf.c.
+
+/// Nonzero when sft_gguf_dequantize supports GGML type id `type`.
+int sft_gguf_can_dequantize(int type);
+/// Decodes n values (a whole number of blocks) of GGML type `type` at src into dst (f32).
+int sft_gguf_dequantize(int type, const void *src, float *dst, int64_t n);
+/// Dot product of one quantized row of n values (n a multiple of 32) with f32 x.
+float sft_vec_dot_q4_0_f32(const void *row, const float *x, int64_t n);
+float sft_vec_dot_q4_1_f32(const void *row, const float *x, int64_t n);
+float sft_vec_dot_q8_0_f32(const void *row, const float *x, int64_t n);
+/// y[r] = dot(W[r, :], x) for this part's share of the nrows rows; W is (nrows, ncols) in
+/// GGML type `type`, rows contiguous (ncols a multiple of the block size). Decodes on the fly.
+int sft_matvec_q(int type, const void *w, const float *x, float *y, int64_t nrows, int64_t ncols,
+                 int part, int nparts);
+/// Instruction sets of the quantized kernels (sft_matvec_q_isa forces one, for tests).
+enum { SFT_ISA_AUTO = 0, SFT_ISA_GENERIC = 1, SFT_ISA_AVX2 = 2, SFT_ISA_AVX512 = 3 };
+int sft_matvec_q_isa(int isa, int type, const void *w, const float *x, float *y, int64_t nrows,
+                     int64_t ncols, int part, int nparts);
+/// The best instruction set the quantized kernels use on this CPU (SFT_ISA_*).
+int sft_quant_isa_level(void);
+
+// bitsandbytes 4-bit formats (QLoRA): NF4 / FP4 codes with one f32 absmax per block of
+// `blocksize` values of the flattened tensor; byte i holds value 2i in its high nibble and
+// value 2i+1 in its low nibble. Optional double quantization of the absmax values: 8-bit
+// codes against the signed dynamic map in blocks of 256, plus an f32 offset. Rounding rules
+// and the reference code: quant_nf4.c.
+enum { SFT_Q4_NF4 = 0, SFT_Q4_FP4 = 1 };
+/// The 16 values of a 4-bit type indexed by code (NULL for an unknown type).
+const float *sft_q4_code(int type);
+/// bitsandbytes' create_dynamic_map(signed=True): 256 ascending f32 values into code.
+void sft_dynamic_map_signed(float *code);
+/// Reference quantizer: x (n) -> packed ((n+1)/2 bytes) and absmax (ceil(n/blocksize)).
+int sft_nf4_quantize_ref(int type, const float *x, int64_t n, int64_t blocksize, uint8_t *packed,
+                         float *absmax);
+/// The same quantizer, vectorized per instruction set and split over blocks with (part,
+/// nparts); blocksize even, at most 4096. Equal to the reference bit for bit.
+int sft_nf4_quantize(int type, const float *x, int64_t n, int64_t blocksize, uint8_t *packed,
+                     float *absmax, int part, int nparts);
+/// Reference dequantizer: y (n) = value[code] * absmax[block].
+int sft_nf4_dequantize_ref(int type, const uint8_t *packed, const float *absmax, int64_t n,
+                           int64_t blocksize, float *y);
+/// Fast dequantizer of values [start, start+count) of a quantized tensor into y (count):
+/// packed is the whole tensor's codes, absmax the scales from block start/blocksize on.
+/// Vectorized per instruction set; equal to the reference bit for bit.
+int sft_nf4_dequantize(int type, const uint8_t *packed, const float *absmax, int64_t blocksize,
+                       int64_t start, int64_t count, float *y);
+/// y[r] = dot(W[r, :], x) for this part's rows of W (rows, cols) stored 4-bit (batch-1 decode).
+int sft_nf4_matvec(int type, const uint8_t *packed, const float *absmax, int64_t blocksize,
+                   const float *x, float *y, int64_t rows, int64_t cols, int part, int nparts);
+/// bitsandbytes' reference quantize_blockwise: x (n) -> q (n) codes into the ascending 256-value
+/// code, absmax (ceil(n/blocksize)).
+int sft_quantize_blockwise8_ref(const float *x, int64_t n, int64_t blocksize, const float *code,
+                                uint8_t *q, float *absmax);
+/// y[i] = code[q[e]] * absmax[e / blocksize] + offset for e = start + i, i < count (q and
+/// absmax are the whole arrays), rounded after the product and after the sum.
+void sft_dequantize_blockwise8(const uint8_t *q, const float *absmax, const float *code,
+                               int64_t blocksize, float offset, int64_t start, int64_t count,
+                               float *y);
 
 // ---------------------------------------------------------------------------------------------
 // CUDA loader (run-time dlopen; no build-time toolkit). Declared by the CUDA work.

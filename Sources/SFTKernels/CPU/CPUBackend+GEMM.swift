@@ -41,6 +41,16 @@ extension CPUBackend {
     func sgemm(_ transA: Bool, _ transB: Bool, _ M: Int, _ N: Int, _ K: Int, _ alpha: Float,
                _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
                _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
+        if M == 1 {
+            // One row (batch-1 decode): sgemv streams B once; sgemm would first pack all of B.
+            let incx = blasint(transA ? lda : 1)
+            if transB {  // B stored (N, K): c = B a
+                cblas_sgemv(CblasRowMajor, CblasNoTrans, blasint(N), blasint(K), alpha, b, blasint(ldb), a, incx, beta, c, 1)
+            } else {     // B stored (K, N): c = Bᵀ a
+                cblas_sgemv(CblasRowMajor, CblasTrans, blasint(K), blasint(N), alpha, b, blasint(ldb), a, incx, beta, c, 1)
+            }
+            return
+        }
         cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                     blasint(M), blasint(N), blasint(K), alpha, a, blasint(lda), b, blasint(ldb), beta, c,
                     blasint(ldc))

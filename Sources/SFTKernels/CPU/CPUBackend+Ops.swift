@@ -345,3 +345,18 @@ extension CPUBackend {
         }
     }
 }
+
+extension CPUBackend {
+    public func attentionCached(q: BufferView, kCache: BufferView, vCache: BufferView, o: BufferView, Tq: Int, S: Int,
+                                H: Int, KV: Int, D: Int, scale: Float) throws {
+        guard Tq >= 1, S >= Tq, H >= 1, KV >= 1, H % KV == 0, D >= 1 else {
+            throw KernelError.invalidArgument(op: "attentionCached", message: "Tq=\(Tq) S=\(S) H=\(H) KV=\(KV) D=\(D)")
+        }
+        let (pq, pk, pv, po) = (q.f32(), kCache.f32(), vCache.f32(), o.f32())
+        // Worth splitting over heads only when there is enough work per head.
+        let parts = Tq * S * D >= 1 << 14 ? min(H, ProcessInfo.processInfo.activeProcessorCount) : 1
+        parallel(parts) { p, np in
+            sft_attention_cached_f32(pq, pk, pv, po, Int64(Tq), Int64(S), Int64(H), Int64(KV), Int64(D), scale, p, np)
+        }
+    }
+}

@@ -1,0 +1,182 @@
+// The data pipeline's entry point: a dataset file and a config in, tokenized examples with
+// loss masks and the reports out. `sftctl data` and the trainer call this; batching
+// (`BatchPlan`) takes its output.
+import Foundation
+
+/// The data part of a run's configuration (JSON keys in snake_case; every field optional in
+/// the file, defaults as below).
+public struct DataConfig: Equatable, Sendable, Codable {
+    /// Dataset format name (`alpaca`, `sharegpt`, `messages`, `dolly`, `completion`,
+    /// `guanaco`, `text`, `dolphin`); nil or "auto" detects it.
+    public var format: String?
+    /// Key renames, canonical name → key in the file (e.g. {"instruction": "question"}).
+    public var fields: [String: String]
+    /// Fail on the first bad record instead of skipping it.
+    public var strict: Bool
+    /// Read only this many records (the first ones, or a random subset with `subsetSeed`).
+    public var limit: Int?
+    /// With `limit`: choose the records at random with this seed instead of taking the first.
+    public var subsetSeed: UInt64?
+    /// `assistant`, `last_turn`, `completion` or `all`; nil picks per format.
+    public var maskPolicy: String?
+    /// Train end-of-turn markers / EOS with each trained turn (default true).
+    public var trainEndOfTurn: Bool
+    /// Longest training sequence (default 2048).
+    public var maxSeqLength: Int
+    /// Pack examples into rows of `maxSeqLength` (default true).
+    public var packing: Bool
+    /// Without packing: concatenate a micro-batch's examples into one row instead of padding
+    /// (default false).
+    public var paddingFree: Bool
+    /// Packed rows: let documents attend across each other (default false).
+    public var crossDocumentAttention: Bool
+    /// `truncate`, `drop` or `split` for examples over `maxSeqLength` (default truncate).
+    public var truncation: String
+
+    public init(format: String? = nil, fields: [String: String] = [:], strict: Bool = false, limit: Int? = nil,
+                subsetSeed: UInt64? = nil, maskPolicy: String? = nil, trainEndOfTurn: Bool = true,
+                maxSeqLength: Int = 2048, packing: Bool = true, paddingFree: Bool = false,
+                crossDocumentAttention: Bool = false, truncation: String = "truncate") {
+        self.format = format
+        self.fields = fields
+        self.strict = strict
+        self.limit = limit
+        self.subsetSeed = subsetSeed
+        self.maskPolicy = maskPolicy
+        self.trainEndOfTurn = trainEndOfTurn
+        self.maxSeqLength = maxSeqLength
+        self.packing = packing
+        self.paddingFree = paddingFree
+        self.crossDocumentAttention = crossDocumentAttention
+        self.truncation = truncation
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case format, fields, strict, limit
+        case subsetSeed = "subset_seed", maskPolicy = "mask_policy", trainEndOfTurn = "train_end_of_turn"
+        case maxSeqLength = "max_seq_length", packing, paddingFree = "padding_free"
+        case crossDocumentAttention = "cross_document_attention", truncation
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = DataConfig()
+        format = try c.decodeIfPresent(String.self, forKey: .format)
+        fields = try c.decodeIfPresent([String: String].self, forKey: .fields) ?? d.fields
+        strict = try c.decodeIfPresent(Bool.self, forKey: .strict) ?? d.strict
+        limit = try c.decodeIfPresent(Int.self, forKey: .limit)
+        subsetSeed = try c.decodeIfPresent(UInt64.self, forKey: .subsetSeed)
+        maskPolicy = try c.decodeIfPresent(String.self, forKey: .maskPolicy)
+        trainEndOfTurn = try c.decodeIfPresent(Bool.self, forKey: .trainEndOfTurn) ?? d.trainEndOfTurn
+        maxSeqLength = try c.decodeIfPresent(Int.self, forKey: .maxSeqLength) ?? d.maxSeqLength
+        packing = try c.decodeIfPresent(Bool.self, forKey: .packing) ?? d.packing
+        paddingFree = try c.decodeIfPresent(Bool.self, forKey: .paddingFree) ?? d.paddingFree
+        crossDocumentAttention = try c.decodeIfPresent(Bool.self, forKey: .crossDocumentAttention) ?? d.crossDocumentAttention
+        truncation = try c.decodeIfPresent(String.self, forKey: .truncation) ?? d.truncation
+    }
+
+    /// The dataset-reading part, validated.
+    public func datasetOptions() throws -> DatasetOptions {
+        var f: DatasetFormat?
+        if let name = format, name.lowercased() != "auto" {
+            guard let parsed = DatasetFormat(name: name) else {
+                throw SFTError.config(field: "format", message: "unknown dataset format '\(name)'; one of auto, "
+                                      + DatasetFormat.allCases.map(\.rawValue).joined(separator: ", "))
+            }
+            f = parsed
+        }
+        var selection = RecordSelection.all
+        if let n = limit {
+            guard n >= 0 else { throw SFTError.config(field: "limit", message: "must not be negative") }
+            selection = subsetSeed.map { .sample(n, seed: $0) } ?? .first(n)
+        }
+        return DatasetOptions(format: f, fields: FieldMapping(fields), strict: strict, selection: selection)
+    }
+
+    /// The formatting part, validated.
+    public func formatOptions(keepText: Bool = false) throws -> FormatOptions {
+        var policy: MaskPolicy?
+        if let name = maskPolicy {
+            guard let p = MaskPolicy(name: name) else {
+                throw SFTError.config(field: "mask_policy", message: "unknown mask policy '\(name)'; one of "
+                                      + MaskPolicy.allCases.map(\.rawValue).joined(separator: ", "))
+            }
+            policy = p
+        }
+        return FormatOptions(maskPolicy: policy, trainEndOfTurn: trainEndOfTurn, keepText: keepText)
+    }
+
+    /// Batching options from this config and the trainer's settings.
+    public func batchingOptions(microBatchSize: Int = 1, gradientAccumulation: Int = 1, epochs: Int = 1,
+                                seed: UInt64 = 42, shuffle: Bool = true, padId: Int32 = 0) throws -> BatchingOptions {
+        guard let t = TruncationPolicy(rawValue: truncation.lowercased()) else {
+            throw SFTError.config(field: "truncation", message: "unknown truncation policy '\(truncation)'; one of truncate, drop, split")
+        }
+        if crossDocumentAttention && !packing {
+            throw SFTError.config(field: "cross_document_attention", message: "only applies with packing")
+        }
+        return BatchingOptions(maxSeqLength: maxSeqLength, layout: packing ? .packed : (paddingFree ? .paddingFree : .padded),
+                               crossDocumentAttention: crossDocumentAttention, truncation: t,
+                               microBatchSize: microBatchSize, gradientAccumulation: gradientAccumulation,
+                               epochs: epochs, shuffle: shuffle, seed: seed, padId: padId)
+    }
+}
+
+/// Examples that loaded but could not be formatted (a template that rejects a system message,
+/// say), with their locations.
+public struct FormattingReport: Sendable, CustomStringConvertible {
+    public var formatted: Int
+    public var skipped: [SkippedRecord]
+    /// Tokens over all formatted examples, and of those, trained ones.
+    public var tokens: Int, trainedTokens: Int
+
+    public var description: String {
+        var s = "formatted \(formatted) examples: \(tokens) tokens, \(trainedTokens) trained"
+        if !skipped.isEmpty {
+            s += ", \(skipped.count) could not be formatted"
+            for r in skipped.prefix(5) { s += "\n  e.g. \(r)" }
+        }
+        return s
+    }
+}
+
+/// A dataset ready for batching.
+public struct PreparedDataset: Sendable {
+    public var examples: [TokenizedExample]
+    public var datasetReport: DatasetReport
+    public var formattingReport: FormattingReport
+}
+
+/// Loads, formats and masks a dataset file.
+///
+/// - Parameters:
+///   - renderer: the chat template; nil uses the built-in formats (Alpaca prompt, prompt +
+///     completion, Guanaco-style turns).
+///   - keepTextFor: keep rendered text and offsets in the first N examples (to show
+///     samples); the rest drop them, which matters on large datasets.
+/// - Throws: loading errors (see `Dataset.load`), config errors, and — strict — the first
+///   example that cannot be formatted, naming file and line.
+public func prepareDataset(_ url: URL, config: DataConfig = DataConfig(), tokenizer: any TextTokenizer,
+                           renderer: (any ChatRenderer)?, keepTextFor: Int = 0) throws -> PreparedDataset {
+    let dataset = try Dataset.load(url, options: try config.datasetOptions())
+    let formatter = ExampleFormatter(tokenizer: tokenizer, renderer: renderer, options: try config.formatOptions(keepText: false))
+    var shown = formatter
+    shown.options.keepText = true
+    var examples: [TokenizedExample] = []
+    examples.reserveCapacity(dataset.examples.count)
+    var skipped: [SkippedRecord] = []
+    var tokens = 0, trained = 0
+    for ex in dataset.examples {
+        do {
+            let t = try (examples.count < keepTextFor ? shown : formatter).format(ex)
+            tokens += t.ids.count
+            trained += t.trained.filter { $0 }.count
+            examples.append(t)
+        } catch {
+            if config.strict { throw SFTError.data(path: url.path, line: ex.source.line, message: "record \(ex.source.index): \(error)") }
+            skipped.append(SkippedRecord(location: ex.source, reason: "\(error)"))
+        }
+    }
+    let report = FormattingReport(formatted: examples.count, skipped: skipped, tokens: tokens, trainedTokens: trained)
+    return PreparedDataset(examples: examples, datasetReport: dataset.report, formattingReport: report)
+}

@@ -1,0 +1,100 @@
+// Loading a dataset file: read records (RecordReader), map fields, detect or apply the format,
+// convert each record to an SFTExample, and skip-and-count (or, strict, reject) bad records.
+import Foundation
+
+/// How to read a dataset file.
+public struct DatasetOptions: Equatable, Sendable {
+    /// The record layout; nil detects it from the records' keys.
+    public var format: DatasetFormat?
+    /// Key renames applied before detection and conversion.
+    public var fields: FieldMapping
+    /// Fail on the first bad record (or a cut-off file) instead of skipping and counting.
+    public var strict: Bool
+    /// Which records to read: all, the first N, or a seeded random subset of N.
+    public var selection: RecordSelection
+
+    public init(format: DatasetFormat? = nil, fields: FieldMapping = FieldMapping(), strict: Bool = false,
+                selection: RecordSelection = .all) {
+        self.format = format
+        self.fields = fields
+        self.strict = strict
+        self.selection = selection
+    }
+}
+
+/// A loaded dataset: its examples in file order and the report of what was skipped.
+///
+/// ```swift
+/// let ds = try Dataset.load(URL(fileURLWithPath: "data.jsonl"),
+///                           options: DatasetOptions(selection: .first(1000)))
+/// print(ds.report)
+/// ```
+public struct Dataset: Sendable {
+    public var examples: [SFTExample]
+    public var report: DatasetReport
+
+    public init(examples: [SFTExample], report: DatasetReport) {
+        self.examples = examples
+        self.report = report
+    }
+
+    /// Reads `url` (JSON array, JSON Lines, or `.csv`).
+    /// - Throws: `SFTError.io` when unreadable, `SFTError.format` when not one of the file
+    ///   kinds, `SFTError.data(path:line:message:)` when the format cannot be detected, or — with
+    ///   `strict` — for the first bad record or a cut-off file.
+    public static func load(_ url: URL, options: DatasetOptions = DatasetOptions()) throws -> Dataset {
+        let path = url.path
+        let file = try RecordReader.read(url, selection: options.selection)
+        if options.strict, let t = file.truncated {
+            throw SFTError.data(path: path, line: file.count > 0 ? file.record(file.count - 1).location.line : 1, message: t)
+        }
+        let format: DatasetFormat
+        if let f = options.format {
+            format = f
+        } else {
+            // Detect from the first objects (parsed twice: cheap, and nothing is held).
+            var sample: [[String: RecordValue]] = []
+            var i = 0
+            while i < file.count, sample.count < 64 {
+                if let o = file.record(i).object { sample.append(options.fields.apply(o)) }
+                i += 1
+            }
+            if sample.isEmpty, file.count > 0 {
+                let first = file.record(0)
+                throw SFTError.data(path: path, line: first.location.line,
+                                    message: "no record in the first \(i) is a JSON object (first: \(first.error ?? "?")); "
+                                        + "expected a JSON array of objects, JSON Lines (one object per line) or CSV with a header")
+            }
+            format = try DatasetFormat.detect(sample, path: path, firstLine: file.count > 0 ? file.record(0).location.line : 1)
+        }
+        var examples: [SFTExample] = []
+        examples.reserveCapacity(file.count)
+        var skipped: [SkippedRecord] = []
+        var droppedLeading = 0
+        for i in 0..<file.count {
+            let record = file.record(i)
+            let outcome: Result<SFTContent, RecordError>
+            var dropped = false
+            if let o = record.object {
+                outcome = format.content(of: options.fields.apply(o), mapping: options.fields, droppedLeadingAssistant: &dropped)
+            } else {
+                outcome = .failure(RecordError(record.error ?? "invalid record"))
+            }
+            switch outcome {
+            case .success(let c):
+                if dropped { droppedLeading += 1 }
+                examples.append(SFTExample(content: c, source: record.location))
+            case .failure(let e):
+                if options.strict {
+                    throw SFTError.data(path: path, line: record.location.line,
+                                        message: "record \(record.location.index): \(e.message)")
+                }
+                skipped.append(SkippedRecord(location: record.location, reason: e.message))
+            }
+        }
+        let report = DatasetReport(path: path, fileFormat: file.kind, format: format, records: file.count,
+                                   examples: examples.count, skipped: skipped, leadingAssistantTurnsDropped: droppedLeading,
+                                   truncated: file.truncated)
+        return Dataset(examples: examples, report: report)
+    }
+}

@@ -1,0 +1,45 @@
+// The loader seam: a `WeightSource` lists tensors under their HF checkpoint names and loads
+// them as f32, whatever the file stores (GGUF blocks, safetensors f16/bf16/f32). Models load
+// through this protocol only, so one model file serves GGUF files and HF folders alike.
+import Foundation
+
+/// Named weights in HF checkpoint naming (`model.layers.0.self_attn.q_proj.weight`), loaded
+/// as f32 in row-major HF layout.
+public protocol WeightSource: AnyObject {
+    /// Every tensor name, HF naming.
+    var names: [String] { get }
+    /// Row-major shape of a tensor, or nil when there is none of that name.
+    func shape(of name: String) -> [Int]?
+    /// Writes the tensor's values as f32 (row-major for `shape(of:)`) into `into`, which must
+    /// hold the product of the shape. Throws `SFTError.weights` naming the tensor.
+    func loadF32(_ name: String, into: UnsafeMutablePointer<Float>) throws
+    /// The model's configuration with HF `config.json` keys (`hidden_size`, `model_type` ...):
+    /// the file itself for HF folders, mapped from metadata for GGUF.
+    var config: [String: Any] { get }
+}
+
+extension WeightSource {
+    /// Loads a tensor into a new array (row-major for `shape(of:)`).
+    public func loadF32(_ name: String) throws -> [Float] {
+        guard let shape = shape(of: name) else { throw SFTError.weights(key: name, message: "no such tensor") }
+        let n = shape.reduce(1, *)
+        return try [Float](unsafeUninitializedCapacity: n) { buf, count in
+            if let p = buf.baseAddress { try loadF32(name, into: p) }
+            count = n
+        }
+    }
+
+    /// Total number of values in all tensors.
+    public var parameterCount: Int { names.reduce(0) { $0 + (shape(of: $1)?.reduce(1, *) ?? 0) } }
+}
+
+/// Opens a model given a path: a `.gguf` file, or an HF folder (config.json + safetensors).
+public func openWeights(at url: URL) throws -> WeightSource {
+    var isDir: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir) else {
+        throw SFTError.io(path: url.path, message: "no such file or folder")
+    }
+    if isDir.boolValue { return try HFModelFolder(url: url) }
+    if url.pathExtension.lowercased() == "safetensors" { return try SafetensorsWeights(files: [url], config: [:]) }
+    return try GGUFWeights(url: url)
+}

@@ -1,0 +1,113 @@
+// What every decoder-only language model in the zoo provides, the inputs it takes, its KV
+// cache, and the registry that maps an HF `model_type` / GGUF `general.architecture` to the
+// Swift type that builds it.
+
+import Foundation
+
+/// One batch of token rows as the model sees it. Tokens are flattened rows of B·T.
+public struct ModelInput {
+    public var ids: Tensor          // (B·T) i32
+    public var positions: Tensor    // (B·T) i32, restarting at 0 for each packed document
+    public var docIds: Tensor?      // (B·T) i32; nil: every row is one document
+    public var B: Int
+    public var T: Int
+
+    public init(ids: Tensor, positions: Tensor, docIds: Tensor?, B: Int, T: Int) {
+        self.ids = ids; self.positions = positions; self.docIds = docIds; self.B = B; self.T = T
+    }
+
+    /// One unpacked row of tokens at positions 0..<n.
+    public init(tokens: [Int32], on backend: Backend) throws {
+        let n = tokens.count
+        self.init(ids: try Tensor(ints: tokens, shape: [n], on: backend),
+                  positions: try Tensor(ints: (0..<Int32(n)).map { $0 }, shape: [n], on: backend),
+                  docIds: nil, B: 1, T: n)
+    }
+}
+
+/// Keys and values of past tokens for one sequence, per layer, in device memory.
+public final class KVCache {
+    public let keys: [Tensor]     // per layer (capacity, KV·D)
+    public let values: [Tensor]
+    public let capacity: Int
+    /// Tokens stored so far.
+    public internal(set) var count = 0
+
+    public init(layers: Int, capacity: Int, kvDim: Int, on backend: Backend) throws {
+        keys = try (0..<layers).map { _ in try Tensor(empty: [capacity, kvDim], on: backend) }
+        values = try (0..<layers).map { _ in try Tensor(empty: [capacity, kvDim], on: backend) }
+        self.capacity = capacity
+    }
+
+    public func reset() { count = 0 }
+}
+
+/// A decoder-only causal language model.
+public protocol CausalLM: Module {
+    var modelType: String { get }
+    var vocabSize: Int { get }
+    var hiddenSize: Int { get }
+    var numLayers: Int { get }
+    /// The (V, C) matrix of the LM head (the embedding when tied).
+    var lmHeadWeight: Parameter { get }
+    /// Whether the LM head shares the embedding matrix.
+    var tiedEmbeddings: Bool { get }
+    /// The config as an HF config.json object (for saving merged models).
+    var hfConfig: [String: Any] { get }
+
+    /// Final hidden states (B·T, C) after the last norm. `checkpointing` recomputes each
+    /// decoder layer in backward instead of keeping its activations.
+    func hiddenStates(_ input: ModelInput, checkpointing: Bool) throws -> Tensor
+
+    func makeCache(capacity: Int) throws -> KVCache
+    /// Runs `ids` after the tokens already in `cache`, appends their keys/values, and returns
+    /// the logits (V) of the last one.
+    func decode(_ ids: [Int32], cache: KVCache) throws -> [Float]
+}
+
+extension CausalLM {
+    /// Mean next-token loss over `targets` (−100 = ignored), normalized by `normalizer`
+    /// (defaults to the number of counted targets).
+    public func loss(_ input: ModelInput, targets: Tensor, normalizer: Float? = nil,
+                     checkpointing: Bool = false) throws -> (loss: Tensor, tokens: Int) {
+        let h = try hiddenStates(input, checkpointing: checkpointing)
+        let norm: Float
+        if let normalizer { norm = normalizer } else {
+            let counted = try targets.ints().filter { $0 != -100 }.count
+            norm = Float(max(1, counted))
+        }
+        return try Ops.crossEntropyLMHead(h, weight: lmHeadWeight.value, targets: targets, normalizer: norm)
+    }
+
+    /// Logits (T, V) for every position of one row (no gradient). For tests and evaluation of
+    /// short texts; training uses the fused loss instead.
+    public func logits(_ tokens: [Int32]) throws -> [Float] {
+        try Autograd.withNoGrad {
+            let input = try ModelInput(tokens: tokens, on: lmHeadWeight.value.backend)
+            let h = try hiddenStates(input, checkpointing: false)
+            return try Ops.linear(h, lmHeadWeight.value).floats()
+        }
+    }
+}
+
+/// Builds models from an HF-style config object (`config.json` contents).
+public enum ModelRegistry {
+    public typealias Builder = (_ config: [String: Any], _ backend: Backend) throws -> CausalLM
+
+    /// model_type → builder. One line per architecture.
+    public static let builders: [String: Builder] = [
+        "llama": { try LlamaModel(config: LlamaConfig(hf: $0), on: $1) },
+        "mistral": { try LlamaModel(config: LlamaConfig(hf: $0), on: $1) },
+        "qwen2": { try LlamaModel(config: LlamaConfig(hf: $0, qkvBiasDefault: true), on: $1) },
+    ]
+
+    public static func build(config: [String: Any], on backend: Backend) throws -> CausalLM {
+        guard let type = config["model_type"] as? String else {
+            throw SFTError.config(field: "model_type", message: "missing from the model config")
+        }
+        guard let b = builders[type] else {
+            throw SFTError.config(field: "model_type", message: "'\(type)' is not supported (supported: \(builders.keys.sorted().joined(separator: ", ")))")
+        }
+        return try b(config, backend)
+    }
+}

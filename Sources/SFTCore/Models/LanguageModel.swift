@@ -1,0 +1,99 @@
+// A model with what it needs to talk: its tokenizer and chat template, loaded from one path
+// (a GGUF file or an HF folder), optionally with a PEFT adapter on top. The CLI's generate,
+// chat, eval and finetune commands all start here.
+
+import Foundation
+
+public final class LanguageModel {
+    public let model: CausalLM
+    public let tokenizer: Tokenizer
+    /// The chat template in use: the one asked for, else the model's own, else nil.
+    public let chatTemplate: ChatTemplate?
+    public let source: WeightSource
+    public let url: URL
+
+    public init(model: CausalLM, tokenizer: Tokenizer, chatTemplate: ChatTemplate?, source: WeightSource, url: URL) {
+        self.model = model; self.tokenizer = tokenizer; self.chatTemplate = chatTemplate
+        self.source = source; self.url = url
+    }
+
+    /// Loads the model at `url` (GGUF file or HF folder) on `backend`.
+    /// - Parameters:
+    ///   - adapter: a PEFT adapter folder to attach.
+    ///   - template: a built-in template name or a Jinja file, overriding the model's own.
+    ///   - quantization: quantize the Linear layers to 4 bits on load (QLoRA base).
+    ///   - packedDecode: generate from the GGUF's quantized blocks (fast, like llama.cpp)
+    ///     instead of the dequantized f32 weights (exact; what the golden tests compare).
+    public static func load(_ url: URL, on backend: Backend = CPUBackend.shared, adapter: URL? = nil,
+                            template: String? = nil, packedDecode: Bool = false,
+                            quantization: QuantizationConfig? = nil) throws -> LanguageModel {
+        let source = try openWeights(at: url)
+        let tokenizer = try loadTokenizer(source: source, url: url)
+        let model = try quantization.map { try ModelLoader.load(source, on: backend, quantization: $0) }
+            ?? ModelLoader.load(source, on: backend)
+        if packedDecode, quantization == nil, backend.device == .cpu, let g = source as? GGUFWeights {
+            try model.attachPackedWeights(from: g)
+            if let llama = model as? LlamaModel {
+                let headName = llama.tiedEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight"
+                let raw = try g.loadRaw(headName)
+                if PackedWeights.supported.contains(raw.type.name) {
+                    llama.packedLMHead = PackedMatrix(type: raw.type, rows: raw.shape[0], cols: raw.shape[1], bytes: raw.bytes)
+                }
+            }
+        }
+        if let adapter { try PEFTAdapter.load(adapter, into: model) }
+        let chat: ChatTemplate?
+        if let template {
+            chat = try loadTemplate(template)
+        } else if let own = tokenizer.chatTemplate {
+            chat = try ChatTemplate(source: own)
+        } else {
+            chat = nil
+        }
+        return LanguageModel(model: model, tokenizer: tokenizer, chatTemplate: chat, source: source, url: url)
+    }
+
+    /// The tokenizer stored with the weights: GGUF metadata, or tokenizer.json in the folder.
+    public static func loadTokenizer(source: WeightSource, url: URL) throws -> Tokenizer {
+        if let g = source as? GGUFWeights { return try Tokenizer(spec: TokenizerSpec(gguf: g.file)) }
+        if let f = source as? HFModelFolder {
+            guard f.tokenizerURL != nil else {
+                throw SFTError.io(path: url.appendingPathComponent("tokenizer.json").path, message: "the model folder has no tokenizer.json")
+            }
+            return try Tokenizer(spec: TokenizerSpec(huggingFace: url))
+        }
+        throw SFTError.unsupported("\(url.path): no tokenizer can be found next to bare weights; use a GGUF file or an HF folder")
+    }
+
+    /// A built-in template by name, or a Jinja file.
+    public static func loadTemplate(_ nameOrFile: String) throws -> ChatTemplate {
+        if ChatTemplate.builtinNames.contains(nameOrFile) { return try ChatTemplate.named(nameOrFile) }
+        guard let data = FileManager.default.contents(atPath: nameOrFile), let text = String(data: data, encoding: .utf8) else {
+            throw SFTError.config(field: "template", message: "'\(nameOrFile)' is neither a built-in template (\(ChatTemplate.builtinNames.joined(separator: ", "))) nor a readable file")
+        }
+        return try ChatTemplate(source: text)
+    }
+
+    public var bosToken: String { tokenizer.bosTokenId.flatMap { tokenizer.tokenString($0) } ?? "" }
+    public var eosToken: String { tokenizer.eosTokenId.flatMap { tokenizer.tokenString($0) } ?? "" }
+
+    /// Renders a conversation with the chat template, ending in the assistant's generation
+    /// prompt, and tokenizes it (special tokens in the text are parsed; BOS is added only when
+    /// the template does not already write it).
+    public func chatPrompt(_ messages: [ChatMessage]) throws -> [Int32] {
+        guard let chatTemplate else {
+            throw SFTError.config(field: "template", message: "the model has no chat template; pass one (\(ChatTemplate.builtinNames.joined(separator: ", ")))")
+        }
+        let text = try chatTemplate.render(messages: messages, addGenerationPrompt: true, bosToken: bosToken, eosToken: eosToken).text
+        return encodePrompt(text)
+    }
+
+    /// Tokenizes a raw prompt, adding BOS unless the text already starts with it.
+    public func encodePrompt(_ text: String) -> [Int32] {
+        let bos = bosToken
+        let addSpecial = !(tokenizer.addBosToken && !bos.isEmpty && text.hasPrefix(bos))
+        return tokenizer.encode(text, addSpecialTokens: addSpecial)
+    }
+
+    public var generator: Generator { Generator(model: model, tokenizer: tokenizer) }
+}

@@ -1,0 +1,151 @@
+// Reverse-mode autograd over a graph of coarse ops.
+//
+// Each recorded op leaves a GradNode on its output: the inputs and a closure mapping the
+// output's gradient to the inputs' gradients. `backward` walks the graph once in reverse
+// topological order. Weight gradients of the fused ops are accumulated straight into the
+// leaf's `grad` by the kernels (+=), and the closure returns nil for that input; gradients
+// returned for leaves are added to `grad`. Gradient accumulation over micro-batches is
+// therefore free: call backward again before zeroing.
+//
+// Gradient checkpointing (`checkpoint`) runs a block without recording, then re-runs it with
+// recording during backward — one decoder layer's activations live at a time.
+
+import Foundation
+
+final class GradNode {
+    let op: String
+    let inputs: [Tensor]
+    let backward: (Tensor) throws -> [Tensor?]
+
+    init(op: String, inputs: [Tensor], backward: @escaping (Tensor) throws -> [Tensor?]) {
+        self.op = op
+        self.inputs = inputs
+        self.backward = backward
+    }
+}
+
+public enum Autograd {
+    /// Whether ops record their backward (off inside `withNoGrad`).
+    public private(set) static var isEnabled = true
+    /// Counter that seeds dropout masks; saved and restored around checkpoint recomputation
+    /// so the recomputed forward draws the same masks.
+    public static var randomOffset: UInt64 = 0
+    public static var randomSeed: UInt64 = 0x5f7_5eed
+    /// Training mode: dropout is active (set by the trainer around training steps).
+    public static var isTraining = false
+
+    static var isRecording: Bool { isEnabled }
+
+    /// Runs `body` without recording a graph (inference, evaluation).
+    public static func withNoGrad<R>(_ body: () throws -> R) rethrows -> R {
+        let saved = isEnabled
+        isEnabled = false
+        defer { isEnabled = saved }
+        return try body()
+    }
+
+    static func withGrad<R>(_ body: () throws -> R) rethrows -> R {
+        let saved = isEnabled
+        isEnabled = true
+        defer { isEnabled = saved }
+        return try body()
+    }
+
+    /// Records `node` on `output` when any input needs a gradient.
+    static func record(_ output: Tensor, op: String, inputs: [Tensor],
+                       backward: @escaping (Tensor) throws -> [Tensor?]) {
+        guard isEnabled, inputs.contains(where: { $0.requiresGrad }) else { return }
+        output.requiresGrad = true
+        output.node = GradNode(op: op, inputs: inputs, backward: backward)
+    }
+
+    /// Back-propagates from `root` (a scalar unless `gradient` is given).
+    public static func backward(_ root: Tensor, gradient: Tensor? = nil) throws {
+        guard root.requiresGrad else {
+            throw SFTError.shape(op: "backward", message: "the tensor does not depend on any parameter that requires a gradient")
+        }
+        let seed: Tensor
+        if let g = gradient {
+            guard g.shape == root.shape else {
+                throw SFTError.shape(op: "backward", message: "gradient \(g.shape) for tensor \(root.shape)")
+            }
+            seed = g
+        } else {
+            guard root.count == 1 else {
+                throw SFTError.shape(op: "backward", message: "implicit gradient needs a scalar, got \(root.shape)")
+            }
+            seed = try Tensor([1], shape: root.shape, on: root.backend)
+        }
+
+        // Topological order by iterative DFS.
+        var order: [Tensor] = []
+        var visited = Set<ObjectIdentifier>()
+        var stack: [(Tensor, Bool)] = [(root, false)]
+        while let (t, expanded) = stack.popLast() {
+            if expanded { order.append(t); continue }
+            guard visited.insert(ObjectIdentifier(t)).inserted else { continue }
+            stack.append((t, true))
+            if let node = t.node {
+                for i in node.inputs where i.requiresGrad && !visited.contains(ObjectIdentifier(i)) {
+                    stack.append((i, false))
+                }
+            }
+        }
+
+        var grads: [ObjectIdentifier: Tensor] = [ObjectIdentifier(root): seed]
+        try withNoGrad {
+            for t in order.reversed() {
+                let id = ObjectIdentifier(t)
+                guard let g = grads.removeValue(forKey: id) else { continue }
+                guard let node = t.node else {
+                    if t.requiresGrad { try accumulate(g, into: t) }
+                    continue
+                }
+                let inputGrads = try node.backward(g)
+                for (input, ig) in zip(node.inputs, inputGrads) {
+                    guard let ig, input.requiresGrad else { continue }
+                    let iid = ObjectIdentifier(input)
+                    if let existing = grads[iid] {
+                        // Never add into a tensor the backward closure might still hold.
+                        let sum = try Tensor(empty: existing.shape, on: existing.backend)
+                        try sum.backend.add(existing.storage, ig.storage, into: sum.storage, count: sum.count)
+                        grads[iid] = sum
+                    } else {
+                        grads[iid] = ig
+                    }
+                }
+            }
+        }
+    }
+
+    /// leaf.grad += g
+    static func accumulate(_ g: Tensor, into leaf: Tensor) throws {
+        guard g.shape.reduce(1, *) == leaf.count else {
+            throw SFTError.shape(op: "backward", message: "gradient \(g.shape) for leaf \(leaf.shape)")
+        }
+        let buf = try leaf.gradBuffer()
+        try leaf.backend.axpy(alpha: 1, g.storage, buf.storage, count: leaf.count)
+    }
+
+    /// Gradient checkpointing: runs `body` without keeping its activations and recomputes
+    /// them during backward. `inputs` are the tensors `body` reads that are not parameters.
+    public static func checkpoint(_ inputs: [Tensor], _ body: @escaping ([Tensor]) throws -> Tensor) throws -> Tensor {
+        guard isEnabled else { return try body(inputs) }
+        let savedOffset = randomOffset
+        let out = try withNoGrad { try body(inputs) }
+        let result = out.detached()
+        // Recorded even when no input needs a gradient: parameters used inside `body` get
+        // theirs during the recomputation's own backward.
+        result.requiresGrad = true
+        result.node = GradNode(op: "checkpoint", inputs: inputs) { g in
+            let detachedInputs = inputs.map { $0.detached(requiresGrad: $0.requiresGrad) }
+            let resumeOffset = randomOffset
+            randomOffset = savedOffset
+            let recomputed = try withGrad { try body(detachedInputs) }
+            randomOffset = resumeOffset
+            if recomputed.requiresGrad { try backward(recomputed, gradient: g) }
+            return detachedInputs.map { $0.grad }
+        }
+        return result
+    }
+}

@@ -1,0 +1,136 @@
+// Checkpoints that resume exactly: trainable weights, AdamW moments and step, the data cursor,
+// the dropout random counter, early-stopping state and the fingerprint of data and settings.
+//
+// Written atomically: everything goes into a hidden temporary folder, each file is fsynced,
+// and the folder is renamed to `checkpoint-STEP` last. A killed run leaves at most a temporary
+// folder, which resume never picks (and the next save removes).
+
+import Foundation
+
+struct TrainerState: Codable {
+    var globalStep: Int
+    var cursor: DataCursor
+    var optimizerStep: Int
+    var randomOffset: UInt64
+    var randomSeed: UInt64
+    var bestEval: Double?
+    var evalsWithoutImprovement: Int
+    var trainedTokens: Int
+    var elapsedSeconds: Double
+    var fingerprint: [String: String]
+
+    enum CodingKeys: String, CodingKey {
+        case globalStep = "global_step", cursor, optimizerStep = "optimizer_step", randomOffset = "random_offset"
+        case randomSeed = "random_seed", bestEval = "best_eval_loss", evalsWithoutImprovement = "evals_without_improvement"
+        case trainedTokens = "trained_tokens", elapsedSeconds = "elapsed_seconds", fingerprint
+    }
+}
+
+extension Trainer {
+    /// Checkpoint folders of a run, oldest first (only complete ones: the name is given last).
+    public static func checkpoints(in output: URL) -> [URL] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: output.path)) ?? []
+        return names.compactMap { n -> (Int, URL)? in
+            guard n.hasPrefix("checkpoint-"), let s = Int(n.dropFirst("checkpoint-".count)) else { return nil }
+            let url = output.appendingPathComponent(n)
+            guard FileManager.default.fileExists(atPath: url.appendingPathComponent("trainer_state.json").path) else { return nil }
+            return (s, url)
+        }.sorted { $0.0 < $1.0 }.map(\.1)
+    }
+
+    /// Writes `checkpoint-STEP` atomically and prunes old ones beyond `saveTotalLimit`.
+    @discardableResult
+    public func saveCheckpoint(elapsed: Double) throws -> URL {
+        let fm = FileManager.default
+        try fm.createDirectory(at: outputDirectory, withIntermediateDirectories: true)
+        for n in (try? fm.contentsOfDirectory(atPath: outputDirectory.path)) ?? [] where n.hasPrefix(".tmp-checkpoint-") {
+            try? fm.removeItem(at: outputDirectory.appendingPathComponent(n))
+        }
+        let final = outputDirectory.appendingPathComponent("checkpoint-\(globalStep)")
+        let tmp = outputDirectory.appendingPathComponent(".tmp-checkpoint-\(globalStep)-\(ProcessInfo.processInfo.processIdentifier)")
+        try fm.createDirectory(at: tmp, withIntermediateDirectories: true)
+        do {
+            var weights: [(name: String, tensor: SafetensorsTensor)] = []
+            var moments: [(name: String, tensor: SafetensorsTensor)] = []
+            for (name, p) in parameters {
+                weights.append((name, try SafetensorsTensor(try p.value.floats(), shape: p.value.shape)))
+                moments.append(("m." + name, try SafetensorsTensor(try optimizer.m[name]!.floats(), shape: p.value.shape)))
+                moments.append(("v." + name, try SafetensorsTensor(try optimizer.v[name]!.floats(), shape: p.value.shape)))
+            }
+            try Safetensors.write(weights, to: tmp.appendingPathComponent("trainable.safetensors"))
+            try Safetensors.write(moments, to: tmp.appendingPathComponent("optimizer.safetensors"))
+            try onSave?(tmp)
+            let state = TrainerState(globalStep: globalStep, cursor: loader.cursor, optimizerStep: optimizer.step,
+                                     randomOffset: Autograd.randomOffset, randomSeed: Autograd.randomSeed,
+                                     bestEval: bestEval, evalsWithoutImprovement: evalsWithoutImprovement,
+                                     trainedTokens: trainedTokens, elapsedSeconds: elapsed, fingerprint: fingerprint)
+            let e = JSONEncoder()
+            e.outputFormatting = [.sortedKeys, .prettyPrinted]
+            try writeSynced(try e.encode(state), to: tmp.appendingPathComponent("trainer_state.json"))
+            if fm.fileExists(atPath: final.path) { try fm.removeItem(at: final) }
+            guard rename(tmp.path, final.path) == 0 else {
+                throw SFTError.io(path: final.path, message: "cannot rename the checkpoint into place: \(String(cString: strerror(errno)))")
+            }
+            fsyncDirectory(outputDirectory)
+        } catch {
+            try? fm.removeItem(at: tmp)
+            throw error
+        }
+        if let limit = config.saveTotalLimit, limit > 0 {
+            for old in Trainer.checkpoints(in: outputDirectory).dropLast(limit) { try? fm.removeItem(at: old) }
+        }
+        return final
+    }
+
+    /// Restores weights, optimizer, data position and random state from a checkpoint folder.
+    /// Refuses a checkpoint whose data or settings differ, saying what changed.
+    func restore(from url: URL) throws {
+        let stateURL = url.appendingPathComponent("trainer_state.json")
+        guard let data = FileManager.default.contents(atPath: stateURL.path) else {
+            throw SFTError.io(path: stateURL.path, message: "not a checkpoint (no trainer_state.json)")
+        }
+        let state: TrainerState
+        do { state = try JSONDecoder().decode(TrainerState.self, from: data) } catch {
+            throw SFTError.format(path: stateURL.path, offset: nil, message: "unreadable trainer state: \(error)")
+        }
+        for key in Set(fingerprint.keys).union(state.fingerprint.keys).sorted() where fingerprint[key] != state.fingerprint[key] {
+            throw SFTError.config(field: key, message: "changed since the checkpoint \(url.lastPathComponent) was written: cannot resume exactly (checkpoint: \(state.fingerprint[key] ?? "none"), now: \(fingerprint[key] ?? "none"))")
+        }
+        let weights = try SafetensorsFile(url: url.appendingPathComponent("trainable.safetensors"))
+        let moments = try SafetensorsFile(url: url.appendingPathComponent("optimizer.safetensors"))
+        var m: [String: [Float]] = [:], v: [String: [Float]] = [:]
+        for (name, p) in parameters {
+            guard let info = weights.tensor(named: name), info.shape == p.value.shape else {
+                throw SFTError.weights(key: name, message: "missing or of another shape in \(url.lastPathComponent)")
+            }
+            try p.value.assign(try weights.loadF32(name))
+            m[name] = try moments.loadF32("m." + name)
+            v[name] = try moments.loadF32("v." + name)
+        }
+        try optimizer.restore(step: state.optimizerStep, m: m, v: v)
+        loader = try DataLoader(plan: loader.plan, cursor: state.cursor)
+        Autograd.randomOffset = state.randomOffset
+        Autograd.randomSeed = state.randomSeed
+        globalStep = state.globalStep
+        bestEval = state.bestEval
+        evalsWithoutImprovement = state.evalsWithoutImprovement
+        trainedTokens = state.trainedTokens
+        elapsedBefore = state.elapsedSeconds
+    }
+}
+
+/// Writes `data` to `url` and fsyncs it.
+func writeSynced(_ data: Data, to url: URL) throws {
+    guard FileManager.default.createFile(atPath: url.path, contents: nil) else {
+        throw SFTError.io(path: url.path, message: "cannot create file")
+    }
+    let h = try FileHandle(forWritingTo: url)
+    defer { try? h.close() }
+    try h.write(contentsOf: data)
+    try h.synchronize()
+}
+
+func fsyncDirectory(_ url: URL) {
+    let fd = open(url.path, O_RDONLY)
+    if fd >= 0 { fsync(fd); close(fd) }
+}

@@ -1,0 +1,173 @@
+// `Finetune.run`: the whole finetuning job behind `sftctl finetune`, as a library call.
+// Loads the model with its tokenizer and template, attaches LoRA (or unfreezes for full
+// finetuning), prepares and packs the data, trains with checkpoints and logs, and writes the
+// result: a PEFT adapter folder (LoRA) or the trained weights (full).
+
+import Foundation
+
+public struct FinetuneResult {
+    public var summary: TrainSummary
+    /// The adapter folder (LoRA) or weights file (full finetuning).
+    public var output: URL
+    public var runDirectory: URL
+    public var datasetReport: DatasetReport
+    public var formattingReport: FormattingReport
+    public var packingReport: PackingReport
+}
+
+public enum Finetune {
+    /// Runs the job `config` describes. `onEvent` sees progress; `trainerCreated` hands out the
+    /// trainer (e.g. so a signal handler can set `stopRequested`).
+    public static func run(_ config: FinetuneConfig, onEvent: ((TrainerEvent) -> Void)? = nil,
+                           trainerCreated: ((Trainer) -> Void)? = nil) throws -> FinetuneResult {
+        guard !config.model.isEmpty else { throw SFTError.config(field: "model", message: "required") }
+        guard !config.data.isEmpty else { throw SFTError.config(field: "data", message: "required") }
+        let device = try Device(parsing: config.device)
+        guard device == .cpu else {
+            throw SFTError.kernel(.backendUnavailable(device, reason: "the CUDA backend is not built yet; use --device cpu"))
+        }
+        let backend = CPUBackend.shared
+        if let t = config.threads { backend.setThreads(t) }
+        Autograd.randomSeed = config.seed
+        Autograd.randomOffset = 0
+
+        let quantization = try config.quantization()
+        if quantization != nil && config.method == "full" {
+            throw SFTError.config(field: "quantize", message: "a 4-bit base cannot be fully finetuned; use method qlora")
+        }
+        let lm = try LanguageModel.load(URL(fileURLWithPath: config.model), on: backend, template: config.template,
+                                        quantization: quantization)
+        let model = lm.model
+        switch config.method {
+        case "lora", "qlora":
+            try model.applyLoRA(config.lora, seed: config.seed)
+        case "full":
+            model.setTrainable(true)
+            for (name, p) in model.namedParameters() where config.freeze.contains(where: { name.contains($0) }) {
+                p.trainable = false
+            }
+        default:
+            throw SFTError.config(field: "method", message: "'\(config.method)' is not one of lora, qlora, full")
+        }
+        onEvent?(.message("model: \(model.modelType), \(model.parameterCount()) parameters, \(model.parameterCount(trainableOnly: true)) trainable (\(config.method))"))
+
+        // Data.
+        let renderer = lm.chatTemplate.map { TemplateRenderer(template: $0, tokenizer: lm.tokenizer) }
+        let prepared = try prepareDataset(URL(fileURLWithPath: config.data), config: config.dataConfig,
+                                          tokenizer: lm.tokenizer, renderer: renderer)
+        var train = prepared.examples
+        var evalExamples: [TokenizedExample] = []
+        if let e = config.evalData {
+            evalExamples = try prepareDataset(URL(fileURLWithPath: e), config: config.dataConfig, tokenizer: lm.tokenizer,
+                                              renderer: renderer).examples
+        } else if config.evalSplit > 0 {
+            guard config.evalSplit < 1 else { throw SFTError.config(field: "eval_split", message: "must be below 1") }
+            let order = DataShuffle.permutation(count: train.count, seed: config.seed ^ 0xE7A1)
+            let nEval = max(1, Int(Double(train.count) * config.evalSplit))
+            let evalSet = Set(order.prefix(nEval))
+            evalExamples = order.prefix(nEval).sorted().map { train[$0] }
+            train = train.indices.filter { !evalSet.contains($0) }.map { train[$0] }
+        }
+        guard !train.isEmpty else {
+            throw SFTError.data(path: config.data, line: 0, message: "no usable training examples (\(prepared.datasetReport))")
+        }
+        let padId = lm.tokenizer.padTokenId ?? lm.tokenizer.eosTokenId ?? 0
+        let options = try config.dataConfig.batchingOptions(microBatchSize: config.perDeviceTrainBatchSize,
+                                                            gradientAccumulation: config.gradientAccumulationSteps,
+                                                            epochs: config.numTrainEpochs, seed: config.seed, padId: padId)
+        let plan = try BatchPlan(examples: train, options: options)
+        var evalBatches: [TrainingBatch] = []
+        if !evalExamples.isEmpty {
+            var eo = options
+            eo.epochs = 1; eo.shuffle = false; eo.gradientAccumulation = 1
+            let ep = try BatchPlan(examples: evalExamples, options: eo)
+            evalBatches = (0..<ep.microBatchesPerEpoch).map { ep.microBatch(epoch: 0, index: $0) }
+        }
+        if let llama = model as? LlamaModel {
+            let estimate = MemoryEstimate(config: llama.config, quantization: quantization,
+                                          lora: config.method == "full" ? nil : config.lora,
+                                          batch: config.perDeviceTrainBatchSize, sequence: config.dataConfig.maxSeqLength,
+                                          checkpointing: config.gradientCheckpointing)
+            onEvent?(.message("memory estimate: \(estimate)"))
+        }
+        onEvent?(.message("data: \(prepared.datasetReport.examples) examples (\(prepared.datasetReport.skipped.count) skipped), \(train.count) train / \(evalExamples.count) eval; \(plan.report)"))
+
+        // Trainer.
+        let out = URL(fileURLWithPath: config.outputDir)
+        try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
+        let fingerprint = ["model": config.model, "method": config.method,
+                           "lora": config.method == "full" ? "-" : "\(config.lora)", "data_file": config.data,
+                           "quantization": quantization.map { "\($0)" } ?? "-"]
+        let trainer = try Trainer(model: model, config: try config.trainer(), loader: try DataLoader(plan: plan),
+                                  evalBatches: evalBatches, outputDirectory: out, fingerprint: fingerprint)
+        trainer.onEvent = onEvent
+        trainer.onSave = { dir in try saveResult(lm: lm, config: config, into: dir) }
+        let samples = SampleWriter(lm: lm, config: config, directory: out)
+        trainer.onEvent = { e in
+            onEvent?(e)
+            if case .eval(let step, _) = e { samples.write(step: step) }
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try writeSynced(try encoder.encode(config), to: out.appendingPathComponent("config.json"))
+        trainerCreated?(trainer)
+
+        var resume: URL? = nil
+        if let r = config.resumeFromCheckpoint {
+            if r == "latest" {
+                resume = Trainer.checkpoints(in: out).last
+                if resume == nil { onEvent?(.message("no checkpoint in \(out.path) yet: starting fresh")) }
+            } else {
+                resume = URL(fileURLWithPath: r)
+            }
+        }
+        let summary = try trainer.train(resumeFrom: resume)
+        if trainer.stopRequested {
+            let ck = try trainer.saveCheckpoint(elapsed: summary.seconds)
+            onEvent?(.checkpoint(ck))
+        }
+        let dest = out.appendingPathComponent(config.method == "full" ? "model" : "adapter")
+        try saveResult(lm: lm, config: config, into: dest)
+        return FinetuneResult(summary: summary, output: dest, runDirectory: out, datasetReport: prepared.datasetReport,
+                              formattingReport: prepared.formattingReport, packingReport: plan.report)
+    }
+
+    /// Writes the adapter (LoRA) or the trained weights (full) into `dir`.
+    static func saveResult(lm: LanguageModel, config: FinetuneConfig, into dir: URL) throws {
+        if config.method != "full" {
+            try PEFTAdapter.save(lm.model, config: config.lora, baseModel: config.model, to: dir)
+        } else {
+            try HFExport.saveModel(lm, to: dir)
+        }
+    }
+}
+
+/// Generates from the configured sample prompts at evaluation time into samples.jsonl.
+final class SampleWriter {
+    let lm: LanguageModel
+    let config: FinetuneConfig
+    let url: URL
+
+    init(lm: LanguageModel, config: FinetuneConfig, directory: URL) {
+        self.lm = lm; self.config = config
+        url = directory.appendingPathComponent("samples.jsonl")
+    }
+
+    func write(step: Int) {
+        guard !config.samplePrompts.isEmpty else { return }
+        var lines = ""
+        for prompt in config.samplePrompts {
+            guard let ids = try? (lm.chatTemplate != nil ? lm.chatPrompt([ChatMessage(role: "user", content: prompt)]) : lm.encodePrompt(prompt)),
+                  let r = try? lm.generator.generate(prompt: ids, config: GenerationConfig(maxNewTokens: config.sampleMaxNewTokens)) else { continue }
+            let o: [String: Any] = ["step": step, "prompt": prompt, "completion": r.text]
+            if let d = try? JSONSerialization.data(withJSONObject: o, options: [.sortedKeys]), let s = String(data: d, encoding: .utf8) {
+                lines += s + "\n"
+            }
+        }
+        if let h = FileHandle(forWritingAtPath: url.path) ?? {
+            _ = FileManager.default.createFile(atPath: url.path, contents: nil); return FileHandle(forWritingAtPath: url.path)
+        }() {
+            h.seekToEndOfFile(); h.write(Data(lines.utf8)); try? h.close()
+        }
+    }
+}

@@ -1,0 +1,115 @@
+// AdamW (Loshchilov & Hutter 2019) over the trainable parameters, with decoupled weight decay
+// that skips norms and biases (as HF Trainer does), learning-rate schedules, and gradient
+// clipping by global norm. Moments are f32 tensors on the parameter's device.
+
+import Foundation
+
+public struct AdamWConfig: Codable, Equatable, Sendable {
+    public var beta1: Double = 0.9
+    public var beta2: Double = 0.999
+    public var eps: Double = 1e-8
+    public var weightDecay: Double = 0
+    public init(beta1: Double = 0.9, beta2: Double = 0.999, eps: Double = 1e-8, weightDecay: Double = 0) {
+        self.beta1 = beta1; self.beta2 = beta2; self.eps = eps; self.weightDecay = weightDecay
+    }
+}
+
+public final class AdamW {
+    public let config: AdamWConfig
+    public let parameters: [(String, Parameter)]
+    /// Moments by parameter name.
+    public private(set) var m: [String: Tensor] = [:]
+    public private(set) var v: [String: Tensor] = [:]
+    /// Optimizer steps taken.
+    public private(set) var step = 0
+
+    public init(parameters: [(String, Parameter)], config: AdamWConfig) throws {
+        self.config = config
+        self.parameters = parameters
+        for (name, p) in parameters {
+            m[name] = try Tensor.zeros(p.value.shape, on: p.value.backend)
+            v[name] = try Tensor.zeros(p.value.shape, on: p.value.backend)
+        }
+    }
+
+    /// HF Trainer's rule: no weight decay on biases and normalization weights.
+    public static func decays(_ name: String) -> Bool {
+        !(name.hasSuffix(".bias") || name.contains("norm") || name.contains("layernorm"))
+    }
+
+    /// One update at learning rate `lr`. Parameters without a gradient are left alone.
+    public func update(lr: Double) throws {
+        step += 1
+        for (name, p) in parameters {
+            guard let g = p.value.grad, let m = m[name], let v = v[name] else { continue }
+            let wd = AdamW.decays(name) ? Float(config.weightDecay) : 0
+            try p.value.backend.adamw(param: p.value.storage, grad: g.storage, m: m.storage, v: v.storage,
+                                      count: p.value.count,
+                                      step: AdamWStep(lr: Float(lr), beta1: Float(config.beta1), beta2: Float(config.beta2),
+                                                      eps: Float(config.eps), weightDecay: wd, step: step))
+        }
+    }
+
+    /// Restores the state saved by a checkpoint.
+    public func restore(step: Int, m: [String: [Float]], v: [String: [Float]]) throws {
+        for (name, _) in parameters {
+            guard let mv = m[name], let vv = v[name] else {
+                throw SFTError.weights(key: name, message: "optimizer state missing in the checkpoint")
+            }
+            try self.m[name]!.assign(mv)
+            try self.v[name]!.assign(vv)
+        }
+        self.step = step
+    }
+}
+
+/// Clips gradients in place so their global L2 norm is at most `maxNorm`; returns the norm
+/// before clipping (as HF does).
+@discardableResult
+public func clipGradients(_ parameters: [(String, Parameter)], maxNorm: Double) throws -> Double {
+    var sumsq = 0.0
+    for (_, p) in parameters {
+        if let g = p.value.grad { sumsq += try g.backend.sumOfSquares(g.storage, count: g.count) }
+    }
+    let norm = sumsq.squareRoot()
+    if maxNorm > 0, norm > maxNorm {
+        let s = Float(maxNorm / (norm + 1e-6))
+        for (_, p) in parameters {
+            if let g = p.value.grad { try g.backend.scale(alpha: s, g.storage, into: g.storage, count: g.count) }
+        }
+    }
+    return norm
+}
+
+/// Learning-rate schedules with linear warmup (names as in HF `lr_scheduler_type`).
+public struct LRSchedule: Codable, Equatable, Sendable {
+    public enum Kind: String, Codable, Sendable { case constant, constantWithWarmup = "constant_with_warmup", cosine, linear }
+    public var kind: Kind
+    public var peak: Double
+    public var warmupSteps: Int
+    public var totalSteps: Int
+    /// Floor of cosine decay as a fraction of the peak (cosine_with_min_lr).
+    public var minRatio: Double
+
+    public init(kind: Kind, peak: Double, warmupSteps: Int, totalSteps: Int, minRatio: Double = 0) {
+        self.kind = kind; self.peak = peak; self.warmupSteps = warmupSteps; self.totalSteps = totalSteps
+        self.minRatio = minRatio
+    }
+
+    /// Learning rate for optimizer step `step` (0-based, as HF's LambdaLR sees it).
+    public func lr(at step: Int) -> Double {
+        if kind == .constant { return peak }
+        if step < warmupSteps { return peak * Double(step) / Double(max(1, warmupSteps)) }
+        switch kind {
+        case .constant, .constantWithWarmup:
+            return peak
+        case .linear:
+            let rem = Double(max(0, totalSteps - step)) / Double(max(1, totalSteps - warmupSteps))
+            return peak * rem
+        case .cosine:
+            let progress = Double(step - warmupSteps) / Double(max(1, totalSteps - warmupSteps))
+            let c = 0.5 * (1 + Foundation.cos(Double.pi * min(1, progress)))
+            return peak * (minRatio + (1 - minRatio) * c)
+        }
+    }
+}

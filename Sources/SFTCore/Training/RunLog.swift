@@ -1,0 +1,116 @@
+// A training run's logs: metrics as JSON Lines (one object per logged step), and the loss
+// curve as an SVG picture (train and eval), rewritten as the run goes.
+
+import Foundation
+
+public struct StepMetrics: Codable, Equatable, Sendable {
+    public var step: Int
+    public var epoch: Double
+    public var loss: Double?
+    public var evalLoss: Double?
+    public var lr: Double?
+    public var gradNorm: Double?
+    public var tokensPerSecond: Double?
+    public var trainedTokens: Int?
+    public var elapsedSeconds: Double
+    public var peakMemoryBytes: Int?
+
+    public init(step: Int, epoch: Double, loss: Double? = nil, evalLoss: Double? = nil, lr: Double? = nil,
+                gradNorm: Double? = nil, tokensPerSecond: Double? = nil, trainedTokens: Int? = nil,
+                elapsedSeconds: Double, peakMemoryBytes: Int? = nil) {
+        self.step = step; self.epoch = epoch; self.loss = loss; self.evalLoss = evalLoss; self.lr = lr
+        self.gradNorm = gradNorm; self.tokensPerSecond = tokensPerSecond; self.trainedTokens = trainedTokens
+        self.elapsedSeconds = elapsedSeconds; self.peakMemoryBytes = peakMemoryBytes
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case step, epoch, loss, evalLoss = "eval_loss", lr, gradNorm = "grad_norm"
+        case tokensPerSecond = "tokens_per_second", trainedTokens = "trained_tokens"
+        case elapsedSeconds = "elapsed_seconds", peakMemoryBytes = "peak_memory_bytes"
+    }
+}
+
+/// Appends metrics to `metrics.jsonl` in the run folder and redraws `loss.svg`.
+public final class RunLog {
+    public let directory: URL
+    public private(set) var history: [StepMetrics] = []
+    private let handle: FileHandle
+
+    public init(directory: URL, keepExisting: Bool) throws {
+        self.directory = directory
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let url = directory.appendingPathComponent("metrics.jsonl")
+        if keepExisting, let data = FileManager.default.contents(atPath: url.path) {
+            let decoder = JSONDecoder()
+            history = data.split(separator: UInt8(ascii: "\n")).compactMap { try? decoder.decode(StepMetrics.self, from: Data($0)) }
+        } else {
+            _ = FileManager.default.createFile(atPath: url.path, contents: nil)
+        }
+        guard let h = FileHandle(forWritingAtPath: url.path) else {
+            throw SFTError.io(path: url.path, message: "cannot open for writing")
+        }
+        handle = h
+        handle.seekToEndOfFile()
+    }
+
+    deinit { try? handle.close() }
+
+    /// Drops entries after `step` (resuming from a checkpoint) and rewrites the file.
+    public func truncate(after step: Int) throws {
+        history.removeAll { $0.step > step }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        var data = Data()
+        for m in history { data += try encoder.encode(m); data.append(UInt8(ascii: "\n")) }
+        try handle.truncate(atOffset: 0)
+        handle.write(data)
+    }
+
+    public func append(_ m: StepMetrics) throws {
+        history.append(m)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        var line = try encoder.encode(m)
+        line.append(UInt8(ascii: "\n"))
+        handle.write(line)
+        try? LossCurve.svg(history).write(to: directory.appendingPathComponent("loss.svg"), atomically: true, encoding: .utf8)
+    }
+}
+
+/// Draws train and eval loss against step as a self-contained SVG.
+public enum LossCurve {
+    public static func svg(_ history: [StepMetrics], width: Double = 640, height: Double = 360) -> String {
+        let train = history.compactMap { m in m.loss.map { (Double(m.step), $0) } }
+        let eval = history.compactMap { m in m.evalLoss.map { (Double(m.step), $0) } }
+        let all = train + eval
+        let left = 56.0, right = 16.0, top = 24.0, bottom = 40.0
+        var s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(width))\" height=\"\(Int(height))\" font-family=\"sans-serif\" font-size=\"11\">\n"
+        s += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+        guard let minX = all.map(\.0).min(), let maxX = all.map(\.0).max(),
+              let minY = all.map(\.1).min(), let maxY = all.map(\.1).max() else {
+            return s + "<text x=\"20\" y=\"30\">no data yet</text>\n</svg>\n"
+        }
+        let spanX = max(maxX - minX, 1), spanY = max(maxY - minY, 1e-6)
+        func px(_ x: Double) -> Double { left + (x - minX) / spanX * (width - left - right) }
+        func py(_ y: Double) -> Double { top + (1 - (y - minY) / spanY) * (height - top - bottom) }
+        func fmt(_ v: Double) -> String { String((v * 1000).rounded() / 1000) }
+        s += "<line x1=\"\(left)\" y1=\"\(height - bottom)\" x2=\"\(width - right)\" y2=\"\(height - bottom)\" stroke=\"#444\"/>\n"
+        s += "<line x1=\"\(left)\" y1=\"\(top)\" x2=\"\(left)\" y2=\"\(height - bottom)\" stroke=\"#444\"/>\n"
+        for i in 0...4 {
+            let y = minY + spanY * Double(i) / 4
+            s += "<text x=\"4\" y=\"\(fmt(py(y) + 4))\">\(fmt(y))</text>\n"
+            let x = minX + spanX * Double(i) / 4
+            s += "<text x=\"\(fmt(px(x) - 8))\" y=\"\(height - bottom + 16)\">\(Int(x))</text>\n"
+        }
+        s += "<text x=\"\(width / 2 - 12)\" y=\"\(height - 6)\">step</text>\n"
+        func poly(_ pts: [(Double, Double)], _ color: String) -> String {
+            guard !pts.isEmpty else { return "" }
+            let p = pts.map { "\(fmt(px($0.0))),\(fmt(py($0.1)))" }.joined(separator: " ")
+            return "<polyline fill=\"none\" stroke=\"\(color)\" stroke-width=\"1.5\" points=\"\(p)\"/>\n"
+        }
+        s += poly(train, "#1f77b4") + poly(eval, "#d62728")
+        s += "<text x=\"\(width - 120)\" y=\"16\" fill=\"#1f77b4\">train loss</text>\n"
+        if !eval.isEmpty { s += "<text x=\"\(width - 56)\" y=\"16\" fill=\"#d62728\">eval loss</text>\n" }
+        return s + "</svg>\n"
+    }
+}

@@ -1,0 +1,233 @@
+// The training loop: optimizer steps over a DataLoader, the exact token-mean loss per step,
+// gradient clipping, AdamW with a schedule, periodic evaluation with early stopping, JSON Lines
+// metrics, and checkpoints that resume bit-for-bit (see Checkpoint.swift).
+//
+// Exact loss: every micro-batch's summed token loss is divided by the trained-token count of
+// the whole optimizer step, so the step's loss and gradients equal those of one unpacked,
+// unaccumulated batch of the same tokens.
+
+import Foundation
+
+public struct TrainerConfig: Codable, Equatable, Sendable {
+    public var learningRate: Double = 2e-4
+    public var schedule: LRSchedule.Kind = .linear
+    public var warmupRatio: Double = 0
+    public var warmupSteps: Int = 0
+    /// Floor of the cosine schedule, as a fraction of the peak.
+    public var minLRRatio: Double = 0
+    public var adamw = AdamWConfig()
+    public var maxGradNorm: Double = 1
+    /// Stop after this many optimizer steps (nil: run every epoch of the data plan).
+    public var maxSteps: Int? = nil
+    public var gradientCheckpointing: Bool = false
+    public var loggingSteps: Int = 1
+    /// Evaluate every N steps (nil: only at the end, when eval data exists).
+    public var evalSteps: Int? = nil
+    /// Stop when eval loss has not improved for this many evaluations (nil: never).
+    public var earlyStoppingPatience: Int? = nil
+    /// Save a checkpoint every N steps (nil: never during the run).
+    public var saveSteps: Int? = nil
+    public var saveEachEpoch: Bool = false
+    /// Keep at most this many checkpoints (oldest deleted first).
+    public var saveTotalLimit: Int? = nil
+    public var seed: UInt64 = 42
+
+    public init() {}
+}
+
+/// What the trainer reports while it runs.
+public enum TrainerEvent {
+    case step(StepMetrics, totalSteps: Int)
+    case eval(step: Int, loss: Double)
+    case checkpoint(URL)
+    case message(String)
+}
+
+public struct TrainSummary: Sendable {
+    public var steps: Int
+    public var finalLoss: Double?
+    public var bestEvalLoss: Double?
+    public var stoppedEarly: Bool
+    public var trainedTokens: Int
+    public var seconds: Double
+    public var peakMemoryBytes: Int
+}
+
+public final class Trainer {
+    public let model: CausalLM
+    public let config: TrainerConfig
+    public let parameters: [(String, Parameter)]
+    public let optimizer: AdamW
+    public internal(set) var loader: DataLoader
+    public let evalBatches: [TrainingBatch]
+    public let schedule: LRSchedule
+    public let outputDirectory: URL
+    /// Identifies the data and settings a checkpoint belongs to (resume refuses a mismatch).
+    public let fingerprint: [String: String]
+    public var onEvent: ((TrainerEvent) -> Void)?
+    /// Called after each checkpoint is written, to add files (an adapter folder) to it.
+    public var onSave: ((URL) throws -> Void)?
+
+    var globalStep = 0
+    var bestEval: Double? = nil
+    var evalsWithoutImprovement = 0
+    var trainedTokens = 0
+    var elapsedBefore: Double = 0
+    /// Set from another thread (SIGINT) to stop at the next step boundary.
+    public var stopRequested = false
+
+    public init(model: CausalLM, config: TrainerConfig, loader: DataLoader, evalBatches: [TrainingBatch],
+                outputDirectory: URL, fingerprint: [String: String] = [:]) throws {
+        self.model = model
+        self.config = config
+        self.loader = loader
+        self.evalBatches = evalBatches
+        self.outputDirectory = outputDirectory
+        parameters = model.trainableParameters
+        guard !parameters.isEmpty else {
+            throw SFTError.config(field: "method", message: "nothing to train: every parameter is frozen")
+        }
+        optimizer = try AdamW(parameters: parameters, config: config.adamw)
+        let total = config.maxSteps.map { min($0, loader.plan.totalSteps) } ?? loader.plan.totalSteps
+        let warmup = config.warmupSteps > 0 ? config.warmupSteps : Int((config.warmupRatio * Double(total)).rounded(.up))
+        schedule = LRSchedule(kind: config.schedule, peak: config.learningRate, warmupSteps: warmup,
+                              totalSteps: total, minRatio: config.minLRRatio)
+        var fp = fingerprint
+        fp["data"] = loader.plan.fingerprint
+        fp["trainer"] = Trainer.describe(config)
+        self.fingerprint = fp
+    }
+
+    public var totalSteps: Int { schedule.totalSteps }
+
+    static func describe(_ c: TrainerConfig) -> String {
+        var c = c
+        // Fields that may change between a run and its resumption without changing its math.
+        c.loggingSteps = 0; c.saveSteps = nil; c.saveTotalLimit = nil; c.evalSteps = nil; c.maxSteps = nil
+        c.earlyStoppingPatience = nil; c.saveEachEpoch = false
+        let e = JSONEncoder()
+        e.outputFormatting = .sortedKeys
+        return (try? e.encode(c)).flatMap { String(data: $0, encoding: .utf8) } ?? ""
+    }
+
+    func tensors(_ b: TrainingBatch) throws -> (ModelInput, Tensor) {
+        let be = model.lmHeadWeight.value.backend
+        let n = b.B * b.T
+        let input = ModelInput(ids: try Tensor(ints: b.ids, shape: [n], on: be),
+                               positions: try Tensor(ints: b.positions, shape: [n], on: be),
+                               docIds: try Tensor(ints: b.docIds, shape: [n], on: be), B: b.B, T: b.T)
+        return (input, try Tensor(ints: b.targets, shape: [n], on: be))
+    }
+
+    /// One optimizer step: forward/backward over every micro-batch, clip, update.
+    /// Returns the step's loss (mean over its trained tokens) and the gradient norm.
+    public func trainStep(_ step: OptimizerStep) throws -> (loss: Double, gradNorm: Double) {
+        model.zeroGrad()
+        let normalizer = Float(max(1, step.trainedTokens))
+        var loss = 0.0
+        Autograd.isTraining = true
+        defer { Autograd.isTraining = false }
+        for b in step.batches where b.trainedTokens > 0 {
+            let (input, targets) = try tensors(b)
+            let (l, _) = try model.loss(input, targets: targets, normalizer: normalizer,
+                                        checkpointing: config.gradientCheckpointing)
+            try Autograd.backward(l)
+            loss += Double(try l.item())
+        }
+        let norm = try clipGradients(parameters, maxNorm: config.maxGradNorm)
+        try optimizer.update(lr: schedule.lr(at: step.step))
+        return (loss, norm)
+    }
+
+    /// trainer_state.json in the run folder (as HF Trainer writes it): progress, best eval
+    /// loss and the log history.
+    func writeRunState(log: RunLog, elapsed: Double) throws {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        let history = try log.history.map { try JSONSerialization.jsonObject(with: try e.encode($0)) }
+        let state: [String: Any] = [
+            "global_step": globalStep, "max_steps": totalSteps, "best_eval_loss": bestEval ?? NSNull(),
+            "trained_tokens": trainedTokens, "elapsed_seconds": elapsed,
+            "epoch": Double(loader.cursor.epoch) + Double(loader.cursor.index) / Double(max(1, loader.plan.microBatchesPerEpoch)),
+            "log_history": history,
+        ]
+        try writeSynced(try JSONSerialization.data(withJSONObject: state, options: [.prettyPrinted, .sortedKeys]),
+                        to: outputDirectory.appendingPathComponent("trainer_state.json"))
+    }
+
+    /// Mean next-token loss over the eval batches (all their trained tokens).
+    public func evaluate() throws -> Double? {
+        guard !evalBatches.isEmpty else { return nil }
+        return try Autograd.withNoGrad {
+            var sum = 0.0, count = 0
+            for b in evalBatches where b.trainedTokens > 0 {
+                let (input, targets) = try tensors(b)
+                let (l, n) = try model.loss(input, targets: targets, normalizer: 1)
+                sum += Double(try l.item())
+                count += n
+            }
+            return count > 0 ? sum / Double(count) : nil
+        }
+    }
+
+    /// Runs until the data plan, `maxSteps`, early stopping or `stopRequested` ends it.
+    /// With `resumeFrom`, restores that checkpoint first.
+    public func train(resumeFrom checkpoint: URL? = nil) throws -> TrainSummary {
+        if let checkpoint { try restore(from: checkpoint) }
+        let log = try RunLog(directory: outputDirectory, keepExisting: checkpoint != nil)
+        if checkpoint != nil { try log.truncate(after: globalStep) }
+        let be = model.lmHeadWeight.value.backend
+        let start = Date()
+        var lastLoss: Double? = nil
+        var stoppedEarly = false
+        var windowTokens = 0
+        var windowStart = Date()
+        let stepsPerEpoch = max(1, loader.plan.stepsPerEpoch)
+        while globalStep < totalSteps, !stopRequested, let step = loader.nextStep() {
+            let (loss, norm) = try trainStep(step)
+            globalStep = step.step + 1
+            trainedTokens += step.trainedTokens
+            windowTokens += step.batches.reduce(0) { $0 + $1.B * $1.T }
+            lastLoss = loss
+            let epoch = Double(step.next.epoch) + Double(step.next.index) / Double(max(1, loader.plan.microBatchesPerEpoch))
+            if globalStep % max(1, config.loggingSteps) == 0 || globalStep == totalSteps {
+                let dt = Date().timeIntervalSince(windowStart)
+                let m = StepMetrics(step: globalStep, epoch: epoch, loss: loss, lr: schedule.lr(at: step.step),
+                                    gradNorm: norm, tokensPerSecond: dt > 0 ? Double(windowTokens) / dt : nil,
+                                    trainedTokens: trainedTokens, elapsedSeconds: elapsedBefore + Date().timeIntervalSince(start),
+                                    peakMemoryBytes: be.memoryStats.peakBytes)
+                try log.append(m)
+                onEvent?(.step(m, totalSteps: totalSteps))
+                windowTokens = 0
+                windowStart = Date()
+            }
+            let atEnd = globalStep == totalSteps
+            if let every = config.evalSteps, globalStep % every == 0 || atEnd, let e = try evaluate() {
+                try log.append(StepMetrics(step: globalStep, epoch: epoch, evalLoss: e,
+                                           elapsedSeconds: elapsedBefore + Date().timeIntervalSince(start)))
+                onEvent?(.eval(step: globalStep, loss: e))
+                if bestEval.map({ e < $0 }) ?? true { bestEval = e; evalsWithoutImprovement = 0 } else { evalsWithoutImprovement += 1 }
+                if let p = config.earlyStoppingPatience, evalsWithoutImprovement >= p {
+                    onEvent?(.message("early stopping: eval loss has not improved for \(p) evaluations"))
+                    stoppedEarly = true
+                }
+            }
+            let epochEnd = globalStep % stepsPerEpoch == 0
+            if (config.saveSteps.map { globalStep % $0 == 0 } ?? false) || (config.saveEachEpoch && epochEnd) {
+                let url = try saveCheckpoint(elapsed: elapsedBefore + Date().timeIntervalSince(start))
+                onEvent?(.checkpoint(url))
+            }
+            if stoppedEarly { break }
+        }
+        if config.evalSteps == nil, !evalBatches.isEmpty, let e = try evaluate() {
+            try log.append(StepMetrics(step: globalStep, epoch: Double(loader.cursor.epoch), evalLoss: e,
+                                       elapsedSeconds: elapsedBefore + Date().timeIntervalSince(start)))
+            onEvent?(.eval(step: globalStep, loss: e))
+            bestEval = min(bestEval ?? e, e)
+        }
+        try writeRunState(log: log, elapsed: elapsedBefore + Date().timeIntervalSince(start))
+        return TrainSummary(steps: globalStep, finalLoss: lastLoss, bestEvalLoss: bestEval, stoppedEarly: stoppedEarly,
+                            trainedTokens: trainedTokens, seconds: elapsedBefore + Date().timeIntervalSince(start),
+                            peakMemoryBytes: be.memoryStats.peakBytes)
+    }
+}

@@ -1,0 +1,83 @@
+// Measured training and decode speed on a real model, for `sftctl bench train|decode` and
+// BENCHMARKS.md: median step time after a warm-up, tokens/s, forward/backward split, peak
+// memory (allocator) and peak RSS (the process).
+
+import Foundation
+
+public struct StepTiming: Sendable {
+    public var forward: Double
+    public var backward: Double
+    public var optimizer: Double
+    public var total: Double { forward + backward + optimizer }
+}
+
+public struct TrainBenchResult: Sendable {
+    public var tokens: Int
+    public var steps: [StepTiming]
+    public var peakMemoryBytes: Int
+    public var peakRSSBytes: Int
+    public var median: StepTiming {
+        func med(_ f: (StepTiming) -> Double) -> Double { let s = steps.map(f).sorted(); return s[s.count / 2] }
+        return StepTiming(forward: med(\.forward), backward: med(\.backward), optimizer: med(\.optimizer))
+    }
+    public var tokensPerSecond: Double { Double(tokens) / median.total }
+}
+
+public enum TrainingBenchmark {
+    /// Times `steps` optimizer steps (after one warm-up) of batch 1 × `seq` random tokens.
+    public static func run(model: CausalLM, seq: Int, steps: Int, checkpointing: Bool, seed: UInt64 = 1) throws -> TrainBenchResult {
+        let be = model.lmHeadWeight.value.backend
+        var rng = SeededRandom(seed: seed)
+        let ids = (0..<seq).map { _ in Int32(rng.next() % UInt64(model.vocabSize)) }
+        let input = try ModelInput(tokens: ids, on: be)
+        let targets = try Tensor(ints: Array(ids.dropFirst()) + [-100], shape: [seq], on: be)
+        let params = model.trainableParameters
+        let opt = try AdamW(parameters: params, config: AdamWConfig())
+        var timings: [StepTiming] = []
+        be.resetPeakMemory()
+        Autograd.isTraining = true
+        defer { Autograd.isTraining = false }
+        for i in 0...steps {
+            model.zeroGrad()
+            let t0 = Date()
+            let (l, _) = try model.loss(input, targets: targets, checkpointing: checkpointing)
+            try be.synchronize()
+            let t1 = Date()
+            try Autograd.backward(l)
+            try be.synchronize()
+            let t2 = Date()
+            try clipGradients(params, maxNorm: 1)
+            try opt.update(lr: 1e-5)
+            try be.synchronize()
+            let t3 = Date()
+            if i > 0 {
+                timings.append(StepTiming(forward: t1.timeIntervalSince(t0), backward: t2.timeIntervalSince(t1),
+                                          optimizer: t3.timeIntervalSince(t2)))
+            }
+        }
+        return TrainBenchResult(tokens: seq, steps: timings, peakMemoryBytes: be.memoryStats.peakBytes,
+                                peakRSSBytes: peakRSS())
+    }
+
+    /// Batch-1 greedy decode: tokens/s over `tokens` new tokens after `prompt`.
+    public static func decode(model: CausalLM, prompt: [Int32], tokens: Int) throws -> Double {
+        let cache = try model.makeCache(capacity: prompt.count + tokens + 1)
+        var logits = try model.decode(prompt, cache: cache)
+        let t0 = Date()
+        for _ in 0..<tokens {
+            let next = Int32(logits.indices.max { logits[$0] < logits[$1] }!)
+            logits = try model.decode([next], cache: cache)
+        }
+        return Double(tokens) / Date().timeIntervalSince(t0)
+    }
+}
+
+/// Peak resident set size of this process (VmHWM), in bytes; 0 where unavailable.
+public func peakRSS() -> Int {
+    guard let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+    for line in s.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+        let kb = line.split(separator: " ").compactMap { Int($0) }.first ?? 0
+        return kb * 1024
+    }
+    return 0
+}

@@ -1,0 +1,155 @@
+// `sftctl data`: what a finetune run would train on, before any training — the dataset report
+// (records kept and skipped, with lines), the first formatted samples with their trained text
+// highlighted, and the packing/truncation report. Reads the same config file and keys as
+// `sftctl finetune`; loads only the tokenizer and chat template, not the weights.
+import Foundation
+import SFTCore
+
+let dataCommand = Command(
+    name: "data",
+    summary: "show formatted samples with their loss masks, and the data reports",
+    help: """
+    usage: sftctl data --model PATH --data F [--config FILE.json] [--KEY VALUE ...]
+                       [--samples N] [--field CANONICAL=KEY,...] [--strict] [--json]
+
+    Loads F as `sftctl finetune` would, formats it with the model's tokenizer and chat template
+    (or --template), and prints:
+      - the dataset report: file kind, format, records, examples, skipped records with their
+        lines and reasons;
+      - the first N samples (default 3) with the trained tokens' text highlighted: in colour on
+        a terminal, between [[ and ]] otherwise (<eos> marks an appended EOS);
+      - the packing/truncation report and the number of optimizer steps.
+
+      --model PATH       GGUF file or HF model folder (only its tokenizer and template are read)
+      --data F           .json (array), .jsonl or .csv
+      --config FILE      a finetune config (JSON); flags override its keys
+      --samples N        samples to show (default 3)
+      --field A=B,...    rename keys: canonical name A is read from key B (e.g. instruction=question)
+      --strict           fail on the first bad record
+      --json             print one JSON object instead
+
+    data keys (as flags or in the config): format, fields, strict, limit, subset_seed,
+    mask_policy, train_end_of_turn, max_seq_length, packing, padding_free,
+    cross_document_attention, truncation; also template, seed, per_device_train_batch_size,
+    gradient_accumulation_steps, num_train_epochs (see sftctl finetune --help).
+    """,
+    booleanFlags: ["strict"],
+    run: runData
+)
+
+/// The finetune config keys `sftctl data` reads.
+private let dataCommandKeys = ["model", "data", "template", "seed", "per_device_train_batch_size", "gradient_accumulation_steps",
+                               "num_train_epochs", "format", "fields", "strict", "limit", "subset_seed", "mask_policy",
+                               "train_end_of_turn", "max_seq_length", "packing", "padding_free", "cross_document_attention",
+                               "truncation"]
+
+func runData(_ args: Arguments) throws {
+    var object: [String: Any] = [:]
+    let configPath = args.string("config")
+    if let path = configPath {
+        guard let data = FileManager.default.contents(atPath: path) else { throw UsageError(description: "cannot read \(path)") }
+        guard let o = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+            throw SFTError.format(path: path, offset: nil, message: "not a JSON object")
+        }
+        object = o
+    }
+    for key in dataCommandKeys {
+        for name in [key, key.replacingOccurrences(of: "_", with: "-")] {
+            guard let raw = args.string(name) else { continue }
+            object[key] = configValue(key, raw)  // as `sftctl finetune` reads flags
+        }
+    }
+    for spec in args.strings("field") {
+        var fields = object["fields"] as? [String: String] ?? [:]
+        for (k, v) in try FieldMapping(parsing: spec).renames { fields[k] = v }
+        object["fields"] = fields
+    }
+    if args.flag("strict") { object["strict"] = true }
+    let samples = try args.int("samples") ?? 3
+    let json = args.flag("json")
+    try args.finish()
+    let config = try FinetuneConfig.from(json: object, source: configPath ?? "flags")
+    guard !config.model.isEmpty else { throw UsageError(description: "missing required option --model") }
+    guard !config.data.isEmpty else { throw UsageError(description: "missing required option --data") }
+
+    let t0 = Date()
+    let tokenizer = try Tokenizer(url: URL(fileURLWithPath: config.model))
+    let template: ChatTemplate?
+    if let t = config.template {
+        template = try LanguageModel.loadTemplate(t)
+    } else {
+        template = try tokenizer.chatTemplate.map { try ChatTemplate(source: $0) }
+    }
+    let renderer = template.map { TemplateRenderer(template: $0, tokenizer: tokenizer) }
+    let prepared = try prepareDataset(URL(fileURLWithPath: config.data), config: config.dataConfig, tokenizer: tokenizer,
+                                      renderer: renderer, keepTextFor: max(0, samples))
+    let options = try config.dataConfig.batchingOptions(
+        microBatchSize: config.perDeviceTrainBatchSize, gradientAccumulation: config.gradientAccumulationSteps,
+        epochs: config.numTrainEpochs, seed: config.seed, padId: tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0)
+    let plan = try BatchPlan(examples: prepared.examples, options: options)
+    let seconds = Date().timeIntervalSince(t0)
+    let shown = Array(prepared.examples.prefix(max(0, samples)))
+
+    if json {
+        printJSON(dataReportJSON(prepared, plan: plan, samples: shown,
+                                 template: renderer == nil ? "none (built-in formats)" : (config.template ?? "the model's own"),
+                                 seconds: seconds))
+        return
+    }
+
+    let tty = isatty(STDOUT_FILENO) != 0
+    let (open, close) = tty ? ("\u{1B}[1;32m", "\u{1B}[0m") : ("[[", "]]")
+    print(prepared.datasetReport)
+    print(prepared.formattingReport)
+    print("template: " + (renderer == nil ? "none (Alpaca prompt / prompt+completion / ### Human-Assistant turns)"
+                                          : (config.template ?? "the model's own")))
+    for t in shown {
+        let trained = t.trained.filter { $0 }.count
+        print("\n── sample at \(t.source): \(t.ids.count) tokens, \(trained) trained " + (tty ? "(trained text in green)" : "(trained text in [[ ]])"))
+        let marked = t.markedText(open: open, close: close, eos: "<eos>") ?? ""
+        print(marked.hasSuffix("\n") ? String(marked.dropLast()) : marked)
+    }
+    print("\npacking: \(plan.report)")
+    print("steps: \(plan.microBatchesPerEpoch) micro-batches of \(options.microBatchSize) per epoch, "
+          + "\(plan.stepsPerEpoch) optimizer steps per epoch, \(plan.totalSteps) in all (\(config.numTrainEpochs) epochs)")
+    print("prepared in \(Int(seconds * 1000)) ms")
+}
+
+/// The `--json` form of the reports and samples.
+private func dataReportJSON(_ prepared: PreparedDataset, plan: BatchPlan, samples: [TokenizedExample], template: String,
+                            seconds: Double) -> [String: Any] {
+    let d = prepared.datasetReport
+    let f = prepared.formattingReport
+    let p = plan.report
+    var dataset: [String: Any] = ["path": d.path, "file_kind": d.fileFormat, "format": d.format.rawValue, "records": d.records]
+    dataset["examples"] = d.examples
+    dataset["leading_assistant_turns_dropped"] = d.leadingAssistantTurnsDropped
+    dataset["truncated_file"] = d.truncated ?? NSNull()
+    dataset["skipped"] = d.skipped.map { ["line": $0.location.line, "record": $0.location.index, "reason": $0.reason] as [String: Any] }
+    var formatting: [String: Any] = ["formatted": f.formatted, "tokens": f.tokens, "trained_tokens": f.trainedTokens]
+    formatting["skipped"] = f.skipped.map { ["line": $0.location.line, "reason": $0.reason] as [String: Any] }
+    var packing: [String: Any] = ["layout": p.layout.rawValue, "max_seq_length": p.maxSeqLength, "documents": p.documents]
+    packing["tokens"] = p.tokens
+    packing["trained_tokens"] = p.trainedTokens
+    packing["rows"] = p.rows
+    packing["efficiency"] = p.efficiency ?? NSNull()
+    packing["truncated"] = p.truncated
+    packing["truncated_tokens"] = p.truncatedTokens
+    packing["dropped"] = p.dropped
+    packing["dropped_tokens"] = p.droppedTokens
+    packing["split"] = p.split
+    packing["split_pieces"] = p.splitPieces
+    packing["untrained"] = p.untrained
+    packing["micro_batches_per_epoch"] = plan.microBatchesPerEpoch
+    packing["steps_per_epoch"] = plan.stepsPerEpoch
+    packing["total_steps"] = plan.totalSteps
+    let shown: [[String: Any]] = samples.map { t in
+        var o: [String: Any] = ["line": t.source.line, "record": t.source.index]
+        o["text"] = t.formatted?.text ?? ""
+        o["marked"] = t.markedText() ?? ""
+        o["ids"] = t.ids.map(Int.init)
+        o["trained"] = t.trained
+        return o
+    }
+    return ["dataset": dataset, "formatting": formatting, "samples": shown, "packing": packing, "template": template, "seconds": seconds]
+}

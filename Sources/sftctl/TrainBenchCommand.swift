@@ -1,0 +1,72 @@
+// `sftctl bench train` and `sftctl bench decode` (see BenchCommand.swift for the help text).
+import Foundation
+import SFTCore
+
+func runTrainBench(_ args: Arguments) throws {
+    let path = try args.require("model")
+    let method = args.string("method") ?? "lora"
+    let seq = try args.int("seq") ?? 512
+    let r = try args.int("lora-r") ?? 16
+    let steps = try args.int("steps") ?? 3
+    let ckpt = args.flag("checkpointing")
+    let json = args.flag("json")
+    let threads = try args.int("threads")
+    try args.finish()
+    if let threads { CPUBackend.shared.setThreads(threads) }
+    let lm = try LanguageModel.load(URL(fileURLWithPath: path))
+    switch method {
+    case "lora": try lm.model.applyLoRA(LoRAConfig(r: r, alpha: Double(2 * r), dropout: 0), seed: 1)
+    case "full": lm.model.setTrainable(true)
+    default: throw UsageError(description: "--method must be lora or full")
+    }
+    let res = try TrainingBenchmark.run(model: lm.model, seq: seq, steps: steps, checkpointing: ckpt)
+    let m = res.median
+    if json {
+        printJSON(["method": method, "seq": seq, "lora_r": r, "checkpointing": ckpt, "tokens_per_second": res.tokensPerSecond,
+                   "step_seconds": m.total, "forward_seconds": m.forward, "backward_seconds": m.backward,
+                   "optimizer_seconds": m.optimizer, "peak_memory_bytes": res.peakMemoryBytes, "peak_rss_bytes": res.peakRSSBytes,
+                   "threads": CPUBackend.shared.threads])
+    } else {
+        print("\(method) step, 1 × \(seq) tokens, median of \(steps): \(m.total) s (forward \(m.forward), backward \(m.backward), optimizer \(m.optimizer))")
+        print("tokens/s \(res.tokensPerSecond); peak tensor memory \(res.peakMemoryBytes >> 20) MiB; peak RSS \(res.peakRSSBytes >> 20) MiB")
+    }
+}
+
+func runDecodeBench(_ args: Arguments) throws {
+    let path = try args.require("model")
+    let tokens = try args.int("tokens") ?? 64
+    let exact = args.flag("exact")
+    let runs = try args.int("runs") ?? 3
+    let json = args.flag("json")
+    let threads = try args.int("threads")
+    try args.finish()
+    if let threads { CPUBackend.shared.setThreads(threads) }
+    let lm = try LanguageModel.load(URL(fileURLWithPath: path), packedDecode: !exact)
+    let prompt = lm.encodePrompt("The history of the Roman Empire begins")
+    let speeds = try (0..<runs).map { _ in try TrainingBenchmark.decode(model: lm.model, prompt: prompt, tokens: tokens) }.sorted()
+    let median = speeds[speeds.count / 2]
+    if json { printJSON(["decode_tokens_per_second": median, "tokens": tokens, "runs": runs]) } else { print("batch-1 decode: \(median) tokens/s (median of \(runs))") }
+}
+
+func runForwardBench(_ args: Arguments) throws {
+    let path = try args.require("model")
+    let seq = try args.int("seq") ?? 512
+    let runs = try args.int("runs") ?? 3
+    let json = args.flag("json")
+    let threads = try args.int("threads")
+    try args.finish()
+    if let threads { CPUBackend.shared.setThreads(threads) }
+    let lm = try LanguageModel.load(URL(fileURLWithPath: path))
+    var rng = SeededRandom(seed: 1)
+    let ids = (0..<seq).map { _ in Int32(rng.next() % UInt64(lm.model.vocabSize)) }
+    var times: [Double] = []
+    for i in 0...runs {
+        let t0 = Date()
+        _ = try lm.model.logits(ids)
+        if i > 0 { times.append(Date().timeIntervalSince(t0)) }
+    }
+    times.sort()
+    let med = times[times.count / 2]
+    if json { printJSON(["mode": "forward", "seq": seq, "seconds": med, "tokens_per_second": Double(seq) / med]) }
+    else { print("forward \(seq) tokens: \(med) s, \(Double(seq) / med) tokens/s (median of \(runs))") }
+}
