@@ -28,7 +28,7 @@ let benchCommand = Command(
     should be >= 0.95), attention forward/backward, RMSNorm, SwiGLU and the fused LM-head
     cross-entropy.
 
-      --threads N   cores for the kernels and OpenBLAS (default: all)
+      --threads N   cores (default: all); OpenBLAS gets as many in the direct GEMM calls
       --runs R      timed runs per measurement (default 5); the median is printed, and the
                     best run in parentheses
       --isa NAME    run the C kernels on avx512, avx2 or generic (default: the best)
@@ -88,11 +88,13 @@ struct KernelBench {
 
     /// Timings of several bodies run in turn (a, b, a, b, ...), so a change in machine load
     /// during the measurement hits all of them alike.
-    func medians(_ bodies: [() throws -> Void]) throws -> [Timing] {
+    /// `pause` seconds pass (untimed) after each call.
+    func medians(_ bodies: [() throws -> Void], pause: Double = 0) throws -> [Timing] {
         for body in bodies { try body() }
         var times = [[Double]](repeating: [], count: bodies.count)
         for _ in 0..<runs {
             for (i, body) in bodies.enumerated() {
+                if pause > 0 { Thread.sleep(forTimeInterval: pause) }
                 let t0 = DispatchTime.now().uptimeNanoseconds
                 try body()
                 times[i].append(Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9)
@@ -140,7 +142,7 @@ struct KernelBench {
             ("mlp down", 512, 1536, 576, true),
             ("lm head", 512, 576, 49152, true),
         ]
-        if !json { print("\nGEMM (M×K×N, through Backend vs direct cblas_sgemm)") }
+        if !json { print("\nGEMM (M×K×N; the backend splits it over cores, direct cblas_sgemm uses OpenBLAS's threads)") }
         for (name, M, K, N, transB) in shapes {
             let a = try buffer(M * K), b = try buffer(K * N, seed: 2), c = try buffer(M * N, seed: 3)
             let ldb = transB ? K : N
@@ -151,10 +153,13 @@ struct KernelBench {
                                  B: b, ldb: ldb, strideB: 0, beta: 0, C: c, ldc: N, strideC: 0, batch: 1)
                 },
                 {
+                    // OpenBLAS's own threading, as a program calling it directly would use it
+                    CPUBackend.setBLASThreads(cpu.threads)
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, transB ? CblasTrans : CblasNoTrans, blasint(M), blasint(N),
                                 blasint(K), 1, a.f32(), blasint(K), b.f32(), blasint(ldb), 0, c.f32(), blasint(N))
+                    CPUBackend.setBLASThreads(1)
                 },
-            ])
+            ], pause: 0.15)   // OpenBLAS's idle threads spin ~0.1 s after a call: let them sleep
             let (viaBackend, direct) = (t[0], t[1])
             let ratio = direct.median / viaBackend.median
             let shape = "\(M)×\(K)×\(N)" + (transB ? " Wᵀ" : "")

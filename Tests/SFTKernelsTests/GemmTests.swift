@@ -10,10 +10,12 @@ final class GemmTests: XCTestCase {
 
     func testAllTransposesBatchedStridedMatchReference() throws {
         var rng = RNG(80)
-        for (M, N, K) in [(5, 7, 9), (1, 1, 1), (33, 17, 64), (64, 96, 3)] {
+        // The last shapes are large enough to be split over cores: by columns (N >= M), by rows,
+        // and (batch 6) by whole batch entries.
+        for (M, N, K, batch) in [(5, 7, 9, 3), (1, 1, 1, 3), (1, 50, 9, 2), (33, 17, 64, 3), (64, 96, 3, 3),
+                                 (40, 1100, 100, 1), (1100, 37, 110, 1), (300, 80, 90, 6)] {
             for transA in [false, true] {
                 for transB in [false, true] {
-                    let batch = 3
                     let (aRows, aCols) = transA ? (K, M) : (M, K)
                     let (bRows, bCols) = transB ? (N, K) : (K, N)
                     let lda: Int = aCols + rng.int(0..<4)
