@@ -67,6 +67,7 @@ struct KernelBench {
         if json { printJSON(["isa": CPUBackend.instructionSet, "threads": cpu.threads, "runs": runs]) } else { print(header) }
         try gemms()
         try attention()
+        try gemmThenKernel()
         try rmsnorm()
         try swiglu()
         try crossEntropy()
@@ -198,6 +199,38 @@ struct KernelBench {
             report("attention bwd", shape, bwd, gflop: 2.5 * fwdFlop)
             report("attention fwd+bwd", shape, fwd + bwd, gflop: 3.5 * fwdFlop)
         }
+    }
+
+    /// A GEMM followed by an attention forward, as in a decoder layer: through the backend (one
+    /// thread pool), and with the GEMM on OpenBLAS's own threads, whose spinning after the call
+    /// competes with the attention's parts.
+    func gemmThenKernel() throws {
+        let (M, K, N) = (512, 576, 1536)
+        let (B, T, H, KV, D) = (1, 512, 9, 3, 64)
+        let a = try buffer(M * K), w = try buffer(N * K, seed: 2), c = try buffer(M * N)
+        let s = AttentionShape(B: B, T: T, H: H, KV: KV, D: D)
+        let q = try buffer(T * H * D), k = try buffer(T * KV * D, seed: 3), v = try buffer(T * KV * D, seed: 4)
+        let o = try buffer(T * H * D), lse = try buffer(H * T)
+        func attend() throws {
+            try cpu.attentionForward(q: q, k: k, v: v, o: o, lse: lse, docIds: nil, alibi: nil, shape: s)
+        }
+        let t = try medians([
+            {
+                try cpu.gemm(transA: false, transB: true, M: M, N: N, K: K, alpha: 1, A: a, lda: K, strideA: 0, B: w,
+                             ldb: K, strideB: 0, beta: 0, C: c, ldc: N, strideC: 0, batch: 1)
+                try attend()
+            },
+            {
+                CPUBackend.setBLASThreads(cpu.threads)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, blasint(M), blasint(N), blasint(K), 1, a.f32(),
+                            blasint(K), w.f32(), blasint(K), 0, c.f32(), blasint(N))
+                CPUBackend.setBLASThreads(1)
+                try attend()
+            },
+        ], pause: 0.15)
+        if !json { print("\ngemm \(M)×\(K)×\(N) Wᵀ then attention fwd T=\(T) (one pool vs OpenBLAS's threads for the GEMM)") }
+        report("gemm+attn, backend", "one pool", t[0])
+        report("gemm+attn, OpenBLAS", "2 pools", t[1])
     }
 
     // MARK: norms, swiglu

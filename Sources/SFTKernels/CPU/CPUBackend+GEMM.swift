@@ -37,24 +37,30 @@ extension CPUBackend {
         try check(B, count: extent(bRows, bCols, ldb, strideB), "gemm", "B (\(shape), ldb=\(ldb), strideB=\(strideB))")
         try check(C, count: extent(M, N, ldc, strideC), "gemm", "C (\(shape), ldc=\(ldc), strideC=\(strideC))")
         let (pa, pb, pc) = (A.f32(), B.f32(), C.f32())
-        let nparts = parts(work: batch * M * N * max(K, 1), grain: 1 << 21)
-        if batch >= 2 * nparts || nparts == 1 {
-            // Enough batch entries to keep every core busy: each part takes whole entries.
-            parallel(nparts) { p, np in
-                for i in stride(from: Int(p), to: batch, by: Int(np)) {
+        let macs = M * N * max(K, 1)
+        if batch == 1 || batch < 2 * threads {
+            for i in 0..<batch {
+                sgemmSplit(transA, transB, M, N, K, alpha, pa + i * strideA, lda, pb + i * strideB, ldb,
+                           beta, pc + i * strideC, ldc, parts: gemmParts(macs))
+            }
+        } else {
+            // Enough batch entries to keep every core busy: whole entries, taken as cores free up
+            // (in groups when entries are small, so each hand-off carries 2M multiply-adds).
+            let group = max(1, (1 << 21) / macs), groups = (batch + group - 1) / group
+            parallel(groups) { g, _ in
+                for i in Int(g) * group..<min(batch, (Int(g) + 1) * group) {
                     sgemm(transA, transB, M, N, K, alpha, pa + i * strideA, lda, pb + i * strideB, ldb,
                           beta, pc + i * strideC, ldc)
                 }
             }
-        } else {
-            for i in 0..<batch {
-                sgemmSplit(transA, transB, M, N, K, alpha, pa + i * strideA, lda, pb + i * strideB, ldb,
-                           beta, pc + i * strideC, ldc, parts: parts(work: M * N * max(K, 1), grain: 1 << 21))
-            }
         }
     }
 
-    /// One GEMM split into `parts` blocks of C, one per core: column blocks when C is at least
+    /// Blocks to split a GEMM of `macs` multiply-adds into: two per core when each still has
+    /// 2M multiply-adds, so a core that starts late (a busy machine) takes fewer of them.
+    func gemmParts(_ macs: Int) -> Int { max(1, min(2 * threads, macs >> 21)) }
+
+    /// One GEMM split into `parts` blocks of C, run on the cores in turn: column blocks when C is at least
     /// as wide as it is tall (each part reads a slice of B and all of A), row blocks otherwise;
     /// block edges at multiples of 16 columns or rows.
     func sgemmSplit(_ transA: Bool, _ transB: Bool, _ M: Int, _ N: Int, _ K: Int, _ alpha: Float,
@@ -152,7 +158,7 @@ extension CPUBackend {
                 pts[j] = pt[i]
             }
             // logits (n, V) = xs (n, C) · Wᵀ
-            let split = parts(work: n * V * C, grain: 1 << 21)
+            let split = gemmParts(n * V * C)
             sgemmSplit(false, true, n, V, C, 1, pxs, C, pw, C, 0, pl, V, parts: split)
             let nparts = parts(work: n * V, grain: 1 << 15)
             var partLoss = [Double](repeating: 0, count: nparts)
