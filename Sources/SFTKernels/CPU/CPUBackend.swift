@@ -1,7 +1,7 @@
 // The CPU backend: host memory from a caching allocator, GEMM through OpenBLAS, every other op
 // through the C shim's vectorized loops (CSFTKernels), run on several cores by splitting the
-// work into (part, nparts) with DispatchQueue.concurrentPerform — GEMMs too: OpenBLAS runs
-// single-threaded inside each part, so the process has one pool of worker threads.
+// work into (part, nparts) with DispatchQueue.concurrentPerform. Ops run synchronously, so
+// OpenBLAS's threads and the kernel parts never run at the same time.
 //
 // This file: the class, memory, transfers, threads, and argument checks shared by the ops
 // (CPUBackend+Ops.swift, CPUBackend+GEMM.swift).
@@ -26,34 +26,29 @@ public final class CPUBackend: Backend, @unchecked Sendable {
     private let threadLock = NSLock()
     private var threadCount: Int
 
-    /// A backend using every active core. Prefer `shared` (one allocator for the process).
-    /// Puts OpenBLAS in single-threaded mode: the backend splits GEMMs over cores itself.
+    /// A backend using every active core. Prefer `shared`, which also owns OpenBLAS's setting.
     public init() {
         threadCount = max(1, ProcessInfo.processInfo.activeProcessorCount)
-        openblas_set_num_threads(1)
     }
 
     // MARK: threads and instruction set
 
-    /// Cores the backend's ops use (GEMMs included: OpenBLAS itself runs single-threaded).
+    /// Cores used by the kernels (parts per call) and by OpenBLAS.
     public var threads: Int {
         threadLock.lock()
         defer { threadLock.unlock() }
         return threadCount
     }
 
-    /// Sets the cores the backend's ops use. Values below 1 mean 1.
+    /// Sets the cores used by the kernels and by OpenBLAS (`openblas_set_num_threads`).
+    /// Values below 1 mean 1.
     public func setThreads(_ n: Int) {
         let n = max(1, n)
         threadLock.lock()
         threadCount = n
         threadLock.unlock()
+        openblas_set_num_threads(Int32(n))
     }
-
-    /// Sets OpenBLAS's own thread count (`openblas_set_num_threads`) for code that calls CBLAS
-    /// directly. The backend keeps it at 1 and splits GEMMs itself; after a multi-threaded
-    /// OpenBLAS call its idle threads spin for about 0.1 s and slow the kernels that follow.
-    public static func setBLASThreads(_ n: Int) { openblas_set_num_threads(Int32(max(1, n))) }
 
     /// The instruction set the C kernels run on: "avx512", "avx2" or "generic".
     public static var instructionSet: String { String(cString: sft_cpu_isa()) }
