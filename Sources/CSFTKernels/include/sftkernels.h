@@ -33,6 +33,11 @@ const char *sft_cpu_isa(void);
 /// Makes the CPU kernels use a given instruction set ("avx512", "avx2", "generic"), for tests
 /// and benchmarks of every variant on one machine. Fails when the CPU lacks it.
 int sft_cpu_set_isa(const char *name);
+/// Runs fn(ctx, i) for every i in [0, n) on the calling thread and up to threads - 1 pool
+/// workers (created on first use, kept for the process), and returns when all have finished.
+/// Pieces are handed out in order as threads free up. Calls from inside a piece, or while
+/// another thread's call is running, run their pieces on the calling thread.
+void sft_parallel_for(int64_t n, int threads, void (*fn)(void *ctx, int64_t i), void *ctx);
 
 // ---------------------------------------------------------------------------------------------
 // Elementwise (f32 unless named); n = element count

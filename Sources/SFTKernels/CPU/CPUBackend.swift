@@ -1,7 +1,7 @@
 // The CPU backend: host memory from a caching allocator, GEMM through OpenBLAS, every other op
 // through the C shim's vectorized loops (CSFTKernels), run on several cores by splitting the
-// work into (part, nparts) with DispatchQueue.concurrentPerform. Ops run synchronously, so
-// OpenBLAS's threads and the kernel parts never run at the same time.
+// work into (part, nparts) on the shim's thread pool (sft_parallel_for). Ops run
+// synchronously, so OpenBLAS's threads and the kernel parts never run at the same time.
 //
 // This file: the class, memory, transfers, threads, and argument checks shared by the ops
 // (CPUBackend+Ops.swift, CPUBackend+GEMM.swift).
@@ -106,10 +106,20 @@ public final class CPUBackend: Backend, @unchecked Sendable {
         max(1, min(threads, work / grain))
     }
 
-    /// Runs body(part, nparts) for every part, in parallel when nparts > 1.
+    /// Runs body(part, nparts) for every part, in parallel when nparts > 1, on the C shim's
+    /// thread pool (sft_parallel_for: its workers stay awake between the ops of a training step,
+    /// where libdispatch's often start too late to help an op of a few milliseconds).
     func parallel(_ nparts: Int, _ body: (Int32, Int32) -> Void) {
         if nparts <= 1 { body(0, 1); return }
-        DispatchQueue.concurrentPerform(iterations: nparts) { body(Int32($0), Int32(nparts)) }
+        withoutActuallyEscaping(body) { body in
+            var job = ParallelJob(body: body, nparts: Int32(nparts))
+            withUnsafeMutablePointer(to: &job) { ptr in
+                sft_parallel_for(Int64(nparts), Int32(threads), { ctx, i in
+                    let job = ctx!.assumingMemoryBound(to: ParallelJob.self)
+                    job.pointee.body(Int32(i), job.pointee.nparts)
+                }, ptr)
+            }
+        }
     }
 
     /// Splits [0, n) into contiguous ranges, one per part, for position-independent loops.
@@ -159,4 +169,10 @@ public final class CPUBackend: Backend, @unchecked Sendable {
             throw KernelError.invalidArgument(op: op, message: "\(name) = \(value) is negative")
         }
     }
+}
+
+/// What a pool worker needs to run one part of `CPUBackend.parallel`.
+private struct ParallelJob {
+    let body: (Int32, Int32) -> Void
+    let nparts: Int32
 }
