@@ -28,7 +28,7 @@ let benchCommand = Command(
     should be >= 0.95), attention forward/backward, RMSNorm, SwiGLU and the fused LM-head
     cross-entropy.
 
-      --threads N   cores for the kernels and OpenBLAS (default: all)
+      --threads N   cores (default: all); OpenBLAS gets as many in the direct GEMM calls
       --runs R      timed runs per measurement (default 5); the median is printed, and the
                     best run in parentheses
       --isa NAME    run the C kernels on avx512, avx2 or generic (default: the best)
@@ -89,14 +89,23 @@ struct KernelBench {
 
     /// Timings of several bodies run in turn (a, b, a, b, ...), so a change in machine load
     /// during the measurement hits all of them alike.
-    func medians(_ bodies: [() throws -> Void]) throws -> [Timing] {
-        for body in bodies { try body() }
+    /// Timings of several bodies. Interleaved (a, b, a, b, ...) a change in machine load hits
+    /// them alike; in blocks (a, a, ..., b, b, ...) each runs in its own steady state — the
+    /// GEMM comparison needs that, since OpenBLAS's threads keep spinning after its calls.
+    func medians(_ bodies: [() throws -> Void], interleave: Bool = true) throws -> [Timing] {
         var times = [[Double]](repeating: [], count: bodies.count)
-        for _ in 0..<runs {
-            for (i, body) in bodies.enumerated() {
-                let t0 = DispatchTime.now().uptimeNanoseconds
-                try body()
-                times[i].append(Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9)
+        func timed(_ i: Int) throws {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            try bodies[i]()
+            times[i].append(Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9)
+        }
+        if interleave {
+            for body in bodies { try body() }
+            for _ in 0..<runs { for i in bodies.indices { try timed(i) } }
+        } else {
+            for i in bodies.indices {
+                try bodies[i]()
+                for _ in 0..<runs { try timed(i) }
             }
         }
         return times.map { t in Timing(median: t.sorted()[t.count / 2], best: t.min()!) }
@@ -141,7 +150,7 @@ struct KernelBench {
             ("mlp down", 512, 1536, 576, true),
             ("lm head", 512, 576, 49152, true),
         ]
-        if !json { print("\nGEMM (M×K×N, through Backend vs direct cblas_sgemm)") }
+        if !json { print("\nGEMM (M×K×N; the backend splits it over its pool, direct cblas_sgemm uses OpenBLAS's threads)") }
         for (name, M, K, N, transB) in shapes {
             let a = try buffer(M * K), b = try buffer(K * N, seed: 2), c = try buffer(M * N, seed: 3)
             let ldb = transB ? K : N
@@ -152,10 +161,14 @@ struct KernelBench {
                                  B: b, ldb: ldb, strideB: 0, beta: 0, C: c, ldc: N, strideC: 0, batch: 1)
                 },
                 {
+                    // OpenBLAS's own threading, as a program calling it directly would use it
+                    CPUBackend.setBLASThreads(cpu.threads)
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, transB ? CblasTrans : CblasNoTrans, blasint(M), blasint(N),
                                 blasint(K), 1, a.f32(), blasint(K), b.f32(), blasint(ldb), 0, c.f32(), blasint(N))
                 },
-            ])
+            ], interleave: false)
+            CPUBackend.setBLASThreads(1)
+            Thread.sleep(forTimeInterval: 0.15)   // until OpenBLAS's threads stop spinning
             let (viaBackend, direct) = (t[0], t[1])
             let ratio = direct.median / viaBackend.median
             let shape = "\(M)×\(K)×\(N)" + (transB ? " Wᵀ" : "")
@@ -196,17 +209,18 @@ struct KernelBench {
         }
     }
 
-    /// An attention forward timed right after a GEMM (as in a decoder layer) and after OpenBLAS
-    /// has been idle for 0.15 s: OpenBLAS's worker threads keep spinning for about 0.1 s after a
-    /// call, and while they do they compete with the kernel's parts for the cores.
+    /// An attention forward timed right after a GEMM, as in a decoder layer: after the
+    /// backend's GEMM (split over the kernels' pool, OpenBLAS single-threaded), and after the same
+    /// GEMM on OpenBLAS's own threads, which keep spinning for about 0.1 s after a call and
+    /// compete with the attention's parts for the cores.
     func afterGemm() throws {
         let (M, K, N) = (512, 576, 1536)
         let (T, H, KV, D) = (512, 9, 3, 64)
         let a = try buffer(M * K), w = try buffer(N * K, seed: 2), c = try buffer(M * N)
         let s = AttentionShape(B: 1, T: T, H: H, KV: KV, D: D)
         let q = try buffer(T * H * D), k = try buffer(T * KV * D, seed: 3), v = try buffer(T * KV * D, seed: 4)
-        let o = try buffer(T * H * D), lse = try buffer(H * T), wake = try buffer(1 << 20)
-        var after: [Double] = [], idle: [Double] = []
+        let o = try buffer(T * H * D), lse = try buffer(H * T)
+        var viaBackend: [Double] = [], viaOpenBLAS: [Double] = []
         func attend() throws -> Double {
             let t0 = DispatchTime.now().uptimeNanoseconds
             try cpu.attentionForward(q: q, k: k, v: v, o: o, lse: lse, docIds: nil, alibi: nil, shape: s)
@@ -215,16 +229,20 @@ struct KernelBench {
         for _ in 0..<runs {
             try cpu.gemm(transA: false, transB: true, M: M, N: N, K: K, alpha: 1, A: a, lda: K, strideA: 0, B: w,
                          ldb: K, strideB: 0, beta: 0, C: c, ldc: N, strideC: 0, batch: 1)
-            after.append(try attend())
+            viaBackend.append(try attend())
             Thread.sleep(forTimeInterval: 0.15)
-            for _ in 0..<3 { try cpu.fill(wake, value: 0, count: 1 << 20) }   // wake the kernels' threads
-            idle.append(try attend())
+            CPUBackend.setBLASThreads(cpu.threads)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, blasint(M), blasint(N), blasint(K), 1, a.f32(),
+                        blasint(K), w.f32(), blasint(K), 0, c.f32(), blasint(N))
+            CPUBackend.setBLASThreads(1)
+            viaOpenBLAS.append(try attend())
+            Thread.sleep(forTimeInterval: 0.15)
         }
         func timing(_ t: [Double]) -> Timing { Timing(median: t.sorted()[t.count / 2], best: t.min()!) }
-        if !json { print("\nattention fwd T=\(T) right after a \(M)×\(K)×\(N) GEMM vs with OpenBLAS idle") }
+        if !json { print("\nattention fwd T=\(T) right after a \(M)×\(K)×\(N) GEMM: the backend's, or on OpenBLAS's threads") }
         let fwdFlop = 4 * Double(H) * Double(T) * Double(T + 1) / 2 * Double(D) * 1e-9
-        report("attn after GEMM", "T=\(T)", timing(after), gflop: fwdFlop)
-        report("attn, OpenBLAS idle", "T=\(T)", timing(idle), gflop: fwdFlop)
+        report("attn after backend", "T=\(T)", timing(viaBackend), gflop: fwdFlop)
+        report("attn after OpenBLAS", "T=\(T)", timing(viaOpenBLAS), gflop: fwdFlop)
     }
 
     // MARK: norms, swiglu

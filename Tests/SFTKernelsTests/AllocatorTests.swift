@@ -67,3 +67,29 @@ final class AllocatorTests: XCTestCase {
         XCTAssertEqual(CPUBackend.supportedInstructionSets.last, "generic")
     }
 }
+
+/// The kernels' thread pool, through the backend: ops issued from several threads at once
+/// (only one uses the pool at a time; the others run their parts on their own thread) all
+/// give the right answer.
+final class ThreadPoolTests: XCTestCase {
+    func testConcurrentOpsFromManyThreads() throws {
+        let cpu = CPUBackend.shared
+        let n = 300_000
+        var rng = RNG(90)
+        let g = rng.floats(n, scale: 4), u = rng.floats(n)
+        let want = Ref.swiglu(g.doubles, u.doubles)
+        let vg = try Dev.upload(g), vu = try Dev.upload(u)
+        let outs = try (0..<6).map { _ in try Dev.zeros(n) }
+        let failures = NSLock()
+        var failed: [String] = []
+        DispatchQueue.concurrentPerform(iterations: 6) { t in
+            for _ in 0..<20 {
+                do { try cpu.swigluForward(gate: vg, up: vu, h: outs[t], count: n) } catch {
+                    failures.lock(); failed.append("\(error)"); failures.unlock()
+                }
+            }
+        }
+        XCTAssertEqual(failed, [])
+        for t in 0..<6 { assertClose(try Dev.floats(outs[t], n), want, rtol: 2e-6, atol: 1e-7, "thread \(t)") }
+    }
+}

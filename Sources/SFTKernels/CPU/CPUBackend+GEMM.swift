@@ -1,6 +1,12 @@
-// The CPU backend's GEMM (OpenBLAS cblas_sgemm, one call per batch entry) and the fused LM head
-// + cross-entropy built from it: logits are made a chunk of rows at a time into one reused
-// scratch buffer, so memory stays at chunk × V however many tokens there are.
+// The CPU backend's GEMM and the fused LM head + cross-entropy built from it: logits are made a
+// chunk of rows at a time into one reused scratch buffer, so memory stays at chunk × V however
+// many tokens there are.
+//
+// GEMM threads: OpenBLAS runs single-threaded, and the backend splits a GEMM over cores itself
+// (blocks of columns or rows, or whole batch entries), with the same thread pool as every other
+// kernel. OpenBLAS's own worker threads keep spinning for about 0.1 s after each call; a
+// training step alternates GEMMs with other kernels every few milliseconds, so those spinning
+// threads would take a core from every kernel that follows. One pool avoids that.
 
 import COpenBLAS
 import CSFTKernels
@@ -31,13 +37,58 @@ extension CPUBackend {
         try check(B, count: extent(bRows, bCols, ldb, strideB), "gemm", "B (\(shape), ldb=\(ldb), strideB=\(strideB))")
         try check(C, count: extent(M, N, ldc, strideC), "gemm", "C (\(shape), ldc=\(ldc), strideC=\(strideC))")
         let (pa, pb, pc) = (A.f32(), B.f32(), C.f32())
-        for i in 0..<batch {
-            sgemm(transA, transB, M, N, K, alpha, pa + i * strideA, lda, pb + i * strideB, ldb,
-                  beta, pc + i * strideC, ldc)
+        let macs = M * N * max(K, 1)
+        if batch == 1 || batch < 2 * threads {
+            for i in 0..<batch {
+                sgemmSplit(transA, transB, M, N, K, alpha, pa + i * strideA, lda, pb + i * strideB, ldb,
+                           beta, pc + i * strideC, ldc, parts: gemmParts(macs))
+            }
+        } else {
+            // Enough batch entries to keep every core busy: whole entries, taken as cores free up
+            // (in groups when entries are small, so each hand-off carries 2M multiply-adds).
+            let group = max(1, (1 << 21) / macs), groups = (batch + group - 1) / group
+            parallel(groups) { g, _ in
+                for i in Int(g) * group..<min(batch, (Int(g) + 1) * group) {
+                    sgemm(transA, transB, M, N, K, alpha, pa + i * strideA, lda, pb + i * strideB, ldb,
+                          beta, pc + i * strideC, ldc)
+                }
+            }
         }
     }
 
-    /// Row-major cblas_sgemm with Bool transposes.
+    /// Blocks to split a GEMM of `macs` multiply-adds into: one per core, each with at least
+    /// 2M multiply-adds.
+    func gemmParts(_ macs: Int) -> Int { max(1, min(threads, macs >> 21)) }
+
+    /// One GEMM split into `parts` blocks of C, run on the cores in turn: column blocks when C is at least
+    /// as wide as it is tall (each part reads a slice of B and all of A), row blocks otherwise;
+    /// block edges at multiples of 16 columns or rows.
+    func sgemmSplit(_ transA: Bool, _ transB: Bool, _ M: Int, _ N: Int, _ K: Int, _ alpha: Float,
+                    _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
+                    _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int, parts: Int) {
+        func edge(_ n: Int, _ p: Int, _ np: Int) -> Int { p == np ? n : n * p / np / 16 * 16 }
+        if N >= M || M == 1 {
+            parallel(parts) { p, np in
+                let n0 = edge(N, Int(p), Int(np)), n1 = edge(N, Int(p) + 1, Int(np))
+                if n1 > n0 {
+                    // B's columns n0..<n1: rows of B when it is stored transposed (N, K).
+                    sgemm(transA, transB, M, n1 - n0, K, alpha, a, lda, b + (transB ? n0 * ldb : n0), ldb,
+                          beta, c + n0, ldc)
+                }
+            }
+        } else {
+            parallel(parts) { p, np in
+                let m0 = edge(M, Int(p), Int(np)), m1 = edge(M, Int(p) + 1, Int(np))
+                if m1 > m0 {
+                    // A's rows m0..<m1: columns of A when it is stored transposed (K, M).
+                    sgemm(transA, transB, m1 - m0, N, K, alpha, a + (transA ? m0 : m0 * lda), lda, b, ldb,
+                          beta, c + m0 * ldc, ldc)
+                }
+            }
+        }
+    }
+
+    /// Row-major cblas_sgemm with Bool transposes, on the calling thread.
     func sgemm(_ transA: Bool, _ transB: Bool, _ M: Int, _ N: Int, _ K: Int, _ alpha: Float,
                _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
                _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
@@ -107,7 +158,8 @@ extension CPUBackend {
                 pts[j] = pt[i]
             }
             // logits (n, V) = xs (n, C) · Wᵀ
-            sgemm(false, true, n, V, C, 1, pxs, C, pw, C, 0, pl, V)
+            let split = gemmParts(n * V * C)
+            sgemmSplit(false, true, n, V, C, 1, pxs, C, pw, C, 0, pl, V, parts: split)
             let nparts = parts(work: n * V, grain: 1 << 15)
             var partLoss = [Double](repeating: 0, count: nparts)
             var partCount = [Int64](repeating: 0, count: nparts)
@@ -124,7 +176,7 @@ extension CPUBackend {
             count += Int(partCount.reduce(0, +))
             if let dx {
                 // dx rows = dlogits (n, V) · W (V, C), scattered back to their rows
-                sgemm(false, false, n, C, V, 1, pl, V, pw, C, 0, pdxs, C)
+                sgemmSplit(false, false, n, C, V, 1, pl, V, pw, C, 0, pdxs, C, parts: split)
                 let pdx = dx.f32()
                 for j in 0..<n {
                     (pdx + Int(active[r0 + j]) * C).update(from: pdxs + j * C, count: C)
@@ -132,7 +184,7 @@ extension CPUBackend {
             }
             if let dweight {
                 // dW (V, C) += dlogitsᵀ (V, n) · xs (n, C)
-                sgemm(true, false, V, C, n, 1, pl, V, pxs, C, 1, dweight.f32(), C)
+                sgemmSplit(true, false, V, C, n, 1, pl, V, pxs, C, 1, dweight.f32(), C, parts: split)
             }
             r0 += n
         }

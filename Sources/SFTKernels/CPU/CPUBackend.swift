@@ -26,29 +26,35 @@ public final class CPUBackend: Backend, @unchecked Sendable {
     private let threadLock = NSLock()
     private var threadCount: Int
 
-    /// A backend using every active core. Prefer `shared`, which also owns OpenBLAS's setting.
+    /// A backend using every active core. Prefer `shared` (one allocator for the process).
+    /// Puts OpenBLAS in single-threaded mode: the backend splits GEMMs over cores itself.
     public init() {
         threadCount = max(1, ProcessInfo.processInfo.activeProcessorCount)
+        openblas_set_num_threads(1)
     }
 
     // MARK: threads and instruction set
 
-    /// Cores used by the kernels (parts per call) and by OpenBLAS.
+    /// Cores the backend's ops use (GEMMs included: OpenBLAS itself runs single-threaded).
     public var threads: Int {
         threadLock.lock()
         defer { threadLock.unlock() }
         return threadCount
     }
 
-    /// Sets the cores used by the kernels and by OpenBLAS (`openblas_set_num_threads`).
-    /// Values below 1 mean 1.
+    /// Sets the cores the backend's ops use. Values below 1 mean 1.
     public func setThreads(_ n: Int) {
         let n = max(1, n)
         threadLock.lock()
         threadCount = n
         threadLock.unlock()
-        openblas_set_num_threads(Int32(n))
     }
+
+    /// Sets OpenBLAS's own thread count (`openblas_set_num_threads`) for code that calls CBLAS
+    /// directly. The backend keeps it at 1 and splits GEMMs over its own pool: after a
+    /// multi-threaded call, OpenBLAS's idle threads spin for about 0.1 s and slow the kernels
+    /// that follow.
+    public static func setBLASThreads(_ n: Int) { openblas_set_num_threads(Int32(max(1, n))) }
 
     /// The instruction set the C kernels run on: "avx512", "avx2" or "generic".
     public static var instructionSet: String { String(cString: sft_cpu_isa()) }
