@@ -6,14 +6,12 @@
 // that alternates them with OpenBLAS GEMMs — ran on one core (measured on the project machine:
 // attention forward at T=512 took 4.7 ms after a GEMM with libdispatch, 2.8 ms with this pool,
 // 2.3 ms back to back). Here a worker spins for a short while after each job before it sleeps,
-// so the next op finds it awake; the spin is bounded (1 ms, yielding the core to any other
-// thread that wants it) so an idle process stays idle.
+// so the next op finds it awake; the spin is bounded (1 ms) so an idle process stays idle.
 //
 // One job runs at a time. A call made while a job runs (from another thread, or from inside a
 // job) runs its pieces on its own thread instead of waiting.
 #include "sftkernels.h"
 #include <pthread.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <time.h>
 #include <unistd.h>
@@ -76,9 +74,7 @@ static void *worker_main(void *arg) {
         int64_t g;
         for (int k = 0; (g = atomic_load(&generation)) == seen; k++) {
             cpu_relax();
-            if ((k & 255) != 255) continue;
-            sched_yield();   // let a thread waiting for this core (maybe the caller's) run
-            if (seconds() - start > SPIN_SECONDS) {
+            if ((k & 255) == 255 && seconds() - start > SPIN_SECONDS) {
                 pthread_mutex_lock(&wake_lock);
                 atomic_fetch_add(&sleeping, 1);
                 while ((g = atomic_load(&generation)) == seen) pthread_cond_wait(&wake, &wake_lock);
@@ -142,9 +138,6 @@ void sft_parallel_for(int64_t n, int threads, void (*fn)(void *ctx, int64_t i), 
     in_pool_job = 1;
     take_pieces(s);
     in_pool_job = 0;
-    for (int k = 0; atomic_load_explicit(&s->left, memory_order_acquire) > 0; k++) {
-        cpu_relax();
-        if ((k & 255) == 255) sched_yield();   // a worker still on a piece may need this core
-    }
+    while (atomic_load_explicit(&s->left, memory_order_acquire) > 0) cpu_relax();
     pthread_mutex_unlock(&run_lock);
 }
