@@ -6,8 +6,8 @@
 // H query heads, KV key/value heads, D head dim, V vocab, F feed-forward width.
 //
 // Work splitting: kernels that are worth running on several cores take (part, nparts) and do
-// their share of the rows; the Swift side runs parts with DispatchQueue.concurrentPerform.
-// OpenBLAS runs its own threads for GEMM; the two never run at the same time.
+// their share of the rows; the Swift side runs the parts on sft_parallel_for's thread pool.
+// GEMMs are split into blocks on the same pool, with OpenBLAS single-threaded inside each.
 //
 // Sections are owned by concern: keep additions inside the matching section.
 #ifndef SFTKERNELS_H
