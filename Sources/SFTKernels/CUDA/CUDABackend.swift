@@ -228,6 +228,16 @@ public final class CUDABackend: Backend, @unchecked Sendable {
         guard grid.0 < Int(Int32.max), grid.1 <= 65535, grid.2 <= 65535, (1...1024).contains(block) else {
             throw KernelError.invalidArgument(op: name, message: "launch grid \(grid) × \(block) threads is outside CUDA's limits")
         }
+        let kinds = String(args.map { a -> Character in
+            switch a {
+            case .ptr, .optional: return "p"
+            case .i64: return "l"
+            case .u64: return "u"
+            case .i32: return "i"
+            case .f32: return "f"
+            }
+        })
+        precondition(module.signatures[name] == kinds, "launch of \(name) with (\(kinds)), its signature is (\(module.signatures[name] ?? "?"))")
         try bind()
         let f = try function(module, name)
         var slots: [UInt64] = args.map { a in

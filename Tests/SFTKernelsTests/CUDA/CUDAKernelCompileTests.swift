@@ -67,6 +67,39 @@ final class CUDAKernelCompileTests: XCTestCase {
         }
     }
 
+    /// The parameter types of every kernel entry in PTX: name -> [".u64", ".u32", ".f32", ...].
+    private func entryParameters(_ ptx: String) -> [String: [String]] {
+        var out: [String: [String]] = [:]
+        var current: String?
+        for line in ptx.split(separator: "\n").map({ $0.trimmingCharacters(in: .whitespaces) }) {
+            if line.hasPrefix(".entry ") || line.hasPrefix(".visible .entry ") {
+                let name = line.components(separatedBy: ".entry ")[1].prefix { $0 != "(" }
+                current = String(name)
+                out[current!] = []
+            } else if let c = current, line.hasPrefix(".param ") {
+                out[c]!.append(line.split(separator: " ").first { $0.hasPrefix(".") && $0 != ".param" && $0 != ".ptr" && !$0.hasPrefix(".align") }.map(String.init) ?? "?")
+            } else if line.hasPrefix(")") {
+                current = nil
+            }
+        }
+        return out
+    }
+
+    func testEveryLaunchSignatureMatchesTheCompiledKernel() throws {
+        try requireNVRTC()
+        let ptxType: [Character: String] = ["p": ".u64", "l": ".u64", "u": ".u64", "i": ".u32", "f": ".f32"]
+        for module in CUDAKernels.all {
+            let ptx = try NVRTC.compile(source: module.source, name: "\(module.name).cu", arch: "sm_80", ptx: true).image
+            let params = entryParameters(String(decoding: ptx.prefix { $0 != 0 }, as: UTF8.self))
+            XCTAssertEqual(Set(module.kernels), Set(module.signatures.keys))
+            for kernel in module.kernels {
+                guard let got = params[kernel] else { XCTFail("\(module.name).cu has no entry \(kernel)"); continue }
+                let want = module.signatures[kernel]!.map { ptxType[$0] ?? "?" }
+                XCTAssertEqual(got, want, "\(kernel): the backend passes \(module.signatures[kernel]!)")
+            }
+        }
+    }
+
     func testCompileErrorsCarryTheCompilerLog() throws {
         try requireNVRTC()
         XCTAssertThrowsError(try NVRTC.compile(source: "extern \"C\" __global__ void k(float *y) { y[0] = undefined_name; }",

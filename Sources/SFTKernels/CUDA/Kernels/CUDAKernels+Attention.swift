@@ -24,10 +24,11 @@ extension CUDAKernels {
                                                    kernels: attentionKernels)
 
     static var attentionKernels: [String] {
-        ["sft_attn_doc_bounds", "sft_attn_delta_f32"]
+        let fwd = "plplplplpppiiiif", bwd = "plplplpl" + "ppppp" + "plplpl" + "iiii" + "f", cached = "ppppiiiiif"
+        return ["sft_attn_doc_bounds(pppi)", "sft_attn_delta_f32(plplpiiii)"]
             + attentionDQ.flatMap { dq in
-                ["sft_attn_fwd_f32_dq\(dq)", "sft_attn_bwd_dq_f32_dq\(dq)", "sft_attn_bwd_dkdv_f32_dq\(dq)",
-                 "sft_attn_cached_f32_dq\(dq)"]
+                ["sft_attn_fwd_f32_dq\(dq)(\(fwd))", "sft_attn_bwd_dq_f32_dq\(dq)(\(bwd))",
+                 "sft_attn_bwd_dkdv_f32_dq\(dq)(\(bwd))", "sft_attn_cached_f32_dq\(dq)(\(cached))"]
             }
     }
 

@@ -136,7 +136,7 @@ extension CUDAKernels {
             yh[i + half] = b * cs + a * sn;
         }
     }
-    """#, kernels: ["sft_rmsnorm_fwd_f32", "sft_rmsnorm_fwd_bf16", "sft_rmsnorm_bwd_dx_f32",
-                    "sft_layernorm_fwd_f32", "sft_layernorm_bwd_dx_f32", "sft_norm_dw_partial_f32",
-                    "sft_colsum_add_f32", "sft_rope_f32"])
+    """#, kernels: ["sft_rmsnorm_fwd_f32(ppppllf)", "sft_rmsnorm_fwd_bf16(ppppllf)", "sft_rmsnorm_bwd_dx_f32(pppppll)",
+                    "sft_layernorm_fwd_f32(ppppppllf)", "sft_layernorm_bwd_dx_f32(ppppppll)", "sft_norm_dw_partial_f32(pppppplll)",
+                    "sft_colsum_add_f32(pllp)", "sft_rope_f32(plplppllli)"])
 }

@@ -143,8 +143,8 @@ extension CUDAKernels {
         for (i64 i = base + threadIdx.x; i < stop; i += blockDim.x)
             adamw_one(t.p, t.g, t.m, t.v, i, lr, b1, b2, eps, t.weight_decay, inv_bc1, inv_bc2);
     }
-    """#, kernels: ["sft_swiglu_fwd_f32", "sft_swiglu_fwd_bf16", "sft_swiglu_bwd_f32",
-                    "sft_embedding_fwd_f32", "sft_embedding_bwd_f32", "sft_xent_rows_f32",
-                    "sft_gather_rows_f32", "sft_scatter_rows_f32", "sft_gather_i32", "sft_adamw_f32",
-                    "sft_adamw_multi_f32"])
+    """#, kernels: ["sft_swiglu_fwd_f32(pppl)", "sft_swiglu_fwd_bf16(pppl)", "sft_swiglu_bwd_f32(pppppl)",
+                    "sft_embedding_fwd_f32(ppplllp)", "sft_embedding_bwd_f32(ppplllp)", "sft_xent_rows_f32(ppllifip)",
+                    "sft_gather_rows_f32(pppll)", "sft_scatter_rows_f32(pppll)", "sft_gather_i32(pppl)", "sft_adamw_f32(pppplfffffff)",
+                    "sft_adamw_multi_f32(pilffffff)"])
 }

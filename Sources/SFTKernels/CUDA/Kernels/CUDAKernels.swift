@@ -16,11 +16,24 @@ public struct CUDAModuleSource: Sendable, Hashable {
     public let source: String
     /// Every `extern "C"` kernel the backend may launch from this module.
     public let kernels: [String]
+    /// Each kernel's parameters, one letter per parameter: p pointer, l 64-bit int, u unsigned
+    /// 64-bit int, i 32-bit int, f float. The backend checks every launch against it, and the
+    /// compile test checks it against the parameters NVRTC gives each kernel.
+    public let signatures: [String: String]
 
+    /// `kernels` entries are "name(signature)", e.g. "sft_fill_f32(pfl)".
     init(name: String, body: String, kernels: [String]) {
         self.name = name
         self.source = CUDAKernels.prelude + body
-        self.kernels = kernels
+        var names: [String] = [], signatures: [String: String] = [:]
+        for entry in kernels {
+            let parts = entry.split(separator: "(", maxSplits: 1)
+            precondition(parts.count == 2 && entry.hasSuffix(")"), "kernel entry \(entry) is not name(signature)")
+            names.append(String(parts[0]))
+            signatures[String(parts[0])] = String(parts[1].dropLast())
+        }
+        self.kernels = names
+        self.signatures = signatures
     }
 }
 
@@ -206,8 +219,8 @@ public enum CUDAKernels {
             *p = beta == 0.0f ? 0.0f : beta * *p;
         }
     }
-    """#, kernels: ["sft_fill_f32", "sft_add_f32", "sft_axpy_f32", "sft_scale_f32", "sft_mul_f32",
-                    "sft_add_bf16", "sft_sumsq_f32", "sft_sum_f64", "sft_cast_f32_bf16",
-                    "sft_cast_bf16_f32", "sft_cast_f32_f16", "sft_cast_f16_f32", "sft_cast_bf16_f16",
-                    "sft_cast_f16_bf16", "sft_dropout_f32", "sft_scale_strided_f32"])
+    """#, kernels: ["sft_fill_f32(pfl)", "sft_add_f32(pppl)", "sft_axpy_f32(fppl)", "sft_scale_f32(fppl)", "sft_mul_f32(pppl)",
+                    "sft_add_bf16(pppl)", "sft_sumsq_f32(plp)", "sft_sum_f64(plp)", "sft_cast_f32_bf16(ppl)",
+                    "sft_cast_bf16_f32(ppl)", "sft_cast_f32_f16(ppl)", "sft_cast_f16_f32(ppl)", "sft_cast_bf16_f16(ppl)",
+                    "sft_cast_f16_bf16(ppl)", "sft_dropout_f32(ppplfuu)", "sft_scale_strided_f32(plllllf)"])
 }
