@@ -381,3 +381,35 @@ extension CUDABackend {
                     .f32(step.beta2), .f32(step.eps), .f32(step.biasCorrection1), .f32(step.biasCorrection2)])
     }
 }
+
+// MARK: bf16 storage (f32 arithmetic): the first mixed-precision ops
+
+extension CUDABackend {
+    /// y = a + b on bf16 values (computed in f32, rounded to nearest even).
+    public func addBF16(_ a: BufferView, _ b: BufferView, into y: BufferView, count n: Int) throws {
+        for (name, view) in [("a", a), ("b", b), ("y", y)] { try check(view, bytes: max(0, n) * 2, "addBF16", name) }
+        try launch(ew, "sft_add_bf16", grid: (blocks(n), 1, 1), block: 256, [.ptr(a), .ptr(b), .ptr(y), .i64(n)])
+    }
+
+    /// RMSNorm of bf16 rows with an f32 weight: y (bf16) and rstd (f32), as `rmsnormForward`.
+    public func rmsnormForwardBF16(x: BufferView, weight: BufferView, y: BufferView, rstd: BufferView,
+                                   N: Int, C: Int, eps: Float) throws {
+        let op = "rmsnormForwardBF16"
+        try nonNegative(op, ["N": N, "C": C])
+        try check(x, bytes: N * C * 2, op, "x (N=\(N), C=\(C), bf16)")
+        try check(weight, count: C, op, "weight (C=\(C))")
+        try check(y, bytes: N * C * 2, op, "y (N=\(N), C=\(C), bf16)")
+        try check(rstd, count: N, op, "rstd (N=\(N))")
+        try launch(CUDAKernels.norm, "sft_rmsnorm_fwd_bf16", grid: (N, 1, 1), block: rowThreads(C),
+                   [.ptr(x), .ptr(weight), .ptr(y), .ptr(rstd), .i64(N), .i64(C), .f32(eps)])
+    }
+
+    /// h = silu(gate) · up on bf16 values.
+    public func swigluForwardBF16(gate: BufferView, up: BufferView, h: BufferView, count n: Int) throws {
+        for (name, view) in [("gate", gate), ("up", up), ("h", h)] {
+            try check(view, bytes: max(0, n) * 2, "swigluForwardBF16", name)
+        }
+        try launch(CUDAKernels.training, "sft_swiglu_fwd_bf16", grid: (blocks(n), 1, 1), block: 256,
+                   [.ptr(gate), .ptr(up), .ptr(h), .i64(n)])
+    }
+}

@@ -383,6 +383,45 @@ final class CUDAParityTests: XCTestCase {
         XCTAssertEqual(losses[1].0, losses[0].0, accuracy: 1e-4 * abs(losses[0].0))
     }
 
+    func testBF16OpsMatchCPUOnRoundedValues() throws {
+        var rng = RNG(113)
+        let (N, C) = (9, 576), n = N * C
+        // bf16 inputs; the CPU computes in f32 on the same values and rounds its result to bf16.
+        func bf16(_ a: [Float]) throws -> [UInt16] {
+            let v = try put(cpu, [UInt16](repeating: 0, count: a.count))
+            try cpu.cast(try put(cpu, a), from: .f32, into: v, to: .bf16, count: a.count)
+            return try getHalves(cpu, v, a.count)
+        }
+        func widen(_ b: any Backend, _ v: BufferView, _ count: Int) throws -> [Float] {
+            let out = try poisoned(b, count)
+            try b.cast(v, from: .bf16, into: out, to: .f32, count: count)
+            return try get(b, out, count)
+        }
+        let a = try bf16(rng.floats(n, scale: 3)), b = try bf16(rng.floats(n, scale: 3)), w = rng.floats(C)
+        // CPU reference in f32, rounded to bf16
+        let fa = try widen(cpu, try put(cpu, a), n), fb = try widen(cpu, try put(cpu, b), n)
+        let ref = (sum: try poisoned(cpu, n), norm: try poisoned(cpu, n), rstd: try poisoned(cpu, N), swi: try poisoned(cpu, n))
+        try cpu.add(try put(cpu, fa), try put(cpu, fb), into: ref.sum, count: n)
+        try cpu.rmsnormForward(x: try put(cpu, fa), weight: try put(cpu, w), y: ref.norm, rstd: ref.rstd, N: N, C: C, eps: 1e-5)
+        try cpu.swigluForward(gate: try put(cpu, fa), up: try put(cpu, fb), h: ref.swi, count: n)
+        func rounded(_ v: BufferView) throws -> [Double] {
+            let h = BufferView(try cpu.allocate(bytes: n * 2))
+            try cpu.cast(v, from: .f32, into: h, to: .bf16, count: n)
+            return try widen(cpu, h, n).doubles
+        }
+        let ga = try put(gpu, a), gb = try put(gpu, b)
+        let sum = try put(gpu, [UInt16](repeating: 0xffff, count: n)), norm = try put(gpu, [UInt16](repeating: 0xffff, count: n))
+        let swi = try put(gpu, [UInt16](repeating: 0xffff, count: n)), rstd = try poisoned(gpu, N)
+        try gpu.addBF16(ga, gb, into: sum, count: n)
+        try gpu.rmsnormForwardBF16(x: ga, weight: try put(gpu, w), y: norm, rstd: rstd, N: N, C: C, eps: 1e-5)
+        try gpu.swigluForwardBF16(gate: ga, up: gb, h: swi, count: n)
+        // One bf16 step (2^-8 relative) covers a different rounding of the f32 intermediate.
+        assertClose(try widen(gpu, sum, n), try rounded(ref.sum), rtol: 0, atol: 0, "bf16 add")
+        assertClose(try widen(gpu, norm, n), try rounded(ref.norm), rtol: 8e-3, atol: 1e-6, "bf16 rmsnorm")
+        assertClose(try get(gpu, rstd, N), try get(cpu, ref.rstd, N).doubles, rtol: 1e-5, atol: 0, "bf16 rmsnorm rstd")
+        assertClose(try widen(gpu, swi, n), try rounded(ref.swi), rtol: 8e-3, atol: 1e-6, "bf16 swiglu")
+    }
+
     func testAllocatorRecordsCurrentPeakAndCachedBytes() throws {
         try gpu.synchronize()
         gpu.resetPeakMemory()
