@@ -46,7 +46,7 @@ static void compare(const char *what, const std::vector<float> &got, const std::
     double worst = 0;
     size_t bad = 0, first = 0;
     for (size_t i = 0; i < want.size(); i++) {
-        double e = std::fabs((double)got[i] - want[i]);
+        double e = got[i] == want[i] ? 0.0 : std::fabs((double)got[i] - want[i]);
         bool ok = e <= atol + rtol * std::fabs((double)want[i]) || got[i] == want[i];
         if (!ok) { if (!bad) first = i; bad++; }
         if (e > worst || std::isnan(e)) worst = std::isnan(e) ? INFINITY : e;
@@ -260,6 +260,99 @@ static void other_checks() {
         sft_f32_to_bf16(x.data(), h.data(), n);
         launch(gpu::sft_cast_f32_bf16, {4, 1, 1}, 256, (const float *)x.data(), (unsigned short *)gh.data(), (long)n);
         compare("cast f32 -> bf16", std::vector<float>(gh.begin(), gh.end()), std::vector<float>(h.begin(), h.end()), 0, 0);
+    }
+    // f16 casts both ways and across the 16-bit types, against the C conversions
+    {
+        const int n = 4000;
+        auto x = randoms(n, 70000);
+        const float special[] = {0.0f, -0.0f, INFINITY, -INFINITY, 1e-8f, -3e-6f, 6e-5f, 65519.0f, 65520.0f, 3e38f};
+        for (int i = 0; i < 10; i++) x[i] = special[i];
+        std::vector<uint16_t> h(n), gh(n), hb(n), ghf(n);
+        std::vector<float> back(n), gback = nans(n);
+        sft_f32_to_f16(x.data(), h.data(), n);
+        launch(gpu::sft_cast_f32_f16, {4, 1, 1}, 256, (const float *)x.data(), (unsigned short *)gh.data(), (long)n);
+        compare("cast f32 -> f16", std::vector<float>(gh.begin(), gh.end()), std::vector<float>(h.begin(), h.end()), 0, 0);
+        sft_f16_to_f32(h.data(), back.data(), n);
+        launch(gpu::sft_cast_f16_f32, {4, 1, 1}, 256, (const unsigned short *)h.data(), gback.data(), (long)n);
+        compare("cast f16 -> f32", gback, back, 0, 0);
+        sft_f32_to_bf16(back.data(), hb.data(), n);   // f16 -> bf16 is f16 -> f32 -> bf16
+        launch(gpu::sft_cast_f16_bf16, {4, 1, 1}, 256, (const unsigned short *)h.data(), (unsigned short *)ghf.data(), (long)n);
+        compare("cast f16 -> bf16", std::vector<float>(ghf.begin(), ghf.end()), std::vector<float>(hb.begin(), hb.end()), 0, 0);
+        std::vector<float> wide(n);
+        std::vector<uint16_t> hf(n);
+        sft_bf16_to_f32(hb.data(), wide.data(), n);
+        sft_f32_to_f16(wide.data(), hf.data(), n);
+        launch(gpu::sft_cast_bf16_f16, {4, 1, 1}, 256, (const unsigned short *)hb.data(), (unsigned short *)ghf.data(), (long)n);
+        compare("cast bf16 -> f16", std::vector<float>(ghf.begin(), ghf.end()), std::vector<float>(hf.begin(), hf.end()), 0, 0);
+    }
+    // bf16 storage kernels: the C kernels on the widened values, rounded to bf16
+    {
+        const int N = 7, C = 300, n = N * C;
+        auto fa = randoms(n, 3), fb = randoms(n, 3), w = randoms(C);
+        std::vector<uint16_t> a(n), b(n);
+        sft_f32_to_bf16(fa.data(), a.data(), n);
+        sft_f32_to_bf16(fb.data(), b.data(), n);
+        sft_bf16_to_f32(a.data(), fa.data(), n);
+        sft_bf16_to_f32(b.data(), fb.data(), n);
+        auto widened = [&](const std::vector<float> &f) {   // f32 -> bf16 -> f32
+            std::vector<uint16_t> h(f.size());
+            std::vector<float> out(f.size());
+            sft_f32_to_bf16(f.data(), h.data(), (int64_t)f.size());
+            sft_bf16_to_f32(h.data(), out.data(), (int64_t)f.size());
+            return out;
+        };
+        auto widen = [&](const std::vector<uint16_t> &h) {
+            std::vector<float> out(h.size());
+            sft_bf16_to_f32(h.data(), out.data(), (int64_t)h.size());
+            return out;
+        };
+        std::vector<float> sum(n), norm(n), rstd(N), swi(n);
+        for (int i = 0; i < n; i++) sum[i] = fa[i] + fb[i];
+        sft_rmsnorm_fwd_f32(fa.data(), w.data(), norm.data(), rstd.data(), N, C, 1e-5f, 0, 1);
+        sft_swiglu_fwd_f32(fa.data(), fb.data(), swi.data(), n);
+        std::vector<uint16_t> gs(n), gn(n), gw(n);
+        auto gr = nans(N);
+        launch(gpu::sft_add_bf16, {4, 1, 1}, 256, (const unsigned short *)a.data(), (const unsigned short *)b.data(),
+               (unsigned short *)gs.data(), (long)n);
+        launch(gpu::sft_rmsnorm_fwd_bf16, {(unsigned)N, 1, 1}, 96, (const unsigned short *)a.data(), (const float *)w.data(),
+               (unsigned short *)gn.data(), gr.data(), (long)N, (long)C, 1e-5f);
+        launch(gpu::sft_swiglu_fwd_bf16, {4, 1, 1}, 256, (const unsigned short *)a.data(), (const unsigned short *)b.data(),
+               (unsigned short *)gw.data(), (long)n);
+        compare("bf16 add", widen(gs), widened(sum), 0, 0);
+        compare("bf16 rmsnorm", widen(gn), widened(norm), 8e-3, 1e-6);
+        compare("bf16 rmsnorm rstd", gr, rstd, 1e-5, 0);
+        compare("bf16 swiglu", widen(gw), widened(swi), 8e-3, 1e-6);
+    }
+    // row gather / scatter (the LM head's chunks) and the K = 0 GEMM scale
+    {
+        const int n = 5, C = 7, rowsTotal = 12;
+        auto src = randoms(rowsTotal * C);
+        std::vector<int32_t> rows = {3, 0, 11, 7, 5};
+        auto g = nans(n * C), back = nans(rowsTotal * C);
+        std::vector<float> want(n * C), wantBack = back;
+        for (int j = 0; j < n; j++)
+            for (int c = 0; c < C; c++) { want[j * C + c] = src[rows[j] * C + c]; wantBack[rows[j] * C + c] = want[j * C + c]; }
+        launch(gpu::sft_gather_rows_f32, {2, 1, 1}, 32, (const float *)src.data(), (const int *)rows.data(), g.data(),
+               (long)n, (long)C);
+        launch(gpu::sft_scatter_rows_f32, {2, 1, 1}, 32, (const float *)g.data(), (const int *)rows.data(), back.data(),
+               (long)n, (long)C);
+        compare("gather rows", g, want, 0, 0);
+        std::vector<float> bs(back.size()), ws(back.size());   // NaN rows stay NaN on both sides
+        for (size_t i = 0; i < back.size(); i++) { bs[i] = std::isnan(back[i]) ? -1 : back[i]; ws[i] = std::isnan(wantBack[i]) ? -1 : wantBack[i]; }
+        compare("scatter rows", bs, ws, 0, 0);
+        std::vector<int32_t> ids = {10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120}, gi(n, -1);
+        launch(gpu::sft_gather_i32, {1, 1, 1}, 32, (const int *)ids.data(), (const int *)rows.data(), (int *)gi.data(), (long)n);
+        compare("gather i32", std::vector<float>(gi.begin(), gi.end()), {40, 10, 120, 80, 60}, 0, 0);
+        // C (2 batches of 3×4, ldc 6, stride 20) *= 0.5, then = 0 with beta 0 (even over NaN)
+        auto c = randoms(40);
+        std::vector<float> want2 = c;
+        for (int b = 0; b < 2; b++) for (int r = 0; r < 3; r++) for (int k = 0; k < 4; k++) want2[b * 20 + r * 6 + k] *= 0.5f;
+        launch(gpu::sft_scale_strided_f32, {1, 1, 1}, 64, c.data(), 6L, 20L, 3L, 4L, 2L, 0.5f);
+        compare("gemm K=0: C = beta C", c, want2, 0, 0);
+        c[0] = NAN;
+        for (int b = 0; b < 2; b++) for (int r = 0; r < 3; r++) for (int k = 0; k < 4; k++) want2[b * 20 + r * 6 + k] = 0;
+        launch(gpu::sft_scale_strided_f32, {1, 1, 1}, 64, c.data(), 6L, 20L, 3L, 4L, 2L, 0.0f);
+        compare("gemm K=0: beta 0 writes zeros", c, want2, 0, 0);
     }
     // sum of squares (two passes in double)
     {

@@ -61,7 +61,9 @@ public enum CUDAKernels {
         if ((u & 0x7fffffffu) > 0x7f800000u) return (u16)((u >> 16) | 0x40u);
         return (u16)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
     }
-    // IEEE binary16 through the hardware conversions (round to nearest even).
+    // IEEE binary16 through the hardware conversions (round to nearest even). Built for the host
+    // (the CPU emulation of the tests), the same conversions in integer arithmetic.
+    #ifdef __CUDA_ARCH__
     __device__ __forceinline__ float f16_to_f32(u16 h) {
         float f;
         asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
@@ -72,6 +74,23 @@ public enum CUDAKernels {
         asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
         return h;
     }
+    #else
+    __device__ __forceinline__ float f16_to_f32(u16 h) {
+        const u32 sign = (u32)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
+        if (exp == 0x1f) return __uint_as_float(sign | 0x7f800000u | (man << 13));
+        if (exp != 0) return __uint_as_float(sign | ((exp + 112) << 23) | (man << 13));
+        const float f = (float)man * 5.9604644775390625e-08f;
+        return (sign ? -f : f);
+    }
+    __device__ __forceinline__ u16 f32_to_f16(float f) {
+        const u32 u = __float_as_uint(f), a = u & 0x7fffffffu;
+        const u16 sign = (u16)((u >> 16) & 0x8000u);
+        if (a > 0x7f800000u) return sign | 0x7e00u | (u16)((a >> 13) & 0x3ffu);
+        if (a >= 0x477ff000u) return sign | 0x7c00u;
+        if (a < 0x38800000u) return sign | (u16)(__float_as_uint(__uint_as_float(a) + 0.5f) - 0x3f000000u);
+        return sign | (u16)((a + ((u32)(15 - 127) << 23) + 0xfffu + ((a >> 13) & 1u)) >> 13);
+    }
+    #endif
 
     __device__ __forceinline__ float warp_sum(float v) {
         for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
