@@ -29,7 +29,8 @@ let benchCommand = Command(
     cross-entropy.
 
       --threads N   cores for the kernels and OpenBLAS (default: all)
-      --runs R      timed runs per measurement (default 5)
+      --runs R      timed runs per measurement (default 5); the median is printed, and the
+                    best run in parentheses
       --isa NAME    run the C kernels on avx512, avx2 or generic (default: the best)
       --json        one JSON object per measurement
     """,
@@ -62,7 +63,7 @@ struct KernelBench {
     let json: Bool
 
     func run() throws {
-        let header = "cpu kernels: isa \(CPUBackend.instructionSet), \(cpu.threads) threads, OpenBLAS \(String(cString: openblas_get_corename())), median of \(runs) runs"
+        let header = "cpu kernels: isa \(CPUBackend.instructionSet), \(cpu.threads) threads, OpenBLAS \(String(cString: openblas_get_corename())), median of \(runs) runs (best run in parentheses)"
         if json { printJSON(["isa": CPUBackend.instructionSet, "threads": cpu.threads, "runs": runs]) } else { print(header) }
         try gemms()
         try attention()
@@ -73,14 +74,21 @@ struct KernelBench {
 
     // MARK: timing
 
-    /// Median seconds of `runs` calls after one warm-up call.
-    func median(_ body: () throws -> Void) throws -> Double {
+    /// Seconds per call: the median of the runs, and the best (machine load only adds time, so
+    /// the best run is the estimate least disturbed by other processes).
+    struct Timing {
+        var median: Double, best: Double
+        static func + (a: Timing, b: Timing) -> Timing { Timing(median: a.median + b.median, best: a.best + b.best) }
+    }
+
+    /// Timing of `runs` calls after one warm-up call.
+    func median(_ body: () throws -> Void) throws -> Timing {
         try withoutActuallyEscaping(body) { try medians([$0])[0] }
     }
 
-    /// Medians of several bodies timed in turn (a, b, a, b, ...), so a change in machine load
+    /// Timings of several bodies run in turn (a, b, a, b, ...), so a change in machine load
     /// during the measurement hits all of them alike.
-    func medians(_ bodies: [() throws -> Void]) throws -> [Double] {
+    func medians(_ bodies: [() throws -> Void]) throws -> [Timing] {
         for body in bodies { try body() }
         var times = [[Double]](repeating: [], count: bodies.count)
         for _ in 0..<runs {
@@ -90,22 +98,22 @@ struct KernelBench {
                 times[i].append(Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9)
             }
         }
-        return times.map { $0.sorted()[$0.count / 2] }
+        return times.map { t in Timing(median: t.sorted()[t.count / 2], best: t.min()!) }
     }
 
-    func report(_ name: String, _ shape: String, seconds: Double, gflop: Double? = nil, gbytes: Double? = nil,
+    func report(_ name: String, _ shape: String, _ t: Timing, gflop: Double? = nil, gbytes: Double? = nil,
                 extra: [String: Any] = [:], note: String = "") {
         if json {
-            var o: [String: Any] = ["name": name, "shape": shape, "ms": seconds * 1e3]
-            if let gflop { o["gflops"] = gflop / seconds }
-            if let gbytes { o["gbs"] = gbytes / seconds }
+            var o: [String: Any] = ["name": name, "shape": shape, "ms": t.median * 1e3, "best_ms": t.best * 1e3]
+            if let gflop { o["gflops"] = gflop / t.median; o["best_gflops"] = gflop / t.best }
+            if let gbytes { o["gbs"] = gbytes / t.median; o["best_gbs"] = gbytes / t.best }
             o.merge(extra) { a, _ in a }
             printJSON(o)
             return
         }
-        var line = pad(name, 22) + pad(shape, 30) + pad(fixed(seconds * 1e3, 3) + " ms", 14)
-        if let gflop { line += pad(fixed(gflop / seconds, 1) + " GFLOP/s", 18) }
-        if let gbytes { line += pad(fixed(gbytes / seconds, 1) + " GB/s", 18) }
+        var line = pad(name, 20) + pad(shape, 20) + pad(fixed(t.median * 1e3, 3) + " ms", 13) + pad("(" + fixed(t.best * 1e3, 3) + ")", 11)
+        if let gflop { line += pad(fixed(gflop / t.median, 1) + " GFLOP/s", 15) + pad("(" + fixed(gflop / t.best, 1) + ")", 9) }
+        if let gbytes { line += pad(fixed(gbytes / t.median, 1) + " GB/s", 15) + pad("(" + fixed(gbytes / t.best, 1) + ")", 9) }
         print(line + note)
     }
 
@@ -148,11 +156,12 @@ struct KernelBench {
                 },
             ])
             let (viaBackend, direct) = (t[0], t[1])
-            let ratio = direct / viaBackend
+            let ratio = direct.median / viaBackend.median
             let shape = "\(M)×\(K)×\(N)" + (transB ? " Wᵀ" : "")
-            report("gemm \(name)", shape, seconds: viaBackend, gflop: flop,
-                   extra: ["direct_gflops": flop / direct, "ratio": ratio],
-                   note: "direct " + fixed(flop / direct, 1) + " GFLOP/s, ratio " + fixed(ratio, 3) + (ratio >= 0.95 ? "" : "  (below 0.95)"))
+            report("gemm \(name)", shape, viaBackend, gflop: flop,
+                   extra: ["direct_gflops": flop / direct.median, "direct_best_gflops": flop / direct.best, "ratio": ratio],
+                   note: "direct " + fixed(flop / direct.median, 1) + " (" + fixed(flop / direct.best, 1) + "), ratio "
+                       + fixed(ratio, 3) + (ratio >= 0.95 ? "" : "  below 0.95"))
         }
     }
 
@@ -180,9 +189,9 @@ struct KernelBench {
                                           dq: dqkv, dk: dk, dv: dv, shape: s)
             }
             let shape = "T=\(T)"
-            report("attention fwd", shape, seconds: fwd, gflop: fwdFlop)
-            report("attention bwd", shape, seconds: bwd, gflop: 2.5 * fwdFlop)
-            report("attention fwd+bwd", shape, seconds: fwd + bwd, gflop: 3.5 * fwdFlop)
+            report("attention fwd", shape, fwd, gflop: fwdFlop)
+            report("attention bwd", shape, bwd, gflop: 2.5 * fwdFlop)
+            report("attention fwd+bwd", shape, fwd + bwd, gflop: 3.5 * fwdFlop)
         }
     }
 
@@ -198,8 +207,8 @@ struct KernelBench {
             try cpu.rmsnormBackward(dy: dy, x: x, weight: w, rstd: r, dx: dx, dweight: dw, N: N, C: C)
         }
         let bytes = Double(N * C * 4) * 1e-9
-        report("rmsnorm fwd", "\(N)×\(C)", seconds: fwd, gbytes: 2 * bytes)
-        report("rmsnorm bwd", "\(N)×\(C)", seconds: bwd, gbytes: 3 * bytes)
+        report("rmsnorm fwd", "\(N)×\(C)", fwd, gbytes: 2 * bytes)
+        report("rmsnorm bwd", "\(N)×\(C)", bwd, gbytes: 3 * bytes)
     }
 
     func swiglu() throws {
@@ -209,8 +218,8 @@ struct KernelBench {
         let fwd = try median { try cpu.swigluForward(gate: g, up: u, h: h, count: n) }
         let bwd = try median { try cpu.swigluBackward(dh: dh, gate: g, up: u, dgate: dg, dup: du, count: n) }
         let bytes = Double(n * 4) * 1e-9
-        report("swiglu fwd", "512×1536", seconds: fwd, gbytes: 3 * bytes)
-        report("swiglu bwd", "512×1536", seconds: bwd, gbytes: 5 * bytes)
+        report("swiglu fwd", "512×1536", fwd, gbytes: 3 * bytes)
+        report("swiglu bwd", "512×1536", bwd, gbytes: 5 * bytes)
     }
 
     // MARK: cross-entropy
@@ -230,7 +239,7 @@ struct KernelBench {
                                                chunk: chunk, gradScale: 1, dx: dx, dweight: dw)
             }
             let scratch = Double(cpu.memoryStats.peakBytes - before) / 1048576
-            report("xent fwd+bwd", "chunk=\(chunk)", seconds: t, gflop: flop, extra: ["scratch_mib": scratch],
+            report("xent fwd+bwd", "chunk=\(chunk)", t, gflop: flop, extra: ["scratch_mib": scratch],
                    note: "scratch " + fixed(scratch, 1) + " MiB")
         }
         // The same three GEMMs alone: what the softmax and the chunking add on top.
@@ -246,7 +255,7 @@ struct KernelBench {
                              B: xs, ldb: C, strideB: 0, beta: 1, C: dw, ldc: C, strideC: 0, batch: 1)
             }
         }
-        report("xent GEMMs only", "chunk=128", seconds: gemmOnly, gflop: flop)
+        report("xent GEMMs only", "chunk=128", gemmOnly, gflop: flop)
     }
 }
 
