@@ -14,6 +14,7 @@
 #include <vector>
 
 struct dim3e { unsigned x = 1, y = 1, z = 1; };
+struct alignas(16) float4 { float x, y, z, w; };
 inline thread_local dim3e threadIdx, blockIdx;
 inline dim3e blockDim, gridDim;
 

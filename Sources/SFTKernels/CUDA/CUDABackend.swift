@@ -101,6 +101,14 @@ public final class CUDABackend: Backend, @unchecked Sendable {
         workspace = try allocate(bytes: Self.workspaceBytes)
         errorWord = try allocate(bytes: 16)
         try check(sft_cuMemsetD32Async(address(BufferView(errorWord)), 0, 4, stream), "cuMemsetD32Async")
+        // Build (or read from the cache) and load one module now, so an NVRTC that cannot target
+        // this GPU, or a driver that cannot load its output, is reported here, as the reason
+        // the device is unavailable, rather than by the first op of a training run.
+        do {
+            _ = try function(CUDAKernels.elementwise, "sft_fill_f32")
+        } catch {
+            throw KernelError.backendUnavailable(device, reason: "the kernels cannot be built or loaded for \(gpu.name) (\(arch)): \(error)")
+        }
     }
 
     // MARK: context, errors

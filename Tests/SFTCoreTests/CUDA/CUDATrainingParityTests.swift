@@ -63,7 +63,11 @@ final class CUDATrainingParityTests: XCTestCase {
     }
 
     func testSmolLM2LoRAStepAndDecodeMatchCPU() throws {
-        let url = try Assets.require(Assets.smolLM2)
+        // The GPU machine may not have the assets (it reaches no network): skip rather than fail.
+        guard FileManager.default.fileExists(atPath: Assets.smolLM2.path) else {
+            throw XCTSkip("\(Assets.smolLM2.path) is missing (scripts/fetch-assets, or set SFT_ASSETS)")
+        }
+        let url = Assets.smolLM2
         var rng = SeededRandom(seed: 11)
         let cpuModel = try ModelLoader.load(at: url, on: CPUBackend.shared).model
         let gpuModel = try ModelLoader.load(at: url, on: gpu).model

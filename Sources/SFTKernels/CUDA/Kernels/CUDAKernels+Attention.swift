@@ -6,10 +6,10 @@
 // where start(t) is the first token of t's document (a maximal run of equal ids).
 //
 // Work layout (f32 SIMT version): a block is 32 rows × 4 threads ("a quad" per row). A quad
-// splits the head dimension four ways — thread l holds dims l, l+4, l+8, ... — so its dot
-// products end in two shuffles, and the 4 threads of a warp that read one shared-memory row
-// hit 4 consecutive words (no bank conflicts). DQ = dims per thread (head dim ≤ 4·DQ, padded
-// with zeros) and BK = keys per shared-memory tile are template parameters; one `extern "C"`
+// splits the head dimension four ways in runs of 4 dims (see quad_dim), so its dot products end
+// in two shuffles and shared-memory tiles are read 16 bytes at a time, conflict-free.
+// DQ = dims per thread (head dim ≤ 4·DQ, padded with zeros) and BK = keys per shared-memory
+// tile are template parameters; one `extern "C"`
 // entry per DQ in {4, 8, 16, 24, 32, 64} (head dims up to 16, 32, 64, 96, 128, 256).
 // Backward mirrors the CPU split: one kernel sums dq per query block, one sums dk and dv per
 // key block over every query (and every head of the GQA group) that sees it; each output row
@@ -134,40 +134,73 @@ extension CUDAKernels {
         int S, int H, int KV, int D, float scale
     #define ATTN_CACHED_ARGS q, kc, vc, o, Tq, S, H, KV, D, scale
 
+    // A thread's i-th dim (i < DQ) in its quad: runs of 4 consecutive dims, the quad's 4 threads
+    // side by side — thread l4 holds dims 16c + 4·l4 + {0,1,2,3} for c < DQ/4 — so one 16-byte
+    // shared-memory load feeds 4 multiply-adds and a warp's loads of one row are 64 contiguous
+    // bytes (broadcast to its 8 quads, no bank conflicts).
+    __device__ __forceinline__ int quad_dim(int i, int l4) { return 16 * (i >> 2) + 4 * l4 + (i & 3); }
+
     // Loads rows [r0, r0 + ROWS) (those < rmax) of one head of a (B·T, ld) matrix into a
-    // (ROWS, 4·DQ) shared tile, zero-padded.
+    // (ROWS, 4·DQ) shared tile of float4, zero-padded.
     template <int DQ, int ROWS>
-    __device__ __forceinline__ void load_tile(float (*tile)[4 * DQ], const float *base, i64 ld,
+    __device__ __forceinline__ void load_tile(float4 (*tile)[DQ], const float *base, i64 ld,
                                               int r0, int rmax, int D) {
         for (int e = threadIdx.x; e < ROWS * 4 * DQ; e += blockDim.x) {
             const int j = e / (4 * DQ), d = e % (4 * DQ), r = r0 + j;
-            tile[j][d] = (r < rmax && d < D) ? base[(i64)r * ld + d] : 0.0f;
+            reinterpret_cast<float *>(tile[j])[d] = (r < rmax && d < D) ? base[(i64)r * ld + d] : 0.0f;
         }
     }
 
-    // This thread's dims (l4, l4+4, ...) of one row, zero past D, times `mul`.
+    // This thread's dims of one row, zero past D, times `mul`.
     template <int DQ>
     __device__ __forceinline__ void load_row(float *out, const float *row, int l4, int D, float mul) {
         #pragma unroll
         for (int i = 0; i < DQ; i++) {
-            const int d = l4 + 4 * i;
+            const int d = quad_dim(i, l4);
             out[i] = d < D ? row[d] * mul : 0.0f;
         }
     }
 
+    // Stores this thread's dims of a row (those < D).
     template <int DQ>
-    __device__ __forceinline__ float quad_dot(const float *a, const float *tile_row, int l4) {
+    __device__ __forceinline__ void store_row(float *row, const float *v, int l4, int D) {
+        #pragma unroll
+        for (int i = 0; i < DQ; i++) {
+            const int d = quad_dim(i, l4);
+            if (d < D) row[d] = v[i];
+        }
+    }
+
+    // a · tile_row over the quad's dims, summed across the quad (every thread gets it).
+    template <int DQ>
+    __device__ __forceinline__ float quad_dot(const float *a, const float4 *tile_row, int l4) {
         float s = 0;
         #pragma unroll
-        for (int i = 0; i < DQ; i++) s += a[i] * tile_row[l4 + 4 * i];
+        for (int c = 0; c < DQ / 4; c++) {
+            const float4 t = tile_row[4 * c + l4];
+            s += a[4 * c] * t.x + a[4 * c + 1] * t.y + a[4 * c + 2] * t.z + a[4 * c + 3] * t.w;
+        }
         return quad_sum(s);
+    }
+
+    // acc += w · tile_row over the thread's dims.
+    template <int DQ>
+    __device__ __forceinline__ void quad_axpy(float *acc, float w, const float4 *tile_row, int l4) {
+        #pragma unroll
+        for (int c = 0; c < DQ / 4; c++) {
+            const float4 t = tile_row[4 * c + l4];
+            acc[4 * c] += w * t.x;
+            acc[4 * c + 1] += w * t.y;
+            acc[4 * c + 2] += w * t.z;
+            acc[4 * c + 3] += w * t.w;
+        }
     }
 
     // Forward. grid (query blocks, H, B); block: 32 query rows × 4. Blocks are numbered so the
     // longest rows (latest queries) start first.
     template <int DQ, int BK>
     __device__ __forceinline__ void attn_fwd(ATTN_FWD_PARAMS) {
-        __shared__ float Ks[BK][4 * DQ], Vs[BK][4 * DQ];
+        __shared__ float4 Ks[BK][DQ], Vs[BK][DQ];
         const int b = blockIdx.z, h = blockIdx.y, g = h / (H / KV);
         const int t0 = (gridDim.x - 1 - blockIdx.x) * QUAD_ROWS;
         const int r = threadIdx.x >> 2, l4 = threadIdx.x & 3, t = t0 + r;
@@ -205,21 +238,15 @@ extension CUDAKernels {
             l = l * corr + psum;
             m = mx;
             #pragma unroll
-            for (int i = 0; i < DQ; i++) {
-                float a = acc[i] * corr;
-                #pragma unroll
-                for (int j = 0; j < BK; j++) a += sc[j] * Vs[j][l4 + 4 * i];
-                acc[i] = a;
-            }
+            for (int i = 0; i < DQ; i++) acc[i] *= corr;
+            #pragma unroll
+            for (int j = 0; j < BK; j++) quad_axpy<DQ>(acc, sc[j], Vs[j], l4);
         }
         if (!valid) return;
         const float inv = 1.0f / l;
-        float *orow = o + (row0 + t) * ldo + (i64)h * D;
         #pragma unroll
-        for (int i = 0; i < DQ; i++) {
-            const int d = l4 + 4 * i;
-            if (d < D) orow[d] = acc[i] * inv;
-        }
+        for (int i = 0; i < DQ; i++) acc[i] *= inv;
+        store_row<DQ>(o + (row0 + t) * ldo + (i64)h * D, acc, l4, D);
         if (l4 == 0) lse[((i64)b * H + h) * T + t] = m + logf(l);
     }
 
@@ -227,7 +254,7 @@ extension CUDAKernels {
     //   p = exp(score - lse_t), ds = scale p (do_t·v_s - delta_t), dq_t = sum_s ds k_s.
     template <int DQ, int BK>
     __device__ __forceinline__ void attn_bwd_dq(ATTN_BWD_PARAMS) {
-        __shared__ float Ks[BK][4 * DQ], Vs[BK][4 * DQ];
+        __shared__ float4 Ks[BK][DQ], Vs[BK][DQ];
         const int b = blockIdx.z, h = blockIdx.y, g = h / (H / KV);
         const int t0 = (gridDim.x - 1 - blockIdx.x) * QUAD_ROWS;
         const int r = threadIdx.x >> 2, l4 = threadIdx.x & 3, t = t0 + r;
@@ -257,18 +284,11 @@ extension CUDAKernels {
                 const int s = s0 + j;
                 const bool vis = valid && s >= my_start && s <= t;
                 const float p = vis ? expf(dot - slope * (float)(t - s) - L) : 0.0f;
-                const float ds = p * (dp - dl) * scale;
-                #pragma unroll
-                for (int i = 0; i < DQ; i++) acc[i] += ds * Ks[j][l4 + 4 * i];
+                quad_axpy<DQ>(acc, p * (dp - dl) * scale, Ks[j], l4);
             }
         }
         if (!valid) return;
-        float *row = dq + (row0 + t) * lddq + (i64)h * D;
-        #pragma unroll
-        for (int i = 0; i < DQ; i++) {
-            const int d = l4 + 4 * i;
-            if (d < D) row[d] = acc[i];
-        }
+        store_row<DQ>(dq + (row0 + t) * lddq + (i64)h * D, acc, l4, D);
     }
 
     // dk, dv for one block of 32 key rows of kv head g: every query t that sees key s (s <= t <
@@ -276,7 +296,7 @@ extension CUDAKernels {
     // grid (key blocks, KV, B); query tiles of BK rows go through shared memory.
     template <int DQ, int BK>
     __device__ __forceinline__ void attn_bwd_dkdv(ATTN_BWD_PARAMS) {
-        __shared__ float Qs[BK][4 * DQ], Os[BK][4 * DQ];
+        __shared__ float4 Qs[BK][DQ], Os[BK][DQ];
         __shared__ float Ls[BK], Ds[BK];
         const int b = blockIdx.z, g = blockIdx.y, G = H / KV;
         const int s0 = blockIdx.x * QUAD_ROWS;   // early keys are seen by more queries: first
@@ -303,29 +323,21 @@ extension CUDAKernels {
                     Ds[i] = q0 + i < T ? delta_h[q0 + i] : 0.0f;
                 }
                 __syncthreads();
-                #pragma unroll 4
+                #pragma unroll 2
                 for (int j = 0; j < BK; j++) {
                     const float dot = quad_dot<DQ>(kr, Qs[j], l4);   // k prescaled: scale q·k
                     const float dp = quad_dot<DQ>(vr, Os[j], l4);
                     const int t = q0 + j;
                     const bool vis = valid && t >= s && t < my_end;
                     const float p = vis ? expf(dot - slope * (float)(t - s) - Ls[j]) : 0.0f;
-                    const float ds = p * (dp - Ds[j]) * scale;
-                    #pragma unroll
-                    for (int i = 0; i < DQ; i++) {
-                        dv_acc[i] += p * Os[j][l4 + 4 * i];
-                        dk_acc[i] += ds * Qs[j][l4 + 4 * i];
-                    }
+                    quad_axpy<DQ>(dv_acc, p, Os[j], l4);
+                    quad_axpy<DQ>(dk_acc, p * (dp - Ds[j]) * scale, Qs[j], l4);
                 }
             }
         }
         if (!valid) return;
-        float *dkr = dk + (row0 + s) * lddk + (i64)g * D, *dvr = dv + (row0 + s) * lddv + (i64)g * D;
-        #pragma unroll
-        for (int i = 0; i < DQ; i++) {
-            const int d = l4 + 4 * i;
-            if (d < D) { dkr[d] = dk_acc[i]; dvr[d] = dv_acc[i]; }
-        }
+        store_row<DQ>(dk + (row0 + s) * lddk + (i64)g * D, dk_acc, l4, D);
+        store_row<DQ>(dv + (row0 + s) * lddv + (i64)g * D, dv_acc, l4, D);
     }
 
     // Generation: query i (position S - Tq + i) of head h against cache rows 0...that position.
@@ -336,7 +348,7 @@ extension CUDAKernels {
         __shared__ float Ms[QUAD_ROWS], Ls[QUAD_ROWS], As[QUAD_ROWS][4 * DQ];
         const int i = blockIdx.x, h = blockIdx.y, g = h / (H / KV);
         const int r = threadIdx.x >> 2, l4 = threadIdx.x & 3, last = S - Tq + i;
-        float qr[DQ], acc[DQ];
+        float qr[DQ], acc[DQ], kv[DQ];
         load_row<DQ>(qr, q + ((i64)i * H + h) * D, l4, D, scale);
         #pragma unroll
         for (int c = 0; c < DQ; c++) acc[c] = 0.0f;
@@ -346,27 +358,23 @@ extension CUDAKernels {
         for (int j0 = 0; j0 <= last; j0 += QUAD_ROWS) {
             const int j = j0 + r;
             const bool ok = j <= last;
-            const float *kj = kc + ((i64)(ok ? j : 0) * KV + g) * D, *vj = vc + ((i64)(ok ? j : 0) * KV + g) * D;
+            const i64 row = ((i64)(ok ? j : 0) * KV + g) * D;
+            load_row<DQ>(kv, kc + row, l4, D, 1.0f);
             float part = 0.0f;
             #pragma unroll
-            for (int c = 0; c < DQ; c++) {
-                const int d = l4 + 4 * c;
-                part += d < D ? qr[c] * kj[d] : 0.0f;
-            }
+            for (int c = 0; c < DQ; c++) part += qr[c] * kv[c];
             const float sc = quad_sum(part);
             if (!ok) continue;
             const float mx = fmaxf(m, sc), corr = expf(m - mx), p = expf(sc - mx);
             l = l * corr + p;
             m = mx;
+            load_row<DQ>(kv, vc + row, l4, D, 1.0f);
             #pragma unroll
-            for (int c = 0; c < DQ; c++) {
-                const int d = l4 + 4 * c;
-                acc[c] = acc[c] * corr + (d < D ? p * vj[d] : 0.0f);
-            }
+            for (int c = 0; c < DQ; c++) acc[c] = acc[c] * corr + p * kv[c];
         }
         if (l4 == 0) { Ms[r] = m; Ls[r] = l; }
         #pragma unroll
-        for (int c = 0; c < DQ; c++) As[r][l4 + 4 * c] = acc[c];
+        for (int c = 0; c < DQ; c++) As[r][quad_dim(c, l4)] = acc[c];
         __syncthreads();
         float M = -SFT_INF;
         for (int w = 0; w < QUAD_ROWS; w++) M = fmaxf(M, Ms[w]);

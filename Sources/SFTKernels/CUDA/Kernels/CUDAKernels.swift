@@ -1,8 +1,10 @@
 // The CUDA C sources of the CUDA backend, compiled at run time by NVRTC for the GPU found
 // (DESIGN.md "CUDA without a build-time toolkit"). One module per concern; each is the shared
 // prelude below plus its kernels, all `extern "C"` so their names are what the backend looks
-// up. The sources include no header (no cuda_bf16.h / cuda_fp16.h): bf16 and f16 conversions
-// are spelled out on raw 16-bit values, with the same rounding as the CPU kernels.
+// up. The sources include no header (no cuda_bf16.h / cuda_fp16.h), so NVRTC needs no include
+// path: bf16 is handled as raw 16-bit values (the CPU kernels' rounding), f16 through the
+// hardware conversion instructions. Without __CUDA_ARCH__ (the CPU emulation in the tests,
+// tools/cuda-emulate) the sources build as plain C++.
 //
 // Conventions shared with the C kernels in CSFTKernels (the same Swift code drives both):
 // row-major layouts, element counts as 64-bit integers, backward passes write dx (=) and
