@@ -129,3 +129,47 @@ public protocol Backend: AnyObject, Sendable {
     func adamw(param: BufferView, grad: BufferView, m: BufferView, v: BufferView, count n: Int,
                step: AdamWStep) throws
 }
+
+/// Argument checks every backend runs before touching memory: the op name and the offending
+/// sizes go into the error.
+extension Backend {
+    /// Throws unless `view` is a buffer of this backend's device with `bytes` bytes from its offset.
+    /// (`name` is built only for the error message: ops run these checks on every call, and
+    /// building the text each time cost a small op like rmsnorm backward half its time.)
+    func check(_ view: BufferView, bytes: Int, _ op: String, _ name: @autoclosure () -> String) throws {
+        guard view.buffer.device == device else {
+            throw KernelError.invalidArgument(op: op, message: "\(name()) is on \(view.buffer.device), expected \(device)")
+        }
+        guard bytes >= 0, view.byteOffset >= 0, view.byteOffset + bytes <= view.buffer.bytes else {
+            throw KernelError.invalidArgument(
+                op: op, message: "\(name()) needs \(bytes) bytes at offset \(view.byteOffset), its buffer has \(view.buffer.bytes)")
+        }
+    }
+
+    /// Throws unless `view` holds `count` 4-byte elements (f32 or i32), aligned.
+    func check(_ view: BufferView, count: Int, _ op: String, _ name: @autoclosure () -> String) throws {
+        guard count >= 0 else {
+            throw KernelError.invalidArgument(op: op, message: "\(name()): negative element count \(count)")
+        }
+        guard view.byteOffset % 4 == 0 else {
+            throw KernelError.invalidArgument(op: op, message: "\(name()): byte offset \(view.byteOffset) is not a multiple of 4")
+        }
+        try check(view, bytes: count * 4, op, name())
+    }
+
+    /// Throws unless `view` holds `rows` rows of `width` floats, `ld` floats apart.
+    func check(_ view: BufferView, rows: Int, width: Int, ld: Int, _ op: String,
+               _ name: @autoclosure () -> String) throws {
+        guard ld >= width else {
+            throw KernelError.invalidArgument(op: op, message: "\(name()): row stride \(ld) < row width \(width)")
+        }
+        try check(view, count: rows == 0 ? 0 : (rows - 1) * ld + width, op, name())
+    }
+
+    /// Throws when a size is negative.
+    func nonNegative(_ op: String, _ sizes: KeyValuePairs<String, Int>) throws {
+        for (name, value) in sizes where value < 0 {
+            throw KernelError.invalidArgument(op: op, message: "\(name) = \(value) is negative")
+        }
+    }
+}

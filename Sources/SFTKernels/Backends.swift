@@ -1,17 +1,18 @@
-// Finding the backend for a device. CPU is always there; CUDA is loaded at run time by its own
-// backend (not built yet), so asking for it now reports why it is unavailable.
+// Finding the backend for a device. CPU is always there; CUDA is loaded at run time (the driver,
+// NVRTC and cuBLASLt), so asking for it where something is missing reports what, in one sentence.
 
 /// The backend that runs ops on `device`.
 ///
 /// ```swift
 /// let cpu = try backend(for: .cpu)          // CPUBackend.shared
+/// let gpu = try backend(for: .cuda(0))      // CUDABackend.shared(ordinal: 0)
 /// ```
 /// - Throws: `KernelError.backendUnavailable` with the reason when the device cannot be used.
 public func backend(for device: Device) throws -> any Backend {
     switch device {
     case .cpu:
         return CPUBackend.shared
-    case .cuda:
-        throw KernelError.backendUnavailable(device, reason: "this build of sft has no CUDA backend yet; use the cpu device")
+    case .cuda(let ordinal):
+        return try CUDABackend.shared(ordinal: ordinal)
     }
 }

@@ -9,7 +9,7 @@ import SFTCore
 
 let benchCommand = Command(
     name: "bench",
-    summary: "measure kernel speed",
+    summary: "measure speed: kernels, training step, forward, decode",
     help: """
     usage: sftctl bench kernels [--threads N] [--runs R] [--isa NAME] [--json]
            sftctl bench train --model PATH [--method lora|full] [--seq T] [--lora-r R]

@@ -5,7 +5,7 @@ import SFTCore
 
 let finetuneCommand = Command(
     name: "finetune",
-    summary: "finetune a model (LoRA or full) on instruction data",
+    summary: "finetune a model (LoRA, QLoRA or full) on instruction data",
     help: finetuneHelp(),
     booleanFlags: [],
     run: runFinetune

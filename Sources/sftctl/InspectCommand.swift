@@ -1,6 +1,8 @@
 // `sftctl inspect`: what a model file or folder holds (format, architecture, parameters,
-// tensor types, config, tokenizer, chat template). The summary comes from SFTCore's
-// ModelSummary; this file only parses options and prints.
+// tensor types, config, tokenizer, chat template), or with --devices which compute devices
+// this machine has (the CUDA libraries found, where the missing ones were looked for, GPUs).
+// The summaries come from SFTCore's ModelSummary and SFTKernels' CUDAStatus; this file only
+// parses options and prints.
 import Foundation
 import SFTCore
 
@@ -9,15 +11,25 @@ let inspectCommand = Command(
     summary: "show what a model file or folder holds",
     help: """
     usage: sftctl inspect --model PATH [--json]
+           sftctl inspect --devices [--json]
 
     Shows the format, architecture, parameter count, stored tensor types, config values,
     tokenizer kind, special tokens and whether a chat template is present.
 
       --model PATH   a .gguf file, a .safetensors file or an HF model folder
+      --devices      show the devices instead: CPU instruction set, and for CUDA which of
+                     libcuda.so.1, libnvrtc and libcublasLt were found where (and every place
+                     searched for a missing one; SFT_CUDA_LIBS adds folders), driver, GPUs
       --json         print one JSON object instead of text
     """,
-    booleanFlags: [],
+    booleanFlags: ["devices"],
     run: { args in
+        if args.flag("devices") {
+            let json = args.flag("json")
+            try args.finish()
+            printDevices(json: json)
+            return
+        }
         let path = try args.require("model")
         let json = args.flag("json")
         try args.finish()
@@ -32,3 +44,28 @@ let inspectCommand = Command(
         }
     }
 )
+
+/// `inspect --devices`: the CPU and what the CUDA loader found.
+private func printDevices(json: Bool) {
+    let cuda = CUDAStatus.current
+    if json {
+        func lib(_ l: CUDAStatus.Library) -> [String: Any] {
+            ["name": l.name, "path": l.path ?? NSNull(), "tried": l.tried]
+        }
+        printJSON([
+            "cpu": ["instruction_set": CPUBackend.instructionSet, "threads": CPUBackend.shared.threads],
+            "cuda": [
+                "available": cuda.unavailableReason == nil,
+                "reason": cuda.unavailableReason ?? NSNull(),
+                "libraries": [lib(cuda.driver), lib(cuda.nvrtc), lib(cuda.cublasLt)],
+                "driver_version": cuda.driverVersion ?? NSNull(),
+                "nvrtc_version": cuda.nvrtcVersion ?? NSNull(),
+                "gpus": cuda.gpus.map { ["ordinal": $0.ordinal, "name": $0.name, "arch": $0.arch,
+                                         "multiprocessors": $0.multiprocessors, "memory_bytes": $0.memoryBytes] },
+            ] as [String: Any],
+        ])
+    } else {
+        print("cpu: \(CPUBackend.instructionSet), \(CPUBackend.shared.threads) threads")
+        for line in cuda.lines { print(line) }
+    }
+}

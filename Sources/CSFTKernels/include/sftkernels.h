@@ -246,8 +246,125 @@ void sft_dequantize_blockwise8(const uint8_t *q, const float *absmax, const floa
                                float *y);
 
 // ---------------------------------------------------------------------------------------------
-// CUDA loader (run-time dlopen; no build-time toolkit). Declared by the CUDA work.
+// CUDA loader (run-time dlopen; no build-time toolkit). cuda_loader.c.
+// The driver API (libcuda.so.1), NVRTC and cuBLASLt are found and opened at run time; only the
+// functions below are used, declared here with sft_ names and plain C types (no CUDA headers).
+// Each sft_cu* / sft_nvrtc* wrapper calls the loaded symbol of the same name (the driver's _v2
+// variants where CUDA's header maps to them) and returns its status code unchanged, or
+// SFT_CUDA_NOT_LOADED when its library is not loaded.
+// Search order for each library: the directories in $SFT_CUDA_LIBS (colon-separated),
+// $CUDA_HOME/lib64, $CUDA_PATH/lib64, /usr/local/cuda/lib64, the dynamic loader's own path
+// (LD_LIBRARY_PATH, ld.so.cache), then the lib folders of NVIDIA's PyPI wheels
+// (site-packages/nvidia/{cu13,cu12,cuda_nvrtc,cublas}/lib) under the usual Python prefixes.
 // ---------------------------------------------------------------------------------------------
+
+enum { SFT_CUDA_LIB_DRIVER = 0, SFT_CUDA_LIB_NVRTC = 1, SFT_CUDA_LIB_CUBLASLT = 2, SFT_CUDA_LIB_COUNT = 3 };
+/// Returned by a wrapper whose library is not loaded (not a CUDA, NVRTC or cuBLAS code).
+enum { SFT_CUDA_NOT_LOADED = -9999 };
+
+/// Opens the three libraries once per process (later calls return the first result) and
+/// resolves their symbols. Returns a bit mask of the libraries now usable (1 << SFT_CUDA_LIB_*).
+int sft_cuda_load(void);
+/// The file a library was loaded from ("" when it was not).
+const char *sft_cuda_lib_path(int lib);
+/// Every place searched for it, "; "-separated, with the reason each was rejected.
+const char *sft_cuda_lib_tried(int lib);
+/// Why it is unusable ("" when loaded).
+const char *sft_cuda_lib_error(int lib);
+/// The file name searched for a library ("libcuda.so.1", "libnvrtc.so*", "libcublasLt.so*").
+const char *sft_cuda_lib_name(int lib);
+/// Searches for `lib` as sft_cuda_load does, but in `dirs` (colon-separated, may be NULL) and,
+/// when `defaults` != 0, the usual places; opens and closes what it finds, keeping nothing.
+/// Returns 0 with the file in `path`, or -1 with what was tried in `tried` (and `path` "").
+int sft_cuda_probe(int lib, const char *dirs, int defaults, char *path, size_t path_cap,
+                   char *tried, size_t tried_cap);
+
+// Driver API types (CUDA's cuda.h spells them CUresult, CUdevice, CUdeviceptr, CUcontext, ...).
+typedef int sft_CUresult;
+typedef int sft_CUdevice;
+typedef unsigned long long sft_CUdeviceptr;
+typedef struct sft_CUctx_st *sft_CUcontext;
+typedef struct sft_CUmod_st *sft_CUmodule;
+typedef struct sft_CUfunc_st *sft_CUfunction;
+typedef struct sft_CUstream_st *sft_CUstream;
+typedef struct sft_CUevent_st *sft_CUevent;
+
+// Driver API constants used (values from CUDA's cuda.h).
+enum {
+    SFT_CUDA_SUCCESS = 0,
+    SFT_CUDA_ERROR_OUT_OF_MEMORY = 2,
+    SFT_CUDA_ERROR_NOT_READY = 600,
+    SFT_CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT = 16,
+    SFT_CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75,
+    SFT_CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76,
+    SFT_CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN = 97,
+    SFT_CU_STREAM_NON_BLOCKING = 1,
+    SFT_CU_EVENT_DISABLE_TIMING = 2,
+    SFT_CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8,
+};
+
+sft_CUresult sft_cuInit(unsigned int flags);
+sft_CUresult sft_cuDriverGetVersion(int *version);
+sft_CUresult sft_cuGetErrorName(sft_CUresult error, const char **name);
+sft_CUresult sft_cuGetErrorString(sft_CUresult error, const char **text);
+sft_CUresult sft_cuDeviceGetCount(int *count);
+sft_CUresult sft_cuDeviceGet(sft_CUdevice *device, int ordinal);
+sft_CUresult sft_cuDeviceGetName(char *name, int len, sft_CUdevice device);
+sft_CUresult sft_cuDeviceGetAttribute(int *value, int attribute, sft_CUdevice device);
+sft_CUresult sft_cuDeviceTotalMem(size_t *bytes, sft_CUdevice device);
+sft_CUresult sft_cuDevicePrimaryCtxRetain(sft_CUcontext *context, sft_CUdevice device);
+sft_CUresult sft_cuCtxSetCurrent(sft_CUcontext context);
+sft_CUresult sft_cuMemGetInfo(size_t *free_bytes, size_t *total_bytes);
+sft_CUresult sft_cuMemAlloc(sft_CUdeviceptr *ptr, size_t bytes);
+sft_CUresult sft_cuMemFree(sft_CUdeviceptr ptr);
+sft_CUresult sft_cuMemAllocHost(void **ptr, size_t bytes);
+sft_CUresult sft_cuMemFreeHost(void *ptr);
+sft_CUresult sft_cuMemcpyHtoDAsync(sft_CUdeviceptr dst, const void *src, size_t bytes, sft_CUstream stream);
+sft_CUresult sft_cuMemcpyDtoHAsync(void *dst, sft_CUdeviceptr src, size_t bytes, sft_CUstream stream);
+sft_CUresult sft_cuMemcpyDtoDAsync(sft_CUdeviceptr dst, sft_CUdeviceptr src, size_t bytes, sft_CUstream stream);
+sft_CUresult sft_cuMemsetD8Async(sft_CUdeviceptr dst, unsigned char value, size_t count, sft_CUstream stream);
+sft_CUresult sft_cuMemsetD32Async(sft_CUdeviceptr dst, unsigned int value, size_t count, sft_CUstream stream);
+sft_CUresult sft_cuStreamCreate(sft_CUstream *stream, unsigned int flags);
+sft_CUresult sft_cuStreamSynchronize(sft_CUstream stream);
+sft_CUresult sft_cuEventCreate(sft_CUevent *event, unsigned int flags);
+sft_CUresult sft_cuEventRecord(sft_CUevent event, sft_CUstream stream);
+sft_CUresult sft_cuEventQuery(sft_CUevent event);
+sft_CUresult sft_cuEventSynchronize(sft_CUevent event);
+sft_CUresult sft_cuModuleLoadData(sft_CUmodule *module, const void *image);
+sft_CUresult sft_cuModuleGetFunction(sft_CUfunction *function, sft_CUmodule module, const char *name);
+sft_CUresult sft_cuFuncSetAttribute(sft_CUfunction function, int attribute, int value);
+sft_CUresult sft_cuLaunchKernel(sft_CUfunction function, unsigned int grid_x, unsigned int grid_y,
+                                unsigned int grid_z, unsigned int block_x, unsigned int block_y,
+                                unsigned int block_z, unsigned int shared_bytes,
+                                sft_CUstream stream, void **params, void **extra);
+
+/// NVRTC's version (e.g. 13, 2); -1 when NVRTC is not loaded.
+int sft_nvrtc_version(int *major, int *minor);
+/// Compiles one CUDA C source with NVRTC: `cubin` != 0 gives machine code for the real
+/// architecture named in the options, 0 gives PTX. On success *image (free with sft_cuda_free)
+/// and *image_size hold the result. *log (free with sft_cuda_free; may be NULL) gets the
+/// compiler's log in every case. Returns 0, or -1 with a message in sft_last_error().
+int sft_nvrtc_compile(const char *source, const char *name, const char *const *options,
+                      int noptions, int cubin, void **image, size_t *image_size, char **log);
+void sft_cuda_free(void *p);
+
+// cuBLASLt (data type values from CUDA's library_types.h).
+enum { SFT_CUDA_R_32F = 0, SFT_CUDA_R_16F = 2, SFT_CUDA_R_16BF = 14 };
+/// Creates / destroys a cuBLASLt handle. Return a cuBLAS status (0 = success).
+int sft_cublaslt_create(void **handle);
+int sft_cublaslt_destroy(void *handle);
+/// The cuBLASLt version number (e.g. 130200), 0 when not loaded.
+size_t sft_cublaslt_version(void);
+/// Row-major batched strided GEMM on `stream`: C[i] = alpha op(A[i]) op(B[i]) + beta C[i],
+/// op(A) (M×K), op(B) (K×N), C (M×N); leading dimensions and strides in elements; a/b/c_type
+/// SFT_CUDA_R_*; f32 accumulation (tf32 != 0 lets f32 inputs use TF32 tensor cores).
+/// Returns 0, or -1 with a message naming the failing cuBLASLt call in sft_last_error().
+int sft_cublaslt_gemm(void *handle, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
+                      float alpha, sft_CUdeviceptr A, int a_type, int64_t lda, int64_t stride_a,
+                      sft_CUdeviceptr B, int b_type, int64_t ldb, int64_t stride_b, float beta,
+                      sft_CUdeviceptr C, int c_type, int64_t ldc, int64_t stride_c, int64_t batch,
+                      int tf32, sft_CUdeviceptr workspace, size_t workspace_bytes,
+                      sft_CUstream stream);
 
 #ifdef __cplusplus
 }

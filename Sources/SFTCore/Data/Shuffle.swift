@@ -5,30 +5,8 @@
 
 /// Seeded permutations and samples of 0..<count.
 public enum DataShuffle {
-    /// SplitMix64 (Steele, Lea, Flood 2014): a tiny, well-mixed 64-bit generator.
-    public struct Generator: RandomNumberGenerator, Sendable {
-        public private(set) var state: UInt64
-
-        public init(seed: UInt64) { state = seed }
-
-        public mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-
-        /// Uniform in 0..<bound without modulo bias (Lemire's multiply-shift with rejection).
-        mutating func below(_ bound: Int) -> Int {
-            precondition(bound > 0)
-            let b = UInt64(bound)
-            while true {
-                let (hi, lo) = next().multipliedFullWidth(by: b)
-                if lo >= (0 &- b) % b { return Int(hi) }
-            }
-        }
-    }
+    /// SplitMix64 (Steele, Lea, Flood 2014): the project's one seeded generator.
+    public typealias Generator = SeededRandom
 
     /// A permutation of 0..<count that depends only on `count` and `seed`.
     public static func permutation(count: Int, seed: UInt64) -> [Int] {
@@ -63,5 +41,17 @@ public enum DataShuffle {
     public static func epochSeed(_ seed: UInt64, epoch: Int) -> UInt64 {
         var g = Generator(seed: seed ^ (UInt64(truncatingIfNeeded: epoch) &* 0xD1B5_4A32_D192_ED03))
         return g.next()
+    }
+}
+
+extension SeededRandom {
+    /// Uniform in 0..<bound without modulo bias (Lemire's multiply-shift with rejection).
+    mutating func below(_ bound: Int) -> Int {
+        precondition(bound > 0)
+        let b = UInt64(bound)
+        while true {
+            let (hi, lo) = next().multipliedFullWidth(by: b)
+            if lo >= (0 &- b) % b { return Int(hi) }
+        }
     }
 }

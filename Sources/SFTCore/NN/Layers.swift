@@ -39,6 +39,10 @@ public final class Linear: Module {
     }
 
     public func callAsFunction(_ x: Tensor) throws -> Tensor {
+        if let lora, quantized == nil, packed == nil || Autograd.isEnabled {
+            return try Ops.loraLinear(x, weight: weight.value, bias: bias?.value, a: lora.a.weight.value,
+                                      b: lora.b.weight.value, scaling: lora.scaling, dropout: lora.dropout)
+        }
         let y = try quantized.map { try Ops.quantizedLinear(x, $0, bias: bias?.value) }
             ?? packedOutput(x) ?? Ops.linear(x, weight.value, bias: bias?.value)
         guard let lora else { return y }

@@ -14,13 +14,27 @@ import Foundation
 
 final class GradNode {
     let op: String
-    let inputs: [Tensor]
+    let inputs: [GradEdge]
     let backward: (Tensor) throws -> [Tensor?]
 
-    init(op: String, inputs: [Tensor], backward: @escaping (Tensor) throws -> [Tensor?]) {
+    init(op: String, inputs: [GradEdge], backward: @escaping (Tensor) throws -> [Tensor?]) {
         self.op = op
         self.inputs = inputs
         self.backward = backward
+    }
+}
+
+/// Where an op input's gradient goes. A node holds the producing node of each input, not the
+/// input tensor: an activation stays alive only if some backward closure captured it, so
+/// outputs that no backward needs (a Linear's output before the LoRA sum, q before RoPE) are
+/// freed during the forward pass.
+enum GradEdge {
+    case node(GradNode)
+    case leaf(Tensor)
+    case none
+
+    init(_ t: Tensor) {
+        if let n = t.node { self = .node(n) } else if t.requiresGrad { self = .leaf(t) } else { self = .none }
     }
 }
 
@@ -56,7 +70,7 @@ public enum Autograd {
                        backward: @escaping (Tensor) throws -> [Tensor?]) {
         guard isEnabled, inputs.contains(where: { $0.requiresGrad }) else { return }
         output.requiresGrad = true
-        output.node = GradNode(op: op, inputs: inputs, backward: backward)
+        output.node = GradNode(op: op, inputs: inputs.map(GradEdge.init), backward: backward)
     }
 
     /// Back-propagates from `root` (a scalar unless `gradient` is given).
@@ -77,41 +91,41 @@ public enum Autograd {
             seed = try Tensor([1], shape: root.shape, on: root.backend)
         }
 
-        // Topological order by iterative DFS.
-        var order: [Tensor] = []
+        guard let rootNode = root.node else {
+            try accumulate(seed, into: root)  // a leaf: its gradient is the seed
+            return
+        }
+        // Topological order of the nodes by iterative DFS.
+        var order: [GradNode] = []
         var visited = Set<ObjectIdentifier>()
-        var stack: [(Tensor, Bool)] = [(root, false)]
-        while let (t, expanded) = stack.popLast() {
-            if expanded { order.append(t); continue }
-            guard visited.insert(ObjectIdentifier(t)).inserted else { continue }
-            stack.append((t, true))
-            if let node = t.node {
-                for i in node.inputs where i.requiresGrad && !visited.contains(ObjectIdentifier(i)) {
-                    stack.append((i, false))
-                }
-            }
+        var stack: [(GradNode, Bool)] = [(rootNode, false)]
+        while let (n, expanded) = stack.popLast() {
+            if expanded { order.append(n); continue }
+            guard visited.insert(ObjectIdentifier(n)).inserted else { continue }
+            stack.append((n, true))
+            for case .node(let i) in n.inputs where !visited.contains(ObjectIdentifier(i)) { stack.append((i, false)) }
         }
 
-        var grads: [ObjectIdentifier: Tensor] = [ObjectIdentifier(root): seed]
+        var grads: [ObjectIdentifier: Tensor] = [ObjectIdentifier(rootNode): seed]
         try withNoGrad {
-            for t in order.reversed() {
-                let id = ObjectIdentifier(t)
-                guard let g = grads.removeValue(forKey: id) else { continue }
-                guard let node = t.node else {
-                    if t.requiresGrad { try accumulate(g, into: t) }
-                    continue
-                }
+            for node in order.reversed() {
+                guard let g = grads.removeValue(forKey: ObjectIdentifier(node)) else { continue }
                 let inputGrads = try node.backward(g)
-                for (input, ig) in zip(node.inputs, inputGrads) {
-                    guard let ig, input.requiresGrad else { continue }
-                    let iid = ObjectIdentifier(input)
-                    if let existing = grads[iid] {
-                        // Never add into a tensor the backward closure might still hold.
-                        let sum = try Tensor(empty: existing.shape, on: existing.backend)
-                        try sum.backend.add(existing.storage, ig.storage, into: sum.storage, count: sum.count)
-                        grads[iid] = sum
-                    } else {
-                        grads[iid] = ig
+                for (edge, ig) in zip(node.inputs, inputGrads) {
+                    guard let ig else { continue }
+                    switch edge {
+                    case .none: continue
+                    case .leaf(let t): try accumulate(ig, into: t)
+                    case .node(let n):
+                        let id = ObjectIdentifier(n)
+                        if let existing = grads[id] {
+                            // Never add into a tensor the backward closure might still hold.
+                            let sum = try Tensor(empty: existing.shape, on: existing.backend)
+                            try sum.backend.add(existing.storage, ig.storage, into: sum.storage, count: sum.count)
+                            grads[id] = sum
+                        } else {
+                            grads[id] = ig
+                        }
                     }
                 }
             }
@@ -137,7 +151,7 @@ public enum Autograd {
         // Recorded even when no input needs a gradient: parameters used inside `body` get
         // theirs during the recomputation's own backward.
         result.requiresGrad = true
-        result.node = GradNode(op: "checkpoint", inputs: inputs) { g in
+        result.node = GradNode(op: "checkpoint", inputs: inputs.map(GradEdge.init)) { g in
             let detachedInputs = inputs.map { $0.detached(requiresGrad: $0.requiresGrad) }
             let resumeOffset = randomOffset
             randomOffset = savedOffset

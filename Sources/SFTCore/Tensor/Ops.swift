@@ -29,20 +29,25 @@ public enum Ops {
                     strideC: 0, batch: 1)
         var inputs = [x, weight]
         if let bias { inputs.append(bias) }
+        // Capture only what backward reads: x is needed for the weight's gradient alone, so a
+        // frozen layer lets its input go as soon as nothing else holds it.
+        let xNeedsGrad = x.requiresGrad, xShape = x.shape
+        let savedX: Tensor? = weight.requiresGrad ? x : nil
+        let trainsBias = bias?.requiresGrad ?? false
         Autograd.record(y, op: "linear", inputs: inputs) { g in
             var dx: Tensor? = nil
-            if x.requiresGrad {
-                let t = try Tensor(empty: x.shape, on: be)
+            if xNeedsGrad {
+                let t = try Tensor(empty: xShape, on: be)
                 try be.gemm(transA: false, transB: false, M: N, N: K, K: M, alpha: 1, A: g.storage, lda: M, strideA: 0,
                             B: weight.storage, ldb: K, strideB: 0, beta: 0, C: t.storage, ldc: K, strideC: 0, batch: 1)
                 dx = t
             }
-            if weight.requiresGrad {
+            if let savedX {
                 let dw = try weight.gradBuffer()  // dW += gᵀ x
                 try be.gemm(transA: true, transB: false, M: M, N: K, K: N, alpha: 1, A: g.storage, lda: M, strideA: 0,
-                            B: x.storage, ldb: K, strideB: 0, beta: 1, C: dw.storage, ldc: K, strideC: 0, batch: 1)
+                            B: savedX.storage, ldb: K, strideB: 0, beta: 1, C: dw.storage, ldc: K, strideC: 0, batch: 1)
             }
-            if let bias, bias.requiresGrad {
+            if trainsBias, let bias {
                 let db = try bias.gradBuffer()
                 for r in 0..<N { try be.axpy(alpha: 1, g.storage.advanced(byBytes: r * M * 4), db.storage, count: M) }
             }
@@ -64,9 +69,10 @@ public enum Ops {
     public static func scale(_ x: Tensor, _ alpha: Float) throws -> Tensor {
         let y = try Tensor(empty: x.shape, on: x.backend)
         try x.backend.scale(alpha: alpha, x.storage, into: y.storage, count: y.count)
+        let shape = x.shape, be = x.backend
         Autograd.record(y, op: "scale", inputs: [x]) { g in
-            let dx = try Tensor(empty: x.shape, on: x.backend)
-            try x.backend.scale(alpha: alpha, g.storage, into: dx.storage, count: dx.count)
+            let dx = try Tensor(empty: shape, on: be)
+            try be.scale(alpha: alpha, g.storage, into: dx.storage, count: dx.count)
             return [dx]
         }
         return y
@@ -78,15 +84,15 @@ public enum Ops {
         guard p > 0, Autograd.isTraining else { return x }
         let be = x.backend
         let y = try Tensor(empty: x.shape, on: be)
-        let mask = try Tensor(empty: x.shape, dtype: .u8, on: be)
         let offset = Autograd.randomOffset
         Autograd.randomOffset &+= UInt64(x.count)
-        try be.dropout(x.storage, into: y.storage, mask: mask.storage, count: x.count, p: p,
+        try be.dropout(x.storage, into: y.storage, mask: nil, count: x.count, p: p,
                        seed: Autograd.randomSeed, offset: offset)
+        let shape = x.shape, n = x.count
         Autograd.record(y, op: "dropout", inputs: [x]) { g in
             // Same mask: redraw from the same (seed, offset) on the gradient.
-            let dx = try Tensor(empty: x.shape, on: be)
-            try be.dropout(g.storage, into: dx.storage, mask: nil, count: x.count, p: p,
+            let dx = try Tensor(empty: shape, on: be)
+            try be.dropout(g.storage, into: dx.storage, mask: nil, count: n, p: p,
                            seed: Autograd.randomSeed, offset: offset)
             return [dx]
         }
@@ -147,8 +153,9 @@ public enum Ops {
         let y = try Tensor(empty: x.shape, on: be)
         try be.rope(x: x.storage, ldx: H * D, y: y.storage, ldy: H * D, positions: positions.storage,
                     invFreq: invFreq.storage, N: N, H: H, D: D, inverse: false)
+        let shape = x.shape
         Autograd.record(y, op: "rope", inputs: [x]) { g in
-            let dx = try Tensor(empty: x.shape, on: be)
+            let dx = try Tensor(empty: shape, on: be)
             try be.rope(x: g.storage, ldx: H * D, y: dx.storage, ldy: H * D, positions: positions.storage,
                         invFreq: invFreq.storage, N: N, H: H, D: D, inverse: true)
             return [dx]

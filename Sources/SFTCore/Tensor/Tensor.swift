@@ -100,7 +100,7 @@ public final class Tensor: CustomStringConvertible {
         if Autograd.isRecording && requiresGrad {
             v.requiresGrad = true
             let oldShape = shape
-            v.node = GradNode(op: "reshape", inputs: [self]) { g in [try g.reshaped(oldShape)] }
+            v.node = GradNode(op: "reshape", inputs: [GradEdge(self)]) { g in [try g.reshaped(oldShape)] }
         }
         return v
     }

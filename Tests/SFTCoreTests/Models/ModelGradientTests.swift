@@ -6,7 +6,11 @@ import SFTCore
 final class ModelGradientTests: XCTestCase {
     let be = CPUBackend.shared
 
+    /// When set, every loss evaluation draws the same dropout masks (finite differences with dropout).
+    var fixedDropoutOffset: UInt64? = nil
+
     func lossValue(_ m: LlamaModel, _ ids: [Int32]) throws -> Double {
+        if let o = fixedDropoutOffset { Autograd.randomOffset = o }
         let input = try ModelInput(tokens: ids, on: be)
         let targets = try Tensor(ints: Array(ids.dropFirst()) + [-100], shape: [ids.count], on: be)
         return Double(try Autograd.withNoGrad { try m.loss(input, targets: targets).loss.item() })
@@ -14,6 +18,7 @@ final class ModelGradientTests: XCTestCase {
 
     func gradients(_ m: LlamaModel, _ ids: [Int32], checkpointing: Bool = false) throws -> [String: [Float]] {
         m.zeroGrad()
+        if let o = fixedDropoutOffset { Autograd.randomOffset = o }
         let input = try ModelInput(tokens: ids, on: be)
         let targets = try Tensor(ints: Array(ids.dropFirst()) + [-100], shape: [ids.count], on: be)
         let (l, _) = try m.loss(input, targets: targets, checkpointing: checkpointing)
@@ -56,6 +61,20 @@ final class ModelGradientTests: XCTestCase {
         try TinyLlama.randomizeLoRA(m)
         XCTAssertEqual(m.trainableParameters.count, 2 * 7 * 2)  // A and B on 7 linears × 2 layers
         try checkFiniteDifferences(m, TinyLlama.tokens(9, seed: 6))
+    }
+
+    func testLoRAWithDropoutGradientsMatchFiniteDifferencesUnderTheSameMasks() throws {
+        let m = try TinyLlama.make()
+        try m.applyLoRA(LoRAConfig(r: 4, alpha: 8, dropout: 0.3), seed: 9)
+        try TinyLlama.randomizeLoRA(m)
+        Autograd.isTraining = true
+        fixedDropoutOffset = 77
+        defer { Autograd.isTraining = false; fixedDropoutOffset = nil }
+        try checkFiniteDifferences(m, TinyLlama.tokens(9, seed: 6))
+        // The masks matter: with dropout the loss differs from the no-dropout loss.
+        let withDrop = try lossValue(m, TinyLlama.tokens(9, seed: 6))
+        Autograd.isTraining = false
+        XCTAssertNotEqual(withDrop, try lossValue(m, TinyLlama.tokens(9, seed: 6)), accuracy: 1e-6)
     }
 
     func testCheckpointingGivesIdenticalGradientsEvenWithDropout() throws {

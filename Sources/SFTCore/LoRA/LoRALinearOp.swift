@@ -1,0 +1,87 @@
+// The LoRA layer as one fused op: y = x Wᵀ (+ b) + s · (dropout(x) Aᵀ) Bᵀ, with the adapter's
+// product accumulated straight into y by the GEMM (beta = 1, alpha = s) — no separate scale,
+// add or (N × out) temporary, in forward or backward.
+//
+// Backward, with h = dropout(x) Aᵀ (N × r) saved from forward:
+//   dB += s gᵀ h          dh = s g B          dA += dhᵀ dropout(x)
+//   dx  = g W + dropoutᵀ(dh A)                 dW += gᵀ x  (only when the base trains)
+
+import Foundation
+
+extension Ops {
+    public static func loraLinear(_ x: Tensor, weight: Tensor, bias: Tensor?, a: Tensor, b: Tensor,
+                                  scaling s: Float, dropout p: Float) throws -> Tensor {
+        let K = weight.shape.last ?? 0, M = weight.shape.first ?? 0, r = a.shape.first ?? 0
+        try check(weight.shape.count == 2 && x.shape.last == K && a.shape == [r, K] && b.shape == [M, r],
+                  "lora_linear", "x \(x.shape), weight \(weight.shape), A \(a.shape), B \(b.shape)")
+        let N = x.count / max(1, K), be = x.backend
+        // The adapter's input: dropout(x), with a mask drawn from the (seed, offset) counter.
+        var xd = x.storage
+        var dropOffset: UInt64 = 0
+        var xdTensor: Tensor? = nil
+        let dropping = p > 0 && Autograd.isTraining
+        if dropping {
+            let t = try Tensor(empty: x.shape, on: be)
+            dropOffset = Autograd.randomOffset
+            Autograd.randomOffset &+= UInt64(x.count)
+            try be.dropout(x.storage, into: t.storage, mask: nil, count: x.count, p: p, seed: Autograd.randomSeed, offset: dropOffset)
+            xd = t.storage
+            xdTensor = t
+        }
+        let h = try Tensor(empty: [N, r], on: be)                                         // (N, r)
+        try be.gemm(transA: false, transB: true, M: N, N: r, K: K, alpha: 1, A: xd, lda: K, strideA: 0,
+                    B: a.storage, ldb: K, strideB: 0, beta: 0, C: h.storage, ldc: r, strideC: 0, batch: 1)
+        let y = try Tensor(empty: Array(x.shape.dropLast()) + [M], on: be)
+        if let bias {
+            for row in 0..<N { try be.copy(bias.storage, to: y.storage.advanced(byBytes: row * M * 4), bytes: M * 4) }
+        }
+        try be.gemm(transA: false, transB: true, M: N, N: M, K: K, alpha: 1, A: x.storage, lda: K, strideA: 0,
+                    B: weight.storage, ldb: K, strideB: 0, beta: bias == nil ? 0 : 1, C: y.storage, ldc: M, strideC: 0, batch: 1)
+        try be.gemm(transA: false, transB: true, M: N, N: M, K: r, alpha: s, A: h.storage, lda: r, strideA: 0,
+                    B: b.storage, ldb: r, strideB: 0, beta: 1, C: y.storage, ldc: M, strideC: 0, batch: 1)
+
+        var inputs = [x, weight, a, b]
+        if let bias { inputs.append(bias) }
+        let xNeedsGrad = x.requiresGrad, xShape = x.shape
+        let savedX: Tensor? = weight.requiresGrad || (a.requiresGrad && !dropping) ? x : nil
+        let seed = Autograd.randomSeed, trainsBias = bias?.requiresGrad ?? false
+        Autograd.record(y, op: "lora_linear", inputs: inputs) { g in
+            if b.requiresGrad {  // dB += s gᵀ h
+                try be.gemm(transA: true, transB: false, M: M, N: r, K: N, alpha: s, A: g.storage, lda: M, strideA: 0,
+                            B: h.storage, ldb: r, strideB: 0, beta: 1, C: try b.gradBuffer().storage, ldc: r, strideC: 0, batch: 1)
+            }
+            let dh = try Tensor(empty: [N, r], on: be)                                    // s g B
+            try be.gemm(transA: false, transB: false, M: N, N: r, K: M, alpha: s, A: g.storage, lda: M, strideA: 0,
+                        B: b.storage, ldb: r, strideB: 0, beta: 0, C: dh.storage, ldc: r, strideC: 0, batch: 1)
+            if a.requiresGrad {  // dA += dhᵀ dropout(x)
+                let xin = xdTensor?.storage ?? savedX!.storage
+                try be.gemm(transA: true, transB: false, M: r, N: K, K: N, alpha: 1, A: dh.storage, lda: r, strideA: 0,
+                            B: xin, ldb: K, strideB: 0, beta: 1, C: try a.gradBuffer().storage, ldc: K, strideC: 0, batch: 1)
+            }
+            if let savedX, weight.requiresGrad {  // dW += gᵀ x
+                try be.gemm(transA: true, transB: false, M: M, N: K, K: N, alpha: 1, A: g.storage, lda: M, strideA: 0,
+                            B: savedX.storage, ldb: K, strideB: 0, beta: 1, C: try weight.gradBuffer().storage, ldc: K, strideC: 0, batch: 1)
+            }
+            if trainsBias, let bias {
+                let db = try bias.gradBuffer()
+                for row in 0..<N { try be.axpy(alpha: 1, g.storage.advanced(byBytes: row * M * 4), db.storage, count: M) }
+            }
+            guard xNeedsGrad else { return [nil, nil, nil, nil, nil] }
+            let dx = try Tensor(empty: xShape, on: be)                                     // g W
+            try be.gemm(transA: false, transB: false, M: N, N: K, K: M, alpha: 1, A: g.storage, lda: M, strideA: 0,
+                        B: weight.storage, ldb: K, strideB: 0, beta: 0, C: dx.storage, ldc: K, strideC: 0, batch: 1)
+            if dropping {  // + dropoutᵀ(dh A): the same mask, redrawn
+                let t = try Tensor(empty: xShape, on: be)
+                try be.gemm(transA: false, transB: false, M: N, N: K, K: r, alpha: 1, A: dh.storage, lda: r, strideA: 0,
+                            B: a.storage, ldb: K, strideB: 0, beta: 0, C: t.storage, ldc: K, strideC: 0, batch: 1)
+                try be.dropout(t.storage, into: t.storage, mask: nil, count: t.count, p: p, seed: seed, offset: dropOffset)
+                try be.axpy(alpha: 1, t.storage, dx.storage, count: dx.count)
+            } else {
+                try be.gemm(transA: false, transB: false, M: N, N: K, K: r, alpha: 1, A: dh.storage, lda: r, strideA: 0,
+                            B: a.storage, ldb: K, strideB: 0, beta: 1, C: dx.storage, ldc: K, strideC: 0, batch: 1)
+            }
+            return [dx, nil, nil, nil, nil]
+        }
+        return y
+    }
+}
