@@ -151,6 +151,13 @@ struct KernelBench {
             ("lm head", 512, 576, 49152, true),
         ]
         if !json { print("\nGEMM (M×K×N; the backend splits it over its pool, direct cblas_sgemm uses OpenBLAS's threads)") }
+        // A fresh process's first few GEMMs on the pool run slowly (threads and OpenBLAS's
+        // per-thread buffers start cold): warm up before timing anything.
+        let wa = try buffer(512 * 1024), wb = try buffer(1024 * 1024), wc = try buffer(512 * 1024)
+        for _ in 0..<10 {
+            try cpu.gemm(transA: false, transB: false, M: 512, N: 1024, K: 1024, alpha: 1, A: wa, lda: 1024, strideA: 0,
+                         B: wb, ldb: 1024, strideB: 0, beta: 0, C: wc, ldc: 1024, strideC: 0, batch: 1)
+        }
         for (name, M, K, N, transB) in shapes {
             let a = try buffer(M * K), b = try buffer(K * N, seed: 2), c = try buffer(M * N, seed: 3)
             let ldb = transB ? K : N
