@@ -13,15 +13,16 @@ let benchCommand = Command(
     help: """
     usage: sftctl bench kernels [--threads N] [--runs R] [--isa NAME] [--json]
            sftctl bench train --model PATH [--method lora|full] [--seq T] [--lora-r R]
-                              [--steps S] [--checkpointing] [--threads N] [--json]
+                              [--steps S] [--checkpointing] [--threads N] [--profile] [--json]
            sftctl bench decode --model PATH [--tokens N] [--runs R] [--exact] [--threads N] [--json]
-           sftctl bench forward --model PATH [--seq T] [--runs R] [--threads N] [--json]
+           sftctl bench forward --model PATH [--seq T] [--runs R] [--threads N] [--profile] [--json]
 
     train: one optimizer step of batch 1 × T tokens (LoRA on all linear layers, or full),
     median step time over S steps after a warm-up, tokens/s, forward/backward split and
     peak memory. decode: batch-1 greedy decode tokens/s after a short prompt (from the GGUF's
     quantized blocks unless --exact). forward: inference forward of T tokens with the logits of
-    every position (what transformers' model(ids) computes).
+    every position (what transformers' model(ids) computes). --profile (train, forward) prints where
+    the step's time goes, op by op (GEMMs by shape, with their GFLOP/s).
 
     Times the CPU kernels at SmolLM2-135M sizes (T=512 tokens) and prints the median of R runs
     (default 5): GEMM GFLOP/s through the backend and through cblas_sgemm directly (their ratio
@@ -34,7 +35,7 @@ let benchCommand = Command(
       --isa NAME    run the C kernels on avx512, avx2 or generic (default: the best)
       --json        one JSON object per measurement
     """,
-    booleanFlags: ["checkpointing", "exact"],
+    booleanFlags: ["checkpointing", "exact", "profile"],
     run: { args in
         switch args.positionals.first {
         case "train": try runTrainBench(args); return

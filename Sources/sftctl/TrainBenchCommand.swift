@@ -11,6 +11,7 @@ func runTrainBench(_ args: Arguments) throws {
     let ckpt = args.flag("checkpointing")
     let json = args.flag("json")
     let threads = try args.int("threads")
+    let profile = args.flag("profile")
     try args.finish()
     if let threads { CPUBackend.shared.setThreads(threads) }
     let lm = try LanguageModel.load(URL(fileURLWithPath: path))
@@ -19,8 +20,11 @@ func runTrainBench(_ args: Arguments) throws {
     case "full": lm.model.setTrainable(true)
     default: throw UsageError(description: "--method must be lora or full")
     }
+    OpProfile.enabled = profile
     let res = try TrainingBenchmark.run(model: lm.model, seq: seq, steps: steps, checkpointing: ckpt)
+    OpProfile.enabled = false
     let m = res.median
+    if profile { printOpProfile(steps: steps, stepSeconds: res.steps.reduce(0) { $0 + $1.total } / Double(steps)) }
     if json {
         printJSON(["method": method, "seq": seq, "lora_r": r, "checkpointing": ckpt, "tokens_per_second": res.tokensPerSecond,
                    "step_seconds": m.total, "forward_seconds": m.forward, "backward_seconds": m.backward,
@@ -54,6 +58,7 @@ func runForwardBench(_ args: Arguments) throws {
     let runs = try args.int("runs") ?? 3
     let json = args.flag("json")
     let threads = try args.int("threads")
+    let profile = args.flag("profile")
     try args.finish()
     if let threads { CPUBackend.shared.setThreads(threads) }
     let lm = try LanguageModel.load(URL(fileURLWithPath: path))
@@ -62,11 +67,33 @@ func runForwardBench(_ args: Arguments) throws {
     var times: [Double] = []
     for i in 0...runs {
         let t0 = Date()
-        _ = try lm.model.logits(ids)
+        _ = try lm.model.logitsTensor(ids)
         if i > 0 { times.append(Date().timeIntervalSince(t0)) }
+        if i == 0 { OpProfile.reset(); OpProfile.enabled = profile }
     }
+    OpProfile.enabled = false
+    if profile { printOpProfile(steps: runs, stepSeconds: times.reduce(0, +) / Double(runs)) }
     times.sort()
     let med = times[times.count / 2]
     if json { printJSON(["mode": "forward", "seq": seq, "seconds": med, "tokens_per_second": Double(seq) / med]) }
     else { print("forward \(seq) tokens: \(med) s, \(Double(seq) / med) tokens/s (median of \(runs))") }
+}
+
+/// The op table of `OpProfile` per step: calls, milliseconds, share of the step, GFLOP/s (GEMMs,
+/// one row per shape; `crossEntropyLMHead` includes its own GEMMs), and the time between ops.
+func printOpProfile(steps: Int, stepSeconds: Double) {
+    let rows = OpProfile.entries
+    let n = Double(steps)
+    let total = rows.reduce(0) { $0 + $1.entry.seconds } / n
+    let gemm = rows.filter { $0.name.hasPrefix("gemm") }
+    let gemmSeconds = gemm.reduce(0) { $0 + $1.entry.seconds } / n, gemmFlops = gemm.reduce(0) { $0 + $1.entry.flops } / n
+    func ms(_ s: Double) -> String { String(Int((s * 1e4).rounded()) / 10) + "." + String(Int((s * 1e4).rounded()) % 10) }
+    func pct(_ s: Double) -> String { String(Int((100 * s / stepSeconds).rounded())) + "%" }
+    print("op profile per step (step \(ms(stepSeconds)) ms):")
+    print("  all GEMMs: \(ms(gemmSeconds)) ms, \(pct(gemmSeconds)), \(Int(gemmFlops / gemmSeconds / 1e9)) GFLOP/s")
+    for (name, e) in rows where e.seconds / n >= 0.0005 {
+        let rate = e.flops > 0 ? ", \(Int(e.flops / e.seconds / 1e9)) GFLOP/s" : ""
+        print("  \(name): \(e.calls / steps) calls, \(ms(e.seconds / n)) ms, \(pct(e.seconds / n))\(rate)")
+    }
+    print("  between ops (Swift, allocation): \(ms(stepSeconds - total)) ms, \(pct(stepSeconds - total)) (nested ops counted twice)")
 }

@@ -82,10 +82,16 @@ extension CausalLM {
     /// Logits (T, V) for every position of one row (no gradient). For tests and evaluation of
     /// short texts; training uses the fused loss instead.
     public func logits(_ tokens: [Int32]) throws -> [Float] {
+        try logitsTensor(tokens).floats()
+    }
+
+    /// The same logits as a (T, V) tensor on the model's device, without the copy to the host
+    /// (what transformers' `model(ids).logits` returns).
+    public func logitsTensor(_ tokens: [Int32]) throws -> Tensor {
         try Autograd.withNoGrad {
             let input = try ModelInput(tokens: tokens, on: lmHeadWeight.value.backend)
             let h = try hiddenStates(input, checkpointing: false)
-            return try Ops.linear(h, lmHeadWeight.value).floats()
+            return try Ops.linear(h, lmHeadWeight.value)
         }
     }
 }

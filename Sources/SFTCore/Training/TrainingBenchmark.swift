@@ -50,6 +50,7 @@ public enum TrainingBenchmark {
             try opt.update(lr: 1e-5)
             try be.synchronize()
             let t3 = Date()
+            if i == 0 { OpProfile.reset() }  // the profile covers the timed steps only
             if i > 0 {
                 timings.append(StepTiming(forward: t1.timeIntervalSince(t0), backward: t2.timeIntervalSince(t1),
                                           optimizer: t3.timeIntervalSince(t2)))

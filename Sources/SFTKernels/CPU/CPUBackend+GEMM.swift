@@ -16,6 +16,13 @@ extension CPUBackend {
     public func gemm(transA: Bool, transB: Bool, M: Int, N: Int, K: Int, alpha: Float,
                      A: BufferView, lda: Int, strideA: Int, B: BufferView, ldb: Int, strideB: Int,
                      beta: Float, C: BufferView, ldc: Int, strideC: Int, batch: Int) throws {
+        let profileStart = OpProfile.begin()
+        defer {
+            if profileStart > 0 {
+                OpProfile.end("gemm \(batch > 1 ? "\(batch)×" : "")\(M)×\(N)×\(K)\(transA ? " Aᵀ" : "")\(transB ? " Bᵀ" : "")",
+                              profileStart, flops: 2 * Double(M) * Double(N) * Double(K) * Double(batch))
+            }
+        }
         let shape = "M=\(M) N=\(N) K=\(K) batch=\(batch) transA=\(transA) transB=\(transB)"
         func fail(_ m: String) -> KernelError { .invalidArgument(op: "gemm", message: "\(m) (\(shape))") }
         guard M >= 0, N >= 0, K >= 0, batch >= 0 else { throw fail("sizes must be non-negative") }
@@ -113,6 +120,7 @@ extension CPUBackend {
     public func crossEntropyLMHead(x: BufferView, weight: BufferView, targets: BufferView, N: Int,
                                    C: Int, V: Int, ignoreIndex: Int32, chunk: Int, gradScale: Float,
                                    dx: BufferView?, dweight: BufferView?) throws -> (loss: Double, count: Int) {
+        let profileStart = OpProfile.begin(); defer { OpProfile.end("crossEntropyLMHead", profileStart) }
         let op = "crossEntropyLMHead"
         try nonNegative(op, ["N": N, "C": C, "V": V])
         guard V > 0, chunk > 0 else {

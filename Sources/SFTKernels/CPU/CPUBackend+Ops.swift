@@ -9,12 +9,14 @@ extension CPUBackend {
     // MARK: elementwise
 
     public func fill(_ y: BufferView, value: Float, count n: Int) throws {
+        let profileStart = OpProfile.begin(); defer { OpProfile.end("fill", profileStart) }
         try check(y, count: n, "fill", "y")
         let py = y.f32()
         chunked(n) { s, c in sft_fill_f32(py + s, value, Int64(c)) }
     }
 
     public func add(_ a: BufferView, _ b: BufferView, into y: BufferView, count n: Int) throws {
+        let profileStart = OpProfile.begin(); defer { OpProfile.end("add", profileStart) }
         try check(a, count: n, "add", "a")
         try check(b, count: n, "add", "b")
         try check(y, count: n, "add", "y")
@@ -23,6 +25,7 @@ extension CPUBackend {
     }
 
     public func axpy(alpha: Float, _ x: BufferView, _ y: BufferView, count n: Int) throws {
+        let profileStart = OpProfile.begin(); defer { OpProfile.end("axpy", profileStart) }
         try check(x, count: n, "axpy", "x")
         try check(y, count: n, "axpy", "y")
         let (px, py) = (x.f32(), y.f32())
@@ -30,6 +33,7 @@ extension CPUBackend {
     }
 
     public func scale(alpha: Float, _ x: BufferView, into y: BufferView, count n: Int) throws {
+        let profileStart = OpProfile.begin(); defer { OpProfile.end("scale", profileStart) }
         try check(x, count: n, "scale", "x")
         try check(y, count: n, "scale", "y")
         let (px, py) = (x.f32(), y.f32())
@@ -37,6 +41,7 @@ extension CPUBackend {
     }
 
     public func mul(_ a: BufferView, _ b: BufferView, into y: BufferView, count n: Int) throws {
+        let profileStart = OpProfile.begin(); defer { OpProfile.end("mul", profileStart) }
         try check(a, count: n, "mul", "a")
         try check(b, count: n, "mul", "b")
         try check(y, count: n, "mul", "y")
@@ -45,6 +50,7 @@ extension CPUBackend {
     }
 
     public func sumOfSquares(_ x: BufferView, count n: Int) throws -> Double {
+        let profileStart = OpProfile.begin(); defer { OpProfile.end("sumOfSquares", profileStart) }
         try check(x, count: n, "sumOfSquares", "x")
         let px = x.f32()
         let nparts = parts(work: n, grain: 1 << 16)
@@ -60,6 +66,7 @@ extension CPUBackend {
     }
 
     public func cast(_ x: BufferView, from: DType, into y: BufferView, to: DType, count n: Int) throws {
+        let profileStart = OpProfile.begin(); defer { OpProfile.end("cast", profileStart) }
         let storage: Set<DType> = [.f32, .bf16, .f16]
         guard storage.contains(from), storage.contains(to) else {
             throw KernelError.invalidArgument(op: "cast", message: "cannot cast \(from) to \(to) (storage types: f32, bf16, f16)")
@@ -99,6 +106,7 @@ extension CPUBackend {
 
     public func dropout(_ x: BufferView, into y: BufferView, mask: BufferView?, count n: Int, p: Float,
                         seed: UInt64, offset: UInt64) throws {
+        let profileStart = OpProfile.begin(); defer { OpProfile.end("dropout", profileStart) }
         guard p >= 0, p < 1 else {
             throw KernelError.invalidArgument(op: "dropout", message: "p = \(p) must be in [0, 1)")
         }
@@ -115,6 +123,7 @@ extension CPUBackend {
 
     public func rmsnormForward(x: BufferView, weight: BufferView, y: BufferView, rstd: BufferView,
                                N: Int, C: Int, eps: Float) throws {
+        let profileStart = OpProfile.begin(); defer { OpProfile.end("rmsnormForward", profileStart) }
         try nonNegative("rmsnormForward", ["N": N, "C": C])
         try check(x, count: N * C, "rmsnormForward", "x (N=\(N), C=\(C))")
         try check(weight, count: C, "rmsnormForward", "weight (C=\(C))")
@@ -128,6 +137,7 @@ extension CPUBackend {
 
     public func rmsnormBackward(dy: BufferView, x: BufferView, weight: BufferView, rstd: BufferView,
                                 dx: BufferView, dweight: BufferView?, N: Int, C: Int) throws {
+        let profileStart = OpProfile.begin(); defer { OpProfile.end("rmsnormBackward", profileStart) }
         let op = "rmsnormBackward"
         try nonNegative(op, ["N": N, "C": C])
         try check(dy, count: N * C, op, "dy (N=\(N), C=\(C))")
@@ -144,6 +154,7 @@ extension CPUBackend {
 
     public func layernormForward(x: BufferView, weight: BufferView, bias: BufferView?, y: BufferView,
                                  mean: BufferView, rstd: BufferView, N: Int, C: Int, eps: Float) throws {
+        let profileStart = OpProfile.begin(); defer { OpProfile.end("layernormForward", profileStart) }
         let op = "layernormForward"
         try nonNegative(op, ["N": N, "C": C])
         try check(x, count: N * C, op, "x (N=\(N), C=\(C))")
@@ -161,6 +172,7 @@ extension CPUBackend {
     public func layernormBackward(dy: BufferView, x: BufferView, weight: BufferView, mean: BufferView,
                                   rstd: BufferView, dx: BufferView, dweight: BufferView?,
                                   dbias: BufferView?, N: Int, C: Int) throws {
+        let profileStart = OpProfile.begin(); defer { OpProfile.end("layernormBackward", profileStart) }
         let op = "layernormBackward"
         try nonNegative(op, ["N": N, "C": C])
         try check(dy, count: N * C, op, "dy (N=\(N), C=\(C))")
@@ -182,6 +194,7 @@ extension CPUBackend {
 
     public func rope(x: BufferView, ldx: Int, y: BufferView, ldy: Int, positions: BufferView,
                      invFreq: BufferView, N: Int, H: Int, D: Int, inverse: Bool) throws {
+        let profileStart = OpProfile.begin(); defer { OpProfile.end("rope", profileStart) }
         let op = "rope"
         try nonNegative(op, ["N": N, "H": H, "D": D])
         guard D % 2 == 0 else {
@@ -244,6 +257,7 @@ extension CPUBackend {
     public func attentionForward(q: BufferView, k: BufferView, v: BufferView, o: BufferView,
                                  lse: BufferView, docIds: BufferView?, alibi: BufferView?,
                                  shape s: AttentionShape) throws {
+        let profileStart = OpProfile.begin(); defer { OpProfile.end("attentionForward", profileStart) }
         try checkAttention("attentionForward", s, q: q, k: k, v: v, o: o, lse: lse, docIds: docIds, alibi: alibi)
         let (pq, pk, pv, po, pl) = (q.f32(), k.f32(), v.f32(), o.f32(), lse.f32())
         let (pd, pa) = (docIds?.i32(), alibi?.f32())
@@ -258,6 +272,7 @@ extension CPUBackend {
                                   dout: BufferView, lse: BufferView, docIds: BufferView?,
                                   alibi: BufferView?, dq: BufferView, dk: BufferView, dv: BufferView,
                                   shape s: AttentionShape) throws {
+        let profileStart = OpProfile.begin(); defer { OpProfile.end("attentionBackward", profileStart) }
         let op = "attentionBackward"
         try checkAttention(op, s, q: q, k: k, v: v, o: o, lse: lse, docIds: docIds, alibi: alibi)
         // Gradients share the layout (and leading dimensions) of what they differentiate.
@@ -279,6 +294,7 @@ extension CPUBackend {
     // MARK: swiglu
 
     public func swigluForward(gate: BufferView, up: BufferView, h: BufferView, count n: Int) throws {
+        let profileStart = OpProfile.begin(); defer { OpProfile.end("swigluForward", profileStart) }
         try check(gate, count: n, "swigluForward", "gate")
         try check(up, count: n, "swigluForward", "up")
         try check(h, count: n, "swigluForward", "h")
@@ -288,6 +304,7 @@ extension CPUBackend {
 
     public func swigluBackward(dh: BufferView, gate: BufferView, up: BufferView, dgate: BufferView,
                                dup: BufferView, count n: Int) throws {
+        let profileStart = OpProfile.begin(); defer { OpProfile.end("swigluBackward", profileStart) }
         let op = "swigluBackward"
         for (name, view) in [("dh", dh), ("gate", gate), ("up", up), ("dgate", dgate), ("dup", dup)] {
             try check(view, count: n, op, name)
@@ -302,6 +319,7 @@ extension CPUBackend {
 
     public func embeddingForward(ids: BufferView, table: BufferView, out: BufferView, N: Int, C: Int,
                                  V: Int) throws {
+        let profileStart = OpProfile.begin(); defer { OpProfile.end("embeddingForward", profileStart) }
         let op = "embeddingForward"
         try nonNegative(op, ["N": N, "C": C, "V": V])
         try check(ids, count: N, op, "ids (N=\(N))")
@@ -314,6 +332,7 @@ extension CPUBackend {
 
     public func embeddingBackward(ids: BufferView, dout: BufferView, dtable: BufferView, N: Int,
                                   C: Int) throws {
+        let profileStart = OpProfile.begin(); defer { OpProfile.end("embeddingBackward", profileStart) }
         let op = "embeddingBackward"
         try nonNegative(op, ["N": N, "C": C])
         try check(ids, count: N, op, "ids (N=\(N))")
@@ -332,6 +351,7 @@ extension CPUBackend {
 
     public func adamw(param: BufferView, grad: BufferView, m: BufferView, v: BufferView, count n: Int,
                       step: AdamWStep) throws {
+        let profileStart = OpProfile.begin(); defer { OpProfile.end("adamw", profileStart) }
         for (name, view) in [("param", param), ("grad", grad), ("m", m), ("v", v)] {
             try check(view, count: n, "adamw", name)
         }
@@ -349,6 +369,7 @@ extension CPUBackend {
 extension CPUBackend {
     public func attentionCached(q: BufferView, kCache: BufferView, vCache: BufferView, o: BufferView, Tq: Int, S: Int,
                                 H: Int, KV: Int, D: Int, scale: Float) throws {
+        let profileStart = OpProfile.begin(); defer { OpProfile.end("attentionCached", profileStart) }
         guard Tq >= 1, S >= Tq, H >= 1, KV >= 1, H % KV == 0, D >= 1 else {
             throw KernelError.invalidArgument(op: "attentionCached", message: "Tq=\(Tq) S=\(S) H=\(H) KV=\(KV) D=\(D)")
         }

@@ -96,6 +96,7 @@ public final class CPUBackend: Backend, @unchecked Sendable {
     }
 
     public func copy(_ src: BufferView, to dst: BufferView, bytes: Int) throws {
+        let profileStart = OpProfile.begin(); defer { OpProfile.end("copy", profileStart) }
         try check(src, bytes: bytes, "copy", "src")
         try check(dst, bytes: bytes, "copy", "dst")
         memmove(dst.raw, src.raw, bytes)
