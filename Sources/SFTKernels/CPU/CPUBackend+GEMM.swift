@@ -24,25 +24,12 @@ extension CPUBackend {
             }
         }
         let shape = "M=\(M) N=\(N) K=\(K) batch=\(batch) transA=\(transA) transB=\(transB)"
-        func fail(_ m: String) -> KernelError { .invalidArgument(op: "gemm", message: "\(m) (\(shape))") }
-        guard M >= 0, N >= 0, K >= 0, batch >= 0 else { throw fail("sizes must be non-negative") }
-        // Stored (rows, cols) of each operand, row-major: op(A) is M×K, so A is K×M when transposed.
-        let (aRows, aCols) = transA ? (K, M) : (M, K)
-        let (bRows, bCols) = transB ? (N, K) : (K, N)
-        guard lda >= max(1, aCols) else { throw fail("lda=\(lda) < \(aCols) columns of A") }
-        guard ldb >= max(1, bCols) else { throw fail("ldb=\(ldb) < \(bCols) columns of B") }
-        guard ldc >= max(1, N) else { throw fail("ldc=\(ldc) < N=\(N)") }
-        guard strideA >= 0, strideB >= 0, strideC >= 0 else { throw fail("strides must be non-negative") }
-        if batch > 1, M > 0, N > 0, strideC < (M - 1) * ldc + N {
-            throw fail("strideC=\(strideC) makes batch entries of C overlap")
-        }
-        if batch == 0 || M == 0 || N == 0 { return }
-        func extent(_ rows: Int, _ cols: Int, _ ld: Int, _ stride: Int) -> Int {
-            rows == 0 || cols == 0 ? 0 : (batch - 1) * stride + (rows - 1) * ld + cols
-        }
-        try check(A, count: extent(aRows, aCols, lda, strideA), "gemm", "A (\(shape), lda=\(lda), strideA=\(strideA))")
-        try check(B, count: extent(bRows, bCols, ldb, strideB), "gemm", "B (\(shape), ldb=\(ldb), strideB=\(strideB))")
-        try check(C, count: extent(M, N, ldc, strideC), "gemm", "C (\(shape), ldc=\(ldc), strideC=\(strideC))")
+        guard let extent = try checkGEMM(transA: transA, transB: transB, M: M, N: N, K: K, lda: lda, strideA: strideA,
+                                         ldb: ldb, strideB: strideB, ldc: ldc, strideC: strideC, batch: batch,
+                                         shape: shape) else { return }
+        try check(A, count: extent.a, "gemm", "A (\(shape), lda=\(lda), strideA=\(strideA))")
+        try check(B, count: extent.b, "gemm", "B (\(shape), ldb=\(ldb), strideB=\(strideB))")
+        try check(C, count: extent.c, "gemm", "C (\(shape), ldc=\(ldc), strideC=\(strideC))")
         let (pa, pb, pc) = (A.f32(), B.f32(), C.f32())
         let macs = M * N * max(K, 1)
         if batch == 1 || batch < 2 * threads {
@@ -121,28 +108,10 @@ extension CPUBackend {
                                    C: Int, V: Int, ignoreIndex: Int32, chunk: Int, gradScale: Float,
                                    dx: BufferView?, dweight: BufferView?) throws -> (loss: Double, count: Int) {
         let profileStart = OpProfile.begin(); defer { OpProfile.end("crossEntropyLMHead", profileStart) }
-        let op = "crossEntropyLMHead"
-        try nonNegative(op, ["N": N, "C": C, "V": V])
-        guard V > 0, chunk > 0 else {
-            throw KernelError.invalidArgument(op: op, message: "V=\(V) and chunk=\(chunk) must be positive")
-        }
-        try check(x, count: N * C, op, "x (N=\(N), C=\(C))")
-        try check(weight, count: V * C, op, "weight (V=\(V), C=\(C))")
-        try check(targets, count: N, op, "targets (N=\(N))")
-        if let dx { try check(dx, count: N * C, op, "dx (N=\(N), C=\(C))") }
-        if let dweight { try check(dweight, count: V * C, op, "dweight (V=\(V), C=\(C))") }
-
+        try checkCrossEntropyLMHead(x: x, weight: weight, targets: targets, N: N, C: C, V: V, chunk: chunk, dx: dx,
+                                    dweight: dweight)
         let pt = targets.i32()
-        var active: [Int32] = []
-        active.reserveCapacity(N)
-        for i in 0..<N {
-            let t = pt[i]
-            if t == ignoreIndex { continue }
-            guard t >= 0, Int(t) < V else {
-                throw KernelError.invalidArgument(op: op, message: "target \(t) at row \(i) is outside [0, \(V)) and is not the ignore index \(ignoreIndex)")
-            }
-            active.append(Int32(i))
-        }
+        let active = try countedRows(UnsafeBufferPointer(start: pt, count: N), V: V, ignoreIndex: ignoreIndex)
         if let dx { try fill(dx, value: 0, count: N * C) }
         if active.isEmpty { return (0, 0) }
 

@@ -1,5 +1,5 @@
-// The CPU backend's ops other than GEMM: each checks its arguments (naming the op and the
-// shapes), then calls the C kernel, split over cores where the work is large enough.
+// The CPU backend's ops other than GEMM: each checks its arguments (BackendArgumentChecks.swift,
+// shared with CUDA), then calls the C kernel, split over cores where the work is large enough.
 // The math of every op is in the C files of CSFTKernels, one per concern.
 
 import CSFTKernels
@@ -17,34 +17,28 @@ extension CPUBackend {
 
     public func add(_ a: BufferView, _ b: BufferView, into y: BufferView, count n: Int) throws {
         let profileStart = OpProfile.begin(); defer { OpProfile.end("add", profileStart) }
-        try check(a, count: n, "add", "a")
-        try check(b, count: n, "add", "b")
-        try check(y, count: n, "add", "y")
+        try check(count: n, "add", ["a": a, "b": b, "y": y])
         let (pa, pb, py) = (a.f32(), b.f32(), y.f32())
         chunked(n) { s, c in sft_add_f32(pa + s, pb + s, py + s, Int64(c)) }
     }
 
     public func axpy(alpha: Float, _ x: BufferView, _ y: BufferView, count n: Int) throws {
         let profileStart = OpProfile.begin(); defer { OpProfile.end("axpy", profileStart) }
-        try check(x, count: n, "axpy", "x")
-        try check(y, count: n, "axpy", "y")
+        try check(count: n, "axpy", ["x": x, "y": y])
         let (px, py) = (x.f32(), y.f32())
         chunked(n) { s, c in sft_axpy_f32(alpha, px + s, py + s, Int64(c)) }
     }
 
     public func scale(alpha: Float, _ x: BufferView, into y: BufferView, count n: Int) throws {
         let profileStart = OpProfile.begin(); defer { OpProfile.end("scale", profileStart) }
-        try check(x, count: n, "scale", "x")
-        try check(y, count: n, "scale", "y")
+        try check(count: n, "scale", ["x": x, "y": y])
         let (px, py) = (x.f32(), y.f32())
         chunked(n) { s, c in sft_scale_f32(alpha, px + s, py + s, Int64(c)) }
     }
 
     public func mul(_ a: BufferView, _ b: BufferView, into y: BufferView, count n: Int) throws {
         let profileStart = OpProfile.begin(); defer { OpProfile.end("mul", profileStart) }
-        try check(a, count: n, "mul", "a")
-        try check(b, count: n, "mul", "b")
-        try check(y, count: n, "mul", "y")
+        try check(count: n, "mul", ["a": a, "b": b, "y": y])
         let (pa, pb, py) = (a.f32(), b.f32(), y.f32())
         chunked(n) { s, c in sft_mul_f32(pa + s, pb + s, py + s, Int64(c)) }
     }
@@ -67,16 +61,7 @@ extension CPUBackend {
 
     public func cast(_ x: BufferView, from: DType, into y: BufferView, to: DType, count n: Int) throws {
         let profileStart = OpProfile.begin(); defer { OpProfile.end("cast", profileStart) }
-        let storage: Set<DType> = [.f32, .bf16, .f16]
-        guard storage.contains(from), storage.contains(to) else {
-            throw KernelError.invalidArgument(op: "cast", message: "cannot cast \(from) to \(to) (storage types: f32, bf16, f16)")
-        }
-        guard n >= 0 else { throw KernelError.invalidArgument(op: "cast", message: "negative count \(n)") }
-        try check(x, bytes: n * from.size, "cast", "x")
-        try check(y, bytes: n * to.size, "cast", "y")
-        guard x.byteOffset % from.size == 0, y.byteOffset % to.size == 0 else {
-            throw KernelError.invalidArgument(op: "cast", message: "x or y offset is not aligned to its element size")
-        }
+        try checkCast(x, from: from, into: y, to: to, count: n)
         let (px, py) = (x.raw, y.raw)
         switch (from, to) {
         case (.f32, .f32), (.bf16, .bf16), (.f16, .f16):
@@ -107,12 +92,7 @@ extension CPUBackend {
     public func dropout(_ x: BufferView, into y: BufferView, mask: BufferView?, count n: Int, p: Float,
                         seed: UInt64, offset: UInt64) throws {
         let profileStart = OpProfile.begin(); defer { OpProfile.end("dropout", profileStart) }
-        guard p >= 0, p < 1 else {
-            throw KernelError.invalidArgument(op: "dropout", message: "p = \(p) must be in [0, 1)")
-        }
-        try check(x, count: n, "dropout", "x")
-        try check(y, count: n, "dropout", "y")
-        if let mask { try check(mask, bytes: n, "dropout", "mask") }
+        try checkDropout(x, into: y, mask: mask, count: n, p: p)
         let (px, py, pm) = (x.f32(), y.f32(), mask?.u8())
         chunked(n) { s, c in
             sft_dropout_f32(px + s, py + s, pm.map { $0 + s }, Int64(c), p, seed, offset &+ UInt64(s))
@@ -124,11 +104,7 @@ extension CPUBackend {
     public func rmsnormForward(x: BufferView, weight: BufferView, y: BufferView, rstd: BufferView,
                                N: Int, C: Int, eps: Float) throws {
         let profileStart = OpProfile.begin(); defer { OpProfile.end("rmsnormForward", profileStart) }
-        try nonNegative("rmsnormForward", ["N": N, "C": C])
-        try check(x, count: N * C, "rmsnormForward", "x (N=\(N), C=\(C))")
-        try check(weight, count: C, "rmsnormForward", "weight (C=\(C))")
-        try check(y, count: N * C, "rmsnormForward", "y (N=\(N), C=\(C))")
-        try check(rstd, count: N, "rmsnormForward", "rstd (N=\(N))")
+        try checkRMSNormForward(x: x, weight: weight, y: y, rstd: rstd, N: N, C: C)
         let (px, pw, py, pr) = (x.f32(), weight.f32(), y.f32(), rstd.f32())
         parallel(parts(work: N * C)) { p, np in
             sft_rmsnorm_fwd_f32(px, pw, py, pr, Int64(N), Int64(C), eps, p, np)
@@ -138,14 +114,7 @@ extension CPUBackend {
     public func rmsnormBackward(dy: BufferView, x: BufferView, weight: BufferView, rstd: BufferView,
                                 dx: BufferView, dweight: BufferView?, N: Int, C: Int) throws {
         let profileStart = OpProfile.begin(); defer { OpProfile.end("rmsnormBackward", profileStart) }
-        let op = "rmsnormBackward"
-        try nonNegative(op, ["N": N, "C": C])
-        try check(dy, count: N * C, op, "dy (N=\(N), C=\(C))")
-        try check(x, count: N * C, op, "x (N=\(N), C=\(C))")
-        try check(weight, count: C, op, "weight (C=\(C))")
-        try check(rstd, count: N, op, "rstd (N=\(N))")
-        try check(dx, count: N * C, op, "dx (N=\(N), C=\(C))")
-        if let dweight { try check(dweight, count: C, op, "dweight (C=\(C))") }
+        try checkRMSNormBackward(dy: dy, x: x, weight: weight, rstd: rstd, dx: dx, dweight: dweight, N: N, C: C)
         let (pdy, px, pw, pr, pdx, pdw) = (dy.f32(), x.f32(), weight.f32(), rstd.f32(), dx.f32(), dweight?.f32())
         parallel(parts(work: N * C)) { p, np in
             sft_rmsnorm_bwd_f32(pdy, px, pw, pr, pdx, pdw, Int64(N), Int64(C), p, np)
@@ -155,14 +124,7 @@ extension CPUBackend {
     public func layernormForward(x: BufferView, weight: BufferView, bias: BufferView?, y: BufferView,
                                  mean: BufferView, rstd: BufferView, N: Int, C: Int, eps: Float) throws {
         let profileStart = OpProfile.begin(); defer { OpProfile.end("layernormForward", profileStart) }
-        let op = "layernormForward"
-        try nonNegative(op, ["N": N, "C": C])
-        try check(x, count: N * C, op, "x (N=\(N), C=\(C))")
-        try check(weight, count: C, op, "weight (C=\(C))")
-        if let bias { try check(bias, count: C, op, "bias (C=\(C))") }
-        try check(y, count: N * C, op, "y (N=\(N), C=\(C))")
-        try check(mean, count: N, op, "mean (N=\(N))")
-        try check(rstd, count: N, op, "rstd (N=\(N))")
+        try checkLayerNormForward(x: x, weight: weight, bias: bias, y: y, mean: mean, rstd: rstd, N: N, C: C)
         let (px, pw, pb, py, pm, pr) = (x.f32(), weight.f32(), bias?.f32(), y.f32(), mean.f32(), rstd.f32())
         parallel(parts(work: N * C)) { p, np in
             sft_layernorm_fwd_f32(px, pw, pb, py, pm, pr, Int64(N), Int64(C), eps, p, np)
@@ -173,16 +135,8 @@ extension CPUBackend {
                                   rstd: BufferView, dx: BufferView, dweight: BufferView?,
                                   dbias: BufferView?, N: Int, C: Int) throws {
         let profileStart = OpProfile.begin(); defer { OpProfile.end("layernormBackward", profileStart) }
-        let op = "layernormBackward"
-        try nonNegative(op, ["N": N, "C": C])
-        try check(dy, count: N * C, op, "dy (N=\(N), C=\(C))")
-        try check(x, count: N * C, op, "x (N=\(N), C=\(C))")
-        try check(weight, count: C, op, "weight (C=\(C))")
-        try check(mean, count: N, op, "mean (N=\(N))")
-        try check(rstd, count: N, op, "rstd (N=\(N))")
-        try check(dx, count: N * C, op, "dx (N=\(N), C=\(C))")
-        if let dweight { try check(dweight, count: C, op, "dweight (C=\(C))") }
-        if let dbias { try check(dbias, count: C, op, "dbias (C=\(C))") }
+        try checkLayerNormBackward(dy: dy, x: x, weight: weight, mean: mean, rstd: rstd, dx: dx, dweight: dweight,
+                                   dbias: dbias, N: N, C: C)
         let (pdy, px, pw, pm, pr) = (dy.f32(), x.f32(), weight.f32(), mean.f32(), rstd.f32())
         let (pdx, pdw, pdb) = (dx.f32(), dweight?.f32(), dbias?.f32())
         parallel(parts(work: N * C)) { p, np in
@@ -195,15 +149,7 @@ extension CPUBackend {
     public func rope(x: BufferView, ldx: Int, y: BufferView, ldy: Int, positions: BufferView,
                      invFreq: BufferView, N: Int, H: Int, D: Int, inverse: Bool) throws {
         let profileStart = OpProfile.begin(); defer { OpProfile.end("rope", profileStart) }
-        let op = "rope"
-        try nonNegative(op, ["N": N, "H": H, "D": D])
-        guard D % 2 == 0 else {
-            throw KernelError.invalidArgument(op: op, message: "head dim D=\(D) must be even (rotate-half pairs i with i+D/2)")
-        }
-        try check(x, rows: N, width: H * D, ld: ldx, op, "x (N=\(N), H=\(H), D=\(D))")
-        try check(y, rows: N, width: H * D, ld: ldy, op, "y (N=\(N), H=\(H), D=\(D))")
-        try check(positions, count: N, op, "positions (N=\(N))")
-        try check(invFreq, count: D / 2, op, "invFreq (D/2=\(D / 2))")
+        try checkRope(x: x, ldx: ldx, y: y, ldy: ldy, positions: positions, invFreq: invFreq, N: N, H: H, D: D)
         let (px, py, pp, pf) = (x.f32(), y.f32(), positions.i32(), invFreq.f32())
         parallel(parts(work: N * H * D, grain: 1 << 14)) { p, np in
             sft_rope_f32(px, Int64(ldx), py, Int64(ldy), pp, pf, Int64(N), Int64(H), Int64(D),
@@ -295,9 +241,7 @@ extension CPUBackend {
 
     public func swigluForward(gate: BufferView, up: BufferView, h: BufferView, count n: Int) throws {
         let profileStart = OpProfile.begin(); defer { OpProfile.end("swigluForward", profileStart) }
-        try check(gate, count: n, "swigluForward", "gate")
-        try check(up, count: n, "swigluForward", "up")
-        try check(h, count: n, "swigluForward", "h")
+        try check(count: n, "swigluForward", ["gate": gate, "up": up, "h": h])
         let (pg, pu, ph) = (gate.f32(), up.f32(), h.f32())
         chunked(n, grain: 1 << 15) { s, c in sft_swiglu_fwd_f32(pg + s, pu + s, ph + s, Int64(c)) }
     }
@@ -305,10 +249,7 @@ extension CPUBackend {
     public func swigluBackward(dh: BufferView, gate: BufferView, up: BufferView, dgate: BufferView,
                                dup: BufferView, count n: Int) throws {
         let profileStart = OpProfile.begin(); defer { OpProfile.end("swigluBackward", profileStart) }
-        let op = "swigluBackward"
-        for (name, view) in [("dh", dh), ("gate", gate), ("up", up), ("dgate", dgate), ("dup", dup)] {
-            try check(view, count: n, op, name)
-        }
+        try check(count: n, "swigluBackward", ["dh": dh, "gate": gate, "up": up, "dgate": dgate, "dup": dup])
         let (pdh, pg, pu, pdg, pdu) = (dh.f32(), gate.f32(), up.f32(), dgate.f32(), dup.f32())
         chunked(n, grain: 1 << 15) { s, c in
             sft_swiglu_bwd_f32(pdh + s, pg + s, pu + s, pdg + s, pdu + s, Int64(c))
@@ -320,30 +261,22 @@ extension CPUBackend {
     public func embeddingForward(ids: BufferView, table: BufferView, out: BufferView, N: Int, C: Int,
                                  V: Int) throws {
         let profileStart = OpProfile.begin(); defer { OpProfile.end("embeddingForward", profileStart) }
-        let op = "embeddingForward"
-        try nonNegative(op, ["N": N, "C": C, "V": V])
-        try check(ids, count: N, op, "ids (N=\(N))")
-        try check(table, count: V * C, op, "table (V=\(V), C=\(C))")
-        try check(out, count: N * C, op, "out (N=\(N), C=\(C))")
+        try checkEmbeddingForward(ids: ids, table: table, out: out, N: N, C: C, V: V)
         if sft_embedding_fwd_f32(ids.i32(), table.f32(), out.f32(), Int64(N), Int64(C), Int64(V)) != 0 {
-            throw KernelError.invalidArgument(op: op, message: String(cString: sft_last_error()))
+            throw KernelError.invalidArgument(op: "embeddingForward", message: String(cString: sft_last_error()))
         }
     }
 
     public func embeddingBackward(ids: BufferView, dout: BufferView, dtable: BufferView, N: Int,
                                   C: Int) throws {
         let profileStart = OpProfile.begin(); defer { OpProfile.end("embeddingBackward", profileStart) }
-        let op = "embeddingBackward"
-        try nonNegative(op, ["N": N, "C": C])
-        try check(ids, count: N, op, "ids (N=\(N))")
-        try check(dout, count: N * C, op, "dout (N=\(N), C=\(C))")
+        try checkEmbeddingBackward(ids: ids, dout: dout, dtable: dtable, N: N, C: C)
         // The table's row count is whatever fits in dtable's buffer: every id must be a row.
         let rowsInTable = C == 0 ? Int.max : (dtable.buffer.bytes - dtable.byteOffset) / (4 * C)
         let pid = ids.i32()
         for i in 0..<N where pid[i] < 0 || Int(pid[i]) >= rowsInTable {
-            throw KernelError.invalidArgument(op: op, message: "token id \(pid[i]) at row \(i) is outside dtable's \(rowsInTable) rows")
+            throw KernelError.invalidArgument(op: "embeddingBackward", message: "token id \(pid[i]) at row \(i) is outside dtable's \(rowsInTable) rows")
         }
-        try check(dtable, count: 0, op, "dtable")
         sft_embedding_bwd_f32(pid, dout.f32(), dtable.f32(), Int64(N), Int64(C))
     }
 
@@ -352,12 +285,7 @@ extension CPUBackend {
     public func adamw(param: BufferView, grad: BufferView, m: BufferView, v: BufferView, count n: Int,
                       step: AdamWStep) throws {
         let profileStart = OpProfile.begin(); defer { OpProfile.end("adamw", profileStart) }
-        for (name, view) in [("param", param), ("grad", grad), ("m", m), ("v", v)] {
-            try check(view, count: n, "adamw", name)
-        }
-        guard step.biasCorrection1 > 0, step.biasCorrection2 > 0 else {
-            throw KernelError.invalidArgument(op: "adamw", message: "bias corrections must be positive (step >= 1)")
-        }
+        try checkAdamW(param: param, grad: grad, m: m, v: v, count: n, step: step)
         let (pp, pg, pm, pv) = (param.f32(), grad.f32(), m.f32(), v.f32())
         chunked(n, grain: 1 << 15) { s, c in
             sft_adamw_f32(pp + s, pg + s, pm + s, pv + s, Int64(c), step.lr, step.beta1, step.beta2,

@@ -36,27 +36,16 @@ extension CUDABackend {
               cType == .f32 || cType == aType else {
             throw fail("unsupported types A=\(aType) B=\(bType) C=\(cType)")
         }
-        guard M >= 0, N >= 0, K >= 0, batch >= 0 else { throw fail("sizes must be non-negative") }
-        let (aRows, aCols) = transA ? (K, M) : (M, K)
-        let (bRows, bCols) = transB ? (N, K) : (K, N)
-        guard lda >= max(1, aCols) else { throw fail("lda=\(lda) < \(aCols) columns of A") }
-        guard ldb >= max(1, bCols) else { throw fail("ldb=\(ldb) < \(bCols) columns of B") }
-        guard ldc >= max(1, N) else { throw fail("ldc=\(ldc) < N=\(N)") }
-        guard strideA >= 0, strideB >= 0, strideC >= 0 else { throw fail("strides must be non-negative") }
-        if batch > 1, M > 0, N > 0, strideC < (M - 1) * ldc + N {
-            throw fail("strideC=\(strideC) makes batch entries of C overlap")
-        }
-        if batch == 0 || M == 0 || N == 0 { return }
-        func extent(_ rows: Int, _ cols: Int, _ ld: Int, _ stride: Int) -> Int {
-            rows == 0 || cols == 0 ? 0 : (batch - 1) * stride + (rows - 1) * ld + cols
-        }
+        guard let extent = try checkGEMM(transA: transA, transB: transB, M: M, N: N, K: K, lda: lda, strideA: strideA,
+                                         ldb: ldb, strideB: strideB, ldc: ldc, strideC: strideC, batch: batch,
+                                         shape: shape) else { return }
         func checkOperand(_ v: BufferView, _ t: DType, _ count: Int, _ name: String) throws {
             guard v.byteOffset % t.size == 0 else { throw fail("\(name): offset \(v.byteOffset) not aligned to \(t)") }
             try check(v, bytes: count * t.size, "gemm", "\(name) (\(shape))")
         }
-        try checkOperand(A, aType, extent(aRows, aCols, lda, strideA), "A")
-        try checkOperand(B, bType, extent(bRows, bCols, ldb, strideB), "B")
-        try checkOperand(C, cType, extent(M, N, ldc, strideC), "C")
+        try checkOperand(A, aType, extent.a, "A")
+        try checkOperand(B, bType, extent.b, "B")
+        try checkOperand(C, cType, extent.c, "C")
         if K == 0 {
             // C = beta C: nothing to multiply (cuBLASLt does not take K = 0).
             guard cType == .f32 else { throw fail("K = 0 with a 16-bit C") }
@@ -86,29 +75,11 @@ extension CUDABackend {
     public func crossEntropyLMHead(x: BufferView, weight: BufferView, targets: BufferView, N: Int,
                                    C: Int, V: Int, ignoreIndex: Int32, chunk: Int, gradScale: Float,
                                    dx: BufferView?, dweight: BufferView?) throws -> (loss: Double, count: Int) {
-        let op = "crossEntropyLMHead"
-        try nonNegative(op, ["N": N, "C": C, "V": V])
-        guard V > 0, chunk > 0 else {
-            throw KernelError.invalidArgument(op: op, message: "V=\(V) and chunk=\(chunk) must be positive")
-        }
-        try check(x, count: N * C, op, "x (N=\(N), C=\(C))")
-        try check(weight, count: V * C, op, "weight (V=\(V), C=\(C))")
-        try check(targets, count: N, op, "targets (N=\(N))")
-        if let dx { try check(dx, count: N * C, op, "dx (N=\(N), C=\(C))") }
-        if let dweight { try check(dweight, count: V * C, op, "dweight (V=\(V), C=\(C))") }
-
+        try checkCrossEntropyLMHead(x: x, weight: weight, targets: targets, N: N, C: C, V: V, chunk: chunk, dx: dx,
+                                    dweight: dweight)
         var hostTargets = [Int32](repeating: 0, count: N)
         try hostTargets.withUnsafeMutableBytes { try download(targets, to: $0.baseAddress!, bytes: $0.count) }
-        var active: [Int32] = []
-        active.reserveCapacity(N)
-        for i in 0..<N {
-            let t = hostTargets[i]
-            if t == ignoreIndex { continue }
-            guard t >= 0, Int(t) < V else {
-                throw KernelError.invalidArgument(op: op, message: "target \(t) at row \(i) is outside [0, \(V)) and is not the ignore index \(ignoreIndex)")
-            }
-            active.append(Int32(i))
-        }
+        let active = try countedRows(hostTargets, V: V, ignoreIndex: ignoreIndex)
         if let dx { try fill(dx, value: 0, count: N * C) }
         if active.isEmpty { return (0, 0) }
 

@@ -1,5 +1,5 @@
-// The CUDA backend's ops other than GEMM: each checks its arguments exactly as the CPU backend
-// does (naming the op and the shapes), then enqueues the kernels of CUDAKernels. The math of
+// The CUDA backend's ops other than GEMM: each checks its arguments with the checks the CPU
+// backend runs (BackendArgumentChecks.swift), then enqueues the kernels of CUDAKernels. The math of
 // every op is in the CUDA C sources, mirroring the C kernels of CSFTKernels.
 
 import CSFTKernels
@@ -19,28 +19,22 @@ extension CUDABackend {
     }
 
     public func add(_ a: BufferView, _ b: BufferView, into y: BufferView, count n: Int) throws {
-        try check(a, count: n, "add", "a")
-        try check(b, count: n, "add", "b")
-        try check(y, count: n, "add", "y")
+        try check(count: n, "add", ["a": a, "b": b, "y": y])
         try launch(ew, "sft_add_f32", grid: (blocks(n), 1, 1), block: 256, [.ptr(a), .ptr(b), .ptr(y), .i64(n)])
     }
 
     public func axpy(alpha: Float, _ x: BufferView, _ y: BufferView, count n: Int) throws {
-        try check(x, count: n, "axpy", "x")
-        try check(y, count: n, "axpy", "y")
+        try check(count: n, "axpy", ["x": x, "y": y])
         try launch(ew, "sft_axpy_f32", grid: (blocks(n), 1, 1), block: 256, [.f32(alpha), .ptr(x), .ptr(y), .i64(n)])
     }
 
     public func scale(alpha: Float, _ x: BufferView, into y: BufferView, count n: Int) throws {
-        try check(x, count: n, "scale", "x")
-        try check(y, count: n, "scale", "y")
+        try check(count: n, "scale", ["x": x, "y": y])
         try launch(ew, "sft_scale_f32", grid: (blocks(n), 1, 1), block: 256, [.f32(alpha), .ptr(x), .ptr(y), .i64(n)])
     }
 
     public func mul(_ a: BufferView, _ b: BufferView, into y: BufferView, count n: Int) throws {
-        try check(a, count: n, "mul", "a")
-        try check(b, count: n, "mul", "b")
-        try check(y, count: n, "mul", "y")
+        try check(count: n, "mul", ["a": a, "b": b, "y": y])
         try launch(ew, "sft_mul_f32", grid: (blocks(n), 1, 1), block: 256, [.ptr(a), .ptr(b), .ptr(y), .i64(n)])
     }
 
@@ -59,16 +53,7 @@ extension CUDABackend {
     }
 
     public func cast(_ x: BufferView, from: DType, into y: BufferView, to: DType, count n: Int) throws {
-        let storage: Set<DType> = [.f32, .bf16, .f16]
-        guard storage.contains(from), storage.contains(to) else {
-            throw KernelError.invalidArgument(op: "cast", message: "cannot cast \(from) to \(to) (storage types: f32, bf16, f16)")
-        }
-        guard n >= 0 else { throw KernelError.invalidArgument(op: "cast", message: "negative count \(n)") }
-        try check(x, bytes: n * from.size, "cast", "x")
-        try check(y, bytes: n * to.size, "cast", "y")
-        guard x.byteOffset % from.size == 0, y.byteOffset % to.size == 0 else {
-            throw KernelError.invalidArgument(op: "cast", message: "x or y offset is not aligned to its element size")
-        }
+        try checkCast(x, from: from, into: y, to: to, count: n)
         if from == to { return try copy(x, to: y, bytes: n * from.size) }
         try launch(ew, "sft_cast_\(from.rawValue)_\(to.rawValue)", grid: (blocks(n), 1, 1), block: 256,
                    [.ptr(x), .ptr(y), .i64(n)])
@@ -76,12 +61,7 @@ extension CUDABackend {
 
     public func dropout(_ x: BufferView, into y: BufferView, mask: BufferView?, count n: Int, p: Float,
                         seed: UInt64, offset: UInt64) throws {
-        guard p >= 0, p < 1 else {
-            throw KernelError.invalidArgument(op: "dropout", message: "p = \(p) must be in [0, 1)")
-        }
-        try check(x, count: n, "dropout", "x")
-        try check(y, count: n, "dropout", "y")
-        if let mask { try check(mask, bytes: n, "dropout", "mask") }
+        try checkDropout(x, into: y, mask: mask, count: n, p: p)
         try launch(ew, "sft_dropout_f32", grid: (blocks(n), 1, 1), block: 256,
                    [.ptr(x), .ptr(y), .optional(mask), .i64(n), .f32(p), .u64(seed), .u64(offset)])
     }
@@ -90,12 +70,7 @@ extension CUDABackend {
 
     public func rmsnormForward(x: BufferView, weight: BufferView, y: BufferView, rstd: BufferView,
                                N: Int, C: Int, eps: Float) throws {
-        let op = "rmsnormForward"
-        try nonNegative(op, ["N": N, "C": C])
-        try check(x, count: N * C, op, "x (N=\(N), C=\(C))")
-        try check(weight, count: C, op, "weight (C=\(C))")
-        try check(y, count: N * C, op, "y (N=\(N), C=\(C))")
-        try check(rstd, count: N, op, "rstd (N=\(N))")
+        try checkRMSNormForward(x: x, weight: weight, y: y, rstd: rstd, N: N, C: C)
         try launch(CUDAKernels.norm, "sft_rmsnorm_fwd_f32", grid: (N, 1, 1), block: rowThreads(C),
                    [.ptr(x), .ptr(weight), .ptr(y), .ptr(rstd), .i64(N), .i64(C), .f32(eps)])
     }
@@ -121,14 +96,7 @@ extension CUDABackend {
 
     public func rmsnormBackward(dy: BufferView, x: BufferView, weight: BufferView, rstd: BufferView,
                                 dx: BufferView, dweight: BufferView?, N: Int, C: Int) throws {
-        let op = "rmsnormBackward"
-        try nonNegative(op, ["N": N, "C": C])
-        try check(dy, count: N * C, op, "dy (N=\(N), C=\(C))")
-        try check(x, count: N * C, op, "x (N=\(N), C=\(C))")
-        try check(weight, count: C, op, "weight (C=\(C))")
-        try check(rstd, count: N, op, "rstd (N=\(N))")
-        try check(dx, count: N * C, op, "dx (N=\(N), C=\(C))")
-        if let dweight { try check(dweight, count: C, op, "dweight (C=\(C))") }
+        try checkRMSNormBackward(dy: dy, x: x, weight: weight, rstd: rstd, dx: dx, dweight: dweight, N: N, C: C)
         try launch(CUDAKernels.norm, "sft_rmsnorm_bwd_dx_f32", grid: (N, 1, 1), block: rowThreads(C),
                    [.ptr(dy), .ptr(x), .ptr(weight), .ptr(rstd), .ptr(dx), .i64(N), .i64(C)])
         try normWeightGradients(dy: dy, x: x, mean: nil, rstd: rstd, dweight: dweight, dbias: nil, N: N, C: C)
@@ -136,14 +104,7 @@ extension CUDABackend {
 
     public func layernormForward(x: BufferView, weight: BufferView, bias: BufferView?, y: BufferView,
                                  mean: BufferView, rstd: BufferView, N: Int, C: Int, eps: Float) throws {
-        let op = "layernormForward"
-        try nonNegative(op, ["N": N, "C": C])
-        try check(x, count: N * C, op, "x (N=\(N), C=\(C))")
-        try check(weight, count: C, op, "weight (C=\(C))")
-        if let bias { try check(bias, count: C, op, "bias (C=\(C))") }
-        try check(y, count: N * C, op, "y (N=\(N), C=\(C))")
-        try check(mean, count: N, op, "mean (N=\(N))")
-        try check(rstd, count: N, op, "rstd (N=\(N))")
+        try checkLayerNormForward(x: x, weight: weight, bias: bias, y: y, mean: mean, rstd: rstd, N: N, C: C)
         try launch(CUDAKernels.norm, "sft_layernorm_fwd_f32", grid: (N, 1, 1), block: rowThreads(C),
                    [.ptr(x), .ptr(weight), .optional(bias), .ptr(y), .ptr(mean), .ptr(rstd), .i64(N), .i64(C), .f32(eps)])
     }
@@ -151,16 +112,8 @@ extension CUDABackend {
     public func layernormBackward(dy: BufferView, x: BufferView, weight: BufferView, mean: BufferView,
                                   rstd: BufferView, dx: BufferView, dweight: BufferView?,
                                   dbias: BufferView?, N: Int, C: Int) throws {
-        let op = "layernormBackward"
-        try nonNegative(op, ["N": N, "C": C])
-        try check(dy, count: N * C, op, "dy (N=\(N), C=\(C))")
-        try check(x, count: N * C, op, "x (N=\(N), C=\(C))")
-        try check(weight, count: C, op, "weight (C=\(C))")
-        try check(mean, count: N, op, "mean (N=\(N))")
-        try check(rstd, count: N, op, "rstd (N=\(N))")
-        try check(dx, count: N * C, op, "dx (N=\(N), C=\(C))")
-        if let dweight { try check(dweight, count: C, op, "dweight (C=\(C))") }
-        if let dbias { try check(dbias, count: C, op, "dbias (C=\(C))") }
+        try checkLayerNormBackward(dy: dy, x: x, weight: weight, mean: mean, rstd: rstd, dx: dx, dweight: dweight,
+                                   dbias: dbias, N: N, C: C)
         try launch(CUDAKernels.norm, "sft_layernorm_bwd_dx_f32", grid: (N, 1, 1), block: rowThreads(C),
                    [.ptr(dy), .ptr(x), .ptr(weight), .ptr(mean), .ptr(rstd), .ptr(dx), .i64(N), .i64(C)])
         try normWeightGradients(dy: dy, x: x, mean: mean, rstd: rstd, dweight: dweight, dbias: dbias, N: N, C: C)
@@ -170,15 +123,7 @@ extension CUDABackend {
 
     public func rope(x: BufferView, ldx: Int, y: BufferView, ldy: Int, positions: BufferView,
                      invFreq: BufferView, N: Int, H: Int, D: Int, inverse: Bool) throws {
-        let op = "rope"
-        try nonNegative(op, ["N": N, "H": H, "D": D])
-        guard D % 2 == 0 else {
-            throw KernelError.invalidArgument(op: op, message: "head dim D=\(D) must be even (rotate-half pairs i with i+D/2)")
-        }
-        try check(x, rows: N, width: H * D, ld: ldx, op, "x (N=\(N), H=\(H), D=\(D))")
-        try check(y, rows: N, width: H * D, ld: ldy, op, "y (N=\(N), H=\(H), D=\(D))")
-        try check(positions, count: N, op, "positions (N=\(N))")
-        try check(invFreq, count: D / 2, op, "invFreq (D/2=\(D / 2))")
+        try checkRope(x: x, ldx: ldx, y: y, ldy: ldy, positions: positions, invFreq: invFreq, N: N, H: H, D: D)
         let n = N * H * (D / 2)
         try launch(CUDAKernels.norm, "sft_rope_f32", grid: (blocks(n), 1, 1), block: 256,
                    [.ptr(x), .i64(ldx), .ptr(y), .i64(ldy), .ptr(positions), .ptr(invFreq), .i64(N), .i64(H),
@@ -284,18 +229,14 @@ extension CUDABackend {
     // MARK: swiglu
 
     public func swigluForward(gate: BufferView, up: BufferView, h: BufferView, count n: Int) throws {
-        try check(gate, count: n, "swigluForward", "gate")
-        try check(up, count: n, "swigluForward", "up")
-        try check(h, count: n, "swigluForward", "h")
+        try check(count: n, "swigluForward", ["gate": gate, "up": up, "h": h])
         try launch(CUDAKernels.training, "sft_swiglu_fwd_f32", grid: (blocks(n), 1, 1), block: 256,
                    [.ptr(gate), .ptr(up), .ptr(h), .i64(n)])
     }
 
     public func swigluBackward(dh: BufferView, gate: BufferView, up: BufferView, dgate: BufferView,
                                dup: BufferView, count n: Int) throws {
-        for (name, view) in [("dh", dh), ("gate", gate), ("up", up), ("dgate", dgate), ("dup", dup)] {
-            try check(view, count: n, "swigluBackward", name)
-        }
+        try check(count: n, "swigluBackward", ["dh": dh, "gate": gate, "up": up, "dgate": dgate, "dup": dup])
         try launch(CUDAKernels.training, "sft_swiglu_bwd_f32", grid: (blocks(n), 1, 1), block: 256,
                    [.ptr(dh), .ptr(gate), .ptr(up), .ptr(dgate), .ptr(dup), .i64(n)])
     }
@@ -306,22 +247,14 @@ extension CUDABackend {
     /// the GPU; checking them here would wait for the stream).
     public func embeddingForward(ids: BufferView, table: BufferView, out: BufferView, N: Int, C: Int,
                                  V: Int) throws {
-        let op = "embeddingForward"
-        try nonNegative(op, ["N": N, "C": C, "V": V])
-        try check(ids, count: N, op, "ids (N=\(N))")
-        try check(table, count: V * C, op, "table (V=\(V), C=\(C))")
-        try check(out, count: N * C, op, "out (N=\(N), C=\(C))")
+        try checkEmbeddingForward(ids: ids, table: table, out: out, N: N, C: C, V: V)
         try launch(CUDAKernels.training, "sft_embedding_fwd_f32", grid: (N, 1, 1), block: min(256, rowThreads(C) * 4),
                    [.ptr(ids), .ptr(table), .ptr(out), .i64(N), .i64(C), .i64(V), .ptr(errorView)])
     }
 
     public func embeddingBackward(ids: BufferView, dout: BufferView, dtable: BufferView, N: Int,
                                   C: Int) throws {
-        let op = "embeddingBackward"
-        try nonNegative(op, ["N": N, "C": C])
-        try check(ids, count: N, op, "ids (N=\(N))")
-        try check(dout, count: N * C, op, "dout (N=\(N), C=\(C))")
-        try check(dtable, count: 0, op, "dtable")
+        try checkEmbeddingBackward(ids: ids, dout: dout, dtable: dtable, N: N, C: C)
         // The table's row count is whatever fits in dtable's buffer, as on the CPU.
         let rowsInTable = C == 0 ? Int(Int32.max) : (dtable.buffer.bytes - dtable.byteOffset) / (4 * C)
         try launch(CUDAKernels.training, "sft_embedding_bwd_f32", grid: (N, 1, 1), block: min(256, rowThreads(C) * 4),
@@ -332,12 +265,7 @@ extension CUDABackend {
 
     public func adamw(param: BufferView, grad: BufferView, m: BufferView, v: BufferView, count n: Int,
                       step: AdamWStep) throws {
-        for (name, view) in [("param", param), ("grad", grad), ("m", m), ("v", v)] {
-            try check(view, count: n, "adamw", name)
-        }
-        guard step.biasCorrection1 > 0, step.biasCorrection2 > 0 else {
-            throw KernelError.invalidArgument(op: "adamw", message: "bias corrections must be positive (step >= 1)")
-        }
+        try checkAdamW(param: param, grad: grad, m: m, v: v, count: n, step: step)
         try launch(CUDAKernels.training, "sft_adamw_f32", grid: (blocks(n), 1, 1), block: 256,
                    [.ptr(param), .ptr(grad), .ptr(m), .ptr(v), .i64(n), .f32(step.lr), .f32(step.beta1),
                     .f32(step.beta2), .f32(step.eps), .f32(step.weightDecay), .f32(step.biasCorrection1),
