@@ -22,7 +22,7 @@ public final class CPUBackend: Backend, @unchecked Sendable {
     public static let shared = CPUBackend()
 
     public let device: Device = .cpu
-    let allocator = CPUAllocator()
+    let allocator = CachingAllocator.host()
     private let threadLock = NSLock()
     private var threadCount: Int
 

@@ -35,7 +35,7 @@ public final class CUDABackend: Backend, @unchecked Sendable {
 
     let context: sft_CUcontext
     let stream: sft_CUstream?
-    let allocator: CUDAAllocator
+    let allocator: CachingAllocator
     let staging: PinnedStaging
     let driverVersion: Int
     private(set) var lt: UnsafeMutableRawPointer?
@@ -87,7 +87,7 @@ public final class CUDABackend: Backend, @unchecked Sendable {
         r = sft_cuStreamCreate(&s, UInt32(SFT_CU_STREAM_NON_BLOCKING))
         if r != 0 { throw fail("cuStreamCreate", r) }
         stream = s
-        allocator = CUDAAllocator(device: device)
+        allocator = .cuda(device, context: ctx)
         staging = try PinnedStaging()
         var host: UnsafeMutableRawPointer?
         r = sft_cuMemAllocHost(&host, 16)
@@ -150,7 +150,7 @@ public final class CUDABackend: Backend, @unchecked Sendable {
 
     // MARK: memory and transfers
 
-    public func allocate(bytes: Int) throws -> Buffer { try allocator.allocate(bytes: bytes, bind: bind) }
+    public func allocate(bytes: Int) throws -> Buffer { try allocator.allocate(bytes: bytes) }
 
     public var memoryStats: MemoryStats { allocator.memoryStats }
 

@@ -1,6 +1,6 @@
-// Device memory for the CUDA backend: a caching allocator over cuMemAlloc (plain device
-// memory, never managed memory) with the CPU allocator's size classes and statistics, and
-// pinned host buffers that stage transfers so uploads return before the copy finishes.
+// Device memory for the CUDA backend: the caching allocator (CachingAllocator.swift) over
+// cuMemAlloc (plain device memory, never managed memory), and pinned host buffers that stage
+// transfers so uploads return before the copy finishes.
 //
 // Reuse is safe without waiting: every op of a backend runs on its one stream, so work that
 // gets a reused block is ordered after all work that used it before.
@@ -8,87 +8,18 @@
 import CSFTKernels
 import Foundation
 
-final class CUDAAllocator: @unchecked Sendable {
-    private let lock = NSLock()
-    private var bins: [Int: [sft_CUdeviceptr]] = [:]
-    private var stats = MemoryStats()
-    let device: Device
-    /// Waits for the stream before memory goes back to the driver.
-    var synchronize: () -> Void = {}
-
-    init(device: Device) { self.device = device }
-
-    func allocate(bytes: Int, bind: () throws -> Void) throws -> Buffer {
-        guard bytes >= 0 else {
-            throw KernelError.invalidArgument(op: "allocate", message: "negative size \(bytes) bytes")
-        }
-        let size = CPUAllocator.sizeClass(bytes)
-        let ptr = try take(size: size, bind: bind)
-        return Buffer(device: device, bytes: bytes, address: UnsafeMutableRawPointer(bitPattern: UInt(ptr))!) {
-            [self] address, bytes in
-            give(sft_CUdeviceptr(UInt(bitPattern: address)), size: CPUAllocator.sizeClass(bytes))
-        }
-    }
-
-    private func take(size: Int, bind: () throws -> Void) throws -> sft_CUdeviceptr {
-        lock.lock()
-        if let p = bins[size]?.popLast() {
-            stats.cachedBytes -= size
-            account(size)
-            lock.unlock()
-            return p
-        }
-        lock.unlock()
-        try bind()
-        var p: sft_CUdeviceptr = 0
-        var r = sft_cuMemAlloc(&p, size)
-        if r == Int32(SFT_CUDA_ERROR_OUT_OF_MEMORY) {
-            // Blocks parked in the cache may be what is missing: give them back, try once more.
-            emptyCache()
+extension CachingAllocator {
+    /// Device memory from cuMemAlloc in `context`, made current first (ops may come from any thread).
+    static func cuda(_ device: Device, context: sft_CUcontext) -> CachingAllocator {
+        CachingAllocator(device: device, allocate: { size in
+            var r = sft_cuCtxSetCurrent(context)
+            if r != 0 { throw KernelError.native(op: "cuCtxSetCurrent", message: cudaErrorText(r)) }
+            var p: sft_CUdeviceptr = 0
             r = sft_cuMemAlloc(&p, size)
-        }
-        if r == Int32(SFT_CUDA_ERROR_OUT_OF_MEMORY) { throw KernelError.outOfMemory(device: device, bytes: size) }
-        if r != 0 { throw KernelError.native(op: "cuMemAlloc(\(size) bytes)", message: cudaErrorText(r)) }
-        lock.lock()
-        account(size)
-        lock.unlock()
-        return p
-    }
-
-    private func account(_ size: Int) {
-        stats.currentBytes += size
-        stats.peakBytes = max(stats.peakBytes, stats.currentBytes)
-    }
-
-    private func give(_ p: sft_CUdeviceptr, size: Int) {
-        lock.lock()
-        bins[size, default: []].append(p)
-        stats.currentBytes -= size
-        stats.cachedBytes += size
-        lock.unlock()
-    }
-
-    /// Frees every cached block (after the stream has finished with them).
-    func emptyCache() {
-        synchronize()
-        lock.lock()
-        let all = bins
-        bins = [:]
-        stats.cachedBytes = 0
-        lock.unlock()
-        for (_, blocks) in all { for p in blocks { _ = sft_cuMemFree(p) } }
-    }
-
-    var memoryStats: MemoryStats {
-        lock.lock()
-        defer { lock.unlock() }
-        return stats
-    }
-
-    func resetPeak() {
-        lock.lock()
-        stats.peakBytes = stats.currentBytes
-        lock.unlock()
+            if r == Int32(SFT_CUDA_ERROR_OUT_OF_MEMORY) { return nil }
+            if r != 0 { throw KernelError.native(op: "cuMemAlloc(\(size) bytes)", message: cudaErrorText(r)) }
+            return UnsafeMutableRawPointer(bitPattern: UInt(p))!
+        }, free: { _ = sft_cuMemFree(sft_CUdeviceptr(UInt(bitPattern: $0))) })
     }
 }
 

@@ -1,16 +1,38 @@
-// The CPU backend's caching allocator: 64-byte aligned blocks (one cache line, the widest
-// vector load) in size classes, kept in per-class bins when released so a training step that
-// allocates the same shapes again reuses them instead of going back to malloc. Records current,
-// peak and cached bytes.
+// The caching allocator of every backend: blocks in size classes, kept in per-class bins when
+// released so a training step that allocates the same shapes again reuses them instead of going
+// back to the system (malloc, cuMemAlloc). Records current, peak and cached bytes. A backend
+// gives it the system's allocate and free; `host()` is the CPU backend's: 64-byte aligned
+// blocks (one cache line, the widest vector load).
 
 import Foundation
 
-final class CPUAllocator: @unchecked Sendable {
+final class CachingAllocator: @unchecked Sendable {
     static let alignment = 64
 
+    let device: Device
+    /// `size` bytes from the system, or nil when it is out of memory.
+    private let systemAllocate: (_ size: Int) throws -> UnsafeMutableRawPointer?
+    private let systemFree: (UnsafeMutableRawPointer) -> Void
+    /// Waits for the device before cached blocks go back to the system (CUDA: the stream).
+    var synchronize: () -> Void = {}
     private let lock = NSLock()
     private var bins: [Int: [UnsafeMutableRawPointer]] = [:]
     private var stats = MemoryStats()
+
+    init(device: Device, allocate: @escaping (_ size: Int) throws -> UnsafeMutableRawPointer?,
+         free: @escaping (UnsafeMutableRawPointer) -> Void) {
+        self.device = device
+        self.systemAllocate = allocate
+        self.systemFree = free
+    }
+
+    /// Host memory from posix_memalign, 64-byte aligned.
+    static func host() -> CachingAllocator {
+        CachingAllocator(device: .cpu, allocate: { size in
+            var p: UnsafeMutableRawPointer?
+            return posix_memalign(&p, alignment, size) == 0 ? p : nil
+        }, free: { Foundation.free($0) })
+    }
 
     /// The block size a request is served from: multiples of 64 bytes up to 4 KiB, above that
     /// four classes per power of two, so at most 25% of a block is unused.
@@ -28,7 +50,7 @@ final class CPUAllocator: @unchecked Sendable {
         }
         let size = Self.sizeClass(bytes)
         let address = try take(size: size)
-        return Buffer(device: .cpu, bytes: bytes, address: address) { [self] address, bytes in
+        return Buffer(device: device, bytes: bytes, address: address) { [self] address, bytes in
             give(address, size: Self.sizeClass(bytes))
         }
     }
@@ -42,16 +64,11 @@ final class CPUAllocator: @unchecked Sendable {
             return p
         }
         lock.unlock()
-        if let p = Self.systemAllocate(size) { lockedAccount(size); return p }
+        if let p = try systemAllocate(size) { lockedAccount(size); return p }
         // Out of memory with blocks parked in the cache: give them back and try once more.
         emptyCache()
-        if let p = Self.systemAllocate(size) { lockedAccount(size); return p }
-        throw KernelError.outOfMemory(device: .cpu, bytes: size)
-    }
-
-    private static func systemAllocate(_ size: Int) -> UnsafeMutableRawPointer? {
-        var p: UnsafeMutableRawPointer?
-        return posix_memalign(&p, alignment, size) == 0 ? p : nil
+        if let p = try systemAllocate(size) { lockedAccount(size); return p }
+        throw KernelError.outOfMemory(device: device, bytes: size)
     }
 
     private func account(_ size: Int) {
@@ -73,14 +90,15 @@ final class CPUAllocator: @unchecked Sendable {
         lock.unlock()
     }
 
-    /// Frees every cached block.
+    /// Frees every cached block (after the device has finished with them).
     func emptyCache() {
+        synchronize()
         lock.lock()
         let all = bins
         bins = [:]
         stats.cachedBytes = 0
         lock.unlock()
-        for (_, blocks) in all { for p in blocks { free(p) } }
+        for (_, blocks) in all { for p in blocks { systemFree(p) } }
     }
 
     var memoryStats: MemoryStats {
