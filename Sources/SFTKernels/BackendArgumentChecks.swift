@@ -33,49 +33,27 @@ extension Backend {
 
     // MARK: normalization
 
-    func checkRMSNormForward(x: BufferView, weight: BufferView, y: BufferView, rstd: BufferView,
-                             N: Int, C: Int) throws {
-        let op = "rmsnormForward"
-        try nonNegative(op, ["N": N, "C": C])
-        try check(x, count: N * C, op, "x (N=\(N), C=\(C))")
-        try check(weight, count: C, op, "weight (C=\(C))")
-        try check(y, count: N * C, op, "y (N=\(N), C=\(C))")
-        try check(rstd, count: N, op, "rstd (N=\(N))")
-    }
-
-    func checkRMSNormBackward(dy: BufferView, x: BufferView, weight: BufferView, rstd: BufferView,
-                              dx: BufferView, dweight: BufferView?, N: Int, C: Int) throws {
-        let op = "rmsnormBackward"
-        try nonNegative(op, ["N": N, "C": C])
-        try check(dy, count: N * C, op, "dy (N=\(N), C=\(C))")
-        try check(x, count: N * C, op, "x (N=\(N), C=\(C))")
-        try check(weight, count: C, op, "weight (C=\(C))")
-        try check(rstd, count: N, op, "rstd (N=\(N))")
-        try check(dx, count: N * C, op, "dx (N=\(N), C=\(C))")
-        if let dweight { try check(dweight, count: C, op, "dweight (C=\(C))") }
-    }
-
-    func checkLayerNormForward(x: BufferView, weight: BufferView, bias: BufferView?, y: BufferView,
-                               mean: BufferView, rstd: BufferView, N: Int, C: Int) throws {
-        let op = "layernormForward"
+    /// The checks of rmsnorm (no bias, no mean) and layernorm, forward.
+    func checkNormForward(_ op: String, x: BufferView, weight: BufferView, bias: BufferView?, y: BufferView,
+                          mean: BufferView?, rstd: BufferView, N: Int, C: Int) throws {
         try nonNegative(op, ["N": N, "C": C])
         try check(x, count: N * C, op, "x (N=\(N), C=\(C))")
         try check(weight, count: C, op, "weight (C=\(C))")
         if let bias { try check(bias, count: C, op, "bias (C=\(C))") }
         try check(y, count: N * C, op, "y (N=\(N), C=\(C))")
-        try check(mean, count: N, op, "mean (N=\(N))")
+        if let mean { try check(mean, count: N, op, "mean (N=\(N))") }
         try check(rstd, count: N, op, "rstd (N=\(N))")
     }
 
-    func checkLayerNormBackward(dy: BufferView, x: BufferView, weight: BufferView, mean: BufferView,
-                                rstd: BufferView, dx: BufferView, dweight: BufferView?,
-                                dbias: BufferView?, N: Int, C: Int) throws {
-        let op = "layernormBackward"
+    /// The checks of rmsnorm (no mean, no dbias) and layernorm, backward.
+    func checkNormBackward(_ op: String, dy: BufferView, x: BufferView, weight: BufferView, mean: BufferView?,
+                           rstd: BufferView, dx: BufferView, dweight: BufferView?, dbias: BufferView?,
+                           N: Int, C: Int) throws {
         try nonNegative(op, ["N": N, "C": C])
         try check(dy, count: N * C, op, "dy (N=\(N), C=\(C))")
         try check(x, count: N * C, op, "x (N=\(N), C=\(C))")
         try check(weight, count: C, op, "weight (C=\(C))")
-        try check(mean, count: N, op, "mean (N=\(N))")
+        if let mean { try check(mean, count: N, op, "mean (N=\(N))") }
         try check(rstd, count: N, op, "rstd (N=\(N))")
         try check(dx, count: N * C, op, "dx (N=\(N), C=\(C))")
         if let dweight { try check(dweight, count: C, op, "dweight (C=\(C))") }

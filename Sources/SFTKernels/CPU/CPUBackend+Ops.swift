@@ -104,7 +104,7 @@ extension CPUBackend {
     public func rmsnormForward(x: BufferView, weight: BufferView, y: BufferView, rstd: BufferView,
                                N: Int, C: Int, eps: Float) throws {
         let profileStart = OpProfile.begin(); defer { OpProfile.end("rmsnormForward", profileStart) }
-        try checkRMSNormForward(x: x, weight: weight, y: y, rstd: rstd, N: N, C: C)
+        try checkNormForward("rmsnormForward", x: x, weight: weight, bias: nil, y: y, mean: nil, rstd: rstd, N: N, C: C)
         let (px, pw, py, pr) = (x.f32(), weight.f32(), y.f32(), rstd.f32())
         parallel(parts(work: N * C)) { p, np in
             sft_rmsnorm_fwd_f32(px, pw, py, pr, Int64(N), Int64(C), eps, p, np)
@@ -114,7 +114,8 @@ extension CPUBackend {
     public func rmsnormBackward(dy: BufferView, x: BufferView, weight: BufferView, rstd: BufferView,
                                 dx: BufferView, dweight: BufferView?, N: Int, C: Int) throws {
         let profileStart = OpProfile.begin(); defer { OpProfile.end("rmsnormBackward", profileStart) }
-        try checkRMSNormBackward(dy: dy, x: x, weight: weight, rstd: rstd, dx: dx, dweight: dweight, N: N, C: C)
+        try checkNormBackward("rmsnormBackward", dy: dy, x: x, weight: weight, mean: nil, rstd: rstd, dx: dx,
+                              dweight: dweight, dbias: nil, N: N, C: C)
         let (pdy, px, pw, pr, pdx, pdw) = (dy.f32(), x.f32(), weight.f32(), rstd.f32(), dx.f32(), dweight?.f32())
         parallel(parts(work: N * C)) { p, np in
             sft_rmsnorm_bwd_f32(pdy, px, pw, pr, pdx, pdw, Int64(N), Int64(C), p, np)
@@ -124,7 +125,7 @@ extension CPUBackend {
     public func layernormForward(x: BufferView, weight: BufferView, bias: BufferView?, y: BufferView,
                                  mean: BufferView, rstd: BufferView, N: Int, C: Int, eps: Float) throws {
         let profileStart = OpProfile.begin(); defer { OpProfile.end("layernormForward", profileStart) }
-        try checkLayerNormForward(x: x, weight: weight, bias: bias, y: y, mean: mean, rstd: rstd, N: N, C: C)
+        try checkNormForward("layernormForward", x: x, weight: weight, bias: bias, y: y, mean: mean, rstd: rstd, N: N, C: C)
         let (px, pw, pb, py, pm, pr) = (x.f32(), weight.f32(), bias?.f32(), y.f32(), mean.f32(), rstd.f32())
         parallel(parts(work: N * C)) { p, np in
             sft_layernorm_fwd_f32(px, pw, pb, py, pm, pr, Int64(N), Int64(C), eps, p, np)
@@ -135,8 +136,8 @@ extension CPUBackend {
                                   rstd: BufferView, dx: BufferView, dweight: BufferView?,
                                   dbias: BufferView?, N: Int, C: Int) throws {
         let profileStart = OpProfile.begin(); defer { OpProfile.end("layernormBackward", profileStart) }
-        try checkLayerNormBackward(dy: dy, x: x, weight: weight, mean: mean, rstd: rstd, dx: dx, dweight: dweight,
-                                   dbias: dbias, N: N, C: C)
+        try checkNormBackward("layernormBackward", dy: dy, x: x, weight: weight, mean: mean, rstd: rstd, dx: dx,
+                              dweight: dweight, dbias: dbias, N: N, C: C)
         let (pdy, px, pw, pm, pr) = (dy.f32(), x.f32(), weight.f32(), mean.f32(), rstd.f32())
         let (pdx, pdw, pdb) = (dx.f32(), dweight?.f32(), dbias?.f32())
         parallel(parts(work: N * C)) { p, np in

@@ -70,7 +70,7 @@ extension CUDABackend {
 
     public func rmsnormForward(x: BufferView, weight: BufferView, y: BufferView, rstd: BufferView,
                                N: Int, C: Int, eps: Float) throws {
-        try checkRMSNormForward(x: x, weight: weight, y: y, rstd: rstd, N: N, C: C)
+        try checkNormForward("rmsnormForward", x: x, weight: weight, bias: nil, y: y, mean: nil, rstd: rstd, N: N, C: C)
         try launch(CUDAKernels.norm, "sft_rmsnorm_fwd_f32", grid: (N, 1, 1), block: rowThreads(C),
                    [.ptr(x), .ptr(weight), .ptr(y), .ptr(rstd), .i64(N), .i64(C), .f32(eps)])
     }
@@ -96,7 +96,8 @@ extension CUDABackend {
 
     public func rmsnormBackward(dy: BufferView, x: BufferView, weight: BufferView, rstd: BufferView,
                                 dx: BufferView, dweight: BufferView?, N: Int, C: Int) throws {
-        try checkRMSNormBackward(dy: dy, x: x, weight: weight, rstd: rstd, dx: dx, dweight: dweight, N: N, C: C)
+        try checkNormBackward("rmsnormBackward", dy: dy, x: x, weight: weight, mean: nil, rstd: rstd, dx: dx,
+                              dweight: dweight, dbias: nil, N: N, C: C)
         try launch(CUDAKernels.norm, "sft_rmsnorm_bwd_dx_f32", grid: (N, 1, 1), block: rowThreads(C),
                    [.ptr(dy), .ptr(x), .ptr(weight), .ptr(rstd), .ptr(dx), .i64(N), .i64(C)])
         try normWeightGradients(dy: dy, x: x, mean: nil, rstd: rstd, dweight: dweight, dbias: nil, N: N, C: C)
@@ -104,7 +105,7 @@ extension CUDABackend {
 
     public func layernormForward(x: BufferView, weight: BufferView, bias: BufferView?, y: BufferView,
                                  mean: BufferView, rstd: BufferView, N: Int, C: Int, eps: Float) throws {
-        try checkLayerNormForward(x: x, weight: weight, bias: bias, y: y, mean: mean, rstd: rstd, N: N, C: C)
+        try checkNormForward("layernormForward", x: x, weight: weight, bias: bias, y: y, mean: mean, rstd: rstd, N: N, C: C)
         try launch(CUDAKernels.norm, "sft_layernorm_fwd_f32", grid: (N, 1, 1), block: rowThreads(C),
                    [.ptr(x), .ptr(weight), .optional(bias), .ptr(y), .ptr(mean), .ptr(rstd), .i64(N), .i64(C), .f32(eps)])
     }
@@ -112,8 +113,8 @@ extension CUDABackend {
     public func layernormBackward(dy: BufferView, x: BufferView, weight: BufferView, mean: BufferView,
                                   rstd: BufferView, dx: BufferView, dweight: BufferView?,
                                   dbias: BufferView?, N: Int, C: Int) throws {
-        try checkLayerNormBackward(dy: dy, x: x, weight: weight, mean: mean, rstd: rstd, dx: dx, dweight: dweight,
-                                   dbias: dbias, N: N, C: C)
+        try checkNormBackward("layernormBackward", dy: dy, x: x, weight: weight, mean: mean, rstd: rstd, dx: dx,
+                              dweight: dweight, dbias: dbias, N: N, C: C)
         try launch(CUDAKernels.norm, "sft_layernorm_bwd_dx_f32", grid: (N, 1, 1), block: rowThreads(C),
                    [.ptr(dy), .ptr(x), .ptr(weight), .ptr(mean), .ptr(rstd), .ptr(dx), .i64(N), .i64(C)])
         try normWeightGradients(dy: dy, x: x, mean: mean, rstd: rstd, dweight: dweight, dbias: dbias, N: N, C: C)
