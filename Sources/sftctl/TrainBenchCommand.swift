@@ -2,6 +2,16 @@
 import Foundation
 import SFTCore
 
+/// Reads the options every model bench takes (--json, returned, and --threads, applied), after
+/// the bench's own; throws on any option left over.
+func finishBenchArguments(_ args: Arguments) throws -> Bool {
+    let json = args.flag("json")
+    let threads = try args.int("threads")
+    try args.finish()
+    if let threads { CPUBackend.shared.setThreads(threads) }
+    return json
+}
+
 func runTrainBench(_ args: Arguments) throws {
     let path = try args.require("model")
     let method = args.string("method") ?? "lora"
@@ -9,11 +19,8 @@ func runTrainBench(_ args: Arguments) throws {
     let r = try args.int("lora-r") ?? 16
     let steps = try args.int("steps") ?? 3
     let ckpt = args.flag("checkpointing")
-    let json = args.flag("json")
-    let threads = try args.int("threads")
     let profile = args.flag("profile")
-    try args.finish()
-    if let threads { CPUBackend.shared.setThreads(threads) }
+    let json = try finishBenchArguments(args)
     let lm = try LanguageModel.load(URL(fileURLWithPath: path))
     switch method {
     case "lora": try lm.model.applyLoRA(LoRAConfig(r: r, alpha: Double(2 * r), dropout: 0), seed: 1)
@@ -41,10 +48,7 @@ func runDecodeBench(_ args: Arguments) throws {
     let tokens = try args.int("tokens") ?? 64
     let exact = args.flag("exact")
     let runs = try args.int("runs") ?? 3
-    let json = args.flag("json")
-    let threads = try args.int("threads")
-    try args.finish()
-    if let threads { CPUBackend.shared.setThreads(threads) }
+    let json = try finishBenchArguments(args)
     let lm = try LanguageModel.load(URL(fileURLWithPath: path), packedDecode: !exact)
     let prompt = lm.encodePrompt("The history of the Roman Empire begins")
     let speeds = try (0..<runs).map { _ in try TrainingBenchmark.decode(model: lm.model, prompt: prompt, tokens: tokens) }.sorted()
@@ -56,11 +60,8 @@ func runForwardBench(_ args: Arguments) throws {
     let path = try args.require("model")
     let seq = try args.int("seq") ?? 512
     let runs = try args.int("runs") ?? 3
-    let json = args.flag("json")
-    let threads = try args.int("threads")
     let profile = args.flag("profile")
-    try args.finish()
-    if let threads { CPUBackend.shared.setThreads(threads) }
+    let json = try finishBenchArguments(args)
     let lm = try LanguageModel.load(URL(fileURLWithPath: path))
     var rng = SeededRandom(seed: 1)
     let ids = (0..<seq).map { _ in Int32(rng.next() % UInt64(lm.model.vocabSize)) }
