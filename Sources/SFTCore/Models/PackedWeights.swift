@@ -1,8 +1,9 @@
 // Generation straight from quantized GGUF blocks: each Linear (and the LM head) can carry its
 // weight in the file's block format, and batch-1 decode multiplies by it without a dequantized
-// copy in the loop — the way llama.cpp reads each weight once per token. The f32 weights stay
-// for training and for the exact path (`LanguageModel.load(..., packedDecode: false)`), which
-// the golden tests compare against transformers.
+// copy in the loop — the way llama.cpp reads each weight once per token, with x quantized to
+// int8 blocks per product (MatVecActivations). The f32 weights stay for training and for the
+// exact path (`LanguageModel.load(..., packedDecode: false)`), which the golden tests compare
+// against transformers.
 
 import Foundation
 
@@ -11,23 +12,43 @@ public final class PackedMatrix {
     public let type: GGMLType
     public let rows: Int
     public let cols: Int
-    let bytes: [UInt8]
+    /// How products read x: `.int8` (default) quantizes it per product like llama.cpp;
+    /// `.f32` keeps it exact (see `MatVecActivations`).
+    public var activations: MatVecActivations = .int8
+    /// The blocks, rows contiguous, in memory aligned for the vector loads.
+    let data: UnsafeMutableRawPointer
+    let byteCount: Int
 
     public init(type: GGMLType, rows: Int, cols: Int, bytes: [UInt8]) {
-        self.type = type; self.rows = rows; self.cols = cols; self.bytes = bytes
+        self.type = type; self.rows = rows; self.cols = cols
+        byteCount = bytes.count
+        data = UnsafeMutableRawPointer.allocate(byteCount: max(1, bytes.count), alignment: 64)
+        bytes.withUnsafeBytes { if let b = $0.baseAddress { data.copyMemory(from: b, byteCount: bytes.count) } }
     }
+
+    deinit { data.deallocate() }
 
     /// y (rows) = W x for each of the `n` rows of x (n, cols), no gradient.
     func apply(_ x: Tensor) throws -> Tensor {
         let n = x.count / cols
         let y = try Tensor(empty: Array(x.shape.dropLast()) + [rows], on: x.backend)
-        let px = x.storage.f32(), py = y.storage.f32()
-        try bytes.withUnsafeBytes { w in
-            for r in 0..<n {
-                try quantizedMatVec(type, weights: w.baseAddress!, x: px + r * cols, y: py + r * rows, rows: rows, cols: cols)
-            }
+        for r in 0..<n {
+            try PackedMatrix.multiply([(self, y.storage.f32() + r * rows)], x: x.storage.f32() + r * cols,
+                                      threads: (x.backend as? CPUBackend)?.threads)
         }
         return y
+    }
+
+    /// One product of matrices that share x (host memory): y_k (=, +=) W_k x, or SwiGLU of
+    /// (gate, up) into the first y; see `quantizedMatVecs`. x is quantized once for all.
+    static func multiply(_ ms: [(PackedMatrix, UnsafeMutablePointer<Float>?)], x: UnsafePointer<Float>,
+                         epilogue: MatVecEpilogue = .store, threads: Int?) throws {
+        let cols = ms[0].0.cols
+        guard ms.allSatisfy({ $0.0.cols == cols }) else {
+            throw SFTError.shape(op: "PackedMatrix.multiply", message: "matrices of \(ms.map { $0.0.cols }) columns share one x")
+        }
+        try quantizedMatVecs(ms.map { QuantizedMatVecOutput($0.0.type, weights: $0.0.data, rows: $0.0.rows, y: $0.1) },
+                             x: x, cols: cols, epilogue: epilogue, activations: ms[0].0.activations, threads: threads)
     }
 }
 
@@ -62,6 +83,15 @@ extension Module {
             n += 1
         }
         return n
+    }
+}
+
+extension Module {
+    /// Sets how every packed product of this model reads x (`PackedMatrix.activations`),
+    /// the LM head's included.
+    public func setPackedActivations(_ activations: MatVecActivations) {
+        for (_, module) in namedModules() { (module as? Linear)?.packed?.activations = activations }
+        (self as? LlamaModel)?.packedLMHead?.activations = activations
     }
 }
 

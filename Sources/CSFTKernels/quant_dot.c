@@ -1,0 +1,433 @@
+// Int8-activation matrix-vector products on GGML blocks, for batch-1 generation (the way
+// llama.cpp's CPU backend runs them): the activation vector x is quantized once per product to
+// 8-bit blocks of 32 (sft_q8x_block), and each weight block times activation block becomes an
+// integer dot product scaled once by d_w * d_x. Reading 4-bit weights needs no f32 decode, and
+// 32 multiply-adds take one or two instructions (vpdpbusd, or vpmaddubsw + vpmaddwd).
+//
+// Math per block b of a row (q_w the weight codes as the dequantizer reads them):
+//   Q4_0, Q5_0, Q8_0:  d_w d_x sum_j q_w[j] q_x[j]                   (q_w signed)
+//   Q4_1, Q5_1:        d_w d_x sum_j q_w[j] q_x[j] + m_w s_x         (s_x = d_x sum_j q_x[j])
+// and the row's dot is the sum over its blocks. The generic C functions are the spec; the
+// AVX2 and AVX-512 VNNI kernels compute the same integer sums exactly and differ only in the
+// order of the float additions. The quantizer is bit-exact across instruction sets (one
+// division for d, one for 1/d, products rounded half to even by the current rounding mode).
+//
+// sft_qmatvec quantizes x once and hands out pieces of rows (of up to four matrices sharing x)
+// on the shim's thread pool; epilogues fuse the residual add and SwiGLU into the products.
+#include "sftkernels.h"
+#include "gguf_blocks.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+_Static_assert(sizeof(sft_q8x_block) == 40, "q8x block size");
+
+typedef float (*q8x_dot_fn)(const void *row, const sft_q8x_block *x, int64_t nb);
+
+// ---------------------------------------------------------------------------------------------
+// Reference (the spec)
+// ---------------------------------------------------------------------------------------------
+
+static void quantize_generic(const float *x, int64_t nb, sft_q8x_block *y) {
+    for (int64_t i = 0; i < nb; i++, x += QK) {
+        float amax = 0;
+        for (int j = 0; j < QK; j++) amax = fmaxf(amax, fabsf(x[j]));
+        const float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
+        int sum = 0;
+        for (int j = 0; j < QK; j++) {
+            int q = (int)nearbyintf(x[j] * id);
+            y[i].qs[j] = (int8_t)q;
+            sum += q;
+        }
+        y[i].d = d;
+        y[i].s = d * (float)sum;
+    }
+}
+
+static float dot_q4_0_generic(const void *row, const sft_q8x_block *x, int64_t nb) {
+    const block_q4_0 *b = row;
+    float s = 0;
+    for (int64_t i = 0; i < nb; i++) {
+        int sumi = 0;
+        for (int j = 0; j < QK / 2; j++)
+            sumi += ((b[i].qs[j] & 0x0F) - 8) * x[i].qs[j] + ((b[i].qs[j] >> 4) - 8) * x[i].qs[j + QK / 2];
+        s += h2f(b[i].d) * x[i].d * (float)sumi;
+    }
+    return s;
+}
+
+static float dot_q4_1_generic(const void *row, const sft_q8x_block *x, int64_t nb) {
+    const block_q4_1 *b = row;
+    float s = 0;
+    for (int64_t i = 0; i < nb; i++) {
+        int sumi = 0;
+        for (int j = 0; j < QK / 2; j++)
+            sumi += (b[i].qs[j] & 0x0F) * x[i].qs[j] + (b[i].qs[j] >> 4) * x[i].qs[j + QK / 2];
+        s += h2f(b[i].d) * x[i].d * (float)sumi + h2f(b[i].m) * x[i].s;
+    }
+    return s;
+}
+
+// The fifth bit of value j (0..31) of a Q5 block is bit j of qh.
+static inline int q5_code(const uint8_t *qs, uint32_t qh, int j) {
+    int nib = j < QK / 2 ? (qs[j] & 0x0F) : (qs[j - QK / 2] >> 4);
+    return nib | (int)((qh >> j) & 1) << 4;
+}
+
+static float dot_q5_0_generic(const void *row, const sft_q8x_block *x, int64_t nb) {
+    const block_q5_0 *b = row;
+    float s = 0;
+    for (int64_t i = 0; i < nb; i++) {
+        uint32_t qh;
+        memcpy(&qh, b[i].qh, 4);
+        int sumi = 0;
+        for (int j = 0; j < QK; j++) sumi += (q5_code(b[i].qs, qh, j) - 16) * x[i].qs[j];
+        s += h2f(b[i].d) * x[i].d * (float)sumi;
+    }
+    return s;
+}
+
+static float dot_q5_1_generic(const void *row, const sft_q8x_block *x, int64_t nb) {
+    const block_q5_1 *b = row;
+    float s = 0;
+    for (int64_t i = 0; i < nb; i++) {
+        uint32_t qh;
+        memcpy(&qh, b[i].qh, 4);
+        int sumi = 0;
+        for (int j = 0; j < QK; j++) sumi += q5_code(b[i].qs, qh, j) * x[i].qs[j];
+        s += h2f(b[i].d) * x[i].d * (float)sumi + h2f(b[i].m) * x[i].s;
+    }
+    return s;
+}
+
+static float dot_q8_0_generic(const void *row, const sft_q8x_block *x, int64_t nb) {
+    const block_q8_0 *b = row;
+    float s = 0;
+    for (int64_t i = 0; i < nb; i++) {
+        int sumi = 0;
+        for (int j = 0; j < QK; j++) sumi += b[i].qs[j] * x[i].qs[j];
+        s += h2f(b[i].d) * x[i].d * (float)sumi;
+    }
+    return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// x86: AVX2 and AVX-512 VNNI
+// ---------------------------------------------------------------------------------------------
+#if defined(__x86_64__)
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
+#define VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+
+AVX2 static void quantize_avx2(const float *x, int64_t nb, sft_q8x_block *y) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int64_t i = 0; i < nb; i++, x += QK) {
+        __m256 v0 = _mm256_loadu_ps(x), v1 = _mm256_loadu_ps(x + 8), v2 = _mm256_loadu_ps(x + 16),
+               v3 = _mm256_loadu_ps(x + 24);
+        __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v0), _mm256_andnot_ps(sign, v1)),
+                                 _mm256_max_ps(_mm256_andnot_ps(sign, v2), _mm256_andnot_ps(sign, v3)));
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_max_ss(h, _mm_movehdup_ps(h));
+        const float amax = _mm_cvtss_f32(h), d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
+        const __m256 vid = _mm256_set1_ps(id);
+        // cvtps rounds by MXCSR: to nearest even, as nearbyintf in the reference
+        __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(v0, vid)), i1 = _mm256_cvtps_epi32(_mm256_mul_ps(v1, vid)),
+                i2 = _mm256_cvtps_epi32(_mm256_mul_ps(v2, vid)), i3 = _mm256_cvtps_epi32(_mm256_mul_ps(v3, vid));
+        __m256i sum = _mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3));
+        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+        // packs work within 128-bit lanes: the result holds the 4-value groups (dwords) in the
+        // order 0, 2, 4, 6, 1, 3, 5, 7, which the permute puts back in order.
+        __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+        p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)y[i].qs, p);
+        y[i].d = d;
+        y[i].s = d * (float)_mm_cvtsi128_si32(s4);
+    }
+}
+
+AVX2 static inline float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+// 16 bytes of nibbles -> 32 bytes of codes 0..15 in value order (low nibbles, then high).
+AVX2 static inline __m256i unpack_nibbles(const uint8_t *qs) {
+    __m128i q = _mm_loadu_si128((const __m128i *)qs);
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0x0F));
+}
+
+// 32 bits -> 32 bytes, byte j = 0x10 when bit j is set (the fifth bit of Q5 code j).
+AVX2 static inline __m256i fifth_bits(const uint8_t *qh) {
+    uint32_t bits;
+    memcpy(&bits, qh, 4);
+    // byte j takes byte j/8 of the bits, then tests bit j%8 of it
+    __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32((int)bits),
+                                         _mm256_setr_epi64x(0, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303));
+    const __m256i select = _mm256_set1_epi64x((int64_t)0x8040201008040201);
+    __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, select), select);
+    return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
+}
+
+// The step that differs between the two instruction sets: 32 unsigned bytes u times 32 signed
+// bytes s, each four adjacent products summed into one of 8 int32 lanes. maddubs sums pairs
+// into int16 first; no pair can saturate (|u| <= 128, |s| <= 127 here: 2*128*127 < 32768).
+AVX2 static inline __m256i mul_sum_avx2(__m256i u, __m256i s) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+VNNI static inline __m256i mul_sum_vnni(__m256i u, __m256i s) {
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
+}
+
+// Signed weight codes w: |w| carries the magnitude (unsigned operand) and x takes w's sign.
+#define SIGNED_DOT(MUL_SUM, w, y) MUL_SUM(_mm256_sign_epi8(w, w), _mm256_sign_epi8(y, w))
+
+// Kernel bodies, written once and compiled per instruction set with its MUL_SUM. Two blocks per
+// iteration into two accumulators, so consecutive blocks do not wait on each other's FMA.
+// BLOCK(i, acc) adds block i's scaled integer dot to acc (and the minimum term to summs).
+#define Q8X_KERNEL(NAME, TARGET, BLOCK_T, BLOCK)                                               \
+    TARGET static float NAME(const void *row, const sft_q8x_block *x, int64_t nb) {            \
+        const BLOCK_T *b = row;                                                                \
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();                         \
+        float summs0 = 0, summs1 = 0;                                                          \
+        int64_t i = 0;                                                                         \
+        for (; i + 2 <= nb; i += 2) {                                                          \
+            BLOCK(i, acc0, summs0);                                                            \
+            BLOCK(i + 1, acc1, summs1);                                                        \
+        }                                                                                      \
+        if (i < nb) BLOCK(i, acc0, summs0);                                                    \
+        return hsum256(_mm256_add_ps(acc0, acc1)) + (summs0 + summs1);                         \
+    }
+
+#define SCALE(i) _mm256_set1_ps(_cvtsh_ss(b[i].d) * x[i].d)
+#define Y(i) _mm256_loadu_si256((const __m256i *)x[i].qs)
+
+#define Q4_0_BLOCK(MUL_SUM, i, acc, summs)                                                     \
+    do {                                                                                       \
+        __m256i w = _mm256_sub_epi8(unpack_nibbles(b[i].qs), _mm256_set1_epi8(8));             \
+        acc = _mm256_fmadd_ps(SCALE(i), _mm256_cvtepi32_ps(SIGNED_DOT(MUL_SUM, w, Y(i))), acc); \
+    } while (0)
+#define Q4_1_BLOCK(MUL_SUM, i, acc, summs)                                                     \
+    do {                                                                                       \
+        __m256i w = unpack_nibbles(b[i].qs);                                                   \
+        acc = _mm256_fmadd_ps(SCALE(i), _mm256_cvtepi32_ps(MUL_SUM(w, Y(i))), acc);            \
+        summs += _cvtsh_ss(b[i].m) * x[i].s;                                                   \
+    } while (0)
+#define Q5_0_BLOCK(MUL_SUM, i, acc, summs)                                                     \
+    do {                                                                                       \
+        __m256i w = _mm256_or_si256(unpack_nibbles(b[i].qs), fifth_bits(b[i].qh));             \
+        w = _mm256_sub_epi8(w, _mm256_set1_epi8(16));                                          \
+        acc = _mm256_fmadd_ps(SCALE(i), _mm256_cvtepi32_ps(SIGNED_DOT(MUL_SUM, w, Y(i))), acc); \
+    } while (0)
+#define Q5_1_BLOCK(MUL_SUM, i, acc, summs)                                                     \
+    do {                                                                                       \
+        __m256i w = _mm256_or_si256(unpack_nibbles(b[i].qs), fifth_bits(b[i].qh));             \
+        acc = _mm256_fmadd_ps(SCALE(i), _mm256_cvtepi32_ps(MUL_SUM(w, Y(i))), acc);            \
+        summs += _cvtsh_ss(b[i].m) * x[i].s;                                                   \
+    } while (0)
+#define Q8_0_BLOCK(MUL_SUM, i, acc, summs)                                                     \
+    do {                                                                                       \
+        __m256i w = _mm256_loadu_si256((const __m256i *)b[i].qs);                              \
+        acc = _mm256_fmadd_ps(SCALE(i), _mm256_cvtepi32_ps(SIGNED_DOT(MUL_SUM, w, Y(i))), acc); \
+    } while (0)
+
+#define Q4_0_AVX2(i, acc, summs) Q4_0_BLOCK(mul_sum_avx2, i, acc, summs)
+#define Q4_1_AVX2(i, acc, summs) Q4_1_BLOCK(mul_sum_avx2, i, acc, summs)
+#define Q5_0_AVX2(i, acc, summs) Q5_0_BLOCK(mul_sum_avx2, i, acc, summs)
+#define Q5_1_AVX2(i, acc, summs) Q5_1_BLOCK(mul_sum_avx2, i, acc, summs)
+#define Q8_0_AVX2(i, acc, summs) Q8_0_BLOCK(mul_sum_avx2, i, acc, summs)
+#define Q4_0_VNNI(i, acc, summs) Q4_0_BLOCK(mul_sum_vnni, i, acc, summs)
+#define Q4_1_VNNI(i, acc, summs) Q4_1_BLOCK(mul_sum_vnni, i, acc, summs)
+#define Q5_0_VNNI(i, acc, summs) Q5_0_BLOCK(mul_sum_vnni, i, acc, summs)
+#define Q5_1_VNNI(i, acc, summs) Q5_1_BLOCK(mul_sum_vnni, i, acc, summs)
+#define Q8_0_VNNI(i, acc, summs) Q8_0_BLOCK(mul_sum_vnni, i, acc, summs)
+
+Q8X_KERNEL(dot_q4_0_avx2, AVX2, block_q4_0, Q4_0_AVX2)
+Q8X_KERNEL(dot_q4_1_avx2, AVX2, block_q4_1, Q4_1_AVX2)
+Q8X_KERNEL(dot_q5_0_avx2, AVX2, block_q5_0, Q5_0_AVX2)
+Q8X_KERNEL(dot_q5_1_avx2, AVX2, block_q5_1, Q5_1_AVX2)
+Q8X_KERNEL(dot_q8_0_avx2, AVX2, block_q8_0, Q8_0_AVX2)
+Q8X_KERNEL(dot_q4_0_vnni, VNNI, block_q4_0, Q4_0_VNNI)
+Q8X_KERNEL(dot_q4_1_vnni, VNNI, block_q4_1, Q4_1_VNNI)
+Q8X_KERNEL(dot_q5_0_vnni, VNNI, block_q5_0, Q5_0_VNNI)
+Q8X_KERNEL(dot_q5_1_vnni, VNNI, block_q5_1, Q5_1_VNNI)
+Q8X_KERNEL(dot_q8_0_vnni, VNNI, block_q8_0, Q8_0_VNNI)
+#endif
+
+// ---------------------------------------------------------------------------------------------
+// Dispatch
+// ---------------------------------------------------------------------------------------------
+
+int sft_q8x_has_kernel(int type) {
+    return type == T_Q4_0 || type == T_Q4_1 || type == T_Q5_0 || type == T_Q5_1 || type == T_Q8_0;
+}
+
+// AVX-512 without VNNI runs the AVX2 kernels: on the 256-bit halves they are as fast, and
+// maddubs needs only AVX2.
+static q8x_dot_fn pick_dot(int type, int isa) {
+#if defined(__x86_64__)
+    if (isa == SFT_ISA_AVX512VNNI) {
+        switch (type) {
+        case T_Q4_0: return dot_q4_0_vnni;
+        case T_Q4_1: return dot_q4_1_vnni;
+        case T_Q5_0: return dot_q5_0_vnni;
+        case T_Q5_1: return dot_q5_1_vnni;
+        case T_Q8_0: return dot_q8_0_vnni;
+        }
+    }
+    if (isa >= SFT_ISA_AVX2) {
+        switch (type) {
+        case T_Q4_0: return dot_q4_0_avx2;
+        case T_Q4_1: return dot_q4_1_avx2;
+        case T_Q5_0: return dot_q5_0_avx2;
+        case T_Q5_1: return dot_q5_1_avx2;
+        case T_Q8_0: return dot_q8_0_avx2;
+        }
+    }
+#endif
+    switch (type) {
+    case T_Q4_0: return dot_q4_0_generic;
+    case T_Q4_1: return dot_q4_1_generic;
+    case T_Q5_0: return dot_q5_0_generic;
+    case T_Q5_1: return dot_q5_1_generic;
+    case T_Q8_0: return dot_q8_0_generic;
+    }
+    return NULL;
+}
+
+static void quantize(int isa, const float *x, int64_t nb, sft_q8x_block *y) {
+#if defined(__x86_64__)
+    if (isa >= SFT_ISA_AVX2) { quantize_avx2(x, nb, y); return; }
+#endif
+    quantize_generic(x, nb, y);
+}
+
+/// The instruction set to run (isa, or the best for AUTO); -1 with a message when unavailable.
+static int resolve_isa(int isa, const char *op) {
+    int best = sft_quant_isa_level();
+    if (isa == SFT_ISA_AUTO) return best;
+    if (isa < SFT_ISA_GENERIC || isa > SFT_ISA_AVX512VNNI) return sft_set_error("%s: unknown instruction set %d", op, isa);
+    if (isa > best) return sft_set_error("%s: this CPU does not support instruction set %d (best: %d)", op, isa, best);
+    return isa;
+}
+
+int sft_q8x_quantize(int isa, const float *x, int64_t n, sft_q8x_block *xq) {
+    if ((isa = resolve_isa(isa, "q8x_quantize")) < 0) return -1;
+    if (n < 0 || n % QK != 0) return sft_set_error("q8x_quantize: %lld values is not a multiple of %d", (long long)n, QK);
+    quantize(isa, x, n / QK, xq);
+    return 0;
+}
+
+int sft_q8x_dot(int isa, int type, const void *row, const sft_q8x_block *xq, int64_t n, float *out) {
+    if ((isa = resolve_isa(isa, "q8x_dot")) < 0) return -1;
+    if (!sft_q8x_has_kernel(type)) return sft_set_error("q8x_dot: GGML type %d has no int8-activation kernel", type);
+    if (n < 0 || n % QK != 0) return sft_set_error("q8x_dot: %lld values is not a multiple of %d", (long long)n, QK);
+    *out = pick_dot(type, isa)(row, xq, n / QK);
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Matrix-vector products on the pool
+// ---------------------------------------------------------------------------------------------
+
+enum { MAX_OUTS = 4, MAX_CHUNK = 256 };
+
+typedef struct {
+    const sft_qmv_out *outs;
+    int nouts, mode, isa;
+    int64_t cols, chunk;
+    const float *x;
+    const sft_q8x_block *xq;
+    q8x_dot_fn dot[MAX_OUTS];       // NULL: the f32-activation kernel of quant_gguf.c
+    size_t row_bytes[MAX_OUTS];
+    int64_t first_piece[MAX_OUTS + 1];
+} qmv_job;
+
+static inline float row_dot(const qmv_job *job, int k, int64_t r) {
+    const uint8_t *row = (const uint8_t *)job->outs[k].w + (size_t)r * job->row_bytes[k];
+    if (job->dot[k]) return job->dot[k](row, job->xq, job->cols / QK);
+    float y;
+    sft_matvec_q_isa(job->isa, job->outs[k].type, row, job->x, &y, 1, job->cols, 0, 1);  // checked before
+    return y;
+}
+
+static void qmv_piece(void *ctx, int64_t piece) {
+    const qmv_job *job = ctx;
+    int k = 0;
+    while (piece >= job->first_piece[k + 1]) k++;
+    const int64_t r0 = (piece - job->first_piece[k]) * job->chunk;
+    const int64_t r1 = r0 + job->chunk < job->outs[k].rows ? r0 + job->chunk : job->outs[k].rows;
+    float *y = job->outs[k].y;
+    switch (job->mode) {
+    case SFT_QMV_STORE:
+        for (int64_t r = r0; r < r1; r++) y[r] = row_dot(job, k, r);
+        break;
+    case SFT_QMV_ACCUMULATE:
+        for (int64_t r = r0; r < r1; r++) y[r] += row_dot(job, k, r);
+        break;
+    case SFT_QMV_SWIGLU:
+        for (int64_t r = r0; r < r1; r++) {
+            const float g = row_dot(job, 0, r), u = row_dot(job, 1, r);
+            y[r] = g / (1.0f + expf(-g)) * u;
+        }
+        break;
+    }
+}
+
+int sft_qmatvec(int isa, int int8_x, const sft_qmv_out *outs, int nouts, const float *x,
+                int64_t cols, int mode, int threads) {
+    if ((isa = resolve_isa(isa, "qmatvec")) < 0) return -1;
+    if (nouts < 1 || nouts > MAX_OUTS) return sft_set_error("qmatvec: %d matrices (1 to %d)", nouts, MAX_OUTS);
+    if (mode != SFT_QMV_STORE && mode != SFT_QMV_ACCUMULATE && mode != SFT_QMV_SWIGLU)
+        return sft_set_error("qmatvec: unknown mode %d", mode);
+    if (mode == SFT_QMV_SWIGLU && (nouts != 2 || outs[0].rows != outs[1].rows))
+        return sft_set_error("qmatvec: SwiGLU needs two matrices of equal rows (gate, up)");
+    qmv_job job = {.outs = outs, .nouts = nouts, .mode = mode, .isa = isa, .cols = cols, .x = x};
+    int64_t total = 0;
+    int any_int8 = 0;
+    for (int k = 0; k < nouts; k++) {
+        int elems, bytes;
+        sft_gguf_block_info(outs[k].type, &elems, &bytes);
+        if (elems == 0) return sft_set_error("qmatvec: GGML type %d is not supported", outs[k].type);
+        if (cols <= 0 || cols % elems != 0)
+            return sft_set_error("qmatvec: %lld columns is not a multiple of the block size %d of GGML type %d",
+                                 (long long)cols, elems, outs[k].type);
+        if (outs[k].rows < 0) return sft_set_error("qmatvec: matrix %d has %lld rows", k, (long long)outs[k].rows);
+        job.row_bytes[k] = (size_t)(cols / elems) * (size_t)bytes;
+        job.dot[k] = int8_x && sft_q8x_has_kernel(outs[k].type) ? pick_dot(outs[k].type, isa) : NULL;
+        any_int8 |= job.dot[k] != NULL;
+        if (mode != SFT_QMV_SWIGLU || k == 0) total += outs[k].rows;
+    }
+    if (threads < 1) threads = 1;
+    // Pieces: about 8 per thread so a thread the OS delays costs little, at least 16 rows
+    // (a piece is a few microseconds), at most MAX_CHUNK.
+    int64_t chunk = total / (8 * (int64_t)threads);
+    job.chunk = chunk < 16 ? 16 : chunk > MAX_CHUNK ? MAX_CHUNK : chunk;
+    const int pieced = mode == SFT_QMV_SWIGLU ? 1 : nouts;   // SwiGLU walks the gate's rows
+    job.first_piece[0] = 0;
+    for (int k = 0; k < pieced; k++) job.first_piece[k + 1] = job.first_piece[k] + (outs[k].rows + job.chunk - 1) / job.chunk;
+    for (int k = pieced; k < MAX_OUTS; k++) job.first_piece[k + 1] = job.first_piece[pieced];
+    const int64_t npieces = job.first_piece[pieced];
+    if (npieces == 0) return 0;
+
+    sft_q8x_block stack_xq[256], *xq = stack_xq, *heap = NULL;
+    if (any_int8) {
+        const int64_t nb = cols / QK;
+        if (nb > 256) {
+            heap = malloc(sizeof(sft_q8x_block) * (size_t)nb);
+            if (!heap) return sft_set_error("qmatvec: out of memory for %lld activation blocks", (long long)nb);
+            xq = heap;
+        }
+        quantize(isa, x, nb, xq);
+        job.xq = xq;
+    }
+    sft_parallel_for(npieces, threads, qmv_piece, &job);
+    free(heap);
+    return 0;
+}
