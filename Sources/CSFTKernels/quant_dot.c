@@ -1,15 +1,22 @@
-// Int8-activation matrix-vector products on GGML blocks, for batch-1 generation (the way
+// Integer-activation matrix-vector products on GGML blocks, for batch-1 generation (the way
 // llama.cpp's CPU backend runs them): the activation vector x is quantized once per product to
-// 8-bit blocks of 32 (sft_q8x_block), and each weight block times activation block becomes an
-// integer dot product scaled once by d_w * d_x. Reading 4-bit weights needs no f32 decode, and
-// 32 multiply-adds take one or two instructions (vpdpbusd, or vpmaddubsw + vpmaddwd).
+// integer blocks of 32, and each weight block times activation block becomes an integer dot
+// product scaled once by d_w * d_x. Reading 4-bit weights needs no f32 decode, and 32
+// multiply-adds take one or two instructions (vpdpbusd, or vpmaddubsw + vpmaddwd).
+//
+// Activation formats: 4- and 5-bit weights meet 8-bit x (sft_q8x_block, as llama.cpp);
+// Q8_0 weights meet 16-bit x (sft_q16x_block). Sign-extending 8-bit weights to 16 bits costs
+// what the sign tricks of an 8x8-bit product cost, so the 16-bit form is as fast, and it keeps
+// x's rounding 128 times smaller where it matters most: the LM head (Q8_0 in most GGUFs), whose
+// logits pick the token directly (with 8-bit x, SmolLM2's answer to a factual chat question
+// flips at a near tie of its first token, as it does in llama.cpp).
 //
 // Math per block b of a row (q_w the weight codes as the dequantizer reads them):
 //   Q4_0, Q5_0, Q8_0:  d_w d_x sum_j q_w[j] q_x[j]                   (q_w signed)
 //   Q4_1, Q5_1:        d_w d_x sum_j q_w[j] q_x[j] + m_w s_x         (s_x = d_x sum_j q_x[j])
 // and the row's dot is the sum over its blocks. The generic C functions are the spec; the
 // AVX2 and AVX-512 VNNI kernels compute the same integer sums exactly and differ only in the
-// order of the float additions. The quantizer is bit-exact across instruction sets (one
+// order of the float additions. The quantizers are bit-exact across instruction sets (one
 // division for d, one for 1/d, products rounded half to even by the current rounding mode).
 //
 // sft_qmatvec quantizes x once and hands out pieces of rows (of up to four matrices sharing x)
@@ -24,14 +31,16 @@
 #endif
 
 _Static_assert(sizeof(sft_q8x_block) == 40, "q8x block size");
+_Static_assert(sizeof(sft_q16x_block) == 68, "q16x block size");
 
-typedef float (*q8x_dot_fn)(const void *row, const sft_q8x_block *x, int64_t nb);
+/// Dot of one row of nb blocks with x in the row type's activation format.
+typedef float (*qx_dot_fn)(const void *row, const void *x, int64_t nb);
 
 // ---------------------------------------------------------------------------------------------
 // Reference (the spec)
 // ---------------------------------------------------------------------------------------------
 
-static void quantize_generic(const float *x, int64_t nb, sft_q8x_block *y) {
+static void quantize8_generic(const float *x, int64_t nb, sft_q8x_block *y) {
     for (int64_t i = 0; i < nb; i++, x += QK) {
         float amax = 0;
         for (int j = 0; j < QK; j++) amax = fmaxf(amax, fabsf(x[j]));
@@ -47,7 +56,18 @@ static void quantize_generic(const float *x, int64_t nb, sft_q8x_block *y) {
     }
 }
 
-static float dot_q4_0_generic(const void *row, const sft_q8x_block *x, int64_t nb) {
+static void quantize16_generic(const float *x, int64_t nb, sft_q16x_block *y) {
+    for (int64_t i = 0; i < nb; i++, x += QK) {
+        float amax = 0;
+        for (int j = 0; j < QK; j++) amax = fmaxf(amax, fabsf(x[j]));
+        const float d = amax / 32767.0f, id = d != 0 ? 1.0f / d : 0.0f;
+        for (int j = 0; j < QK; j++) y[i].qs[j] = (int16_t)nearbyintf(x[j] * id);
+        y[i].d = d;
+    }
+}
+
+static float dot_q4_0_generic(const void *row, const void *xv, int64_t nb) {
+    const sft_q8x_block *x = xv;
     const block_q4_0 *b = row;
     float s = 0;
     for (int64_t i = 0; i < nb; i++) {
@@ -59,7 +79,8 @@ static float dot_q4_0_generic(const void *row, const sft_q8x_block *x, int64_t n
     return s;
 }
 
-static float dot_q4_1_generic(const void *row, const sft_q8x_block *x, int64_t nb) {
+static float dot_q4_1_generic(const void *row, const void *xv, int64_t nb) {
+    const sft_q8x_block *x = xv;
     const block_q4_1 *b = row;
     float s = 0;
     for (int64_t i = 0; i < nb; i++) {
@@ -77,7 +98,8 @@ static inline int q5_code(const uint8_t *qs, uint32_t qh, int j) {
     return nib | (int)((qh >> j) & 1) << 4;
 }
 
-static float dot_q5_0_generic(const void *row, const sft_q8x_block *x, int64_t nb) {
+static float dot_q5_0_generic(const void *row, const void *xv, int64_t nb) {
+    const sft_q8x_block *x = xv;
     const block_q5_0 *b = row;
     float s = 0;
     for (int64_t i = 0; i < nb; i++) {
@@ -90,7 +112,8 @@ static float dot_q5_0_generic(const void *row, const sft_q8x_block *x, int64_t n
     return s;
 }
 
-static float dot_q5_1_generic(const void *row, const sft_q8x_block *x, int64_t nb) {
+static float dot_q5_1_generic(const void *row, const void *xv, int64_t nb) {
+    const sft_q8x_block *x = xv;
     const block_q5_1 *b = row;
     float s = 0;
     for (int64_t i = 0; i < nb; i++) {
@@ -103,8 +126,10 @@ static float dot_q5_1_generic(const void *row, const sft_q8x_block *x, int64_t n
     return s;
 }
 
-static float dot_q8_0_generic(const void *row, const sft_q8x_block *x, int64_t nb) {
+// Q8_0 with 16-bit x. |sum| <= 32 * 128 * 32767 < 2^31.
+static float dot_q8_0_generic(const void *row, const void *xv, int64_t nb) {
     const block_q8_0 *b = row;
+    const sft_q16x_block *x = xv;
     float s = 0;
     for (int64_t i = 0; i < nb; i++) {
         int sumi = 0;
@@ -121,7 +146,7 @@ static float dot_q8_0_generic(const void *row, const sft_q8x_block *x, int64_t n
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
 #define VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
 
-AVX2 static void quantize_avx2(const float *x, int64_t nb, sft_q8x_block *y) {
+AVX2 static void quantize8_avx2(const float *x, int64_t nb, sft_q8x_block *y) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
     for (int64_t i = 0; i < nb; i++, x += QK) {
         __m256 v0 = _mm256_loadu_ps(x), v1 = _mm256_loadu_ps(x + 8), v2 = _mm256_loadu_ps(x + 16),
@@ -147,6 +172,29 @@ AVX2 static void quantize_avx2(const float *x, int64_t nb, sft_q8x_block *y) {
         _mm256_storeu_si256((__m256i *)y[i].qs, p);
         y[i].d = d;
         y[i].s = d * (float)_mm_cvtsi128_si32(s4);
+    }
+}
+
+AVX2 static void quantize16_avx2(const float *x, int64_t nb, sft_q16x_block *y) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int64_t i = 0; i < nb; i++, x += QK) {
+        __m256 v0 = _mm256_loadu_ps(x), v1 = _mm256_loadu_ps(x + 8), v2 = _mm256_loadu_ps(x + 16),
+               v3 = _mm256_loadu_ps(x + 24);
+        __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v0), _mm256_andnot_ps(sign, v1)),
+                                 _mm256_max_ps(_mm256_andnot_ps(sign, v2), _mm256_andnot_ps(sign, v3)));
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_max_ss(h, _mm_movehdup_ps(h));
+        const float amax = _mm_cvtss_f32(h), d = amax / 32767.0f, id = d != 0 ? 1.0f / d : 0.0f;
+        const __m256 vid = _mm256_set1_ps(id);
+        __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(v0, vid)), i1 = _mm256_cvtps_epi32(_mm256_mul_ps(v1, vid)),
+                i2 = _mm256_cvtps_epi32(_mm256_mul_ps(v2, vid)), i3 = _mm256_cvtps_epi32(_mm256_mul_ps(v3, vid));
+        // packs within lanes leaves the 4-value groups (qwords) in the order 0, 2, 1, 3
+        __m256i p0 = _mm256_permute4x64_epi64(_mm256_packs_epi32(i0, i1), 0xD8);
+        __m256i p1 = _mm256_permute4x64_epi64(_mm256_packs_epi32(i2, i3), 0xD8);
+        _mm256_storeu_si256((__m256i *)y[i].qs, p0);
+        _mm256_storeu_si256((__m256i *)(y[i].qs + 16), p1);
+        y[i].d = d;
     }
 }
 
@@ -177,12 +225,20 @@ AVX2 static inline __m256i fifth_bits(const uint8_t *qh) {
 
 // The step that differs between the two instruction sets: 32 unsigned bytes u times 32 signed
 // bytes s, each four adjacent products summed into one of 8 int32 lanes. maddubs sums pairs
-// into int16 first; no pair can saturate (|u| <= 128, |s| <= 127 here: 2*128*127 < 32768).
+// into int16 first; no pair can saturate (|u| <= 31 and |s| <= 127 here).
 AVX2 static inline __m256i mul_sum_avx2(__m256i u, __m256i s) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
 }
 VNNI static inline __m256i mul_sum_vnni(__m256i u, __m256i s) {
     return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
+}
+// The same for 16 + 16 int16 pairs (Q8_0 with 16-bit x): each lane sums four products,
+// |lane| <= 4 * 128 * 32767 < 2^24, so its conversion to float below is exact.
+AVX2 static inline __m256i mul_sum16_avx2(__m256i w0, __m256i y0, __m256i w1, __m256i y1) {
+    return _mm256_add_epi32(_mm256_madd_epi16(w0, y0), _mm256_madd_epi16(w1, y1));
+}
+VNNI static inline __m256i mul_sum16_vnni(__m256i w0, __m256i y0, __m256i w1, __m256i y1) {
+    return _mm256_dpwssd_epi32(_mm256_dpwssd_epi32(_mm256_setzero_si256(), w0, y0), w1, y1);
 }
 
 // Signed weight codes w: |w| carries the magnitude (unsigned operand) and x takes w's sign.
@@ -190,18 +246,21 @@ VNNI static inline __m256i mul_sum_vnni(__m256i u, __m256i s) {
 
 // Kernel bodies, written once and compiled per instruction set with its MUL_SUM. Two blocks per
 // iteration into two accumulators, so consecutive blocks do not wait on each other's FMA.
-// BLOCK(i, acc) adds block i's scaled integer dot to acc (and the minimum term to summs).
-#define Q8X_KERNEL(NAME, TARGET, BLOCK_T, BLOCK)                                               \
-    TARGET static float NAME(const void *row, const sft_q8x_block *x, int64_t nb) {            \
+// BLOCK(MUL_SUM, i, acc, summs) adds block i's scaled integer dot to acc (and the minimum
+// term to summs).
+#define QX_KERNEL(NAME, TARGET, BLOCK_T, X_T, BLOCK, MUL_SUM)                                  \
+    TARGET static float NAME(const void *row, const void *xv, int64_t nb) {                    \
         const BLOCK_T *b = row;                                                                \
+        const X_T *x = xv;                                                                     \
         __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();                         \
         float summs0 = 0, summs1 = 0;                                                          \
         int64_t i = 0;                                                                         \
         for (; i + 2 <= nb; i += 2) {                                                          \
-            BLOCK(i, acc0, summs0);                                                            \
-            BLOCK(i + 1, acc1, summs1);                                                        \
+            BLOCK(MUL_SUM, i, acc0, summs0);                                                   \
+            BLOCK(MUL_SUM, i + 1, acc1, summs1);                                               \
         }                                                                                      \
-        if (i < nb) BLOCK(i, acc0, summs0);                                                    \
+        if (i < nb) BLOCK(MUL_SUM, i, acc0, summs0);                                           \
+        (void)summs1;                                                                          \
         return hsum256(_mm256_add_ps(acc0, acc1)) + (summs0 + summs1);                         \
     }
 
@@ -231,46 +290,42 @@ VNNI static inline __m256i mul_sum_vnni(__m256i u, __m256i s) {
         acc = _mm256_fmadd_ps(SCALE(i), _mm256_cvtepi32_ps(MUL_SUM(w, Y(i))), acc);            \
         summs += _cvtsh_ss(b[i].m) * x[i].s;                                                   \
     } while (0)
-#define Q8_0_BLOCK(MUL_SUM, i, acc, summs)                                                     \
+#define Q8_0_BLOCK(MUL_SUM16, i, acc, summs)                                                   \
     do {                                                                                       \
-        __m256i w = _mm256_loadu_si256((const __m256i *)b[i].qs);                              \
-        acc = _mm256_fmadd_ps(SCALE(i), _mm256_cvtepi32_ps(SIGNED_DOT(MUL_SUM, w, Y(i))), acc); \
+        __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b[i].qs));          \
+        __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b[i].qs + 16)));   \
+        __m256i p = MUL_SUM16(w0, _mm256_loadu_si256((const __m256i *)x[i].qs), w1,            \
+                              _mm256_loadu_si256((const __m256i *)(x[i].qs + 16)));            \
+        acc = _mm256_fmadd_ps(SCALE(i), _mm256_cvtepi32_ps(p), acc);                           \
     } while (0)
 
-#define Q4_0_AVX2(i, acc, summs) Q4_0_BLOCK(mul_sum_avx2, i, acc, summs)
-#define Q4_1_AVX2(i, acc, summs) Q4_1_BLOCK(mul_sum_avx2, i, acc, summs)
-#define Q5_0_AVX2(i, acc, summs) Q5_0_BLOCK(mul_sum_avx2, i, acc, summs)
-#define Q5_1_AVX2(i, acc, summs) Q5_1_BLOCK(mul_sum_avx2, i, acc, summs)
-#define Q8_0_AVX2(i, acc, summs) Q8_0_BLOCK(mul_sum_avx2, i, acc, summs)
-#define Q4_0_VNNI(i, acc, summs) Q4_0_BLOCK(mul_sum_vnni, i, acc, summs)
-#define Q4_1_VNNI(i, acc, summs) Q4_1_BLOCK(mul_sum_vnni, i, acc, summs)
-#define Q5_0_VNNI(i, acc, summs) Q5_0_BLOCK(mul_sum_vnni, i, acc, summs)
-#define Q5_1_VNNI(i, acc, summs) Q5_1_BLOCK(mul_sum_vnni, i, acc, summs)
-#define Q8_0_VNNI(i, acc, summs) Q8_0_BLOCK(mul_sum_vnni, i, acc, summs)
-
-Q8X_KERNEL(dot_q4_0_avx2, AVX2, block_q4_0, Q4_0_AVX2)
-Q8X_KERNEL(dot_q4_1_avx2, AVX2, block_q4_1, Q4_1_AVX2)
-Q8X_KERNEL(dot_q5_0_avx2, AVX2, block_q5_0, Q5_0_AVX2)
-Q8X_KERNEL(dot_q5_1_avx2, AVX2, block_q5_1, Q5_1_AVX2)
-Q8X_KERNEL(dot_q8_0_avx2, AVX2, block_q8_0, Q8_0_AVX2)
-Q8X_KERNEL(dot_q4_0_vnni, VNNI, block_q4_0, Q4_0_VNNI)
-Q8X_KERNEL(dot_q4_1_vnni, VNNI, block_q4_1, Q4_1_VNNI)
-Q8X_KERNEL(dot_q5_0_vnni, VNNI, block_q5_0, Q5_0_VNNI)
-Q8X_KERNEL(dot_q5_1_vnni, VNNI, block_q5_1, Q5_1_VNNI)
-Q8X_KERNEL(dot_q8_0_vnni, VNNI, block_q8_0, Q8_0_VNNI)
+QX_KERNEL(dot_q4_0_avx2, AVX2, block_q4_0, sft_q8x_block, Q4_0_BLOCK, mul_sum_avx2)
+QX_KERNEL(dot_q4_1_avx2, AVX2, block_q4_1, sft_q8x_block, Q4_1_BLOCK, mul_sum_avx2)
+QX_KERNEL(dot_q5_0_avx2, AVX2, block_q5_0, sft_q8x_block, Q5_0_BLOCK, mul_sum_avx2)
+QX_KERNEL(dot_q5_1_avx2, AVX2, block_q5_1, sft_q8x_block, Q5_1_BLOCK, mul_sum_avx2)
+QX_KERNEL(dot_q8_0_avx2, AVX2, block_q8_0, sft_q16x_block, Q8_0_BLOCK, mul_sum16_avx2)
+QX_KERNEL(dot_q4_0_vnni, VNNI, block_q4_0, sft_q8x_block, Q4_0_BLOCK, mul_sum_vnni)
+QX_KERNEL(dot_q4_1_vnni, VNNI, block_q4_1, sft_q8x_block, Q4_1_BLOCK, mul_sum_vnni)
+QX_KERNEL(dot_q5_0_vnni, VNNI, block_q5_0, sft_q8x_block, Q5_0_BLOCK, mul_sum_vnni)
+QX_KERNEL(dot_q5_1_vnni, VNNI, block_q5_1, sft_q8x_block, Q5_1_BLOCK, mul_sum_vnni)
+QX_KERNEL(dot_q8_0_vnni, VNNI, block_q8_0, sft_q16x_block, Q8_0_BLOCK, mul_sum16_vnni)
 #endif
 
 // ---------------------------------------------------------------------------------------------
 // Dispatch
 // ---------------------------------------------------------------------------------------------
 
-int sft_q8x_has_kernel(int type) {
-    return type == T_Q4_0 || type == T_Q4_1 || type == T_Q5_0 || type == T_Q5_1 || type == T_Q8_0;
+int sft_qx_bits(int type) {
+    switch (type) {
+    case T_Q4_0: case T_Q4_1: case T_Q5_0: case T_Q5_1: return 8;
+    case T_Q8_0: return 16;
+    default: return 0;
+    }
 }
 
 // AVX-512 without VNNI runs the AVX2 kernels: on the 256-bit halves they are as fast, and
 // maddubs needs only AVX2.
-static q8x_dot_fn pick_dot(int type, int isa) {
+static qx_dot_fn pick_dot(int type, int isa) {
 #if defined(__x86_64__)
     if (isa == SFT_ISA_AVX512VNNI) {
         switch (type) {
@@ -301,11 +356,18 @@ static q8x_dot_fn pick_dot(int type, int isa) {
     return NULL;
 }
 
-static void quantize(int isa, const float *x, int64_t nb, sft_q8x_block *y) {
+static void quantize8(int isa, const float *x, int64_t nb, sft_q8x_block *y) {
 #if defined(__x86_64__)
-    if (isa >= SFT_ISA_AVX2) { quantize_avx2(x, nb, y); return; }
+    if (isa >= SFT_ISA_AVX2) { quantize8_avx2(x, nb, y); return; }
 #endif
-    quantize_generic(x, nb, y);
+    quantize8_generic(x, nb, y);
+}
+
+static void quantize16(int isa, const float *x, int64_t nb, sft_q16x_block *y) {
+#if defined(__x86_64__)
+    if (isa >= SFT_ISA_AVX2) { quantize16_avx2(x, nb, y); return; }
+#endif
+    quantize16_generic(x, nb, y);
 }
 
 /// The instruction set to run (isa, or the best for AUTO); -1 with a message when unavailable.
@@ -317,18 +379,12 @@ static int resolve_isa(int isa, const char *op) {
     return isa;
 }
 
-int sft_q8x_quantize(int isa, const float *x, int64_t n, sft_q8x_block *xq) {
-    if ((isa = resolve_isa(isa, "q8x_quantize")) < 0) return -1;
-    if (n < 0 || n % QK != 0) return sft_set_error("q8x_quantize: %lld values is not a multiple of %d", (long long)n, QK);
-    quantize(isa, x, n / QK, xq);
-    return 0;
-}
-
-int sft_q8x_dot(int isa, int type, const void *row, const sft_q8x_block *xq, int64_t n, float *out) {
-    if ((isa = resolve_isa(isa, "q8x_dot")) < 0) return -1;
-    if (!sft_q8x_has_kernel(type)) return sft_set_error("q8x_dot: GGML type %d has no int8-activation kernel", type);
-    if (n < 0 || n % QK != 0) return sft_set_error("q8x_dot: %lld values is not a multiple of %d", (long long)n, QK);
-    *out = pick_dot(type, isa)(row, xq, n / QK);
+int sft_qx_quantize(int isa, int bits, const float *x, int64_t n, void *xq) {
+    if ((isa = resolve_isa(isa, "qx_quantize")) < 0) return -1;
+    if (n < 0 || n % QK != 0) return sft_set_error("qx_quantize: %lld values is not a multiple of %d", (long long)n, QK);
+    if (bits == 8) quantize8(isa, x, n / QK, xq);
+    else if (bits == 16) quantize16(isa, x, n / QK, xq);
+    else return sft_set_error("qx_quantize: %d-bit activations (8 or 16)", bits);
     return 0;
 }
 
@@ -336,22 +392,22 @@ int sft_q8x_dot(int isa, int type, const void *row, const sft_q8x_block *xq, int
 // Matrix-vector products on the pool
 // ---------------------------------------------------------------------------------------------
 
-enum { MAX_OUTS = 4, MAX_CHUNK = 256 };
+enum { MAX_OUTS = 4, MAX_CHUNK = 256, STACK_BLOCKS = 64 };
 
 typedef struct {
     const sft_qmv_out *outs;
     int nouts, mode, isa;
     int64_t cols, chunk;
     const float *x;
-    const sft_q8x_block *xq;
-    q8x_dot_fn dot[MAX_OUTS];       // NULL: the f32-activation kernel of quant_gguf.c
+    qx_dot_fn dot[MAX_OUTS];        // NULL: the f32-activation kernel of quant_gguf.c
+    const void *xq[MAX_OUTS];       // x in the format dot[k] reads
     size_t row_bytes[MAX_OUTS];
     int64_t first_piece[MAX_OUTS + 1];
 } qmv_job;
 
 static inline float row_dot(const qmv_job *job, int k, int64_t r) {
     const uint8_t *row = (const uint8_t *)job->outs[k].w + (size_t)r * job->row_bytes[k];
-    if (job->dot[k]) return job->dot[k](row, job->xq, job->cols / QK);
+    if (job->dot[k]) return job->dot[k](row, job->xq[k], job->cols / QK);
     float y;
     sft_matvec_q_isa(job->isa, job->outs[k].type, row, job->x, &y, 1, job->cols, 0, 1);  // checked before
     return y;
@@ -380,7 +436,7 @@ static void qmv_piece(void *ctx, int64_t piece) {
     }
 }
 
-int sft_qmatvec(int isa, int int8_x, const sft_qmv_out *outs, int nouts, const float *x,
+int sft_qmatvec(int isa, int int_x, const sft_qmv_out *outs, int nouts, const float *x,
                 int64_t cols, int mode, int threads) {
     if ((isa = resolve_isa(isa, "qmatvec")) < 0) return -1;
     if (nouts < 1 || nouts > MAX_OUTS) return sft_set_error("qmatvec: %d matrices (1 to %d)", nouts, MAX_OUTS);
@@ -390,7 +446,7 @@ int sft_qmatvec(int isa, int int8_x, const sft_qmv_out *outs, int nouts, const f
         return sft_set_error("qmatvec: SwiGLU needs two matrices of equal rows (gate, up)");
     qmv_job job = {.outs = outs, .nouts = nouts, .mode = mode, .isa = isa, .cols = cols, .x = x};
     int64_t total = 0;
-    int any_int8 = 0;
+    int want8 = 0, want16 = 0;
     for (int k = 0; k < nouts; k++) {
         int elems, bytes;
         sft_gguf_block_info(outs[k].type, &elems, &bytes);
@@ -399,9 +455,12 @@ int sft_qmatvec(int isa, int int8_x, const sft_qmv_out *outs, int nouts, const f
             return sft_set_error("qmatvec: %lld columns is not a multiple of the block size %d of GGML type %d",
                                  (long long)cols, elems, outs[k].type);
         if (outs[k].rows < 0) return sft_set_error("qmatvec: matrix %d has %lld rows", k, (long long)outs[k].rows);
+        if (!outs[k].y && !(mode == SFT_QMV_SWIGLU && k == 1)) return sft_set_error("qmatvec: matrix %d has no output", k);
         job.row_bytes[k] = (size_t)(cols / elems) * (size_t)bytes;
-        job.dot[k] = int8_x && sft_q8x_has_kernel(outs[k].type) ? pick_dot(outs[k].type, isa) : NULL;
-        any_int8 |= job.dot[k] != NULL;
+        const int bits = int_x ? sft_qx_bits(outs[k].type) : 0;
+        job.dot[k] = bits ? pick_dot(outs[k].type, isa) : NULL;
+        want8 |= bits == 8;
+        want16 |= bits == 16;
         if (mode != SFT_QMV_SWIGLU || k == 0) total += outs[k].rows;
     }
     if (threads < 1) threads = 1;
@@ -416,17 +475,22 @@ int sft_qmatvec(int isa, int int8_x, const sft_qmv_out *outs, int nouts, const f
     const int64_t npieces = job.first_piece[pieced];
     if (npieces == 0) return 0;
 
-    sft_q8x_block stack_xq[256], *xq = stack_xq, *heap = NULL;
-    if (any_int8) {
-        const int64_t nb = cols / QK;
-        if (nb > 256) {
-            heap = malloc(sizeof(sft_q8x_block) * (size_t)nb);
-            if (!heap) return sft_set_error("qmatvec: out of memory for %lld activation blocks", (long long)nb);
-            xq = heap;
-        }
-        quantize(isa, x, nb, xq);
-        job.xq = xq;
+    // x quantized once per format in use: on the stack for the usual widths.
+    const int64_t nb = cols / QK;
+    sft_q8x_block stack8[STACK_BLOCKS];
+    sft_q16x_block stack16[STACK_BLOCKS];
+    sft_q8x_block *xq8 = stack8;
+    sft_q16x_block *xq16 = stack16;
+    void *heap = NULL;
+    if ((want8 || want16) && nb > STACK_BLOCKS) {
+        heap = malloc((sizeof(sft_q8x_block) + sizeof(sft_q16x_block)) * (size_t)nb);
+        if (!heap) return sft_set_error("qmatvec: out of memory for %lld activation blocks", (long long)nb);
+        xq16 = heap;
+        xq8 = (sft_q8x_block *)(xq16 + nb);
     }
+    if (want8) quantize8(isa, x, nb, xq8);
+    if (want16) quantize16(isa, x, nb, xq16);
+    for (int k = 0; k < nouts; k++) job.xq[k] = sft_qx_bits(outs[k].type) == 16 ? (const void *)xq16 : (const void *)xq8;
     sft_parallel_for(npieces, threads, qmv_piece, &job);
     free(heap);
     return 0;

@@ -1,16 +1,17 @@
 // Swift entry points to the GGML block kernels in CSFTKernels: matrix-vector products on
 // quantized weights without dequantizing them first (generation reads each weight once per
 // token, so decoding blocks on the fly beats holding f32 copies), and dequantization of raw
-// blocks. Products run on the shim's thread pool in one C call each (quant_dot.c): with int8
-// activations, x is quantized once per call and the row pieces use integer dot products.
+// blocks. Products run on the shim's thread pool in one C call each (quant_dot.c): with
+// quantized activations, x is quantized once per call and the row pieces use integer dot
+// products.
 import Foundation
 import CSFTKernels
 import SFTKernels
 
 /// Instruction sets of the quantized kernels; `.auto` picks the best this CPU has.
 public enum QuantKernelISA: Int32, Sendable, CaseIterable {
-    /// `avx512vnni`: AVX-512 F/BW/VL with VNNI; the int8-activation kernels use vpdpbusd
-    /// (plain AVX-512 runs them on AVX2 instructions).
+    /// `avx512vnni`: AVX-512 F/BW/VL with VNNI; the integer-activation kernels use vpdpbusd
+    /// and vpdpwssd (plain AVX-512 runs them on AVX2 instructions).
     case auto = 0, generic = 1, avx2 = 2, avx512 = 3, avx512vnni = 4
 
     /// The best instruction set available on this CPU.
@@ -22,10 +23,11 @@ public enum MatVecActivations: Sendable {
     /// x stays f32 and weight blocks are decoded to f32: the dequantized product up to
     /// summation order.
     case f32
-    /// x is quantized once per product to 8-bit blocks of 32 (scale max|x|/127) and each
-    /// block pair is an integer dot product, as llama.cpp does: faster, with x rounded by at
-    /// most max|x_block|/254 per value. Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0; other types use f32.
-    case int8
+    /// x is quantized once per product to integer blocks of 32 and each block pair is an
+    /// integer dot product, as llama.cpp does: 8-bit x (scale max|x|/127) for Q4_0, Q4_1,
+    /// Q5_0 and Q5_1 weights, 16-bit x (max|x|/32767) for Q8_0 weights, where it costs the
+    /// same; other types use f32. Faster; x is rounded by at most half a step per value.
+    case quantized
 }
 
 /// What a product does with W x.
@@ -53,7 +55,7 @@ public struct QuantizedMatVecOutput {
 }
 
 /// y_k = W_k x for one to four matrices sharing x (cols), in one call: x is quantized once
-/// (with `.int8`), and the rows of all matrices are split into pieces on the CPU backend's
+/// (with `.quantized`), and the rows of all matrices are split into pieces on the CPU backend's
 /// thread pool (`threads`, default the backend's). Each row is computed whole by one thread, so
 /// the result does not depend on the thread count. `isa` forces a kernel variant (tests).
 ///
@@ -63,7 +65,7 @@ public struct QuantizedMatVecOutput {
 ///                       .init(.q4_1, weights: wv, rows: 192, y: v)], x: h, cols: 576)
 /// ```
 public func quantizedMatVecs(_ outputs: [QuantizedMatVecOutput], x: UnsafePointer<Float>, cols: Int,
-                             epilogue: MatVecEpilogue = .store, activations: MatVecActivations = .int8,
+                             epilogue: MatVecEpilogue = .store, activations: MatVecActivations = .quantized,
                              isa: QuantKernelISA = .auto, threads: Int? = nil) throws {
     let mode: Int32
     switch epilogue {
@@ -77,7 +79,7 @@ public func quantizedMatVecs(_ outputs: [QuantizedMatVecOutput], x: UnsafePointe
         throw SFTError.shape(op: "quantizedMatVecs", message: "output \(k) has no y")
     }
     let status = outs.withUnsafeBufferPointer {
-        sft_qmatvec(isa.rawValue, activations == .int8 ? 1 : 0, $0.baseAddress, Int32($0.count), x, Int64(cols), mode, nthreads)
+        sft_qmatvec(isa.rawValue, activations == .quantized ? 1 : 0, $0.baseAddress, Int32($0.count), x, Int64(cols), mode, nthreads)
     }
     guard status == 0 else {
         throw SFTError.shape(op: "quantizedMatVecs(\(outputs.map { "\($0.type)" }.joined(separator: ", ")))",
@@ -86,7 +88,7 @@ public func quantizedMatVecs(_ outputs: [QuantizedMatVecOutput], x: UnsafePointe
 }
 
 /// y = W x for W (rows, cols) stored row-major in GGML type `type` (cols a multiple of the
-/// block size), x (cols), y (rows). x stays f32 unless `activations` is `.int8` (see
+/// block size), x (cols), y (rows). x stays f32 unless `activations` is `.quantized` (see
 /// `quantizedMatVecs`, which this calls); `threads` defaults to the backend's for large
 /// matrices and 1 for small ones. `isa` forces a kernel variant (tests compare them).
 public func quantizedMatVec(_ type: GGMLType, weights: UnsafeRawPointer, x: UnsafePointer<Float>,
@@ -98,22 +100,26 @@ public func quantizedMatVec(_ type: GGMLType, weights: UnsafeRawPointer, x: Unsa
                          activations: activations, isa: isa, threads: t)
 }
 
-/// 8-bit activation blocks of x (a multiple of 32 values), as the int8 products make them:
-/// per block of 32, the scale d = max|x|/127, the codes round(x/d) (half to even) and
-/// s = d · Σ codes. `isa` picks the quantizer variant (all give the same bits).
-public func quantizeActivations(_ x: [Float], isa: QuantKernelISA = .auto) throws -> (d: [Float], s: [Float], codes: [Int8]) {
-    guard x.count % 32 == 0 else {
-        throw SFTError.shape(op: "quantizeActivations", message: "\(x.count) values is not a multiple of 32")
+/// Activation blocks of x (a multiple of 32 values) as the integer products make them: per
+/// block of 32, the scale d = max|x|/127 (`bits` 8) or max|x|/32767 (`bits` 16), the codes
+/// x/d rounded half to even, and for 8 bits s = d · Σ codes (empty for 16). `isa` picks
+/// the quantizer variant (all give the same bits).
+public func quantizeActivations(_ x: [Float], bits: Int = 8, isa: QuantKernelISA = .auto) throws
+    -> (d: [Float], s: [Float], codes: [Int32]) {
+    guard x.count % 32 == 0, bits == 8 || bits == 16 else {
+        throw SFTError.shape(op: "quantizeActivations", message: "\(x.count) values in \(bits)-bit blocks: need a multiple of 32 and 8 or 16 bits")
     }
     let nb = x.count / 32
-    var blocks = [sft_q8x_block](repeating: sft_q8x_block(), count: nb)
-    guard sft_q8x_quantize(isa.rawValue, x, Int64(x.count), &blocks) == 0 else {
-        throw SFTError.unsupported(String(cString: sft_last_error()))
+    if bits == 8 {
+        var blocks = [sft_q8x_block](repeating: sft_q8x_block(), count: nb)
+        guard sft_qx_quantize(isa.rawValue, 8, x, Int64(x.count), &blocks) == 0 else { throw SFTError.unsupported(String(cString: sft_last_error())) }
+        let codes = blocks.flatMap { b in withUnsafeBytes(of: b.qs) { $0.bindMemory(to: Int8.self).map(Int32.init) } }
+        return (blocks.map(\.d), blocks.map(\.s), codes)
     }
-    var codes = [Int8]()
-    codes.reserveCapacity(x.count)
-    for b in blocks { withUnsafeBytes(of: b.qs) { codes.append(contentsOf: $0.bindMemory(to: Int8.self)) } }
-    return (blocks.map(\.d), blocks.map(\.s), codes)
+    var blocks = [sft_q16x_block](repeating: sft_q16x_block(), count: nb)
+    guard sft_qx_quantize(isa.rawValue, 16, x, Int64(x.count), &blocks) == 0 else { throw SFTError.unsupported(String(cString: sft_last_error())) }
+    let codes = blocks.flatMap { b in withUnsafeBytes(of: b.qs) { $0.bindMemory(to: Int16.self).map(Int32.init) } }
+    return (blocks.map(\.d), [], codes)
 }
 
 /// Decodes `count` values of GGML type `type` from raw blocks.

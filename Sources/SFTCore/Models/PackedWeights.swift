@@ -1,7 +1,7 @@
 // Generation straight from quantized GGUF blocks: each Linear (and the LM head) can carry its
 // weight in the file's block format, and batch-1 decode multiplies by it without a dequantized
 // copy in the loop — the way llama.cpp reads each weight once per token, with x quantized to
-// int8 blocks per product (MatVecActivations). The f32 weights stay for training and for the
+// integer blocks per product (MatVecActivations). The f32 weights stay for training and for the
 // exact path (`LanguageModel.load(..., packedDecode: false)`), which the golden tests compare
 // against transformers.
 
@@ -12,9 +12,9 @@ public final class PackedMatrix {
     public let type: GGMLType
     public let rows: Int
     public let cols: Int
-    /// How products read x: `.int8` (default) quantizes it per product like llama.cpp;
-    /// `.f32` keeps it exact (see `MatVecActivations`).
-    public var activations: MatVecActivations = .int8
+    /// How products read x: `.quantized` (default) rounds it to integer blocks per product
+    /// like llama.cpp; `.f32` keeps it exact (see `MatVecActivations`).
+    public var activations: MatVecActivations = .quantized
     /// The blocks, rows contiguous, in memory aligned for the vector loads.
     let data: UnsafeMutableRawPointer
     let byteCount: Int
