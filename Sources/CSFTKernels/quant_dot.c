@@ -312,6 +312,184 @@ QX_KERNEL(dot_q8_0_vnni, VNNI, block_q8_0, sft_q16x_block, Q8_0_BLOCK, mul_sum16
 #endif
 
 // ---------------------------------------------------------------------------------------------
+// Interleaved layout for Q4_0 / Q4_1: 8 rows per vector
+// ---------------------------------------------------------------------------------------------
+//
+// The kernels above reduce each block's 8 int32 lanes to one row's sum and scale it alone,
+// about 15 instructions per row and block. In the interleaved layout the rows of a matrix are
+// stored in groups of 8, block column by block column: the 8 rows' scales, then their codes
+// regrouped so that one 32-byte load holds 4 consecutive code bytes of each row (lane r =
+// row r). One vpdpbusd then multiplies 4 codes of all 8 rows by the same 4 x values
+// (broadcast), the lanes end as the 8 rows' block sums, and scaling is one vector FMA: about
+// 4 instructions per row and block. Rows past the last whole group keep the GGML layout, after
+// the groups; the size is the same.
+//
+// Code byte t of chunk c of row r is byte 4c + t of that row's GGML block: its low nibble is
+// value 4c + t, its high nibble value 16 + 4c + t.
+typedef struct { f16_t d[8]; uint8_t qs[4][8][4]; } block_q4_0x8;
+typedef struct { f16_t d[8]; f16_t m[8]; uint8_t qs[4][8][4]; } block_q4_1x8;
+_Static_assert(sizeof(block_q4_0x8) == 8 * sizeof(block_q4_0), "q4_0x8 block size");
+_Static_assert(sizeof(block_q4_1x8) == 8 * sizeof(block_q4_1), "q4_1x8 block size");
+
+/// out[r] = dot of row r of a group of 8 (nb interleaved blocks) with x, r < 8.
+typedef void (*qx_dot8_fn)(const void *group, const void *x, int64_t nb, float *out);
+
+int sft_qx_can_interleave(int type) { return type == T_Q4_0 || type == T_Q4_1; }
+
+// One GGML block <-> its place in an interleaved group (to_group: GGML -> interleaved).
+static void move_block(int type, int to_group, void *group_block, int r, void *row_block) {
+    uint8_t (*qs)[8][4];
+    uint8_t *codes;
+    if (type == T_Q4_0) {
+        block_q4_0x8 *g = group_block;
+        block_q4_0 *b = row_block;
+        if (to_group) g->d[r] = b->d; else b->d = g->d[r];
+        qs = g->qs; codes = b->qs;
+    } else {
+        block_q4_1x8 *g = group_block;
+        block_q4_1 *b = row_block;
+        if (to_group) { g->d[r] = b->d; g->m[r] = b->m; } else { b->d = g->d[r]; b->m = g->m[r]; }
+        qs = g->qs; codes = b->qs;
+    }
+    for (int c = 0; c < 4; c++)
+        for (int t = 0; t < 4; t++) {
+            if (to_group) qs[c][r][t] = codes[4 * c + t]; else codes[4 * c + t] = qs[c][r][t];
+        }
+}
+
+static int relayout(int type, int to_group, const void *src, int64_t rows, int64_t cols, void *dst) {
+    if (!sft_qx_can_interleave(type)) return sft_set_error("interleave: GGML type %d has no interleaved layout", type);
+    if (rows < 0 || cols <= 0 || cols % QK != 0)
+        return sft_set_error("interleave: %lld x %lld is not a matrix of whole %d-value blocks", (long long)rows, (long long)cols, QK);
+    int elems, bb;
+    sft_gguf_block_info(type, &elems, &bb);
+    const int64_t nb = cols / QK, groups = rows / 8;
+    const uint8_t *in = src;
+    uint8_t *out = dst;
+    for (int64_t g = 0; g < groups; g++)
+        for (int64_t b = 0; b < nb; b++) {
+            const size_t group_block = (size_t)(g * nb + b) * 8 * bb;
+            for (int r = 0; r < 8; r++) {
+                const size_t row_block = ((size_t)(g * 8 + r) * nb + b) * bb;
+                if (to_group) move_block(type, 1, out + group_block, r, (void *)(in + row_block));
+                else move_block(type, 0, (void *)(in + group_block), r, out + row_block);
+            }
+        }
+    const size_t done = (size_t)groups * 8 * nb * bb;
+    memcpy(out + done, in + done, (size_t)(rows - groups * 8) * nb * bb);
+    return 0;
+}
+
+int sft_qx_interleave(int type, const void *src, int64_t rows, int64_t cols, void *dst) {
+    return relayout(type, 1, src, rows, cols, dst);
+}
+
+int sft_qx_deinterleave(int type, const void *src, int64_t rows, int64_t cols, void *dst) {
+    return relayout(type, 0, src, rows, cols, dst);
+}
+
+// Reference: the plain kernels' math per row, codes read through the layout.
+static void dot8_q4_0_generic(const void *group, const void *xv, int64_t nb, float *out) {
+    const block_q4_0x8 *w = group;
+    const sft_q8x_block *x = xv;
+    for (int r = 0; r < 8; r++) {
+        float s = 0;
+        for (int64_t b = 0; b < nb; b++) {
+            int sumi = 0;
+            for (int c = 0; c < 4; c++)
+                for (int t = 0; t < 4; t++) {
+                    const uint8_t q = w[b].qs[c][r][t];
+                    sumi += ((q & 0x0F) - 8) * x[b].qs[4 * c + t] + ((q >> 4) - 8) * x[b].qs[16 + 4 * c + t];
+                }
+            s += h2f(w[b].d[r]) * x[b].d * (float)sumi;
+        }
+        out[r] = s;
+    }
+}
+
+static void dot8_q4_1_generic(const void *group, const void *xv, int64_t nb, float *out) {
+    const block_q4_1x8 *w = group;
+    const sft_q8x_block *x = xv;
+    for (int r = 0; r < 8; r++) {
+        float s = 0;
+        for (int64_t b = 0; b < nb; b++) {
+            int sumi = 0;
+            for (int c = 0; c < 4; c++)
+                for (int t = 0; t < 4; t++) {
+                    const uint8_t q = w[b].qs[c][r][t];
+                    sumi += (q & 0x0F) * x[b].qs[4 * c + t] + (q >> 4) * x[b].qs[16 + 4 * c + t];
+                }
+            s += h2f(w[b].d[r]) * x[b].d * (float)sumi + h2f(w[b].m[r]) * x[b].s;
+        }
+        out[r] = s;
+    }
+}
+
+#if defined(__x86_64__)
+// Lane r of the result: sum over the 4 chunks of row r's 4 low-nibble codes times x values
+// 4c..4c+3 and 4 high-nibble codes times x values 16+4c..16+4c+3 (unsigned codes).
+#define NIBBLE_SUMS8(MUL_ACC, QS, XB)                                                         \
+    ({                                                                                         \
+        const __m256i mask_ = _mm256_set1_epi8(0x0F);                                          \
+        const int32_t *xi_ = (const int32_t *)(XB).qs;                                         \
+        __m256i lo_ = _mm256_setzero_si256(), hi_ = _mm256_setzero_si256();                    \
+        for (int c = 0; c < 4; c++) {                                                          \
+            __m256i v_ = _mm256_loadu_si256((const __m256i *)(QS)[c]);                         \
+            lo_ = MUL_ACC(lo_, _mm256_and_si256(v_, mask_), _mm256_set1_epi32(xi_[c]));        \
+            hi_ = MUL_ACC(hi_, _mm256_and_si256(_mm256_srli_epi16(v_, 4), mask_),              \
+                          _mm256_set1_epi32(xi_[4 + c]));                                      \
+        }                                                                                      \
+        _mm256_add_epi32(lo_, hi_);                                                            \
+    })
+
+AVX2 static inline __m256i mul_acc_avx2(__m256i acc, __m256i u, __m256i s) {
+    return _mm256_add_epi32(acc, mul_sum_avx2(u, s));
+}
+VNNI static inline __m256i mul_acc_vnni(__m256i acc, __m256i u, __m256i s) {
+    return _mm256_dpbusd_epi32(acc, u, s);
+}
+
+// Q4_0 codes are dotted unsigned: sum (q - 8) x = sum q x - 8 sum x, and d_x sum x is s_x.
+#define DOT8_KERNELS(SUFFIX, TARGET, MUL_ACC)                                                  \
+    TARGET static void dot8_q4_0_##SUFFIX(const void *group, const void *xv, int64_t nb, float *out) { \
+        const block_q4_0x8 *w = group;                                                         \
+        const sft_q8x_block *x = xv;                                                           \
+        __m256 acc = _mm256_setzero_ps();                                                      \
+        for (int64_t b = 0; b < nb; b++) {                                                     \
+            __m256 sum = _mm256_cvtepi32_ps(NIBBLE_SUMS8(MUL_ACC, w[b].qs, x[b]));             \
+            __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)w[b].d));              \
+            __m256 t = _mm256_fmsub_ps(_mm256_set1_ps(x[b].d), sum, _mm256_set1_ps(8 * x[b].s)); \
+            acc = _mm256_fmadd_ps(d, t, acc);                                                  \
+        }                                                                                      \
+        _mm256_storeu_ps(out, acc);                                                            \
+    }                                                                                          \
+    TARGET static void dot8_q4_1_##SUFFIX(const void *group, const void *xv, int64_t nb, float *out) { \
+        const block_q4_1x8 *w = group;                                                         \
+        const sft_q8x_block *x = xv;                                                           \
+        __m256 acc = _mm256_setzero_ps();                                                      \
+        for (int64_t b = 0; b < nb; b++) {                                                     \
+            __m256 sum = _mm256_cvtepi32_ps(NIBBLE_SUMS8(MUL_ACC, w[b].qs, x[b]));             \
+            __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)w[b].d));              \
+            __m256 m = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)w[b].m));              \
+            acc = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(x[b].d)), sum, acc);         \
+            acc = _mm256_fmadd_ps(m, _mm256_set1_ps(x[b].s), acc);                             \
+        }                                                                                      \
+        _mm256_storeu_ps(out, acc);                                                            \
+    }
+
+DOT8_KERNELS(avx2, AVX2, mul_acc_avx2)
+DOT8_KERNELS(vnni, VNNI, mul_acc_vnni)
+#endif
+
+static qx_dot8_fn pick_dot8(int type, int isa) {
+#if defined(__x86_64__)
+    if (isa == SFT_ISA_AVX512VNNI) return type == T_Q4_0 ? dot8_q4_0_vnni : type == T_Q4_1 ? dot8_q4_1_vnni : NULL;
+    if (isa >= SFT_ISA_AVX2) return type == T_Q4_0 ? dot8_q4_0_avx2 : type == T_Q4_1 ? dot8_q4_1_avx2 : NULL;
+#endif
+    return type == T_Q4_0 ? dot8_q4_0_generic : type == T_Q4_1 ? dot8_q4_1_generic : NULL;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Dispatch
 // ---------------------------------------------------------------------------------------------
 
@@ -400,17 +578,36 @@ typedef struct {
     int64_t cols, chunk;
     const float *x;
     qx_dot_fn dot[MAX_OUTS];        // NULL: the f32-activation kernel of quant_gguf.c
+    qx_dot8_fn dot8[MAX_OUTS];      // interleaved matrices: a group of 8 rows at a time
     const void *xq[MAX_OUTS];       // x in the format dot[k] reads
     size_t row_bytes[MAX_OUTS];
+    int64_t groups[MAX_OUTS];       // whole groups of 8 rows (interleaved matrices; else 0)
     int64_t first_piece[MAX_OUTS + 1];
 } qmv_job;
 
-static inline float row_dot(const qmv_job *job, int k, int64_t r) {
-    const uint8_t *row = (const uint8_t *)job->outs[k].w + (size_t)r * job->row_bytes[k];
-    if (job->dot[k]) return job->dot[k](row, job->xq[k], job->cols / QK);
-    float y;
-    sft_matvec_q_isa(job->isa, job->outs[k].type, row, job->x, &y, 1, job->cols, 0, 1);  // checked before
-    return y;
+/// out[r - r0] = row r of matrix k times x, for r in [r0, r1); r0 is a multiple of 8.
+static void rows_dot(const qmv_job *job, int k, int64_t r0, int64_t r1, float *out) {
+    const sft_qmv_out *o = &job->outs[k];
+    const uint8_t *w = o->w;
+    const size_t rb = job->row_bytes[k];
+    const int64_t nb = job->cols / QK;
+    int64_t r = r0;
+    if (job->groups[k] > 0 && job->dot8[k]) {
+        for (; r + 8 <= r1 && r / 8 < job->groups[k]; r += 8) job->dot8[k](w + (size_t)r * rb, job->xq[k], nb, out + (r - r0));
+    } else if (job->groups[k] > 0) {
+        // f32 activations on an interleaved matrix: back to GGML rows one group at a time.
+        uint8_t stack_rows[8 * 1024], *rows8 = 8 * rb <= sizeof stack_rows ? stack_rows : malloc(8 * rb);
+        for (; rows8 && r + 8 <= r1 && r / 8 < job->groups[k]; r += 8) {
+            sft_qx_deinterleave(o->type, w + (size_t)r * rb, 8, job->cols, rows8);
+            sft_matvec_q_isa(job->isa, o->type, rows8, job->x, out + (r - r0), 8, job->cols, 0, 1);  // checked before
+        }
+        if (rows8 != stack_rows) free(rows8);
+    }
+    for (; r < r1; r++) {
+        const uint8_t *row = w + (size_t)r * rb;
+        if (job->dot[k]) out[r - r0] = job->dot[k](row, job->xq[k], nb);
+        else sft_matvec_q_isa(job->isa, o->type, row, job->x, out + (r - r0), 1, job->cols, 0, 1);
+    }
 }
 
 static void qmv_piece(void *ctx, int64_t piece) {
@@ -419,20 +616,24 @@ static void qmv_piece(void *ctx, int64_t piece) {
     while (piece >= job->first_piece[k + 1]) k++;
     const int64_t r0 = (piece - job->first_piece[k]) * job->chunk;
     const int64_t r1 = r0 + job->chunk < job->outs[k].rows ? r0 + job->chunk : job->outs[k].rows;
-    float *y = job->outs[k].y;
+    float a[MAX_CHUNK], *y = job->outs[k].y;
+    rows_dot(job, k, r0, r1, a);
     switch (job->mode) {
     case SFT_QMV_STORE:
-        for (int64_t r = r0; r < r1; r++) y[r] = row_dot(job, k, r);
+        memcpy(y + r0, a, sizeof(float) * (size_t)(r1 - r0));
         break;
     case SFT_QMV_ACCUMULATE:
-        for (int64_t r = r0; r < r1; r++) y[r] += row_dot(job, k, r);
+        for (int64_t r = r0; r < r1; r++) y[r] += a[r - r0];
         break;
-    case SFT_QMV_SWIGLU:
+    case SFT_QMV_SWIGLU: {
+        float u[MAX_CHUNK];
+        rows_dot(job, 1, r0, r1, u);
         for (int64_t r = r0; r < r1; r++) {
-            const float g = row_dot(job, 0, r), u = row_dot(job, 1, r);
-            y[r] = g / (1.0f + expf(-g)) * u;
+            const float g = a[r - r0];
+            y[r] = g / (1.0f + expf(-g)) * u[r - r0];
         }
         break;
+    }
     }
 }
 
@@ -456,9 +657,13 @@ int sft_qmatvec(int isa, int int_x, const sft_qmv_out *outs, int nouts, const fl
                                  (long long)cols, elems, outs[k].type);
         if (outs[k].rows < 0) return sft_set_error("qmatvec: matrix %d has %lld rows", k, (long long)outs[k].rows);
         if (!outs[k].y && !(mode == SFT_QMV_SWIGLU && k == 1)) return sft_set_error("qmatvec: matrix %d has no output", k);
+        if (outs[k].interleaved && !sft_qx_can_interleave(outs[k].type))
+            return sft_set_error("qmatvec: matrix %d: GGML type %d has no interleaved layout", k, outs[k].type);
         job.row_bytes[k] = (size_t)(cols / elems) * (size_t)bytes;
         const int bits = int_x ? sft_qx_bits(outs[k].type) : 0;
         job.dot[k] = bits ? pick_dot(outs[k].type, isa) : NULL;
+        job.dot8[k] = bits && outs[k].interleaved ? pick_dot8(outs[k].type, isa) : NULL;
+        job.groups[k] = outs[k].interleaved ? outs[k].rows / 8 : 0;
         want8 |= bits == 8;
         want16 |= bits == 16;
         if (mode != SFT_QMV_SWIGLU || k == 0) total += outs[k].rows;
@@ -466,8 +671,10 @@ int sft_qmatvec(int isa, int int_x, const sft_qmv_out *outs, int nouts, const fl
     if (threads < 1) threads = 1;
     // Pieces: about 8 per thread so a thread the OS delays costs little, at least 16 rows
     // (a piece is a few microseconds), at most MAX_CHUNK.
+    // A multiple of 8 rows, so pieces start on the groups of interleaved matrices.
     int64_t chunk = total / (8 * (int64_t)threads);
-    job.chunk = chunk < 16 ? 16 : chunk > MAX_CHUNK ? MAX_CHUNK : chunk;
+    chunk = chunk < 16 ? 16 : chunk > MAX_CHUNK ? MAX_CHUNK : chunk;
+    job.chunk = chunk / 8 * 8;
     const int pieced = mode == SFT_QMV_SWIGLU ? 1 : nouts;   // SwiGLU walks the gate's rows
     job.first_piece[0] = 0;
     for (int k = 0; k < pieced; k++) job.first_piece[k + 1] = job.first_piece[k] + (outs[k].rows + job.chunk - 1) / job.chunk;

@@ -222,8 +222,17 @@ int sft_qx_bits(int type);
 /// Quantizes x (n, a multiple of 32) into n/32 blocks of `bits` (8: sft_q8x_block, 16:
 /// sft_q16x_block). Every isa gives the same bits.
 int sft_qx_quantize(int isa, int bits, const float *x, int64_t n, void *xq);
-/// One matrix of sft_qmatvec: W (rows, cols) in GGML type `type`, rows contiguous; y (rows).
-typedef struct { int type; const void *w; int64_t rows; float *y; } sft_qmv_out;
+/// Nonzero when GGML type `type` has the interleaved layout (Q4_0, Q4_1): rows in groups of 8
+/// with their codes regrouped so one vector holds 4 codes of each of the 8 rows; the integer
+/// kernels read it about 4 times faster. Same size; the rows % 8 last rows stay as they were.
+int sft_qx_can_interleave(int type);
+/// W (rows, cols) of type `type` from GGML row layout (src) to the interleaved one (dst), and
+/// back. src and dst must not overlap.
+int sft_qx_interleave(int type, const void *src, int64_t rows, int64_t cols, void *dst);
+int sft_qx_deinterleave(int type, const void *src, int64_t rows, int64_t cols, void *dst);
+/// One matrix of sft_qmatvec: W (rows, cols) in GGML type `type`, rows contiguous (or
+/// interleaved, see above); y (rows).
+typedef struct { int type; const void *w; int64_t rows; float *y; int interleaved; } sft_qmv_out;
 /// What sft_qmatvec does with each dot: y = W x, y += W x, or (two matrices of equal rows,
 /// gate then up) y0 = silu(W0 x) * (W1 x) with outs[1].y unused.
 enum { SFT_QMV_STORE = 0, SFT_QMV_ACCUMULATE = 1, SFT_QMV_SWIGLU = 2 };

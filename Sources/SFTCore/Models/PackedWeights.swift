@@ -15,15 +15,18 @@ public final class PackedMatrix {
     /// How products read x: `.quantized` (default) rounds it to integer blocks per product
     /// like llama.cpp; `.f32` keeps it exact (see `MatVecActivations`).
     public var activations: MatVecActivations = .quantized
-    /// The blocks, rows contiguous, in memory aligned for the vector loads.
+    /// The blocks in memory aligned for the vector loads: GGML rows, or for Q4_0 / Q4_1 the
+    /// interleaved layout the integer kernels read fastest (`interleaveForMatVec`).
     let data: UnsafeMutableRawPointer
-    let byteCount: Int
+    let interleaved: Bool
 
     public init(type: GGMLType, rows: Int, cols: Int, bytes: [UInt8]) {
         self.type = type; self.rows = rows; self.cols = cols
-        byteCount = bytes.count
-        data = UnsafeMutableRawPointer.allocate(byteCount: max(1, bytes.count), alignment: 64)
-        bytes.withUnsafeBytes { if let b = $0.baseAddress { data.copyMemory(from: b, byteCount: bytes.count) } }
+        let laidOut = bytes.withUnsafeBytes { try? interleaveForMatVec(type, $0, rows: rows, cols: cols) } ?? nil
+        interleaved = laidOut != nil
+        let source = laidOut ?? bytes
+        data = UnsafeMutableRawPointer.allocate(byteCount: max(1, source.count), alignment: 64)
+        source.withUnsafeBytes { if let b = $0.baseAddress { data.copyMemory(from: b, byteCount: source.count) } }
     }
 
     deinit { data.deallocate() }
@@ -47,7 +50,7 @@ public final class PackedMatrix {
         guard ms.allSatisfy({ $0.0.cols == cols }) else {
             throw SFTError.shape(op: "PackedMatrix.multiply", message: "matrices of \(ms.map { $0.0.cols }) columns share one x")
         }
-        try quantizedMatVecs(ms.map { QuantizedMatVecOutput($0.0.type, weights: $0.0.data, rows: $0.0.rows, y: $0.1) },
+        try quantizedMatVecs(ms.map { QuantizedMatVecOutput($0.0.type, weights: $0.0.data, rows: $0.0.rows, y: $0.1, interleaved: $0.0.interleaved) },
                              x: x, cols: cols, epilogue: epilogue, activations: ms[0].0.activations, threads: threads)
     }
 }

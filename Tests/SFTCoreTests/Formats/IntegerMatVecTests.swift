@@ -19,17 +19,22 @@ final class IntegerMatVecTests: XCTestCase {
 
     static func half(_ v: Float) -> [UInt8] { let b = Float16(v).bitPattern; return [UInt8(b & 0xFF), UInt8(b >> 8)] }
 
+    /// y = W x through quantizedMatVecs; `interleaved` first rearranges W (Q4_0 / Q4_1).
     func matVec(_ type: GGMLType, _ w: [UInt8], _ x: [Float], rows: Int, isa: QuantKernelISA = .auto, threads: Int = 1,
-                activations: MatVecActivations = .quantized) throws -> [Float] {
+                activations: MatVecActivations = .quantized, interleaved: Bool = false) throws -> [Float] {
+        let laidOut = interleaved ? try w.withUnsafeBytes { try XCTUnwrap(interleaveForMatVec(type, $0, rows: rows, cols: x.count)) } : w
         var y = [Float](repeating: .nan, count: rows)
-        try w.withUnsafeBytes { wb in
+        try laidOut.withUnsafeBytes { wb in
             try y.withUnsafeMutableBufferPointer { yb in
-                try quantizedMatVecs([QuantizedMatVecOutput(type, weights: wb.baseAddress!, rows: rows, y: yb.baseAddress!)],
+                try quantizedMatVecs([QuantizedMatVecOutput(type, weights: wb.baseAddress!, rows: rows, y: yb.baseAddress!, interleaved: interleaved)],
                                      x: x, cols: x.count, activations: activations, isa: isa, threads: threads)
             }
         }
         return y
     }
+
+    /// The layouts each type runs in: GGML rows, and interleaved groups of 8 rows for Q4_0 / Q4_1.
+    static func layouts(_ type: GGMLType) -> [Bool] { type == .q4_0 || type == .q4_1 ? [false, true] : [false] }
 
     func testActivationQuantizersFollowTheirDefinitionOnEveryISA() throws {
         var rng = RNG(s: 7)
@@ -94,8 +99,11 @@ final class IntegerMatVecTests: XCTestCase {
             let exact = (0 ..< rows).map { r in Float((0 ..< cols).reduce(0.0) { $0 + Double(dense[r * cols + $1]) * Double(x[$1]) }) }
             for isa in Self.isas {
                 for threads in [1, 2, 3] {
-                    let y = try matVec(type, w, x, rows: rows, isa: isa, threads: threads)
-                    XCTAssertEqual(y.map(\.bitPattern), exact.map(\.bitPattern), "\(type) \(isa) threads=\(threads): \(zip(y, exact).prefix(3))")
+                    for interleaved in Self.layouts(type) {
+                        let y = try matVec(type, w, x, rows: rows, isa: isa, threads: threads, interleaved: interleaved)
+                        XCTAssertEqual(y.map(\.bitPattern), exact.map(\.bitPattern),
+                                       "\(type) \(isa) threads=\(threads) interleaved=\(interleaved): \(zip(y, exact).prefix(3))")
+                    }
                 }
             }
         }
@@ -129,8 +137,9 @@ final class IntegerMatVecTests: XCTestCase {
                 let f32 = (0 ..< rows).map { r in (0 ..< cols).reduce(0.0) { $0 + Double(dense[r * cols + $1]) * Double(x[$1]) } }
                 var byISA: [QuantKernelISA: [Float]] = [:]
                 for isa in Self.isas {
-                    let y = try matVec(type, w, x, rows: rows, isa: isa, threads: 1)
-                    byISA[isa] = y
+                  for interleaved in Self.layouts(type) {
+                    let y = try matVec(type, w, x, rows: rows, isa: isa, threads: 1, interleaved: interleaved)
+                    if !interleaved { byISA[isa] = y }
                     for r in 0 ..< rows {
                         let floatSlack = 2e-6 * magnitude[r] + 1e-30
                         XCTAssertLessThanOrEqual(abs(Double(y[r]) - intMath[r]), floatSlack, "\(type) \(isa) \(rows)x\(cols) row \(r) vs integer math")
@@ -138,9 +147,14 @@ final class IntegerMatVecTests: XCTestCase {
                     }
                     // Rows never straddle threads: any split gives the same bits.
                     for threads in [2, 3] {
-                        let yt = try matVec(type, w, x, rows: rows, isa: isa, threads: threads)
-                        XCTAssertEqual(yt.map(\.bitPattern), y.map(\.bitPattern), "\(type) \(isa) threads=\(threads)")
+                        let yt = try matVec(type, w, x, rows: rows, isa: isa, threads: threads, interleaved: interleaved)
+                        XCTAssertEqual(yt.map(\.bitPattern), y.map(\.bitPattern), "\(type) \(isa) threads=\(threads) interleaved=\(interleaved)")
                     }
+                    // The reference kernels do the same float steps in both layouts.
+                    if isa == .generic && interleaved {
+                        XCTAssertEqual(y.map(\.bitPattern), byISA[.generic]!.map(\.bitPattern), "\(type) generic, interleaved vs rows")
+                    }
+                  }
                 }
                 // x really was rounded: the 8-bit product is not the f32 one (beyond float noise;
                 // a single 32-value row can happen to land close).
@@ -149,6 +163,25 @@ final class IntegerMatVecTests: XCTestCase {
                 }
             }
         }
+    }
+
+    /// f32 activations on an interleaved matrix read it back as GGML rows: the same bits as
+    /// the f32 product on the original layout.
+    func testF32ActivationsOnInterleavedMatricesMatchTheRowLayout() throws {
+        var rng = RNG(s: 3)
+        for type in [GGMLType.q4_0, .q4_1] {
+            for rows in [1, 8, 45] {
+                let w = QuantizedMatVecTests.randomMatrix(type, halfOffsets: Self.layout(type), rows: rows, cols: 96, rng: &rng)
+                let x = (0 ..< 96).map { _ in Float(rng.next() % 2001) / 1000 - 1 }
+                for threads in [1, 2] {
+                    XCTAssertEqual(try matVec(type, w, x, rows: rows, threads: threads, activations: .f32, interleaved: true).map(\.bitPattern),
+                                   try matVec(type, w, x, rows: rows, activations: .f32).map(\.bitPattern), "\(type) rows=\(rows)")
+                }
+            }
+        }
+        let q8 = [UInt8](repeating: 0, count: 34), short = [UInt8](repeating: 0, count: 19)
+        XCTAssertNil(try q8.withUnsafeBytes { try interleaveForMatVec(.q8_0, $0, rows: 1, cols: 32) })
+        XCTAssertThrowsError(try short.withUnsafeBytes { try interleaveForMatVec(.q4_1, $0, rows: 1, cols: 32) })
     }
 
     func testTypesWithoutAnIntegerKernelFallBackToTheF32Kernels() throws {
