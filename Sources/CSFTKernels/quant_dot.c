@@ -669,10 +669,10 @@ int sft_qmatvec(int isa, int int_x, const sft_qmv_out *outs, int nouts, const fl
         if (mode != SFT_QMV_SWIGLU || k == 0) total += outs[k].rows;
     }
     if (threads < 1) threads = 1;
-    // Pieces: about 8 per thread so a thread the OS delays costs little, at least 16 rows
-    // (a piece is a few microseconds), at most MAX_CHUNK.
-    // A multiple of 8 rows, so pieces start on the groups of interleaved matrices.
-    int64_t chunk = total / (8 * (int64_t)threads);
+    // Pieces: about 4 per thread, so a thread the OS delays costs little while the pool's
+    // shared counters (a cache line both cores write per piece) stay cheap; at least 16 rows,
+    // at most MAX_CHUNK, and a multiple of 8 so pieces start on interleaved groups.
+    int64_t chunk = total / (4 * (int64_t)threads);
     chunk = chunk < 16 ? 16 : chunk > MAX_CHUNK ? MAX_CHUNK : chunk;
     job.chunk = chunk / 8 * 8;
     const int pieced = mode == SFT_QMV_SWIGLU ? 1 : nouts;   // SwiGLU walks the gate's rows
