@@ -312,49 +312,45 @@ QX_KERNEL(dot_q8_0_vnni, VNNI, block_q8_0, sft_q16x_block, Q8_0_BLOCK, mul_sum16
 #endif
 
 // ---------------------------------------------------------------------------------------------
-// Interleaved layout for Q4_0 / Q4_1: 8 rows per vector
+// Interleaved layout for Q4_0 / Q4_1 / Q8_0: 8 rows per vector
 // ---------------------------------------------------------------------------------------------
 //
 // The kernels above reduce each block's 8 int32 lanes to one row's sum and scale it alone,
 // about 15 instructions per row and block. In the interleaved layout the rows of a matrix are
 // stored in groups of 8, block column by block column: the 8 rows' scales, then their codes
-// regrouped so that one 32-byte load holds 4 consecutive code bytes of each row (lane r =
-// row r). One vpdpbusd then multiplies 4 codes of all 8 rows by the same 4 x values
-// (broadcast), the lanes end as the 8 rows' block sums, and scaling is one vector FMA: about
-// 4 instructions per row and block. Rows past the last whole group keep the GGML layout, after
-// the groups; the size is the same.
+// regrouped in chunks so that one load holds the same few code positions of each row (lane
+// r = row r). One vpdpbusd (vpdpwssd for Q8_0 with 16-bit x) then multiplies those codes of
+// all 8 rows by the same x values (broadcast), the lanes end as the 8 rows' block sums, and
+// scaling is one vector FMA: about 4 instructions per row and block. Rows past the last whole
+// group keep the GGML layout, after the groups; the size is the same.
 //
-// Code byte t of chunk c of row r is byte 4c + t of that row's GGML block: its low nibble is
-// value 4c + t, its high nibble value 16 + 4c + t.
+// Chunk c of row r holds bytes [w c, w c + w) of that row's GGML codes, w = 4 bytes for Q4_0 /
+// Q4_1 (a byte's low nibble is value j, its high nibble value 16 + j) and 2 for Q8_0.
 typedef struct { f16_t d[8]; uint8_t qs[4][8][4]; } block_q4_0x8;
 typedef struct { f16_t d[8]; f16_t m[8]; uint8_t qs[4][8][4]; } block_q4_1x8;
+typedef struct { f16_t d[8]; int8_t qs[16][8][2]; } block_q8_0x8;
 _Static_assert(sizeof(block_q4_0x8) == 8 * sizeof(block_q4_0), "q4_0x8 block size");
 _Static_assert(sizeof(block_q4_1x8) == 8 * sizeof(block_q4_1), "q4_1x8 block size");
+_Static_assert(sizeof(block_q8_0x8) == 8 * sizeof(block_q8_0), "q8_0x8 block size");
 
 /// out[r] = dot of row r of a group of 8 (nb interleaved blocks) with x, r < 8.
 typedef void (*qx_dot8_fn)(const void *group, const void *x, int64_t nb, float *out);
 
-int sft_qx_can_interleave(int type) { return type == T_Q4_0 || type == T_Q4_1; }
+int sft_qx_can_interleave(int type) { return type == T_Q4_0 || type == T_Q4_1 || type == T_Q8_0; }
 
-// One GGML block <-> its place in an interleaved group (to_group: GGML -> interleaved).
-static void move_block(int type, int to_group, void *group_block, int r, void *row_block) {
-    uint8_t (*qs)[8][4];
-    uint8_t *codes;
-    if (type == T_Q4_0) {
-        block_q4_0x8 *g = group_block;
-        block_q4_0 *b = row_block;
-        if (to_group) g->d[r] = b->d; else b->d = g->d[r];
-        qs = g->qs; codes = b->qs;
-    } else {
-        block_q4_1x8 *g = group_block;
-        block_q4_1 *b = row_block;
-        if (to_group) { g->d[r] = b->d; g->m[r] = b->m; } else { b->d = g->d[r]; b->m = g->m[r]; }
-        qs = g->qs; codes = b->qs;
+// One GGML block <-> row r's place in an interleaved group (to_group: GGML -> interleaved).
+// Both GGML blocks and groups start with their f16 scale fields (d, or d and m), then codes.
+static void move_block(int type, int to_group, uint8_t *group_block, int r, uint8_t *row_block) {
+    const int nscales = type == T_Q4_1 ? 2 : 1, ncodes = type == T_Q8_0 ? 32 : 16, width = type == T_Q8_0 ? 2 : 4;
+    for (int f = 0; f < nscales; f++) {
+        uint8_t *gs = group_block + (f * 8 + r) * 2, *bs = row_block + f * 2;
+        memcpy(to_group ? gs : bs, to_group ? bs : gs, 2);
     }
-    for (int c = 0; c < 4; c++)
-        for (int t = 0; t < 4; t++) {
-            if (to_group) qs[c][r][t] = codes[4 * c + t]; else codes[4 * c + t] = qs[c][r][t];
-        }
+    uint8_t *gq = group_block + nscales * 16, *bq = row_block + nscales * 2;
+    for (int c = 0; c < ncodes / width; c++) {
+        uint8_t *gc = gq + (c * 8 + r) * width, *bc = bq + c * width;
+        memcpy(to_group ? gc : bc, to_group ? bc : gc, (size_t)width);
+    }
 }
 
 static int relayout(int type, int to_group, const void *src, int64_t rows, int64_t cols, void *dst) {
@@ -371,8 +367,8 @@ static int relayout(int type, int to_group, const void *src, int64_t rows, int64
             const size_t group_block = (size_t)(g * nb + b) * 8 * bb;
             for (int r = 0; r < 8; r++) {
                 const size_t row_block = ((size_t)(g * 8 + r) * nb + b) * bb;
-                if (to_group) move_block(type, 1, out + group_block, r, (void *)(in + row_block));
-                else move_block(type, 0, (void *)(in + group_block), r, out + row_block);
+                if (to_group) move_block(type, 1, out + group_block, r, (uint8_t *)(in + row_block));
+                else move_block(type, 0, (uint8_t *)(in + group_block), r, out + row_block);
             }
         }
     const size_t done = (size_t)groups * 8 * nb * bb;
@@ -425,28 +421,56 @@ static void dot8_q4_1_generic(const void *group, const void *xv, int64_t nb, flo
     }
 }
 
+static void dot8_q8_0_generic(const void *group, const void *xv, int64_t nb, float *out) {
+    const block_q8_0x8 *w = group;
+    const sft_q16x_block *x = xv;
+    for (int r = 0; r < 8; r++) {
+        float s = 0;
+        for (int64_t b = 0; b < nb; b++) {
+            int sumi = 0;
+            for (int c = 0; c < 16; c++)
+                for (int t = 0; t < 2; t++) sumi += w[b].qs[c][r][t] * x[b].qs[2 * c + t];
+            s += h2f(w[b].d[r]) * x[b].d * (float)sumi;
+        }
+        out[r] = s;
+    }
+}
+
 #if defined(__x86_64__)
 // Lane r of the result: sum over the 4 chunks of row r's 4 low-nibble codes times x values
 // 4c..4c+3 and 4 high-nibble codes times x values 16+4c..16+4c+3 (unsigned codes).
 #define NIBBLE_SUMS8(MUL_ACC, QS, XB)                                                         \
     ({                                                                                         \
         const __m256i mask_ = _mm256_set1_epi8(0x0F);                                          \
-        const int32_t *xi_ = (const int32_t *)(XB).qs;                                         \
+        const int8_t *xi_ = (XB).qs;                                                           \
         __m256i lo_ = _mm256_setzero_si256(), hi_ = _mm256_setzero_si256();                    \
         for (int c = 0; c < 4; c++) {                                                          \
             __m256i v_ = _mm256_loadu_si256((const __m256i *)(QS)[c]);                         \
-            lo_ = MUL_ACC(lo_, _mm256_and_si256(v_, mask_), _mm256_set1_epi32(xi_[c]));        \
+            lo_ = MUL_ACC(lo_, _mm256_and_si256(v_, mask_), _mm256_set1_epi32(load_i32(xi_ + 4 * c))); \
             hi_ = MUL_ACC(hi_, _mm256_and_si256(_mm256_srli_epi16(v_, 4), mask_),              \
-                          _mm256_set1_epi32(xi_[4 + c]));                                      \
+                          _mm256_set1_epi32(load_i32(xi_ + 16 + 4 * c)));                      \
         }                                                                                      \
         _mm256_add_epi32(lo_, hi_);                                                            \
     })
+
+static inline int32_t load_i32(const void *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
 
 AVX2 static inline __m256i mul_acc_avx2(__m256i acc, __m256i u, __m256i s) {
     return _mm256_add_epi32(acc, mul_sum_avx2(u, s));
 }
 VNNI static inline __m256i mul_acc_vnni(__m256i acc, __m256i u, __m256i s) {
     return _mm256_dpbusd_epi32(acc, u, s);
+}
+// 16 int16 pairs: lane += w0 x0 + w1 x1.
+AVX2 static inline __m256i mul_acc16_avx2(__m256i acc, __m256i w, __m256i x) {
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(w, x));
+}
+VNNI static inline __m256i mul_acc16_vnni(__m256i acc, __m256i w, __m256i x) {
+    return _mm256_dpwssd_epi32(acc, w, x);
 }
 
 // Q4_0 codes are dotted unsigned: sum (q - 8) x = sum q x - 8 sum x, and d_x sum x is s_x.
@@ -477,16 +501,58 @@ VNNI static inline __m256i mul_acc_vnni(__m256i acc, __m256i u, __m256i s) {
         _mm256_storeu_ps(out, acc);                                                            \
     }
 
+// Q8_0 with 16-bit x: chunk c's 2 codes of each row, sign-extended, times x values 2c, 2c+1.
+// A lane's block sum is row r's exact integer sum (|sum| < 2^31), converted once as in the
+// reference.
+#define DOT8_Q8_0_KERNEL(SUFFIX, TARGET, MUL_ACC16)                                            \
+    TARGET static void dot8_q8_0_##SUFFIX(const void *group, const void *xv, int64_t nb, float *out) { \
+        const block_q8_0x8 *w = group;                                                         \
+        const sft_q16x_block *x = xv;                                                          \
+        __m256 acc = _mm256_setzero_ps();                                                      \
+        for (int64_t b = 0; b < nb; b++) {                                                     \
+            __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();                  \
+            for (int c = 0; c < 16; c += 2) {                                                  \
+                __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w[b].qs[c])); \
+                __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w[b].qs[c + 1])); \
+                s0 = MUL_ACC16(s0, w0, _mm256_set1_epi32(load_i32(x[b].qs + 2 * c)));           \
+                s1 = MUL_ACC16(s1, w1, _mm256_set1_epi32(load_i32(x[b].qs + 2 * c + 2)));       \
+            }                                                                                  \
+            __m256 sum = _mm256_cvtepi32_ps(_mm256_add_epi32(s0, s1));                         \
+            __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)w[b].d));              \
+            acc = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(x[b].d)), sum, acc);         \
+        }                                                                                      \
+        _mm256_storeu_ps(out, acc);                                                            \
+    }
+
 DOT8_KERNELS(avx2, AVX2, mul_acc_avx2)
 DOT8_KERNELS(vnni, VNNI, mul_acc_vnni)
+DOT8_Q8_0_KERNEL(avx2, AVX2, mul_acc16_avx2)
+DOT8_Q8_0_KERNEL(vnni, VNNI, mul_acc16_vnni)
 #endif
 
 static qx_dot8_fn pick_dot8(int type, int isa) {
 #if defined(__x86_64__)
-    if (isa == SFT_ISA_AVX512VNNI) return type == T_Q4_0 ? dot8_q4_0_vnni : type == T_Q4_1 ? dot8_q4_1_vnni : NULL;
-    if (isa >= SFT_ISA_AVX2) return type == T_Q4_0 ? dot8_q4_0_avx2 : type == T_Q4_1 ? dot8_q4_1_avx2 : NULL;
+    if (isa == SFT_ISA_AVX512VNNI) {
+        switch (type) {
+        case T_Q4_0: return dot8_q4_0_vnni;
+        case T_Q4_1: return dot8_q4_1_vnni;
+        case T_Q8_0: return dot8_q8_0_vnni;
+        }
+    }
+    if (isa >= SFT_ISA_AVX2) {
+        switch (type) {
+        case T_Q4_0: return dot8_q4_0_avx2;
+        case T_Q4_1: return dot8_q4_1_avx2;
+        case T_Q8_0: return dot8_q8_0_avx2;
+        }
+    }
 #endif
-    return type == T_Q4_0 ? dot8_q4_0_generic : type == T_Q4_1 ? dot8_q4_1_generic : NULL;
+    switch (type) {
+    case T_Q4_0: return dot8_q4_0_generic;
+    case T_Q4_1: return dot8_q4_1_generic;
+    case T_Q8_0: return dot8_q8_0_generic;
+    }
+    return NULL;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -222,9 +222,10 @@ int sft_qx_bits(int type);
 /// Quantizes x (n, a multiple of 32) into n/32 blocks of `bits` (8: sft_q8x_block, 16:
 /// sft_q16x_block). Every isa gives the same bits.
 int sft_qx_quantize(int isa, int bits, const float *x, int64_t n, void *xq);
-/// Nonzero when GGML type `type` has the interleaved layout (Q4_0, Q4_1): rows in groups of 8
-/// with their codes regrouped so one vector holds 4 codes of each of the 8 rows; the integer
-/// kernels read it about 4 times faster. Same size; the rows % 8 last rows stay as they were.
+/// Nonzero when GGML type `type` has the interleaved layout (Q4_0, Q4_1, Q8_0): rows in groups
+/// of 8 with their codes regrouped so one vector holds a few codes of each of the 8 rows; the
+/// integer kernels read it several times faster. Same size; the rows % 8 last rows stay as
+/// they were.
 int sft_qx_can_interleave(int type);
 /// W (rows, cols) of type `type` from GGML row layout (src) to the interleaved one (dst), and
 /// back. src and dst must not overlap.

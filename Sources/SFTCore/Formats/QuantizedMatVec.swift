@@ -55,10 +55,11 @@ public struct QuantizedMatVecOutput {
     }
 }
 
-/// The blocks of W (rows, cols) rearranged for the integer kernels (Q4_0 and Q4_1; nil for
-/// other types): rows in groups of 8, each block column holding the 8 rows' scales and then
-/// their codes so that one vector load gives 4 codes of every row. Those kernels read it about
-/// 4 times faster than GGML's row layout. Same size; the last rows % 8 rows stay as they are.
+/// The blocks of W (rows, cols) rearranged for the integer kernels (Q4_0, Q4_1 and Q8_0; nil
+/// for other types): rows in groups of 8, each block column holding the 8 rows' scales and
+/// then their codes so that one vector load gives a few codes of every row. Those kernels read
+/// it 2-4 times faster than GGML's row layout. Same size; the last rows % 8 rows stay as they
+/// are.
 public func interleaveForMatVec(_ type: GGMLType, _ bytes: UnsafeRawBufferPointer, rows: Int, cols: Int) throws -> [UInt8]? {
     let t = Int32(bitPattern: type.rawValue)
     guard sft_qx_can_interleave(t) != 0 else { return nil }

@@ -15,8 +15,8 @@ public final class PackedMatrix {
     /// How products read x: `.quantized` (default) rounds it to integer blocks per product
     /// like llama.cpp; `.f32` keeps it exact (see `MatVecActivations`).
     public var activations: MatVecActivations = .quantized
-    /// The blocks in memory aligned for the vector loads: GGML rows, or for Q4_0 / Q4_1 the
-    /// interleaved layout the integer kernels read fastest (`interleaveForMatVec`).
+    /// The blocks in memory aligned for the vector loads: GGML rows, or for Q4_0 / Q4_1 / Q8_0
+    /// the interleaved layout the integer kernels read fastest (`interleaveForMatVec`).
     let data: UnsafeMutableRawPointer
     let interleaved: Bool
 

@@ -23,6 +23,7 @@ final class IntegerMatVecTests: XCTestCase {
     func matVec(_ type: GGMLType, _ w: [UInt8], _ x: [Float], rows: Int, isa: QuantKernelISA = .auto, threads: Int = 1,
                 activations: MatVecActivations = .quantized, interleaved: Bool = false) throws -> [Float] {
         let laidOut = interleaved ? try w.withUnsafeBytes { try XCTUnwrap(interleaveForMatVec(type, $0, rows: rows, cols: x.count)) } : w
+        if interleaved && rows >= 8 { XCTAssertNotEqual(laidOut, w, "\(type): interleaving moved the codes") }
         var y = [Float](repeating: .nan, count: rows)
         try laidOut.withUnsafeBytes { wb in
             try y.withUnsafeMutableBufferPointer { yb in
@@ -33,8 +34,9 @@ final class IntegerMatVecTests: XCTestCase {
         return y
     }
 
-    /// The layouts each type runs in: GGML rows, and interleaved groups of 8 rows for Q4_0 / Q4_1.
-    static func layouts(_ type: GGMLType) -> [Bool] { type == .q4_0 || type == .q4_1 ? [false, true] : [false] }
+    /// The layouts each type runs in: GGML rows, and interleaved groups of 8 rows for Q4_0,
+    /// Q4_1 and Q8_0.
+    static func layouts(_ type: GGMLType) -> [Bool] { [.q4_0, .q4_1, .q8_0].contains(type) ? [false, true] : [false] }
 
     func testActivationQuantizersFollowTheirDefinitionOnEveryISA() throws {
         var rng = RNG(s: 7)
@@ -169,7 +171,7 @@ final class IntegerMatVecTests: XCTestCase {
     /// the f32 product on the original layout.
     func testF32ActivationsOnInterleavedMatricesMatchTheRowLayout() throws {
         var rng = RNG(s: 3)
-        for type in [GGMLType.q4_0, .q4_1] {
+        for type in [GGMLType.q4_0, .q4_1, .q8_0] {
             for rows in [1, 8, 45] {
                 let w = QuantizedMatVecTests.randomMatrix(type, halfOffsets: Self.layout(type), rows: rows, cols: 96, rng: &rng)
                 let x = (0 ..< 96).map { _ in Float(rng.next() % 2001) / 1000 - 1 }
@@ -179,8 +181,8 @@ final class IntegerMatVecTests: XCTestCase {
                 }
             }
         }
-        let q8 = [UInt8](repeating: 0, count: 34), short = [UInt8](repeating: 0, count: 19)
-        XCTAssertNil(try q8.withUnsafeBytes { try interleaveForMatVec(.q8_0, $0, rows: 1, cols: 32) })
+        let q5 = [UInt8](repeating: 0, count: 22), short = [UInt8](repeating: 0, count: 19)
+        XCTAssertNil(try q5.withUnsafeBytes { try interleaveForMatVec(.q5_0, $0, rows: 1, cols: 32) })
         XCTAssertThrowsError(try short.withUnsafeBytes { try interleaveForMatVec(.q4_1, $0, rows: 1, cols: 32) })
     }
 
@@ -264,6 +266,19 @@ final class IntegerMatVecTests: XCTestCase {
             try y.withUnsafeMutableBufferPointer { yb in
                 try quantizedMatVecs([QuantizedMatVecOutput(t.type, weights: g.rawBytes(of: t).baseAddress!, rows: rows, y: yb.baseAddress!)],
                                      x: x, cols: cols)
+            }
+            // The interleaved layout (what packed decode runs) gives the same rows up to float rounding.
+            let laidOut = try XCTUnwrap(interleaveForMatVec(t.type, g.rawBytes(of: t), rows: rows, cols: cols))
+            var yi = [Float](repeating: .nan, count: rows)
+            try laidOut.withUnsafeBytes { wb in
+                try yi.withUnsafeMutableBufferPointer { yb in
+                    try quantizedMatVecs([QuantizedMatVecOutput(t.type, weights: wb.baseAddress!, rows: rows, y: yb.baseAddress!, interleaved: true)],
+                                         x: x, cols: cols)
+                }
+            }
+            let scale = Double(y.map(abs).max()!)
+            for r in 0 ..< rows where abs(Double(yi[r]) - Double(y[r])) > 1e-5 * scale {
+                XCTFail("\(name) row \(r): interleaved \(yi[r]) vs rows \(y[r])"); break
             }
             for r in 0 ..< checkRows {
                 let row = dense[(r * cols) ..< (r * cols + cols)]
