@@ -19,8 +19,11 @@
 // order of the float additions. The quantizers are bit-exact across instruction sets (one
 // division for d, one for 1/d, products rounded half to even by the current rounding mode).
 //
-// sft_qmatvec quantizes x once and hands out pieces of rows (of up to four matrices sharing x)
-// on the shim's thread pool; epilogues fuse the residual add and SwiGLU into the products.
+// Q4_0, Q4_1 and Q8_0 also have an interleaved layout (groups of 8 rows, one row per vector
+// lane; section below) that their kernels read several times faster than GGML's row layout.
+// sft_qmatvec quantizes x once and hands out pieces of rows (of up to four matrices sharing x,
+// in either layout) on the shim's thread pool; epilogues fuse the residual add and SwiGLU
+// into the products.
 #include "sftkernels.h"
 #include "gguf_blocks.h"
 #include <math.h>
