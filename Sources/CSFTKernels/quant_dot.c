@@ -27,8 +27,11 @@
 #include "sftkernels.h"
 #include "gguf_blocks.h"
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
@@ -652,7 +655,38 @@ typedef struct {
     size_t row_bytes[MAX_OUTS];
     int64_t groups[MAX_OUTS];       // whole groups of 8 rows (interleaved matrices; else 0)
     int64_t first_piece[MAX_OUTS + 1];
+    pthread_t caller;
+    double caller_done;             // when the calling thread finished its last piece
 } qmv_job;
+
+static double now_seconds(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+// Contention guard. A pool job ends when its slowest piece does; when another process shares a
+// core with a pool worker, the OS now and then suspends the worker in the middle of a piece for
+// a whole time slice (milliseconds) and the call waits for it. Measured on the 2-core project
+// machine while a compiler ran: decode at 2 threads fell to half its 1-thread speed. So a call
+// whose end waited more than STALL_SECONDS for other threads makes the next `solo_left` calls
+// run on the calling thread alone; that count doubles while stalls recur soon after each
+// retry and drops back once CLEAN_RUN parallel calls in a row ended on time.
+static const double STALL_SECONDS = 300e-6;
+enum { SOLO_MIN = 1024, SOLO_MAX = 1 << 16, CLEAN_RUN = 4096 };
+static _Atomic int64_t solo_left, solo_next = SOLO_MIN, clean_calls;
+
+static void note_parallel_call(int stalled) {
+    if (!stalled) {
+        if (atomic_fetch_add_explicit(&clean_calls, 1, memory_order_relaxed) + 1 >= CLEAN_RUN)
+            atomic_store_explicit(&solo_next, SOLO_MIN, memory_order_relaxed);
+        return;
+    }
+    int64_t n = atomic_load_explicit(&solo_next, memory_order_relaxed);
+    atomic_store_explicit(&solo_left, n, memory_order_relaxed);
+    atomic_store_explicit(&solo_next, n * 2 < SOLO_MAX ? n * 2 : SOLO_MAX, memory_order_relaxed);
+    atomic_store_explicit(&clean_calls, 0, memory_order_relaxed);
+}
 
 /// out[r - r0] = row r of matrix k times x, for r in [r0, r1); r0 is a multiple of 8.
 static void rows_dot(const qmv_job *job, int k, int64_t r0, int64_t r1, float *out) {
@@ -686,6 +720,7 @@ static void qmv_piece(void *ctx, int64_t piece) {
     const int64_t r0 = (piece - job->first_piece[k]) * job->chunk;
     const int64_t r1 = r0 + job->chunk < job->outs[k].rows ? r0 + job->chunk : job->outs[k].rows;
     float a[MAX_CHUNK], *y = job->outs[k].y;
+    qmv_job *mutable_job = ctx;
     rows_dot(job, k, r0, r1, a);
     switch (job->mode) {
     case SFT_QMV_STORE:
@@ -704,6 +739,7 @@ static void qmv_piece(void *ctx, int64_t piece) {
         break;
     }
     }
+    if (pthread_equal(pthread_self(), job->caller)) mutable_job->caller_done = now_seconds();
 }
 
 int sft_qmatvec(int isa, int int_x, const sft_qmv_out *outs, int nouts, const float *x,
@@ -767,7 +803,14 @@ int sft_qmatvec(int isa, int int_x, const sft_qmv_out *outs, int nouts, const fl
     if (want8) quantize8(isa, x, nb, xq8);
     if (want16) quantize16(isa, x, nb, xq16);
     for (int k = 0; k < nouts; k++) job.xq[k] = sft_qx_bits(outs[k].type) == 16 ? (const void *)xq16 : (const void *)xq8;
+    if (threads > 1 && atomic_load_explicit(&solo_left, memory_order_relaxed) > 0) {
+        atomic_fetch_sub_explicit(&solo_left, 1, memory_order_relaxed);
+        threads = 1;
+    }
+    job.caller = pthread_self();
+    job.caller_done = 0;
     sft_parallel_for(npieces, threads, qmv_piece, &job);
+    if (threads > 1 && npieces > 1 && job.caller_done > 0) note_parallel_call(now_seconds() - job.caller_done > STALL_SECONDS);
     free(heap);
     return 0;
 }
