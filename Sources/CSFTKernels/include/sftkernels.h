@@ -200,12 +200,50 @@ float sft_vec_dot_q8_0_f32(const void *row, const float *x, int64_t n);
 /// GGML type `type`, rows contiguous (ncols a multiple of the block size). Decodes on the fly.
 int sft_matvec_q(int type, const void *w, const float *x, float *y, int64_t nrows, int64_t ncols,
                  int part, int nparts);
-/// Instruction sets of the quantized kernels (sft_matvec_q_isa forces one, for tests).
-enum { SFT_ISA_AUTO = 0, SFT_ISA_GENERIC = 1, SFT_ISA_AVX2 = 2, SFT_ISA_AVX512 = 3 };
+/// Instruction sets of the quantized kernels (the isa arguments force one, for tests).
+/// AVX512VNNI: AVX-512 F/BW/VL with VNNI (vpdpbusd), used by the int8-activation kernels.
+enum { SFT_ISA_AUTO = 0, SFT_ISA_GENERIC = 1, SFT_ISA_AVX2 = 2, SFT_ISA_AVX512 = 3, SFT_ISA_AVX512VNNI = 4 };
 int sft_matvec_q_isa(int isa, int type, const void *w, const float *x, float *y, int64_t nrows,
                      int64_t ncols, int part, int nparts);
 /// The best instruction set the quantized kernels use on this CPU (SFT_ISA_*).
 int sft_quant_isa_level(void);
+
+// Integer-activation kernels (quant_dot.c), llama.cpp's way of running batch-1 matvecs: x is
+// quantized once per product to integer blocks of 32 (d = max|x|/127 or /32767, q = x/d
+// rounded half to even), and each weight block times activation block is an integer dot
+// product scaled once: d_w d_x sum(q_w q_x) (+ m_w s for types with a minimum).
+/// 8-bit activation block (for Q4_0, Q4_1, Q5_0, Q5_1): s = d * sum(qs).
+typedef struct { float d; float s; int8_t qs[32]; } sft_q8x_block;
+/// 16-bit activation block (for Q8_0: as fast as 8 bits there, 128 times finer).
+typedef struct { float d; int16_t qs[32]; } sft_q16x_block;
+/// Bits of the activation blocks GGML type `type` is dotted with: 8, 16, or 0 (no integer
+/// kernel; such types use the f32-activation kernels above).
+int sft_qx_bits(int type);
+/// Quantizes x (n, a multiple of 32) into n/32 blocks of `bits` (8: sft_q8x_block, 16:
+/// sft_q16x_block). Every isa gives the same bits.
+int sft_qx_quantize(int isa, int bits, const float *x, int64_t n, void *xq);
+/// Nonzero when GGML type `type` has the interleaved layout (Q4_0, Q4_1, Q8_0): rows in groups
+/// of 8 with their codes regrouped so one vector holds a few codes of each of the 8 rows; the
+/// integer kernels read it several times faster. Same size; the rows % 8 last rows stay as
+/// they were.
+int sft_qx_can_interleave(int type);
+/// W (rows, cols) of type `type` from GGML row layout (src) to the interleaved one (dst), and
+/// back. src and dst must not overlap.
+int sft_qx_interleave(int type, const void *src, int64_t rows, int64_t cols, void *dst);
+int sft_qx_deinterleave(int type, const void *src, int64_t rows, int64_t cols, void *dst);
+/// One matrix of sft_qmatvec: W (rows, cols) in GGML type `type`, rows contiguous (or
+/// interleaved, see above); y (rows).
+typedef struct { int type; const void *w; int64_t rows; float *y; int interleaved; } sft_qmv_out;
+/// What sft_qmatvec does with each dot: y = W x, y += W x, or (two matrices of equal rows,
+/// gate then up) y0 = silu(W0 x) * (W1 x) with outs[1].y unused.
+enum { SFT_QMV_STORE = 0, SFT_QMV_ACCUMULATE = 1, SFT_QMV_SWIGLU = 2 };
+/// y_k = W_k x for 1 to 4 matrices sharing x (cols): with int_x, x is quantized once per
+/// activation format in use and types with an integer kernel use it (others the f32 kernels
+/// above); rows of all matrices are split into pieces on the thread pool (sft_parallel_for,
+/// `threads` threads). Each row is computed whole by one thread, so the result does not
+/// depend on `threads`.
+int sft_qmatvec(int isa, int int_x, const sft_qmv_out *outs, int nouts, const float *x,
+                int64_t cols, int mode, int threads);
 
 // bitsandbytes 4-bit formats (QLoRA): NF4 / FP4 codes with one f32 absmax per block of
 // `blocksize` values of the flattened tensor; byte i holds value 2i in its high nibble and

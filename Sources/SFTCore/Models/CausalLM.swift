@@ -32,6 +32,8 @@ public final class KVCache {
     public let capacity: Int
     /// Tokens stored so far.
     public internal(set) var count = 0
+    /// Buffers a model reuses across one-token decode steps of this sequence (its own type).
+    var stepBuffers: AnyObject?
 
     public init(layers: Int, capacity: Int, kvDim: Int, on backend: Backend) throws {
         keys = try (0..<layers).map { _ in try Tensor(empty: [capacity, kvDim], on: backend) }

@@ -169,6 +169,61 @@ final class LlamaDecoderLayer: Module {
         let h = try Ops.add(x, try selfAttn(try inputLayernorm(x), input, invFreq: invFreq))
         return try Ops.add(h, try mlp(try postAttentionLayernorm(h)))
     }
+
+    /// The packed weights of the seven projections, when each has one and nothing else (LoRA,
+    /// 4-bit) changes its output; nil otherwise.
+    var packedProjections: [PackedMatrix]? {
+        let a = selfAttn, m = mlp
+        let ps = [a.qProj, a.kProj, a.vProj, a.oProj, m.gateProj, m.upProj, m.downProj].compactMap { l in
+            l.lora == nil && l.quantized == nil ? l.packed : nil
+        }
+        guard ps.count == 7, m.gateProj.bias == nil, m.upProj.bias == nil, m.downProj.bias == nil, a.oProj.bias == nil else { return nil }
+        return ps
+    }
+
+    /// One token through the layer on packed weights (batch-1 decode), updating s.x (C) in
+    /// place; its key and value go to cache row `cache.count`. Four pool jobs: q/k/v from one
+    /// quantized x, o-proj accumulated into the residual, gate/up with SwiGLU fused, down-proj
+    /// accumulated into the residual.
+    func packedStep(_ s: LlamaStepBuffers, _ w: [PackedMatrix], cache: KVCache, layer: Int, invFreq: Tensor) throws {
+        let a = selfAttn, be = s.x.backend, C = s.x.count, p = cache.count, kvRow = a.KV * a.D
+        let threads = (be as? CPUBackend)?.threads
+        let k = cache.keys[layer].storage.advanced(byBytes: p * kvRow * 4)
+        let v = cache.values[layer].storage.advanced(byBytes: p * kvRow * 4)
+        try be.rmsnormForward(x: s.x.storage, weight: inputLayernorm.weight.value.storage, y: s.xn.storage,
+                              rstd: s.rstd.storage, N: 1, C: C, eps: inputLayernorm.eps)
+        try PackedMatrix.multiply([(w[0], s.q.storage.f32()), (w[1], k.f32()), (w[2], v.f32())], x: s.xn.storage.f32(), threads: threads)
+        for (bias, out, n) in [(a.qProj.bias, s.q.storage, a.H * a.D), (a.kProj.bias, k, kvRow), (a.vProj.bias, v, kvRow)] {
+            if let bias { try be.axpy(alpha: 1, bias.value.storage, out, count: n) }
+        }
+        try be.rope(x: s.q.storage, ldx: a.H * a.D, y: s.q.storage, ldy: a.H * a.D, positions: s.pos.storage,
+                    invFreq: invFreq.storage, N: 1, H: a.H, D: a.D, inverse: false)
+        try be.rope(x: k, ldx: kvRow, y: k, ldy: kvRow, positions: s.pos.storage, invFreq: invFreq.storage,
+                    N: 1, H: a.KV, D: a.D, inverse: false)
+        try be.attentionCached(q: s.q.storage, kCache: cache.keys[layer].storage, vCache: cache.values[layer].storage,
+                               o: s.o.storage, Tq: 1, S: p + 1, H: a.H, KV: a.KV, D: a.D, scale: 1 / Float(a.D).squareRoot())
+        try PackedMatrix.multiply([(w[3], s.x.storage.f32())], x: s.o.storage.f32(), epilogue: .accumulate, threads: threads)  // x += o_proj(o)
+        try be.rmsnormForward(x: s.x.storage, weight: postAttentionLayernorm.weight.value.storage, y: s.xn.storage,
+                              rstd: s.rstd.storage, N: 1, C: C, eps: postAttentionLayernorm.eps)
+        try PackedMatrix.multiply([(w[4], s.h.storage.f32()), (w[5], nil)], x: s.xn.storage.f32(), epilogue: .swiglu, threads: threads)
+        try PackedMatrix.multiply([(w[6], s.x.storage.f32())], x: s.h.storage.f32(), epilogue: .accumulate, threads: threads)  // x += down(h)
+    }
+}
+
+/// Buffers one sequence reuses across packed one-token steps (kept on its KV cache).
+final class LlamaStepBuffers {
+    let x, xn, q, o, h, rstd, id, pos: Tensor
+
+    init(_ c: LlamaConfig, on be: Backend) throws {
+        x = try Tensor(empty: [1, c.hiddenSize], on: be)                              // residual stream (1, C)
+        xn = try Tensor(empty: [1, c.hiddenSize], on: be)                             // normalized (1, C)
+        q = try Tensor(empty: [1, c.numHeads * c.headDim], on: be)                    // (1, H·D)
+        o = try Tensor(empty: [1, c.numHeads * c.headDim], on: be)                    // attention output (1, H·D)
+        h = try Tensor(empty: [1, c.intermediateSize], on: be)                        // silu(gate) ⊙ up (1, F)
+        rstd = try Tensor(empty: [1], on: be)
+        id = try Tensor(empty: [1], dtype: .i32, on: be)
+        pos = try Tensor(empty: [1], dtype: .i32, on: be)
+    }
 }
 
 /// The `model.` sub-tree of HF's LlamaForCausalLM.
@@ -241,6 +296,7 @@ public final class LlamaModel: Module, CausalLM {
             throw SFTError.shape(op: "decode", message: "KV cache full: \(cache.count) + \(ids.count) tokens > capacity \(cache.capacity)")
         }
         return try Autograd.withNoGrad {
+            if ids.count == 1, let logits = try packedStep(ids[0], cache: cache) { return logits }
             let be = invFreq.backend
             let positions = try Tensor(ints: (0..<ids.count).map { Int32(cache.count + $0) }, shape: [ids.count], on: be)
             var x = try model.embedTokens(try Tensor(ints: ids, shape: [ids.count], on: be))
@@ -254,6 +310,41 @@ public final class LlamaModel: Module, CausalLM {
             let last = try model.norm(try x.rows(ids.count - 1, 1))
             if let packedLMHead { return try packedLMHead.apply(last).floats() }
             return try Ops.linear(last, lmHeadWeight.value).floats()
+        }
+    }
+
+    /// Logits of one token decoded on packed weights with reused buffers; nil when some
+    /// layer cannot run packed (then `decode` takes the general path).
+    func packedStep(_ id: Int32, cache: KVCache) throws -> [Float]? {
+        let be = invFreq.backend, C = config.hiddenSize, V = config.vocabSize
+        guard be.device == .cpu else { return nil }
+        var weights: [[PackedMatrix]] = []
+        weights.reserveCapacity(model.layers.count)
+        for layer in model.layers {
+            guard let w = layer.packedProjections else { return nil }
+            weights.append(w)
+        }
+        let s: LlamaStepBuffers
+        if let b = cache.stepBuffers as? LlamaStepBuffers, b.x.backend === be {
+            s = b
+        } else {
+            s = try LlamaStepBuffers(config, on: be)
+            cache.stepBuffers = s
+        }
+        s.id.storage.i32()[0] = id
+        s.pos.storage.i32()[0] = Int32(cache.count)
+        try be.embeddingForward(ids: s.id.storage, table: model.embedTokens.weight.value.storage, out: s.x.storage,
+                                N: 1, C: C, V: V)
+        for (i, layer) in model.layers.enumerated() {
+            try layer.packedStep(s, weights[i], cache: cache, layer: i, invFreq: invFreq)
+        }
+        cache.count += 1
+        try be.rmsnormForward(x: s.x.storage, weight: model.norm.weight.value.storage, y: s.xn.storage,
+                              rstd: s.rstd.storage, N: 1, C: C, eps: model.norm.eps)
+        guard let packedLMHead else { return try Ops.linear(s.xn, lmHeadWeight.value).floats() }
+        return try [Float](unsafeUninitializedCapacity: V) { buf, n in
+            try PackedMatrix.multiply([(packedLMHead, buf.baseAddress!)], x: s.xn.storage.f32(), threads: (be as? CPUBackend)?.threads)
+            n = V
         }
     }
 }

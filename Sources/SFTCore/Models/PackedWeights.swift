@@ -1,8 +1,9 @@
 // Generation straight from quantized GGUF blocks: each Linear (and the LM head) can carry its
 // weight in the file's block format, and batch-1 decode multiplies by it without a dequantized
-// copy in the loop — the way llama.cpp reads each weight once per token. The f32 weights stay
-// for training and for the exact path (`LanguageModel.load(..., packedDecode: false)`), which
-// the golden tests compare against transformers.
+// copy in the loop — the way llama.cpp reads each weight once per token, with x quantized to
+// integer blocks per product (MatVecActivations). The f32 weights stay for training and for the
+// exact path (`LanguageModel.load(..., packedDecode: false)`), which the golden tests compare
+// against transformers.
 
 import Foundation
 
@@ -11,23 +12,46 @@ public final class PackedMatrix {
     public let type: GGMLType
     public let rows: Int
     public let cols: Int
-    let bytes: [UInt8]
+    /// How products read x: `.quantized` (default) rounds it to integer blocks per product
+    /// like llama.cpp; `.f32` keeps it exact (see `MatVecActivations`).
+    public var activations: MatVecActivations = .quantized
+    /// The blocks in memory aligned for the vector loads: GGML rows, or for Q4_0 / Q4_1 / Q8_0
+    /// the interleaved layout the integer kernels read fastest (`interleaveForMatVec`).
+    let data: UnsafeMutableRawPointer
+    let interleaved: Bool
 
     public init(type: GGMLType, rows: Int, cols: Int, bytes: [UInt8]) {
-        self.type = type; self.rows = rows; self.cols = cols; self.bytes = bytes
+        self.type = type; self.rows = rows; self.cols = cols
+        let laidOut = bytes.withUnsafeBytes { try? interleaveForMatVec(type, $0, rows: rows, cols: cols) } ?? nil
+        interleaved = laidOut != nil
+        let source = laidOut ?? bytes
+        data = UnsafeMutableRawPointer.allocate(byteCount: max(1, source.count), alignment: 64)
+        source.withUnsafeBytes { if let b = $0.baseAddress { data.copyMemory(from: b, byteCount: source.count) } }
     }
+
+    deinit { data.deallocate() }
 
     /// y (rows) = W x for each of the `n` rows of x (n, cols), no gradient.
     func apply(_ x: Tensor) throws -> Tensor {
         let n = x.count / cols
         let y = try Tensor(empty: Array(x.shape.dropLast()) + [rows], on: x.backend)
-        let px = x.storage.f32(), py = y.storage.f32()
-        try bytes.withUnsafeBytes { w in
-            for r in 0..<n {
-                try quantizedMatVec(type, weights: w.baseAddress!, x: px + r * cols, y: py + r * rows, rows: rows, cols: cols)
-            }
+        for r in 0..<n {
+            try PackedMatrix.multiply([(self, y.storage.f32() + r * rows)], x: x.storage.f32() + r * cols,
+                                      threads: (x.backend as? CPUBackend)?.threads)
         }
         return y
+    }
+
+    /// One product of matrices that share x (host memory): y_k (=, +=) W_k x, or SwiGLU of
+    /// (gate, up) into the first y; see `quantizedMatVecs`. x is quantized once for all.
+    static func multiply(_ ms: [(PackedMatrix, UnsafeMutablePointer<Float>?)], x: UnsafePointer<Float>,
+                         epilogue: MatVecEpilogue = .store, threads: Int?) throws {
+        let cols = ms[0].0.cols
+        guard ms.allSatisfy({ $0.0.cols == cols }) else {
+            throw SFTError.shape(op: "PackedMatrix.multiply", message: "matrices of \(ms.map { $0.0.cols }) columns share one x")
+        }
+        try quantizedMatVecs(ms.map { QuantizedMatVecOutput($0.0.type, weights: $0.0.data, rows: $0.0.rows, y: $0.1, interleaved: $0.0.interleaved) },
+                             x: x, cols: cols, epilogue: epilogue, activations: ms[0].0.activations, threads: threads)
     }
 }
 
@@ -62,6 +86,15 @@ extension Module {
             n += 1
         }
         return n
+    }
+}
+
+extension Module {
+    /// Sets how every packed product of this model reads x (`PackedMatrix.activations`),
+    /// the LM head's included.
+    public func setPackedActivations(_ activations: MatVecActivations) {
+        for (_, module) in namedModules() { (module as? Linear)?.packed?.activations = activations }
+        (self as? LlamaModel)?.packedLMHead?.activations = activations
     }
 }
 

@@ -303,8 +303,9 @@ extension CPUBackend {
             throw KernelError.invalidArgument(op: "attentionCached", message: "Tq=\(Tq) S=\(S) H=\(H) KV=\(KV) D=\(D)")
         }
         let (pq, pk, pv, po) = (q.f32(), kCache.f32(), vCache.f32(), o.f32())
-        // Worth splitting over heads only when there is enough work per head.
-        let parts = Tq * S * D >= 1 << 14 ? min(H, ProcessInfo.processInfo.activeProcessorCount) : 1
+        // Worth splitting over heads once a part has a few microseconds of work (the pool's
+        // hand-off costs about one).
+        let parts = Tq * S * D >= 1 << 12 ? min(H, threads) : 1
         parallel(parts) { p, np in
             sft_attention_cached_f32(pq, pk, pv, po, Int64(Tq), Int64(S), Int64(H), Int64(KV), Int64(D), scale, p, np)
         }

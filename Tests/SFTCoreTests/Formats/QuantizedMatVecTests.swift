@@ -1,5 +1,6 @@
-// Quantized matrix-vector products (every kernel variant this CPU has) against dequantize +
-// a naive f64 matvec, on random blocks of every supported type and on real SmolLM2 weights.
+// Quantized matrix-vector products with f32 activations (every kernel variant this CPU has)
+// against dequantize + a naive f64 matvec, on random blocks of every supported type and on
+// real SmolLM2 weights. The integer-activation products: IntegerMatVecTests.swift.
 import XCTest
 import SFTCore
 
@@ -52,12 +53,12 @@ final class QuantizedMatVecTests: XCTestCase {
             let want = naive(dense, x, rows: rows, cols: cols)
             let scale = want.map(abs).max()!
             for isa in isas {
-                for parts in [1, 3] {
+                for threads in [1, 3] {
                     var y = [Float](repeating: .nan, count: rows)
                     try w.withUnsafeBytes { wb in
-                        try quantizedMatVec(type, weights: wb.baseAddress!, x: x, y: &y, rows: rows, cols: cols, isa: isa, parts: parts)
+                        try quantizedMatVec(type, weights: wb.baseAddress!, x: x, y: &y, rows: rows, cols: cols, isa: isa, threads: threads)
                     }
-                    assertClose(y, want, rtol: 0, atol: 2e-5 * scale, "\(type) \(isa) parts=\(parts)")
+                    assertClose(y, want, rtol: 0, atol: 2e-5 * scale, "\(type) \(isa) threads=\(threads)")
                 }
             }
         }
