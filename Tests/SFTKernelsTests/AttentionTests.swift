@@ -236,11 +236,15 @@ final class AttentionTests: XCTestCase {
             }
             XCTAssertEqual(o, want.o, "o, \(nparts) parts")
             XCTAssertEqual(lse, want.lse, "lse, \(nparts) parts")
+            var work = [Float](repeating: .nan, count: Int(sft_attention_bwd_work_floats(Int64(B), Int64(T), Int64(H), Int64(KV), Int64(D))))
             for part in 0..<nparts {
                 XCTAssertEqual(sft_attention_bwd_f32(q, Int64(H * D), k, Int64(KV * D), v, Int64(KV * D), o, Int64(H * D), dout,
                                                      Int64(H * D), lse, doc, nil, &dq, Int64(H * D), &dk, Int64(KV * D), &dv,
                                                      Int64(KV * D), Int64(B), Int64(T), Int64(H), Int64(KV), Int64(D),
-                                                     1 / Float(D).squareRoot(), nil, part, nparts), 0)
+                                                     1 / Float(D).squareRoot(), &work, nil, part, nparts), 0)
+            }
+            for part in 0..<nparts {
+                sft_attention_bwd_sum_f32(work, &dq, Int64(H * D), Int64(B), Int64(T), Int64(H), Int64(KV), Int64(D), part, nparts)
             }
             XCTAssertEqual(dq, want.dq, "dq, \(nparts) parts")
             XCTAssertEqual(dk, want.dk, "dk, \(nparts) parts")
