@@ -141,25 +141,49 @@ SFT_INLINE vf vmaxf(vf a, vf b) { return vsel(a > b, a, b); }
 SFT_INLINE vf vminf(vf a, vf b) { return vsel(a < b, a, b); }
 static const vf lane_index = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
 
-/// exp on 16 lanes: x = n ln2 + r with |r| <= ln2/2 (n rounded by the 1.5 * 2^23 trick, which
-/// also leaves n in the low bits of t), exp(r) by a degree-6 polynomial fitted for relative
-/// error on that interval (1.1e-7 in float arithmetic), 2^n built in the exponent bits.
-/// Inputs are clamped to [-88, 88]: below -87.68 n is -127, whose exponent bits make 2^n (and
-/// the result) exactly 0, so masked scores (-1e30) and -inf give 0.
-SFT_INLINE vf vexp(vf x) {
+/// exp(r) for |r| <= ln2/2: a degree-6 polynomial fitted for relative error on that interval
+/// (1.1e-7 in float arithmetic). A macro, as it is shared with a function of another target.
+#define SFT_EXP_REDUCED(r)                                                                     \
+    ((((((0.0013843650231137872f * (r) + 0.008374156430363655f) * (r) +                       \
+         0.04166800156235695f) * (r) + 0.16666431725025177f) * (r) + 0.4999999403953552f) *    \
+      (r) + 1.0f) * (r) + 1.0f)
+
+#if SFT_HAS_VARIANTS
+#include <immintrin.h>
+/// vexp with AVX-512's vrndscaleps and vscalefps (2^n applied in one instruction; a large n
+/// gives inf, so only the lower clamp is needed: below -104, 2^n p underflows to exactly 0).
+/// Not always_inline, and vectors passed by address: it may only be inlined into (and its
+/// 64-byte vectors only passed by value within) the AVX-512 variants.
+SFT_TARGET_AVX512 static inline void vexp_avx512(const vf *x, vf *y) {
+    const __m512 xc = _mm512_max_ps((__m512)*x, _mm512_set1_ps(-104.0f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    vf r = (vf)xc - (vf)n * 0.693145751953125f;   // ln2 in two parts, so n * ln2 is exact
+    r = r - (vf)n * 1.428606765330187045e-06f;
+    *y = (vf)_mm512_scalef_ps((__m512)SFT_EXP_REDUCED(r), n);
+}
+#endif
+
+/// exp on 16 lanes: x = n ln2 + r with |r| <= ln2/2, exp(r) by SFT_EXP_REDUCED, 2^n applied by
+/// vscalefps with AVX-512 (`wide`) and otherwise built in the exponent bits: n rounded by the
+/// 1.5 * 2^23 trick, which also leaves n in the low bits of t. There inputs are clamped to
+/// [-88, 88]: below -87.68 n is -127, whose exponent bits make 2^n exactly 0. Either way masked
+/// scores (-1e30) and -inf give exactly 0.
+SFT_INLINE vf vexp(int wide, vf x) {
+#if SFT_HAS_VARIANTS
+    if (wide) {
+        vf y;
+        vexp_avx512(&x, &y);
+        return y;
+    }
+#endif
     x = vminf(vmaxf(x, vsplat(-88.0f)), vsplat(88.0f));
     const vf t = x * 1.44269504088896341f + 12582912.0f;
     const vf n = t - 12582912.0f;
-    vf r = x - n * 0.693145751953125f;   // ln2 in two parts, so n * ln2 is exact
+    vf r = x - n * 0.693145751953125f;
     r = r - n * 1.428606765330187045e-06f;
-    vf p = 0.0013843650231137872f * r + 0.008374156430363655f;
-    p = p * r + 0.04166800156235695f;
-    p = p * r + 0.16666431725025177f;
-    p = p * r + 0.4999999403953552f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
     const vi e = ((vi)t - (0x4B400000 - 127)) << 23;
-    return p * (vf)e;
+    return SFT_EXP_REDUCED(r) * (vf)e;
 }
 
 #pragma clang fp reassociate(on)
@@ -179,6 +203,17 @@ SFT_INLINE void visible(const int32_t *start, int64_t t, int64_t s0, int64_t s1,
 
 /// 64-byte aligned scratch (vector tiles), rounded up to whole lines.
 static void *scratch(size_t bytes) { return aligned_alloc(64, (bytes + 63) / 64 * 64); }
+
+/// dst[0, n) = alpha src[0, n) (0 when src is NULL) and dst[n, np) = 0. Written out rather
+/// than memcpy/memset: rows are a few hundred bytes and a library call per row was measurable
+/// (the multiply also keeps clang from turning the loop back into one).
+SFT_INLINE void copy_row(float *restrict dst, const float *restrict src, int64_t n, int64_t np,
+                         float alpha) {
+    int64_t i = 0;
+    if (src)
+        for (; i < n; i++) dst[i] = alpha * src[i];
+    for (; i < np; i++) dst[i] = 0.0f * alpha;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Forward
@@ -262,34 +297,36 @@ SFT_INLINE void fwd_pv_blk(float *restrict ot, const float *restrict v, int64_t 
         for (int rv = RV0; rv < RV1; rv++) *(vf *)(ot + (d0 + dd) * BQ + rv * VL) = acc[dd][rv];
 }
 
-/// One column group of o^T += V^T P^T over keys [ja, jb) and row vectors [RV0, NRV); ND
-/// columns from d0 (ND <= 6 with AVX-512; one row vector at a time otherwise).
-SFT_INLINE void fwd_pv_cols(int wide, float *ot, const float *v, int64_t ldv, const float *pt,
-                            int64_t d0, int ND, int RV0, int64_t ja, int64_t jb, const vf *corr) {
-    if (wide) fwd_pv_blk(ot, v, ldv, pt, d0, ND, RV0, NRV, ja, jb, corr);
-    else
-        for (int rv = RV0; rv < NRV; rv++) fwd_pv_blk(ot, v, ldv, pt, d0, ND, rv, rv + 1, ja, jb, corr);
-}
-
 /// o^T (D, BQ) = o^T * corr + V^T P^T for keys [ja, jb) and row vectors [RV0, NRV) (corr
-/// NULL: no rescaling). Columns go 6 at a time with AVX-512, 4 otherwise, then the rest.
+/// NULL: no rescaling). With AVX-512, 6 columns x the row vectors at a time, then the last
+/// D % 6 columns together; otherwise 4 columns x one row vector, then single columns.
 SFT_INLINE void fwd_pv(int wide, float *ot, const float *v, int64_t ldv, const float *pt,
                        int64_t D, int RV0, int64_t ja, int64_t jb, const vf *corr) {
-    const int ND = wide ? 6 : 4;
     int64_t d0 = 0;
-    for (; d0 + ND <= D; d0 += ND) {
-        if (wide) {
-            switch (RV0) {
-            case 0: fwd_pv_cols(1, ot, v, ldv, pt, d0, 6, 0, ja, jb, corr); break;
-            case 1: fwd_pv_cols(1, ot, v, ldv, pt, d0, 6, 1, ja, jb, corr); break;
-            case 2: fwd_pv_cols(1, ot, v, ldv, pt, d0, 6, 2, ja, jb, corr); break;
-            default: fwd_pv_cols(1, ot, v, ldv, pt, d0, 6, 3, ja, jb, corr); break;
-            }
-        } else {
-            fwd_pv_cols(0, ot, v, ldv, pt, d0, 4, RV0, ja, jb, corr);
-        }
+    if (wide) {
+#define PV_RV(ND)                                                                              \
+    switch (RV0) {                                                                             \
+    case 0: fwd_pv_blk(ot, v, ldv, pt, d0, ND, 0, NRV, ja, jb, corr); break;                  \
+    case 1: fwd_pv_blk(ot, v, ldv, pt, d0, ND, 1, NRV, ja, jb, corr); break;                  \
+    case 2: fwd_pv_blk(ot, v, ldv, pt, d0, ND, 2, NRV, ja, jb, corr); break;                  \
+    default: fwd_pv_blk(ot, v, ldv, pt, d0, ND, 3, NRV, ja, jb, corr); break;                 \
     }
-    for (; d0 < D; d0++) fwd_pv_cols(0, ot, v, ldv, pt, d0, 1, RV0, ja, jb, corr);
+        for (; d0 + 6 <= D; d0 += 6) PV_RV(6)
+        switch (D - d0) {
+        case 1: PV_RV(1) break;
+        case 2: PV_RV(2) break;
+        case 3: PV_RV(3) break;
+        case 4: PV_RV(4) break;
+        case 5: PV_RV(5) break;
+        default: break;
+        }
+#undef PV_RV
+        return;
+    }
+    for (int rv = RV0; rv < NRV; rv++) {
+        for (d0 = 0; d0 + 4 <= D; d0 += 4) fwd_pv_blk(ot, v, ldv, pt, d0, 4, rv, rv + 1, ja, jb, corr);
+        for (; d0 < D; d0++) fwd_pv_blk(ot, v, ldv, pt, d0, 1, rv, rv + 1, ja, jb, corr);
+    }
 }
 
 SFT_INLINE int sft_attention_fwd_f32_impl(int wide, const float *q, int64_t ldq, const float *k,
@@ -379,10 +416,10 @@ SFT_INLINE int sft_attention_fwd_f32_impl(int wide, const float *q, int64_t ldq,
                     if (alibi || masked) *(vf *)(pt + j * BQ + rv * VL) = x;
                     mx = vmaxf(mx, x);
                 }
-                const vf c = vexp(mv[rv] - mx);
+                const vf c = vexp(wide, mv[rv] - mx);
                 vf sum = lv[rv] * c;
                 for (int64_t j = 0; j < je; j++) {
-                    const vf p = vexp(*(vf *)(pt + j * BQ + rv * VL) - mx);
+                    const vf p = vexp(wide, *(vf *)(pt + j * BQ + rv * VL) - mx);
                     *(vf *)(pt + j * BQ + rv * VL) = p;
                     sum += p;
                 }
@@ -534,18 +571,19 @@ SFT_INLINE void tile_tn(int wide, float *acc, const float *w, const float *x, in
 }
 
 /// For one query row against the first ncv vectors of a key tile: p = exp(s - lse) on the
-/// visible keys [lo, hi) and 0 elsewhere, ds = scale p (dp - delta); zero past ncv.
-SFT_INLINE void probabilities(const float *restrict s, const float *restrict dp, int ncv,
+/// visible keys [lo, hi) and 0 elsewhere, ds = p (dp - delta) (scale comes with q and in dq);
+/// zero past ncv.
+SFT_INLINE void probabilities(int wide, const float *restrict s, const float *restrict dp, int ncv,
                               float lse_t, float delta_t, float lo, float hi, float slope,
-                              float tpos, float scale, float *restrict p, float *restrict ds) {
+                              float tpos, float *restrict p, float *restrict ds) {
     for (int c = 0; c < BK / VL; c++) {
         vf pv = (vf){0}, dv = (vf){0};
         if (c < ncv) {
             const vf j = lane_index + (float)(c * VL);
             vf x = *(const vf *)(s + c * VL) - lse_t;
             if (slope != 0.0f) x -= slope * (tpos - j);
-            pv = (vf)((vi)vexp(x) & ((j >= lo) & (j < hi)));
-            dv = pv * (*(const vf *)(dp + c * VL) - delta_t) * scale;
+            pv = (vf)((vi)vexp(wide, x) & ((j >= lo) & (j < hi)));
+            dv = pv * (*(const vf *)(dp + c * VL) - delta_t);
         }
         *(vf *)(p + c * VL) = pv;
         *(vf *)(ds + c * VL) = dv;
@@ -627,20 +665,22 @@ SFT_INLINE int sft_attention_bwd_f32_impl(
     chunks_t ch;
     plan_chunks(B, T, H, KV, D, &ch);
     const int64_t nunits = B * KV * ch.n;
-    size_t floats = (size_t)(5 * NS * TS + 3 * BQ * Dp + 2 * BQ * BK + 2 * R * BK + 4 * BQ);
+    size_t floats = (size_t)(5 * NS * TS + 3 * BQ * Dp + 2 * BQ * BK + 2 * R * BK + 4 * BQ +
+                             B * H * T);
     size_t bytes = floats * sizeof(float) + (size_t)(2 * B * T) * sizeof(int32_t) +
                    (size_t)nunits * sizeof(unit_t) + (size_t)nparts * sizeof(int64_t) +
-                   (size_t)(G * nqb);
+                   (size_t)(G * nqb + B * H);
     char *mem = scratch(bytes);
     if (!mem) return sft_set_error("attention backward: cannot allocate %zu bytes of scratch", bytes);
     // Per tile of a stripe: K^T and V^T (Dp, BK), K (BK, Dp), dK and dV sums (BK, Dp).
     float *tiles = (float *)mem, *qp = tiles + 5 * NS * TS, *dop = qp + BQ * Dp, *dqa = dop + BQ * Dp;
     float *pb = dqa + BQ * Dp, *dsb = pb + BQ * BK, *sb = dsb + BQ * BK, *dpb = sb + R * BK;
-    float *L = dpb + R * BK, *dl = L + BQ, *lo = dl + BQ, *hi = lo + BQ;
-    int32_t *start = (int32_t *)(hi + BQ), *end = start + B * T;
+    float *L = dpb + R * BK, *dl = L + BQ, *lo = dl + BQ, *hi = lo + BQ, *delta = hi + BQ;
+    int32_t *start = (int32_t *)(delta + B * H * T), *end = start + B * T;
     unit_t *units = (unit_t *)(end + B * T);
     int64_t *load = (int64_t *)(units + nunits);
-    unsigned char *written = (unsigned char *)(load + nparts);
+    unsigned char *written = (unsigned char *)(load + nparts), *have = written + G * nqb;
+    memset(have, 0, (size_t)(B * H));   // delta_t = do_t · o_t of (b, h), computed on first use
 
     for (int64_t b = 0; b < B; b++) doc_bounds(doc ? doc + b * T : NULL, T, start + b * T, end + b * T);
     int64_t n = 0;
@@ -679,36 +719,30 @@ SFT_INLINE int sft_attention_bwd_f32_impl(
                 float *kt = tiles + (kb - k0) * 5 * TS, *vt = kt + TS, *kp = vt + TS;
                 transpose_tile(wide, kg, ldk, nk, D, kt);
                 transpose_tile(wide, vg, ldv, nk, D, vt);
-                for (int64_t j = 0; j < BK; j++) {
-                    float *row = kp + j * Dp;
-                    if (j < nk) memcpy(row, kg + j * ldk, (size_t)D * sizeof(float));
-                    memset(row + (j < nk ? D : 0), 0, (size_t)(j < nk ? Dp - D : Dp) * sizeof(float));
-                }
+                for (int64_t j = 0; j < BK; j++) copy_row(kp + j * Dp, j < nk ? kg + j * ldk : NULL, D, Dp, 1.0f);
                 memset(kp + TS, 0, (size_t)(2 * TS) * sizeof(float));   // dK and dV sums
                 rend = en[s0 + nk - 1] > rend ? en[s0 + nk - 1] : rend;
             }
             for (int64_t hl = 0; hl < G; hl++) {
                 const int64_t h = g * G + hl;
                 const float slope = alibi ? alibi[h] : 0.0f;
+                float *dh = delta + (b * H + h) * T;
+                if (!have[b * H + h]) {
+                    for (int64_t t = 0; t < T; t++)
+                        dh[t] = dot(dout + (b * T + t) * lddo + h * D, o + (b * T + t) * ldo + h * D, D);
+                    have[b * H + h] = 1;
+                }
                 for (int64_t t0 = k0 * BK; t0 < rend; t0 += BQ) {
                     const int64_t t1 = t0 + BQ < rend ? t0 + BQ : rend, nr = t1 - t0;
                     const int64_t nrr = (nr + R - 1) / R * R;
                     // The block's rows, padded to Dp columns and to whole groups of R rows.
+                    // q is stored times scale, so q k^T needs no scaling and dk = ds^T q is done.
                     for (int64_t i = 0; i < nrr; i++) {
-                        float *qi = qp + i * Dp, *doi = dop + i * Dp;
-                        const int64_t t = t0 + i, w = i < nr ? D : 0;
-                        if (i < nr) {
-                            const float *qs = q + (b * T + t) * ldq + h * D;
-                            const float *ds = dout + (b * T + t) * lddo + h * D;
-                            memcpy(qi, qs, (size_t)D * sizeof(float));
-                            memcpy(doi, ds, (size_t)D * sizeof(float));
-                            L[i] = lse[(b * H + h) * T + t];
-                            dl[i] = dot(ds, o + (b * T + t) * ldo + h * D, D);
-                        } else {
-                            L[i] = dl[i] = 0;
-                        }
-                        memset(qi + w, 0, (size_t)(Dp - w) * sizeof(float));
-                        memset(doi + w, 0, (size_t)(Dp - w) * sizeof(float));
+                        const int64_t t = t0 + i;
+                        copy_row(qp + i * Dp, i < nr ? q + (b * T + t) * ldq + h * D : NULL, D, Dp, scale);
+                        copy_row(dop + i * Dp, i < nr ? dout + (b * T + t) * lddo + h * D : NULL, D, Dp, 1.0f);
+                        L[i] = i < nr ? lse[(b * H + h) * T + t] : 0.0f;
+                        dl[i] = i < nr ? dh[t] : 0.0f;
                     }
                     memset(dqa, 0, (size_t)(nrr * Dp) * sizeof(float));
                     int touched = 0;
@@ -736,18 +770,18 @@ SFT_INLINE int sft_attention_bwd_f32_impl(
                                 continue;
                             }
                             const int ncv = ((int)jmax + VL - 1) / VL;
-                            mm_rows_xt(wide, qp + r0 * Dp, Dp, kt, D, ncv, scale, sb);
+                            mm_rows_xt(wide, qp + r0 * Dp, Dp, kt, D, ncv, 1.0f, sb);
                             mm_rows_xt(wide, dop + r0 * Dp, Dp, vt, D, ncv, 1.0f, dpb);
                             for (int r = 0; r < R; r++) {
                                 const int64_t i = r0 + r;
-                                probabilities(sb + r * BK, dpb + r * BK, ncv, L[i], dl[i], lo[i], hi[i],
-                                              slope, (float)(t0 + i - s0), scale, pb + i * BK, dsb + i * BK);
+                                probabilities(wide, sb + r * BK, dpb + r * BK, ncv, L[i], dl[i], lo[i], hi[i],
+                                              slope, (float)(t0 + i - s0), pb + i * BK, dsb + i * BK);
                             }
-                            // dq_t += scale ds k_s
+                            // dq_t += ds k_s (times scale when written out)
                             rows_w_x(wide, dsb + r0 * BK, kp, Dp, (int64_t)jmin, (int64_t)jmax, dqa + r0 * Dp);
                         }
                         tile_tn(wide, dva, pb, dop, Dp, nk, nr, t0 - s0);    // dv_s += p do_t
-                        tile_tn(wide, dka, dsb, qp, Dp, nk, nr, t0 - s0);    // dk_s += scale ds q_t
+                        tile_tn(wide, dka, dsb, qp, Dp, nk, nr, t0 - s0);    // dk_s += ds (scale q_t)
                         touched = 1;
                     }
                     if (!touched) continue;
@@ -759,9 +793,8 @@ SFT_INLINE int sft_attention_bwd_f32_impl(
                     for (int64_t t = t0; t < (first ? bend : t1); t++) {
                         float *dst = tgt + t * tld + hl * D;
                         const float *src = dqa + (t - t0) * Dp;
-                        if (t >= t1) memset(dst, 0, (size_t)D * sizeof(float));
-                        else if (first) memcpy(dst, src, (size_t)D * sizeof(float));
-                        else for (int64_t d = 0; d < D; d++) dst[d] += src[d];
+                        if (first) copy_row(dst, t < t1 ? src : NULL, D, D, scale);
+                        else for (int64_t d = 0; d < D; d++) dst[d] += scale * src[d];
                     }
                 }
             }
