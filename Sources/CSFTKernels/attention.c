@@ -204,6 +204,12 @@ SFT_INLINE void visible(const int32_t *start, int64_t t, int64_t s0, int64_t s1,
 /// 64-byte aligned scratch (vector tiles), rounded up to whole lines.
 static void *scratch(size_t bytes) { return aligned_alloc(64, (bytes + 63) / 64 * 64); }
 
+/// Asks for the cache lines of x[0, n).
+SFT_INLINE void prefetch_row(const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i += 16) __builtin_prefetch(x + i);
+    __builtin_prefetch(x + n - 1);
+}
+
 /// dst[0, n) = alpha src[0, n) (0 when src is NULL) and dst[n, np) = 0. Written out rather
 /// than memcpy/memset: rows are a few hundred bytes and a library call per row was measurable
 /// (the multiply also keeps clang from turning the loop back into one).
@@ -230,8 +236,10 @@ enum { NRV = BQ / VL };   // row vectors of a block
 
 /// st[j][rv] = sum_{d<D} k_j[d] qt[d][rv] for JN keys from kj (rows ldk apart) and the row
 /// vectors [RV0, RV1): a JN x (RV1 - RV0) block of vectors in registers for the loop over d.
+/// With mx, also mx[rv] = max(mx[rv], st[j][rv]) over the block's keys.
 SFT_INLINE void fwd_scores_blk(const float *restrict kj, int64_t ldk, const float *restrict qt,
-                               int64_t D, int JN, int RV0, int RV1, float *restrict st) {
+                               int64_t D, int JN, int RV0, int RV1, float *restrict st,
+                               vf *restrict mx) {
     vf acc[6][NRV];
     for (int jj = 0; jj < JN; jj++)
         for (int rv = RV0; rv < RV1; rv++) acc[jj][rv] = (vf){0};
@@ -244,13 +252,20 @@ SFT_INLINE void fwd_scores_blk(const float *restrict kj, int64_t ldk, const floa
     }
     for (int jj = 0; jj < JN; jj++)
         for (int rv = RV0; rv < RV1; rv++) *(vf *)(st + jj * BQ + rv * VL) = acc[jj][rv];
+    if (mx)
+        for (int rv = RV0; rv < RV1; rv++) {
+            vf m = mx[rv];
+            for (int jj = 0; jj < JN; jj++) m = vmaxf(m, acc[jj][rv]);
+            mx[rv] = m;
+        }
 }
 
 /// Scores of keys [0, jend) of a tile (rows of k, ldk apart) against the block's Q^T. On the
 /// diagonal tile (`diag`: the tile starts at the block's first row) a key j is seen by no row
-/// before j, so row vectors below j / 16 are skipped (and never read afterwards).
+/// before j, so row vectors below j / 16 are skipped (and never read afterwards). With mx
+/// (tiles without masking), the running max of each row vector is updated on the way.
 SFT_INLINE void fwd_scores(int wide, const float *k, int64_t ldk, const float *qt, int64_t D,
-                           int64_t jend, int diag, float *st) {
+                           int64_t jend, int diag, float *st, vf *mx) {
     for (int64_t j0 = 0; j0 < jend;) {
         const int rv0 = diag ? (int)(j0 / VL) : 0;
         const float *kj = k + j0 * ldk;
@@ -258,18 +273,18 @@ SFT_INLINE void fwd_scores(int wide, const float *k, int64_t ldk, const float *q
         if (wide) {   // 6 keys at a time, then the last BK % 6
             const int full = j0 + 6 <= BK;
             switch (rv0 * 2 + full) {
-            case 0: fwd_scores_blk(kj, ldk, qt, D, BK % 6, 0, NRV, s); break;
-            case 1: fwd_scores_blk(kj, ldk, qt, D, 6, 0, NRV, s); break;
-            case 2: fwd_scores_blk(kj, ldk, qt, D, BK % 6, 1, NRV, s); break;
-            case 3: fwd_scores_blk(kj, ldk, qt, D, 6, 1, NRV, s); break;
-            case 4: fwd_scores_blk(kj, ldk, qt, D, BK % 6, 2, NRV, s); break;
-            case 5: fwd_scores_blk(kj, ldk, qt, D, 6, 2, NRV, s); break;
-            case 6: fwd_scores_blk(kj, ldk, qt, D, BK % 6, 3, NRV, s); break;
-            default: fwd_scores_blk(kj, ldk, qt, D, 6, 3, NRV, s); break;
+            case 0: fwd_scores_blk(kj, ldk, qt, D, BK % 6, 0, NRV, s, mx); break;
+            case 1: fwd_scores_blk(kj, ldk, qt, D, 6, 0, NRV, s, mx); break;
+            case 2: fwd_scores_blk(kj, ldk, qt, D, BK % 6, 1, NRV, s, mx); break;
+            case 3: fwd_scores_blk(kj, ldk, qt, D, 6, 1, NRV, s, mx); break;
+            case 4: fwd_scores_blk(kj, ldk, qt, D, BK % 6, 2, NRV, s, mx); break;
+            case 5: fwd_scores_blk(kj, ldk, qt, D, 6, 2, NRV, s, mx); break;
+            case 6: fwd_scores_blk(kj, ldk, qt, D, BK % 6, 3, NRV, s, mx); break;
+            default: fwd_scores_blk(kj, ldk, qt, D, 6, 3, NRV, s, mx); break;
             }
             j0 += full ? 6 : BK % 6;
         } else {
-            for (int rv = rv0; rv < NRV; rv++) fwd_scores_blk(kj, ldk, qt, D, 4, rv, rv + 1, s);
+            for (int rv = rv0; rv < NRV; rv++) fwd_scores_blk(kj, ldk, qt, D, 4, rv, rv + 1, s, mx);
             j0 += 4;
         }
     }
@@ -400,15 +415,19 @@ SFT_INLINE int sft_attention_fwd_f32_impl(int wide, const float *q, int64_t ldq,
                     }
                 kk = kpad, vv = vpad, lk = lv2 = D;
             }
-            fwd_scores(wide, kk, lk, qt, D, jend, diag, pt);
+            // Unmasked tiles without ALiBi get their row maxima from the score kernel.
+            const int fused = !masked && !alibi;
+            vf tmax[NRV];
+            for (int rv = 0; rv < NRV; rv++) tmax[rv] = mv[rv];
+            fwd_scores(wide, kk, lk, qt, D, jend, diag, pt, fused ? tmax : NULL);
             // Online softmax, one vector of 16 rows at a time.
             for (int rv = 0; rv < NRV; rv++) {
                 // Keys past the vector's last row are invisible to all of its rows.
                 const int64_t last = t0 + rv * VL + VL - 1 - s0;
                 const int64_t je = last + 1 < jend ? last + 1 : jend;
                 if (je <= 0) { cv[rv] = vsplat(1.0f); continue; }
-                vf mx = mv[rv];
-                for (int64_t j = 0; j < je; j++) {
+                vf mx = tmax[rv];
+                for (int64_t j = 0; !fused && j < je; j++) {
                     vf x = *(vf *)(pt + j * BQ + rv * VL);
                     const float sj = (float)(s0 + j);
                     if (alibi) x -= slope * (tv[rv] - sj);
@@ -467,17 +486,17 @@ SFT_DISPATCH_WIDE(int, sft_attention_fwd_f32,
 // equal causal work, as many as keep a few units per core busy.
 // ---------------------------------------------------------------------------------------------
 
-/// out[r][c] = alpha * sum_{d<D} a[r][d] xt[d][c] for R rows (Dp apart) and the CB column
-/// vectors from c0 of a transposed tile (rows BK apart); R x CB accumulators in registers.
-SFT_INLINE void mm_rows_xt_cb(const float *restrict a, int64_t Dp, const float *restrict xt,
-                              int64_t D, int c0, int CB, float alpha, float *restrict out) {
+/// out[r][c] = alpha * sum_{d<D} a_r[d] xt[d][c] for R rows and the CB column vectors from c0
+/// of a transposed tile (rows BK apart); R x CB accumulators in registers.
+SFT_INLINE void mm_rows_xt_cb(const float *const a[R], const float *restrict xt, int64_t D,
+                              int c0, int CB, float alpha, float *restrict out) {
     vf acc[R][4];
     for (int r = 0; r < R; r++)
         for (int c = 0; c < CB; c++) acc[r][c] = (vf){0};
     for (int64_t d = 0; d < D; d++) {
         const vf *row = (const vf *)(xt + d * BK) + c0;
         for (int r = 0; r < R; r++) {
-            const float ar = a[r * Dp + d];
+            const float ar = a[r][d];
             for (int c = 0; c < CB; c++) acc[r][c] += ar * row[c];
         }
     }
@@ -487,30 +506,31 @@ SFT_INLINE void mm_rows_xt_cb(const float *restrict a, int64_t Dp, const float *
 
 /// The first ncv column vectors of R rows times a transposed tile (see mm_rows_xt_cb): all at
 /// once with AVX-512's 32 registers, one vector column at a time otherwise.
-SFT_INLINE void mm_rows_xt(int wide, const float *a, int64_t Dp, const float *xt, int64_t D,
+SFT_INLINE void mm_rows_xt(int wide, const float *const a[R], const float *xt, int64_t D,
                            int ncv, float alpha, float *out) {
     if (wide) {
         switch (ncv) {
-        case 1: mm_rows_xt_cb(a, Dp, xt, D, 0, 1, alpha, out); break;
-        case 2: mm_rows_xt_cb(a, Dp, xt, D, 0, 2, alpha, out); break;
-        case 3: mm_rows_xt_cb(a, Dp, xt, D, 0, 3, alpha, out); break;
-        default: mm_rows_xt_cb(a, Dp, xt, D, 0, 4, alpha, out); break;
+        case 1: mm_rows_xt_cb(a, xt, D, 0, 1, alpha, out); break;
+        case 2: mm_rows_xt_cb(a, xt, D, 0, 2, alpha, out); break;
+        case 3: mm_rows_xt_cb(a, xt, D, 0, 3, alpha, out); break;
+        default: mm_rows_xt_cb(a, xt, D, 0, 4, alpha, out); break;
         }
     } else {
-        for (int c = 0; c < ncv; c++) mm_rows_xt_cb(a, Dp, xt, D, c, 1, alpha, out);
+        for (int c = 0; c < ncv; c++) mm_rows_xt_cb(a, xt, D, c, 1, alpha, out);
     }
 }
 
 /// out[r][d0 + ...] += sum_{j in [jlo, jhi)} w[r][j] x[j][d0 + ...] for R rows and CB vectors
-/// of columns; w rows BK apart, x and out rows Dp apart.
-SFT_INLINE void rows_w_x_cb(const float *restrict w, const float *restrict x, int64_t Dp,
-                            int64_t jlo, int64_t jhi, int64_t d0, int CB, float *restrict out) {
+/// of columns; w rows BK apart, x rows ldx apart, out rows Dp apart.
+SFT_INLINE void rows_w_x_cb(const float *restrict w, const float *restrict x, int64_t ldx,
+                            int64_t Dp, int64_t jlo, int64_t jhi, int64_t d0, int CB,
+                            float *restrict out) {
     vf acc[R][4];
     for (int r = 0; r < R; r++)
         for (int c = 0; c < CB; c++) acc[r][c] = *(const vf *)(out + r * Dp + d0 + c * VL);
     for (int64_t j = jlo; j < jhi; j++) {
         vf xv[4];
-        for (int c = 0; c < CB; c++) xv[c] = *(const vf *)(x + j * Dp + d0 + c * VL);
+        for (int c = 0; c < CB; c++) xv[c] = *(const vfu *)(x + j * ldx + d0 + c * VL);
         for (int r = 0; r < R; r++) {
             const float wr = w[r * BK + j];
             for (int c = 0; c < CB; c++) acc[r][c] += wr * xv[c];
@@ -520,24 +540,24 @@ SFT_INLINE void rows_w_x_cb(const float *restrict w, const float *restrict x, in
         for (int c = 0; c < CB; c++) *(vf *)(out + r * Dp + d0 + c * VL) = acc[r][c];
 }
 
-SFT_INLINE void rows_w_x(int wide, const float *w, const float *x, int64_t Dp, int64_t jlo,
-                         int64_t jhi, float *out) {
+SFT_INLINE void rows_w_x(int wide, const float *w, const float *x, int64_t ldx, int64_t Dp,
+                         int64_t jlo, int64_t jhi, float *out) {
     int64_t d0 = 0;
-    for (; wide && d0 + 4 * VL <= Dp; d0 += 4 * VL) rows_w_x_cb(w, x, Dp, jlo, jhi, d0, 4, out);
-    for (; d0 < Dp; d0 += VL) rows_w_x_cb(w, x, Dp, jlo, jhi, d0, 1, out);
+    for (; wide && d0 + 4 * VL <= Dp; d0 += 4 * VL) rows_w_x_cb(w, x, ldx, Dp, jlo, jhi, d0, 4, out);
+    for (; d0 < Dp; d0 += VL) rows_w_x_cb(w, x, ldx, Dp, jlo, jhi, d0, 1, out);
 }
 
 /// acc[j0 + jj][d0 + ...] += sum_{i in [i0, nr)} w[i][j0 + jj] x[i][d0 + ...] for JN keys and
 /// CB column vectors: a block of the (BK, Dp) tile in registers over the block's rows.
 SFT_INLINE void tile_tn_cb(float *restrict acc, const float *restrict w, const float *restrict x,
-                           int64_t Dp, int64_t j0, int JN, int64_t i0, int64_t nr, int64_t d0,
-                           int CB) {
+                           int64_t ldx, int64_t Dp, int64_t j0, int JN, int64_t i0, int64_t nr,
+                           int64_t d0, int CB) {
     vf a[6][4];
     for (int jj = 0; jj < JN; jj++)
         for (int c = 0; c < CB; c++) a[jj][c] = *(vf *)(acc + (j0 + jj) * Dp + d0 + c * VL);
     for (int64_t i = i0; i < nr; i++) {
         vf xv[4];
-        for (int c = 0; c < CB; c++) xv[c] = *(const vf *)(x + i * Dp + d0 + c * VL);
+        for (int c = 0; c < CB; c++) xv[c] = *(const vfu *)(x + i * ldx + d0 + c * VL);
         for (int jj = 0; jj < JN; jj++) {
             const float wj = w[i * BK + j0 + jj];
             for (int c = 0; c < CB; c++) a[jj][c] += wj * xv[c];
@@ -548,41 +568,43 @@ SFT_INLINE void tile_tn_cb(float *restrict acc, const float *restrict w, const f
 }
 
 /// acc (BK, Dp) += w^T x over the nr rows of a query block: w (nr, BK) probabilities or dS,
-/// x (nr, Dp) dO or Q. Row i of the block is `toff` rows past the tile's first key, so key j
+/// x (nr, Dp; rows ldx apart) dO or Q. Row i of the block is `toff` rows past the tile's first key, so key j
 /// gets nothing from rows i < j - toff (they precede it) and those rows are skipped.
-SFT_INLINE void tile_tn(int wide, float *acc, const float *w, const float *x, int64_t Dp,
-                        int64_t nk, int64_t nr, int64_t toff) {
+SFT_INLINE void tile_tn(int wide, float *acc, const float *w, const float *x, int64_t ldx,
+                        int64_t Dp, int64_t nk, int64_t nr, int64_t toff) {
     int64_t d0 = 0;
     for (; d0 < Dp;) {
         const int CB = wide && d0 + 4 * VL <= Dp ? 4 : 1;
         int64_t j0 = 0;
         for (; j0 + 6 <= BK && j0 < nk; j0 += 6) {
             const int64_t i0 = j0 - toff > 0 ? j0 - toff : 0;
-            if (CB == 4) tile_tn_cb(acc, w, x, Dp, j0, 6, i0, nr, d0, 4);
-            else tile_tn_cb(acc, w, x, Dp, j0, 6, i0, nr, d0, 1);
+            if (CB == 4) tile_tn_cb(acc, w, x, ldx, Dp, j0, 6, i0, nr, d0, 4);
+            else tile_tn_cb(acc, w, x, ldx, Dp, j0, 6, i0, nr, d0, 1);
         }
         if (j0 < nk) {   // the last BK % 6 keys
             const int64_t i0 = j0 - toff > 0 ? j0 - toff : 0;
-            if (CB == 4) tile_tn_cb(acc, w, x, Dp, j0, BK % 6, i0, nr, d0, 4);
-            else tile_tn_cb(acc, w, x, Dp, j0, BK % 6, i0, nr, d0, 1);
+            if (CB == 4) tile_tn_cb(acc, w, x, ldx, Dp, j0, BK % 6, i0, nr, d0, 4);
+            else tile_tn_cb(acc, w, x, ldx, Dp, j0, BK % 6, i0, nr, d0, 1);
         }
         d0 += CB * VL;
     }
 }
 
 /// For one query row against the first ncv vectors of a key tile: p = exp(s - lse) on the
-/// visible keys [lo, hi) and 0 elsewhere, ds = p (dp - delta) (scale comes with q and in dq);
-/// zero past ncv.
-SFT_INLINE void probabilities(int wide, const float *restrict s, const float *restrict dp, int ncv,
-                              float lse_t, float delta_t, float lo, float hi, float slope,
-                              float tpos, float *restrict p, float *restrict ds) {
+/// visible keys [lo, hi) and 0 elsewhere (without `masked`, every key is visible), ds = p (dp - delta) (dq and dk get their factor
+/// scale when written out); zero past ncv.
+SFT_INLINE void probabilities(int wide, int masked, const float *restrict s,
+                              const float *restrict dp, int ncv, float lse_t, float delta_t,
+                              float lo, float hi, float slope, float tpos, float *restrict p,
+                              float *restrict ds) {
     for (int c = 0; c < BK / VL; c++) {
         vf pv = (vf){0}, dv = (vf){0};
         if (c < ncv) {
             const vf j = lane_index + (float)(c * VL);
             vf x = *(const vf *)(s + c * VL) - lse_t;
             if (slope != 0.0f) x -= slope * (tpos - j);
-            pv = (vf)((vi)vexp(wide, x) & ((j >= lo) & (j < hi)));
+            pv = vexp(wide, x);
+            if (masked) pv = (vf)((vi)pv & ((j >= lo) & (j < hi)));
             dv = pv * (*(const vf *)(dp + c * VL) - delta_t);
         }
         *(vf *)(p + c * VL) = pv;
@@ -662,6 +684,9 @@ SFT_INLINE int sft_attention_bwd_f32_impl(
     if (B <= 0 || T <= 0 || H <= 0) return 0;
     const int64_t G = H / KV, nqb = (T + BQ - 1) / BQ;
     const int64_t Dp = (D + VL - 1) / VL * VL, TS = BK * Dp;   // TS: floats of one padded tile
+    // With whole vectors per row, q, dO and K rows are read in place; otherwise they are copied
+    // with zero padding (vector loads must not run past a row, nor past the end of a buffer).
+    const int direct = D % VL == 0;
     chunks_t ch;
     plan_chunks(B, T, H, KV, D, &ch);
     const int64_t nunits = B * KV * ch.n;
@@ -719,7 +744,8 @@ SFT_INLINE int sft_attention_bwd_f32_impl(
                 float *kt = tiles + (kb - k0) * 5 * TS, *vt = kt + TS, *kp = vt + TS;
                 transpose_tile(wide, kg, ldk, nk, D, kt);
                 transpose_tile(wide, vg, ldv, nk, D, vt);
-                for (int64_t j = 0; j < BK; j++) copy_row(kp + j * Dp, j < nk ? kg + j * ldk : NULL, D, Dp, 1.0f);
+                if (!direct)
+                    for (int64_t j = 0; j < BK; j++) copy_row(kp + j * Dp, j < nk ? kg + j * ldk : NULL, D, Dp, 1.0f);
                 memset(kp + TS, 0, (size_t)(2 * TS) * sizeof(float));   // dK and dV sums
                 rend = en[s0 + nk - 1] > rend ? en[s0 + nk - 1] : rend;
             }
@@ -735,14 +761,26 @@ SFT_INLINE int sft_attention_bwd_f32_impl(
                 for (int64_t t0 = k0 * BK; t0 < rend; t0 += BQ) {
                     const int64_t t1 = t0 + BQ < rend ? t0 + BQ : rend, nr = t1 - t0;
                     const int64_t nrr = (nr + R - 1) / R * R;
-                    // The block's rows, padded to Dp columns and to whole groups of R rows.
-                    // q is stored times scale, so q k^T needs no scaling and dk = ds^T q is done.
+                    // The block's q and dO rows: in place, or copied with their rows padded to
+                    // Dp columns (zeros) and the block to whole groups of R rows.
+                    const float *qb0 = q + (b * T + t0) * ldq + h * D, *db0 = dout + (b * T + t0) * lddo + h * D;
+                    int64_t lq = ldq, ld = lddo;
+                    if (!direct) {
+                        for (int64_t i = 0; i < nrr; i++) {
+                            copy_row(qp + i * Dp, i < nr ? qb0 + i * ldq : NULL, D, Dp, 1.0f);
+                            copy_row(dop + i * Dp, i < nr ? db0 + i * lddo : NULL, D, Dp, 1.0f);
+                        }
+                        qb0 = qp, db0 = dop, lq = ld = Dp;
+                    }
                     for (int64_t i = 0; i < nrr; i++) {
-                        const int64_t t = t0 + i;
-                        copy_row(qp + i * Dp, i < nr ? q + (b * T + t) * ldq + h * D : NULL, D, Dp, scale);
-                        copy_row(dop + i * Dp, i < nr ? dout + (b * T + t) * lddo + h * D : NULL, D, Dp, 1.0f);
-                        L[i] = i < nr ? lse[(b * H + h) * T + t] : 0.0f;
-                        dl[i] = i < nr ? dh[t] : 0.0f;
+                        L[i] = i < nr ? lse[(b * H + h) * T + t0 + i] : 0.0f;
+                        dl[i] = i < nr ? dh[t0 + i] : 0.0f;
+                    }
+                    // The next block's rows arrive while this one is computed (rows of a head
+                    // are strided, which the hardware prefetchers pick up too late).
+                    for (int64_t t = t1; t < t1 + BQ && t < rend; t++) {
+                        prefetch_row(q + (b * T + t) * ldq + h * D, D);
+                        prefetch_row(dout + (b * T + t) * lddo + h * D, D);
                     }
                     memset(dqa, 0, (size_t)(nrr * Dp) * sizeof(float));
                     int touched = 0;
@@ -751,37 +789,56 @@ SFT_INLINE int sft_attention_bwd_f32_impl(
                         if (s0 >= t1 || t0 >= en[s1 - 1]) continue;   // after the rows / their documents
                         float *kt = tiles + (kb - k0) * 5 * TS, *vt = kt + TS, *kp = vt + TS;
                         float *dka = kp + TS, *dva = dka + TS;
-                        for (int64_t i = 0; i < nrr; i++) {
+                        // Interior pairs (every row sees every key: the tile ends before the
+                        // block's first row and in its documents, whole groups of R rows) skip
+                        // the per-row ranges and the masking.
+                        const int masked = s1 > t0 || st[t1 - 1] > s0 || nr % R != 0;
+                        for (int64_t i = 0; masked && i < nrr; i++) {
                             int64_t jl = 0, jh = 0;
                             if (i < nr) visible(st, t0 + i, s0, s1, &jl, &jh);
                             lo[i] = (float)jl;
                             hi[i] = (float)(jl < jh ? jh : jl);
                         }
                         for (int64_t r0 = 0; r0 < nr; r0 += R) {
-                            float jmin = BK, jmax = 0;
-                            for (int r = 0; r < R; r++)
-                                if (lo[r0 + r] < hi[r0 + r]) {
-                                    jmin = lo[r0 + r] < jmin ? lo[r0 + r] : jmin;
-                                    jmax = hi[r0 + r] > jmax ? hi[r0 + r] : jmax;
+                            float jmin = 0, jmax = BK;
+                            if (masked) {
+                                jmin = BK, jmax = 0;
+                                for (int r = 0; r < R; r++)
+                                    if (lo[r0 + r] < hi[r0 + r]) {
+                                        jmin = lo[r0 + r] < jmin ? lo[r0 + r] : jmin;
+                                        jmax = hi[r0 + r] > jmax ? hi[r0 + r] : jmax;
+                                    }
+                                if (jmin >= jmax) {
+                                    memset(pb + r0 * BK, 0, (size_t)(R * BK) * sizeof(float));
+                                    memset(dsb + r0 * BK, 0, (size_t)(R * BK) * sizeof(float));
+                                    continue;
                                 }
-                            if (jmin >= jmax) {
-                                memset(pb + r0 * BK, 0, (size_t)(R * BK) * sizeof(float));
-                                memset(dsb + r0 * BK, 0, (size_t)(R * BK) * sizeof(float));
-                                continue;
                             }
                             const int ncv = ((int)jmax + VL - 1) / VL;
-                            mm_rows_xt(wide, qp + r0 * Dp, Dp, kt, D, ncv, 1.0f, sb);
-                            mm_rows_xt(wide, dop + r0 * Dp, Dp, vt, D, ncv, 1.0f, dpb);
+                            // Rows past nr (their p is masked to 0) read row r0, which exists.
+                            const float *qr[R], *dr[R];
+                            for (int r = 0; r < R; r++) {
+                                const int64_t i = r0 + r < nr ? r0 + r : r0;
+                                qr[r] = qb0 + i * lq;
+                                dr[r] = db0 + i * ld;
+                            }
+                            mm_rows_xt(wide, qr, kt, D, ncv, scale, sb);
+                            mm_rows_xt(wide, dr, vt, D, ncv, 1.0f, dpb);
                             for (int r = 0; r < R; r++) {
                                 const int64_t i = r0 + r;
-                                probabilities(wide, sb + r * BK, dpb + r * BK, ncv, L[i], dl[i], lo[i], hi[i],
-                                              slope, (float)(t0 + i - s0), pb + i * BK, dsb + i * BK);
+                                if (masked)
+                                    probabilities(wide, 1, sb + r * BK, dpb + r * BK, ncv, L[i], dl[i], lo[i],
+                                                  hi[i], slope, (float)(t0 + i - s0), pb + i * BK, dsb + i * BK);
+                                else
+                                    probabilities(wide, 0, sb + r * BK, dpb + r * BK, BK / VL, L[i], dl[i], 0, BK,
+                                                  slope, (float)(t0 + i - s0), pb + i * BK, dsb + i * BK);
                             }
                             // dq_t += ds k_s (times scale when written out)
-                            rows_w_x(wide, dsb + r0 * BK, kp, Dp, (int64_t)jmin, (int64_t)jmax, dqa + r0 * Dp);
+                            rows_w_x(wide, dsb + r0 * BK, direct ? k + (b * T + s0) * ldk + g * D : kp,
+                                     direct ? ldk : Dp, Dp, (int64_t)jmin, (int64_t)jmax, dqa + r0 * Dp);
                         }
-                        tile_tn(wide, dva, pb, dop, Dp, nk, nr, t0 - s0);    // dv_s += p do_t
-                        tile_tn(wide, dka, dsb, qp, Dp, nk, nr, t0 - s0);    // dk_s += ds (scale q_t)
+                        tile_tn(wide, dva, pb, db0, ld, Dp, nk, nr, t0 - s0);    // dv_s += p do_t
+                        tile_tn(wide, dka, dsb, qb0, lq, Dp, nk, nr, t0 - s0);   // dk_s += ds q_t (times scale when written out)
                         touched = 1;
                     }
                     if (!touched) continue;
@@ -802,8 +859,8 @@ SFT_INLINE int sft_attention_bwd_f32_impl(
                 const int64_t s0 = kb * BK, nk = (s0 + BK < T ? s0 + BK : T) - s0;
                 const float *dka = tiles + (kb - k0) * 5 * TS + 3 * TS, *dva = dka + TS;
                 for (int64_t j = 0; j < nk; j++) {
-                    memcpy(dk + (b * T + s0 + j) * lddk + g * D, dka + j * Dp, (size_t)D * sizeof(float));
-                    memcpy(dv + (b * T + s0 + j) * lddv + g * D, dva + j * Dp, (size_t)D * sizeof(float));
+                    copy_row(dk + (b * T + s0 + j) * lddk + g * D, dka + j * Dp, D, D, scale);
+                    copy_row(dv + (b * T + s0 + j) * lddv + g * D, dva + j * Dp, D, D, 1.0f);
                 }
             }
         }
