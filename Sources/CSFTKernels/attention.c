@@ -344,6 +344,22 @@ SFT_INLINE void fwd_pv(int wide, float *ot, const float *v, int64_t ldv, const f
     }
 }
 
+/// o rows: o_i[d] = ot[d][i] * inv[i] for the block's nr rows; 16 x 16 blocks of o^T through
+/// registers with AVX-512, the rest element by element.
+SFT_INLINE void write_rows(int wide, const float *restrict ot, const float *restrict inv,
+                           int64_t nr, int64_t D, float *restrict o, int64_t ldo) {
+    int64_t d0 = 0;
+    for (; wide && d0 + VL <= D; d0 += VL)
+        for (int64_t i0 = 0; i0 < nr; i0 += VL) {
+            vf r[VL];
+            for (int i = 0; i < VL; i++) r[i] = *(const vf *)(ot + (d0 + i) * BQ + i0);
+            transpose16(r);
+            for (int i = 0; i < VL && i0 + i < nr; i++) *(vfu *)(o + (i0 + i) * ldo + d0) = r[i] * inv[i0 + i];
+        }
+    for (; d0 < D; d0++)
+        for (int64_t i = 0; i < nr; i++) o[i * ldo + d0] = ot[d0 * BQ + i] * inv[i];
+}
+
 SFT_INLINE int sft_attention_fwd_f32_impl(int wide, const float *q, int64_t ldq, const float *k,
                                           int64_t ldk, const float *v, int64_t ldv, float *o,
                                           int64_t ldo, float *lse, const int32_t *doc,
@@ -456,11 +472,10 @@ SFT_INLINE int sft_attention_fwd_f32_impl(int wide, const float *q, int64_t ldq,
             }
         }
         for (int64_t i = 0; i < nr; i++) {
-            const float inv = 1.0f / l[i];
-            float *orow = o + (b * T + t0 + i) * ldo + h * D;
-            for (int64_t d = 0; d < D; d++) orow[d] = ot[d * BQ + i] * inv;
             lse[(b * H + h) * T + t0 + i] = m[i] + logf(l[i]);
+            l[i] = 1.0f / l[i];
         }
+        write_rows(wide, ot, l, nr, D, o + (b * T + t0) * ldo + h * D, ldo);
     }
     free(mem);
     return 0;
