@@ -40,9 +40,10 @@ static void doc_bounds(const int32_t *doc, int64_t T, int32_t *start, int32_t *e
 // Work units and their assignment to parts
 // ---------------------------------------------------------------------------------------------
 
+/// A unit of work: forward (b, head h, query block), backward (b, kv head, run of key tiles).
 typedef struct {
     int64_t cost;
-    int32_t kind, b, head, block, owner, index;
+    int32_t b, head, block, owner, index;
 } unit_t;
 
 static int by_cost_desc(const void *pa, const void *pb) {
@@ -84,10 +85,11 @@ static int64_t query_pairs(const int32_t *start, int64_t t0, int64_t t1) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Inner loops: small matrix products on register tiles. `vf` is 16 floats (one AVX-512
-// register, two AVX2 registers, four SSE registers); clang's vector extension lets one source
-// serve every instruction set. R query rows are processed together so every loaded key/value
-// vector feeds R multiply-adds.
+// Vectors. `vf` is 16 floats (one AVX-512 register, two AVX2 registers, four SSE registers);
+// clang's vector extension lets one source serve every instruction set. Every product below
+// keeps a block of vector accumulators in registers for its whole inner loop, where each
+// loaded vector and each broadcast element feed several multiply-adds (R = 4 query rows at a
+// time in the backward's row-major products).
 // ---------------------------------------------------------------------------------------------
 
 typedef float vf __attribute__((vector_size(64)));               // aligned (scratch tiles)
@@ -210,15 +212,14 @@ SFT_INLINE void prefetch_row(const float *x, int64_t n) {
     __builtin_prefetch(x + n - 1);
 }
 
-/// dst[0, n) = alpha src[0, n) (0 when src is NULL) and dst[n, np) = 0. Written out rather
-/// than memcpy/memset: rows are a few hundred bytes and a library call per row was measurable
-/// (the multiply also keeps clang from turning the loop back into one).
+/// dst[0, n) = alpha src[0, n) (0 when src is NULL) and dst[n, np) = 0: rows of q, dO, dq, dk,
+/// with the softmax scale applied on the way where it is due.
 SFT_INLINE void copy_row(float *restrict dst, const float *restrict src, int64_t n, int64_t np,
                          float alpha) {
     int64_t i = 0;
     if (src)
         for (; i < n; i++) dst[i] = alpha * src[i];
-    for (; i < np; i++) dst[i] = 0.0f * alpha;
+    for (; i < np; i++) dst[i] = 0.0f;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -354,7 +355,8 @@ SFT_INLINE void write_rows(int wide, const float *restrict ot, const float *rest
             vf r[VL];
             for (int i = 0; i < VL; i++) r[i] = *(const vf *)(ot + (d0 + i) * BQ + i0);
             transpose16(r);
-            for (int i = 0; i < VL && i0 + i < nr; i++) *(vfu *)(o + (i0 + i) * ldo + d0) = r[i] * inv[i0 + i];
+            for (int i = 0; i < VL && i0 + i < nr; i++)
+                *(vfu *)(o + (i0 + i) * ldo + d0) = r[i] * inv[i0 + i];
         }
     for (; d0 < D; d0++)
         for (int64_t i = 0; i < nr; i++) o[i * ldo + d0] = ot[d0 * BQ + i] * inv[i];
@@ -368,7 +370,7 @@ SFT_INLINE int sft_attention_fwd_f32_impl(int wide, const float *q, int64_t ldq,
                                           int part, int nparts) {
     if (B <= 0 || T <= 0 || H <= 0) return 0;
     const int64_t G = H / KV, nqb = (T + BQ - 1) / BQ, nunits = B * H * nqb;
-    size_t floats = (size_t)(2 * D * BQ + BK * BQ + 2 * BK * D + 7 * BQ);
+    size_t floats = (size_t)(2 * D * BQ + BK * BQ + 2 * BK * D + 5 * BQ);
     size_t bytes = floats * sizeof(float) + (size_t)(2 * B * T) * sizeof(int32_t) +
                    (size_t)nunits * sizeof(unit_t) + (size_t)nparts * sizeof(int64_t);
     char *mem = scratch(bytes);
@@ -378,8 +380,8 @@ SFT_INLINE int sft_attention_fwd_f32_impl(int wide, const float *q, int64_t ldq,
     // position and its document's start (as floats for vector compares).
     float *qt = (float *)mem, *ot = qt + D * BQ, *pt = ot + D * BQ, *kpad = pt + BK * BQ;
     float *vpad = kpad + BK * D, *m = vpad + BK * D, *l = m + BQ, *corr = l + BQ;
-    float *tpos = corr + BQ, *spos = tpos + BQ, *trow = spos + BQ;
-    int32_t *start = (int32_t *)(trow + BQ), *end = start + B * T;
+    float *tpos = corr + BQ, *spos = tpos + BQ;
+    int32_t *start = (int32_t *)(spos + BQ), *end = start + B * T;
     unit_t *units = (unit_t *)(end + B * T);
     int64_t *load = (int64_t *)(units + nunits);
 
@@ -389,8 +391,8 @@ SFT_INLINE int sft_attention_fwd_f32_impl(int wide, const float *q, int64_t ldq,
         for (int64_t h = 0; h < H; h++)
             for (int64_t qb = 0; qb < nqb; qb++, n++) {
                 int64_t t0 = qb * BQ, t1 = t0 + BQ < T ? t0 + BQ : T;
-                units[n] = (unit_t){query_pairs(start + b * T, t0, t1), 0, (int32_t)b,
-                                    (int32_t)h, (int32_t)qb, 0, (int32_t)n};
+                units[n] = (unit_t){query_pairs(start + b * T, t0, t1), (int32_t)b, (int32_t)h,
+                                    (int32_t)qb, 0, (int32_t)n};
             }
     plan_units(units, nunits, nparts, load);
 
@@ -447,6 +449,10 @@ SFT_INLINE int sft_attention_fwd_f32_impl(int wide, const float *q, int64_t ldq,
                     vf x = *(vf *)(pt + j * BQ + rv * VL);
                     const float sj = (float)(s0 + j);
                     if (alibi) x -= slope * (tv[rv] - sj);
+                    // A masked score is -1e30: exp(-1e30 - max) is 0 once the row has seen a
+                    // key; before that (max still -1e30) it counts as 1, but the first key
+                    // the row sees (at the latest itself, in the last tile) rescales all of it
+                    // by exp(-1e30 - max) = 0.
                     if (masked) x = vsel((sv[rv] <= sj) & (tv[rv] >= sj), x, vsplat(-1e30f));
                     if (alibi || masked) *(vf *)(pt + j * BQ + rv * VL) = x;
                     mx = vmaxf(mx, x);
@@ -467,8 +473,10 @@ SFT_INLINE int sft_attention_fwd_f32_impl(int wide, const float *q, int64_t ldq,
             } else {
                 // Keys [16 c, 16 c + 16) reach row vectors c and later only.
                 fwd_pv(wide, ot, vv, lv2, pt, D, 0, 0, jend < VL ? jend : VL, cv);
-                for (int c = 1; c < NRV && c * VL < jend; c++)
-                    fwd_pv(wide, ot, vv, lv2, pt, D, c, c * VL, (c + 1) * VL < jend ? (c + 1) * VL : jend, NULL);
+                for (int c = 1; c < NRV && c * VL < jend; c++) {
+                    const int64_t jb = (c + 1) * VL < jend ? (c + 1) * VL : jend;
+                    fwd_pv(wide, ot, vv, lv2, pt, D, c, c * VL, jb, NULL);
+                }
             }
         }
         for (int64_t i = 0; i < nr; i++) {
@@ -583,8 +591,9 @@ SFT_INLINE void tile_tn_cb(float *restrict acc, const float *restrict w, const f
 }
 
 /// acc (BK, Dp) += w^T x over the nr rows of a query block: w (nr, BK) probabilities or dS,
-/// x (nr, Dp; rows ldx apart) dO or Q. Row i of the block is `toff` rows past the tile's first key, so key j
-/// gets nothing from rows i < j - toff (they precede it) and those rows are skipped.
+/// x (nr, Dp; rows ldx apart) dO or Q. Row i of the block is `toff` rows past the tile's
+/// first key, so key j gets nothing from rows i < j - toff (they precede it): those are
+/// skipped.
 SFT_INLINE void tile_tn(int wide, float *acc, const float *w, const float *x, int64_t ldx,
                         int64_t Dp, int64_t nk, int64_t nr, int64_t toff) {
     int64_t d0 = 0;
@@ -606,8 +615,8 @@ SFT_INLINE void tile_tn(int wide, float *acc, const float *w, const float *x, in
 }
 
 /// For one query row against the first ncv vectors of a key tile: p = exp(s - lse) on the
-/// visible keys [lo, hi) and 0 elsewhere (without `masked`, every key is visible), ds = p (dp - delta) (dq and dk get their factor
-/// scale when written out); zero past ncv.
+/// visible keys [lo, hi) and 0 elsewhere (without `masked`, every key is visible) and
+/// ds = p (dp - delta) (dq and dk get their factor `scale` when written out); zero past ncv.
 SFT_INLINE void probabilities(int wide, int masked, const float *restrict s,
                               const float *restrict dp, int ncv, float lse_t, float delta_t,
                               float lo, float hi, float slope, float tpos, float *restrict p,
@@ -661,6 +670,7 @@ static void plan_chunks(int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D, 
     }
 }
 
+/// Floats of the dq shares of all runs of key tiles but the first (0 when there is one run).
 int64_t sft_attention_bwd_work_floats(int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D) {
     if (B <= 0 || T <= 0 || H <= 0 || KV <= 0 || D <= 0) return 0;
     chunks_t ch;
@@ -668,6 +678,7 @@ int64_t sft_attention_bwd_work_floats(int64_t B, int64_t T, int64_t H, int64_t K
     return B * KV * ch.group;
 }
 
+/// dq += the shares in `work`, run after run, for the rows [lo, hi) of (b, t) of this part.
 void sft_attention_bwd_sum_f32(const float *work, float *dq, int64_t lddq, int64_t B, int64_t T,
                                int64_t H, int64_t KV, int64_t D, int part, int nparts) {
     if (B <= 0 || T <= 0 || H <= 0 || KV <= 0 || D <= 0) return;
@@ -731,7 +742,7 @@ SFT_INLINE int sft_attention_bwd_f32_impl(
                 // Cost: query rows that see each key of the chunk, times the group's heads.
                 int64_t cost = 0;
                 for (int64_t s = ch.a[c] * BK; s < T && s < ch.a[c + 1] * BK; s++) cost += en[s] - s;
-                units[n] = (unit_t){G * cost, 0, (int32_t)b, (int32_t)g, c, 0, (int32_t)n};
+                units[n] = (unit_t){G * cost, (int32_t)b, (int32_t)g, c, 0, (int32_t)n};
             }
     }
     plan_units(units, nunits, nparts, load);
@@ -760,7 +771,8 @@ SFT_INLINE int sft_attention_bwd_f32_impl(
                 transpose_tile(wide, kg, ldk, nk, D, kt);
                 transpose_tile(wide, vg, ldv, nk, D, vt);
                 if (!direct)
-                    for (int64_t j = 0; j < BK; j++) copy_row(kp + j * Dp, j < nk ? kg + j * ldk : NULL, D, Dp, 1.0f);
+                    for (int64_t j = 0; j < BK; j++)
+                        copy_row(kp + j * Dp, j < nk ? kg + j * ldk : NULL, D, Dp, 1.0f);
                 memset(kp + TS, 0, (size_t)(2 * TS) * sizeof(float));   // dK and dV sums
                 rend = en[s0 + nk - 1] > rend ? en[s0 + nk - 1] : rend;
             }
@@ -778,7 +790,8 @@ SFT_INLINE int sft_attention_bwd_f32_impl(
                     const int64_t nrr = (nr + R - 1) / R * R;
                     // The block's q and dO rows: in place, or copied with their rows padded to
                     // Dp columns (zeros) and the block to whole groups of R rows.
-                    const float *qb0 = q + (b * T + t0) * ldq + h * D, *db0 = dout + (b * T + t0) * lddo + h * D;
+                    const float *qb0 = q + (b * T + t0) * ldq + h * D;
+                    const float *db0 = dout + (b * T + t0) * lddo + h * D;
                     int64_t lq = ldq, ld = lddo;
                     if (!direct) {
                         for (int64_t i = 0; i < nrr; i++) {
@@ -841,19 +854,21 @@ SFT_INLINE int sft_attention_bwd_f32_impl(
                             mm_rows_xt(wide, dr, vt, D, ncv, 1.0f, dpb);
                             for (int r = 0; r < R; r++) {
                                 const int64_t i = r0 + r;
+                                const float tpos = (float)(t0 + i - s0);
                                 if (masked)
-                                    probabilities(wide, 1, sb + r * BK, dpb + r * BK, ncv, L[i], dl[i], lo[i],
-                                                  hi[i], slope, (float)(t0 + i - s0), pb + i * BK, dsb + i * BK);
+                                    probabilities(wide, 1, sb + r * BK, dpb + r * BK, ncv, L[i], dl[i],
+                                                  lo[i], hi[i], slope, tpos, pb + i * BK, dsb + i * BK);
                                 else
-                                    probabilities(wide, 0, sb + r * BK, dpb + r * BK, BK / VL, L[i], dl[i], 0, BK,
-                                                  slope, (float)(t0 + i - s0), pb + i * BK, dsb + i * BK);
+                                    probabilities(wide, 0, sb + r * BK, dpb + r * BK, BK / VL, L[i], dl[i],
+                                                  0, BK, slope, tpos, pb + i * BK, dsb + i * BK);
                             }
                             // dq_t += ds k_s (times scale when written out)
                             rows_w_x(wide, dsb + r0 * BK, direct ? k + (b * T + s0) * ldk + g * D : kp,
                                      direct ? ldk : Dp, Dp, (int64_t)jmin, (int64_t)jmax, dqa + r0 * Dp);
                         }
                         tile_tn(wide, dva, pb, db0, ld, Dp, nk, nr, t0 - s0);    // dv_s += p do_t
-                        tile_tn(wide, dka, dsb, qb0, lq, Dp, nk, nr, t0 - s0);   // dk_s += ds q_t (times scale when written out)
+                        // dk_s += ds q_t (times scale when written out)
+                        tile_tn(wide, dka, dsb, qb0, lq, Dp, nk, nr, t0 - s0);
                         touched = 1;
                     }
                     if (!touched) continue;
