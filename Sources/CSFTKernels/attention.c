@@ -208,8 +208,8 @@ static void *scratch(size_t bytes) { return aligned_alloc(64, (bytes + 63) / 64 
 
 /// Asks for the cache lines of x[0, n).
 SFT_INLINE void prefetch_row(const float *x, int64_t n) {
-    for (int64_t i = 0; i < n; i += 16) __builtin_prefetch(x + i);
-    __builtin_prefetch(x + n - 1);
+    const char *p = (const char *)x, *e = (const char *)(x + n);
+    for (p -= (uintptr_t)p % 64; p < e; p += 64) __builtin_prefetch(p);
 }
 
 /// dst[0, n) = alpha src[0, n) (0 when src is NULL) and dst[n, np) = 0: rows of q, dO, dq, dk,
@@ -720,7 +720,7 @@ SFT_INLINE int sft_attention_bwd_f32_impl(
                              B * H * T);
     size_t bytes = floats * sizeof(float) + (size_t)(2 * B * T) * sizeof(int32_t) +
                    (size_t)nunits * sizeof(unit_t) + (size_t)nparts * sizeof(int64_t) +
-                   (size_t)(G * nqb + B * H);
+                   (size_t)(G * nqb + B * H * nqb);
     char *mem = scratch(bytes);
     if (!mem) return sft_set_error("attention backward: cannot allocate %zu bytes of scratch", bytes);
     // Per tile of a stripe: K^T and V^T (Dp, BK), K (BK, Dp), dK and dV sums (BK, Dp).
@@ -731,7 +731,8 @@ SFT_INLINE int sft_attention_bwd_f32_impl(
     unit_t *units = (unit_t *)(end + B * T);
     int64_t *load = (int64_t *)(units + nunits);
     unsigned char *written = (unsigned char *)(load + nparts), *have = written + G * nqb;
-    memset(have, 0, (size_t)(B * H));   // delta_t = do_t · o_t of (b, h), computed on first use
+    // delta_t = do_t · o_t, computed for a block of rows of (b, h) when this part first needs it.
+    memset(have, 0, (size_t)(B * H * nqb));
 
     for (int64_t b = 0; b < B; b++) doc_bounds(doc ? doc + b * T : NULL, T, start + b * T, end + b * T);
     int64_t n = 0;
@@ -780,12 +781,12 @@ SFT_INLINE int sft_attention_bwd_f32_impl(
                 const int64_t h = g * G + hl;
                 const float slope = alibi ? alibi[h] : 0.0f;
                 float *dh = delta + (b * H + h) * T;
-                if (!have[b * H + h]) {
-                    for (int64_t t = 0; t < T; t++)
-                        dh[t] = dot(dout + (b * T + t) * lddo + h * D, o + (b * T + t) * ldo + h * D, D);
-                    have[b * H + h] = 1;
-                }
                 for (int64_t t0 = k0 * BK; t0 < rend; t0 += BQ) {
+                    if (!have[(b * H + h) * nqb + t0 / BQ]) {
+                        for (int64_t t = t0; t < t0 + BQ && t < T; t++)
+                            dh[t] = dot(dout + (b * T + t) * lddo + h * D, o + (b * T + t) * ldo + h * D, D);
+                        have[(b * H + h) * nqb + t0 / BQ] = 1;
+                    }
                     const int64_t t1 = t0 + BQ < rend ? t0 + BQ : rend, nr = t1 - t0;
                     const int64_t nrr = (nr + R - 1) / R * R;
                     // The block's q and dO rows: in place, or copied with their rows padded to
@@ -809,6 +810,7 @@ SFT_INLINE int sft_attention_bwd_f32_impl(
                     for (int64_t t = t1; t < t1 + BQ && t < rend; t++) {
                         prefetch_row(q + (b * T + t) * ldq + h * D, D);
                         prefetch_row(dout + (b * T + t) * lddo + h * D, D);
+                        if (!have[(b * H + h) * nqb + t / BQ]) prefetch_row(o + (b * T + t) * ldo + h * D, D);
                     }
                     memset(dqa, 0, (size_t)(nrr * Dp) * sizeof(float));
                     int touched = 0;
