@@ -111,10 +111,10 @@ SFT_INLINE void transpose16(vf r[VL]) {
     }
 }
 
-/// xt[d][j] = x[j][d] for j < n rows of a (n, D) slice with row stride ld; zero for j >= n.
-/// With `wide` (AVX-512 two-source permutes), whole 16 x 16 blocks go through registers.
+/// xt[d][j] = alpha x[j][d] for j < n rows of a (n, D) slice with row stride ld; zero for
+/// j >= n. With `wide` (AVX-512 two-source permutes), whole 16 x 16 blocks go through registers.
 SFT_INLINE void transpose_tile(int wide, const float *restrict x, int64_t ld, int64_t n,
-                               int64_t D, float *restrict xt) {
+                               int64_t D, float alpha, float *restrict xt) {
     int64_t d0 = 0;
     for (; wide && d0 + VL <= D; d0 += VL)
         for (int64_t j0 = 0; j0 < BK; j0 += VL) {
@@ -122,11 +122,11 @@ SFT_INLINE void transpose_tile(int wide, const float *restrict x, int64_t ld, in
             for (int i = 0; i < VL; i++)
                 r[i] = j0 + i < n ? *(const vfu *)(x + (j0 + i) * ld + d0) : (vf){0};
             transpose16(r);
-            for (int i = 0; i < VL; i++) *(vf *)(xt + (d0 + i) * BK + j0) = r[i];
+            for (int i = 0; i < VL; i++) *(vf *)(xt + (d0 + i) * BK + j0) = r[i] * alpha;
         }
     for (int64_t d = d0; d < D; d++) {
         float *row = xt + d * BK;
-        for (int64_t j = 0; j < n; j++) row[j] = x[j * ld + d];
+        for (int64_t j = 0; j < n; j++) row[j] = alpha * x[j * ld + d];
         for (int64_t j = n; j < BK; j++) row[j] = 0;
     }
 }
@@ -261,33 +261,47 @@ SFT_INLINE void fwd_scores_blk(const float *restrict kj, int64_t ldk, const floa
         }
 }
 
-/// Scores of keys [0, jend) of a tile (rows of k, ldk apart) against the block's Q^T. On the
-/// diagonal tile (`diag`: the tile starts at the block's first row) a key j is seen by no row
-/// before j, so row vectors below j / 16 are skipped (and never read afterwards). With mx
-/// (tiles without masking), the running max of each row vector is updated on the way.
+/// Scores of keys [0, jend) of a tile (rows of k, ldk apart) against the row vectors [0, nrv)
+/// of the block's Q^T. On the diagonal tile (`diag`: the tile starts at the block's first row)
+/// a key j is seen by no row before j, so row vectors below j / 16 are skipped (and never read
+/// afterwards). Keys go 6 at a time with AVX-512 (4 otherwise); a last group of fewer keys is
+/// copied to kpad with zero rows after it (rows past T may be past the end of k), and st gets
+/// scores for those zero rows too, which no one reads. With mx (tiles without masking), the
+/// running max of each row vector is updated on the way.
 SFT_INLINE void fwd_scores(int wide, const float *k, int64_t ldk, const float *qt, int64_t D,
-                           int64_t jend, int diag, float *st, vf *mx) {
+                           int64_t jend, int diag, int nrv, float *st, vf *mx, float *kpad) {
+    const int JW = wide ? 6 : 4;
     for (int64_t j0 = 0; j0 < jend;) {
         const int rv0 = diag ? (int)(j0 / VL) : 0;
         const float *kj = k + j0 * ldk;
+        int64_t lk = ldk;
+        int jn = JW;
         float *s = st + j0 * BQ;
-        if (wide) {   // 6 keys at a time, then the last BK % 6
-            const int full = j0 + 6 <= BK;
-            switch (rv0 * 2 + full) {
-            case 0: fwd_scores_blk(kj, ldk, qt, D, BK % 6, 0, NRV, s, mx); break;
-            case 1: fwd_scores_blk(kj, ldk, qt, D, 6, 0, NRV, s, mx); break;
-            case 2: fwd_scores_blk(kj, ldk, qt, D, BK % 6, 1, NRV, s, mx); break;
-            case 3: fwd_scores_blk(kj, ldk, qt, D, 6, 1, NRV, s, mx); break;
-            case 4: fwd_scores_blk(kj, ldk, qt, D, BK % 6, 2, NRV, s, mx); break;
-            case 5: fwd_scores_blk(kj, ldk, qt, D, 6, 2, NRV, s, mx); break;
-            case 6: fwd_scores_blk(kj, ldk, qt, D, BK % 6, 3, NRV, s, mx); break;
-            default: fwd_scores_blk(kj, ldk, qt, D, 6, 3, NRV, s, mx); break;
-            }
-            j0 += full ? 6 : BK % 6;
-        } else {
-            for (int rv = rv0; rv < NRV; rv++) fwd_scores_blk(kj, ldk, qt, D, 4, rv, rv + 1, s, mx);
-            j0 += 4;
+        if (wide && j0 + 4 == jend) {
+            jn = 4;   // e.g. the last 4 of 64 keys
+        } else if (j0 + JW > jend) {
+            for (int jj = 0; jj < JW; jj++)
+                for (int64_t d = 0; d < D; d++) kpad[jj * D + d] = j0 + jj < jend ? kj[jj * ldk + d] : 0.0f;
+            kj = kpad, lk = D;
         }
+        if (wide && nrv == NRV) {
+            switch (rv0 * 2 + (jn == 6)) {
+            case 0: fwd_scores_blk(kj, lk, qt, D, 4, 0, NRV, s, mx); break;
+            case 1: fwd_scores_blk(kj, lk, qt, D, 6, 0, NRV, s, mx); break;
+            case 2: fwd_scores_blk(kj, lk, qt, D, 4, 1, NRV, s, mx); break;
+            case 3: fwd_scores_blk(kj, lk, qt, D, 6, 1, NRV, s, mx); break;
+            case 4: fwd_scores_blk(kj, lk, qt, D, 4, 2, NRV, s, mx); break;
+            case 5: fwd_scores_blk(kj, lk, qt, D, 6, 2, NRV, s, mx); break;
+            case 6: fwd_scores_blk(kj, lk, qt, D, 4, 3, NRV, s, mx); break;
+            default: fwd_scores_blk(kj, lk, qt, D, 6, 3, NRV, s, mx); break;
+            }
+        } else {   // a partial block (or no AVX-512): one row vector at a time
+            for (int rv = rv0; rv < nrv; rv++) {
+                if (jn == 6) fwd_scores_blk(kj, lk, qt, D, 6, rv, rv + 1, s, mx);
+                else fwd_scores_blk(kj, lk, qt, D, 4, rv, rv + 1, s, mx);
+            }
+        }
+        j0 += jn;
     }
 }
 
@@ -313,13 +327,14 @@ SFT_INLINE void fwd_pv_blk(float *restrict ot, const float *restrict v, int64_t 
         for (int rv = RV0; rv < RV1; rv++) *(vf *)(ot + (d0 + dd) * BQ + rv * VL) = acc[dd][rv];
 }
 
-/// o^T (D, BQ) = o^T * corr + V^T P^T for keys [ja, jb) and row vectors [RV0, NRV) (corr
-/// NULL: no rescaling). With AVX-512, 6 columns x the row vectors at a time, then the last
-/// D % 6 columns together; otherwise 4 columns x one row vector, then single columns.
+/// o^T (D, BQ) = o^T * corr + V^T P^T for keys [ja, jb) and row vectors [RV0, nrv) (corr
+/// NULL: no rescaling). With AVX-512 and a whole block, 6 columns x the row vectors at a time,
+/// then the last D % 6 columns together; otherwise 6 (AVX-512) or 4 columns x one row vector,
+/// then single columns.
 SFT_INLINE void fwd_pv(int wide, float *ot, const float *v, int64_t ldv, const float *pt,
-                       int64_t D, int RV0, int64_t ja, int64_t jb, const vf *corr) {
+                       int64_t D, int RV0, int nrv, int64_t ja, int64_t jb, const vf *corr) {
     int64_t d0 = 0;
-    if (wide) {
+    if (wide && nrv == NRV) {
 #define PV_RV(ND)                                                                              \
     switch (RV0) {                                                                             \
     case 0: fwd_pv_blk(ot, v, ldv, pt, d0, ND, 0, NRV, ja, jb, corr); break;                  \
@@ -339,8 +354,11 @@ SFT_INLINE void fwd_pv(int wide, float *ot, const float *v, int64_t ldv, const f
 #undef PV_RV
         return;
     }
-    for (int rv = RV0; rv < NRV; rv++) {
-        for (d0 = 0; d0 + 4 <= D; d0 += 4) fwd_pv_blk(ot, v, ldv, pt, d0, 4, rv, rv + 1, ja, jb, corr);
+    for (int rv = RV0; rv < nrv; rv++) {
+        d0 = 0;
+        if (wide)
+            for (; d0 + 6 <= D; d0 += 6) fwd_pv_blk(ot, v, ldv, pt, d0, 6, rv, rv + 1, ja, jb, corr);
+        for (; d0 + 4 <= D; d0 += 4) fwd_pv_blk(ot, v, ldv, pt, d0, 4, rv, rv + 1, ja, jb, corr);
         for (; d0 < D; d0++) fwd_pv_blk(ot, v, ldv, pt, d0, 1, rv, rv + 1, ja, jb, corr);
     }
 }
@@ -370,16 +388,17 @@ SFT_INLINE int sft_attention_fwd_f32_impl(int wide, const float *q, int64_t ldq,
                                           int part, int nparts) {
     if (B <= 0 || T <= 0 || H <= 0) return 0;
     const int64_t G = H / KV, nqb = (T + BQ - 1) / BQ, nunits = B * H * nqb;
-    size_t floats = (size_t)(2 * D * BQ + BK * BQ + 2 * BK * D + 5 * BQ);
+    size_t floats = (size_t)(2 * D * BQ + (BK + 8) * BQ + VL * D + 5 * BQ);
     size_t bytes = floats * sizeof(float) + (size_t)(2 * B * T) * sizeof(int32_t) +
                    (size_t)nunits * sizeof(unit_t) + (size_t)nparts * sizeof(int64_t);
     char *mem = scratch(bytes);
     if (!mem) return sft_set_error("attention forward: cannot allocate %zu bytes of scratch", bytes);
-    // Per block: Q^T and o^T (D, BQ), P^T (BK, BQ); the last, partial key tile padded with zero
-    // rows (BK, D); per row: running max m, running sum l, the tile's rescaling, the row's
-    // position and its document's start (as floats for vector compares).
-    float *qt = (float *)mem, *ot = qt + D * BQ, *pt = ot + D * BQ, *kpad = pt + BK * BQ;
-    float *vpad = kpad + BK * D, *m = vpad + BK * D, *l = m + BQ, *corr = l + BQ;
+    // Per block: Q^T and o^T (D, BQ), P^T (BK + 8, BQ: see fwd_scores), the last few keys of a
+    // tile (VL rows of D, so what follows stays 64-byte aligned for vector loads); per row:
+    // running max m, running sum l, the tile's rescaling, the row's position and its
+    // document's start (as floats for vector compares).
+    float *qt = (float *)mem, *ot = qt + D * BQ, *pt = ot + D * BQ, *kpad = pt + (BK + 8) * BQ;
+    float *m = kpad + VL * D, *l = m + BQ, *corr = l + BQ;
     float *tpos = corr + BQ, *spos = tpos + BQ;
     int32_t *start = (int32_t *)(spos + BQ), *end = start + B * T;
     unit_t *units = (unit_t *)(end + B * T);
@@ -402,11 +421,9 @@ SFT_INLINE int sft_attention_fwd_f32_impl(int wide, const float *q, int64_t ldq,
         const int64_t t0 = (int64_t)units[u].block * BQ, t1 = t0 + BQ < T ? t0 + BQ : T, nr = t1 - t0;
         const int32_t *st = start + b * T;
         const float slope = alibi ? alibi[h] : 0.0f;
-        transpose_tile(wide, q + (b * T + t0) * ldq + h * D, ldq, nr, D, qt);   // rows past nr: 0
-        for (int64_t i = 0; i < D * BQ; i++) {
-            qt[i] *= scale;
-            ot[i] = 0;
-        }
+        const int nrv = (int)((nr + VL - 1) / VL);   // row vectors holding rows of the block
+        transpose_tile(wide, q + (b * T + t0) * ldq + h * D, ldq, nr, D, scale, qt);   // rows past nr: 0
+        memset(ot, 0, (size_t)(D * BQ) * sizeof(float));
         // Rows past T get position -1: no key is ever visible to them.
         for (int64_t i = 0; i < BQ; i++) {
             m[i] = -1e30f;   // finite, so m - m of a row that has seen nothing is 0, not NaN
@@ -417,29 +434,20 @@ SFT_INLINE int sft_attention_fwd_f32_impl(int wide, const float *q, int64_t ldq,
         // Keys below st[t0] belong to earlier documents; st[t1 - 1] is the latest start.
         const int64_t last_start = st[t1 - 1];
         for (int64_t s0 = st[t0] / BK * BK; s0 < t1; s0 += BK) {
-            const int64_t s1 = s0 + BK < T ? s0 + BK : T, nk = s1 - s0;
-            const int64_t jend = t1 - s0 < BK ? t1 - s0 : BK;   // keys some row may see
+            // Keys some row may see; on the last tile of a row (t1 = T) also the keys there are.
+            const int64_t jend = t1 - s0 < BK ? t1 - s0 : BK;
             const int diag = s0 == t0;   // blocks and tiles are both aligned to 64 rows
             // Scores need masking where some row of the block does not see some key: on the
             // diagonal, and where a document starts inside the block after the tile's start.
             const int masked = s0 + BK > t0 || last_start > s0;
             const float *kk = k + (b * T + s0) * ldk + g * D, *vv = v + (b * T + s0) * ldv + g * D;
-            int64_t lk = ldk, lv2 = ldv;
-            if (nk < BK) {   // the last tile: zero rows past T (scores there are masked)
-                for (int64_t j = 0; j < BK; j++)
-                    for (int64_t d = 0; d < D; d++) {
-                        kpad[j * D + d] = j < nk ? kk[j * ldk + d] : 0.0f;
-                        vpad[j * D + d] = j < nk ? vv[j * ldv + d] : 0.0f;
-                    }
-                kk = kpad, vv = vpad, lk = lv2 = D;
-            }
             // Unmasked tiles without ALiBi get their row maxima from the score kernel.
             const int fused = !masked && !alibi;
             vf tmax[NRV];
             for (int rv = 0; rv < NRV; rv++) tmax[rv] = mv[rv];
-            fwd_scores(wide, kk, lk, qt, D, jend, diag, pt, fused ? tmax : NULL);
+            fwd_scores(wide, kk, ldk, qt, D, jend, diag, nrv, pt, fused ? tmax : NULL, kpad);
             // Online softmax, one vector of 16 rows at a time.
-            for (int rv = 0; rv < NRV; rv++) {
+            for (int rv = 0; rv < nrv; rv++) {
                 // Keys past the vector's last row are invisible to all of its rows.
                 const int64_t last = t0 + rv * VL + VL - 1 - s0;
                 const int64_t je = last + 1 < jend ? last + 1 : jend;
@@ -469,13 +477,13 @@ SFT_INLINE int sft_attention_fwd_f32_impl(int wide, const float *q, int64_t ldq,
                 cv[rv] = c;
             }
             if (!diag) {
-                fwd_pv(wide, ot, vv, lv2, pt, D, 0, 0, jend, cv);
+                fwd_pv(wide, ot, vv, ldv, pt, D, 0, nrv, 0, jend, cv);
             } else {
                 // Keys [16 c, 16 c + 16) reach row vectors c and later only.
-                fwd_pv(wide, ot, vv, lv2, pt, D, 0, 0, jend < VL ? jend : VL, cv);
-                for (int c = 1; c < NRV && c * VL < jend; c++) {
+                fwd_pv(wide, ot, vv, ldv, pt, D, 0, nrv, 0, jend < VL ? jend : VL, cv);
+                for (int c = 1; c < nrv && c * VL < jend; c++) {
                     const int64_t jb = (c + 1) * VL < jend ? (c + 1) * VL : jend;
-                    fwd_pv(wide, ot, vv, lv2, pt, D, c, c * VL, jb, NULL);
+                    fwd_pv(wide, ot, vv, ldv, pt, D, c, nrv, c * VL, jb, NULL);
                 }
             }
         }
@@ -769,8 +777,8 @@ SFT_INLINE int sft_attention_bwd_f32_impl(
                 const int64_t s0 = kb * BK, nk = (s0 + BK < T ? s0 + BK : T) - s0;
                 const float *kg = k + (b * T + s0) * ldk + g * D, *vg = v + (b * T + s0) * ldv + g * D;
                 float *kt = tiles + (kb - k0) * 5 * TS, *vt = kt + TS, *kp = vt + TS;
-                transpose_tile(wide, kg, ldk, nk, D, kt);
-                transpose_tile(wide, vg, ldv, nk, D, vt);
+                transpose_tile(wide, kg, ldk, nk, D, 1.0f, kt);
+                transpose_tile(wide, vg, ldv, nk, D, 1.0f, vt);
                 if (!direct)
                     for (int64_t j = 0; j < BK; j++)
                         copy_row(kp + j * Dp, j < nk ? kg + j * ldk : NULL, D, Dp, 1.0f);
