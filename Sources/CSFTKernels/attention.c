@@ -724,8 +724,8 @@ SFT_INLINE int sft_attention_bwd_f32_impl(
     chunks_t ch;
     plan_chunks(B, T, H, KV, D, &ch);
     const int64_t nunits = B * KV * ch.n;
-    size_t floats = (size_t)(5 * NS * TS + 3 * BQ * Dp + 2 * BQ * BK + 2 * R * BK + 4 * BQ +
-                             B * H * T);
+    const int64_t DT = (B * H * T + VL - 1) / VL * VL;   // delta, padded: what follows stays aligned
+    size_t floats = (size_t)(5 * NS * TS + 3 * BQ * Dp + 2 * BQ * BK + 2 * R * BK + 4 * BQ + DT);
     size_t bytes = floats * sizeof(float) + (size_t)(2 * B * T) * sizeof(int32_t) +
                    (size_t)nunits * sizeof(unit_t) + (size_t)nparts * sizeof(int64_t) +
                    (size_t)(G * nqb + B * H * nqb);
@@ -735,7 +735,7 @@ SFT_INLINE int sft_attention_bwd_f32_impl(
     float *tiles = (float *)mem, *qp = tiles + 5 * NS * TS, *dop = qp + BQ * Dp, *dqa = dop + BQ * Dp;
     float *pb = dqa + BQ * Dp, *dsb = pb + BQ * BK, *sb = dsb + BQ * BK, *dpb = sb + R * BK;
     float *L = dpb + R * BK, *dl = L + BQ, *lo = dl + BQ, *hi = lo + BQ, *delta = hi + BQ;
-    int32_t *start = (int32_t *)(delta + B * H * T), *end = start + B * T;
+    int32_t *start = (int32_t *)(delta + DT), *end = start + B * T;
     unit_t *units = (unit_t *)(end + B * T);
     int64_t *load = (int64_t *)(units + nunits);
     unsigned char *written = (unsigned char *)(load + nparts), *have = written + G * nqb;
