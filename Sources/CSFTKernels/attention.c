@@ -514,7 +514,9 @@ SFT_DISPATCH_WIDE(int, sft_attention_fwd_f32,
 // share into dq, chunk c > 0 into its own slice of `work` (rows from the chunk's first key
 // on), and sft_attention_bwd_sum_f32 adds the slices to dq in chunk order afterwards, so the
 // result does not depend on which part ran what. Chunks are contiguous runs of tiles of about
-// equal causal work, as many as keep a few units per core busy.
+// equal causal work, as many as keep a few units per core busy. A chunk goes in stripes of up
+// to NS tiles: their K^T, V^T and dK, dV sums stay in L2 while each block of BQ query rows is
+// loaded once and runs over all of them, summing its dq share across the stripe in place.
 // ---------------------------------------------------------------------------------------------
 
 /// out[r][c] = alpha * sum_{d<D} a_r[d] xt[d][c] for R rows and the CB column vectors from c0
