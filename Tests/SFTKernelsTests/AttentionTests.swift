@@ -1,7 +1,8 @@
 // Causal attention: forward (o, lse) against the Double reference over random shapes — GQA
 // ratios 1, 3, 4, odd head dims, lengths around the kernel's 64-token tiles, packed documents,
-// ALiBi, q/k/v as slices of one fused buffer; backward against finite differences; packed
-// documents never see each other; the result does not depend on how many cores ran it.
+// ALiBi, q/k/v as slices of one fused buffer — and over long rows that take the backward's
+// larger splits; backward against finite differences; packed documents never see each other;
+// the result does not depend on how many cores ran it.
 
 import CSFTKernels
 import SFTKernels
@@ -127,6 +128,36 @@ final class AttentionTests: XCTestCase {
         }
     }
 
+    /// Rows long enough for the backward's larger splits: a kv head's key tiles in one run of
+    /// more than 8 tiles (processed in several stripes; B x KV = 12 leaves one run per head),
+    /// and in many runs whose dq shares are summed afterwards; head dims read in place (16, 64)
+    /// and copied with padding (20); documents starting inside tiles, ALiBi.
+    func testLongRowsMatchReference() throws {
+        var rng = RNG(36)
+        var cases = [
+            AttentionCase(B: 4, T: 530, H: 3, KV: 3, D: 16, fused: true),
+            AttentionCase(B: 1, T: 700, H: 4, KV: 1, D: 20),
+            AttentionCase(B: 1, T: 1100, H: 3, KV: 1, D: 64, fused: true),
+        ]
+        cases[0].doc = packedDocs(&rng, B: 4, T: 530)
+        cases[1].doc = packedDocs(&rng, B: 1, T: 700)
+        cases[2].alibi = [0.05, 0.01, 0.0]
+        for c in cases {
+            let q = rng.floats(c.B * c.T * c.H * c.D, scale: 2), k = rng.floats(c.B * c.T * c.KV * c.D, scale: 2)
+            let v = rng.floats(c.B * c.T * c.KV * c.D), dout = rng.floats(c.B * c.T * c.H * c.D)
+            let want = c.reference(q.doubles, k.doubles, v.doubles)
+            let wantGrad = c.referenceBackward(q.doubles, k.doubles, v.doubles, dout.doubles)
+            try forEachISA { isa in
+                let got = try c.run(q: q, k: k, v: v, dout: dout)
+                assertClose(got.o, want.o, rtol: 1e-4, atol: 2e-5, "attention o \(isa) \(c)")
+                assertClose(got.lse, want.lse, rtol: 1e-5, atol: 2e-5, "attention lse \(isa) \(c)")
+                assertClose(got.dq, wantGrad.dq, rtol: 1e-3, atol: 1e-4, "attention dq \(isa) \(c)")
+                assertClose(got.dk, wantGrad.dk, rtol: 1e-3, atol: 1e-4, "attention dk \(isa) \(c)")
+                assertClose(got.dv, wantGrad.dv, rtol: 1e-3, atol: 1e-4, "attention dv \(isa) \(c)")
+            }
+        }
+    }
+
     func testBackwardMatchesFiniteDifferences() throws {
         var rng = RNG(31)
         var cases = [
@@ -236,11 +267,15 @@ final class AttentionTests: XCTestCase {
             }
             XCTAssertEqual(o, want.o, "o, \(nparts) parts")
             XCTAssertEqual(lse, want.lse, "lse, \(nparts) parts")
+            var work = [Float](repeating: .nan, count: Int(sft_attention_bwd_work_floats(Int64(B), Int64(T), Int64(H), Int64(KV), Int64(D))))
             for part in 0..<nparts {
                 XCTAssertEqual(sft_attention_bwd_f32(q, Int64(H * D), k, Int64(KV * D), v, Int64(KV * D), o, Int64(H * D), dout,
                                                      Int64(H * D), lse, doc, nil, &dq, Int64(H * D), &dk, Int64(KV * D), &dv,
                                                      Int64(KV * D), Int64(B), Int64(T), Int64(H), Int64(KV), Int64(D),
-                                                     1 / Float(D).squareRoot(), nil, part, nparts), 0)
+                                                     1 / Float(D).squareRoot(), &work, nil, part, nparts), 0)
+            }
+            for part in 0..<nparts {
+                sft_attention_bwd_sum_f32(work, &dq, Int64(H * D), Int64(B), Int64(T), Int64(H), Int64(KV), Int64(D), part, nparts)
             }
             XCTAssertEqual(dq, want.dq, "dq, \(nparts) parts")
             XCTAssertEqual(dk, want.dk, "dk, \(nparts) parts")

@@ -107,8 +107,11 @@ void sft_rope_f32(const float *x, int64_t ldx, float *y, int64_t ldy, const int3
 // each document in one contiguous run); token t attends to s <= t of its own run only.
 // alibi: (H) slopes or NULL; adds -slope * (t - s) to the (scaled) score.
 // lse: (B, H, T) log-sum-exp of the scores, saved for backward.
-// Work is split into units — (b, h, block of query rows) in forward; (b, kv head, key tile)
-// for dk/dv and (b, h, query block) for dq in backward — so every output row has one writer.
+// Work is split into units — (b, h, block of query rows) in forward, (b, kv head, run of key
+// tiles) in backward — so every output row has one writer; backward's dq gets a share from
+// every run of key tiles: the first run's goes to dq, the others' to `work`
+// (sft_attention_bwd_work_floats floats, contents don't matter before the call), and once
+// every part has returned, sft_attention_bwd_sum_f32 (in parts of rows) adds them to dq.
 // next: a counter shared by the parts of one call, 0 before the call; parts take units from it
 // largest first as they go (balanced even when the OS delays a part). NULL: each part runs a
 // fixed share. The result does not depend on which part ran a unit. dq, dk, dv are written (=).
@@ -125,8 +128,11 @@ int sft_attention_bwd_f32(const float *q, int64_t ldq, const float *k, int64_t l
                           const float *dout, int64_t lddo, const float *lse,
                           const int32_t *doc, const float *alibi, float *dq, int64_t lddq,
                           float *dk, int64_t lddk, float *dv, int64_t lddv, int64_t B,
-                          int64_t T, int64_t H, int64_t KV, int64_t D, float scale, int64_t *next,
-                          int part, int nparts);
+                          int64_t T, int64_t H, int64_t KV, int64_t D, float scale, float *work,
+                          int64_t *next, int part, int nparts);
+int64_t sft_attention_bwd_work_floats(int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D);
+void sft_attention_bwd_sum_f32(const float *work, float *dq, int64_t lddq, int64_t B, int64_t T,
+                               int64_t H, int64_t KV, int64_t D, int part, int nparts);
 
 // ---------------------------------------------------------------------------------------------
 // SwiGLU: h = silu(g) * u over n elements. Backward writes dg, du (=).

@@ -230,11 +230,20 @@ extension CPUBackend {
         try check(dv, rows: rows, width: s.KV * s.D, ld: s.ldv, op, "dv (ldv=\(s.ldv))")
         let (pq, pk, pv, po, pdo, pl) = (q.f32(), k.f32(), v.f32(), o.f32(), dout.f32(), lse.f32())
         let (pd, pa, pdq, pdk, pdv) = (docIds?.i32(), alibi?.f32(), dq.f32(), dk.f32(), dv.f32())
+        // dq shares of all but the first run of key tiles wait in `work` until every part is done.
+        let (B, T, H, KV, D) = (Int64(s.B), Int64(s.T), Int64(s.H), Int64(s.KV), Int64(s.D))
+        let workFloats = Int(sft_attention_bwd_work_floats(B, T, H, KV, D))
+        let work = UnsafeMutablePointer<Float>.allocate(capacity: max(1, workFloats))
+        defer { work.deallocate() }
         try runParts(op, attentionParts(s)) { next, p, np in
             sft_attention_bwd_f32(pq, Int64(s.ldq), pk, Int64(s.ldk), pv, Int64(s.ldv), po, Int64(s.ldo),
                                   pdo, Int64(s.ldo), pl, pd, pa, pdq, Int64(s.ldq), pdk, Int64(s.ldk),
-                                  pdv, Int64(s.ldv), Int64(s.B), Int64(s.T), Int64(s.H), Int64(s.KV),
-                                  Int64(s.D), s.scale, next, p, np)
+                                  pdv, Int64(s.ldv), B, T, H, KV, D, s.scale, work, next, p, np)
+        }
+        if workFloats > 0 {
+            parallel(parts(work: s.B * s.T * s.H * s.D)) { p, np in
+                sft_attention_bwd_sum_f32(work, pdq, Int64(s.ldq), B, T, H, KV, D, p, np)
+            }
         }
     }
 
