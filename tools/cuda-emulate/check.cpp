@@ -107,8 +107,10 @@ static void attention_case(const char *name, Fwd fwd, Dq dq_kernel, Dkdv dkdv_ke
     long lq, lk, lv;
     views(gref, rq, lq, rk, lk, rv, lv);
     if (fused) std::fill(gref.begin(), gref.end(), 0.0f);
+    std::vector<float> work(sft_attention_bwd_work_floats(B, T, H, KV, D) + 1);
     sft_attention_bwd_f32(q, ldq, k, ldk, v, ldv, o_ref.data(), ldo, dout.data(), ldo, lse_ref.data(), pd, pa, rq, lq,
-                          rk, lk, rv, lv, B, T, H, KV, D, scale, nullptr, 0, 1);
+                          rk, lk, rv, lv, B, T, H, KV, D, scale, work.data(), nullptr, 0, 1);
+    sft_attention_bwd_sum_f32(work.data(), rq, lq, B, T, H, KV, D, 0, 1);
     views(g, gq, lq, gk, lk, gv, lv);
     if (fused) std::fill(g.begin(), g.end(), 0.0f);   // the fused buffer's other columns
     std::vector<float> delta = nans(B * H * T);
