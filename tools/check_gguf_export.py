@@ -16,25 +16,17 @@ The summary goes to Tests/SFTCoreTests/Fixtures/export/results/gguf_export.json.
 Usage: python3 tools/check_gguf_export.py [--dir DIR] [--no-swift] [--gguf PATH]
 Needs: pip install gguf numpy torch transformers safetensors
 """
-import argparse, json, os, subprocess, sys
+import os, sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIX = os.path.join(ROOT, "Tests", "SFTCoreTests", "Fixtures")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from export_check import arguments, swift_test, record
+
 TOL = 1e-4
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--dir", default="/tmp/sft-export-check")
-    ap.add_argument("--no-swift", action="store_true")
-    ap.add_argument("--gguf", default=os.path.join(os.environ.get("SFT_ASSETS", os.path.join(ROOT, ".assets")),
-                                                   "SmolLM2-135M-Instruct.Q4_1.gguf"))
-    a = ap.parse_args()
-    if not a.no_swift:
-        env = dict(os.environ, SFT_EXPORT_DIR=a.dir)
-        env.setdefault("SFT_ASSETS", os.path.dirname(a.gguf))
-        subprocess.run(["swift", "test", "-c", "release", "--filter",
-                        "GGUFExportTests.testSmolLM2ExportedAsGGUFReloadsWithIdenticalLogitsAndKeys"], cwd=ROOT, env=env, check=True)
+    a = arguments().parse_args()
+    swift_test(a, "GGUFExportTests.testSmolLM2ExportedAsGGUFReloadsWithIdenticalLogitsAndKeys")
 
     import numpy as np, gguf, torch, transformers
     from gguf import GGUFReader, GGMLQuantizationType
@@ -100,13 +92,7 @@ def main():
 
     ok = (not differing and report["tensors"]["same_names_and_shapes"] and quantized > 0
           and same == quantized and report["transformers_vs_sft"]["max_abs_diff"] <= TOL)
-    report["pass"] = ok
-    dest = os.path.join(FIX, "export", "results", "gguf_export.json")
-    with open(dest, "w") as f:
-        json.dump(report, f, indent=1)
-        f.write("\n")
-    print("PASS" if ok else "FAIL", "->", dest)
-    sys.exit(0 if ok else 1)
+    record(report, ok, "gguf_export")
 
 
 if __name__ == "__main__":

@@ -17,25 +17,17 @@ The summary goes to Tests/SFTCoreTests/Fixtures/export/results/hf_export.json.
 Usage: python3 tools/check_hf_export.py [--dir DIR] [--no-swift] [--gguf PATH]
 Needs: pip install torch transformers safetensors gguf
 """
-import argparse, json, os, subprocess, sys
+import os, sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIX = os.path.join(ROOT, "Tests", "SFTCoreTests", "Fixtures")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from export_check import arguments, swift_test, record
+
 TOL = 1e-4
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--dir", default="/tmp/sft-export-check")
-    ap.add_argument("--no-swift", action="store_true")
-    ap.add_argument("--gguf", default=os.path.join(os.environ.get("SFT_ASSETS", os.path.join(ROOT, ".assets")),
-                                                   "SmolLM2-135M-Instruct.Q4_1.gguf"))
-    a = ap.parse_args()
-    if not a.no_swift:
-        env = dict(os.environ, SFT_EXPORT_DIR=a.dir)
-        env.setdefault("SFT_ASSETS", os.path.dirname(a.gguf))
-        subprocess.run(["swift", "test", "-c", "release", "--filter",
-                        "HFExportTests.testSmolLM2ExportedFromGGUFReloadsWithIdenticalLogits"], cwd=ROOT, env=env, check=True)
+    a = arguments().parse_args()
+    swift_test(a, "HFExportTests.testSmolLM2ExportedFromGGUFReloadsWithIdenticalLogits")
 
     import torch, transformers, safetensors
     from safetensors import safe_open
@@ -87,13 +79,7 @@ def main():
 
     ok = (report["f32"]["max_abs_diff"] <= TOL and report["f32"]["ids_equal"]
           and report["bf16_upcast"]["max_abs_diff"] <= TOL)
-    report["pass"] = ok
-    dest = os.path.join(FIX, "export", "results", "hf_export.json")
-    with open(dest, "w") as f:
-        json.dump(report, f, indent=1)
-        f.write("\n")
-    print("PASS" if ok else "FAIL", "->", dest)
-    sys.exit(0 if ok else 1)
+    record(report, ok, "hf_export")
 
 
 if __name__ == "__main__":

@@ -20,10 +20,11 @@ The summary goes to Tests/SFTCoreTests/Fixtures/export/results/peft_roundtrip.js
 Usage: python3 tools/check_peft_roundtrip.py [--dir DIR] [--no-swift] [--gguf PATH] [--sftctl PATH]
 Needs: pip install torch transformers peft safetensors gguf; swift build -c release (for sftctl)
 """
-import argparse, json, os, subprocess, sys
+import json, os, subprocess, sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIX = os.path.join(ROOT, "Tests", "SFTCoreTests", "Fixtures")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from export_check import ROOT, arguments, swift_test, record
+
 TOL = 1e-4
 # Merged weights round differently from W x + B A x in each of the 30 layers; PEFT's own
 # merge_and_unload moves SmolLM2's logits by about 1e-4 too (recorded alongside).
@@ -31,18 +32,10 @@ MERGED_TOL = 2e-4
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--dir", default="/tmp/sft-export-check")
-    ap.add_argument("--no-swift", action="store_true")
-    ap.add_argument("--gguf", default=os.path.join(os.environ.get("SFT_ASSETS", os.path.join(ROOT, ".assets")),
-                                                   "SmolLM2-135M-Instruct.Q4_1.gguf"))
+    ap = arguments()
     ap.add_argument("--sftctl", default=os.path.join(ROOT, ".build", "release", "sftctl"))
     a = ap.parse_args()
-    env = dict(os.environ, SFT_EXPORT_DIR=a.dir)
-    env.setdefault("SFT_ASSETS", os.path.dirname(a.gguf))
-    if not a.no_swift:
-        subprocess.run(["swift", "test", "-c", "release", "--filter",
-                        "PEFTRoundTripTests.testAdapterWrittenBySftOnSmolLM2ReloadsExactly"], cwd=ROOT, env=env, check=True)
+    env = swift_test(a, "PEFTRoundTripTests.testAdapterWrittenBySftOnSmolLM2ReloadsExactly")
 
     import torch, transformers, peft
     from peft import PeftModel
@@ -103,13 +96,7 @@ def main():
           and report["peft_vs_sft"]["adapter_effect"] > 0.1
           and report["merged_folder_vs_peft"]["max_abs_diff"] <= MERGED_TOL
           and report["merged_gguf_vs_peft"]["max_abs_diff"] <= MERGED_TOL)
-    report["pass"] = ok
-    dest = os.path.join(FIX, "export", "results", "peft_roundtrip.json")
-    with open(dest, "w") as f:
-        json.dump(report, f, indent=1)
-        f.write("\n")
-    print("PASS" if ok else "FAIL", "->", dest)
-    sys.exit(0 if ok else 1)
+    record(report, ok, "peft_roundtrip")
 
 
 if __name__ == "__main__":

@@ -16,25 +16,15 @@ Usage: python3 tools/check_tokenizer_export.py [--dir DIR] [--no-swift]
                the script first runs the Swift test with SFT_EXPORT_DIR=DIR to write them.
 Needs: pip install tokenizers transformers
 """
-import argparse, json, os, subprocess, sys
+import json, os, sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIX = os.path.join(ROOT, "Tests", "SFTCoreTests", "Fixtures")
-
-
-def run_swift(filter_, out_dir):
-    env = dict(os.environ, SFT_EXPORT_DIR=out_dir)
-    env.setdefault("SFT_ASSETS", os.path.join(ROOT, ".assets"))
-    subprocess.run(["swift", "test", "-c", "release", "--filter", filter_], cwd=ROOT, env=env, check=True)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from export_check import FIX, arguments, swift_test, record
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--dir", default="/tmp/sft-export-check")
-    ap.add_argument("--no-swift", action="store_true")
-    a = ap.parse_args()
-    if not a.no_swift:
-        run_swift("TokenizerExportTests", a.dir)
+    a = arguments(gguf=False).parse_args()
+    swift_test(a, "TokenizerExportTests")
 
     import tokenizers, transformers
     from transformers import AutoTokenizer
@@ -66,13 +56,7 @@ def main():
         ok = ok and r["pass"]
         report["tokenizers"][name] = r
         print(name, json.dumps(r, ensure_ascii=False))
-    report["pass"] = ok
-    dest = os.path.join(FIX, "export", "results", "tokenizer_export.json")
-    with open(dest, "w") as f:
-        json.dump(report, f, indent=1, ensure_ascii=False)
-        f.write("\n")
-    print("PASS" if ok else "FAIL", "->", dest)
-    sys.exit(0 if ok else 1)
+    record(report, ok, "tokenizer_export", ensure_ascii=False)
 
 
 if __name__ == "__main__":
