@@ -16,3 +16,12 @@ public func backend(for device: Device) throws -> any Backend {
         return try CUDABackend.shared(ordinal: ordinal)
     }
 }
+
+/// Sets how many threads the CPU backend's pool (and OpenBLAS inside its GEMM blocks) uses.
+/// A CPU setting that callers above SFTKernels may make without naming the CPU backend.
+public func setCPUThreads(_ n: Int) {
+    CPUBackend.shared.setThreads(n)
+}
+
+/// The CPU backend's thread count.
+public var cpuThreads: Int { CPUBackend.shared.threads }

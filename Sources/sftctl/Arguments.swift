@@ -56,6 +56,11 @@ final class Arguments {
         guard let v = Double(s) else { throw UsageError(description: "--\(name): '\(s)' is not a number") }
         return v
     }
+    /// `--device cpu|cuda|cuda:N` (default cpu).
+    func device() throws -> Device {
+        guard let s = string("device") else { return .cpu }
+        do { return try Device(parsing: s) } catch { throw UsageError(description: "--device: '\(s)' is not cpu, cuda or cuda:N") }
+    }
     /// Call after reading every option: rejects the ones no command asked for.
     func finish() throws {
         let unknown = Set(values.keys).union(flags).subtracting(consumed)

@@ -12,12 +12,16 @@ let benchCommand = Command(
     summary: "measure speed: kernels, training step, forward, decode",
     help: """
     usage: sftctl bench kernels [--threads N] [--runs R] [--isa NAME] [--json]
-           sftctl bench train --model PATH [--method lora|full] [--seq T] [--lora-r R]
-                              [--steps S] [--checkpointing] [--threads N] [--profile] [--json]
-           sftctl bench decode --model PATH [--tokens N] [--runs R] [--exact] [--threads N] [--json]
-           sftctl bench forward --model PATH [--seq T] [--runs R] [--threads N] [--profile] [--json]
+           sftctl bench train (--model PATH | --shape tiny|1b|7b|13b|70b [--layers L])
+                              [--method lora|qlora|full] [--double-quant] [--seq T] [--docs N]
+                              [--lora-r R] [--steps S] [--checkpointing] [--device D] [--threads N]
+                              [--profile] [--json]
+           sftctl bench decode (--model PATH | --shape NAME [--layers L]) [--tokens N] [--runs R] [--exact] [--device D] [--threads N] [--json]
+           sftctl bench forward --model PATH [--seq T] [--runs R] [--device D] [--threads N] [--profile] [--json]
 
-    train: one optimizer step of batch 1 × T tokens (LoRA on all linear layers, or full),
+    train: one optimizer step of batch 1 × T tokens (LoRA on all linear layers, QLoRA over an
+    NF4 base, or full), of a model file or of random weights of a named Llama shape (--shape;
+    --layers keeps the first L decoder layers; --docs packs N documents into the row),
     median step time over S steps after a warm-up, tokens/s, forward/backward split and
     peak memory. decode: batch-1 greedy decode tokens/s after a short prompt (from the GGUF's
     quantized blocks unless --exact). forward: inference forward of T tokens with the logits of
@@ -29,13 +33,14 @@ let benchCommand = Command(
     should be >= 0.95), attention forward/backward, RMSNorm, SwiGLU and the fused LM-head
     cross-entropy.
 
+      --device D    train/decode/forward: cpu (default), cuda or cuda:N
       --threads N   cores (default: all); OpenBLAS gets as many in the direct GEMM calls
       --runs R      timed runs per measurement (default 5); the median is printed, and the
                     best run in parentheses
       --isa NAME    run the C kernels on avx512, avx2 or generic (default: the best)
       --json        one JSON object per measurement
     """,
-    booleanFlags: ["checkpointing", "exact", "profile"],
+    booleanFlags: ["checkpointing", "exact", "profile", "double-quant"],
     run: { args in
         switch args.positionals.first {
         case "train": try runTrainBench(args); return

@@ -21,6 +21,7 @@ let exportCommand = Command(
       --output OUT    the .gguf file or the folder to write
       --format F      gguf or hf (default: gguf when OUT ends in .gguf, else hf)
       --dtype D       f32 (default), f16, bf16, or q8_0 (GGUF only)
+      --device D      cpu (default), cuda or cuda:N: where the merge runs
       --json          print one JSON object: {"format", "output", "dtype", "bytes", "merge": {...}}
     """,
     booleanFlags: [],
@@ -31,6 +32,7 @@ let exportCommand = Command(
         let format = args.string("format") ?? (output.lowercased().hasSuffix(".gguf") ? "gguf" : "hf")
         let dtypeName = (args.string("dtype") ?? "f32").lowercased()
         let json = args.flag("json")
+        let device = try args.device()
         try args.finish()
         guard format == "gguf" || format == "hf" else { throw UsageError(description: "--format: '\(format)' is not gguf or hf") }
         let ggufType = GGUFExport.DType(rawValue: dtypeName == "float16" ? "f16" : dtypeName == "bfloat16" ? "bf16" : dtypeName)
@@ -38,7 +40,7 @@ let exportCommand = Command(
         if format == "hf" && ggufType == .q8_0 { throw UsageError(description: "--dtype q8_0 is for GGUF files (--format gguf)") }
         let hfType = format == "hf" ? try parseModelDType(dtypeName) : nil
 
-        let lm = try LanguageModel.load(URL(fileURLWithPath: model), adapter: adapter.map { URL(fileURLWithPath: $0) })
+        let lm = try LanguageModel.load(URL(fileURLWithPath: model), on: device, adapter: adapter.map { URL(fileURLWithPath: $0) })
         let report = adapter == nil ? nil : try lm.mergeAdapters()
         let out = URL(fileURLWithPath: output)
         if let hfType {

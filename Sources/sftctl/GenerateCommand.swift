@@ -18,14 +18,14 @@ func samplingOptions(_ args: Arguments) throws -> GenerationConfig {
 func loadModel(_ args: Arguments) throws -> LanguageModel {
     let path = try args.require("model")
     let adapter = args.string("adapter").map { URL(fileURLWithPath: $0) }
-    if let t = try args.int("threads") { CPUBackend.shared.setThreads(t) }
+    if let t = try args.int("threads") { setCPUThreads(t) }
     var quantization: QuantizationConfig? = nil
     if let q = args.string("quantize") {
         guard let t = QuantType(rawValue: q) else { throw UsageError(description: "--quantize must be nf4 or fp4") }
         quantization = QuantizationConfig(type: t, blockSize: try args.int("quant-block-size") ?? 64, doubleQuant: args.flag("double-quant"))
         try quantization!.validate()
     }
-    return try LanguageModel.load(URL(fileURLWithPath: path), adapter: adapter, template: args.string("template"),
+    return try LanguageModel.load(URL(fileURLWithPath: path), on: try args.device(), adapter: adapter, template: args.string("template"),
                                   packedDecode: !args.flag("exact"), quantization: quantization)
 }
 
@@ -36,6 +36,7 @@ let samplingHelp = """
       --stop TEXT              stop string (repeatable)
       --adapter DIR            PEFT adapter folder to apply
       --template NAME|FILE     chat template overriding the model's own
+      --device D               cpu (default), cuda or cuda:N
       --threads N              CPU threads
       --quantize nf4|fp4       quantize the Linear layers to 4 bits on load (QLoRA base)
       --double-quant           also quantize the 4-bit scales (8-bit)

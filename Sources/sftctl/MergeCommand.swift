@@ -20,6 +20,7 @@ let mergeCommand = Command(
       --adapter DIR   a PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors)
       --output DIR    the folder to write (created; files in it are replaced)
       --dtype D       f32 (default), bf16 or f16 weights in model.safetensors
+      --device D      cpu (default), cuda or cuda:N: where the merge runs
       --json          print one JSON object: {"merged_layers", "tokens", "max_abs_logit_diff",
                       "mean_abs_logit_diff", "max_abs_adapter_effect", "output", "dtype"}
     """,
@@ -30,8 +31,9 @@ let mergeCommand = Command(
         let output = try args.require("output")
         let dtype = try parseModelDType(args.string("dtype") ?? "f32")
         let json = args.flag("json")
+        let device = try args.device()
         try args.finish()
-        let lm = try LanguageModel.load(URL(fileURLWithPath: model), adapter: URL(fileURLWithPath: adapter))
+        let lm = try LanguageModel.load(URL(fileURLWithPath: model), on: device, adapter: URL(fileURLWithPath: adapter))
         let report = try lm.mergeAdapters()
         try HFExport.saveModel(lm, to: URL(fileURLWithPath: output), dtype: dtype)
         if json {

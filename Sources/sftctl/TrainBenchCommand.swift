@@ -2,41 +2,65 @@
 import Foundation
 import SFTCore
 
-/// Reads the options every model bench takes (--json, returned, and --threads, applied), after
-/// the bench's own; throws on any option left over.
-func finishBenchArguments(_ args: Arguments) throws -> Bool {
+/// Reads the options every model bench takes (--json, returned; --device, returned; --threads,
+/// applied), after the bench's own; throws on any option left over.
+func finishBenchArguments(_ args: Arguments) throws -> (json: Bool, device: Device) {
     let json = args.flag("json")
     let threads = try args.int("threads")
+    let device = try args.device()
     try args.finish()
-    if let threads { CPUBackend.shared.setThreads(threads) }
-    return json
+    if let threads { setCPUThreads(threads) }
+    return (json, device)
 }
 
 func runTrainBench(_ args: Arguments) throws {
-    let path = try args.require("model")
+    let path = args.string("model")
+    let shape = args.string("shape")
+    let layers = try args.int("layers")
     let method = args.string("method") ?? "lora"
     let seq = try args.int("seq") ?? 512
+    let docs = try args.int("docs") ?? 1
     let r = try args.int("lora-r") ?? 16
     let steps = try args.int("steps") ?? 3
     let ckpt = args.flag("checkpointing")
     let profile = args.flag("profile")
-    let json = try finishBenchArguments(args)
-    let lm = try LanguageModel.load(URL(fileURLWithPath: path))
+    let doubleQuant = args.flag("double-quant")
+    let (json, device) = try finishBenchArguments(args)
+    guard (path == nil) != (shape == nil) else { throw UsageError(description: "give --model PATH or --shape NAME (one of them)") }
+    if layers != nil && shape == nil { throw UsageError(description: "--layers applies to --shape only") }
+    let quantization: QuantizationConfig? = method == "qlora" ? QuantizationConfig(type: .nf4, blockSize: 64, doubleQuant: doubleQuant) : nil
+    if doubleQuant && quantization == nil { throw UsageError(description: "--double-quant applies to --method qlora only") }
+    let backend = try SFTKernels.backend(for: device)
+    let model: CausalLM, source: WeightSource
+    if let shape {
+        source = try SyntheticWeights(shape: shape, layers: layers)
+        model = try quantization.map { try ModelLoader.load(source, on: backend, quantization: $0) } ?? ModelLoader.load(source, on: backend)
+    } else {
+        let lm = try LanguageModel.load(URL(fileURLWithPath: path!), on: backend, quantization: quantization)
+        model = lm.model; source = lm.source
+    }
     switch method {
-    case "lora": try lm.model.applyLoRA(LoRAConfig(r: r, alpha: Double(2 * r), dropout: 0), seed: 1)
-    case "full": lm.model.setTrainable(true)
-    default: throw UsageError(description: "--method must be lora or full")
+    case "lora", "qlora": try model.applyLoRA(LoRAConfig(r: r, alpha: Double(2 * r), dropout: 0), seed: 1)
+    case "full": model.setTrainable(true)
+    default: throw UsageError(description: "--method must be lora, qlora or full")
     }
     OpProfile.enabled = profile
-    let res = try TrainingBenchmark.run(model: lm.model, seq: seq, steps: steps, checkpointing: ckpt)
+    let res = try TrainingBenchmark.run(model: model, seq: seq, steps: steps, checkpointing: ckpt, documents: docs)
     OpProfile.enabled = false
     let m = res.median
     if profile { printOpProfile(steps: steps, stepSeconds: res.steps.reduce(0) { $0 + $1.total } / Double(steps)) }
     if json {
-        printJSON(["method": method, "seq": seq, "lora_r": r, "checkpointing": ckpt, "tokens_per_second": res.tokensPerSecond,
+        // Model FLOPs per token (the MFU convention): 2 per matmul weight forward, 2 more for the
+        // input gradient, 2 more for the weight gradient when the weights train; the embedding
+        // lookup and the attention scores are not counted.
+        let embedding = model.tiedEmbeddings ? 0 : (source.shape(of: "model.embed_tokens.weight")?.reduce(1, *) ?? 0)
+        let flopsPerToken = (method == "full" ? 6 : 4) * (source.parameterCount - embedding)
+        printJSON(["method": method, "shape": shape ?? "-", "model": path ?? "-", "layers": layers ?? 0, "docs": docs,
+                   "double_quant": doubleQuant, "flops_per_token": flopsPerToken,
+                   "seq": seq, "lora_r": r, "checkpointing": ckpt, "tokens_per_second": res.tokensPerSecond,
                    "step_seconds": m.total, "forward_seconds": m.forward, "backward_seconds": m.backward,
                    "optimizer_seconds": m.optimizer, "peak_memory_bytes": res.peakMemoryBytes, "peak_rss_bytes": res.peakRSSBytes,
-                   "threads": CPUBackend.shared.threads])
+                   "threads": cpuThreads, "device": device.description])
     } else {
         print("\(method) step, 1 × \(seq) tokens, median of \(steps): \(m.total) s (forward \(m.forward), backward \(m.backward), optimizer \(m.optimizer))")
         print("tokens/s \(res.tokensPerSecond); peak tensor memory \(res.peakMemoryBytes >> 20) MiB; peak RSS \(res.peakRSSBytes >> 20) MiB")
@@ -44,16 +68,30 @@ func runTrainBench(_ args: Arguments) throws {
 }
 
 func runDecodeBench(_ args: Arguments) throws {
-    let path = try args.require("model")
+    let path = args.string("model")
+    let shape = args.string("shape")
+    let layers = try args.int("layers")
     let tokens = try args.int("tokens") ?? 64
     let exact = args.flag("exact")
     let runs = try args.int("runs") ?? 3
-    let json = try finishBenchArguments(args)
-    let lm = try LanguageModel.load(URL(fileURLWithPath: path), packedDecode: !exact)
-    let prompt = lm.encodePrompt("The history of the Roman Empire begins")
-    let speeds = try (0..<runs).map { _ in try TrainingBenchmark.decode(model: lm.model, prompt: prompt, tokens: tokens) }.sorted()
+    let (json, device) = try finishBenchArguments(args)
+    guard (path == nil) != (shape == nil) else { throw UsageError(description: "give --model PATH or --shape NAME (one of them)") }
+    let model: CausalLM, prompt: [Int32]
+    if let shape {
+        model = try ModelLoader.load(try SyntheticWeights(shape: shape, layers: layers), on: try SFTKernels.backend(for: device))
+        var rng = SeededRandom(seed: 7)
+        prompt = (0..<16).map { _ in Int32(rng.next() % UInt64(model.vocabSize)) }
+    } else {
+        let lm = try LanguageModel.load(URL(fileURLWithPath: path!), on: device, packedDecode: !exact)
+        model = lm.model
+        prompt = lm.encodePrompt("The history of the Roman Empire begins")
+    }
+    let speeds = try (0..<runs).map { _ in try TrainingBenchmark.decode(model: model, prompt: prompt, tokens: tokens) }.sorted()
     let median = speeds[speeds.count / 2]
-    if json { printJSON(["decode_tokens_per_second": median, "tokens": tokens, "runs": runs]) } else { print("batch-1 decode: \(median) tokens/s (median of \(runs))") }
+    if json {
+        printJSON(["decode_tokens_per_second": median, "tokens": tokens, "runs": runs, "device": device.description,
+                   "shape": shape ?? "-", "model": path ?? "-"])
+    } else { print("batch-1 decode: \(median) tokens/s (median of \(runs))") }
 }
 
 func runForwardBench(_ args: Arguments) throws {
@@ -61,8 +99,8 @@ func runForwardBench(_ args: Arguments) throws {
     let seq = try args.int("seq") ?? 512
     let runs = try args.int("runs") ?? 3
     let profile = args.flag("profile")
-    let json = try finishBenchArguments(args)
-    let lm = try LanguageModel.load(URL(fileURLWithPath: path))
+    let (json, device) = try finishBenchArguments(args)
+    let lm = try LanguageModel.load(URL(fileURLWithPath: path), on: device)
     var rng = SeededRandom(seed: 1)
     let ids = (0..<seq).map { _ in Int32(rng.next() % UInt64(lm.model.vocabSize)) }
     var times: [Double] = []

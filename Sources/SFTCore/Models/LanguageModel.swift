@@ -17,14 +17,22 @@ public final class LanguageModel {
         self.source = source; self.url = url
     }
 
-    /// Loads the model at `url` (GGUF file or HF folder) on `backend`.
+    /// Loads the model at `url` (GGUF file or HF folder) on `device` (`.cpu`, `.cuda(0)`, ...).
     /// - Parameters:
     ///   - adapter: a PEFT adapter folder to attach.
     ///   - template: a built-in template name or a Jinja file, overriding the model's own.
     ///   - quantization: quantize the Linear layers to 4 bits on load (QLoRA base).
     ///   - packedDecode: generate from the GGUF's quantized blocks (fast, like llama.cpp)
     ///     instead of the dequantized f32 weights (exact; what the golden tests compare).
-    public static func load(_ url: URL, on backend: Backend = CPUBackend.shared, adapter: URL? = nil,
+    public static func load(_ url: URL, on device: Device = .cpu, adapter: URL? = nil,
+                            template: String? = nil, packedDecode: Bool = false,
+                            quantization: QuantizationConfig? = nil) throws -> LanguageModel {
+        try load(url, on: try backend(for: device), adapter: adapter, template: template, packedDecode: packedDecode,
+                 quantization: quantization)
+    }
+
+    /// Loads the model at `url` onto `backend` (see `load(_:on:...)` with a `Device`).
+    public static func load(_ url: URL, on backend: Backend, adapter: URL? = nil,
                             template: String? = nil, packedDecode: Bool = false,
                             quantization: QuantizationConfig? = nil) throws -> LanguageModel {
         let source = try openWeights(at: url)

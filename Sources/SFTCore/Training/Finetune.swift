@@ -23,11 +23,8 @@ public enum Finetune {
         guard !config.model.isEmpty else { throw SFTError.config(field: "model", message: "required") }
         guard !config.data.isEmpty else { throw SFTError.config(field: "data", message: "required") }
         let device = try Device(parsing: config.device)
-        guard device == .cpu else {
-            throw SFTError.kernel(.backendUnavailable(device, reason: "the CUDA backend is not built yet; use --device cpu"))
-        }
-        let backend = CPUBackend.shared
-        if let t = config.threads { backend.setThreads(t) }
+        if let t = config.threads { setCPUThreads(t) }
+        let backend = try SFTKernels.backend(for: device)
         Autograd.randomSeed = config.seed
         Autograd.randomOffset = 0
 

@@ -25,12 +25,27 @@ public struct TrainBenchResult: Sendable {
 
 public enum TrainingBenchmark {
     /// Times `steps` optimizer steps (after one warm-up) of batch 1 × `seq` random tokens.
-    public static func run(model: CausalLM, seq: Int, steps: Int, checkpointing: Bool, seed: UInt64 = 1) throws -> TrainBenchResult {
+    /// With `documents` > 1 the row is packed: that many equal documents, positions restarting
+    /// at each, no attention across them, no loss on each document's last token.
+    public static func run(model: CausalLM, seq: Int, steps: Int, checkpointing: Bool, documents: Int = 1,
+                           seed: UInt64 = 1) throws -> TrainBenchResult {
         let be = model.lmHeadWeight.value.backend
         var rng = SeededRandom(seed: seed)
         let ids = (0..<seq).map { _ in Int32(rng.next() % UInt64(model.vocabSize)) }
-        let input = try ModelInput(tokens: ids, on: be)
-        let targets = try Tensor(ints: Array(ids.dropFirst()) + [-100], shape: [seq], on: be)
+        guard documents >= 1, documents <= seq else {
+            throw SFTError.config(field: "documents", message: "\(documents) documents in a row of \(seq) tokens")
+        }
+        let doc = (0..<seq).map { Int32($0 * documents / seq) }
+        var positions = [Int32](repeating: 0, count: seq)
+        var labels = Array(ids.dropFirst()) + [-100]
+        for t in 0..<seq {
+            if t > 0, doc[t] == doc[t - 1] { positions[t] = positions[t - 1] + 1 }
+            if t + 1 < seq, doc[t + 1] != doc[t] { labels[t] = -100 }
+        }
+        let input = documents == 1 ? try ModelInput(tokens: ids, on: be)
+            : ModelInput(ids: try Tensor(ints: ids, shape: [seq], on: be), positions: try Tensor(ints: positions, shape: [seq], on: be),
+                         docIds: try Tensor(ints: doc, shape: [seq], on: be), B: 1, T: seq)
+        let targets = try Tensor(ints: labels, shape: [seq], on: be)
         let params = model.trainableParameters
         let opt = try AdamW(parameters: params, config: AdamWConfig())
         var timings: [StepTiming] = []
