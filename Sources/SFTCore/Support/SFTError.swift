@@ -20,6 +20,9 @@ public enum SFTError: Error, CustomStringConvertible {
     case missingAsset(path: String, hint: String)
     case unsupported(String)
     case kernel(KernelError)
+    /// Training diverged (non-finite loss or gradients, or a loss that ran away) at `step`
+    /// (1-based), in `microBatch` when one is to blame. No update of that step was applied.
+    case diverged(step: Int, microBatch: Int?, message: String)
 
     public var description: String {
         switch self {
@@ -33,6 +36,7 @@ public enum SFTError: Error, CustomStringConvertible {
         case .missingAsset(let p, let h): return "missing \(p) (\(h))"
         case .unsupported(let m): return "unsupported: \(m)"
         case .kernel(let e): return e.description
+        case .diverged(let s, let mb, let m): return "training diverged at step \(s)\(mb.map { ", micro-batch \($0)" } ?? ""): \(m)"
         }
     }
 }

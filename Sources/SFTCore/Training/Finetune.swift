@@ -89,9 +89,18 @@ public enum Finetune {
         }
         onEvent?(.message("data: \(prepared.datasetReport.examples) examples (\(prepared.datasetReport.skipped.count) skipped), \(train.count) train / \(evalExamples.count) eval; \(plan.report)"))
 
-        // Trainer.
+        // Trainer. The run holds its folder's lock until it returns.
         let out = URL(fileURLWithPath: config.outputDir)
-        try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
+        let lock = try RunFolderLock(folder: out)
+        defer { lock.release() }
+        let earlier = Trainer.checkpoints(in: out)
+        if !earlier.isEmpty && config.resumeFromCheckpoint == nil {
+            guard config.overwriteOutputDir else {
+                throw SFTError.config(field: "output_dir", message: "\(out.path) holds checkpoints of an earlier run (\(earlier.map(\.lastPathComponent).joined(separator: ", "))); resume it with resume_from_checkpoint, or set overwrite_output_dir to start over")
+            }
+            for c in earlier { try FileManager.default.removeItem(at: c) }
+            onEvent?(.message("overwrite_output_dir: deleted \(earlier.count) earlier checkpoints in \(out.path)"))
+        }
         let fingerprint = ["model": config.model, "method": config.method,
                            "lora": config.method == "full" ? "-" : "\(config.lora)", "data_file": config.data,
                            "quantization": quantization.map { "\($0)" } ?? "-"]
@@ -119,12 +128,14 @@ public enum Finetune {
             }
         }
         let summary = try trainer.train(resumeFrom: resume)
-        if trainer.stopRequested {
+        // The final weights go into a checkpoint first (unless the last step has one), so a
+        // failed final save never loses the run; then the output replaces any earlier one whole.
+        if trainer.stopRequested || Trainer.checkpoints(in: out).last?.lastPathComponent != "checkpoint-\(summary.steps)" {
             let ck = try trainer.saveCheckpoint(elapsed: summary.seconds)
             onEvent?(.checkpoint(ck))
         }
         let dest = out.appendingPathComponent(config.method == "full" ? "model" : "adapter")
-        try saveResult(lm: lm, config: config, into: dest)
+        try writeFolderAtomically(dest) { try saveResult(lm: lm, config: config, into: $0) }
         return FinetuneResult(summary: summary, output: dest, runDirectory: out, datasetReport: prepared.datasetReport,
                               formattingReport: prepared.formattingReport, packingReport: plan.report)
     }

@@ -46,6 +46,10 @@ public struct FinetuneConfig: Codable, Equatable {
     public var saveEachEpoch: Bool = false
     public var saveTotalLimit: Int? = nil
     public var resumeFromCheckpoint: String? = nil
+    /// Allow a fresh run in a folder that holds another run's checkpoints (deleting them).
+    public var overwriteOutputDir: Bool = false
+    /// Stop (with an error) when the loss diverges; non-finite losses always stop the run.
+    public var stopOnDivergence: Bool = true
     public var seed: UInt64 = 42
     public var samplePrompts: [String] = []
     public var sampleMaxNewTokens: Int = 64
@@ -66,6 +70,7 @@ public struct FinetuneConfig: Codable, Equatable {
         case maxGradNorm = "max_grad_norm", gradientCheckpointing = "gradient_checkpointing", loggingSteps = "logging_steps"
         case evalSteps = "eval_steps", earlyStoppingPatience = "early_stopping_patience", saveSteps = "save_steps"
         case saveEachEpoch = "save_each_epoch", saveTotalLimit = "save_total_limit"
+        case overwriteOutputDir = "overwrite_output_dir", stopOnDivergence = "stop_on_divergence"
         case resumeFromCheckpoint = "resume_from_checkpoint", seed, samplePrompts = "sample_prompts"
         case sampleMaxNewTokens = "sample_max_new_tokens"
     }
@@ -101,6 +106,7 @@ public struct FinetuneConfig: Codable, Equatable {
         saveSteps = try c.decodeIfPresent(Int.self, forKey: .saveSteps); saveEachEpoch = try v(.saveEachEpoch, d.saveEachEpoch)
         saveTotalLimit = try c.decodeIfPresent(Int.self, forKey: .saveTotalLimit)
         resumeFromCheckpoint = try c.decodeIfPresent(String.self, forKey: .resumeFromCheckpoint)
+        overwriteOutputDir = try v(.overwriteOutputDir, d.overwriteOutputDir); stopOnDivergence = try v(.stopOnDivergence, d.stopOnDivergence)
         seed = try v(.seed, d.seed); samplePrompts = try v(.samplePrompts, d.samplePrompts)
         sampleMaxNewTokens = try v(.sampleMaxNewTokens, d.sampleMaxNewTokens)
         dataConfig = try DataConfig(from: decoder)
@@ -131,6 +137,7 @@ public struct FinetuneConfig: Codable, Equatable {
         try c.encodeIfPresent(saveSteps, forKey: .saveSteps); try c.encode(saveEachEpoch, forKey: .saveEachEpoch)
         try c.encodeIfPresent(saveTotalLimit, forKey: .saveTotalLimit)
         try c.encodeIfPresent(resumeFromCheckpoint, forKey: .resumeFromCheckpoint); try c.encode(seed, forKey: .seed)
+        try c.encode(overwriteOutputDir, forKey: .overwriteOutputDir); try c.encode(stopOnDivergence, forKey: .stopOnDivergence)
         try c.encode(samplePrompts, forKey: .samplePrompts); try c.encode(sampleMaxNewTokens, forKey: .sampleMaxNewTokens)
         try dataConfig.encode(to: encoder)
     }
@@ -175,6 +182,8 @@ public struct FinetuneConfig: Codable, Equatable {
         ("save_steps", "checkpoint every N steps"), ("save_each_epoch", "checkpoint at each epoch end"),
         ("save_total_limit", "keep only the last N checkpoints"),
         ("resume_from_checkpoint", "a checkpoint folder, or \"latest\" in output_dir"),
+        ("overwrite_output_dir", "start fresh in an output_dir holding another run's checkpoints, deleting them (default false)"),
+        ("stop_on_divergence", "stop when the loss stays above 4x its running minimum for 20 steps, or sits at ln(vocab) with zero gradient (default true); non-finite losses always stop"),
         ("seed", "seed for initialization, shuffling and dropout (default 42)"),
         ("sample_prompts", "prompts generated from at each evaluation, written to the log"),
         ("sample_max_new_tokens", "length of sample generations (default 64)"),
@@ -246,6 +255,7 @@ public struct FinetuneConfig: Codable, Equatable {
         t.gradientCheckpointing = gradientCheckpointing
         t.loggingSteps = loggingSteps; t.evalSteps = evalSteps; t.earlyStoppingPatience = earlyStoppingPatience
         t.saveSteps = saveSteps; t.saveEachEpoch = saveEachEpoch; t.saveTotalLimit = saveTotalLimit
+        t.stopOnDivergence = stopOnDivergence
         t.seed = seed
         return t
     }

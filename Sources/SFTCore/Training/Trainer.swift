@@ -31,6 +31,10 @@ public struct TrainerConfig: Codable, Equatable, Sendable {
     /// Keep at most this many checkpoints (oldest deleted first).
     public var saveTotalLimit: Int? = nil
     public var seed: UInt64 = 42
+    /// Stop when the loss runs away: above `Divergence.factor` × its running minimum for
+    /// `Divergence.patience` steps in a row, or at ln(vocab) with zero gradient as long.
+    /// Non-finite losses and gradient norms stop the run whatever this says.
+    public var stopOnDivergence: Bool = true
 
     public init() {}
 }
@@ -104,7 +108,7 @@ public final class Trainer {
         var c = c
         // Fields that may change between a run and its resumption without changing its math.
         c.loggingSteps = 0; c.saveSteps = nil; c.saveTotalLimit = nil; c.evalSteps = nil; c.maxSteps = nil
-        c.earlyStoppingPatience = nil; c.saveEachEpoch = false
+        c.earlyStoppingPatience = nil; c.saveEachEpoch = false; c.stopOnDivergence = true
         let e = JSONEncoder()
         e.outputFormatting = .sortedKeys
         return (try? e.encode(c)).flatMap { String(data: $0, encoding: .utf8) } ?? ""
@@ -127,14 +131,21 @@ public final class Trainer {
         var loss = 0.0
         Autograd.isTraining = true
         defer { Autograd.isTraining = false }
-        for b in step.batches where b.trainedTokens > 0 {
+        for (i, b) in step.batches.enumerated() where b.trainedTokens > 0 {
             let (input, targets) = try tensors(b)
             let (l, _) = try model.loss(input, targets: targets, normalizer: normalizer,
                                         checkpointing: config.gradientCheckpointing)
+            let value = Double(try l.item())
+            guard value.isFinite else {
+                throw SFTError.diverged(step: step.step + 1, microBatch: i, message: "the loss is \(value); no update was applied")
+            }
             try Autograd.backward(l)
-            loss += Double(try l.item())
+            loss += value
         }
         let norm = try clipGradients(parameters, maxNorm: config.maxGradNorm)
+        guard norm.isFinite else {
+            throw SFTError.diverged(step: step.step + 1, microBatch: nil, message: "the gradient norm is \(norm); no update was applied")
+        }
         try optimizer.update(lr: schedule.lr(at: step.step))
         return (loss, norm)
     }
@@ -183,8 +194,12 @@ public final class Trainer {
         var windowTokens = 0
         var windowStart = Date()
         let stepsPerEpoch = max(1, loader.plan.stepsPerEpoch)
+        var divergence = Divergence(vocabSize: model.vocabSize)
         while globalStep < totalSteps, !stopRequested, let step = loader.nextStep() {
             let (loss, norm) = try trainStep(step)
+            if config.stopOnDivergence, let why = divergence.observe(loss: loss, gradNorm: norm) {
+                throw SFTError.diverged(step: step.step + 1, microBatch: nil, message: why + " (stop_on_divergence: false to go on)")
+            }
             globalStep = step.step + 1
             trainedTokens += step.trainedTokens
             windowTokens += step.batches.reduce(0) { $0 + $1.B * $1.T }
@@ -229,5 +244,30 @@ public final class Trainer {
         return TrainSummary(steps: globalStep, finalLoss: lastLoss, bestEvalLoss: bestEval, stoppedEarly: stoppedEarly,
                             trainedTokens: trainedTokens, seconds: elapsedBefore + Date().timeIntervalSince(start),
                             peakMemoryBytes: be.memoryStats.peakBytes)
+    }
+}
+
+/// The runaway-loss watch of `TrainerConfig.stopOnDivergence`.
+public struct Divergence {
+    public static let factor = 4.0
+    public static let patience = 20
+    let lnVocab: Double
+    var runningMin = Double.infinity
+    var above = 0, stuck = 0
+
+    public init(vocabSize: Int) { lnVocab = Foundation.log(Double(max(2, vocabSize))) }
+
+    /// Takes one step's loss and gradient norm; returns why the run diverged, or nil.
+    public mutating func observe(loss: Double, gradNorm: Double) -> String? {
+        runningMin = min(runningMin, loss)
+        above = loss > Self.factor * runningMin ? above + 1 : 0
+        stuck = abs(loss - lnVocab) < 0.01 * lnVocab && gradNorm == 0 ? stuck + 1 : 0
+        if above >= Self.patience {
+            return "the loss (\(loss)) has stayed above \(Self.factor)× its minimum (\(runningMin)) for \(above) steps"
+        }
+        if stuck >= Self.patience {
+            return "the loss has sat at ln(vocab) = \(lnVocab) with a zero gradient for \(stuck) steps (the model predicts nothing)"
+        }
+        return nil
     }
 }
