@@ -107,6 +107,12 @@ public enum Finetune {
         let trainer = try Trainer(model: model, config: try config.trainer(), loader: try DataLoader(plan: plan),
                                   evalBatches: evalBatches, outputDirectory: out, fingerprint: fingerprint)
         trainer.onEvent = onEvent
+        if config.logging.contains(.tensorboard) {
+            let settings = JSONEncoder()
+            settings.outputFormatting = [.prettyPrinted, .sortedKeys]
+            let text = String(decoding: try settings.encode(config), as: UTF8.self)
+            trainer.tensorBoardHyperparameters = "```json\n" + text + "\n```"
+        }
         trainer.onSave = { dir in try saveResult(lm: lm, config: config, into: dir) }
         let samples = SampleWriter(lm: lm, config: config, directory: out)
         trainer.onEvent = { e in

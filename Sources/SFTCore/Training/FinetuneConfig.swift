@@ -53,6 +53,8 @@ public struct FinetuneConfig: Codable, Equatable {
     public var seed: UInt64 = 42
     public var samplePrompts: [String] = []
     public var sampleMaxNewTokens: Int = 64
+    /// Where metrics go: metrics.jsonl always; "tensorboard" adds event files in output/tensorboard.
+    public var logging: [LogSink] = [.jsonl]
     /// The data part (format, masks, packing...), read from the same flat object.
     public var dataConfig = DataConfig()
 
@@ -72,7 +74,7 @@ public struct FinetuneConfig: Codable, Equatable {
         case saveEachEpoch = "save_each_epoch", saveTotalLimit = "save_total_limit"
         case overwriteOutputDir = "overwrite_output_dir", stopOnDivergence = "stop_on_divergence"
         case resumeFromCheckpoint = "resume_from_checkpoint", seed, samplePrompts = "sample_prompts"
-        case sampleMaxNewTokens = "sample_max_new_tokens"
+        case sampleMaxNewTokens = "sample_max_new_tokens", logging
     }
 
     public init(from decoder: Decoder) throws {
@@ -109,7 +111,27 @@ public struct FinetuneConfig: Codable, Equatable {
         overwriteOutputDir = try v(.overwriteOutputDir, d.overwriteOutputDir); stopOnDivergence = try v(.stopOnDivergence, d.stopOnDivergence)
         seed = try v(.seed, d.seed); samplePrompts = try v(.samplePrompts, d.samplePrompts)
         sampleMaxNewTokens = try v(.sampleMaxNewTokens, d.sampleMaxNewTokens)
+        logging = try Self.sinks(c, d.logging)
         dataConfig = try DataConfig(from: decoder)
+    }
+
+    /// `logging`: a list (or one name, or a comma-separated string from the command line) of
+    /// "jsonl" and "tensorboard"; an unknown name is an error listing the known ones.
+    static func sinks(_ c: KeyedDecodingContainer<CodingKeys>, _ def: [LogSink]) throws -> [LogSink] {
+        let names: [String]
+        if let one = try? c.decode(String.self, forKey: .logging) {
+            names = one.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        } else if let list = try c.decodeIfPresent([String].self, forKey: .logging) {
+            names = list
+        } else {
+            return def
+        }
+        return try names.map { n in
+            guard let s = LogSink(rawValue: n) else {
+                throw SFTError.config(field: "logging", message: "unknown sink \"\(n)\" (known: \(LogSink.allCases.map(\.rawValue).joined(separator: ", ")))")
+            }
+            return s
+        }
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -139,6 +161,7 @@ public struct FinetuneConfig: Codable, Equatable {
         try c.encodeIfPresent(resumeFromCheckpoint, forKey: .resumeFromCheckpoint); try c.encode(seed, forKey: .seed)
         try c.encode(overwriteOutputDir, forKey: .overwriteOutputDir); try c.encode(stopOnDivergence, forKey: .stopOnDivergence)
         try c.encode(samplePrompts, forKey: .samplePrompts); try c.encode(sampleMaxNewTokens, forKey: .sampleMaxNewTokens)
+        try c.encode(logging, forKey: .logging)
         try dataConfig.encode(to: encoder)
     }
 
@@ -187,6 +210,7 @@ public struct FinetuneConfig: Codable, Equatable {
         ("seed", "seed for initialization, shuffling and dropout (default 42)"),
         ("sample_prompts", "prompts generated from at each evaluation, written to the log"),
         ("sample_max_new_tokens", "length of sample generations (default 64)"),
+        ("logging", "metrics sinks: jsonl (always) and tensorboard (event files in output_dir/tensorboard)"),
         ("format", "dataset format: auto | alpaca | sharegpt | messages | dolly | completion | guanaco | text"),
         ("fields", "field renames, e.g. {\"instruction\": \"question\"}"),
         ("strict", "fail on the first bad record instead of skipping it (default false)"),

@@ -1,5 +1,6 @@
-// A training run's logs: metrics as JSON Lines (one object per logged step), and the loss
-// curve as an SVG picture (train and eval), rewritten as the run goes.
+// A training run's logs: metrics as JSON Lines (one object per logged step), the loss curve as
+// an SVG picture (train and eval), rewritten as the run goes, and optionally TensorBoard event
+// files (`logging: ["jsonl", "tensorboard"]`, TensorBoardWriter.swift).
 
 import Foundation
 
@@ -12,31 +13,44 @@ public struct StepMetrics: Codable, Equatable, Sendable {
     public var gradNorm: Double?
     public var tokensPerSecond: Double?
     public var trainedTokens: Int?
+    /// Trained (loss-bearing) tokens over all tokens of the steps since the last log line.
+    public var trainedTokenShare: Double?
     public var elapsedSeconds: Double
     public var peakMemoryBytes: Int?
 
     public init(step: Int, epoch: Double, loss: Double? = nil, evalLoss: Double? = nil, lr: Double? = nil,
                 gradNorm: Double? = nil, tokensPerSecond: Double? = nil, trainedTokens: Int? = nil,
-                elapsedSeconds: Double, peakMemoryBytes: Int? = nil) {
+                trainedTokenShare: Double? = nil, elapsedSeconds: Double, peakMemoryBytes: Int? = nil) {
         self.step = step; self.epoch = epoch; self.loss = loss; self.evalLoss = evalLoss; self.lr = lr
         self.gradNorm = gradNorm; self.tokensPerSecond = tokensPerSecond; self.trainedTokens = trainedTokens
+        self.trainedTokenShare = trainedTokenShare
         self.elapsedSeconds = elapsedSeconds; self.peakMemoryBytes = peakMemoryBytes
     }
 
     enum CodingKeys: String, CodingKey {
         case step, epoch, loss, evalLoss = "eval_loss", lr, gradNorm = "grad_norm"
         case tokensPerSecond = "tokens_per_second", trainedTokens = "trained_tokens"
+        case trainedTokenShare = "trained_token_share"
         case elapsedSeconds = "elapsed_seconds", peakMemoryBytes = "peak_memory_bytes"
     }
 }
 
-/// Appends metrics to `metrics.jsonl` in the run folder and redraws `loss.svg`.
+/// Where a run's metrics go besides metrics.jsonl (always written: resume reads it).
+public enum LogSink: String, Codable, CaseIterable, Sendable {
+    case jsonl, tensorboard
+}
+
+/// Appends metrics to `metrics.jsonl` in the run folder and redraws `loss.svg`; with a
+/// TensorBoard writer, also writes each entry as scalars under `train/` and `eval/`.
 public final class RunLog {
     public let directory: URL
     public private(set) var history: [StepMetrics] = []
     private let handle: FileHandle
+    private let tensorBoard: TensorBoardWriter?
 
-    public init(directory: URL, keepExisting: Bool) throws {
+    /// `tensorBoard`: write event files into `directory/tensorboard`, starting with the
+    /// hyperparameters as a text summary. `resumedAt`: the step a resumed run continues from.
+    public init(directory: URL, keepExisting: Bool, tensorBoard hyperparameters: String? = nil, resumedAt: Int? = nil) throws {
         self.directory = directory
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let url = directory.appendingPathComponent("metrics.jsonl")
@@ -51,6 +65,13 @@ public final class RunLog {
         }
         handle = h
         handle.seekToEndOfFile()
+        if let hyperparameters {
+            let tb = try TensorBoardWriter(directory: directory.appendingPathComponent("tensorboard"), resumedAt: resumedAt)
+            try tb.text("hyperparameters", hyperparameters, step: resumedAt ?? 0)
+            tensorBoard = tb
+        } else {
+            tensorBoard = nil
+        }
     }
 
     deinit { try? handle.close() }
@@ -73,6 +94,14 @@ public final class RunLog {
         var line = try encoder.encode(m)
         line.append(UInt8(ascii: "\n"))
         handle.write(line)
+        if let tensorBoard {
+            let train: [(String, Double?)] = [
+                ("train/loss", m.loss), ("train/learning_rate", m.lr), ("train/grad_norm", m.gradNorm),
+                ("train/tokens_per_second", m.tokensPerSecond), ("train/trained_token_share", m.trainedTokenShare),
+                ("train/peak_memory_mib", m.peakMemoryBytes.map { Double($0) / 1_048_576 }), ("train/epoch", m.loss == nil ? nil : m.epoch),
+                ("eval/loss", m.evalLoss)]
+            try tensorBoard.scalars(train.compactMap { t, v in v.map { (t, $0) } }, step: m.step)
+        }
         try? LossCurve.svg(history).write(to: directory.appendingPathComponent("loss.svg"), atomically: true, encoding: .utf8)
     }
 }

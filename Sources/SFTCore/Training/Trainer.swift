@@ -69,6 +69,9 @@ public final class Trainer {
     /// Identifies the data and settings a checkpoint belongs to (resume refuses a mismatch).
     public let fingerprint: [String: String]
     public var onEvent: ((TrainerEvent) -> Void)?
+    /// When set, the run also writes TensorBoard event files (into `output/tensorboard`),
+    /// starting with this text (the run's settings) as the hyperparameters summary.
+    public var tensorBoardHyperparameters: String?
     /// Called after each checkpoint is written, to add files (an adapter folder) to it.
     public var onSave: ((URL) throws -> Void)?
 
@@ -185,13 +188,14 @@ public final class Trainer {
     /// With `resumeFrom`, restores that checkpoint first.
     public func train(resumeFrom checkpoint: URL? = nil) throws -> TrainSummary {
         if let checkpoint { try restore(from: checkpoint) }
-        let log = try RunLog(directory: outputDirectory, keepExisting: checkpoint != nil)
+        let log = try RunLog(directory: outputDirectory, keepExisting: checkpoint != nil,
+                             tensorBoard: tensorBoardHyperparameters, resumedAt: checkpoint != nil ? globalStep : nil)
         if checkpoint != nil { try log.truncate(after: globalStep) }
         let be = model.lmHeadWeight.value.backend
         let start = Date()
         var lastLoss: Double? = nil
         var stoppedEarly = false
-        var windowTokens = 0
+        var windowTokens = 0, windowTrained = 0
         var windowStart = Date()
         let stepsPerEpoch = max(1, loader.plan.stepsPerEpoch)
         var divergence = Divergence(vocabSize: model.vocabSize)
@@ -203,17 +207,20 @@ public final class Trainer {
             globalStep = step.step + 1
             trainedTokens += step.trainedTokens
             windowTokens += step.batches.reduce(0) { $0 + $1.B * $1.T }
+            windowTrained += step.trainedTokens
             lastLoss = loss
             let epoch = Double(step.next.epoch) + Double(step.next.index) / Double(max(1, loader.plan.microBatchesPerEpoch))
             if globalStep % max(1, config.loggingSteps) == 0 || globalStep == totalSteps {
                 let dt = Date().timeIntervalSince(windowStart)
                 let m = StepMetrics(step: globalStep, epoch: epoch, loss: loss, lr: schedule.lr(at: step.step),
                                     gradNorm: norm, tokensPerSecond: dt > 0 ? Double(windowTokens) / dt : nil,
-                                    trainedTokens: trainedTokens, elapsedSeconds: elapsedBefore + Date().timeIntervalSince(start),
+                                    trainedTokens: trainedTokens,
+                                    trainedTokenShare: windowTokens > 0 ? Double(windowTrained) / Double(windowTokens) : nil,
+                                    elapsedSeconds: elapsedBefore + Date().timeIntervalSince(start),
                                     peakMemoryBytes: be.memoryStats.peakBytes)
                 try log.append(m)
                 onEvent?(.step(m, totalSteps: totalSteps))
-                windowTokens = 0
+                windowTokens = 0; windowTrained = 0
                 windowStart = Date()
             }
             let atEnd = globalStep == totalSteps
