@@ -9,15 +9,35 @@ public enum PEFTAdapter {
     static let prefix = "base_model.model."
 
     /// Writes the adapters (and `modulesToSave` weights) of `model` to `directory`.
+    /// Adapters initialized from the base weight (PiSSA, OLoRA) are saved converted to plain
+    /// LoRA on the original base, as PEFT's `path_initial_model_for_weight_conversion` does:
+    /// ΔW = s·(B A − B₀ A₀) = s'·[B, −B₀][A; A₀] with rank 2r (alpha doubled, or ×√2 with rsLoRA,
+    /// so s' = s), and the folder's README says so.
     public static func save(_ model: Module, config: LoRAConfig, baseModel: String, to directory: URL) throws {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         var tensors: [(name: String, tensor: SafetensorsTensor)] = []
         var targets = Set<String>()
+        var converted = false
         for (name, module) in model.namedModules() {
             guard let linear = module as? Linear, let lora = linear.lora else { continue }
             targets.insert(String(name.split(separator: ".").last ?? ""))
-            for (suffix, p) in [("lora_A.weight", lora.a.weight), ("lora_B.weight", lora.b.weight)] {
-                tensors.append((prefix + name + "." + suffix, try SafetensorsTensor(try p.value.floats(), shape: p.value.shape)))
+            var a = try lora.a.weight.value.floats(), b = try lora.b.weight.value.floats()
+            var r = lora.rank
+            if let (a0, b0) = lora.initialAB {
+                converted = true
+                a += try a0.floats()
+                let b0v = try b0.floats(), M = linear.outFeatures
+                var wide = [Float](repeating: 0, count: M * 2 * r)
+                for m in 0..<M {
+                    for k in 0..<r { wide[m * 2 * r + k] = b[m * r + k]; wide[m * 2 * r + r + k] = -b0v[m * r + k] }
+                }
+                b = wide
+                r *= 2
+            }
+            tensors.append((prefix + name + ".lora_A.weight", try SafetensorsTensor(a, shape: [r, linear.inFeatures])))
+            tensors.append((prefix + name + ".lora_B.weight", try SafetensorsTensor(b, shape: [linear.outFeatures, r])))
+            if let m = lora.magnitude {
+                tensors.append((prefix + name + ".lora_magnitude_vector", try SafetensorsTensor(try m.weight.value.floats(), shape: [linear.outFeatures])))
             }
         }
         let saved = savedModuleParameters(model, config: config)
@@ -26,15 +46,34 @@ public enum PEFTAdapter {
         }
         guard !tensors.isEmpty else { throw SFTError.config(field: "lora", message: "the model has no LoRA adapters to save") }
         try Safetensors.write(tensors, metadata: ["format": "pt"], to: directory.appendingPathComponent("adapter_model.safetensors"))
+        let grow = converted ? 2.0 : 1.0, alphaGrow = converted ? (config.useRSLoRA ? 2.0.squareRoot() : 2.0) : 1.0
         let json: [String: Any] = [
-            "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": config.r, "lora_alpha": config.alpha,
+            "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": config.r * Int(grow), "lora_alpha": config.alpha * alphaGrow,
             "lora_dropout": config.dropout, "target_modules": targets.sorted(), "use_rslora": config.useRSLoRA,
             "modules_to_save": config.modulesToSave.isEmpty ? NSNull() : config.modulesToSave as Any, "bias": "none",
             "base_model_name_or_path": baseModel, "fan_in_fan_out": false, "inference_mode": true,
-            "init_lora_weights": true, "use_dora": false, "revision": NSNull(),
+            "init_lora_weights": converted ? true : config.initWeights.peftValue, "use_dora": config.useDoRA,
+            "rank_pattern": config.rankPattern.mapValues { $0 * Int(grow) },
+            "alpha_pattern": config.alphaPattern.mapValues { $0 * grow }, "revision": NSNull(),
         ]
         let data = try JSONSerialization.data(withJSONObject: json, options: [.prettyPrinted, .sortedKeys])
         try writeSynced(data, to: directory.appendingPathComponent("adapter_config.json"))
+        let readme = directory.appendingPathComponent("README.md")
+        if converted {
+            let text = """
+            # LoRA adapter (converted from \(config.initWeights) initialization)
+
+            Trained with `init_lora_weights: \(config.initWeights)`, which moved the principal part of each
+            adapted weight into the adapter and left the residual in the base. Saved converted, as PEFT's
+            `save_pretrained(path_initial_model_for_weight_conversion=...)` does: this is a plain LoRA
+            adapter of rank \(2 * config.r) (the trained [A; A₀] and [B, −B₀]) that applies to the
+            original base model `\(baseModel)`.
+
+            """
+            try writeSynced(Data(text.utf8), to: readme)
+        } else if FileManager.default.fileExists(atPath: readme.path) {
+            try FileManager.default.removeItem(at: readme)
+        }
     }
 
     /// Parameters of `modulesToSave` modules, by model name.
@@ -67,7 +106,24 @@ public enum PEFTAdapter {
         if let t = o["target_modules"] as? [String] { c.targetModules = t }
         else if let t = o["target_modules"] as? String { c.targetModules = [t] }
         c.modulesToSave = (o["modules_to_save"] as? [String]) ?? []
-        if (o["use_dora"] as? Bool) == true { throw SFTError.unsupported("\(url.path): DoRA adapters") }
+        c.useDoRA = (o["use_dora"] as? Bool) ?? false
+        for (k, v) in (o["rank_pattern"] as? [String: Any]) ?? [:] {
+            guard let r = v as? Int else { throw SFTError.format(path: url.path, offset: nil, message: "rank_pattern['\(k)'] is not an integer") }
+            c.rankPattern[k] = r
+        }
+        for (k, v) in (o["alpha_pattern"] as? [String: Any]) ?? [:] {
+            guard let a = (v as? NSNumber)?.doubleValue else { throw SFTError.format(path: url.path, offset: nil, message: "alpha_pattern['\(k)'] is not a number") }
+            c.alphaPattern[k] = a
+        }
+        do { c.initWeights = try LoRAInit(peft: o["init_lora_weights"]) } catch {
+            throw SFTError.format(path: url.path, offset: nil, message: "\(error)")
+        }
+        for key in ["layers_to_transform", "layers_pattern", "megatron_config", "loftq_config", "eva_config", "corda_config", "trainable_token_indices"] {
+            if let v = o[key], !(v is NSNull), !((v as? [Any])?.isEmpty ?? false), !((v as? [String: Any])?.isEmpty ?? false) {
+                throw SFTError.unsupported("\(url.path): \(key) is not supported")
+            }
+        }
+        if let v = o["use_qalora"] as? Bool, v { throw SFTError.unsupported("\(url.path): use_qalora is not supported") }
         if let fan = o["fan_in_fan_out"] as? Bool, fan { throw SFTError.unsupported("\(url.path): fan_in_fan_out adapters") }
         return c
     }
@@ -84,6 +140,7 @@ public enum PEFTAdapter {
             guard let linear = module as? Linear, let lora = linear.lora else { continue }
             expected[name + ".lora_A.weight"] = lora.a.weight
             expected[name + ".lora_B.weight"] = lora.b.weight
+            if let m = lora.magnitude { expected[name + ".lora_magnitude_vector"] = m.weight }
         }
         for (name, p) in savedModuleParameters(model, config: config) { expected[name] = p }
         var filled = Set<String>()
@@ -92,6 +149,7 @@ public enum PEFTAdapter {
             var name = raw.hasPrefix(prefix) ? String(raw.dropFirst(prefix.count)) : raw
             name = name.replacingOccurrences(of: ".default.weight", with: ".weight")
                 .replacingOccurrences(of: ".modules_to_save.default.", with: ".")
+            if name.hasSuffix(".lora_magnitude_vector.weight") { name = String(name.dropLast(".weight".count)) }
             guard let p = expected[name] else {
                 throw SFTError.weights(key: raw, message: "adapter tensor has no matching layer in the model")
             }

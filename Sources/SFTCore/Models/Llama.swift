@@ -274,7 +274,7 @@ public final class LlamaModel: Module, CausalLM {
     public var hfConfig: [String: Any] { config.hf }
 
     public func hiddenStates(_ input: ModelInput, checkpointing: Bool) throws -> Tensor {
-        var x = try model.embedTokens(input.ids)                                 // (N, C)
+        var x = try model.embedTokens(input.ids, rowLength: input.T)                                 // (N, C)
         for layer in model.layers {
             if checkpointing {
                 x = try Autograd.checkpoint([x]) { [invFreq] in try layer($0[0], input, invFreq: invFreq) }

@@ -35,10 +35,11 @@ public final class Linear: Module {
 
     override public var children: [(String, Module)] {
         guard let lora else { return [] }
-        return [("lora_A", lora.a), ("lora_B", lora.b)]
+        return [("lora_A", lora.a), ("lora_B", lora.b)] + (lora.magnitude.map { [("lora_magnitude_vector", $0)] } ?? [])
     }
 
     public func callAsFunction(_ x: Tensor) throws -> Tensor {
+        if let lora, let m = lora.magnitude { return try doraForward(x, lora, magnitude: m.weight.value) }
         if let lora, quantized == nil, packed == nil || Autograd.isEnabled {
             return try Ops.loraLinear(x, weight: weight.value, bias: bias?.value, a: lora.a.weight.value,
                                       b: lora.b.weight.value, scaling: lora.scaling, dropout: lora.dropout)
@@ -59,11 +60,20 @@ public final class WeightOnly: Module {
 
 public final class Embedding: Module {
     public let weight: Parameter
+    /// NEFTune (TRL's `neftune_noise_alpha`): while training, adds uniform noise in ±alpha/√(L·d)
+    /// to the embeddings (L: the row length, d: the width); never in evaluation or generation.
+    public var neftuneNoiseAlpha: Float?
     public init(vocab: Int, dim: Int, on backend: Backend) throws {
         weight = Parameter(try Tensor.zeros([vocab, dim], on: backend))
     }
     override public var localParameters: [(String, Parameter)] { [("weight", weight)] }
-    public func callAsFunction(_ ids: Tensor) throws -> Tensor { try Ops.embedding(ids, table: weight.value) }
+    /// `rowLength`: tokens per row of the batch (T), for NEFTune's scale; default: all of ids.
+    public func callAsFunction(_ ids: Tensor, rowLength: Int? = nil) throws -> Tensor {
+        let x = try Ops.embedding(ids, table: weight.value)
+        guard let alpha = neftuneNoiseAlpha, alpha > 0, Autograd.isTraining else { return x }
+        let d = weight.value.shape[1], L = rowLength ?? ids.count
+        return try Ops.add(x, try Ops.uniformNoise(like: x, bound: alpha / Float(L * d).squareRoot()))
+    }
 }
 
 public final class RMSNorm: Module {

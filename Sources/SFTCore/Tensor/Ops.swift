@@ -66,6 +66,15 @@ public enum Ops {
         return y
     }
 
+    /// Uniform noise in [−bound, bound) shaped like x (no gradient), drawn from the training
+    /// random stream (Autograd.randomSeed / randomOffset, as dropout), so resumed runs redraw it.
+    public static func uniformNoise(like x: Tensor, bound: Float) throws -> Tensor {
+        var rng = SeededRandom(seed: Autograd.randomSeed ^ (Autograd.randomOffset &* 0x9E37_79B9_7F4A_7C15) ^ 0x4E45_4654)
+        Autograd.randomOffset &+= UInt64(x.count)
+        let values = (0..<x.count).map { _ in Float(rng.nextUnit() * 2 - 1) * bound }
+        return try Tensor(values, shape: x.shape, on: x.backend)
+    }
+
     public static func scale(_ x: Tensor, _ alpha: Float) throws -> Tensor {
         let y = try Tensor(empty: x.shape, on: x.backend)
         try x.backend.scale(alpha: alpha, x.storage, into: y.storage, count: y.count)

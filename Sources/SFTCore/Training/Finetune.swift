@@ -38,7 +38,11 @@ public enum Finetune {
         switch config.method {
         case "lora", "qlora":
             try model.applyLoRA(config.lora, seed: config.seed)
+            if config.loraPlusLREmbedding != nil {
+                onEvent?(.message("loraplus_lr_embedding: sft adapts Linear layers only, so there is no embedding LoRA for it to apply to"))
+            }
         case "full":
+            try config.validateLoRAOnlyKeys()
             model.setTrainable(true)
             for (name, p) in model.namedParameters() where config.freeze.contains(where: { name.contains($0) }) {
                 p.trainable = false

@@ -20,6 +20,18 @@ public struct FinetuneConfig: Codable, Equatable {
     public var loraTargetModules: [String] = ["all-linear"]
     public var useRSLoRA: Bool = false
     public var modulesToSave: [String] = []
+    /// PEFT's init_lora_weights: true | false | gaussian | pissa | pissa_niter_K | olora.
+    public var initLoRAWeights: LoRAInit = .kaiming
+    /// PEFT's rank_pattern / alpha_pattern: module-name regex → r / alpha.
+    public var rankPattern: [String: Int] = [:]
+    public var alphaPattern: [String: Double] = [:]
+    public var useDoRA: Bool = false
+    /// LoRA+: lora_B's learning rate is this multiple of learning_rate.
+    public var loraPlusLRRatio: Double? = nil
+    /// LoRA+'s learning rate for LoRA on embedding layers (sft adapts Linear layers only).
+    public var loraPlusLREmbedding: Double? = nil
+    /// TRL's neftune_noise_alpha.
+    public var neftuneNoiseAlpha: Double? = nil
     public var freeze: [String] = []
     public var quantize: String? = nil
     public var doubleQuant: Bool = true
@@ -64,6 +76,9 @@ public struct FinetuneConfig: Codable, Equatable {
         case model, data, evalData = "eval_data", evalSplit = "eval_split", outputDir = "output_dir", method, template
         case device, threads, loraR = "lora_r", loraAlpha = "lora_alpha", loraDropout = "lora_dropout"
         case loraTargetModules = "lora_target_modules", useRSLoRA = "use_rslora", modulesToSave = "modules_to_save"
+        case initLoRAWeights = "init_lora_weights", rankPattern = "rank_pattern", alphaPattern = "alpha_pattern"
+        case useDoRA = "use_dora", loraPlusLRRatio = "loraplus_lr_ratio", loraPlusLREmbedding = "loraplus_lr_embedding"
+        case neftuneNoiseAlpha = "neftune_noise_alpha"
         case freeze, quantize, doubleQuant = "double_quant", quantBlockSize = "quant_block_size", learningRate = "learning_rate", numTrainEpochs = "num_train_epochs", maxSteps = "max_steps"
         case perDeviceTrainBatchSize = "per_device_train_batch_size"
         case gradientAccumulationSteps = "gradient_accumulation_steps", lrSchedulerType = "lr_scheduler_type"
@@ -90,6 +105,12 @@ public struct FinetuneConfig: Codable, Equatable {
         if let s = try? c.decode(String.self, forKey: .loraTargetModules) { loraTargetModules = [s] }
         else { loraTargetModules = try v(.loraTargetModules, d.loraTargetModules) }
         useRSLoRA = try v(.useRSLoRA, d.useRSLoRA); modulesToSave = try v(.modulesToSave, d.modulesToSave)
+        initLoRAWeights = try v(.initLoRAWeights, d.initLoRAWeights)
+        rankPattern = try v(.rankPattern, d.rankPattern); alphaPattern = try v(.alphaPattern, d.alphaPattern)
+        useDoRA = try v(.useDoRA, d.useDoRA)
+        loraPlusLRRatio = try c.decodeIfPresent(Double.self, forKey: .loraPlusLRRatio)
+        loraPlusLREmbedding = try c.decodeIfPresent(Double.self, forKey: .loraPlusLREmbedding)
+        neftuneNoiseAlpha = try c.decodeIfPresent(Double.self, forKey: .neftuneNoiseAlpha)
         freeze = try v(.freeze, d.freeze)
         quantize = try c.decodeIfPresent(String.self, forKey: .quantize)
         doubleQuant = try v(.doubleQuant, d.doubleQuant); quantBlockSize = try v(.quantBlockSize, d.quantBlockSize)
@@ -144,6 +165,11 @@ public struct FinetuneConfig: Codable, Equatable {
         try c.encode(loraAlpha, forKey: .loraAlpha); try c.encode(loraDropout, forKey: .loraDropout)
         try c.encode(loraTargetModules, forKey: .loraTargetModules); try c.encode(useRSLoRA, forKey: .useRSLoRA)
         try c.encode(modulesToSave, forKey: .modulesToSave); try c.encode(freeze, forKey: .freeze)
+        try c.encode(initLoRAWeights, forKey: .initLoRAWeights); try c.encode(rankPattern, forKey: .rankPattern)
+        try c.encode(alphaPattern, forKey: .alphaPattern); try c.encode(useDoRA, forKey: .useDoRA)
+        try c.encodeIfPresent(loraPlusLRRatio, forKey: .loraPlusLRRatio)
+        try c.encodeIfPresent(loraPlusLREmbedding, forKey: .loraPlusLREmbedding)
+        try c.encodeIfPresent(neftuneNoiseAlpha, forKey: .neftuneNoiseAlpha)
         try c.encodeIfPresent(quantize, forKey: .quantize); try c.encode(doubleQuant, forKey: .doubleQuant)
         try c.encode(quantBlockSize, forKey: .quantBlockSize)
         try c.encode(learningRate, forKey: .learningRate); try c.encode(numTrainEpochs, forKey: .numTrainEpochs)
@@ -181,6 +207,13 @@ public struct FinetuneConfig: Codable, Equatable {
         ("lora_dropout", "dropout on the LoRA input (default 0.05)"),
         ("lora_target_modules", "Linear layer names or all-linear (default all-linear)"),
         ("use_rslora", "scale by alpha/sqrt(r) (default false)"),
+        ("init_lora_weights", "true (Kaiming A, zero B) | false | gaussian | pissa | pissa_niter_K | olora (PiSSA/OLoRA adapters are saved converted for the original base)"),
+        ("rank_pattern", "per-module ranks by module-name regex (PEFT rules), e.g. {\"q_proj\": 8}"),
+        ("alpha_pattern", "per-module alphas, as rank_pattern"),
+        ("use_dora", "DoRA: trained magnitude per output row (default false)"),
+        ("loraplus_lr_ratio", "LoRA+: lora_B learns at this multiple of learning_rate"),
+        ("loraplus_lr_embedding", "LoRA+: learning rate of LoRA on embedding layers (sft adapts Linear layers only: no effect)"),
+        ("neftune_noise_alpha", "NEFTune: uniform noise alpha/sqrt(L*d) on input embeddings while training"),
         ("modules_to_save", "modules trained fully and saved with the adapter, e.g. [\"lm_head\"]"),
         ("freeze", "full finetuning: parameter name substrings to keep frozen"),
         ("quantize", "4-bit base: nf4 | fp4 (default nf4 with method qlora)"),
@@ -246,10 +279,22 @@ public struct FinetuneConfig: Codable, Equatable {
         }
     }
 
+    /// Throws for a LoRA-only setting given with method full (it would change nothing).
+    public func validateLoRAOnlyKeys() throws {
+        guard method == "full" else { return }
+        let loraOnly: [(String, Bool)] = [("use_dora", useDoRA), ("init_lora_weights", initLoRAWeights != .kaiming),
+                                          ("rank_pattern", !rankPattern.isEmpty), ("alpha_pattern", !alphaPattern.isEmpty),
+                                          ("loraplus_lr_ratio", loraPlusLRRatio != nil)]
+        if let (key, _) = loraOnly.first(where: { $0.1 }) {
+            throw SFTError.config(field: key, message: "a LoRA setting, but method full trains the weights themselves")
+        }
+    }
+
     /// The LoRA part.
     public var lora: LoRAConfig {
         LoRAConfig(r: loraR, alpha: loraAlpha, dropout: loraDropout, targetModules: loraTargetModules,
-                   useRSLoRA: useRSLoRA, modulesToSave: modulesToSave)
+                   useRSLoRA: useRSLoRA, modulesToSave: modulesToSave, rankPattern: rankPattern,
+                   alphaPattern: alphaPattern, initWeights: initLoRAWeights, useDoRA: useDoRA)
     }
 
     /// The 4-bit base, for method qlora (or any method with `quantize` set).
@@ -280,6 +325,8 @@ public struct FinetuneConfig: Codable, Equatable {
         t.loggingSteps = loggingSteps; t.evalSteps = evalSteps; t.earlyStoppingPatience = earlyStoppingPatience
         t.saveSteps = saveSteps; t.saveEachEpoch = saveEachEpoch; t.saveTotalLimit = saveTotalLimit
         t.stopOnDivergence = stopOnDivergence
+        t.loraPlusLRRatio = loraPlusLRRatio
+        t.neftuneNoiseAlpha = neftuneNoiseAlpha
         t.seed = seed
         return t
     }

@@ -22,10 +22,14 @@ public final class AdamW {
     public private(set) var v: [String: Tensor] = [:]
     /// Optimizer steps taken.
     public private(set) var step = 0
+    /// Parameter groups: a parameter's learning rate is the schedule's times this (default 1);
+    /// LoRA+ gives lora_B its ratio.
+    public let lrMultipliers: [String: Double]
 
-    public init(parameters: [(String, Parameter)], config: AdamWConfig) throws {
+    public init(parameters: [(String, Parameter)], config: AdamWConfig, lrMultipliers: [String: Double] = [:]) throws {
         self.config = config
         self.parameters = parameters
+        self.lrMultipliers = lrMultipliers
         for (name, p) in parameters {
             m[name] = try Tensor.zeros(p.value.shape, on: p.value.backend)
             v[name] = try Tensor.zeros(p.value.shape, on: p.value.backend)
@@ -45,7 +49,7 @@ public final class AdamW {
             let wd = AdamW.decays(name) ? Float(config.weightDecay) : 0
             try p.value.backend.adamw(param: p.value.storage, grad: g.storage, m: m.storage, v: v.storage,
                                       count: p.value.count,
-                                      step: AdamWStep(lr: Float(lr), beta1: Float(config.beta1), beta2: Float(config.beta2),
+                                      step: AdamWStep(lr: Float(lr * (lrMultipliers[name] ?? 1)), beta1: Float(config.beta1), beta2: Float(config.beta2),
                                                       eps: Float(config.eps), weightDecay: wd, step: step))
         }
     }

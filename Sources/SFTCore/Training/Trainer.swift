@@ -35,6 +35,10 @@ public struct TrainerConfig: Codable, Equatable, Sendable {
     /// `Divergence.patience` steps in a row, or at ln(vocab) with zero gradient as long.
     /// Non-finite losses and gradient norms stop the run whatever this says.
     public var stopOnDivergence: Bool = true
+    /// LoRA+ (Hayou et al. 2024): lora_B learns at this multiple of the learning rate.
+    public var loraPlusLRRatio: Double? = nil
+    /// NEFTune: uniform noise on the input embeddings while training (Embedding.neftuneNoiseAlpha).
+    public var neftuneNoiseAlpha: Double? = nil
 
     public init() {}
 }
@@ -94,7 +98,20 @@ public final class Trainer {
         guard !parameters.isEmpty else {
             throw SFTError.config(field: "method", message: "nothing to train: every parameter is frozen")
         }
-        optimizer = try AdamW(parameters: parameters, config: config.adamw)
+        var multipliers: [String: Double] = [:]
+        if let ratio = config.loraPlusLRRatio {
+            for (name, _) in parameters where name.contains(".lora_B.") { multipliers[name] = ratio }
+            guard !multipliers.isEmpty else {
+                throw SFTError.config(field: "loraplus_lr_ratio", message: "the model has no trained LoRA B matrices (method full?)")
+            }
+        }
+        optimizer = try AdamW(parameters: parameters, config: config.adamw, lrMultipliers: multipliers)
+        if let alpha = config.neftuneNoiseAlpha {
+            guard let embedding = model.namedModules().lazy.compactMap({ $0.1 as? Embedding }).first else {
+                throw SFTError.config(field: "neftune_noise_alpha", message: "the model has no input embedding")
+            }
+            embedding.neftuneNoiseAlpha = Float(alpha)
+        }
         let total = config.maxSteps.map { min($0, loader.plan.totalSteps) } ?? loader.plan.totalSteps
         let warmup = config.warmupSteps > 0 ? config.warmupSteps : Int((config.warmupRatio * Double(total)).rounded(.up))
         schedule = LRSchedule(kind: config.schedule, peak: config.learningRate, warmupSteps: warmup,
