@@ -230,6 +230,48 @@ final class LoRAVariantsTests: XCTestCase {
         assertClose(try fresh.logits(ids), trained, tolerance: 1e-4, "original base + converted adapter")
     }
 
+    /// sft writes a DoRA adapter (trained-looking: random B and magnitude), a converted PiSSA
+    /// adapter and a rank/alpha-pattern adapter on the tiny base, each reloading here with the
+    /// same logits; with $SFT_EXPORT_DIR they and sft's logits are kept for
+    /// tools/check_lora_variants.py, which loads them in Python PEFT (recorded result below).
+    func testVariantAdaptersWrittenBySftReloadExactly() throws {
+        let base = Fixtures.url("export/peft_tiny/base")
+        let ids: [Int32] = [3, 17, 5, 44, 9, 71, 2, 30, 11, 60]
+        let dir = try Scratch.folder("lora_variants")
+        defer { Scratch.cleanUp(dir) }
+        let configs: [(String, LoRAConfig)] = [
+            ("dora", LoRAConfig(r: 4, alpha: 8, dropout: 0, targetModules: ["all-linear"], useDoRA: true)),
+            ("pissa", LoRAConfig(r: 3, alpha: 6, dropout: 0, targetModules: ["q_proj", "v_proj", "down_proj"], initWeights: .pissa(niter: nil))),
+            ("patterns", LoRAConfig(r: 4, alpha: 8, dropout: 0, targetModules: ["q_proj", "o_proj"], useRSLoRA: true,
+                                    rankPattern: ["o_proj": 2], alphaPattern: ["layers\\.1\\..*q_proj": 5]))]
+        var logits: [String: [Float]] = [:]
+        for (name, cfg) in configs {
+            let model = try ModelLoader.load(at: base, on: be).model
+            try model.applyLoRA(cfg, seed: 4)
+            var rng = SeededRandom(seed: 5)
+            for (_, p) in model.trainableParameters {
+                try p.value.assign(try p.value.floats().map { $0 + Float(0.1 * rng.nextNormal()) })
+            }
+            let want = try model.logits(ids)
+            let out = dir.appendingPathComponent(name)
+            try PEFTAdapter.save(model, config: cfg, baseModel: base.path, to: out)
+            let again = try ModelLoader.load(at: base, on: be).model
+            try PEFTAdapter.load(out, into: again)
+            assertClose(try again.logits(ids), want, tolerance: 1e-4, "\(name) reloaded")
+            logits[name] = want
+        }
+        let json: [String: Any] = ["ids": ids.map(Int.init), "logits": logits.mapValues { $0.map(Double.init) }]
+        try JSONSerialization.data(withJSONObject: json).write(to: dir.appendingPathComponent("sft_logits.json"))
+    }
+
+    func testPythonPEFTLoadsSftsVariantAdaptersRecordedAPass() throws {
+        let r = try Fixtures.json("export/results/lora_variants.json")
+        XCTAssertEqual(r["pass"] as? Bool, true)
+        let diffs = try XCTUnwrap(r["max_abs_diff"] as? [String: Double])
+        XCTAssertEqual(Set(diffs.keys), ["dora", "pissa", "patterns"])
+        for (name, d) in diffs { XCTAssertLessThanOrEqual(d, 1e-4, name) }
+    }
+
     func testGaussianAndFalseInitializations() throws {
         let net = try OneLinear(inFeatures: 50, outFeatures: 40, bias: false, seed: 1)
         try net.applyLoRA(LoRAConfig(r: 8, alpha: 8, dropout: 0, targetModules: ["proj"], initWeights: .gaussian), seed: 3)
