@@ -272,6 +272,30 @@ final class LoRAVariantsTests: XCTestCase {
         for (name, d) in diffs { XCTAssertLessThanOrEqual(d, 1e-4, name) }
     }
 
+    /// Examples/configs/dora-sharegpt.json (DoRA + LoRA+ + NEFTune + TensorBoard) trains on the
+    /// demo data and writes a DoRA adapter that reloads.
+    func testTheDoRAExampleConfigTrainsOnTheDemoData() throws {
+        _ = try Assets.require(Assets.smolLM2)
+        let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent()
+        var object = try JSONSerialization.jsonObject(with: Data(contentsOf: packageRoot.appendingPathComponent("Examples/configs/dora-sharegpt.json"))) as! [String: Any]
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("sft-dora-\(UUID().uuidString)")
+        addTeardownBlock { try? FileManager.default.removeItem(at: out) }
+        object["model"] = Assets.smolLM2.path
+        object["data"] = packageRoot.appendingPathComponent("Examples/data/sharegpt.json").path
+        object["limit"] = nil; object["eval_split"] = 0; object["eval_steps"] = nil
+        object["output_dir"] = out.path; object["max_steps"] = 2; object["max_seq_length"] = 64
+        object["num_train_epochs"] = 3; object["save_steps"] = 2
+        let result = try Finetune.run(try FinetuneConfig.from(json: object))
+        XCTAssertEqual(result.summary.steps, 2)
+        XCTAssertTrue(result.summary.finalLoss!.isFinite)
+        let file = try SafetensorsFile(url: result.output.appendingPathComponent("adapter_model.safetensors"))
+        XCTAssertEqual(file.names.filter { $0.hasSuffix(".lora_magnitude_vector") }.count, 30 * 7)
+        XCTAssertFalse(try FileManager.default.contentsOfDirectory(atPath: out.appendingPathComponent("tensorboard").path).isEmpty)
+        let lm = try LanguageModel.load(Assets.smolLM2, adapter: result.output)
+        XCTAssertNotNil((lm.model.namedModules().compactMap { $0.1 as? Linear }.first { $0.lora != nil })?.lora?.magnitude)
+    }
+
     func testGaussianAndFalseInitializations() throws {
         let net = try OneLinear(inFeatures: 50, outFeatures: 40, bias: false, seed: 1)
         try net.applyLoRA(LoRAConfig(r: 8, alpha: 8, dropout: 0, targetModules: ["proj"], initWeights: .gaussian), seed: 3)
