@@ -87,7 +87,13 @@ func runFinetune(_ args: Arguments) throws {
     }
     for (key, _) in FinetuneConfig.fields {
         let flag = [key, key.replacingOccurrences(of: "_", with: "-")].first { args.string($0) != nil }
-        if let flag, let raw = args.string(flag) { object[key] = configValue(key, raw) }
+        if let flag, let raw = args.string(flag) {
+            // JSON has no NaN or infinity; a flag spelling one (nan, inf, 1e999) is refused by name.
+            if let d = Double(raw.trimmingCharacters(in: .whitespaces)), !d.isFinite {
+                throw SFTError.config(field: key, message: "\(raw): \(d.isNaN ? "NaN" : "an infinite value") is not allowed")
+            }
+            object[key] = configValue(key, raw)
+        }
     }
     try args.finish()
     let config = try FinetuneConfig.from(json: object, source: args.string("config") ?? "flags")

@@ -22,6 +22,7 @@ public enum Finetune {
                            trainerCreated: ((Trainer) -> Void)? = nil) throws -> FinetuneResult {
         guard !config.model.isEmpty else { throw SFTError.config(field: "model", message: "required") }
         guard !config.data.isEmpty else { throw SFTError.config(field: "data", message: "required") }
+        try config.validate()
         let device = try Device(parsing: config.device)
         if let t = config.threads { setCPUThreads(t) }
         let backend = try SFTKernels.backend(for: device)
@@ -77,6 +78,9 @@ public enum Finetune {
                                                             gradientAccumulation: config.gradientAccumulationSteps,
                                                             epochs: config.numTrainEpochs, seed: config.seed, padId: padId)
         let plan = try BatchPlan(examples: train, options: options)
+        guard plan.totalSteps > 0 else {
+            throw SFTError.data(path: config.data, line: 0, message: "no training steps: \(plan.report)")
+        }
         var evalBatches: [TrainingBatch] = []
         if !evalExamples.isEmpty {
             var eo = options
