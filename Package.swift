@@ -26,6 +26,7 @@ let package = Package(
         .target(name: "SFTCore", dependencies: ["SFTKernels"]),
         .executableTarget(name: "sftctl", dependencies: ["SFTCore", "COpenBLAS"]),
         .executableTarget(name: "quickstart", dependencies: ["SFTCore"], path: "Examples/quickstart"),
+        .executableTarget(name: "sft-fuzz", dependencies: ["SFTCore"], path: "tools/fuzz/Sources"),
         .testTarget(name: "SFTKernelsTests", dependencies: ["SFTKernels"]),
         .testTarget(name: "SFTCoreTests", dependencies: ["SFTCore"], resources: [.copy("Fixtures")]),
     ],
