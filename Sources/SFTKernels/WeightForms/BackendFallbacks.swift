@@ -8,6 +8,13 @@ extension Backend {
     public func supports(_ form: WeightFormKind) -> Bool { form == .dense }
 
     public func dequantize4bit(_ w: QuantizedMatrix, rows r0: Int, count rows: Int, into out: BufferView) throws {
+        try dequantize4bitOnHost(w, rows: r0, count: rows, into: out)
+    }
+
+    /// The CPU fallback of `dequantize4bit` on any backend: download the tile's codes and
+    /// scales, decode them with the C kernels on the host, upload the f32 tile. (Public so the
+    /// tests can compare it with a backend's own decoder.)
+    public func dequantize4bitOnHost(_ w: QuantizedMatrix, rows r0: Int, count rows: Int, into out: BufferView) throws {
         try w.check(on: self, "dequantize4bit")
         try check4bitRows(w, r0, rows, out: out, "dequantize4bit")
         let start = r0 * w.cols, n = rows * w.cols
