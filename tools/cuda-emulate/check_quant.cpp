@@ -1,6 +1,7 @@
 // Runs the 4-bit CUDA kernels (CUDAKernels.quant, written by the test as quant.cu with
 // `extern "C"` removed) on the CPU through emu.h and compares them with the C kernels of
-// quant_nf4.c: tile decoding bit for bit against the readable reference, the double-quantized
+// quant_nf4.c: tile decoding (f32, and bf16 / f16 as the cast kernels round) bit for bit against
+// the readable reference, the double-quantized
 // absmax bit for bit, the matrix-vector product to summation-order rounding. Built and run by
 // CUDAQuantKernelEmulationTests; prints one line per check and exits non-zero on a mismatch.
 #include "emu.h"   // tools/cuda-emulate
@@ -71,6 +72,18 @@ static void check(int type, int64_t rows, int64_t cols, int64_t bs, bool doubleQ
     launch(gpu::sft_q4_dequantize_f32, {4, 1, 1}, 64, (const gpu::u8 *)packed.data(), (const float *)absmax.data(), code, bs,
            (int64_t)0, (int64_t)0, n, got.data());
     compare(name + " decode all rows", got, want, 0);
+    // 16-bit tiles: the f32 reference rounded by the cast kernels' conversions.
+    for (int bf16 = 0; bf16 < 2; bf16++) {
+        std::vector<uint16_t> h(n, 0xFFFF);
+        launch(gpu::sft_q4_dequantize_h, {3, 1, 1}, 64, (const gpu::u8 *)packed.data(), (const float *)absmax.data(), code, bs,
+               (int64_t)0, (int64_t)0, n, (gpu::u16 *)h.data(), bf16);
+        std::vector<float> got16(n), want16(n);
+        for (int64_t i = 0; i < n; i++) {
+            got16[i] = bf16 ? gpu::bf16_to_f32(h[i]) : gpu::f16_to_f32(h[i]);
+            want16[i] = bf16 ? gpu::bf16_to_f32(gpu::f32_to_bf16(want[i])) : gpu::f16_to_f32(gpu::f32_to_f16(want[i]));
+        }
+        compare(name + (bf16 ? " decode all rows to bf16" : " decode all rows to f16"), got16, want16, 0);
+    }
     const int64_t r0 = rows / 3, tr = rows - r0 - 1, start = r0 * cols, count = tr * cols;
     const int64_t fb = start / bs, lb = (start + count - 1) / bs;
     std::vector<float> tileAbsmax(absmax.begin() + fb, absmax.begin() + lb + 1), tile(count, NAN);

@@ -17,11 +17,6 @@ extension Ops {
         try check(x.dtype == .f32, "linear4bit", "x is \(x.dtype), expected f32")
         try check(w.packed.device == x.device, "linear4bit", "x is on \(x.device), the 4-bit weight on \(w.packed.device)")
         if let bias { try check(bias.shape == [M], "linear4bit", "bias \(bias.shape) for \(M) outputs") }
-        // The CPU computes in f32 whatever compute_dtype says (documented); elsewhere the tiles
-        // are decoded to f32 too, so a 16-bit compute dtype would be silently ignored there.
-        guard w.computeDType == .f32 || x.device == .cpu else {
-            throw SFTError.config(field: "compute_dtype", message: "\(w.computeDType) tiles are not implemented on \(x.device); the 4-bit tiles are decoded to f32 (use compute_dtype f32)")
-        }
         let N = x.count / max(1, K), be = x.backend, form = w.matrix
         let y = try Tensor(empty: Array(x.shape.dropLast()) + [M], on: be)
         try be.linear4bit(x: x.storage, weight: form, bias: bias?.storage, y: y.storage, N: N)

@@ -132,7 +132,7 @@ public final class QuantizedWeight {
         case .doubleQuantized(let d): s = .doubleQuantized(codes: d.codes.storage, absmax: d.absmax.storage, offset: d.offset)
         }
         return QuantizedMatrix(type: type, rows: shape[0], cols: shape.count == 2 ? shape[1] : count / max(1, shape[0]),
-                               blockSize: blockSize, packed: packed.storage, scales: s)
+                               blockSize: blockSize, packed: packed.storage, scales: s, computeDType: computeDType)
     }
 
     /// The f32 absmax of every block (rebuilt from the 8-bit codes when double-quantized),

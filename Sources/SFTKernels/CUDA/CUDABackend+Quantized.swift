@@ -28,6 +28,71 @@ extension CUDABackend {
                     .ptr(out)])
     }
 
+    /// The 4-bit linear op. f32 compute: the shared tile loop (Backend+Linear4bit.swift).
+    /// bf16 / f16 compute (bitsandbytes' compute dtype): x rounded to it once, each tile decoded
+    /// straight to it, cuBLASLt multiplying 16-bit inputs with f32 accumulation into f32 y.
+    public func linear4bit(x: BufferView, weight w: QuantizedMatrix, bias: BufferView?, y: BufferView, N: Int) throws {
+        let M = w.rows, K = w.cols, h = w.computeDType
+        guard h != .f32, N > Self.linear4bitMatVecMaxRows else {
+            return try linear4bitF32(x: x, weight: w, bias: bias, y: y, N: N)   // decode rows: the f32 matvec
+        }
+        try w.check(on: self, "linear4bit")
+        try check(x, count: N * K, "linear4bit", "x")
+        try check(y, count: N * M, "linear4bit", "y")
+        if let bias { try check(bias, count: M, "linear4bit", "bias") }
+        let xh = BufferView(try allocate(bytes: max(1, N * K) * h.size))
+        try cast(x, from: .f32, into: xh, to: h, count: N * K)
+        if let bias { for r in 0..<N { try copy(bias, to: y.advanced(byBytes: r * M * 4), bytes: M * 4) } }
+        try forEach4bitTile16(of: w) { r0, rows, tile in
+            // y[:, r0 ..< r0+rows] (+)= x · tileᵀ
+            try gemm(transA: false, transB: true, M: N, N: rows, K: K, alpha: 1, A: xh, aType: h, lda: K, strideA: 0,
+                     B: tile, bType: h, ldb: K, strideB: 0, beta: bias == nil ? 0 : 1,
+                     C: y.advanced(byBytes: r0 * 4), cType: .f32, ldc: M, strideC: 0, batch: 1)
+        }
+    }
+
+    /// dx = dy · W; with a 16-bit compute dtype dy is rounded to it once and each tile decoded to it.
+    public func linear4bitInputGradient(dy: BufferView, weight w: QuantizedMatrix, dx: BufferView, N: Int) throws {
+        let M = w.rows, K = w.cols, h = w.computeDType
+        guard h != .f32, M > 0 else { return try linear4bitInputGradientF32(dy: dy, weight: w, dx: dx, N: N) }
+        try w.check(on: self, "linear4bitInputGradient")
+        try check(dy, count: N * M, "linear4bitInputGradient", "dy")
+        try check(dx, count: N * K, "linear4bitInputGradient", "dx")
+        let dyh = BufferView(try allocate(bytes: max(1, N * M) * h.size))
+        try cast(dy, from: .f32, into: dyh, to: h, count: N * M)
+        try forEach4bitTile16(of: w) { r0, rows, tile in
+            // dX (+)= dY[:, r0 ..< r0+rows] · tile
+            try gemm(transA: false, transB: false, M: N, N: K, K: rows, alpha: 1,
+                     A: dyh.advanced(byBytes: r0 * h.size), aType: h, lda: M, strideA: 0, B: tile, bType: h, ldb: K, strideB: 0,
+                     beta: r0 == 0 ? 0 : 1, C: dx, cType: .f32, ldc: K, strideC: 0, batch: 1)
+        }
+    }
+
+    /// Calls body(r0, rows, tile) for consecutive row tiles of W decoded to its 16-bit compute
+    /// dtype into one scratch (the f32 loop's tile sizes).
+    private func forEach4bitTile16(of w: QuantizedMatrix, _ body: (Int, Int, BufferView) throws -> Void) throws {
+        let M = w.rows, K = w.cols, h = w.computeDType
+        guard h == .bf16 || h == .f16 else {
+            throw KernelError.invalidArgument(op: "linear4bit", message: "compute dtype \(h) (use f32, bf16 or f16)")
+        }
+        let R = Self.linear4bitTileRows(M: M, K: K)
+        let scratch = BufferView(try allocate(bytes: max(1, R * K) * h.size))
+        let tables = try quantTables()
+        var r0 = 0
+        while r0 < M {
+            let rows = min(R, M - r0), start = r0 * K, count = rows * K
+            if count > 0 {
+                let firstBlock = start / w.blockSize, lastBlock = (start + count - 1) / w.blockSize
+                let (absmax, first) = try absmaxView(w, blocks: firstBlock, lastBlock - firstBlock + 1, tables: tables)
+                try launch(CUDAKernels.quant, "sft_q4_dequantize_h", grid: (blocks(count), 1, 1), block: 256,
+                           [.ptr(w.packed), .ptr(absmax), .ptr(tables.code(w.type)), .i64(w.blockSize), .i64(first), .i64(start),
+                            .i64(count), .ptr(scratch), .i32(h == .bf16 ? 1 : 0)])
+            }
+            try body(r0, rows, scratch)
+            r0 += rows
+        }
+    }
+
     public func matVec4bit(_ w: QuantizedMatrix, x: BufferView, y: BufferView, n: Int) throws {
         let M = w.rows, K = w.cols
         try w.check(on: self, "matVec4bit")

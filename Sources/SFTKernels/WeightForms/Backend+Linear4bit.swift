@@ -15,8 +15,28 @@ extension Backend {
     /// Rows per decoded tile: about 1 M floats, and at least 64 rows so the GEMM stays efficient.
     public static func linear4bitTileRows(M: Int, K: Int) -> Int { min(M, max(64, (1 << 20) / max(1, K))) }
 
-    /// y (N, M) = x (N, K) · Wᵀ (+ bias (M) on every row), f32.
+    /// y (N, M) = x (N, K) · Wᵀ (+ bias (M) on every row): f32 tiles. A 16-bit compute dtype
+    /// is an error here off the CPU (which always computes in f32): a backend that implements
+    /// 16-bit tiles overrides this op (CUDABackend+Quantized.swift).
     public func linear4bit(x: BufferView, weight w: QuantizedMatrix, bias: BufferView?, y: BufferView, N: Int) throws {
+        try require32BitCompute(w, "linear4bit")
+        try linear4bitF32(x: x, weight: w, bias: bias, y: y, N: N)
+    }
+
+    /// dx (N, K) = dy (N, M) · W, f32 tiles (overwrites dx); 16-bit compute as in `linear4bit`.
+    public func linear4bitInputGradient(dy: BufferView, weight w: QuantizedMatrix, dx: BufferView, N: Int) throws {
+        try require32BitCompute(w, "linear4bitInputGradient")
+        try linear4bitInputGradientF32(dy: dy, weight: w, dx: dx, N: N)
+    }
+
+    func require32BitCompute(_ w: QuantizedMatrix, _ op: String) throws {
+        guard w.computeDType == .f32 || device == .cpu else {
+            throw KernelError.invalidArgument(op: op, message: "compute dtype \(w.computeDType) is not implemented on \(device) (use f32)")
+        }
+    }
+
+    /// y (N, M) = x (N, K) · Wᵀ (+ bias (M) on every row), f32.
+    func linear4bitF32(x: BufferView, weight w: QuantizedMatrix, bias: BufferView?, y: BufferView, N: Int) throws {
         let M = w.rows, K = w.cols
         try w.check(on: self, "linear4bit")
         try check(x, count: N * K, "linear4bit", "x")
@@ -32,7 +52,7 @@ extension Backend {
     }
 
     /// dx (N, K) = dy (N, M) · W, f32 (overwrites dx).
-    public func linear4bitInputGradient(dy: BufferView, weight w: QuantizedMatrix, dx: BufferView, N: Int) throws {
+    func linear4bitInputGradientF32(dy: BufferView, weight w: QuantizedMatrix, dx: BufferView, N: Int) throws {
         let M = w.rows, K = w.cols
         try w.check(on: self, "linear4bitInputGradient")
         try check(dy, count: N * M, "linear4bitInputGradient", "dy")

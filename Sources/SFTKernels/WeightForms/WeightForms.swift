@@ -42,10 +42,15 @@ public struct QuantizedMatrix: @unchecked Sendable {
     public let blockSize: Int
     public let packed: BufferView
     public let scales: Scales
+    /// What decoded tiles are multiplied in: f32, or bf16 / f16 (x and the tile rounded to
+    /// it, f32 accumulation and output) where the backend implements that (CUDA). The CPU
+    /// always computes in f32.
+    public let computeDType: DType
 
-    public init(type: QuantType, rows: Int, cols: Int, blockSize: Int, packed: BufferView, scales: Scales) {
+    public init(type: QuantType, rows: Int, cols: Int, blockSize: Int, packed: BufferView, scales: Scales,
+                computeDType: DType = .f32) {
         self.type = type; self.rows = rows; self.cols = cols; self.blockSize = blockSize
-        self.packed = packed; self.scales = scales
+        self.packed = packed; self.scales = scales; self.computeDType = computeDType
     }
 
     public var count: Int { rows * cols }

@@ -47,6 +47,31 @@ final class QuantizedLinearDeviceTests: XCTestCase {
         }
     }
 
+    /// bitsandbytes' compute dtype: on an accelerator, bf16 / f16 tiles (x, dY and the decoded
+    /// tile rounded to 16 bits, f32 accumulation) stay within 16-bit rounding of the CPU's f32;
+    /// decode rows (N ≤ 2) use the f32 matrix-vector product. The CPU computes in f32 whatever
+    /// the compute dtype says.
+    func testSixteenBitComputeDTypesStayNearF32() throws {
+        let shapes = [(N: 9, K: 1056, M: 1000), (N: 2, K: 256, M: 96)]
+        for (i, s) in shapes.enumerated() {
+            let f32 = QuantizationConfig(type: .nf4, blockSize: 64, doubleQuant: true)
+            let (y0, dx0) = try run(on: .cpu, N: s.N, K: s.K, M: s.M, config: f32, seed: UInt64(100 + i))
+            for dtype in [DType.bf16, .f16] {
+                var c = f32
+                c.computeDType = dtype
+                for device in try TestDevices.all() {
+                    let (y, dx) = try run(on: device, N: s.N, K: s.K, M: s.M, config: c, seed: UInt64(100 + i))
+                    let tol: Float = device == .cpu || s.N <= 2 ? 1e-5 : (dtype == .bf16 ? 2e-2 : 4e-3)
+                    for (got, want, name) in [(y, y0, "y"), (dx, dx0, "dX")] {
+                        let scale = max(1, want.map { abs($0) }.max() ?? 1)
+                        let worst = zip(got, want).map { abs($0 - $1) }.max() ?? .infinity
+                        XCTAssertLessThanOrEqual(worst, tol * scale, "\(device) \(dtype) N=\(s.N): \(name) differs from f32 by \(worst)")
+                    }
+                }
+            }
+        }
+    }
+
     /// The fallback decoder (what a backend without its own 4-bit kernels runs, with explicit
     /// transfers) gives the CPU decoder's bits, for tiles that start and end mid-block.
     func testHostFallbackDecodesLikeTheCPUBackend() throws {

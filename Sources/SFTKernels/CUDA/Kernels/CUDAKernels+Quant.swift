@@ -3,6 +3,7 @@
 // absmax values of double quantization, and the matrix-vector product of decode. Same math as
 // quant_nf4.c, whose readable references are beside each kernel's comment:
 //   sft_q4_dequantize_f32  ↔ sft_nf4_dequantize_ref   y[i] = code[q(i)] · absmax[i / bs]
+//   sft_q4_dequantize_h    ↔ the same, rounded to bf16 / f16 (the cast kernels' rounding)
 //   sft_dq8_absmax_f32     ↔ sft_dequantize_blockwise8 absmax[b] = (map[c[b]] · s[b / 256]) + offset
 //   sft_q4_matvec_f32      ↔ sft_nf4_matvec           y[r] = Σ_c absmax[i / bs] · (code[q(i)] · x[c])
 // with q(i) the high nibble of byte i/2 for even i, the low nibble for odd i. The 16-value code
@@ -37,6 +38,17 @@ extension CUDAKernels {
         }
     }
 
+    // The same values rounded to bf16 (bf16 = 1) or f16 (bf16 = 0), nearest even: the tiles of
+    // a 16-bit compute dtype (reference: sft_nf4_dequantize_ref, then the f32 → 16-bit casts).
+    extern "C" __global__ void sft_q4_dequantize_h(const u8 *packed, const float *absmax, const float *code,
+                                                   i64 bs, i64 first_block, i64 start, i64 count, u16 *y, int bf16) {
+        GRID_STRIDE(j, count) {
+            const i64 i = start + j;
+            const float v = SFT_MUL_RN(code[q4_code(packed, i)], absmax[i / bs - first_block]);
+            y[j] = bf16 ? f32_to_bf16(v) : f32_to_f16(v);
+        }
+    }
+
     // out[j] = (map[codes[first + j]] · absmax2[(first + j) / 256]) + offset, j < n.
     extern "C" __global__ void sft_dq8_absmax_f32(const u8 *codes, const float *absmax2, const float *map,
                                                   i64 first, i64 n, float offset, float *out) {
@@ -62,6 +74,6 @@ extension CUDAKernels {
         acc = block_sum(acc, scratch);
         if (threadIdx.x == 0) y[n * rows + r] = acc;
     }
-    """#, kernels: ["sft_q4_dequantize_f32(pppllllp)", "sft_dq8_absmax_f32(pppllfp)",
+    """#, kernels: ["sft_q4_dequantize_f32(pppllllp)", "sft_q4_dequantize_h(pppllllpi)", "sft_dq8_absmax_f32(pppllfp)",
                     "sft_q4_matvec_f32(ppplppll)"])
 }
