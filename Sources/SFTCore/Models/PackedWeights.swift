@@ -19,12 +19,10 @@ public final class PackedMatrix {
     public var activations: MatVecActivations = .quantized
     /// The blocks in the backend's memory and layout.
     public let blocks: PackedBlocks
-    let backend: Backend
 
     /// Copies `bytes` (GGML rows) into `backend`'s packed form. Throws where the backend does
     /// not support GGUF blocks.
     public init(type: GGMLType, rows: Int, cols: Int, bytes: [UInt8], on backend: Backend) throws {
-        self.backend = backend
         blocks = try bytes.withUnsafeBytes { try backend.packBlocks(type, rows: rows, cols: cols, bytes: $0) }
     }
 

@@ -101,7 +101,7 @@ extension CPUBackend {
     }
 
     /// Runs body(part, nparts) for every part on the pool; throws the C message of a failing part.
-    private func runParts(_ nparts: Int, op: String, _ body: (Int, Int) -> Int32) throws {
+    func runParts(_ nparts: Int, op: String, _ body: (Int, Int) -> Int32) throws {
         let failure = NSLock()
         var message: String?
         parallel(nparts) { p, np in

@@ -47,7 +47,7 @@ public enum BlockwiseQuant {
         try packed.withUnsafeMutableBufferPointer { p in
             try absmax.withUnsafeMutableBufferPointer { a in
                 let (pp, ap, x) = (p.baseAddress!, a.baseAddress!, values.baseAddress!)
-                try Blockwise4bitThreads.parallel(nparts, op: "quantize4bit") { part in
+                try CPUBackend.shared.runParts(nparts, op: "quantize4bit") { part, nparts in
                     fast ? sft_nf4_quantize(type.cType, x, Int64(n), Int64(blockSize), pp, ap, Int32(part), Int32(nparts))
                          : sft_nf4_quantize_ref(type.cType, x, Int64(n), Int64(blockSize), pp, ap)
                 }
@@ -144,27 +144,3 @@ public enum BlockwiseQuant {
     }
 }
 
-/// Splitting the host quantizer over cores.
-enum Blockwise4bitThreads {
-    /// Runs body(part) for parts 0..<n on all cores; throws the C message of a failing part.
-    static func parallel(_ n: Int, op: String, _ body: (Int) -> Int32) throws {
-        if n <= 1 {
-            if body(0) != 0 { throw KernelError.invalidArgument(op: op, message: String(cString: sft_last_error())) }
-            return
-        }
-        let errors = UnsafeMutablePointer<Int32>.allocate(capacity: n)
-        defer { errors.deallocate() }
-        errors.initialize(repeating: 0, count: n)
-        let messages = UnsafeMutablePointer<String?>.allocate(capacity: n)
-        defer { messages.deinitialize(count: n); messages.deallocate() }
-        messages.initialize(repeating: nil, count: n)
-        DispatchQueue.concurrentPerform(iterations: n) { p in
-            errors[p] = body(p)
-            // The message is thread-local in C: read it on the failing thread.
-            if errors[p] != 0 { messages[p] = String(cString: sft_last_error()) }
-        }
-        if let p = (0..<n).first(where: { errors[$0] != 0 }) {
-            throw KernelError.invalidArgument(op: op, message: messages[p] ?? "kernel failed")
-        }
-    }
-}
