@@ -75,7 +75,7 @@ extension CUDABackend {
         guard h == .bf16 || h == .f16 else {
             throw KernelError.invalidArgument(op: "linear4bit", message: "compute dtype \(h) (use f32, bf16 or f16)")
         }
-        let R = Self.linear4bitTileRows(M: M, K: K)
+        let R = linear4bitTileRows(M: M, K: K)
         let scratch = BufferView(try allocate(bytes: max(1, R * K) * h.size))
         let tables = try quantTables()
         var r0 = 0

@@ -12,8 +12,13 @@ extension Backend {
     /// Rows of x at or below which the matrix-vector op beats decode + GEMM.
     public static var linear4bitMatVecMaxRows: Int { 2 }
 
-    /// Rows per decoded tile: about 1 M floats, and at least 64 rows so the GEMM stays efficient.
-    public static func linear4bitTileRows(M: Int, K: Int) -> Int { min(M, max(64, (1 << 20) / max(1, K))) }
+    /// Rows per decoded tile: at least 64 rows so the GEMM stays efficient, and about 1 M
+    /// values on the CPU (the tile stays in cache) or 16 M on an accelerator (fewer, larger
+    /// GEMMs: 64 MB of f32 scratch, 32 MB in 16 bits).
+    public func linear4bitTileRows(M: Int, K: Int) -> Int {
+        let values = device == .cpu ? 1 << 20 : Linear4bitTiling.acceleratorTileValues
+        return min(M, max(64, values / max(1, K)))
+    }
 
     /// y (N, M) = x (N, K) · Wᵀ (+ bias (M) on every row): f32 tiles. A 16-bit compute dtype
     /// is an error here off the CPU (which always computes in f32): a backend that implements
@@ -79,7 +84,7 @@ extension Backend {
     /// Calls body(r0, rows, tile) for consecutive row tiles of W decoded into one scratch.
     func forEach4bitTile(of w: QuantizedMatrix, _ body: (Int, Int, BufferView) throws -> Void) throws {
         let M = w.rows, K = w.cols
-        let R = Self.linear4bitTileRows(M: M, K: K)
+        let R = linear4bitTileRows(M: M, K: K)
         if M == 0 { return }
         let scratch = BufferView(try allocate(bytes: max(1, R * K) * 4))
         var r0 = 0
@@ -90,4 +95,10 @@ extension Backend {
             r0 += rows
         }
     }
+}
+
+/// The tile budget of the 4-bit linear op on accelerators (values per decoded tile). Tests
+/// lower it to run several tiles on small matrices; nothing else needs to change it.
+public enum Linear4bitTiling {
+    nonisolated(unsafe) public static var acceleratorTileValues = 1 << 24
 }

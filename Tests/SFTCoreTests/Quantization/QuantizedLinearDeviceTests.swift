@@ -29,10 +29,14 @@ final class QuantizedLinearDeviceTests: XCTestCase {
             (1, 256, 96, QuantizationConfig(type: .nf4, blockSize: 64)),                        // matrix-vector
             (2, 300, 41, QuantizationConfig(type: .fp4, blockSize: 128, doubleQuant: true)),     // matrix-vector, dq
             (37, 100, 70, QuantizationConfig(type: .nf4, blockSize: 64, doubleQuant: true)),     // blocks straddle rows
-            (5, 1056, 1000, QuantizationConfig(type: .nf4, blockSize: 64, doubleQuant: true)),   // two row tiles
+            (5, 1056, 1000, QuantizationConfig(type: .nf4, blockSize: 64, doubleQuant: true)),   // row tiles: 2 CPU, 5 GPU
             (6, 96, 64, QuantizationConfig(type: .fp4, blockSize: 32)),
         ]
         let devices = try TestDevices.all()
+        // Accelerators decode 16 M-value tiles: make them small enough for several tiles here.
+        let saved = Linear4bitTiling.acceleratorTileValues
+        Linear4bitTiling.acceleratorTileValues = 1 << 18
+        defer { Linear4bitTiling.acceleratorTileValues = saved }
         for (i, c) in cases.enumerated() {
             let what = "N=\(c.N) K=\(c.K) M=\(c.M) \(c.3.type) block \(c.3.blockSize)\(c.3.doubleQuant ? " dq" : "")"
             let (y0, dx0) = try run(on: .cpu, N: c.N, K: c.K, M: c.M, config: c.3, seed: UInt64(10 * i))
@@ -52,6 +56,9 @@ final class QuantizedLinearDeviceTests: XCTestCase {
     /// decode rows (N ≤ 2) use the f32 matrix-vector product. The CPU computes in f32 whatever
     /// the compute dtype says.
     func testSixteenBitComputeDTypesStayNearF32() throws {
+        let saved = Linear4bitTiling.acceleratorTileValues
+        Linear4bitTiling.acceleratorTileValues = 1 << 18
+        defer { Linear4bitTiling.acceleratorTileValues = saved }
         let shapes = [(N: 9, K: 1056, M: 1000), (N: 2, K: 256, M: 96)]
         for (i, s) in shapes.enumerated() {
             let f32 = QuantizationConfig(type: .nf4, blockSize: 64, doubleQuant: true)
