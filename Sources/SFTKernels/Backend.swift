@@ -128,6 +128,27 @@ public protocol Backend: AnyObject, Sendable {
     // MARK: optimizer
     func adamw(param: BufferView, grad: BufferView, m: BufferView, v: BufferView, count n: Int,
                step: AdamWStep) throws
+
+    // MARK: weight forms (WeightForms.swift; defaults and fallbacks: BackendFallbacks.swift)
+    /// Whether this backend runs ops on `form` natively (see WeightForms.swift for what runs
+    /// where it does not).
+    func supports(_ form: WeightFormKind) -> Bool
+    /// Rows [r0, r0 + rows) of a 4-bit matrix decoded to f32 into `out` (rows × w.cols).
+    func dequantize4bit(_ w: QuantizedMatrix, rows r0: Int, count rows: Int, into out: BufferView) throws
+    /// y (n, w.rows) = x (n, w.cols) · Wᵀ for a 4-bit W and a few rows n (decode); f32.
+    func matVec4bit(_ w: QuantizedMatrix, x: BufferView, y: BufferView, n: Int) throws
+    /// The 4-bit linear op: y (N, M) = x (N, K) · Wᵀ (+ bias), f32 in and out (Backend+Linear4bit.swift).
+    func linear4bit(x: BufferView, weight w: QuantizedMatrix, bias: BufferView?, y: BufferView, N: Int) throws
+    /// Its input gradient: dx (N, K) = dy (N, M) · W (overwrites dx).
+    func linear4bitInputGradient(dy: BufferView, weight w: QuantizedMatrix, dx: BufferView, N: Int) throws
+    /// The GGML blocks of W (rows, cols), copied from host memory into this backend's layout.
+    func packBlocks(_ type: GGMLType, rows: Int, cols: Int, bytes: UnsafeRawBufferPointer) throws -> PackedBlocks
+    /// y_k (=, +=) W_k x for one to four packed matrices sharing x (cols f32), or SwiGLU of a
+    /// (gate, up) pair into the first y; see `quantizedMatVecs` for the math.
+    func packedMatVec(_ products: [PackedProduct], x: BufferView, epilogue: MatVecEpilogue,
+                      activations: MatVecActivations) throws
+    /// Returns the blocks the allocator keeps for reuse to the system.
+    func emptyCache()
 }
 
 /// Argument checks every backend runs before touching memory: the op name and the offending

@@ -9,7 +9,6 @@
 // exactly, as the reference implementation requires). Errors name the file and the problem.
 // The writer pads the header with spaces so the data starts at a multiple of 8.
 import Foundation
-import CSFTKernels
 
 /// Element types of safetensors files.
 public enum SafetensorsDType: String, Sendable, CaseIterable {
@@ -170,8 +169,8 @@ public final class SafetensorsFile: @unchecked Sendable {
         let n = info.elementCount
         guard n > 0, let src = raw.baseAddress else { return }
         if let g = info.dtype.ggmlType {
-            guard sft_gguf_dequantize(Int32(g.rawValue), src, out, Int64(n)) == 0 else {
-                throw SFTError.weights(key: info.name, message: String(cString: sft_last_error()))
+            do { try dequantizeBlocks(g, from: src, into: out, count: n) } catch KernelError.invalidArgument(_, let message) {
+                throw SFTError.weights(key: info.name, message: message)
             }
             return
         }

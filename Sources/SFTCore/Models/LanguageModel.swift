@@ -39,13 +39,16 @@ public final class LanguageModel {
         let tokenizer = try loadTokenizer(source: source, url: url)
         let model = try quantization.map { try ModelLoader.load(source, on: backend, quantization: $0) }
             ?? ModelLoader.load(source, on: backend)
-        if packedDecode, quantization == nil, backend.device == .cpu, let g = source as? GGUFWeights {
+        // Packed decode where the backend runs GGUF blocks; elsewhere (CUDA) the model decodes
+        // on its exact weights (the documented fallback, see WeightForms.swift).
+        if packedDecode, quantization == nil, backend.supports(.ggufBlocks), let g = source as? GGUFWeights {
             try model.attachPackedWeights(from: g)
             if let llama = model as? LlamaModel {
                 let headName = llama.tiedEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight"
                 let raw = try g.loadRaw(headName)
                 if PackedWeights.supported.contains(raw.type.name) {
-                    llama.packedLMHead = PackedMatrix(type: raw.type, rows: raw.shape[0], cols: raw.shape[1], bytes: raw.bytes)
+                    llama.packedLMHead = try PackedMatrix(type: raw.type, rows: raw.shape[0], cols: raw.shape[1], bytes: raw.bytes,
+                                                         on: backend)
                 }
             }
         }

@@ -187,12 +187,11 @@ final class LlamaDecoderLayer: Module {
     /// accumulated into the residual.
     func packedStep(_ s: LlamaStepBuffers, _ w: [PackedMatrix], cache: KVCache, layer: Int, invFreq: Tensor) throws {
         let a = selfAttn, be = s.x.backend, C = s.x.count, p = cache.count, kvRow = a.KV * a.D
-        let threads = (be as? CPUBackend)?.threads
         let k = cache.keys[layer].storage.advanced(byBytes: p * kvRow * 4)
         let v = cache.values[layer].storage.advanced(byBytes: p * kvRow * 4)
         try be.rmsnormForward(x: s.x.storage, weight: inputLayernorm.weight.value.storage, y: s.xn.storage,
                               rstd: s.rstd.storage, N: 1, C: C, eps: inputLayernorm.eps)
-        try PackedMatrix.multiply([(w[0], s.q.storage.f32()), (w[1], k.f32()), (w[2], v.f32())], x: s.xn.storage.f32(), threads: threads)
+        try PackedMatrix.multiply([(w[0], s.q.storage), (w[1], k), (w[2], v)], x: s.xn.storage, on: be)
         for (bias, out, n) in [(a.qProj.bias, s.q.storage, a.H * a.D), (a.kProj.bias, k, kvRow), (a.vProj.bias, v, kvRow)] {
             if let bias { try be.axpy(alpha: 1, bias.value.storage, out, count: n) }
         }
@@ -202,11 +201,11 @@ final class LlamaDecoderLayer: Module {
                     N: 1, H: a.KV, D: a.D, inverse: false)
         try be.attentionCached(q: s.q.storage, kCache: cache.keys[layer].storage, vCache: cache.values[layer].storage,
                                o: s.o.storage, Tq: 1, S: p + 1, H: a.H, KV: a.KV, D: a.D, scale: 1 / Float(a.D).squareRoot())
-        try PackedMatrix.multiply([(w[3], s.x.storage.f32())], x: s.o.storage.f32(), epilogue: .accumulate, threads: threads)  // x += o_proj(o)
+        try PackedMatrix.multiply([(w[3], s.x.storage)], x: s.o.storage, epilogue: .accumulate, on: be)  // x += o_proj(o)
         try be.rmsnormForward(x: s.x.storage, weight: postAttentionLayernorm.weight.value.storage, y: s.xn.storage,
                               rstd: s.rstd.storage, N: 1, C: C, eps: postAttentionLayernorm.eps)
-        try PackedMatrix.multiply([(w[4], s.h.storage.f32()), (w[5], nil)], x: s.xn.storage.f32(), epilogue: .swiglu, threads: threads)
-        try PackedMatrix.multiply([(w[6], s.x.storage.f32())], x: s.h.storage.f32(), epilogue: .accumulate, threads: threads)  // x += down(h)
+        try PackedMatrix.multiply([(w[4], s.h.storage), (w[5], nil)], x: s.xn.storage, epilogue: .swiglu, on: be)
+        try PackedMatrix.multiply([(w[6], s.x.storage)], x: s.h.storage, epilogue: .accumulate, on: be)  // x += down(h)
     }
 }
 
@@ -223,6 +222,16 @@ final class LlamaStepBuffers {
         rstd = try Tensor(empty: [1], on: be)
         id = try Tensor(empty: [1], dtype: .i32, on: be)
         pos = try Tensor(empty: [1], dtype: .i32, on: be)
+    }
+
+    private var logitsBuffer: Tensor?
+
+    /// The (1, V) logits of the packed LM head, allocated on first use.
+    func logits(vocab V: Int) throws -> Tensor {
+        if let l = logitsBuffer, l.count == V { return l }
+        let l = try Tensor(empty: [1, V], on: x.backend)
+        logitsBuffer = l
+        return l
     }
 }
 
@@ -317,7 +326,7 @@ public final class LlamaModel: Module, CausalLM {
     /// layer cannot run packed (then `decode` takes the general path).
     func packedStep(_ id: Int32, cache: KVCache) throws -> [Float]? {
         let be = invFreq.backend, C = config.hiddenSize, V = config.vocabSize
-        guard be.device == .cpu else { return nil }
+        guard be.supports(.ggufBlocks) else { return nil }
         var weights: [[PackedMatrix]] = []
         weights.reserveCapacity(model.layers.count)
         for layer in model.layers {
@@ -331,8 +340,9 @@ public final class LlamaModel: Module, CausalLM {
             s = try LlamaStepBuffers(config, on: be)
             cache.stepBuffers = s
         }
-        s.id.storage.i32()[0] = id
-        s.pos.storage.i32()[0] = Int32(cache.count)
+        var (token, position) = (id, Int32(cache.count))
+        try be.upload(&token, to: s.id.storage, bytes: 4)
+        try be.upload(&position, to: s.pos.storage, bytes: 4)
         try be.embeddingForward(ids: s.id.storage, table: model.embedTokens.weight.value.storage, out: s.x.storage,
                                 N: 1, C: C, V: V)
         for (i, layer) in model.layers.enumerated() {
@@ -342,9 +352,8 @@ public final class LlamaModel: Module, CausalLM {
         try be.rmsnormForward(x: s.x.storage, weight: model.norm.weight.value.storage, y: s.xn.storage,
                               rstd: s.rstd.storage, N: 1, C: C, eps: model.norm.eps)
         guard let packedLMHead else { return try Ops.linear(s.xn, lmHeadWeight.value).floats() }
-        return try [Float](unsafeUninitializedCapacity: V) { buf, n in
-            try PackedMatrix.multiply([(packedLMHead, buf.baseAddress!)], x: s.xn.storage.f32(), threads: (be as? CPUBackend)?.threads)
-            n = V
-        }
+        let logits = try s.logits(vocab: V)
+        try PackedMatrix.multiply([(packedLMHead, logits.storage)], x: s.xn.storage, on: be)
+        return try logits.floats()
     }
 }

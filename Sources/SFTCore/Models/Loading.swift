@@ -29,13 +29,10 @@ extension Module {
 }
 
 extension Tensor {
-    /// Overwrites this f32 tensor with a tensor of `source`.
+    /// Overwrites this f32 tensor with a tensor of `source`: decoded on the host into a
+    /// staging array, then uploaded through the backend (whatever its device).
     func load(from source: WeightSource, name: String) throws {
-        if device == .cpu {
-            try source.loadF32(name, into: storage.f32())
-        } else {
-            try assign(try source.loadF32(name))
-        }
+        try assign(try source.loadF32(name))
     }
 }
 

@@ -7,58 +7,50 @@
 
 import Foundation
 
-/// A weight matrix (rows, cols) in a GGML block format.
+/// A weight matrix (rows, cols) in a GGML block format, held by the backend as `PackedBlocks`
+/// (made only where `backend.supports(.ggufBlocks)`; elsewhere the model keeps its exact
+/// weights and never builds one).
 public final class PackedMatrix {
-    public let type: GGMLType
-    public let rows: Int
-    public let cols: Int
+    public var type: GGMLType { blocks.type }
+    public var rows: Int { blocks.rows }
+    public var cols: Int { blocks.cols }
     /// How products read x: `.quantized` (default) rounds it to integer blocks per product
     /// like llama.cpp; `.f32` keeps it exact (see `MatVecActivations`).
     public var activations: MatVecActivations = .quantized
-    /// The blocks in memory aligned for the vector loads: GGML rows, or for Q4_0 / Q4_1 / Q8_0
-    /// the interleaved layout the integer kernels read fastest (`interleaveForMatVec`).
-    let data: UnsafeMutableRawPointer
-    let interleaved: Bool
+    /// The blocks in the backend's memory and layout.
+    public let blocks: PackedBlocks
 
-    public init(type: GGMLType, rows: Int, cols: Int, bytes: [UInt8]) {
-        self.type = type; self.rows = rows; self.cols = cols
-        let laidOut = bytes.withUnsafeBytes { try? interleaveForMatVec(type, $0, rows: rows, cols: cols) } ?? nil
-        interleaved = laidOut != nil
-        let source = laidOut ?? bytes
-        data = UnsafeMutableRawPointer.allocate(byteCount: max(1, source.count), alignment: 64)
-        source.withUnsafeBytes { if let b = $0.baseAddress { data.copyMemory(from: b, byteCount: source.count) } }
+    /// Copies `bytes` (GGML rows) into `backend`'s packed form. Throws where the backend does
+    /// not support GGUF blocks.
+    public init(type: GGMLType, rows: Int, cols: Int, bytes: [UInt8], on backend: Backend) throws {
+        blocks = try bytes.withUnsafeBytes { try backend.packBlocks(type, rows: rows, cols: cols, bytes: $0) }
     }
-
-    deinit { data.deallocate() }
 
     /// y (rows) = W x for each of the `n` rows of x (n, cols), no gradient.
     func apply(_ x: Tensor) throws -> Tensor {
         let n = x.count / cols
         let y = try Tensor(empty: Array(x.shape.dropLast()) + [rows], on: x.backend)
         for r in 0..<n {
-            try PackedMatrix.multiply([(self, y.storage.f32() + r * rows)], x: x.storage.f32() + r * cols,
-                                      threads: (x.backend as? CPUBackend)?.threads)
+            try PackedMatrix.multiply([(self, y.storage.advanced(byBytes: r * rows * 4))],
+                                      x: x.storage.advanced(byBytes: r * cols * 4), on: x.backend)
         }
         return y
     }
 
-    /// One product of matrices that share x (host memory): y_k (=, +=) W_k x, or SwiGLU of
-    /// (gate, up) into the first y; see `quantizedMatVecs`. x is quantized once for all.
-    static func multiply(_ ms: [(PackedMatrix, UnsafeMutablePointer<Float>?)], x: UnsafePointer<Float>,
-                         epilogue: MatVecEpilogue = .store, threads: Int?) throws {
-        let cols = ms[0].0.cols
-        guard ms.allSatisfy({ $0.0.cols == cols }) else {
-            throw SFTError.shape(op: "PackedMatrix.multiply", message: "matrices of \(ms.map { $0.0.cols }) columns share one x")
-        }
-        try quantizedMatVecs(ms.map { QuantizedMatVecOutput($0.0.type, weights: $0.0.data, rows: $0.0.rows, y: $0.1, interleaved: $0.0.interleaved) },
-                             x: x, cols: cols, epilogue: epilogue, activations: ms[0].0.activations, threads: threads)
+    /// One product of matrices that share x: y_k (=, +=) W_k x, or SwiGLU of (gate, up) into
+    /// the first y; see `Backend.packedMatVec`. x is quantized once for all.
+    static func multiply(_ ms: [(PackedMatrix, BufferView?)], x: BufferView, epilogue: MatVecEpilogue = .store,
+                         on backend: Backend) throws {
+        try backend.packedMatVec(ms.map { PackedProduct($0.0.blocks, y: $0.1) }, x: x, epilogue: epilogue,
+                                 activations: ms[0].0.activations)
     }
 }
 
 extension Linear {
-    /// Whether this call can use the packed weight: inference, few rows, CPU.
+    /// Whether this call can use the packed weight: inference, few rows, x on the device
+    /// that holds the blocks.
     func packedOutput(_ x: Tensor) throws -> Tensor? {
-        guard let packed, !Autograd.isEnabled, x.device == .cpu, x.count / inFeatures <= 4 else { return nil }
+        guard let packed, !Autograd.isEnabled, x.device == packed.blocks.device, x.count / inFeatures <= 4 else { return nil }
         var y = try packed.apply(x)
         if let bias { y = try Ops.add(y, try broadcastRows(bias.value, like: y)) }
         return y
@@ -74,15 +66,19 @@ func broadcastRows(_ v: Tensor, like y: Tensor) throws -> Tensor {
 
 extension Module {
     /// Attaches the GGUF blocks of every Linear (and `lmHead`, keyed by its weight name) whose
-    /// type has a quantized matrix-vector kernel. Returns how many were attached.
+    /// type has a quantized matrix-vector kernel. Returns how many were attached: none where
+    /// the backend does not support GGUF blocks (CUDA): the model then decodes on its exact
+    /// (dequantized) weights, an explicit fallback.
     @discardableResult
     public func attachPackedWeights(from source: GGUFWeights) throws -> Int {
         var n = 0
         for (name, module) in namedModules() {
             guard let linear = module as? Linear, source.ggufTensor(for: name + ".weight") != nil else { continue }
+            let be = linear.weight.value.backend
+            guard be.supports(.ggufBlocks) else { continue }
             let raw = try source.loadRaw(name + ".weight")
             guard raw.shape == [linear.outFeatures, linear.inFeatures], PackedWeights.supported.contains(raw.type.name) else { continue }
-            linear.packed = PackedMatrix(type: raw.type, rows: raw.shape[0], cols: raw.shape[1], bytes: raw.bytes)
+            linear.packed = try PackedMatrix(type: raw.type, rows: raw.shape[0], cols: raw.shape[1], bytes: raw.bytes, on: be)
             n += 1
         }
         return n

@@ -76,7 +76,7 @@ extension Module {
             try linear.quantize(config)
             done.append(name)
         }
-        (weightBackend as? CPUBackend)?.emptyCache()
+        weightBackend?.emptyCache()
         return done
     }
 
@@ -138,7 +138,7 @@ public func quantizeLinears(in model: Module, from source: WeightSource, config:
         done.append(name)
     }
     // Blocks freed by dropped f32 weights go back to the system, not to the allocator's cache.
-    (model.weightBackend as? CPUBackend)?.emptyCache()
+    model.weightBackend?.emptyCache()
     return done
 }
 

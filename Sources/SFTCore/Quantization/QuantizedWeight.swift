@@ -4,21 +4,11 @@
 // bitsandbytes' quantize_4bit / dequantize_4bit; the C kernels and the exact rounding rules are
 // in Sources/CSFTKernels/quant_nf4.c.
 //
-// `BlockwiseQuant` is the thin Swift face of those kernels on host arrays (what the tests and
-// the quantizers call); `QuantizedWeight` is one quantized matrix held in backend memory.
+// `BlockwiseQuant` (SFTKernels, Blockwise4bit.swift) is the face of those kernels on host
+// arrays; `QuantizedWeight` is one quantized matrix held in backend memory, and `matrix` the
+// backend's weight form over it (`QuantizedMatrix`), which the backend's 4-bit ops read.
 
-import CSFTKernels
 import Foundation
-
-/// The 4-bit data types of bitsandbytes.
-public enum QuantType: String, Codable, Sendable, CaseIterable {
-    /// NormalFloat4: quantiles of a normal distribution, the QLoRA default.
-    case nf4
-    /// bitsandbytes' 4-bit float (1 sign, 2 exponent, 1 mantissa bits).
-    case fp4
-
-    var cType: Int32 { self == .nf4 ? Int32(SFT_Q4_NF4) : Int32(SFT_Q4_FP4) }
-}
 
 /// How to quantize the frozen base weights (`--quantize nf4|fp4 --double-quant --compute-dtype`).
 public struct QuantizationConfig: Codable, Equatable, Sendable {
@@ -52,137 +42,10 @@ public struct QuantizationConfig: Codable, Equatable, Sendable {
     }
 }
 
-/// The C kernels on host arrays. `count` is the number of values of the (flattened) tensor.
-public enum BlockwiseQuant {
-    /// The 16 values of a 4-bit type, indexed by code.
-    public static func codeValues(_ type: QuantType) -> [Float] {
-        let p = sft_q4_code(type.cType)!
-        return (0..<16).map { p[$0] }
-    }
-
-    /// bitsandbytes' signed 8-bit dynamic map (`create_dynamic_map(signed=True)`), 256 ascending values.
-    public static let dynamicMap: [Float] = {
-        var code = [Float](repeating: 0, count: 256)
-        sft_dynamic_map_signed(&code)
-        return code
-    }()
-
-    /// 4-bit quantizer: packed codes ((count+1)/2 bytes, first value in the high nibble) and
-    /// one absmax per block. The vectorized kernel runs on every core; `reference` runs the
-    /// readable one instead (the two agree bit for bit).
-    public static func quantize4bit(_ values: UnsafeBufferPointer<Float>, type: QuantType, blockSize: Int,
-                                    reference: Bool = false) throws -> (packed: [UInt8], absmax: [Float]) {
-        let n = values.count
-        guard blockSize > 0 else { throw SFTError.shape(op: "quantize4bit", message: "block size \(blockSize)") }
-        var packed = [UInt8](repeating: 0, count: (n + 1) / 2)
-        var absmax = [Float](repeating: 0, count: (n + blockSize - 1) / blockSize)
-        guard n > 0 else { return (packed, absmax) }
-        let fast = !reference && blockSize % 2 == 0 && blockSize <= 4096
-        let nparts = fast ? min(QuantizedTiles.threads, max(1, n / (1 << 16)), absmax.count) : 1
-        try packed.withUnsafeMutableBufferPointer { p in
-            try absmax.withUnsafeMutableBufferPointer { a in
-                let (pp, ap, x) = (p.baseAddress!, a.baseAddress!, values.baseAddress!)
-                try QuantizedTiles.parallel(nparts, op: "quantize4bit") { part in
-                    fast ? sft_nf4_quantize(type.cType, x, Int64(n), Int64(blockSize), pp, ap, Int32(part), Int32(nparts))
-                         : sft_nf4_quantize_ref(type.cType, x, Int64(n), Int64(blockSize), pp, ap)
-                }
-            }
-        }
-        return (packed, absmax)
-    }
-
-    public static func quantize4bit(_ values: [Float], type: QuantType, blockSize: Int,
-                                    reference: Bool = false) throws -> (packed: [UInt8], absmax: [Float]) {
-        try values.withUnsafeBufferPointer { try quantize4bit($0, type: type, blockSize: blockSize, reference: reference) }
-    }
-
-    /// Dequantizes all `count` values: the vectorized kernel, or the readable reference when
-    /// `reference` is true (the two agree bit for bit).
-    public static func dequantize4bit(packed: [UInt8], absmax: [Float], count: Int, type: QuantType, blockSize: Int,
-                                      reference: Bool = false) throws -> [Float] {
-        guard blockSize > 0, packed.count >= (count + 1) / 2, absmax.count >= (count + blockSize - 1) / blockSize else {
-            throw SFTError.shape(op: "dequantize4bit", message: "\(packed.count) bytes and \(absmax.count) scales for \(count) values in blocks of \(blockSize)")
-        }
-        var out = [Float](repeating: 0, count: count)
-        guard count > 0 else { return out }
-        let rc = out.withUnsafeMutableBufferPointer { y in
-            reference ? sft_nf4_dequantize_ref(type.cType, packed, absmax, Int64(count), Int64(blockSize), y.baseAddress)
-                      : sft_nf4_dequantize(type.cType, packed, absmax, Int64(blockSize), 0, Int64(count), y.baseAddress)
-        }
-        if rc != 0 { throw SFTError.shape(op: "dequantize4bit", message: String(cString: sft_last_error())) }
-        return out
-    }
-
-    /// Dequantizes values [start, start + count) of a tensor with the vectorized kernel
-    /// (`packed` and `absmax` are the whole tensor's).
-    public static func dequantizeRange(packed: [UInt8], absmax: [Float], start: Int, count: Int, type: QuantType,
-                                       blockSize: Int) throws -> [Float] {
-        guard blockSize > 0, start >= 0, count >= 0, packed.count >= (start + count + 1) / 2,
-              absmax.count >= (start + count + blockSize - 1) / blockSize else {
-            throw SFTError.shape(op: "dequantizeRange", message: "values \(start)..<\(start + count) of \(packed.count) bytes, \(absmax.count) scales")
-        }
-        var out = [Float](repeating: 0, count: count)
-        guard count > 0 else { return out }
-        let rc = absmax.withUnsafeBufferPointer { a in
-            out.withUnsafeMutableBufferPointer { y in
-                sft_nf4_dequantize(type.cType, packed, a.baseAddress! + start / blockSize, Int64(blockSize), Int64(start),
-                                   Int64(count), y.baseAddress)
-            }
-        }
-        if rc != 0 { throw SFTError.shape(op: "dequantizeRange", message: String(cString: sft_last_error())) }
-        return out
-    }
-
-    /// y = W x for W (rows, cols) in 4 bits (the batch-1 decode kernel, single-threaded here).
-    public static func matVec4bit(packed: [UInt8], absmax: [Float], x: [Float], rows: Int, cols: Int, type: QuantType,
-                                  blockSize: Int) throws -> [Float] {
-        guard blockSize > 0, x.count == cols, packed.count >= (rows * cols + 1) / 2,
-              absmax.count >= (rows * cols + blockSize - 1) / blockSize else {
-            throw SFTError.shape(op: "matVec4bit", message: "\(rows)×\(cols) matrix, x of \(x.count), \(packed.count) bytes, \(absmax.count) scales")
-        }
-        var y = [Float](repeating: 0, count: rows)
-        let rc = y.withUnsafeMutableBufferPointer { yp in
-            sft_nf4_matvec(type.cType, packed, absmax, Int64(blockSize), x, yp.baseAddress, Int64(rows), Int64(cols), 0, 1)
-        }
-        if rc != 0 { throw SFTError.shape(op: "matVec4bit", message: String(cString: sft_last_error())) }
-        return y
-    }
-
-    /// bitsandbytes' reference 8-bit blockwise quantizer against an ascending 256-value code.
-    public static func quantizeBlockwise8(_ values: [Float], blockSize: Int, code: [Float] = dynamicMap) throws -> (codes: [UInt8], absmax: [Float]) {
-        guard code.count == 256, blockSize > 0 else {
-            throw SFTError.shape(op: "quantizeBlockwise8", message: "code of \(code.count) values (256 needed), block size \(blockSize)")
-        }
-        var q = [UInt8](repeating: 0, count: values.count)
-        var absmax = [Float](repeating: 0, count: (values.count + blockSize - 1) / blockSize)
-        guard !values.isEmpty else { return (q, absmax) }
-        let rc = q.withUnsafeMutableBufferPointer { qp in
-            absmax.withUnsafeMutableBufferPointer { a in
-                sft_quantize_blockwise8_ref(values, Int64(values.count), Int64(blockSize), code, qp.baseAddress, a.baseAddress)
-            }
-        }
-        if rc != 0 { throw SFTError.shape(op: "quantizeBlockwise8", message: String(cString: sft_last_error())) }
-        return (q, absmax)
-    }
-
-    /// code[q] · absmax[block] + offset for every value.
-    public static func dequantizeBlockwise8(codes: [UInt8], absmax: [Float], blockSize: Int, offset: Float = 0,
-                                            code: [Float] = dynamicMap) throws -> [Float] {
-        guard code.count == 256, blockSize > 0, absmax.count >= (codes.count + blockSize - 1) / blockSize else {
-            throw SFTError.shape(op: "dequantizeBlockwise8", message: "\(codes.count) codes, \(absmax.count) scales, block size \(blockSize)")
-        }
-        var out = [Float](repeating: 0, count: codes.count)
-        out.withUnsafeMutableBufferPointer { y in
-            sft_dequantize_blockwise8(codes, absmax, code, Int64(blockSize), offset, 0, Int64(codes.count), y.baseAddress)
-        }
-        return out
-    }
-}
-
 /// One 4-bit matrix (out, in) in backend memory: packed codes and the block scales.
 ///
 /// ```swift
-/// let q = try QuantizedWeight(quantizing: w, shape: [out, inF], config: QuantizationConfig(), on: CPUBackend.shared)
+/// let q = try QuantizedWeight(quantizing: w, shape: [out, inF], config: QuantizationConfig(), on: try backend(for: .cpu))
 /// let approx = try q.dequantize()   // w to within half a code step per block
 /// ```
 public final class QuantizedWeight {
@@ -261,23 +124,28 @@ public final class QuantizedWeight {
                                                                offset: offset, code: BlockwiseQuant.dynamicMap)))
     }
 
-    /// The f32 absmax of blocks [first, first + n) into `out` (host memory).
-    func absmax(blocks first: Int, _ n: Int, into out: UnsafeMutablePointer<Float>) throws {
+    /// The backend's 4-bit weight form over these tensors (views: this object keeps them alive).
+    public var matrix: QuantizedMatrix {
+        let s: QuantizedMatrix.Scales
         switch scales {
-        case .absmax(let a):
-            try a.backend.download(a.storage.advanced(byBytes: first * 4), to: out, bytes: n * 4)
-        case .doubleQuantized(let d):
-            guard d.codes.device == .cpu else { throw SFTError.unsupported("double-quantized 4-bit weights on \(d.codes.device)") }
-            sft_dequantize_blockwise8(d.codes.storage.u8(), d.absmax.storage.f32(), d.code, Int64(DoubleQuantizedScales.blockSize),
-                                      d.offset, Int64(first), Int64(n), out)
+        case .absmax(let a): s = .absmax(a.storage)
+        case .doubleQuantized(let d): s = .doubleQuantized(codes: d.codes.storage, absmax: d.absmax.storage, offset: d.offset)
         }
+        return QuantizedMatrix(type: type, rows: shape[0], cols: shape.count == 2 ? shape[1] : count / max(1, shape[0]),
+                               blockSize: blockSize, packed: packed.storage, scales: s, computeDType: computeDType)
     }
 
-    /// The f32 absmax of every block (rebuilt from the 8-bit codes when double-quantized).
+    /// The f32 absmax of every block (rebuilt from the 8-bit codes when double-quantized),
+    /// downloaded to the host.
     public func absmaxValues() throws -> [Float] {
-        try [Float](unsafeUninitializedCapacity: blockCount) { buf, n in
-            if let p = buf.baseAddress { try absmax(blocks: 0, blockCount, into: p) }
-            n = blockCount
+        switch scales {
+        case .absmax(let a):
+            return try a.floats()
+        case .doubleQuantized(let d):
+            var codes = [UInt8](repeating: 0, count: d.codes.count)
+            try codes.withUnsafeMutableBytes { try d.codes.backend.download(d.codes.storage, to: $0.baseAddress!, bytes: $0.count) }
+            return try BlockwiseQuant.dequantizeBlockwise8(codes: codes, absmax: try d.absmax.floats(),
+                                                           blockSize: DoubleQuantizedScales.blockSize, offset: d.offset, code: d.code)
         }
     }
 

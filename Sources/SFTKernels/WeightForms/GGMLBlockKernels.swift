@@ -1,12 +1,12 @@
-// Swift entry points to the GGML block kernels in CSFTKernels: matrix-vector products on
-// quantized weights without dequantizing them first (generation reads each weight once per
+// Host entry points to the GGML block kernels in CSFTKernels (they run on host arrays, the CPU
+// backend's packed decode calls them, and the GGUF/safetensors readers decode blocks with
+// them): matrix-vector products on quantized weights without dequantizing them first (generation reads each weight once per
 // token, so decoding blocks on the fly beats holding f32 copies), and dequantization of raw
 // blocks. Products run on the shim's thread pool in one C call each (quant_dot.c): with
 // quantized activations, x is quantized once per call and the row pieces use integer dot
 // products.
-import Foundation
 import CSFTKernels
-import SFTKernels
+import Foundation
 
 /// Instruction sets of the quantized kernels; `.auto` picks the best this CPU has.
 public enum QuantKernelISA: Int32, Sendable, CaseIterable {
@@ -65,12 +65,12 @@ public func interleaveForMatVec(_ type: GGMLType, _ bytes: UnsafeRawBufferPointe
     guard sft_qx_can_interleave(t) != 0 else { return nil }
     guard let bs = type.blockSize, let ts = type.typeSize, cols % bs == 0, bytes.count >= rows * cols / bs * ts,
           let src = bytes.baseAddress else {
-        throw SFTError.shape(op: "interleaveForMatVec(\(type))", message: "\(bytes.count) bytes do not hold \(rows) x \(cols) values")
+        throw KernelError.invalidArgument(op: "interleaveForMatVec(\(type))", message: "\(bytes.count) bytes do not hold \(rows) x \(cols) values")
     }
     let count = rows * cols / bs * ts
     return try [UInt8](unsafeUninitializedCapacity: count) { dst, n in
         guard sft_qx_interleave(t, src, Int64(rows), Int64(cols), dst.baseAddress) == 0 else {
-            throw SFTError.shape(op: "interleaveForMatVec(\(type))", message: String(cString: sft_last_error()))
+            throw KernelError.invalidArgument(op: "interleaveForMatVec(\(type))", message: String(cString: sft_last_error()))
         }
         n = count
     }
@@ -103,7 +103,7 @@ public func quantizedMatVecs(_ outputs: [QuantizedMatVecOutput], x: UnsafePointe
         sft_qmatvec(isa.rawValue, activations == .quantized ? 1 : 0, $0.baseAddress, Int32($0.count), x, Int64(cols), mode, nthreads)
     }
     guard status == 0 else {
-        throw SFTError.shape(op: "quantizedMatVecs(\(outputs.map { "\($0.type)" }.joined(separator: ", ")))",
+        throw KernelError.invalidArgument(op: "quantizedMatVecs(\(outputs.map { "\($0.type)" }.joined(separator: ", ")))",
                              message: String(cString: sft_last_error()))
     }
 }
@@ -128,17 +128,17 @@ public func quantizedMatVec(_ type: GGMLType, weights: UnsafeRawPointer, x: Unsa
 public func quantizeActivations(_ x: [Float], bits: Int = 8, isa: QuantKernelISA = .auto) throws
     -> (d: [Float], s: [Float], codes: [Int32]) {
     guard x.count % 32 == 0, bits == 8 || bits == 16 else {
-        throw SFTError.shape(op: "quantizeActivations", message: "\(x.count) values in \(bits)-bit blocks: need a multiple of 32 and 8 or 16 bits")
+        throw KernelError.invalidArgument(op: "quantizeActivations", message: "\(x.count) values in \(bits)-bit blocks: need a multiple of 32 and 8 or 16 bits")
     }
     let nb = x.count / 32
     if bits == 8 {
         var blocks = [sft_q8x_block](repeating: sft_q8x_block(), count: nb)
-        guard sft_qx_quantize(isa.rawValue, 8, x, Int64(x.count), &blocks) == 0 else { throw SFTError.unsupported(String(cString: sft_last_error())) }
+        guard sft_qx_quantize(isa.rawValue, 8, x, Int64(x.count), &blocks) == 0 else { throw KernelError.invalidArgument(op: "quantizeActivations", message: String(cString: sft_last_error())) }
         let codes = blocks.flatMap { b in withUnsafeBytes(of: b.qs) { $0.bindMemory(to: Int8.self).map(Int32.init) } }
         return (blocks.map(\.d), blocks.map(\.s), codes)
     }
     var blocks = [sft_q16x_block](repeating: sft_q16x_block(), count: nb)
-    guard sft_qx_quantize(isa.rawValue, 16, x, Int64(x.count), &blocks) == 0 else { throw SFTError.unsupported(String(cString: sft_last_error())) }
+    guard sft_qx_quantize(isa.rawValue, 16, x, Int64(x.count), &blocks) == 0 else { throw KernelError.invalidArgument(op: "quantizeActivations", message: String(cString: sft_last_error())) }
     let codes = blocks.flatMap { b in withUnsafeBytes(of: b.qs) { $0.bindMemory(to: Int16.self).map(Int32.init) } }
     return (blocks.map(\.d), [], codes)
 }
@@ -146,13 +146,21 @@ public func quantizeActivations(_ x: [Float], bits: Int = 8, isa: QuantKernelISA
 /// Decodes `count` values of GGML type `type` from raw blocks.
 public func dequantizeBlocks(_ type: GGMLType, _ bytes: UnsafeRawBufferPointer, count: Int) throws -> [Float] {
     guard let bs = type.blockSize, let ts = type.typeSize, count % bs == 0, bytes.count >= count / bs * ts else {
-        throw SFTError.shape(op: "dequantizeBlocks(\(type))", message: "\(bytes.count) bytes do not hold \(count) values")
+        throw KernelError.invalidArgument(op: "dequantizeBlocks(\(type))", message: "\(bytes.count) bytes do not hold \(count) values")
     }
     return try [Float](unsafeUninitializedCapacity: count) { buf, n in
         n = count
         guard count > 0, let src = bytes.baseAddress, let dst = buf.baseAddress else { return }
         guard sft_gguf_dequantize(Int32(bitPattern: type.rawValue), src, dst, Int64(count)) == 0 else {
-            throw SFTError.unsupported(String(cString: sft_last_error()))
+            throw KernelError.invalidArgument(op: "dequantizeBlocks(\(type))", message: String(cString: sft_last_error()))
         }
+    }
+}
+
+/// Decodes `count` values of GGML type `type` from raw blocks at `src` into `dst` (host
+/// memory; the readers' loop over large tensors). Throws the kernel's message.
+public func dequantizeBlocks(_ type: GGMLType, from src: UnsafeRawPointer, into dst: UnsafeMutablePointer<Float>, count: Int) throws {
+    guard sft_gguf_dequantize(Int32(bitPattern: type.rawValue), src, dst, Int64(count)) == 0 else {
+        throw KernelError.invalidArgument(op: "dequantizeBlocks(\(type))", message: String(cString: sft_last_error()))
     }
 }
