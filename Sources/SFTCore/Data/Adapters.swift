@@ -32,13 +32,12 @@ public struct TemplateRenderer: ChatRenderer {
     /// is trained too; plain turns start at their content, as the template emits it.
     public func renderForTraining(_ messages: [ChatMessage], tools: JSONValue?) throws -> RenderedConversation {
         let r = try template.render(messages: messages, addGenerationPrompt: false, bosToken: bosToken, eosToken: eosToken, tools: tools)
-        let bytes = Array(r.text.utf8)
         var turns: [AssistantSpan] = []
         for t in r.assistantTurns {
             var start = t.content.lowerBound
             if messages[t.messageIndex].toolCalls != nil {
-                let prompt = Array(try renderPrompt(Array(messages[..<t.messageIndex]), tools: tools).utf8)
-                if prompt.count <= start, bytes.starts(with: prompt) { start = prompt.count }
+                let prompt = try renderPrompt(Array(messages[..<t.messageIndex]), tools: tools)
+                if prompt.utf8.count <= start, r.text.utf8.starts(with: prompt.utf8) { start = prompt.utf8.count }
             }
             turns.append(AssistantSpan(content: start..<t.content.upperBound, throughEndOfTurn: start..<t.throughEndOfTurn.upperBound))
         }

@@ -2,8 +2,8 @@
 // alike, so that a model is trained on exactly the prompt prefix it later sees.
 //
 // BOS follows the tokenizer: when it adds BOS (`add_bos_token`, Llama-2 style) the text gets
-// exactly one — the template's `bos_token` if the text already starts with it, else one added
-// in front; when it does not (GPT-2, Qwen, SmolLM2), templates are given `bos_token = ""` and
+// exactly one — the template's `bos_token` if the text already starts with it (after any
+// leading whitespace), else one added in front; when it does not (GPT-2, Qwen, SmolLM2), templates are given `bos_token = ""` and
 // nothing is added, so a template that writes `{{ bos_token }}` cannot smuggle one in either.
 // EOS is never added here: training appends it where a turn ends (ExampleFormatter), generation
 // must not see one.
@@ -21,11 +21,16 @@ public struct PromptTokens {
         return s
     }
 
-    /// Whether `encode(text)` puts a BOS in front of the text's own tokens.
+    /// Whether `encode(text)` puts a BOS in front of the text's own tokens: when the tokenizer
+    /// adds BOS and the text does not already begin with it — leading whitespace aside, since
+    /// templates written without whitespace control emit a newline before their `bos_token`
+    /// (transformers then tokenizes that text as it is, with that one BOS).
     public func addsBOS(to text: String) -> Bool {
         guard tokenizer.addsBOS, tokenizer.bosTokenId != nil else { return false }
         let bos = templateBOS
-        return bos.isEmpty || !text.hasPrefix(bos)
+        if bos.isEmpty { return true }
+        let start = text.utf8.firstIndex { !($0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09) } ?? text.utf8.endIndex
+        return !text.utf8[start...].starts(with: bos.utf8)
     }
 
     /// Token ids with their UTF-8 byte ranges in `text`; an added BOS has the empty range 0..<0.

@@ -57,7 +57,7 @@ final class LossSpanTests: XCTestCase {
             #"{"text": "ok", "loss_masking_spans": [[0, 0]]}"#,
             #"{"text": "short", "loss_masking_spans": [[2, 40]]}"#,
             #"{"text": "x", "loss_masking_spans": "all"}"#,
-            #"{"text": "y", "loss_masking_spans": [[1, 0]]}"#,
+            #"{"text": "y", "loss_masking_spans": [[2, 0]]}"#,
         ])
         let p = try prepare(url, DataConfig(format: "text"))
         XCTAssertEqual(p.examples.count, 1)

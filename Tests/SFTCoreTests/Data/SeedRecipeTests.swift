@@ -60,7 +60,7 @@ final class SeedRecipeTests: XCTestCase {
     }
 
     func testQLoRADollyReversedPrompt() throws {
-        let (_, first, _) = try run("qlora-dolly-alpaca-prompt.json", overrides: ["quant_block_size": 32])
+        let (_, first, _) = try run("qlora-dolly-alpaca-prompt.json", overrides: ["quant_block_size": 16])
         // philschmid's format_instruction for databricks-dolly-15k (Llama-2 QLoRA recipe).
         let rec = try JSONSerialization.jsonObject(with: Data(try String(contentsOf: packageRoot.appendingPathComponent("Examples/data/dolly.jsonl"), encoding: .utf8)
             .split(separator: "\n")[0].utf8)) as! [String: Any]
@@ -85,22 +85,18 @@ final class SeedRecipeTests: XCTestCase {
 
     func testVicunaShareGPT() throws {
         // The real ShareGPT asset when present, else the sample file (same layout).
-        let asset = Assets.root.appendingPathComponent("ShareGPT_V3_unfiltered_cleaned_split.json")
+        let asset = Assets.shareGPT
         let data = FileManager.default.fileExists(atPath: asset.path) ? asset.path : packageRoot.appendingPathComponent("Examples/data/sharegpt.json").path
         let (cfg, first, lm) = try run("vicuna-sharegpt.json", data: data)
         // FastChat's vicuna_v1.1 (SeparatorStyle.ADD_COLON_TWO, sep " ", sep2 "</s>" — the tokenizer's EOS).
         let ex = try Dataset.load(URL(fileURLWithPath: data), options: try cfg.dataConfig.datasetOptions()).examples[0]
         let eos = lm.tokenizer.tokenString(lm.tokenizer.eosTokenId!)!
+        var messages = ex.messages
         var seed = "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, detailed, and polite answers to the user's questions."
-        var seps = [" ", eos]
-        var k = 0
-        for m in ex.messages {
-            if m.role == "system" { seed = m.content; continue }
-            if k == 0 { seed += seps[1 - 1] }
-            seed += (m.role == "user" ? "USER" : "ASSISTANT") + ": " + m.content + seps[k % 2]
-            k += 1
-        }
-        seps = []
+        if messages.first?.role == "system" { seed = messages.removeFirst().content }
+        let seps = [" ", eos]
+        seed += seps[0]
+        for (i, m) in messages.enumerated() { seed += (m.role == "user" ? "USER" : "ASSISTANT") + ": " + m.content + seps[i % 2] }
         XCTAssertEqual(first.formatted?.text, seed)
     }
 
