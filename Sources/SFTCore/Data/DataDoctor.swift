@@ -120,7 +120,10 @@ public final class DataDoctor {
     let truncation: TruncationPolicy
     let padId: Int32?
     let endMarkers: [[UInt8]]
-    private var seen: [Int: [(ids: [Int32], trained: [Bool], location: SourceLocation)]] = [:]
+    /// Examples seen, by a 128-bit digest of their ids and mask (two differently salted hashes):
+    /// duplicates are found without holding every example's tokens.
+    private var seen: [Digest: SourceLocation] = [:]
+    struct Digest: Hashable { var a: Int, b: Int }
     public private(set) var report = DoctorReport()
 
     /// - Parameters: the formatter that prepares the examples (its tokenizer and template give
@@ -148,14 +151,15 @@ public final class DataDoctor {
         let tok = formatter.tokenizer
         let eos = tok.eosTokenId
 
-        // BOS against generation.
+        // BOS against generation (raw text has no prompt: only a doubled BOS is checked there;
+        // its leading tokens are the text's own, e.g. SmolLM2's BOS is <|im_start|>).
         if let bos = tok.bosTokenId {
             let leading = t.ids.prefix { $0 == bos }.count
             var expected: Int?
-            if let prompt = try? formatter.inferencePrompt(example), let ids = try? PromptTokens(tokenizer: tok).encode(prompt).ids {
-                expected = ids.prefix { $0 == bos }.count
-            } else if example.text != nil {
-                expected = tok.addsBOS ? 1 : 0
+            if example.text == nil, let prompt = try? formatter.inferencePrompt(example) {
+                // Only the start of the prompt decides its leading BOS tokens.
+                let head = String(String.UnicodeScalarView(prompt.unicodeScalars.prefix(64)))
+                expected = (try? PromptTokens(tokenizer: tok).encode(head).ids)?.prefix { $0 == bos }.count
             }
             if leading > 1 || (expected.map { leading > $0 } ?? false) {
                 add(.bosDoubled, example, t, at: 0, offsets: offsets, text: text,
@@ -200,38 +204,36 @@ public final class DataDoctor {
         }
 
         // Duplicates.
-        var h = Hasher()
-        h.combine(t.ids)
-        h.combine(t.trained)
-        let key = h.finalize()
-        if let earlier = seen[key]?.first(where: { $0.ids == t.ids && $0.trained == t.trained }) {
-            add(.duplicate, example, t, at: 0, offsets: offsets, text: text, "same tokens and mask as \(earlier.location)")
+        var h1 = Hasher(), h2 = Hasher()
+        h1.combine(t.ids); h1.combine(t.trained)
+        h2.combine(0x5EED_D0C7_0123_4567 as UInt64); h2.combine(t.ids); h2.combine(t.trained)
+        let key = Digest(a: h1.finalize(), b: h2.finalize())
+        if let earlier = seen[key] {
+            add(.duplicate, example, t, at: 0, offsets: offsets, text: text, "same tokens and mask as \(earlier)")
         } else {
-            seen[key, default: []].append((t.ids, t.trained, example.source))
+            seen[key] = example.source
         }
     }
 
     /// The first family marker in `text` that no single token covers exactly.
     func foreignMarker(text: [UInt8], offsets: [Range<Int>]) -> (marker: String, token: Int)? {
-        var exact = Set<Int>()  // starts of tokens; filled lazily
-        var tokenAt: [Int: Int] = [:]
-        var built = false
         for i in text.indices where text[i] == 0x3C || text[i] == 0x5B {  // '<' or '['
-            for m in Self.familyMarkers {
-                let mb = Array(m.utf8)
-                guard i + mb.count <= text.count, mb[0] == text[i], Array(text[i..<(i + mb.count)]) == mb else { continue }
-                if !built {
-                    for (k, r) in offsets.enumerated() { exact.insert(r.lowerBound << 20 | min(r.count, (1 << 20) - 1)); tokenAt[r.lowerBound] = k }
-                    built = true
+            for (m, mb) in Self.markerBytes where i + mb.count <= text.count && text[i..<(i + mb.count)].elementsEqual(mb) {
+                // The token starting at i (offsets are sorted), if one does.
+                var lo = 0, hi = offsets.count
+                while lo < hi {
+                    let mid = (lo + hi) / 2
+                    if offsets[mid].lowerBound < i { lo = mid + 1 } else { hi = mid }
                 }
-                if !exact.contains(i << 20 | mb.count) {
-                    let k = tokenAt[i] ?? offsets.firstIndex { $0.upperBound > i } ?? 0
-                    return (m, k)
-                }
+                while lo < offsets.count, offsets[lo].isEmpty, offsets[lo].lowerBound == i { lo += 1 }
+                if lo < offsets.count, offsets[lo] == i..<(i + mb.count) { continue }
+                return (m, min(lo, max(0, offsets.count - 1)))
             }
         }
         return nil
     }
+
+    static let markerBytes: [(String, [UInt8])] = familyMarkers.map { ($0, Array($0.utf8)) }
 
     private func add(_ check: DoctorCheck, _ example: SFTExample, _ t: TokenizedExample, at focus: Int,
                      offsets: [Range<Int>], text: [UInt8], _ message: String) {
