@@ -96,10 +96,13 @@ func runData(_ args: Arguments) throws {
     let plan = try BatchPlan(examples: prepared.examples, options: options)
     let seconds = Date().timeIntervalSince(t0)
     let shown = Array(prepared.examples.prefix(max(0, samples)))
+    var templateName = renderer == nil ? "none (Alpaca prompt / prompt+completion / ### Human-Assistant turns)"
+                                       : (config.template ?? "the model's own")
+    if config.dataConfig.promptTemplate != nil { templateName = "prompt_template from the config (instruction and prompt/completion records); " + templateName }
 
     if json {
         printJSON(dataReportJSON(prepared, plan: plan, samples: shown,
-                                 template: renderer == nil ? "none (built-in formats)" : (config.template ?? "the model's own"),
+                                 template: templateName,
                                  seconds: seconds))
         return
     }
@@ -108,8 +111,7 @@ func runData(_ args: Arguments) throws {
     let (open, close) = tty ? ("\u{1B}[1;32m", "\u{1B}[0m") : ("[[", "]]")
     print(prepared.datasetReport)
     print(prepared.formattingReport)
-    print("template: " + (renderer == nil ? "none (Alpaca prompt / prompt+completion / ### Human-Assistant turns)"
-                                          : (config.template ?? "the model's own")))
+    print("template: " + templateName)
     for t in shown {
         let trained = t.trained.filter { $0 }.count
         print("\n── sample at \(t.source): \(t.ids.count) tokens, \(trained) trained " + (tty ? "(trained text in green)" : "(trained text in [[ ]])"))
