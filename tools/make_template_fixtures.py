@@ -9,6 +9,8 @@ Writes into Tests/SFTCoreTests/Fixtures/templates/:
                    off and on: the text, or the message of the error the template raised
   semantics.json   small templates exercising jinja2 semantics (whitespace control, scoping,
                    filters, tests, Python operators and methods) with their outputs or errors
+and into Tests/SFTCoreTests/Fixtures/data/:
+  tools.jsonl      the tool-calling conversation as a messages record with `tools`
 
 The environment is the one transformers' `_compile_jinja_template` builds for
 `apply_chat_template` (checked against transformers' source): ImmutableSandboxedEnvironment
@@ -365,6 +367,13 @@ def main():
                    "now": FIXED_NOW.isoformat(), "messages": SEMANTIC_MESSAGES, "bos_token": BOS, "eos_token": EOS,
                    "cases": semantics}, f, ensure_ascii=False, indent=1)
         f.write("\n")
+    # The tool-calling conversation as a dataset record (OpenAI / HF messages format), for the
+    # data tests: loaded through sft's data path, its training render must equal the golden
+    # rendering above, key order included.
+    data_dir = os.path.join(os.path.dirname(OUT), "data")
+    with open(os.path.join(data_dir, "tools.jsonl"), "w", encoding="utf-8") as f:
+        f.write(json.dumps({"tools": CONVERSATIONS["tools"]["tools"], "messages": CONVERSATIONS["tools"]["messages"]},
+                           ensure_ascii=False) + "\n")
     print(f"{len(cases)} template renderings over {len(sources)} templates, {len(semantics)} semantic cases"
           f" (jinja2 {jinja2.__version__}; {checked} also checked against transformers)")
 

@@ -10,7 +10,7 @@ let dataCommand = Command(
     summary: "show formatted samples with their loss masks, and the data reports",
     help: """
     usage: sftctl data --model PATH --data F [--config FILE.json] [--KEY VALUE ...]
-                       [--samples N] [--field CANONICAL=KEY,...] [--strict] [--json]
+                       [--samples N] [--field CANONICAL=KEY,...] [--strict] [--doctor] [--json]
 
     Loads F as `sftctl finetune` would, formats it with the model's tokenizer and chat template
     (or --template), and prints:
@@ -26,14 +26,19 @@ let dataCommand = Command(
       --samples N        samples to show (default 3)
       --field A=B,...    rename keys: canonical name A is read from key B (e.g. instruction=question)
       --strict           fail on the first bad record
+      --doctor           check every example and report each problem with its line and tokens:
+                         BOS missing or doubled against generation, EOS / end of turn never
+                         trained, pad == EOS with EOS masked, trained tokens cut by truncation,
+                         examples with nothing trained, another family's special tokens,
+                         duplicates; and the share of tokens trained
       --json             print one JSON object instead
 
     data keys (as flags or in the config): format, fields, strict, limit, subset_seed,
     mask_policy, train_end_of_turn, max_seq_length, packing, padding_free,
-    cross_document_attention, truncation; also template, seed, per_device_train_batch_size,
+    cross_document_attention, truncation, prompt_template, span_end, tools; also template, seed, per_device_train_batch_size,
     gradient_accumulation_steps, num_train_epochs (see sftctl finetune --help).
     """,
-    booleanFlags: ["strict"],
+    booleanFlags: ["strict", "doctor"],
     run: runData
 )
 
@@ -41,7 +46,7 @@ let dataCommand = Command(
 private let dataCommandKeys = ["model", "data", "template", "seed", "per_device_train_batch_size", "gradient_accumulation_steps",
                                "num_train_epochs", "format", "fields", "strict", "limit", "subset_seed", "mask_policy",
                                "train_end_of_turn", "max_seq_length", "packing", "padding_free", "cross_document_attention",
-                               "truncation"]
+                               "truncation", "prompt_template", "span_end", "tools"]
 
 func runData(_ args: Arguments) throws {
     var object: [String: Any] = [:]
@@ -67,6 +72,7 @@ func runData(_ args: Arguments) throws {
     if args.flag("strict") { object["strict"] = true }
     let samples = try args.int("samples") ?? 3
     let json = args.flag("json")
+    let doctor = args.flag("doctor")
     try args.finish()
     let config = try FinetuneConfig.from(json: object, source: configPath ?? "flags")
     guard !config.model.isEmpty else { throw UsageError(description: "missing required option --model") }
@@ -81,18 +87,22 @@ func runData(_ args: Arguments) throws {
         template = try tokenizer.chatTemplate.map { try ChatTemplate(source: $0) }
     }
     let renderer = template.map { TemplateRenderer(template: $0, tokenizer: tokenizer) }
+    let padId = tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0
     let prepared = try prepareDataset(URL(fileURLWithPath: config.data), config: config.dataConfig, tokenizer: tokenizer,
-                                      renderer: renderer, keepTextFor: max(0, samples))
+                                      renderer: renderer, keepTextFor: max(0, samples), doctor: doctor, padId: padId)
     let options = try config.dataConfig.batchingOptions(
         microBatchSize: config.perDeviceTrainBatchSize, gradientAccumulation: config.gradientAccumulationSteps,
-        epochs: config.numTrainEpochs, seed: config.seed, padId: tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0)
+        epochs: config.numTrainEpochs, seed: config.seed, padId: padId)
     let plan = try BatchPlan(examples: prepared.examples, options: options)
     let seconds = Date().timeIntervalSince(t0)
     let shown = Array(prepared.examples.prefix(max(0, samples)))
+    var templateName = renderer == nil ? "none (Alpaca prompt / prompt+completion / ### Human-Assistant turns)"
+                                       : (config.template ?? "the model's own")
+    if config.dataConfig.promptTemplate != nil { templateName = "prompt_template from the config (instruction and prompt/completion records); " + templateName }
 
     if json {
         printJSON(dataReportJSON(prepared, plan: plan, samples: shown,
-                                 template: renderer == nil ? "none (built-in formats)" : (config.template ?? "the model's own"),
+                                 template: templateName,
                                  seconds: seconds))
         return
     }
@@ -101,8 +111,7 @@ func runData(_ args: Arguments) throws {
     let (open, close) = tty ? ("\u{1B}[1;32m", "\u{1B}[0m") : ("[[", "]]")
     print(prepared.datasetReport)
     print(prepared.formattingReport)
-    print("template: " + (renderer == nil ? "none (Alpaca prompt / prompt+completion / ### Human-Assistant turns)"
-                                          : (config.template ?? "the model's own")))
+    print("template: " + templateName)
     for t in shown {
         let trained = t.trained.filter { $0 }.count
         print("\n── sample at \(t.source): \(t.ids.count) tokens, \(trained) trained " + (tty ? "(trained text in green)" : "(trained text in [[ ]])"))
@@ -112,6 +121,7 @@ func runData(_ args: Arguments) throws {
     print("\npacking: \(plan.report)")
     print("steps: \(plan.microBatchesPerEpoch) micro-batches of \(options.microBatchSize) per epoch, "
           + "\(plan.stepsPerEpoch) optimizer steps per epoch, \(plan.totalSteps) in all (\(config.numTrainEpochs) epochs)")
+    if let d = prepared.doctorReport { print("\n" + d.description) }
     print("prepared in \(Int(seconds * 1000)) ms")
 }
 
@@ -151,5 +161,8 @@ private func dataReportJSON(_ prepared: PreparedDataset, plan: BatchPlan, sample
         o["trained"] = t.trained
         return o
     }
-    return ["dataset": dataset, "formatting": formatting, "samples": shown, "packing": packing, "template": template, "seconds": seconds]
+    var out: [String: Any] = ["dataset": dataset, "formatting": formatting, "samples": shown, "packing": packing,
+                              "template": template, "seconds": seconds]
+    if let d = prepared.doctorReport { out["doctor"] = d.json }
+    return out
 }

@@ -32,11 +32,23 @@ public struct DataConfig: Equatable, Sendable, Codable {
     public var crossDocumentAttention: Bool
     /// `truncate`, `drop` or `split` for examples over `maxSeqLength` (default truncate).
     public var truncation: String
+    /// A prompt with `{field}` placeholders for instruction and prompt/completion records
+    /// (replaces the Alpaca prompt and the chat template for them; see PromptTemplate.swift).
+    public var promptTemplate: String?
+    /// `inclusive` (default, Fast-LLM's convention) or `exclusive`: whether the `end` of a data
+    /// span `[begin, end]` belongs to it.
+    public var spanEnd: String
+    /// A JSON file with a list of tool schemas, passed to the chat template for every
+    /// conversation that has no `tools` of its own.
+    public var tools: String?
+    /// Check the prepared data (DataDoctor) and report the findings before training (default true).
+    public var doctor: Bool
 
     public init(format: String? = nil, fields: [String: String] = [:], strict: Bool = false, limit: Int? = nil,
                 subsetSeed: UInt64? = nil, maskPolicy: String? = nil, trainEndOfTurn: Bool = true,
                 maxSeqLength: Int = 2048, packing: Bool = true, paddingFree: Bool = false,
-                crossDocumentAttention: Bool = false, truncation: String = "truncate") {
+                crossDocumentAttention: Bool = false, truncation: String = "truncate", promptTemplate: String? = nil,
+                spanEnd: String = "inclusive", tools: String? = nil, doctor: Bool = true) {
         self.format = format
         self.fields = fields
         self.strict = strict
@@ -49,6 +61,10 @@ public struct DataConfig: Equatable, Sendable, Codable {
         self.paddingFree = paddingFree
         self.crossDocumentAttention = crossDocumentAttention
         self.truncation = truncation
+        self.promptTemplate = promptTemplate
+        self.spanEnd = spanEnd
+        self.tools = tools
+        self.doctor = doctor
     }
 
     enum CodingKeys: String, CodingKey {
@@ -56,6 +72,7 @@ public struct DataConfig: Equatable, Sendable, Codable {
         case subsetSeed = "subset_seed", maskPolicy = "mask_policy", trainEndOfTurn = "train_end_of_turn"
         case maxSeqLength = "max_seq_length", packing, paddingFree = "padding_free"
         case crossDocumentAttention = "cross_document_attention", truncation
+        case promptTemplate = "prompt_template", spanEnd = "span_end", tools, doctor
     }
 
     public init(from decoder: Decoder) throws {
@@ -73,6 +90,10 @@ public struct DataConfig: Equatable, Sendable, Codable {
         paddingFree = try c.decodeIfPresent(Bool.self, forKey: .paddingFree) ?? d.paddingFree
         crossDocumentAttention = try c.decodeIfPresent(Bool.self, forKey: .crossDocumentAttention) ?? d.crossDocumentAttention
         truncation = try c.decodeIfPresent(String.self, forKey: .truncation) ?? d.truncation
+        promptTemplate = try c.decodeIfPresent(String.self, forKey: .promptTemplate)
+        spanEnd = try c.decodeIfPresent(String.self, forKey: .spanEnd) ?? d.spanEnd
+        tools = try c.decodeIfPresent(String.self, forKey: .tools)
+        doctor = try c.decodeIfPresent(Bool.self, forKey: .doctor) ?? d.doctor
     }
 
     /// The dataset-reading part, validated.
@@ -90,7 +111,20 @@ public struct DataConfig: Equatable, Sendable, Codable {
             guard n >= 0 else { throw SFTError.config(field: "limit", message: "must not be negative") }
             selection = subsetSeed.map { .sample(n, seed: $0) } ?? .first(n)
         }
-        return DatasetOptions(format: f, fields: FieldMapping(fields), strict: strict, selection: selection)
+        guard ["inclusive", "exclusive"].contains(spanEnd) else {
+            throw SFTError.config(field: "span_end", message: "'\(spanEnd)' is not inclusive or exclusive")
+        }
+        var toolSchemas: JSONValue?
+        if let path = tools {
+            guard let data = FileManager.default.contents(atPath: path) else {
+                throw SFTError.config(field: "tools", message: "cannot read \(path) (a JSON file with a list of tool schemas)")
+            }
+            let t = try JSONValue(parsing: data, path: path)
+            guard case .array = t else { throw SFTError.config(field: "tools", message: "\(path) does not hold a JSON list") }
+            toolSchemas = t
+        }
+        return DatasetOptions(format: f, fields: FieldMapping(fields), strict: strict, selection: selection,
+                              spanEndInclusive: spanEnd == "inclusive", tools: toolSchemas)
     }
 
     /// The formatting part, validated.
@@ -103,7 +137,8 @@ public struct DataConfig: Equatable, Sendable, Codable {
             }
             policy = p
         }
-        return FormatOptions(maskPolicy: policy, trainEndOfTurn: trainEndOfTurn, keepText: keepText)
+        return FormatOptions(maskPolicy: policy, trainEndOfTurn: trainEndOfTurn, keepText: keepText,
+                             promptTemplate: try promptTemplate.map(PromptTemplate.init))
     }
 
     /// Batching options from this config and the trainer's settings.
@@ -145,6 +180,8 @@ public struct PreparedDataset: Sendable {
     public var examples: [TokenizedExample]
     public var datasetReport: DatasetReport
     public var formattingReport: FormattingReport
+    /// The data doctor's findings, when asked for.
+    public var doctorReport: DoctorReport?
 }
 
 /// Loads, formats and masks a dataset file.
@@ -154,21 +191,30 @@ public struct PreparedDataset: Sendable {
 ///     completion, Guanaco-style turns).
 ///   - keepTextFor: keep rendered text and offsets in the first N examples (to show
 ///     samples); the rest drop them, which matters on large datasets.
+///   - doctor: run the DataDoctor over every example as it is formatted (the file is read
+///     once); `padId` is the id batching pads with.
 /// - Throws: loading errors (see `Dataset.load`), config errors, and — strict — the first
 ///   example that cannot be formatted, naming file and line.
 public func prepareDataset(_ url: URL, config: DataConfig = DataConfig(), tokenizer: any TextTokenizer,
-                           renderer: (any ChatRenderer)?, keepTextFor: Int = 0) throws -> PreparedDataset {
+                           renderer: (any ChatRenderer)?, keepTextFor: Int = 0, doctor: Bool = false,
+                           padId: Int32? = nil) throws -> PreparedDataset {
     let dataset = try Dataset.load(url, options: try config.datasetOptions())
     let formatter = ExampleFormatter(tokenizer: tokenizer, renderer: renderer, options: try config.formatOptions(keepText: false))
     var shown = formatter
     shown.options.keepText = true
+    let checker = doctor ? DataDoctor(formatter: formatter, maxSeqLength: config.maxSeqLength,
+                                      truncation: try config.batchingOptions().truncation, padId: padId) : nil
     var examples: [TokenizedExample] = []
     examples.reserveCapacity(dataset.examples.count)
     var skipped: [SkippedRecord] = []
     var tokens = 0, trained = 0
     for ex in dataset.examples {
         do {
-            let t = try (examples.count < keepTextFor ? shown : formatter).format(ex)
+            var t = try (examples.count < keepTextFor || checker != nil ? shown : formatter).format(ex)
+            if let checker {
+                checker.inspect(ex, t)
+                if examples.count >= keepTextFor { t.formatted = nil }
+            }
             tokens += t.ids.count
             trained += t.trained.filter { $0 }.count
             examples.append(t)
@@ -178,5 +224,5 @@ public func prepareDataset(_ url: URL, config: DataConfig = DataConfig(), tokeni
         }
     }
     let report = FormattingReport(formatted: examples.count, skipped: skipped, tokens: tokens, trainedTokens: trained)
-    return PreparedDataset(examples: examples, datasetReport: dataset.report, formattingReport: report)
+    return PreparedDataset(examples: examples, datasetReport: dataset.report, formattingReport: report, doctorReport: checker?.report)
 }

@@ -10,8 +10,10 @@
 import Foundation
 
 /// Renames record keys: `[canonical: sourceKey]`, e.g. `["instruction": "question",
-/// "output": "answer"]`. Applied to each record and to each message of a conversation, so
-/// `role=speaker,content=text` maps message keys too.
+/// "output": "answer"]`. The renames happen at once (a swap such as `instruction=response,
+/// response=instruction` works: every value is read before any key is written). Message keys
+/// (`role`, `content`, `from`, `value`, `tool_calls`, `tool_call_id`, `name`) are renamed in each
+/// message of a conversation, every other key in the record itself.
 public struct FieldMapping: Equatable, Sendable, Codable {
     public var renames: [String: String]
 
@@ -30,16 +32,34 @@ public struct FieldMapping: Equatable, Sendable, Codable {
         renames = r
     }
 
-    func apply(_ object: [String: RecordValue]) -> [String: RecordValue] {
+    static let messageKeys: Set<String> = ["role", "content", "from", "value", "tool_calls", "tool_call_id", "name"]
+    /// Canonical keys a record may lack: their sources may be missing too.
+    static let optionalKeys: Set<String> = ["input", "context", "system", "tools", "loss_masking_spans", "trained_spans",
+                                            "tool_calls", "tool_call_id", "name"]
+
+    /// The record (or, `message`, one message) with its keys renamed. A source key that is
+    /// missing for a required canonical key is an error naming both.
+    func apply(_ object: [String: RecordValue], message: Bool = false) throws -> [String: RecordValue] {
         if renames.isEmpty { return object }
+        let here = renames.filter { Self.messageKeys.contains($0.key) == message && $0.key != $0.value }
+        if here.isEmpty { return object }
         var o = object
-        for (canonical, source) in renames where canonical != source {
+        for source in here.values { o[source] = nil }
+        for (canonical, source) in here {
             if let v = object[source] {
                 o[canonical] = v
-                o[source] = nil
+            } else if Self.optionalKeys.contains(canonical) {
+                o[canonical] = nil
+            } else {
+                throw RecordError("missing field: '\(source)' (mapped to '\(canonical)') is not in the \(message ? "message" : "record")")
             }
         }
         return o
+    }
+
+    /// `apply`, keeping the record as it is where a source is missing (format detection).
+    func applyLeniently(_ object: [String: RecordValue]) -> [String: RecordValue] {
+        (try? apply(object)) ?? object
     }
 }
 
@@ -136,7 +156,7 @@ extension DatasetFormat {
                 if let s = object["system"]?.string, !s.isEmpty { m.append(ChatMessage(role: "system", content: s)) }
                 for (i, item) in list.enumerated() {
                     guard case .object(let d) = item else { throw RecordError("wrong type: \(key)[\(i)] is not an object") }
-                    m.append(try message(mapping.apply(d), at: i, list: key))
+                    m.append(try message(mapping.apply(d, message: true), at: i, list: key))
                 }
                 return .success(.conversation(try validated(m, dropped: &dropped)))
             }
@@ -145,6 +165,49 @@ extension DatasetFormat {
         } catch {
             return .failure(RecordError("\(error)"))
         }
+    }
+}
+
+extension DatasetFormat {
+    /// `loss_masking_spans` or `trained_spans` of a record: a list of `[begin, end]` character
+    /// offsets (see LossSpans), for text and prompt/completion records only.
+    func lossSpans(of o: [String: RecordValue], endInclusive: Bool) throws -> LossSpans? {
+        let masked = o["loss_masking_spans"].flatMap { $0.isNull ? nil : $0 }
+        let trained = o["trained_spans"].flatMap { $0.isNull ? nil : $0 }
+        guard let value = masked ?? trained else { return nil }
+        let key = masked != nil ? "loss_masking_spans" : "trained_spans"
+        if masked != nil && trained != nil { throw RecordError("conflicting spans: both loss_masking_spans and trained_spans") }
+        guard self == .text || self == .completion else {
+            throw RecordError("unsupported field: '\(key)' applies to text and completion records, not \(rawValue)")
+        }
+        guard case .array(let list) = value else { throw RecordError("wrong type: '\(key)' is not a list of [begin, end]") }
+        var ranges: [Range<Int>] = []
+        for (i, item) in list.enumerated() {
+            guard case .array(let pair) = item, pair.count == 2, case .number(let a) = pair[0], case .number(let b) = pair[1],
+                  a == a.rounded(), b == b.rounded(), a >= 0 else {
+                throw RecordError("wrong type: \(key)[\(i)] is not [begin, end] with whole numbers")
+            }
+            let end = Int(b) + (endInclusive ? 1 : 0)
+            guard end >= Int(a) else { throw RecordError("bad span: \(key)[\(i)] ends before it begins") }
+            ranges.append(Int(a)..<end)
+        }
+        return masked != nil ? .masked(ranges) : .trained(ranges)
+    }
+
+    /// The conversation with its assistants' tool calls taken from the ordered JSON of the
+    /// record (key order as written, which templates' `tojson` shows).
+    func withToolCalls(_ content: SFTContent, ordered: JSONValue?, mapping: FieldMapping) throws -> SFTContent {
+        guard case .conversation(var messages) = content, let ordered else { return content }
+        let key = self == .sharegpt ? "conversations" : "messages"
+        guard case .array(let list)? = ordered[mapping.renames[key] ?? key] else { return content }
+        let callsKey = mapping.renames["tool_calls"] ?? "tool_calls"
+        let calls = list.compactMap { m -> JSONValue? in
+            guard let c = m[callsKey], !c.isNull else { return nil }
+            return c
+        }
+        let holders = messages.indices.filter { messages[$0].toolCalls != nil }
+        for (h, c) in zip(holders.reversed(), calls.reversed()) { messages[h].toolCalls = c }
+        return .conversation(messages)
     }
 }
 
@@ -172,8 +235,21 @@ private func message(_ d: [String: RecordValue], at i: Int, list: String) throws
     guard let roleValue = d["from"] ?? d["role"] else { throw RecordError("missing field: \(list)[\(i)] has no 'from'/'role'") }
     guard let role = roleValue.string else { throw RecordError("wrong type: \(list)[\(i)] role is not a string") }
     guard let mapped = canonicalRole(role) else { throw RecordError("unknown role: '\(role)' in \(list)[\(i)]") }
-    guard let contentValue = d["value"] ?? d["content"], !contentValue.isNull else {
-        throw RecordError("missing field: \(list)[\(i)] has no 'value'/'content'")
+    var toolCalls: JSONValue?
+    if let calls = d["tool_calls"], !calls.isNull {
+        guard mapped == "assistant", case .array(let list) = calls else {
+            throw RecordError("wrong type: \(list)[\(i)] tool_calls must be a list on an assistant message")
+        }
+        toolCalls = .array(list.map(\.json))
+    }
+    var extra: [String: JSONValue] = [:]
+    if mapped == "tool" {
+        for k in ["tool_call_id", "name"] { if let v = d[k]?.string { extra[k] = .string(v) } }
+    }
+    let contentValue = d["value"] ?? d["content"] ?? .null
+    if contentValue.isNull {
+        guard toolCalls != nil else { throw RecordError("missing field: \(list)[\(i)] has no 'value'/'content'") }
+        return ChatMessage(role: mapped, content: "", toolCalls: toolCalls)
     }
     var text: String
     if let s = contentValue.string {
@@ -189,7 +265,21 @@ private func message(_ d: [String: RecordValue], at i: Int, list: String) throws
     } else {
         throw RecordError("wrong type: \(list)[\(i)] content is not a string")
     }
-    return ChatMessage(role: mapped, content: text)
+    return ChatMessage(role: mapped, content: text, toolCalls: toolCalls, extra: extra)
+}
+
+extension RecordValue {
+    /// As a JSONValue (object keys sorted: use the ordered re-read where order matters).
+    var json: JSONValue {
+        switch self {
+        case .string(let s): return .string(s)
+        case .number(let d): return d == d.rounded() && abs(d) < 9e15 ? .int(Int(d)) : .double(d)
+        case .bool(let b): return .bool(b)
+        case .null: return .null
+        case .array(let a): return .array(a.map(\.json))
+        case .object(let o): return .object(o.keys.sorted().map { ($0, o[$0]!.json) })
+        }
+    }
 }
 
 /// True when the text shows nothing: only Unicode White_Space characters and zero-width
@@ -211,6 +301,7 @@ func canonicalRole(_ role: String) -> String? {
     case "human", "user": return "user"
     case "gpt", "assistant", "chatgpt", "bing", "bard", "bot", "model": return "assistant"
     case "system": return "system"
+    case "tool", "function_response", "observation", "ipython": return "tool"
     default: return nil
     }
 }
@@ -226,19 +317,28 @@ func validated(_ messages: [ChatMessage], dropped: inout Bool) throws -> [ChatMe
         dropped = true
     }
     func number(_ i: Int) -> Int { dropped && i >= firstTurn ? i + 1 : i }
-    var expected = "user"
+    // What may come next: after user → assistant; after an assistant with tool calls → tool;
+    // after tool → tool or assistant; after any other assistant → user.
+    var allowed: Set<String> = ["user"]
     var sawAssistant = false
     for (i, msg) in m.enumerated() {
-        if isBlank(msg.content) {
+        if isBlank(msg.content) && msg.toolCalls == nil {
             throw RecordError("empty turn: message \(number(i)) (\(msg.role)) has no content")
         }
         if i == 0 && msg.role == "system" { continue }
-        guard msg.role == expected else {
+        guard allowed.contains(msg.role) else {
             let previous = i == 0 ? "the start" : "'\(m[i - 1].role)'"
-            throw RecordError("roles do not alternate: message \(number(i)) is '\(msg.role)' after \(previous)")
+            let what = msg.role == "tool" ? "a tool result must follow an assistant message with tool_calls"
+                                          : "roles do not alternate"
+            throw RecordError("\(what): message \(number(i)) is '\(msg.role)' after \(previous)")
         }
-        if msg.role == "assistant" { sawAssistant = true }
-        expected = expected == "user" ? "assistant" : "user"
+        switch msg.role {
+        case "user": allowed = ["assistant"]
+        case "assistant":
+            sawAssistant = true
+            allowed = msg.toolCalls != nil ? ["tool"] : ["user"]
+        default: allowed = ["tool", "assistant"]
+        }
     }
     guard sawAssistant else { throw RecordError("no assistant turn") }
     return m

@@ -12,13 +12,19 @@ public struct DatasetOptions: Equatable, Sendable {
     public var strict: Bool
     /// Which records to read: all, the first N, or a seeded random subset of N.
     public var selection: RecordSelection
+    /// Whether a data span `[begin, end]` includes `end` (Fast-LLM's convention, the default).
+    public var spanEndInclusive: Bool
+    /// Tool schemas for every conversation that has none of its own.
+    public var tools: JSONValue?
 
     public init(format: DatasetFormat? = nil, fields: FieldMapping = FieldMapping(), strict: Bool = false,
-                selection: RecordSelection = .all) {
+                selection: RecordSelection = .all, spanEndInclusive: Bool = true, tools: JSONValue? = nil) {
         self.format = format
         self.fields = fields
         self.strict = strict
         self.selection = selection
+        self.spanEndInclusive = spanEndInclusive
+        self.tools = tools
     }
 }
 
@@ -56,7 +62,7 @@ public struct Dataset: Sendable {
             var sample: [[String: RecordValue]] = []
             var i = 0
             while i < file.count, sample.count < 64 {
-                if let o = file.record(i).object { sample.append(options.fields.apply(o)) }
+                if let o = file.record(i).object { sample.append(options.fields.applyLeniently(o)) }
                 i += 1
             }
             if sample.isEmpty, file.count > 0 {
@@ -73,17 +79,39 @@ public struct Dataset: Sendable {
         var droppedLeading = 0
         for i in 0..<file.count {
             let record = file.record(i)
-            let outcome: Result<SFTContent, RecordError>
+            var outcome: Result<SFTContent, RecordError>
             var dropped = false
             if let o = record.object {
-                outcome = format.content(of: options.fields.apply(o), mapping: options.fields, droppedLeadingAssistant: &dropped)
+                do {
+                    outcome = format.content(of: try options.fields.apply(o), mapping: options.fields, droppedLeadingAssistant: &dropped)
+                } catch {
+                    outcome = .failure(error as? RecordError ?? RecordError("\(error)"))
+                }
             } else {
                 outcome = .failure(RecordError(record.error ?? "invalid record"))
             }
+            var example: SFTExample?
+            if case .success(let c) = outcome, let o = record.object {
+                do {
+                    let mapped = try options.fields.apply(o)
+                    let spans = try format.lossSpans(of: mapped, endInclusive: options.spanEndInclusive)
+                    var content = c
+                    var tools = format == .messages || format == .sharegpt ? options.tools : nil
+                    if format == .messages || format == .sharegpt, Self.mentionsTools(mapped, format: format) {
+                        // Key order matters to templates (tojson): read tools and tool calls again, ordered.
+                        let ordered = try file.rawJSON(i).map { try JSONValue(parsing: $0, path: path) }
+                        if let t = ordered?[options.fields.renames["tools"] ?? "tools"], !t.isNull { tools = t }
+                        content = try format.withToolCalls(c, ordered: ordered, mapping: options.fields)
+                    }
+                    example = SFTExample(content: content, source: record.location, lossSpans: spans, tools: tools)
+                } catch {
+                    outcome = .failure(error as? RecordError ?? RecordError("\(error)"))
+                }
+            }
             switch outcome {
-            case .success(let c):
+            case .success:
                 if dropped { droppedLeading += 1 }
-                examples.append(SFTExample(content: c, source: record.location))
+                examples.append(example!)
             case .failure(let e):
                 if options.strict {
                     throw SFTError.data(path: path, line: record.location.line,
@@ -96,5 +124,12 @@ public struct Dataset: Sendable {
                                    examples: examples.count, skipped: skipped, leadingAssistantTurnsDropped: droppedLeading,
                                    truncated: file.truncated)
         return Dataset(examples: examples, report: report)
+    }
+
+    /// Whether a conversation record has tools or tool calls (then its JSON is read ordered).
+    static func mentionsTools(_ o: [String: RecordValue], format: DatasetFormat) -> Bool {
+        if o["tools"].map({ !$0.isNull }) ?? false { return true }
+        guard case .array(let list)? = o[format == .sharegpt ? "conversations" : "messages"] else { return false }
+        return list.contains { if case .object(let m) = $0 { return m["tool_calls"].map { !$0.isNull } ?? false }; return false }
     }
 }

@@ -1,8 +1,10 @@
 // From an SFTExample to token ids and a loss mask.
 //
-// The example is rendered to text (the chat template, or — without one — the Alpaca prompt,
-// prompt+completion, or Guanaco-style turns), the spans to train are taken from the render in
-// UTF-8 bytes, the text is tokenized with byte offsets, and:
+// The example is rendered to text (a config's prompt template; the chat template; or — without
+// one — the Stanford Alpaca prompt, prompt+completion, or Guanaco-style turns), the spans to
+// train are taken from the render in UTF-8 bytes (or from the data: loss_masking_spans /
+// trained_spans), the text is tokenized with byte offsets through PromptTokens (BOS exactly as
+// generation will see it), and:
 //
 //   a token is trained iff its byte range overlaps a trained span
 //   (token.lower < span.upper && span.lower < token.upper).
@@ -53,12 +55,17 @@ public struct FormatOptions: Equatable, Sendable {
     /// Keep the rendered text and token offsets in each `TokenizedExample` (for showing
     /// samples; costs memory on large datasets).
     public var keepText: Bool
+    /// A prompt for instruction and prompt/completion records that replaces both the built-in
+    /// prompts and the chat template for them (see PromptTemplate.swift).
+    public var promptTemplate: PromptTemplate?
 
-    public init(maskPolicy: MaskPolicy? = nil, trainEndOfTurn: Bool = true, appendEOS: Bool? = nil, keepText: Bool = false) {
+    public init(maskPolicy: MaskPolicy? = nil, trainEndOfTurn: Bool = true, appendEOS: Bool? = nil, keepText: Bool = false,
+                promptTemplate: PromptTemplate? = nil) {
         self.maskPolicy = maskPolicy
         self.trainEndOfTurn = trainEndOfTurn
         self.appendEOS = appendEOS
         self.keepText = keepText
+        self.promptTemplate = promptTemplate
     }
 }
 
@@ -155,30 +162,31 @@ public struct ExampleFormatter {
         var policy = options.maskPolicy ?? Self.defaultPolicy(for: example.content)
         let text: String
         var spans: [Range<Int>] = []
-        let addSpecial: Bool
         let appendEOS: Bool
         var eosTrained = options.trainEndOfTurn
 
-        switch (example.content, renderer) {
-        case (.text(let t), _):
+        switch (example.content, renderer, options.promptTemplate) {
+        case (.text(let t), _, _):
             text = t
             policy = .all
-            addSpecial = true
             appendEOS = options.appendEOS ?? true
-        case (.instruction(let instruction, let input, let output), nil):
+        case (.instruction, _, let template?), (.completion, _, let template?):
+            let (t, start) = try template.render(example.content)
+            text = t
+            spans = [start..<text.utf8.count]
+            appendEOS = options.appendEOS ?? true
+        case (.instruction(let instruction, let input, let output), nil, nil):
             let prompt = AlpacaPrompt.prompt(instruction: instruction, input: input)
             text = prompt + output
             spans = [prompt.utf8.count..<text.utf8.count]
-            addSpecial = true
             appendEOS = options.appendEOS ?? true
-        case (.completion(let prompt, let completion), nil):
+        case (.completion(let prompt, let completion), nil, nil):
             text = prompt + completion
             spans = [prompt.utf8.count..<text.utf8.count]
-            addSpecial = true
             appendEOS = options.appendEOS ?? true
         default:
             let messages = example.messages
-            let rendered = try (renderer ?? GuanacoRenderer()).renderForTraining(messages)
+            let rendered = try (renderer ?? GuanacoRenderer()).renderForTraining(messages, tools: example.tools)
             text = rendered.text
             var turns = rendered.assistantTurns
             if policy == .lastTurn, let last = turns.last { turns = [last] }
@@ -187,30 +195,94 @@ public struct ExampleFormatter {
             for s in spans where s.lowerBound < 0 || s.upperBound > n {
                 throw SFTError.template(line: 0, column: 0, message: "assistant span \(s) outside the rendered text (\(n) bytes)")
             }
-            // Templates bring their own BOS and end-of-turn markers; the built-in Guanaco text does not.
-            addSpecial = renderer == nil
+            // Templates end their turns themselves; the built-in Guanaco text does not.
             appendEOS = options.appendEOS ?? (renderer == nil)
             // An appended EOS closes the last message: trained only if that is an assistant turn.
             eosTrained = eosTrained && messages.last?.role == "assistant"
         }
 
-        var (ids, offsets) = try tokenizer.encodeWithOffsets(text, addSpecialTokens: addSpecial)
+        // Spans given in the data replace the policy's.
+        if let given = example.lossSpans {
+            switch example.content {
+            case .text, .completion: break
+            default: throw SFTError.unsupported("loss spans in the data apply to text and prompt/completion records only")
+            }
+            let (ranges, masked) = try Self.byteRanges(given, in: text)
+            let n = text.utf8.count
+            if masked {
+                var trained: [Range<Int>] = []
+                var at = 0
+                for r in ranges.sorted(by: { $0.lowerBound < $1.lowerBound }) {
+                    if r.lowerBound > at { trained.append(at..<r.lowerBound) }
+                    at = max(at, r.upperBound)
+                }
+                if at < n { trained.append(at..<n) }
+                spans = trained
+                eosTrained = true  // Fast-LLM: the EOS after the text is outside every span
+            } else {
+                spans = ranges
+                eosTrained = ranges.contains { $0.upperBound == n }
+            }
+            policy = .completion  // i.e. "the spans", not all
+        }
+
+        var (ids, offsets) = try PromptTokens(tokenizer: tokenizer).encode(text)
         guard ids.count == offsets.count else {
             throw SFTError.unsupported("tokenizer returned \(ids.count) ids but \(offsets.count) offsets")
         }
         var trained = offsets.map { r in policy == .all || spans.contains { r.lowerBound < $0.upperBound && $0.lowerBound < r.upperBound } }
         if appendEOS, let eos = tokenizer.eosTokenId {
             let end = text.utf8.count
-            let trainIt = policy == .all || eosTrained
-            if ids.last == eos, offsets.last?.isEmpty == true {
-                trained[trained.count - 1] = trainIt  // the tokenizer already appended it
-            } else {
-                ids.append(eos)
-                offsets.append(end..<end)
-                trained.append(trainIt)
-            }
+            ids.append(eos)
+            offsets.append(end..<end)
+            trained.append(policy == .all || eosTrained)
         }
         return TokenizedExample(ids: ids, trained: trained, source: example.source,
                                 formatted: options.keepText ? FormattedText(text: text, offsets: offsets) : nil)
+    }
+
+    /// The text generation would start from for this example's first answer — the prompt the
+    /// model sees at inference, rendered by the same template / prompt as training; nil for
+    /// raw text, which has no prompt.
+    public func inferencePrompt(_ example: SFTExample) throws -> String? {
+        switch (example.content, renderer, options.promptTemplate) {
+        case (.text, _, _): return nil
+        case (.instruction, _, let template?), (.completion, _, let template?):
+            let (t, start) = try template.render(example.content)
+            return String(decoding: Array(t.utf8)[..<start], as: UTF8.self)
+        case (.instruction(let instruction, let input, _), nil, nil):
+            return AlpacaPrompt.prompt(instruction: instruction, input: input)
+        case (.completion(let prompt, _), nil, nil):
+            return prompt
+        default:
+            let messages = example.messages
+            guard let firstAnswer = messages.firstIndex(where: { $0.role == "assistant" }) else { return nil }
+            return try (renderer ?? GuanacoRenderer()).renderPrompt(Array(messages[..<firstAnswer]), tools: example.tools)
+        }
+    }
+
+    /// Data spans (Unicode-scalar offsets, half-open) as UTF-8 byte ranges of `text`; whether
+    /// they are masked spans. Out-of-range or reversed spans are errors.
+    static func byteRanges(_ spans: LossSpans, in text: String) throws -> ([Range<Int>], Bool) {
+        let (list, masked): ([Range<Int>], Bool)
+        switch spans {
+        case .masked(let l): (list, masked) = (l, true)
+        case .trained(let l): (list, masked) = (l, false)
+        }
+        var scalarToByte: [Int] = [0]
+        scalarToByte.reserveCapacity(text.unicodeScalars.count + 1)
+        var b = 0
+        for u in text.unicodeScalars {
+            b += UTF8.width(u)
+            scalarToByte.append(b)
+        }
+        let n = scalarToByte.count - 1
+        let name = masked ? "loss_masking_spans" : "trained_spans"
+        return (try list.map { r in
+            guard r.lowerBound >= 0, r.upperBound <= n, r.lowerBound <= r.upperBound else {
+                throw SFTError.unsupported("\(name): span \(r.lowerBound)..<\(r.upperBound) is outside the text (\(n) characters)")
+            }
+            return scalarToByte[r.lowerBound]..<scalarToByte[r.upperBound]
+        }, masked)
     }
 }

@@ -37,6 +37,11 @@ struct RecordFile {
 
     var count: Int { parsed.isEmpty ? spans.count : parsed.count }
 
+    /// The record's JSON text (nil for CSV), for values whose key order matters (tool schemas).
+    func rawJSON(_ i: Int) -> Data? {
+        parsed.isEmpty ? data.subdata(in: spans[i].range) : nil
+    }
+
     func record(_ i: Int) -> RawRecord {
         if !parsed.isEmpty { return parsed[i] }
         let (range, location) = spans[i]

@@ -8,8 +8,11 @@
 /// Something that turns a conversation into training text and says where each assistant turn
 /// sits in it. A Jinja chat template (the model's own, or a named one) is the usual one.
 public protocol ChatRenderer {
-    /// Renders the whole conversation (no generation prompt) for training.
-    func renderForTraining(_ messages: [ChatMessage]) throws -> RenderedConversation
+    /// Renders the whole conversation (no generation prompt) for training; `tools` (JSON
+    /// schemas) go to the template as `tools`.
+    func renderForTraining(_ messages: [ChatMessage], tools: JSONValue?) throws -> RenderedConversation
+    /// The text generation starts from: `messages` and the assistant's generation prompt.
+    func renderPrompt(_ messages: [ChatMessage], tools: JSONValue?) throws -> String
 }
 
 /// Rendered training text with the UTF-8 byte spans of its assistant turns, in order.
@@ -44,20 +47,38 @@ public protocol TextTokenizer {
     func encodeWithOffsets(_ text: String, addSpecialTokens: Bool) throws -> (ids: [Int32], offsets: [Range<Int>])
     /// End of sequence: appended after examples formatted without a chat template.
     var eosTokenId: Int32? { get }
+    /// Beginning of sequence, and its text as templates write it (`<s>`).
+    var bosTokenId: Int32? { get }
+    var bosTokenText: String? { get }
+    /// Whether the tokenizer puts BOS in front of a text (HF `add_bos_token`).
+    var addsBOS: Bool { get }
 }
 
-/// The Stanford Alpaca prompt, for instruction data trained without a chat template.
+extension TextTokenizer {
+    public var bosTokenId: Int32? { nil }
+    public var bosTokenText: String? { nil }
+    public var addsBOS: Bool { false }
+}
+
+/// The two Stanford Alpaca prompts (tatsu-lab/stanford_alpaca `train.py`, `PROMPT_DICT`), byte
+/// for byte, for instruction data (Alpaca, Dolly with `context` as the input) trained without
+/// a chat template. As there, the response follows `### Response:` directly and ends in EOS.
 public enum AlpacaPrompt {
+    public static let withoutInput = "Below is an instruction that describes a task. "
+        + "Write a response that appropriately completes the request.\n\n"
+        + "### Instruction:\n{instruction}\n\n### Response:"
+    public static let withInput = "Below is an instruction that describes a task, paired with an input that provides further context. "
+        + "Write a response that appropriately completes the request.\n\n"
+        + "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:"
+
     /// The prompt for an instruction (and optional input), ending where the response begins.
     public static func prompt(instruction: String, input: String) -> String {
-        if input.isEmpty {
-            return "Below is an instruction that describes a task. "
-                + "Write a response that appropriately completes the request.\n\n"
-                + "### Instruction:\n\(instruction)\n\n### Response:\n"
-        }
-        return "Below is an instruction that describes a task, paired with an input that provides further context. "
-            + "Write a response that appropriately completes the request.\n\n"
-            + "### Instruction:\n\(instruction)\n\n### Input:\n\(input)\n\n### Response:\n"
+        let preamble = input.isEmpty
+            ? "Below is an instruction that describes a task. "
+            : "Below is an instruction that describes a task, paired with an input that provides further context. "
+        let inputSection = input.isEmpty ? "" : "### Input:\n" + input + "\n\n"
+        return preamble + "Write a response that appropriately completes the request.\n\n"
+            + "### Instruction:\n" + instruction + "\n\n" + inputSection + "### Response:"
     }
 }
 
@@ -67,7 +88,12 @@ public enum AlpacaPrompt {
 public struct GuanacoRenderer: ChatRenderer {
     public init() {}
 
-    public func renderForTraining(_ messages: [ChatMessage]) throws -> RenderedConversation {
+    public func renderPrompt(_ messages: [ChatMessage], tools: JSONValue?) throws -> String {
+        try renderForTraining(messages, tools: tools).text + GuanacoTurns.assistant
+    }
+
+    public func renderForTraining(_ messages: [ChatMessage], tools: JSONValue?) throws -> RenderedConversation {
+        if tools != nil { throw SFTError.unsupported("tools need a chat template; Guanaco-style text has no tool format") }
         var text = ""
         var turns: [AssistantSpan] = []
         for m in messages {

@@ -46,20 +46,32 @@ public struct SFTExample: Equatable, Sendable {
     public var content: SFTContent
     /// The record this example came from.
     public var source: SourceLocation
+    /// Loss spans given in the data (text and prompt/completion records only).
+    public var lossSpans: LossSpans?
+    /// Tool schemas passed to the chat template as `tools` (the record's own, else the dataset's).
+    public var tools: JSONValue?
 
-    public init(content: SFTContent, source: SourceLocation) {
+    public init(content: SFTContent, source: SourceLocation, lossSpans: LossSpans? = nil, tools: JSONValue? = nil) {
         self.content = content
         self.source = source
+        self.lossSpans = lossSpans
+        self.tools = tools
     }
 
     /// The example as chat messages (empty for raw text). An instruction with non-empty input
-    /// becomes one user message "instruction\n\ninput"; a completion becomes user + assistant.
+    /// becomes one user message "instruction\n\ninput" that also carries `instruction` and
+    /// `input` as fields (the built-in `alpaca` template reads them to write its `### Input:`
+    /// section); a completion becomes user + assistant.
     public var messages: [ChatMessage] {
         switch content {
         case .conversation(let m): return m
         case .instruction(let instruction, let input, let output):
-            let user = input.isEmpty ? instruction : instruction + "\n\n" + input
-            return [ChatMessage(role: "user", content: user), ChatMessage(role: "assistant", content: output)]
+            if input.isEmpty {
+                return [ChatMessage(role: "user", content: instruction), ChatMessage(role: "assistant", content: output)]
+            }
+            let user = ChatMessage(role: "user", content: instruction + "\n\n" + input,
+                                   extra: ["instruction": .string(instruction), "input": .string(input)])
+            return [user, ChatMessage(role: "assistant", content: output)]
         case .completion(let prompt, let completion):
             return [ChatMessage(role: "user", content: prompt), ChatMessage(role: "assistant", content: completion)]
         case .text: return []
@@ -71,6 +83,16 @@ public struct SFTExample: Equatable, Sendable {
         if case .text(let t) = content { return t }
         return nil
     }
+}
+
+/// Character ranges of an example's text given in the data: Fast-LLM's `loss_masking_spans`
+/// (text that gets no loss; every other token is trained) or `trained_spans` (only these are).
+/// Offsets count Unicode scalars (Python `str` indices) in the text (`text` records) or in
+/// prompt + completion; a span `[begin, end]` includes `end` — Fast-LLM's convention — unless
+/// the config sets `span_end: exclusive`. Stored here as half-open ranges.
+public enum LossSpans: Equatable, Sendable {
+    case masked([Range<Int>])
+    case trained([Range<Int>])
 }
 
 /// The record layouts sft reads. `detect` picks one from the records' keys; any can be named

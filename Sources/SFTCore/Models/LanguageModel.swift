@@ -95,15 +95,14 @@ public final class LanguageModel {
         guard let chatTemplate else {
             throw SFTError.config(field: "template", message: "the model has no chat template; pass one (\(ChatTemplate.builtinNames.joined(separator: ", ")))")
         }
-        let text = try chatTemplate.render(messages: messages, addGenerationPrompt: true, bosToken: bosToken, eosToken: eosToken).text
+        let text = try TemplateRenderer(template: chatTemplate, tokenizer: tokenizer).renderPrompt(messages, tools: nil)
         return encodePrompt(text)
     }
 
-    /// Tokenizes a raw prompt, adding BOS unless the text already starts with it.
+    /// Tokenizes a raw prompt the way training tokenizes its text (PromptTokens): BOS when the
+    /// tokenizer adds one and the text does not already start with it; never EOS.
     public func encodePrompt(_ text: String) -> [Int32] {
-        let bos = bosToken
-        let addSpecial = !(tokenizer.addBosToken && !bos.isEmpty && text.hasPrefix(bos))
-        return tokenizer.encode(text, addSpecialTokens: addSpecial)
+        PromptTokens.ids(text, tokenizer: tokenizer)
     }
 
     public var generator: Generator { Generator(model: model, tokenizer: tokenizer) }

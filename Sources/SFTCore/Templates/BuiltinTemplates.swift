@@ -1,10 +1,13 @@
 // Chat templates written for sft, for models that ship none, selectable by name with
 // `ChatTemplate.named(_:)`. They follow the published prompt formats of each family; every
-// tag strips its surrounding whitespace, so only the quoted strings reach the output.
+// tag strips its surrounding whitespace, so only the quoted strings reach the output. Each
+// starts with `bos_token`, as the models' own templates do (Llama-2, Mistral, Llama-3): the
+// renderer passes "" for tokenizers that add no BOS (see PromptTokens), so one path serves both.
 
 enum BuiltinTemplates {
     static let sources: [String: String] = [
         "chatml": """
+        {{- bos_token }}
         {%- for message in messages %}
             {{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}
         {%- endfor %}
@@ -71,36 +74,49 @@ enum BuiltinTemplates {
         {%- endfor %}
         """,
 
-        // Stanford Alpaca: instruction / response sections under a fixed preamble.
+        // Stanford Alpaca (tatsu-lab/stanford_alpaca, PROMPT_DICT): the preamble and the
+        // `### Input:` section when the first user message carries an `input` field (instruction
+        // records do), the response right after `### Response:`, EOS after it. Later turns
+        // follow after a blank line.
         "alpaca": """
+        {{- bos_token }}
         {%- if messages and messages[0].role == 'system' %}
             {{- messages[0].content + '\\n\\n' }}
             {%- set turns = messages[1:] %}
         {%- else %}
-            {{- 'Below is an instruction that describes a task. Write a response that appropriately completes the request.\\n\\n' }}
             {%- set turns = messages %}
+            {%- if turns and turns[0].input is defined and turns[0].input %}
+                {{- 'Below is an instruction that describes a task, paired with an input that provides further context. Write a response that appropriately completes the request.\\n\\n' }}
+            {%- else %}
+                {{- 'Below is an instruction that describes a task. Write a response that appropriately completes the request.\\n\\n' }}
+            {%- endif %}
         {%- endif %}
         {%- for message in turns %}
             {%- if message.role == 'user' %}
-                {{- '### Instruction:\\n' + message.content + '\\n\\n' }}
+                {%- if not loop.first %}{{- '\\n\\n' }}{%- endif %}
+                {%- if message.input is defined and message.input %}
+                    {{- '### Instruction:\\n' + message.instruction + '\\n\\n### Input:\\n' + message.input + '\\n\\n' }}
+                {%- else %}
+                    {{- '### Instruction:\\n' + message.content + '\\n\\n' }}
+                {%- endif %}
             {%- elif message.role == 'assistant' %}
-                {{- '### Response:\\n' + message.content + eos_token + '\\n\\n' }}
+                {{- '### Response:' + message.content + eos_token }}
             {%- else %}
                 {{- raise_exception('alpaca: unsupported role ' + message.role) }}
             {%- endif %}
         {%- endfor %}
         {%- if add_generation_prompt %}
-            {{- '### Response:\\n' }}
+            {{- '### Response:' }}
         {%- endif %}
         """,
 
         // Vicuna v1.1.
         "vicuna": """
         {%- if messages and messages[0].role == 'system' %}
-            {{- messages[0].content + ' ' }}
+            {{- bos_token + messages[0].content + ' ' }}
             {%- set turns = messages[1:] %}
         {%- else %}
-            {{- "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, detailed, and polite answers to the user's questions. " }}
+            {{- bos_token + "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, detailed, and polite answers to the user's questions. " }}
             {%- set turns = messages %}
         {%- endif %}
         {%- for message in turns %}
@@ -119,6 +135,7 @@ enum BuiltinTemplates {
 
         // Guanaco (QLoRA paper): "### Human: ... ### Assistant: ...".
         "guanaco": """
+        {{- bos_token }}
         {%- for message in messages %}
             {%- if not loop.first %}{{- ' ' }}{%- endif %}
             {%- if message.role == 'system' %}

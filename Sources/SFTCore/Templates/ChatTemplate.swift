@@ -5,7 +5,10 @@
 // Provenance: each message's `content` enters the template as a string whose bytes are tagged
 // with the message index. Tags survive concatenation (`+`, `~`, join, format), slicing, trim /
 // strip, split, case mapping, replace (a replacement inside one message's text counts as that
-// message's), and macro output; they are dropped only where text is re-encoded (tojson, repr).
+// message's), and macro output; they are dropped only where text is re-encoded (repr, and tojson
+// of values mixing messages). An assistant's `tool_calls` strings carry its index too, and
+// `tojson` of a value whose strings all come from one message is attributed to that message, so
+// an assistant turn's span covers the tool calls it makes.
 // The rendered text's tagged bytes are the message spans.
 import Foundation
 
@@ -120,7 +123,7 @@ public struct ChatTemplate: Sendable {
     static func messageValue(_ m: ChatMessage, index: Int) -> JValue {
         var keys: [JValue] = [.str("role"), .str("content")]
         var values: [JValue] = [.str(m.role), .string(TString(m.content, source: index))]
-        if let calls = m.toolCalls { keys.append(.str("tool_calls")); values.append(JValue(json: calls)) }
+        if let calls = m.toolCalls { keys.append(.str("tool_calls")); values.append(JValue(json: calls, source: index)) }
         for k in m.extra.keys.sorted() { keys.append(.str(k)); values.append(JValue(json: m.extra[k]!)) }
         return .dict(DictBox(keys: keys, values: values))
     }

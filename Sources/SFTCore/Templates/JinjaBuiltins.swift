@@ -295,7 +295,10 @@ extension JinjaInterpreter {
             return .string(jinjaTitle(Py.str(v)))
         case "tojson":
             let a = try bind(["ensure_ascii", "indent", "separators", "sort_keys"])
-            return .str(try toJSON(v, ensureASCII: a[0]?.truthy ?? false, indent: a[1], separators: a[2], sortKeys: a[3]?.truthy ?? false))
+            let json = try toJSON(v, ensureASCII: a[0]?.truthy ?? false, indent: a[1], separators: a[2], sortKeys: a[3]?.truthy ?? false)
+            // JSON made of one message's strings (a tool call's arguments) stays that message's text.
+            if let source = v.singleSource() { return .string(TString(json, source: source)) }
+            return .str(json)
         case "trim":
             let a = try bind(["chars"])
             let chars = a[0].flatMap { $0.isNone ? nil : Py.str($0) }

@@ -426,6 +426,40 @@ extension JValue {
         }
     }
 
+    /// Like `init(json:)`, with every string value (not dict keys) attributed to message
+    /// `source` — an assistant's tool calls, so the spans of its turn cover them.
+    init(json: JSONValue, source: Int) {
+        switch json {
+        case .string(let s): self = .string(TString(s, source: source))
+        case .array(let a): self = .list(ListBox(a.map { JValue(json: $0, source: source) }))
+        case .object(let o):
+            self = .dict(DictBox(keys: o.map { .str($0.0) }, values: o.map { JValue(json: $0.1, source: source) }))
+        default: self = JValue(json: json)
+        }
+    }
+
+    /// The one message every string inside this value came from, if there is exactly one
+    /// (`tojson` output is attributed to it); nil when none or several.
+    func singleSource(depth: Int = 0) -> Int? {
+        var found: Int?
+        var mixed = false
+        func visit(_ v: JValue, _ d: Int) {
+            if mixed || d > 64 { mixed = true; return }
+            switch v {
+            case .string(let t):
+                for tr in t.tracks {
+                    if found == nil { found = tr.source } else if found != tr.source { mixed = true }
+                }
+                if t.tracks.isEmpty && !t.isEmpty { mixed = true }
+            case .list(let l): for x in l.items { visit(x, d + 1) }
+            case .dict(let dict): for x in dict.values { visit(x, d + 1) }
+            default: break
+            }
+        }
+        visit(self, depth)
+        return mixed ? nil : found
+    }
+
     /// The JSON image of this value for `tojson`, as Python's json.dumps sees it: tuples and
     /// generators become arrays; dict keys that are numbers, booleans or None become strings.
     func toJSON() throws -> JSONValue {

@@ -53,10 +53,12 @@ public enum Finetune {
         }
         onEvent?(.message("model: \(model.modelType), \(model.parameterCount()) parameters, \(model.parameterCount(trainableOnly: true)) trainable (\(config.method))"))
 
-        // Data.
+        // Data, checked by the data doctor in the same pass (its warnings open the run).
         let renderer = lm.chatTemplate.map { TemplateRenderer(template: $0, tokenizer: lm.tokenizer) }
+        let padId = lm.tokenizer.padTokenId ?? lm.tokenizer.eosTokenId ?? 0
         let prepared = try prepareDataset(URL(fileURLWithPath: config.data), config: config.dataConfig,
-                                          tokenizer: lm.tokenizer, renderer: renderer)
+                                          tokenizer: lm.tokenizer, renderer: renderer, doctor: config.dataConfig.doctor, padId: padId)
+        if let d = prepared.doctorReport { onEvent?(.message(d.description)) }
         var train = prepared.examples
         var evalExamples: [TokenizedExample] = []
         if let e = config.evalData {
@@ -73,7 +75,6 @@ public enum Finetune {
         guard !train.isEmpty else {
             throw SFTError.data(path: config.data, line: 0, message: "no usable training examples (\(prepared.datasetReport))")
         }
-        let padId = lm.tokenizer.padTokenId ?? lm.tokenizer.eosTokenId ?? 0
         let options = try config.dataConfig.batchingOptions(microBatchSize: config.perDeviceTrainBatchSize,
                                                             gradientAccumulation: config.gradientAccumulationSteps,
                                                             epochs: config.numTrainEpochs, seed: config.seed, padId: padId)

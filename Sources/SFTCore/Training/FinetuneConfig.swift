@@ -255,6 +255,10 @@ public struct FinetuneConfig: Codable, Equatable {
         ("padding_free", "without packing: concatenate a micro-batch into one row (default false)"),
         ("cross_document_attention", "packed rows attend across documents (default false)"),
         ("truncation", "truncate | drop | split over-long examples (default truncate)"),
+        ("prompt_template", "prompt with {field} placeholders for instruction / prompt-completion records, e.g. the Alpaca or reversed-Dolly prompt"),
+        ("span_end", "inclusive | exclusive: whether a data span [begin, end] includes end (default inclusive, Fast-LLM)"),
+        ("tools", "JSON file with tool schemas for conversations without their own"),
+        ("doctor", "check the data before training and print the findings (default true)"),
     ]
 
     /// Reads a config from a flat JSON object, rejecting unknown keys (keys starting with "_"

@@ -43,6 +43,9 @@ private func encodeSpecials(_ text: String, plain: (Substring, Int) -> [(Int32, 
 struct CharTokenizer: TextTokenizer {
     var bos = false
     var eosTokenId: Int32? = 4
+    var bosTokenId: Int32? { 3 }
+    var bosTokenText: String? { "<s>" }
+    var addsBOS: Bool { bos }
 
     func encodeWithOffsets(_ text: String, addSpecialTokens: Bool) throws -> (ids: [Int32], offsets: [Range<Int>]) {
         var (ids, offsets) = encodeSpecials(text) { s, base in
@@ -94,7 +97,11 @@ final class WordTokenizer: TextTokenizer {
 /// ChatML as SmolLM2 renders it: `<|im_start|>role\ncontent<|im_end|>\n`; an assistant turn
 /// ends with `<|im_end|>` (the newline after it is not part of the turn).
 struct ChatMLRenderer: ChatRenderer {
-    func renderForTraining(_ messages: [ChatMessage]) throws -> RenderedConversation {
+    func renderPrompt(_ messages: [ChatMessage], tools: JSONValue?) throws -> String {
+        try renderForTraining(messages, tools: tools).text + "<|im_start|>assistant\n"
+    }
+
+    func renderForTraining(_ messages: [ChatMessage], tools: JSONValue? = nil) throws -> RenderedConversation {
         var text = ""
         var turns: [AssistantSpan] = []
         for m in messages {

@@ -24,7 +24,9 @@ final class DatasetLoadingTests: XCTestCase {
                                                            input: "The cat sleeps.", output: "Le chat dort."))
         XCTAssertEqual(d.examples[2].content, .instruction(instruction: "Name a prime number.", input: "", output: "Seven."))
         XCTAssertEqual(d.examples[3].messages.first?.content, "Summarize: \"quotes\", commas, and ünïcödé ✓.")
-        XCTAssertEqual(d.examples[1].messages, [ChatMessage(role: "user", content: "Translate the sentence into French.\n\nThe cat sleeps."),
+        XCTAssertEqual(d.examples[1].messages, [ChatMessage(role: "user", content: "Translate the sentence into French.\n\nThe cat sleeps.",
+                                                            extra: ["instruction": .string("Translate the sentence into French."),
+                                                                    "input": .string("The cat sleeps.")]),
                                                 ChatMessage(role: "assistant", content: "Le chat dort.")])
         XCTAssertEqual(d.report.skipped.map(\.location), [SourceLocation(line: 13, index: 3), SourceLocation(line: 14, index: 4)])
         XCTAssertEqual(d.report.skipped[0].reason, "missing field: 'output'")
@@ -62,7 +64,7 @@ final class DatasetLoadingTests: XCTestCase {
         XCTAssertEqual(d.examples[1].messages.first?.content, "Part one, part two.")
         let skipped = d.report.skipped.map { "\($0.location.line) \($0.location.index) \($0.reason)" }
         XCTAssertEqual(skipped, [
-            "4 2 unknown role: 'tool' in messages[1]",
+            "4 2 a tool result must follow an assistant message with tool_calls: message 1 is 'tool' after 'user'",
             "5 3 invalid JSON: unexpected end of record inside an object (line 5)",
             "6 4 wrong type: 'messages' is not a list",
             "7 5 no assistant turn",

@@ -44,7 +44,7 @@ final class FormattingTests: XCTestCase {
         let t = try format(withInput, renderer: nil, tokenizer: CharTokenizer(bos: true))
         let expectedPrompt = "Below is an instruction that describes a task, paired with an input that provides further context. "
             + "Write a response that appropriately completes the request.\n\n### Instruction:\nTranslate.\n\n"
-            + "### Input:\nThe cat sleeps.\n\n### Response:\n"
+            + "### Input:\nThe cat sleeps.\n\n### Response:"  // Stanford Alpaca: the response follows directly
         XCTAssertEqual(t.formatted?.text, expectedPrompt + "Le chat dort.")
         XCTAssertEqual(t.ids.first, 3)  // BOS from the tokenizer, not trained
         XCTAssertFalse(t.trained[0])
@@ -55,7 +55,7 @@ final class FormattingTests: XCTestCase {
         let noInput = SFTExample(content: .instruction(instruction: "Name a prime.", input: "", output: "7"), source: convo.source)
         let u = try format(noInput, renderer: nil)
         XCTAssertEqual(u.formatted?.text, "Below is an instruction that describes a task. Write a response that appropriately "
-                       + "completes the request.\n\n### Instruction:\nName a prime.\n\n### Response:\n7")
+                       + "completes the request.\n\n### Instruction:\nName a prime.\n\n### Response:7")
         XCTAssertEqual(trainedRuns(u), ["7</s>"])
         XCTAssertEqual(trainedRuns(try format(noInput, renderer: nil, FormatOptions(trainEndOfTurn: false))), ["7"])
         // With a chat template the same record is a user/assistant exchange.
@@ -147,7 +147,8 @@ final class FormattingTests: XCTestCase {
     }
 
     struct RejectsSystem: ChatRenderer {
-        func renderForTraining(_ messages: [ChatMessage]) throws -> RenderedConversation {
+        func renderPrompt(_ messages: [ChatMessage], tools: JSONValue?) throws -> String { "" }
+        func renderForTraining(_ messages: [ChatMessage], tools: JSONValue?) throws -> RenderedConversation {
             if messages.first?.role == "system" { throw SFTError.template(line: 1, column: 1, message: "System role not supported") }
             return try ChatMLRenderer().renderForTraining(messages)
         }

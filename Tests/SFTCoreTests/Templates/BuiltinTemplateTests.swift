@@ -22,13 +22,13 @@ final class BuiltinTemplateTests: XCTestCase {
 
     func testEachBuiltinRendersItsFormat() throws {
         let want: [String: String] = [
-            "chatml": "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\n",
+            "chatml": "<s><|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\n",
             "llama-2": "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST] Hello! </s><s>[INST] Bye [/INST]",
             "llama-3": "<s><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nHello!<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nBye<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
             "mistral": "<s>[INST] Be brief.\n\nHi [/INST]Hello!</s>[INST] Bye [/INST]",
-            "alpaca": "Be brief.\n\n### Instruction:\nHi\n\n### Response:\nHello!</s>\n\n### Instruction:\nBye\n\n### Response:\n",
-            "vicuna": "Be brief. USER: Hi ASSISTANT: Hello!</s>USER: Bye ASSISTANT:",
-            "guanaco": "Be brief. ### Human: Hi ### Assistant: Hello!</s> ### Human: Bye ### Assistant:",
+            "alpaca": "<s>Be brief.\n\n### Instruction:\nHi\n\n### Response:Hello!</s>\n\n### Instruction:\nBye\n\n### Response:",
+            "vicuna": "<s>Be brief. USER: Hi ASSISTANT: Hello!</s>USER: Bye ASSISTANT:",
+            "guanaco": "<s>Be brief. ### Human: Hi ### Assistant: Hello!</s> ### Human: Bye ### Assistant:",
         ]
         for name in ChatTemplate.builtinNames {
             XCTAssertEqual(try render(name, conversation), want[name], name)
@@ -37,8 +37,8 @@ final class BuiltinTemplateTests: XCTestCase {
 
     func testDefaultSystemPromptsAndRoleChecks() throws {
         let noSystem = Array(conversation.dropFirst())
-        XCTAssert(try render("alpaca", noSystem).hasPrefix("Below is an instruction that describes a task."))
-        XCTAssert(try render("vicuna", noSystem).hasPrefix("A chat between a curious user and an artificial intelligence assistant."))
+        XCTAssert(try render("alpaca", noSystem).hasPrefix("<s>Below is an instruction that describes a task."))
+        XCTAssert(try render("vicuna", noSystem).hasPrefix("<s>A chat between a curious user and an artificial intelligence assistant."))
         XCTAssertEqual(try render("llama-2", noSystem, prompt: false), "<s>[INST] Hi [/INST] Hello! </s><s>[INST] Bye [/INST]")
         XCTAssertThrowsError(try render("llama-2", [ChatMessage(role: "assistant", content: "x")]))
         XCTAssertThrowsError(try render("mistral", [ChatMessage(role: "user", content: "a"), ChatMessage(role: "user", content: "b")]))
