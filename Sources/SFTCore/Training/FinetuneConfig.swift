@@ -53,6 +53,10 @@ public struct FinetuneConfig: Codable, Equatable {
     public var seed: UInt64 = 42
     public var samplePrompts: [String] = []
     public var sampleMaxNewTokens: Int = 64
+    /// Data parallelism (under mpirun/srun): 1 shards AdamW's moments across the ranks.
+    public var zeroStage: Int = 0
+    /// Seconds a rank waits for the others in a collective before the job is ended (0: forever).
+    public var collectiveTimeout: Double = 1800
     /// The data part (format, masks, packing...), read from the same flat object.
     public var dataConfig = DataConfig()
 
@@ -73,6 +77,7 @@ public struct FinetuneConfig: Codable, Equatable {
         case overwriteOutputDir = "overwrite_output_dir", stopOnDivergence = "stop_on_divergence"
         case resumeFromCheckpoint = "resume_from_checkpoint", seed, samplePrompts = "sample_prompts"
         case sampleMaxNewTokens = "sample_max_new_tokens"
+        case zeroStage = "zero_stage", collectiveTimeout = "collective_timeout"
     }
 
     public init(from decoder: Decoder) throws {
@@ -109,6 +114,7 @@ public struct FinetuneConfig: Codable, Equatable {
         overwriteOutputDir = try v(.overwriteOutputDir, d.overwriteOutputDir); stopOnDivergence = try v(.stopOnDivergence, d.stopOnDivergence)
         seed = try v(.seed, d.seed); samplePrompts = try v(.samplePrompts, d.samplePrompts)
         sampleMaxNewTokens = try v(.sampleMaxNewTokens, d.sampleMaxNewTokens)
+        zeroStage = try v(.zeroStage, d.zeroStage); collectiveTimeout = try v(.collectiveTimeout, d.collectiveTimeout)
         dataConfig = try DataConfig(from: decoder)
     }
 
@@ -139,6 +145,7 @@ public struct FinetuneConfig: Codable, Equatable {
         try c.encodeIfPresent(resumeFromCheckpoint, forKey: .resumeFromCheckpoint); try c.encode(seed, forKey: .seed)
         try c.encode(overwriteOutputDir, forKey: .overwriteOutputDir); try c.encode(stopOnDivergence, forKey: .stopOnDivergence)
         try c.encode(samplePrompts, forKey: .samplePrompts); try c.encode(sampleMaxNewTokens, forKey: .sampleMaxNewTokens)
+        try c.encode(zeroStage, forKey: .zeroStage); try c.encode(collectiveTimeout, forKey: .collectiveTimeout)
         try dataConfig.encode(to: encoder)
     }
 
@@ -187,6 +194,8 @@ public struct FinetuneConfig: Codable, Equatable {
         ("seed", "seed for initialization, shuffling and dropout (default 42)"),
         ("sample_prompts", "prompts generated from at each evaluation, written to the log"),
         ("sample_max_new_tokens", "length of sample generations (default 64)"),
+        ("zero_stage", "under mpirun/srun: 0 = every rank keeps all AdamW states, 1 = states sharded across ranks (default 0)"),
+        ("collective_timeout", "under mpirun/srun: seconds a rank waits for the others before the job ends with an error naming the step; 0 = forever (default 1800)"),
         ("format", "dataset format: auto | alpaca | sharegpt | messages | dolly | completion | guanaco | text"),
         ("fields", "field renames, e.g. {\"instruction\": \"question\"}"),
         ("strict", "fail on the first bad record instead of skipping it (default false)"),

@@ -23,10 +23,12 @@ public final class AdamW {
     /// Optimizer steps taken.
     public private(set) var step = 0
 
-    public init(parameters: [(String, Parameter)], config: AdamWConfig) throws {
+    /// `keepsState(i)`: whether this optimizer holds moments for (and updates) parameter i;
+    /// false for the parameters other ranks own under `zero_stage: 1`.
+    public init(parameters: [(String, Parameter)], config: AdamWConfig, keepsState: (Int) -> Bool = { _ in true }) throws {
         self.config = config
         self.parameters = parameters
-        for (name, p) in parameters {
+        for (i, (name, p)) in parameters.enumerated() where keepsState(i) {
             m[name] = try Tensor.zeros(p.value.shape, on: p.value.backend)
             v[name] = try Tensor.zeros(p.value.shape, on: p.value.backend)
         }
@@ -50,9 +52,9 @@ public final class AdamW {
         }
     }
 
-    /// Restores the state saved by a checkpoint.
+    /// Restores the state saved by a checkpoint (the moments this optimizer keeps).
     public func restore(step: Int, m: [String: [Float]], v: [String: [Float]]) throws {
-        for (name, _) in parameters {
+        for (name, _) in parameters where self.m[name] != nil {
             guard let mv = m[name], let vv = v[name] else {
                 throw SFTError.weights(key: name, message: "optimizer state missing in the checkpoint")
             }
