@@ -44,7 +44,7 @@ public final class DataParallel {
 
     /// Splits a list of sizes into `ranks` contiguous runs of about equal total: parameter i
     /// goes to the rank whose share holds its midpoint.
-    static func partition(_ sizes: [Int], ranks: Int) -> [Int] {
+    public static func partition(_ sizes: [Int], ranks: Int) -> [Int] {
         let total = max(1, sizes.reduce(0, +))
         var before = 0
         return sizes.map { n in
