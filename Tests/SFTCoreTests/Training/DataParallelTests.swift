@@ -78,7 +78,7 @@ final class DataParallelTests: XCTestCase {
         for (k, v) in extra { env[k] = v }
         p.environment = env
         let log = FileManager.default.temporaryDirectory.appendingPathComponent("sft-dp-log-\(UUID().uuidString)")
-        FileManager.default.createFile(atPath: log.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
         defer { try? FileManager.default.removeItem(at: log) }
         let h = try FileHandle(forWritingTo: log)
         p.standardOutput = h; p.standardError = h
