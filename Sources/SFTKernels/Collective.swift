@@ -139,6 +139,15 @@ public func launchedRanks(_ env: [String: String] = ProcessInfo.processInfo.envi
     return nil
 }
 
+/// This process's index among the job's ranks on its machine (for one GPU per rank):
+/// OMPI_COMM_WORLD_LOCAL_RANK (mpirun), SLURM_LOCALID (srun), MPI_LOCALRANKID, PMI_LOCAL_RANK.
+public func launchedLocalRank(_ env: [String: String] = ProcessInfo.processInfo.environment) -> Int? {
+    for key in ["OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID", "PMI_LOCAL_RANK"] {
+        if let r = env[key].flatMap(Int.init) { return r }
+    }
+    return nil
+}
+
 nonisolated(unsafe) private var world: (any Collective)?
 private let worldLock = NSLock()
 

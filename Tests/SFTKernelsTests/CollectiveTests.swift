@@ -14,6 +14,9 @@ final class CollectiveTests: XCTestCase {
         XCTAssertEqual(launchedRanks(["OMPI_COMM_WORLD_SIZE": "3", "OMPI_COMM_WORLD_RANK": "1"]), 3)
         XCTAssertEqual(launchedRanks(["PMI_SIZE": "8", "PMI_RANK": "0"]), 8)
         XCTAssertEqual(launchedRanks(["PMIX_RANK": "2", "SLURM_STEP_NUM_TASKS": "4"]), 4)
+        XCTAssertEqual(launchedLocalRank(["OMPI_COMM_WORLD_LOCAL_RANK": "3"]), 3)
+        XCTAssertEqual(launchedLocalRank(["SLURM_LOCALID": "1"]), 1)
+        XCTAssertNil(launchedLocalRank([:]))
     }
 
     func testSingleProcessChangesNothing() throws {

@@ -33,7 +33,8 @@ public enum Finetune {
         if group.size > 1 {
             onEvent?(.message("data parallel: \(group.summary), zero_stage \(config.zeroStage); global batch = \(config.perDeviceTrainBatchSize) × \(config.gradientAccumulationSteps) × \(group.size) rows"))
         }
-        let device = try Device(parsing: config.device)
+        var device = try Device(parsing: config.device)
+        if group.size > 1, config.device == "cuda", let local = launchedLocalRank() { device = .cuda(local) }   // one GPU per rank
         if let t = config.threads { setCPUThreads(t) }
         let backend = try SFTKernels.backend(for: device)
         Autograd.randomSeed = config.seed

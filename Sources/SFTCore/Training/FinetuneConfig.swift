@@ -158,7 +158,7 @@ public struct FinetuneConfig: Codable, Equatable {
         ("output_dir", "run folder: adapter/model, checkpoints, metrics.jsonl, loss.svg (default runs/sft)"),
         ("method", "lora | qlora | full (default lora); qlora = LoRA on a 4-bit base"),
         ("template", "chat template: a built-in name or a .jinja file (default: the model's own)"),
-        ("device", "cpu (default) or cuda"),
+        ("device", "cpu (default), cuda or cuda:N; under mpirun/srun, cuda means one GPU per rank (the rank's index on its node)"),
         ("threads", "CPU threads (default: all cores)"),
         ("lora_r", "LoRA rank (default 16)"),
         ("lora_alpha", "LoRA alpha; scaling = alpha/r (default 32)"),
