@@ -1,6 +1,6 @@
 // Data parallelism over MPI, as users launch it: `mpirun -np 2 sftctl finetune ...` of the
 // built sftctl on the real model. Two ranks equal one process with twice the accumulation
-// (LoRA dropout on), zero_stage 1 equals unsharded, a 2-rank checkpoint resumes on one process,
+// (LoRA dropout on; eval loss too), zero_stage 1 equals unsharded, a 2-rank checkpoint resumes on one process,
 // and a rank that fails or stalls ends the whole job.
 //
 // Needs Open MPI's mpirun (scripts/install-deps installs it); skipped without it unless
@@ -108,6 +108,13 @@ final class DataParallelTests: XCTestCase {
         }
     }
 
+    func evalLosses(_ out: URL) throws -> [Double] {
+        let text = try String(contentsOf: out.appendingPathComponent("metrics.jsonl"), encoding: .utf8)
+        return try text.split(separator: "\n").compactMap {
+            (try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])?["eval_loss"] as? Double
+        }
+    }
+
     func tensors(_ file: URL) throws -> [String: [Float]] {
         let f = try SafetensorsFile(url: file)
         var out: [String: [Float]] = [:]
@@ -139,12 +146,13 @@ final class DataParallelTests: XCTestCase {
         let data = try writeData(dir)
         let one = dir.appendingPathComponent("one"), two = dir.appendingPathComponent("two")
         let zero = dir.appendingPathComponent("zero")
-        let r1 = try run(sftctl.path, try arguments(data: data, out: one, accumulation: 4))
+        let eval = ["--eval_split", "0.25", "--eval_steps", "3"]   // 3 eval rows, shared out over the ranks
+        let r1 = try run(sftctl.path, try arguments(data: data, out: one, accumulation: 4, eval))
         XCTAssertEqual(r1.status, 0, r1.output)
-        let r2 = try mpi(2, try arguments(data: data, out: two, accumulation: 2))
+        let r2 = try mpi(2, try arguments(data: data, out: two, accumulation: 2, eval))
         XCTAssertEqual(r2.status, 0, r2.output)
         XCTAssertTrue(r2.output.contains("data parallel: Open MPI"), r2.output)
-        let rz = try mpi(2, try arguments(data: data, out: zero, accumulation: 2, ["--zero_stage", "1"]))
+        let rz = try mpi(2, try arguments(data: data, out: zero, accumulation: 2, eval + ["--zero_stage", "1"]))
         XCTAssertEqual(rz.status, 0, rz.output)
         XCTAssertTrue(rz.output.contains("sharded over 2 ranks"), rz.output)
 
@@ -153,6 +161,9 @@ final class DataParallelTests: XCTestCase {
         XCTAssertEqual(l1.count, l2.count)
         for (a, b) in zip(l1, l2) { XCTAssertEqual(a, b, accuracy: 1e-6 * abs(a), "loss curves: \(l1) vs \(l2)") }
         XCTAssertNotEqual(l1[0], l1[2], "the run should learn")
+        let e1 = try evalLosses(one), e2 = try evalLosses(two)
+        XCTAssertEqual(e1.count, 1)
+        XCTAssertEqual(e1.first ?? 0, e2.first ?? 1, accuracy: 1e-6 * abs(e1.first ?? 0), "eval loss")
         assertClose(try adapter(one), try adapter(two), tolerance: 1e-5, "adapter, 1 process vs 2 ranks")
         // zero_stage 1: the same sums, the same updates, gathered states.
         XCTAssertEqual(try losses(zero), l2)
@@ -160,7 +171,7 @@ final class DataParallelTests: XCTestCase {
         assertClose(try tensors(two.appendingPathComponent("checkpoint-3/optimizer.safetensors")),
                     try tensors(zero.appendingPathComponent("checkpoint-3/optimizer.safetensors")), tolerance: 0,
                     "optimizer states, zero_stage 0 vs 1")
-        // Only rank 0 wrote: one metrics line per step, one final report.
+        // Only rank 0 reported: one final report.
         XCTAssertEqual(r2.output.components(separatedBy: "done: 3 steps").count, 2, r2.output)
     }
 
