@@ -2,6 +2,7 @@
 // SFTCore's Finetune.run, and shows progress (a bar on a terminal, plain lines otherwise).
 import Foundation
 import SFTCore
+import SFTKernels
 
 let finetuneCommand = Command(
     name: "finetune",
@@ -107,6 +108,7 @@ func runFinetune(_ args: Arguments) throws {
         }
     }
     let result = try Finetune.run(config, onEvent: progress.handle, trainerCreated: { activeTrainer = $0 })
+    if let group = existingWorldCollective, group.rank != 0 { return }   // rank 0 reports a job's result
     let s = result.summary
     progress.line("done: \(s.steps) steps, \(s.trainedTokens) trained tokens in \(Int(s.seconds)) s, final loss \(progress.fmt(s.finalLoss ?? .nan))"
                   + (s.bestEvalLoss.map { ", best eval loss \(progress.fmt($0))" } ?? "")

@@ -5,6 +5,7 @@
 // parses options and prints.
 import Foundation
 import SFTCore
+import SFTKernels
 
 let inspectCommand = Command(
     name: "inspect",
@@ -19,7 +20,8 @@ let inspectCommand = Command(
       --model PATH   a .gguf file, a .safetensors file or an HF model folder
       --devices      show the devices instead: CPU instruction set, and for CUDA which of
                      libcuda.so.1, libnvrtc and libcublasLt were found where (and every place
-                     searched for a missing one; SFT_CUDA_LIBS adds folders), driver, GPUs
+                     searched for a missing one; SFT_CUDA_LIBS adds folders), driver, GPUs;
+                     and the MPI library data-parallel jobs use (Open MPI; SFT_MPI_LIB names it)
       --json         print one JSON object instead of text
     """,
     booleanFlags: ["devices"],
@@ -63,9 +65,16 @@ private func printDevices(json: Bool) {
                 "gpus": cuda.gpus.map { ["ordinal": $0.ordinal, "name": $0.name, "arch": $0.arch,
                                          "multiprocessors": $0.multiprocessors, "memory_bytes": $0.memoryBytes] },
             ] as [String: Any],
+            "mpi": ["path": MPILibrary.path ?? NSNull(), "version": MPILibrary.version ?? NSNull(),
+                    "reason": MPILibrary.path == nil ? MPILibrary.loadError : NSNull()] as [String: Any],
         ])
     } else {
         print("cpu: \(CPUBackend.instructionSet), \(CPUBackend.shared.threads) threads")
         for line in cuda.lines { print(line) }
+        if let path = MPILibrary.path {
+            print("mpi: \(MPILibrary.version ?? "unknown version") (\(path)); launch: mpirun -np N sftctl finetune ...")
+        } else {
+            print("mpi: not available (\(MPILibrary.loadError))")
+        }
     }
 }

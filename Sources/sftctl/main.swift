@@ -2,6 +2,7 @@
 // its own. One file per command; each registers itself in `commands` below.
 import Foundation
 import SFTCore
+import SFTKernels
 
 /// A subcommand: `sftctl NAME ...`.
 struct Command {
@@ -43,11 +44,22 @@ guard let command = commands.first(where: { $0.name == name }) else {
 }
 let rest = Array(argv.dropFirst())
 if rest.contains("--help") || rest.contains("-h") { print(command.help); exit(0) }
+/// Ends the process, or, in a data-parallel job (mpirun/srun), every rank of it: the other
+/// ranks would otherwise wait for this one until their collective timeout.
+func fail(_ message: String, code: Int32) -> Never {
+    if let group = existingWorldCollective, group.size > 1 {
+        writeStderr("sftctl \(name) (rank \(group.rank) of \(group.size)): " + message)
+        group.abort(code: code)
+    }
+    writeStderr("sftctl \(name): " + message)
+    exit(code)
+}
 do {
     let args = try Arguments(rest, booleanFlags: command.booleanFlags.union(["json"]))
     try command.run(args)
+    try existingWorldCollective?.finish()
 } catch let e as UsageError {
-    writeStderr("sftctl \(name): \(e.description)\n(see sftctl \(name) --help)"); exit(2)
+    fail("\(e.description)\n(see sftctl \(name) --help)", code: 2)
 } catch {
-    writeStderr("sftctl \(name): error: \(error)"); exit(1)
+    fail("error: \(error)", code: 1)
 }

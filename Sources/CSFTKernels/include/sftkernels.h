@@ -410,6 +410,37 @@ int sft_cublaslt_gemm(void *handle, int trans_a, int trans_b, int64_t M, int64_t
                       int tf32, sft_CUdeviceptr workspace, size_t workspace_bytes,
                       sft_CUstream stream);
 
+// ---------------------------------------------------------------------------------------------
+// MPI loader (run-time dlopen of Open MPI; no build-time MPI). mpi_loader.c.
+// libmpi.so.40 is searched by the dynamic loader's path ($SFT_MPI_LIB, a file, first when set).
+// Collectives act on MPI_COMM_WORLD, start nonblocking and wait at most `timeout_s` seconds
+// (<= 0: forever). They return 0, SFT_MPI_TIMEOUT, or -1; both failures leave a message in
+// sft_last_error(). Calls must come from one thread at a time (MPI_THREAD_SERIALIZED).
+// ---------------------------------------------------------------------------------------------
+
+enum { SFT_MPI_TIMEOUT = -2 };
+/// Opens libmpi once per process and resolves its symbols; 0, or -1 (see sft_mpi_load_error).
+int sft_mpi_load(void);
+/// The file libmpi was loaded from ("" when not loaded).
+const char *sft_mpi_lib_path(void);
+/// Why libmpi could not be loaded ("" when loaded or not tried).
+const char *sft_mpi_load_error(void);
+/// The library's version line (MPI_Get_library_version; works before MPI_Init).
+int sft_mpi_library_version(char *out, size_t cap);
+/// Initializes MPI (once; MPI_THREAD_SERIALIZED, errors returned as codes) and reports this
+/// process's rank and the job's size.
+int sft_mpi_init(int *rank, int *size);
+/// In-place sum over all ranks.
+int sft_mpi_allreduce_sum_f32(float *buf, size_t count, double timeout_s);
+int sft_mpi_allreduce_sum_f64(double *buf, size_t count, double timeout_s);
+/// Copies `bytes` bytes of rank `root`'s `buf` into every rank's `buf`.
+int sft_mpi_broadcast(void *buf, size_t bytes, int root, double timeout_s);
+int sft_mpi_barrier(double timeout_s);
+/// Ends every rank of the job (MPI_Abort) with exit code `code`; exit(code) without MPI.
+void sft_mpi_abort(int code);
+/// MPI_Finalize when MPI was initialized (and not finalized); 0 otherwise.
+int sft_mpi_finalize(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -37,8 +37,11 @@ public struct MemoryEstimate: Sendable, CustomStringConvertible {
     ///   - lora: adapters on the Linears it targets, or nil for full finetuning.
     ///   - activationBytes: bytes per activation value (4 on CPU, 2 for bf16 on GPU).
     ///   - lossChunk: rows of logits the fused LM-head loss holds at once.
+    ///   - optimizerShards: ranks the AdamW moments are split over (`zero_stage: 1`); the
+    ///     estimate is then per rank.
     public init(config c: LlamaConfig, quantization: QuantizationConfig?, lora: LoRAConfig?, batch: Int, sequence: Int,
-                checkpointing: Bool, weightBytes: Int = 4, activationBytes: Int = 4, lossChunk: Int = 256) {
+                checkpointing: Bool, weightBytes: Int = 4, activationBytes: Int = 4, lossChunk: Int = 256,
+                optimizerShards: Int = 1) {
         let C = c.hiddenSize, F = c.intermediateSize, L = c.numLayers, V = c.vocabSize
         let Q = c.numHeads * c.headDim, KVd = c.numKVHeads * c.headDim
         // (name, in, out) of each Linear in one decoder layer.
@@ -65,7 +68,7 @@ public struct MemoryEstimate: Sendable, CustomStringConvertible {
         adapters = adapterValues * 4
         let trainable = lora == nil ? linearValues + otherValues : adapterValues
         gradients = trainable * 4
-        optimizer = trainable * 8
+        optimizer = (trainable * 8 + optimizerShards - 1) / max(1, optimizerShards)
         let tokens = batch * sequence
         let perLayer = 6 * C + 3 * Q + 3 * KVd + c.numHeads + 3 * F + loraActivations
         let head = tokens * 2 * C + min(lossChunk, tokens) * V      // final norm in/out, one logits chunk
@@ -75,6 +78,7 @@ public struct MemoryEstimate: Sendable, CustomStringConvertible {
         let method = quantization.map { "QLoRA \($0.type.rawValue)\($0.doubleQuant ? " + double quant" : "")" }
             ?? (lora == nil ? "full finetuning" : "LoRA")
         summary = "\(method), \(L) layers × hidden \(C), batch \(batch) × \(sequence) tokens"
+            + (optimizerShards > 1 ? ", per rank with AdamW states sharded over \(optimizerShards) ranks" : "")
     }
 
     public var description: String {

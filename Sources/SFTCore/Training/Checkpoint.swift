@@ -39,23 +39,28 @@ extension Trainer {
     }
 
     /// Writes `checkpoint-STEP` atomically and prunes old ones beyond `saveTotalLimit`.
+    /// With several ranks every rank calls it (sharded optimizer states are gathered) and rank 0
+    /// writes.
     @discardableResult
     public func saveCheckpoint(elapsed: Double) throws -> URL {
         let fm = FileManager.default
+        let final = outputDirectory.appendingPathComponent("checkpoint-\(globalStep)")
+        let gathered = try parallel.atStep(globalStep, "gathering optimizer states") { try parallel.fullMoments(optimizer, parameters) }
+        lastCheckpointStep = globalStep
+        guard let allMoments = gathered else { return final }
         try fm.createDirectory(at: outputDirectory, withIntermediateDirectories: true)
         for n in (try? fm.contentsOfDirectory(atPath: outputDirectory.path)) ?? [] where n.hasPrefix(".tmp-checkpoint-") {
             try? fm.removeItem(at: outputDirectory.appendingPathComponent(n))
         }
-        let final = outputDirectory.appendingPathComponent("checkpoint-\(globalStep)")
         let tmp = outputDirectory.appendingPathComponent(".tmp-checkpoint-\(globalStep)-\(ProcessInfo.processInfo.processIdentifier)")
         try fm.createDirectory(at: tmp, withIntermediateDirectories: true)
         do {
             var weights: [(name: String, tensor: SafetensorsTensor)] = []
             var moments: [(name: String, tensor: SafetensorsTensor)] = []
-            for (name, p) in parameters {
+            for ((name, p), mv) in zip(parameters, allMoments) {
                 weights.append((name, try SafetensorsTensor(try p.value.floats(), shape: p.value.shape)))
-                moments.append(("m." + name, try SafetensorsTensor(try optimizer.m[name]!.floats(), shape: p.value.shape)))
-                moments.append(("v." + name, try SafetensorsTensor(try optimizer.v[name]!.floats(), shape: p.value.shape)))
+                moments.append(("m." + name, try SafetensorsTensor(mv.m, shape: p.value.shape)))
+                moments.append(("v." + name, try SafetensorsTensor(mv.v, shape: p.value.shape)))
             }
             try Safetensors.write(weights, to: tmp.appendingPathComponent("trainable.safetensors"))
             try Safetensors.write(moments, to: tmp.appendingPathComponent("optimizer.safetensors"))
@@ -104,6 +109,7 @@ extension Trainer {
                 throw SFTError.weights(key: name, message: "missing or of another shape in \(url.lastPathComponent)")
             }
             try p.value.assign(try weights.loadF32(name))
+            guard optimizer.m[name] != nil else { continue }   // another rank's shard (zero_stage 1)
             m[name] = try moments.loadF32("m." + name)
             v[name] = try moments.loadF32("v." + name)
         }
@@ -116,6 +122,7 @@ extension Trainer {
         evalsWithoutImprovement = state.evalsWithoutImprovement
         trainedTokens = state.trainedTokens
         elapsedBefore = state.elapsedSeconds
+        lastCheckpointStep = state.globalStep
     }
 }
 

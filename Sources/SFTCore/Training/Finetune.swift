@@ -1,7 +1,9 @@
 // `Finetune.run`: the whole finetuning job behind `sftctl finetune`, as a library call.
 // Loads the model with its tokenizer and template, attaches LoRA (or unfreezes for full
 // finetuning), prepares and packs the data, trains with checkpoints and logs, and writes the
-// result: a PEFT adapter folder (LoRA) or the trained weights (full).
+// result: a PEFT adapter folder (LoRA) or the trained weights (full). Started by mpirun/srun,
+// each process is one rank of a data-parallel job (DataParallel.swift): rank 0 holds the run
+// folder and writes every file.
 
 import Foundation
 
@@ -18,12 +20,22 @@ public struct FinetuneResult {
 public enum Finetune {
     /// Runs the job `config` describes. `onEvent` sees progress; `trainerCreated` hands out the
     /// trainer (e.g. so a signal handler can set `stopRequested`).
-    public static func run(_ config: FinetuneConfig, onEvent: ((TrainerEvent) -> Void)? = nil,
-                           trainerCreated: ((Trainer) -> Void)? = nil) throws -> FinetuneResult {
+    /// `collective`: the job's ranks (default: MPI when started by mpirun/srun, else this
+    /// process alone); only rank 0 reports to `onEvent`.
+    public static func run(_ config: FinetuneConfig, onEvent events: ((TrainerEvent) -> Void)? = nil,
+                           trainerCreated: ((Trainer) -> Void)? = nil, collective: (any Collective)? = nil) throws -> FinetuneResult {
         guard !config.model.isEmpty else { throw SFTError.config(field: "model", message: "required") }
         guard !config.data.isEmpty else { throw SFTError.config(field: "data", message: "required") }
         try config.validate()
-        let device = try Device(parsing: config.device)
+        guard config.collectiveTimeout >= 0 else { throw SFTError.config(field: "collective_timeout", message: "must be >= 0 seconds (0: wait forever)") }
+        let group = try collective ?? worldCollective(timeout: config.collectiveTimeout)
+        group.timeout = config.collectiveTimeout
+        let onEvent: ((TrainerEvent) -> Void)? = group.rank == 0 ? events : nil
+        if group.size > 1 {
+            onEvent?(.message("data parallel: \(group.summary), zero_stage \(config.zeroStage); global batch = \(config.perDeviceTrainBatchSize) × \(config.gradientAccumulationSteps) × \(group.size) rows"))
+        }
+        var device = try Device(parsing: config.device)
+        if group.size > 1, config.device == "cuda", let local = launchedLocalRank() { device = .cuda(local) }   // one GPU per rank
         if let t = config.threads { setCPUThreads(t) }
         let backend = try SFTKernels.backend(for: device)
         Autograd.randomSeed = config.seed
@@ -76,7 +88,7 @@ public enum Finetune {
             throw SFTError.data(path: config.data, line: 0, message: "no usable training examples (\(prepared.datasetReport))")
         }
         let options = try config.dataConfig.batchingOptions(microBatchSize: config.perDeviceTrainBatchSize,
-                                                            gradientAccumulation: config.gradientAccumulationSteps,
+                                                            gradientAccumulation: config.gradientAccumulationSteps * group.size,
                                                             epochs: config.numTrainEpochs, seed: config.seed, padId: padId)
         let plan = try BatchPlan(examples: train, options: options)
         guard plan.totalSteps > 0 else {
@@ -93,16 +105,17 @@ public enum Finetune {
             let estimate = MemoryEstimate(config: llama.config, quantization: quantization,
                                           lora: config.method == "full" ? nil : config.lora,
                                           batch: config.perDeviceTrainBatchSize, sequence: config.dataConfig.maxSeqLength,
-                                          checkpointing: config.gradientCheckpointing)
+                                          checkpointing: config.gradientCheckpointing,
+                                          optimizerShards: config.zeroStage == 1 ? group.size : 1)
             onEvent?(.message("memory estimate: \(estimate)"))
         }
         onEvent?(.message("data: \(prepared.datasetReport.examples) examples (\(prepared.datasetReport.skipped.count) skipped), \(train.count) train / \(evalExamples.count) eval; \(plan.report)"))
 
-        // Trainer. The run holds its folder's lock until it returns.
+        // Trainer. The run (rank 0) holds its folder's lock until it returns.
         let out = URL(fileURLWithPath: config.outputDir)
-        let lock = try RunFolderLock(folder: out)
-        defer { lock.release() }
-        let earlier = Trainer.checkpoints(in: out)
+        let lock = group.rank == 0 ? try RunFolderLock(folder: out) : nil
+        defer { lock?.release() }
+        let earlier = group.rank == 0 ? Trainer.checkpoints(in: out) : []
         if !earlier.isEmpty && config.resumeFromCheckpoint == nil {
             guard config.overwriteOutputDir else {
                 throw SFTError.config(field: "output_dir", message: "\(out.path) holds checkpoints of an earlier run (\(earlier.map(\.lastPathComponent).joined(separator: ", "))); resume it with resume_from_checkpoint, or set overwrite_output_dir to start over")
@@ -114,7 +127,8 @@ public enum Finetune {
                            "lora": config.method == "full" ? "-" : "\(config.lora)", "data_file": config.data,
                            "quantization": quantization.map { "\($0)" } ?? "-"]
         let trainer = try Trainer(model: model, config: try config.trainer(), loader: try DataLoader(plan: plan),
-                                  evalBatches: evalBatches, outputDirectory: out, fingerprint: fingerprint)
+                                  evalBatches: evalBatches, outputDirectory: out, fingerprint: fingerprint,
+                                  collective: group, zeroStage: config.zeroStage)
         trainer.onEvent = onEvent
         if config.logging.contains(.tensorboard) {
             let settings = JSONEncoder()
@@ -130,9 +144,10 @@ public enum Finetune {
         }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try writeSynced(try encoder.encode(config), to: out.appendingPathComponent("config.json"))
+        if group.rank == 0 { try writeSynced(try encoder.encode(config), to: out.appendingPathComponent("config.json")) }
         trainerCreated?(trainer)
 
+        // Rank 0 picks the checkpoint (after its folder checks above) and tells the others.
         var resume: URL? = nil
         if let r = config.resumeFromCheckpoint {
             if r == "latest" {
@@ -142,15 +157,19 @@ public enum Finetune {
                 resume = URL(fileURLWithPath: r)
             }
         }
+        if group.size > 1 {
+            let path = try trainer.parallel.atStep(0, "sharing the checkpoint to resume") { try group.broadcast(resume?.path ?? "") }
+            resume = path.isEmpty ? nil : URL(fileURLWithPath: path)
+        }
         let summary = try trainer.train(resumeFrom: resume)
         // The final weights go into a checkpoint first (unless the last step has one), so a
         // failed final save never loses the run; then the output replaces any earlier one whole.
-        if trainer.stopRequested || Trainer.checkpoints(in: out).last?.lastPathComponent != "checkpoint-\(summary.steps)" {
+        if trainer.lastCheckpointStep != summary.steps {
             let ck = try trainer.saveCheckpoint(elapsed: summary.seconds)
             onEvent?(.checkpoint(ck))
         }
         let dest = out.appendingPathComponent(config.method == "full" ? "model" : "adapter")
-        try writeFolderAtomically(dest) { try saveResult(lm: lm, config: config, into: $0) }
+        if group.rank == 0 { try writeFolderAtomically(dest) { try saveResult(lm: lm, config: config, into: $0) } }
         return FinetuneResult(summary: summary, output: dest, runDirectory: out, datasetReport: prepared.datasetReport,
                               formattingReport: prepared.formattingReport, packingReport: plan.report)
     }

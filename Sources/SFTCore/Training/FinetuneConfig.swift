@@ -67,6 +67,10 @@ public struct FinetuneConfig: Codable, Equatable {
     public var sampleMaxNewTokens: Int = 64
     /// Where metrics go: metrics.jsonl always; "tensorboard" adds event files in output/tensorboard.
     public var logging: [LogSink] = [.jsonl]
+    /// Data parallelism (under mpirun/srun): 1 shards AdamW's moments across the ranks.
+    public var zeroStage: Int = 0
+    /// Seconds a rank waits for the others in a collective before the job is ended (0: forever).
+    public var collectiveTimeout: Double = 1800
     /// The data part (format, masks, packing...), read from the same flat object.
     public var dataConfig = DataConfig()
 
@@ -90,6 +94,7 @@ public struct FinetuneConfig: Codable, Equatable {
         case overwriteOutputDir = "overwrite_output_dir", stopOnDivergence = "stop_on_divergence"
         case resumeFromCheckpoint = "resume_from_checkpoint", seed, samplePrompts = "sample_prompts"
         case sampleMaxNewTokens = "sample_max_new_tokens", logging
+        case zeroStage = "zero_stage", collectiveTimeout = "collective_timeout"
     }
 
     public init(from decoder: Decoder) throws {
@@ -133,6 +138,7 @@ public struct FinetuneConfig: Codable, Equatable {
         seed = try v(.seed, d.seed); samplePrompts = try v(.samplePrompts, d.samplePrompts)
         sampleMaxNewTokens = try v(.sampleMaxNewTokens, d.sampleMaxNewTokens)
         logging = try Self.sinks(c, d.logging)
+        zeroStage = try v(.zeroStage, d.zeroStage); collectiveTimeout = try v(.collectiveTimeout, d.collectiveTimeout)
         dataConfig = try DataConfig(from: decoder)
     }
 
@@ -188,6 +194,7 @@ public struct FinetuneConfig: Codable, Equatable {
         try c.encode(overwriteOutputDir, forKey: .overwriteOutputDir); try c.encode(stopOnDivergence, forKey: .stopOnDivergence)
         try c.encode(samplePrompts, forKey: .samplePrompts); try c.encode(sampleMaxNewTokens, forKey: .sampleMaxNewTokens)
         try c.encode(logging, forKey: .logging)
+        try c.encode(zeroStage, forKey: .zeroStage); try c.encode(collectiveTimeout, forKey: .collectiveTimeout)
         try dataConfig.encode(to: encoder)
     }
 
@@ -200,7 +207,7 @@ public struct FinetuneConfig: Codable, Equatable {
         ("output_dir", "run folder: adapter/model, checkpoints, metrics.jsonl, loss.svg (default runs/sft)"),
         ("method", "lora | qlora | full (default lora); qlora = LoRA on a 4-bit base"),
         ("template", "chat template: a built-in name or a .jinja file (default: the model's own)"),
-        ("device", "cpu (default) or cuda"),
+        ("device", "cpu (default), cuda or cuda:N; under mpirun/srun, cuda means one GPU per rank (the rank's index on its node)"),
         ("threads", "CPU threads (default: all cores)"),
         ("lora_r", "LoRA rank (default 16)"),
         ("lora_alpha", "LoRA alpha; scaling = alpha/r (default 32)"),
@@ -244,6 +251,8 @@ public struct FinetuneConfig: Codable, Equatable {
         ("sample_prompts", "prompts generated from at each evaluation, written to the log"),
         ("sample_max_new_tokens", "length of sample generations (default 64)"),
         ("logging", "metrics sinks: jsonl (always) and tensorboard (event files in output_dir/tensorboard)"),
+        ("zero_stage", "under mpirun/srun: 0 = every rank keeps all AdamW states, 1 = states sharded across ranks (default 0)"),
+        ("collective_timeout", "under mpirun/srun: seconds a rank waits for the others before the job ends with an error naming the step; 0 = forever (default 1800)"),
         ("format", "dataset format: auto | alpaca | sharegpt | messages | dolly | completion | guanaco | text"),
         ("fields", "field renames, e.g. {\"instruction\": \"question\"}"),
         ("strict", "fail on the first bad record instead of skipping it (default false)"),

@@ -26,11 +26,14 @@ public final class AdamW {
     /// LoRA+ gives lora_B its ratio.
     public let lrMultipliers: [String: Double]
 
-    public init(parameters: [(String, Parameter)], config: AdamWConfig, lrMultipliers: [String: Double] = [:]) throws {
+    /// `keepsState(i)`: whether this optimizer holds moments for (and updates) parameter i;
+    /// false for the parameters other ranks own under `zero_stage: 1`.
+    public init(parameters: [(String, Parameter)], config: AdamWConfig, lrMultipliers: [String: Double] = [:],
+                keepsState: (Int) -> Bool = { _ in true }) throws {
         self.config = config
         self.parameters = parameters
         self.lrMultipliers = lrMultipliers
-        for (name, p) in parameters {
+        for (i, (name, p)) in parameters.enumerated() where keepsState(i) {
             m[name] = try Tensor.zeros(p.value.shape, on: p.value.backend)
             v[name] = try Tensor.zeros(p.value.shape, on: p.value.backend)
         }
@@ -54,9 +57,9 @@ public final class AdamW {
         }
     }
 
-    /// Restores the state saved by a checkpoint.
+    /// Restores the state saved by a checkpoint (the moments this optimizer keeps).
     public func restore(step: Int, m: [String: [Float]], v: [String: [Float]]) throws {
-        for (name, _) in parameters {
+        for (name, _) in parameters where self.m[name] != nil {
             guard let mv = m[name], let vv = v[name] else {
                 throw SFTError.weights(key: name, message: "optimizer state missing in the checkpoint")
             }

@@ -4,7 +4,8 @@
 //
 // Exact loss: every micro-batch's summed token loss is divided by the trained-token count of
 // the whole optimizer step, so the step's loss and gradients equal those of one unpacked,
-// unaccumulated batch of the same tokens.
+// unaccumulated batch of the same tokens. With several ranks (DataParallel.swift) each runs its
+// share of the step's micro-batches and the gradients are summed once per step.
 
 import Foundation
 
@@ -66,6 +67,8 @@ public final class Trainer {
     public let config: TrainerConfig
     public let parameters: [(String, Parameter)]
     public let optimizer: AdamW
+    /// The ranks this trainer runs with (one process: a single-process group).
+    public let parallel: DataParallel
     public internal(set) var loader: DataLoader
     public let evalBatches: [TrainingBatch]
     public let schedule: LRSchedule
@@ -84,11 +87,20 @@ public final class Trainer {
     var evalsWithoutImprovement = 0
     var trainedTokens = 0
     var elapsedBefore: Double = 0
+    /// The step of the last checkpoint written (or restored) by this run.
+    public internal(set) var lastCheckpointStep: Int? = nil
     /// Set from another thread (SIGINT) to stop at the next step boundary.
     public var stopRequested = false
+    /// The stop decision every rank agreed on at the last step (any rank's request).
+    var stopAgreed = false
 
+    /// - Parameters:
+    ///   - collective: the ranks of a data-parallel job; `loader`'s plan then holds every rank's
+    ///     micro-batches (accumulation × ranks per step) and each rank runs its share.
+    ///   - zeroStage: 1 shards AdamW's moments across the ranks (ZeRO stage 1).
     public init(model: CausalLM, config: TrainerConfig, loader: DataLoader, evalBatches: [TrainingBatch],
-                outputDirectory: URL, fingerprint: [String: String] = [:]) throws {
+                outputDirectory: URL, fingerprint: [String: String] = [:],
+                collective: any Collective = SingleProcessCollective(), zeroStage: Int = 0) throws {
         self.model = model
         self.config = config
         self.loader = loader
@@ -98,6 +110,8 @@ public final class Trainer {
         guard !parameters.isEmpty else {
             throw SFTError.config(field: "method", message: "nothing to train: every parameter is frozen")
         }
+        let parallel = try DataParallel(collective: collective, zeroStage: zeroStage, parameters: parameters)
+        self.parallel = parallel
         var multipliers: [String: Double] = [:]
         if let ratio = config.loraPlusLRRatio {
             for (name, _) in parameters where name.contains(".lora_B.") { multipliers[name] = ratio }
@@ -105,7 +119,7 @@ public final class Trainer {
                 throw SFTError.config(field: "loraplus_lr_ratio", message: "the model has no trained LoRA B matrices (method full?)")
             }
         }
-        optimizer = try AdamW(parameters: parameters, config: config.adamw, lrMultipliers: multipliers)
+        optimizer = try AdamW(parameters: parameters, config: config.adamw, lrMultipliers: multipliers, keepsState: parallel.owns)
         if let alpha = config.neftuneNoiseAlpha {
             guard let embedding = model.namedModules().lazy.compactMap({ $0.1 as? Embedding }).first else {
                 throw SFTError.config(field: "neftune_noise_alpha", message: "the model has no input embedding")
@@ -151,8 +165,10 @@ public final class Trainer {
         var loss = 0.0
         Autograd.isTraining = true
         defer { Autograd.isTraining = false }
-        for (i, b) in step.batches.enumerated() where b.trainedTokens > 0 {
-            let (input, targets) = try tensors(b)
+        let firstMicroBatch = step.cursor.epoch * loader.plan.microBatchesPerEpoch + step.cursor.index
+        for i in parallel.myMicroBatches(step.batches.count) where step.batches[i].trainedTokens > 0 {
+            Autograd.randomOffset = DataParallel.dropoutOffset(globalMicroBatch: firstMicroBatch + i)
+            let (input, targets) = try tensors(step.batches[i])
             let (l, _) = try model.loss(input, targets: targets, normalizer: normalizer,
                                         checkpointing: config.gradientCheckpointing)
             let value = Double(try l.item())
@@ -162,11 +178,16 @@ public final class Trainer {
             try Autograd.backward(l)
             loss += value
         }
+        let stop = stopRequested
+        (loss, stopAgreed) = try parallel.atStep(step.step + 1, "summing gradients") {
+            try parallel.reduceStep(parameters: parameters, loss: loss, stop: stop)
+        }
         let norm = try clipGradients(parameters, maxNorm: config.maxGradNorm)
         guard norm.isFinite else {
             throw SFTError.diverged(step: step.step + 1, microBatch: nil, message: "the gradient norm is \(norm); no update was applied")
         }
         try optimizer.update(lr: schedule.lr(at: step.step))
+        try parallel.atStep(step.step + 1, "sharing updated parameters") { try parallel.shareUpdatedParameters(parameters) }
         return (loss, norm)
     }
 
@@ -186,28 +207,35 @@ public final class Trainer {
                         to: outputDirectory.appendingPathComponent("trainer_state.json"))
     }
 
-    /// Mean next-token loss over the eval batches (all their trained tokens).
+    /// Mean next-token loss over the eval batches (all their trained tokens), the batches
+    /// shared out over the ranks.
     public func evaluate() throws -> Double? {
         guard !evalBatches.isEmpty else { return nil }
-        return try Autograd.withNoGrad {
+        let local = try Autograd.withNoGrad {
             var sum = 0.0, count = 0
-            for b in evalBatches where b.trainedTokens > 0 {
-                let (input, targets) = try tensors(b)
+            for i in parallel.myMicroBatches(evalBatches.count) where evalBatches[i].trainedTokens > 0 {
+                let (input, targets) = try tensors(evalBatches[i])
                 let (l, n) = try model.loss(input, targets: targets, normalizer: 1)
                 sum += Double(try l.item())
                 count += n
             }
-            return count > 0 ? sum / Double(count) : nil
+            return [sum, Double(count)]
         }
+        let total = try parallel.atStep(globalStep, "summing the eval loss") { try parallel.collective.allReduceSum(local) }
+        return total[1] > 0 ? total[0] / total[1] : nil
     }
+
+    /// Reports to `onEvent` on rank 0 only.
+    func emit(_ e: TrainerEvent) { if parallel.isWriter { onEvent?(e) } }
 
     /// Runs until the data plan, `maxSteps`, early stopping or `stopRequested` ends it.
     /// With `resumeFrom`, restores that checkpoint first.
     public func train(resumeFrom checkpoint: URL? = nil) throws -> TrainSummary {
         if let checkpoint { try restore(from: checkpoint) }
-        let log = try RunLog(directory: outputDirectory, keepExisting: checkpoint != nil,
-                             tensorBoard: tensorBoardHyperparameters, resumedAt: checkpoint != nil ? globalStep : nil)
-        if checkpoint != nil { try log.truncate(after: globalStep) }
+        try parallel.checkSameRun(fingerprint)
+        let log = parallel.isWriter ? try RunLog(directory: outputDirectory, keepExisting: checkpoint != nil,
+                                                 tensorBoard: tensorBoardHyperparameters, resumedAt: checkpoint != nil ? globalStep : nil) : nil
+        if checkpoint != nil { try log?.truncate(after: globalStep) }
         let be = model.lmHeadWeight.value.backend
         let start = Date()
         var lastLoss: Double? = nil
@@ -216,7 +244,7 @@ public final class Trainer {
         var windowStart = Date()
         let stepsPerEpoch = max(1, loader.plan.stepsPerEpoch)
         var divergence = Divergence(vocabSize: model.vocabSize)
-        while globalStep < totalSteps, !stopRequested, let step = loader.nextStep() {
+        while globalStep < totalSteps, !(parallel.size > 1 ? stopAgreed : stopRequested), let step = loader.nextStep() {
             let (loss, norm) = try trainStep(step)
             if config.stopOnDivergence, let why = divergence.observe(loss: loss, gradNorm: norm) {
                 throw SFTError.diverged(step: step.step + 1, microBatch: nil, message: why + " (stop_on_divergence: false to go on)")
@@ -235,36 +263,36 @@ public final class Trainer {
                                     trainedTokenShare: windowTokens > 0 ? Double(windowTrained) / Double(windowTokens) : nil,
                                     elapsedSeconds: elapsedBefore + Date().timeIntervalSince(start),
                                     peakMemoryBytes: be.memoryStats.peakBytes)
-                try log.append(m)
-                onEvent?(.step(m, totalSteps: totalSteps))
+                try log?.append(m)
+                emit(.step(m, totalSteps: totalSteps))
                 windowTokens = 0; windowTrained = 0
                 windowStart = Date()
             }
             let atEnd = globalStep == totalSteps
             if let every = config.evalSteps, globalStep % every == 0 || atEnd, let e = try evaluate() {
-                try log.append(StepMetrics(step: globalStep, epoch: epoch, evalLoss: e,
+                try log?.append(StepMetrics(step: globalStep, epoch: epoch, evalLoss: e,
                                            elapsedSeconds: elapsedBefore + Date().timeIntervalSince(start)))
-                onEvent?(.eval(step: globalStep, loss: e))
+                emit(.eval(step: globalStep, loss: e))
                 if bestEval.map({ e < $0 }) ?? true { bestEval = e; evalsWithoutImprovement = 0 } else { evalsWithoutImprovement += 1 }
                 if let p = config.earlyStoppingPatience, evalsWithoutImprovement >= p {
-                    onEvent?(.message("early stopping: eval loss has not improved for \(p) evaluations"))
+                    emit(.message("early stopping: eval loss has not improved for \(p) evaluations"))
                     stoppedEarly = true
                 }
             }
             let epochEnd = globalStep % stepsPerEpoch == 0
             if (config.saveSteps.map { globalStep % $0 == 0 } ?? false) || (config.saveEachEpoch && epochEnd) {
                 let url = try saveCheckpoint(elapsed: elapsedBefore + Date().timeIntervalSince(start))
-                onEvent?(.checkpoint(url))
+                emit(.checkpoint(url))
             }
             if stoppedEarly { break }
         }
         if config.evalSteps == nil, !evalBatches.isEmpty, let e = try evaluate() {
-            try log.append(StepMetrics(step: globalStep, epoch: Double(loader.cursor.epoch), evalLoss: e,
+            try log?.append(StepMetrics(step: globalStep, epoch: Double(loader.cursor.epoch), evalLoss: e,
                                        elapsedSeconds: elapsedBefore + Date().timeIntervalSince(start)))
-            onEvent?(.eval(step: globalStep, loss: e))
+            emit(.eval(step: globalStep, loss: e))
             bestEval = min(bestEval ?? e, e)
         }
-        try writeRunState(log: log, elapsed: elapsedBefore + Date().timeIntervalSince(start))
+        if let log { try writeRunState(log: log, elapsed: elapsedBefore + Date().timeIntervalSince(start)) }
         return TrainSummary(steps: globalStep, finalLoss: lastLoss, bestEvalLoss: bestEval, stoppedEarly: stoppedEarly,
                             trainedTokens: trainedTokens, seconds: elapsedBefore + Date().timeIntervalSince(start),
                             peakMemoryBytes: be.memoryStats.peakBytes)

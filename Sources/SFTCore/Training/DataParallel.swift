@@ -1,0 +1,145 @@
+// Exact data parallelism (DESIGN.md "Data parallelism is exact"): N ranks train as one process
+// with N× gradient accumulation.
+//
+// - Every rank builds the same data plan, with `gradient_accumulation_steps × ranks`
+//   micro-batches per optimizer step, and runs micro-batches i ≡ rank (mod ranks) of each step.
+//   The loss normalizer is the step's global trained-token count, known to every rank from
+//   the plan, so each rank's summed gradients are its share of the one-process gradient.
+// - One all-reduce per step: the step's loss, a stop flag and which parameters got a gradient
+//   (f64, a few values), then the gradients in buckets. Clipping and the update then see the
+//   same numbers on every rank; only the summation order differs from one process.
+// - Dropout draws are keyed by the global micro-batch (`dropoutOffset`), not by the rank or by
+//   what ran before on this process, so masks match one process exactly.
+// - `zero_stage: 1` (ZeRO stage 1, Rajbhandari et al. 2020): AdamW's moments are split across
+//   ranks by whole parameters (contiguous runs of the parameter list of about equal size, as
+//   PyTorch's ZeroRedundancyOptimizer does); each rank updates the parameters it owns and
+//   broadcasts them. The trainable weights are f32 and are the weights the forward uses, so
+//   they are the master weights: sharding them too is ZeRO stage 3, not done here.
+// - Rank 0 writes every file (checkpoints, metrics, outputs); sharded moments are gathered to
+//   it for a checkpoint, which is therefore the same whatever the number of ranks.
+
+import Foundation
+import SFTKernels
+
+public final class DataParallel {
+    public let collective: any Collective
+    public let zeroStage: Int
+    /// Owner rank of each trainable parameter (by position in the trainer's parameter list).
+    let owners: [Int]
+
+    public var rank: Int { collective.rank }
+    public var size: Int { collective.size }
+    /// Rank 0 writes the run's files.
+    public var isWriter: Bool { collective.rank == 0 }
+
+    public init(collective: any Collective, zeroStage: Int = 0, parameters: [(String, Parameter)]) throws {
+        guard zeroStage == 0 || zeroStage == 1 else {
+            throw SFTError.config(field: "zero_stage", message: "\(zeroStage) is not supported (0: replicated optimizer states, 1: sharded across ranks)")
+        }
+        self.collective = collective
+        self.zeroStage = zeroStage
+        owners = zeroStage == 1 ? DataParallel.partition(parameters.map { $0.1.value.count }, ranks: collective.size)
+                                : [Int](repeating: -1, count: parameters.count)
+    }
+
+    /// Splits a list of sizes into `ranks` contiguous runs of about equal total: parameter i
+    /// goes to the rank whose share holds its midpoint.
+    public static func partition(_ sizes: [Int], ranks: Int) -> [Int] {
+        let total = max(1, sizes.reduce(0, +))
+        var before = 0
+        return sizes.map { n in
+            let mid = Double(before) + Double(n) / 2
+            before += n
+            return min(ranks - 1, Int(mid / Double(total) * Double(ranks)))
+        }
+    }
+
+    /// Whether this rank keeps AdamW moments for parameter `index` and updates it.
+    func owns(_ index: Int) -> Bool { zeroStage == 0 || owners[index] == rank }
+
+    /// The micro-batches of a step this rank runs (indices into `step.batches`).
+    func myMicroBatches(_ count: Int) -> [Int] { Array(stride(from: rank, to: count, by: size)) }
+
+    /// The dropout counter at the start of micro-batch `index` of the plan (counted over the
+    /// whole run): 2^36 draws per micro-batch, room for 2^28 micro-batches.
+    static func dropoutOffset(globalMicroBatch index: Int) -> UInt64 { UInt64(index) << 36 }
+
+    /// Sums what the ranks computed for one step: the loss (f64), the stop request and which
+    /// parameters have a gradient anywhere; then the gradients themselves, in buckets. A
+    /// parameter with a gradient on another rank only gets a zero one here first, so every
+    /// rank reduces the same buffers; one with no gradient anywhere keeps none (and is not
+    /// updated, as in one process).
+    func reduceStep(parameters: [(String, Parameter)], loss: Double, stop: Bool) throws -> (loss: Double, stop: Bool) {
+        guard size > 1 else { return (loss, stop) }
+        var head = [loss, stop ? 1 : 0] + parameters.map { $0.1.value.grad == nil ? 0.0 : 1.0 }
+        head = try collective.allReduceSum(head)
+        var views: [(view: BufferView, count: Int)] = []
+        var backend: (any Backend)? = nil
+        for (i, (_, p)) in parameters.enumerated() where head[2 + i] > 0 {
+            if p.value.grad == nil { p.value.grad = try Tensor.zeros(p.value.shape, on: p.value.backend) }
+            let g = p.value.grad!
+            views.append((g.storage, g.count))
+            backend = backend ?? g.backend
+        }
+        if let backend { try collective.allReduceSum(views, on: backend) }
+        return (head[0], head[1] > 0)
+    }
+
+    /// ZeRO-1: every parameter from the rank that updated it.
+    func shareUpdatedParameters(_ parameters: [(String, Parameter)]) throws {
+        guard zeroStage == 1, size > 1 else { return }
+        for (i, (_, p)) in parameters.enumerated() {
+            try collective.broadcast(p.value.storage, count: p.value.count, root: owners[i], on: p.value.backend)
+        }
+    }
+
+    /// AdamW's moments of every parameter, on rank 0 (other ranks get nil): gathered from
+    /// their owners under ZeRO-1, read locally otherwise.
+    func fullMoments(_ optimizer: AdamW, _ parameters: [(String, Parameter)]) throws -> [(m: [Float], v: [Float])]? {
+        var out: [(m: [Float], v: [Float])] = []
+        for (i, (name, p)) in parameters.enumerated() {
+            if zeroStage == 0 || size == 1 {
+                if isWriter { out.append((try optimizer.m[name]!.floats(), try optimizer.v[name]!.floats())) }
+                continue
+            }
+            let n = p.value.count
+            var mv = owns(i) ? (try optimizer.m[name]!.floats()) + (try optimizer.v[name]!.floats())
+                             : [Float](repeating: 0, count: 2 * n)
+            if owners[i] != 0 {   // every rank takes part; only rank 0 keeps the values
+                try mv.withUnsafeMutableBytes { try collective.broadcast($0, root: owners[i]) }
+            }
+            if isWriter { out.append((Array(mv[0..<n]), Array(mv[n...]))) }
+        }
+        return isWriter ? out : nil
+    }
+
+    /// Checks that every rank runs the same data plan and settings as rank 0 (a job whose
+    /// ranks were given different configs would otherwise train on a mix, or hang).
+    func checkSameRun(_ fingerprint: [String: String]) throws {
+        guard size > 1 else { return }
+        let lines = fingerprint.sorted { $0.key < $1.key }.map { "\($0.key)\u{1}\($0.value)" }
+        let rank0 = try atStep(0, "comparing the ranks' settings") { try collective.broadcast(lines.joined(separator: "\n")) }
+        let theirs = Dictionary(rank0.split(separator: "\n").map { l -> (String, String) in
+            let kv = l.split(separator: "\u{1}", maxSplits: 1, omittingEmptySubsequences: false)
+            return (String(kv[0]), kv.count > 1 ? String(kv[1]) : "")
+        }, uniquingKeysWith: { a, _ in a })
+        for key in Set(theirs.keys).union(fingerprint.keys).sorted() where theirs[key] != fingerprint[key] {
+            throw SFTError.config(field: key, message: "rank \(rank) has \(fingerprint[key] ?? "none"), rank 0 has \(theirs[key] ?? "none"): every rank of a job must run the same config")
+        }
+    }
+
+    /// Wraps a collective's failure with the step it happened in.
+    func atStep<T>(_ step: Int, _ what: String, _ body: () throws -> T) throws -> T {
+        do { return try body() } catch let e as CollectiveError {
+            throw DataParallelError(step: step, operation: what, underlying: e)
+        }
+    }
+}
+
+/// A collective that failed during training, with the step and what it was doing.
+public struct DataParallelError: Error, CustomStringConvertible {
+    public var step: Int
+    public var operation: String
+    public var underlying: CollectiveError
+    public var description: String { "data parallel: step \(step), \(operation): \(underlying)" }
+}
