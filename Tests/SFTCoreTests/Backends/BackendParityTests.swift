@@ -165,12 +165,14 @@ final class BackendParityTests: XCTestCase {
 
     // MARK: the finetune job and generation
 
+    /// The sample data packs into 2 rows of 64 tokens: 3 epochs give up to 6 steps (max_steps
+    /// does not add epochs).
     func finetuneConfig(method: String, device: Device, out: URL, steps: Int = 3) throws -> FinetuneConfig {
         try FinetuneConfig.from(json: [
             "model": Assets.smolLM2.path, "data": packageRoot.appendingPathComponent("Examples/data/sharegpt.json").path,
             "format": "sharegpt", "output_dir": out.path, "method": method, "double_quant": true,
             "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "max_seq_length": 64, "packing": true,
-            "learning_rate": method == "full" ? 1e-4 : 1e-3, "max_steps": steps, "logging_steps": 1,
+            "learning_rate": method == "full" ? 1e-4 : 1e-3, "max_steps": steps, "num_train_epochs": 3, "logging_steps": 1,
             "save_steps": 2, "save_total_limit": 3, "seed": 5, "device": device.description,
         ])
     }
