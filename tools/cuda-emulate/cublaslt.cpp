@@ -148,6 +148,9 @@ int check_problem(const MatmulDesc &d, const Layout &a, const Layout &b, const L
 
 }  // namespace
 
+/// What sft's loader reports when this library is loaded (cuda_loader.c, sft_cuda_emulation).
+EXPORT const char *sft_emulated_gpu(void) { return "sft emulated GPU (tools/cuda-emulate): matrix products run on OpenBLAS on the CPU"; }
+
 EXPORT int cublasLtCreate(void **h) {
     *h = new Handle{1};
     return OK;

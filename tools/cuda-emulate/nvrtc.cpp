@@ -23,6 +23,9 @@ struct Program {
     bool compiled = false;
 };
 
+/// What sft's loader reports when this library is loaded (cuda_loader.c, sft_cuda_emulation).
+EXPORT const char *sft_emulated_gpu(void) { return "sft emulated GPU (tools/cuda-emulate): kernels are built as host C++ on the CPU"; }
+
 EXPORT const char *nvrtcGetErrorString(int r) {
     switch (r) {
     case NVRTC_SUCCESS: return "NVRTC_SUCCESS";

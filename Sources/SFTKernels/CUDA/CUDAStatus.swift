@@ -126,7 +126,7 @@ public struct CUDAStatus: Sendable {
         return CUDAStatus(driver: libs[0], nvrtc: libs[1], cublasLt: libs[2], driverVersion: driverVersion,
                           nvrtcVersion: nvrtcVersion, cublasLtVersion: ltVersion, driverError: driverError,
                           gpus: gpus, searchPath: ProcessInfo.processInfo.environment["SFT_CUDA_LIBS"],
-                          emulation: sft_cuda_emulation().map { String(cString: $0) })
+                          emulation: sft_cuda_emulation(Int32(SFT_CUDA_LIB_DRIVER)).map { String(cString: $0) })
     }
 
     private static func describeGPU(_ ordinal: Int) -> GPU? {
