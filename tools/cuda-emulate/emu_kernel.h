@@ -70,7 +70,7 @@ struct Fiber {
 };
 
 constexpr unsigned kMaxThreads = 1024;
-constexpr size_t kStackBytes = 128 << 10;   // per thread; a guard page below each
+constexpr size_t kStackBytes = 256 << 10;   // per thread; a guard page below each
 constexpr size_t kDynamicSharedMax = 232448;  // an H100's opt-in maximum per block
 
 struct Block {
@@ -280,8 +280,9 @@ inline void start_fiber(unsigned i) {
     f.warp = i >> 5;
     f.exchanges = 0;
     f.state = Runnable;
-    uintptr_t top = (uintptr_t)(block.stacks + (i + 1) * kStackBytes);
-    top &= ~(uintptr_t)15;
+    // Stack tops staggered by 64-byte lines over 64 KiB: tops at one alignment would all fall
+    // into the same cache sets, and every switch would miss.
+    uintptr_t top = (uintptr_t)(block.stacks + (i + 1) * kStackBytes) - (i % 1024) * 64;
     void **sp = (void **)top;
 #if defined(__x86_64__)
     *--sp = nullptr;                      // the entry's return address (it never returns)
