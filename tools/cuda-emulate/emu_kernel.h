@@ -60,7 +60,7 @@ inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return
 // ---------------------------------------------------------------------------------------------
 namespace emu {
 
-enum State : unsigned char { Runnable, AtBlockBarrier, AtWarpBarrier, Done };
+enum State : unsigned char { Runnable, AtBlockBarrier, AtWarpBarrier, Done, NotStarted };
 
 struct Fiber {
     void *sp;
@@ -84,6 +84,7 @@ struct Block {
     char *stacks;
     void (*body)(void *);
     void *arg;
+    bool in_order;  // threads run one after another in one fiber until one waits (run_block)
     bool failed;
     char message[512];
 };
@@ -194,8 +195,11 @@ inline void release_warp_barrier(unsigned w) {
     block.warp_arrived[w] = 0;
 }
 
+inline void leave_in_order();
+
 /// __syncthreads: waits until every running thread of the block is here.
 inline void sync_block() {
+    if (block.in_order) leave_in_order();
     current->state = AtBlockBarrier;
     if (++block.block_arrived == block.live) release_block_barrier();
     yield();
@@ -206,6 +210,7 @@ inline void sync_block() {
 /// Two slot arrays alternate, so a lane can write its next exchange while a slower one still
 /// reads this one (it cannot get two ahead: that needs the slower one at the next barrier).
 inline const uint64_t *warp_exchange(unsigned mask, uint64_t value, const char *what, uint32_t *lanes = nullptr) {
+    if (block.in_order) leave_in_order();
     Fiber *f = current;
     const unsigned w = f->warp;
     if ((mask & block.warp_live_bits[w]) != block.warp_live_bits[w])
@@ -243,8 +248,8 @@ template <class T> inline T shuffle(unsigned mask, T v, int src, const char *wha
     return from_bits<T>(slots[src]);
 }
 
-inline void thread_exit() {
-    Fiber *f = current;
+/// Thread f has returned: it leaves the barriers (which may open for the others).
+inline void leave(Fiber *f) {
     const unsigned w = f->warp;
     f->state = Done;
     block.live--;
@@ -252,6 +257,10 @@ inline void thread_exit() {
     block.warp_live_bits[w] &= ~(1u << f->lane);
     if (block.block_arrived > 0 && block.block_arrived == block.live) release_block_barrier();
     if (block.warp_arrived[w] > 0 && block.warp_arrived[w] == block.warp_live[w]) release_warp_barrier(w);
+}
+
+inline void thread_exit() {
+    leave(current);
     for (;;) yield();
 }
 
@@ -271,8 +280,7 @@ inline bool reserve_stacks() {
     return true;
 }
 
-/// Sets fiber i up to start in emu_thread_main on its stack.
-inline void start_fiber(unsigned i) {
+inline void init_thread(unsigned i) {
     Fiber &f = block.fibers[i];
     const unsigned bx = block_dim.x, by = block_dim.y;
     f.tid = dim3{i % bx, (i / bx) % by, i / (bx * by)};
@@ -280,20 +288,49 @@ inline void start_fiber(unsigned i) {
     f.warp = i >> 5;
     f.exchanges = 0;
     f.state = Runnable;
+}
+
+/// Sets fiber i up to start in `entry` on its own stack.
+inline void start_fiber(unsigned i, void (*entry)()) {
+    init_thread(i);
+    Fiber &f = block.fibers[i];
     // Stack tops staggered by 64-byte lines over 64 KiB: tops at one alignment would all fall
     // into the same cache sets, and every switch would miss.
     uintptr_t top = (uintptr_t)(block.stacks + (i + 1) * kStackBytes) - (i % 1024) * 64;
     void **sp = (void **)top;
 #if defined(__x86_64__)
     *--sp = nullptr;                      // the entry's return address (it never returns)
-    *--sp = (void *)&emu_thread_main;     // popped by emu_switch's ret
+    *--sp = (void *)entry;                // popped by emu_switch's ret
     for (int r = 0; r < 6; r++) *--sp = nullptr;  // rbp rbx r12-r15
 #else
     sp -= 22;  // 176 bytes, as emu_switch saves them
     for (int r = 0; r < 22; r++) sp[r] = nullptr;
-    sp[11] = (void *)&emu_thread_main;    // x30 (the return address)
+    sp[11] = (void *)entry;               // x30 (the return address)
 #endif
     f.sp = sp;
+}
+
+/// The first fiber of a block: runs thread 0, 1, ... to their ends, one after another on one
+/// stack, as long as none waits — kernels without barriers or warp operations never pay for a
+/// switch per thread. The first thread that waits makes the block fibers (leave_in_order).
+extern "C" [[noreturn]] __attribute__((visibility("hidden"))) inline void emu_in_order_main() {
+    for (unsigned i = 0; i < block.count; i++) {
+        init_thread(i);
+        current = &block.fibers[i];
+        block.body(block.arg);
+        if (!block.in_order) thread_exit();  // it waited: a fiber like the others since
+        leave(current);
+    }
+    void *unused;
+    for (;;) emu_switch(&unused, block.scheduler_sp);
+}
+
+/// The current thread is about to wait while the block runs in order: the threads before it
+/// have returned, it keeps the stack it runs on as its own fiber, and every later thread starts
+/// as a fiber now.
+inline void leave_in_order() {
+    block.in_order = false;
+    for (unsigned j = (unsigned)(current - block.fibers) + 1; j < block.count; j++) start_fiber(j, &emu_thread_main);
 }
 
 /// Runs the current block's threads to the end. False (with block.message) on a failure.
@@ -306,7 +343,9 @@ inline bool run_block(unsigned threads) {
         block.warp_arrived[w] = 0;
         block.warp_live_bits[w] = n == 32 ? 0xffffffffu : (1u << n) - 1;
     }
-    for (unsigned i = 0; i < threads; i++) start_fiber(i);
+    for (unsigned i = 1; i < threads; i++) block.fibers[i].state = NotStarted;
+    block.in_order = true;
+    start_fiber(0, &emu_in_order_main);
     while (block.live > 0) {
         bool ran = false;
         for (unsigned i = 0; i < threads && !block.failed; i++) {
