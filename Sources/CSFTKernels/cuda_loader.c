@@ -355,6 +355,13 @@ static const lib_state *lib_at(int lib) {
 const char *sft_cuda_lib_path(int lib) { return lib_at(lib) ? lib_at(lib)->path : ""; }
 const char *sft_cuda_lib_tried(int lib) { return lib_at(lib) ? lib_at(lib)->tried : ""; }
 const char *sft_cuda_lib_error(int lib) { return lib_at(lib) ? lib_at(lib)->error : "no such library"; }
+const char *sft_cuda_emulation(int lib) {
+    // The emulated libraries (tools/cuda-emulate) export this; NVIDIA's do not.
+    if (lib < 0 || lib >= SFT_CUDA_LIB_COUNT || !(sft_cuda_load() & (1 << lib))) return NULL;
+    const char *(*describe)(void) = (const char *(*)(void))dlsym(state[lib].handle, "sft_emulated_gpu");
+    return describe ? describe() : NULL;
+}
+
 const char *sft_cuda_lib_name(int lib) {
     return lib >= 0 && lib < SFT_CUDA_LIB_COUNT ? specs[lib].display : "";
 }

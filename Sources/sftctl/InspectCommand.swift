@@ -20,8 +20,9 @@ let inspectCommand = Command(
       --model PATH   a .gguf file, a .safetensors file or an HF model folder
       --devices      show the devices instead: CPU instruction set, and for CUDA which of
                      libcuda.so.1, libnvrtc and libcublasLt were found where (and every place
-                     searched for a missing one; SFT_CUDA_LIBS adds folders), driver, GPUs;
-                     and the MPI library data-parallel jobs use (Open MPI; SFT_MPI_LIB names it)
+                     searched for a missing one; SFT_CUDA_LIBS adds folders), driver (and
+                     whether it is sft's emulated GPU, tools/cuda-emulate), GPUs; and the MPI
+                     library data-parallel jobs use (Open MPI; SFT_MPI_LIB names it)
       --json         print one JSON object instead of text
     """,
     booleanFlags: ["devices"],
@@ -61,6 +62,7 @@ private func printDevices(json: Bool) {
                 "reason": cuda.unavailableReason ?? NSNull(),
                 "libraries": [lib(cuda.driver), lib(cuda.nvrtc), lib(cuda.cublasLt)],
                 "driver_version": cuda.driverVersion ?? NSNull(),
+                "emulated": cuda.emulation != nil,
                 "nvrtc_version": cuda.nvrtcVersion ?? NSNull(),
                 "gpus": cuda.gpus.map { ["ordinal": $0.ordinal, "name": $0.name, "arch": $0.arch,
                                          "multiprocessors": $0.multiprocessors, "memory_bytes": $0.memoryBytes] },

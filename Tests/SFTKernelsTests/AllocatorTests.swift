@@ -57,8 +57,10 @@ final class AllocatorTests: XCTestCase {
 
     func testBackendForDevice() throws {
         XCTAssertTrue(try backend(for: .cpu) === CPUBackend.shared)
-        XCTAssertThrowsError(try backend(for: .cuda(0))) { error in
-            guard case KernelError.backendUnavailable(.cuda(0), let reason) = error else { return XCTFail("\(error)") }
+        // One past the last GPU (cuda:0 without one; CI has the emulated GPU as cuda:0).
+        let missing = Device.cuda(CUDAStatus.current.gpus.count)
+        XCTAssertThrowsError(try backend(for: missing)) { error in
+            guard case KernelError.backendUnavailable(missing, let reason) = error else { return XCTFail("\(error)") }
             XCTAssertFalse(reason.isEmpty)
         }
         XCTAssertEqual(try Device(parsing: "cuda:1"), .cuda(1))

@@ -315,6 +315,9 @@ const char *sft_cuda_lib_path(int lib);
 const char *sft_cuda_lib_tried(int lib);
 /// Why it is unusable ("" when loaded).
 const char *sft_cuda_lib_error(int lib);
+/// NULL for NVIDIA's library; when the loaded `lib` is part of sft's emulated GPU
+/// (tools/cuda-emulate), its one-line description.
+const char *sft_cuda_emulation(int lib);
 /// The file name searched for a library ("libcuda.so.1", "libnvrtc.so*", "libcublasLt.so*").
 const char *sft_cuda_lib_name(int lib);
 /// Searches for `lib` as sft_cuda_load does, but in `dirs` (colon-separated, may be NULL) and,

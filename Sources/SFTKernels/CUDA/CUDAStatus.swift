@@ -58,6 +58,8 @@ public struct CUDAStatus: Sendable {
     public let gpus: [GPU]
     /// The value of $SFT_CUDA_LIBS when the libraries were searched.
     public let searchPath: String?
+    /// When the driver loaded is sft's emulated GPU (tools/cuda-emulate, for CI): what it is.
+    public let emulation: String?
 
     /// The status of this process (libraries are searched once, at first use).
     public static let current = CUDAStatus.load()
@@ -123,7 +125,8 @@ public struct CUDAStatus: Sendable {
         }
         return CUDAStatus(driver: libs[0], nvrtc: libs[1], cublasLt: libs[2], driverVersion: driverVersion,
                           nvrtcVersion: nvrtcVersion, cublasLtVersion: ltVersion, driverError: driverError,
-                          gpus: gpus, searchPath: ProcessInfo.processInfo.environment["SFT_CUDA_LIBS"])
+                          gpus: gpus, searchPath: ProcessInfo.processInfo.environment["SFT_CUDA_LIBS"],
+                          emulation: sft_cuda_emulation(Int32(SFT_CUDA_LIB_DRIVER)).map { String(cString: $0) })
     }
 
     private static func describeGPU(_ ordinal: Int) -> GPU? {
@@ -173,6 +176,7 @@ public struct CUDAStatus: Sendable {
             }
         }
         if let v = driverVersion { out.append("driver: CUDA \(v / 1000).\(v % 1000 / 10)") }
+        if let e = emulation { out.append("driver: EMULATED — \(e)") }
         if let e = driverError { out.append("driver error: \(e)") }
         if let v = nvrtcVersion { out.append("nvrtc: \(v)") }
         if let v = cublasLtVersion { out.append("cublasLt: \(v)") }

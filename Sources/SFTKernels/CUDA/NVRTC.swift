@@ -14,6 +14,10 @@ public enum NVRTC {
         return lib.path == nil ? lib.missingSentence : nil
     }
 
+    /// Whether the NVRTC loaded is the emulated GPU's (tools/cuda-emulate), which builds host
+    /// code rather than CUBIN or PTX.
+    public static var isEmulated: Bool { sft_cuda_emulation(Int32(SFT_CUDA_LIB_NVRTC)) != nil }
+
     /// "13.2" when loaded.
     public static var version: String? { CUDAStatus.current.nvrtcVersion }
 

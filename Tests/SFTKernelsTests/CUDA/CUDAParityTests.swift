@@ -193,6 +193,7 @@ final class CUDAParityTests: XCTestCase {
         var rng = RNG(105)
         let cases: [(B: Int, T: Int, H: Int, KV: Int, D: Int, docs: Bool, alibi: Bool, fused: Bool)] = [
             (1, 1, 1, 1, 16, false, false, false),
+            (2, 50, 4, 2, 16, true, true, false),
             (2, 77, 4, 2, 64, true, false, false),
             (1, 130, 4, 1, 80, true, true, true),
             (2, 45, 6, 3, 32, false, true, false),
@@ -240,7 +241,8 @@ final class CUDAParityTests: XCTestCase {
 
     func testCachedAttentionMatchesCPU() throws {
         var rng = RNG(106)
-        for (Tq, S, H, KV, D) in [(1, 1, 2, 1, 64), (1, 50, 4, 2, 64), (5, 40, 6, 2, 80), (3, 300, 2, 2, 128)] {
+        for (Tq, S, H, KV, D) in [(1, 1, 2, 1, 64), (1, 50, 4, 2, 64), (5, 40, 6, 2, 80), (3, 300, 2, 2, 128),
+                                   (2, 37, 4, 2, 16), (1, 20, 2, 1, 200)] {
             let q = rng.floats(Tq * H * D), kc = rng.floats(S * KV * D), vc = rng.floats(S * KV * D)
             try parity("attentionCached Tq=\(Tq) S=\(S) H=\(H) KV=\(KV) D=\(D)", rtol: 1e-4, atol: 1e-5) { be in
                 let o = try poisoned(be, Tq * H * D)

@@ -3,8 +3,8 @@
 // prelude below plus its kernels, all `extern "C"` so their names are what the backend looks
 // up. The sources include no header (no cuda_bf16.h / cuda_fp16.h), so NVRTC needs no include
 // path: bf16 is handled as raw 16-bit values (the CPU kernels' rounding), f16 through the
-// hardware conversion instructions. Without __CUDA_ARCH__ (the CPU emulation in the tests,
-// tools/cuda-emulate) the sources build as plain C++.
+// hardware conversion instructions. Without __CUDA_ARCH__ (the emulated GPU,
+// tools/cuda-emulate) the sources build as host C++.
 //
 // Conventions shared with the C kernels in CSFTKernels (the same Swift code drives both):
 // row-major layouts, element counts as 64-bit integers, backward passes write dx (=) and
