@@ -7,13 +7,17 @@
 
 /// Shape of a causal attention call. q/o rows have `ldq`/`ldo` floats between tokens,
 /// k/v rows `ldk`/`ldv`, so q, k and v may be column slices of one fused qkv buffer.
+/// `window` (sliding-window attention, Mistral / Gemma): token t sees keys s with
+/// t − window < s ≤ t (and in its document); nil: every earlier key.
 public struct AttentionShape: Sendable, Equatable {
     public var B: Int, T: Int, H: Int, KV: Int, D: Int
     public var ldq: Int, ldk: Int, ldv: Int, ldo: Int
     public var scale: Float
+    public var window: Int?
 
     public init(B: Int, T: Int, H: Int, KV: Int, D: Int, ldq: Int? = nil, ldk: Int? = nil,
-                ldv: Int? = nil, ldo: Int? = nil, scale: Float? = nil) {
+                ldv: Int? = nil, ldo: Int? = nil, scale: Float? = nil, window: Int? = nil) {
+        self.window = window
         self.B = B; self.T = T; self.H = H; self.KV = KV; self.D = D
         self.ldq = ldq ?? H * D
         self.ldk = ldk ?? KV * D

@@ -106,7 +106,8 @@ public enum ModelRegistry {
     public static let builders: [String: Builder] = [
         "llama": { try LlamaModel(config: LlamaConfig(hf: $0), on: $1) },
         "mistral": { try LlamaModel(config: LlamaConfig(hf: $0), on: $1) },
-        "qwen2": { try LlamaModel(config: LlamaConfig(hf: $0, qkvBiasDefault: true), on: $1) },
+        "qwen2": { try LlamaModel(config: LlamaConfig(hf: $0), on: $1) },
+        "qwen3": { try LlamaModel(config: LlamaConfig(hf: $0), on: $1) },
     ]
 
     public static func build(config: [String: Any], on backend: Backend) throws -> CausalLM {
