@@ -51,6 +51,13 @@ families = {
     "qwen3": ("qwen3", dict(head_dim=8, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0})),
     # Yarn on a Llama (attention factor) and linear scaling: kinds the frequency fixture checks
     # one by one, here also end to end
+    # Gemma 3 text: GeGLU (tanh GELU), (1 + w) norms, QK-norm, scaled embeddings, alternating
+    # sliding / global layers with their own RoPE (linear scaling on the global ones)
+    "gemma3": ("gemma3_text", dict(num_hidden_layers=3, head_dim=8, query_pre_attn_scalar=8, sliding_window=4,
+                                   layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+                                   hidden_activation="gelu_pytorch_tanh",
+                                   rope_parameters={"full_attention": {"rope_type": "linear", "rope_theta": 1000000.0, "factor": 2.0},
+                                                    "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}})),
     "llama_yarn": ("llama", dict(rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
                                                   "original_max_position_embeddings": 32})),
 }

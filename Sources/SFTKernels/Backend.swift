@@ -113,6 +113,13 @@ public protocol Backend: AnyObject, Sendable {
     func swigluBackward(dh: BufferView, gate: BufferView, up: BufferView, dgate: BufferView,
                         dup: BufferView, count n: Int) throws
 
+    // MARK: gelu
+    /// y = gelu(x), or gelu(x) · up (GeGLU) when `up` is given; `approximate`: the tanh form
+    /// (PyTorch's approximate="tanh"), else the exact erf form. Backward writes dx (and dup).
+    func geluForward(x: BufferView, up: BufferView?, y: BufferView, count n: Int, approximate: Bool) throws
+    func geluBackward(dy: BufferView, x: BufferView, up: BufferView?, dx: BufferView, dup: BufferView?,
+                      count n: Int, approximate: Bool) throws
+
     // MARK: embedding
     func embeddingForward(ids: BufferView, table: BufferView, out: BufferView, N: Int, C: Int,
                           V: Int) throws

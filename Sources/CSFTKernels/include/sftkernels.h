@@ -140,6 +140,12 @@ void sft_attention_bwd_sum_f32(const float *work, float *dq, int64_t lddq, int64
 // SwiGLU: h = silu(g) * u over n elements. Backward writes dg, du (=).
 // ---------------------------------------------------------------------------------------------
 
+// GELU (tanh_form 0: exact erf form, 1: tanh approximation): y = gelu(x), or gelu(x) * u when u
+// is not NULL (GeGLU). Backward writes dx, and du when u and du are given (gelu.c).
+void sft_gelu_fwd_f32(const float *x, const float *u, float *y, int64_t n, int tanh_form);
+void sft_gelu_bwd_f32(const float *dy, const float *x, const float *u, float *dx, float *du, int64_t n,
+                      int tanh_form);
+
 void sft_swiglu_fwd_f32(const float *g, const float *u, float *h, int64_t n);
 void sft_swiglu_bwd_f32(const float *dh, const float *g, const float *u, float *dg, float *du,
                         int64_t n);

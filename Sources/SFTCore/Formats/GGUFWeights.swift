@@ -78,6 +78,7 @@ public final class GGUFWeights: WeightSource {
         "attn_output": "self_attn.o_proj", "attn_norm": "input_layernorm",
         "ffn_norm": "post_attention_layernorm", "ffn_gate": "mlp.gate_proj",
         "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
+        "attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm",
     ]
 
     private static func layerIndex(_ name: String) -> Int? {

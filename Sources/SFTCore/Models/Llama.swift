@@ -208,49 +208,20 @@ final class LlamaAttention: Module {
         return (q, k, v)
     }
 
-    func callAsFunction(_ x: Tensor, _ input: ModelInput, rope: LlamaRope) throws -> Tensor {
+    func callAsFunction(_ x: Tensor, _ input: ModelInput, rope: LayerRope) throws -> Tensor {
         let (q, k, v) = try qkv(x, positions: input.positions, invFreq: rope.invFreq)
         let o = try Ops.attention(q: q, k: k, v: v, docIds: input.docIds, alibi: nil,
                                   shape: AttentionShape(B: input.B, T: input.T, H: H, KV: KV, D: D,
-                                                        scale: rope.scale(D), window: window))  // (N, H·D)
+                                                        scale: rope.scale(1 / Float(D).squareRoot()), window: window))  // (N, H·D)
         return try oProj(o)
     }
 
     /// Cached step: appends k/v of `x`'s tokens to `cache` layer `layer`.
-    func decode(_ x: Tensor, positions: Tensor, rope: LlamaRope, cache: KVCache, layer: Int) throws -> Tensor {
-        let Tq = x.shape[0], start = cache.count, be = x.backend
+    func decode(_ x: Tensor, positions: Tensor, rope: LayerRope, cache: KVCache, layer: Int) throws -> Tensor {
         let (q, k, v) = try qkv(x, positions: positions, invFreq: rope.invFreq)
-        let rowBytes = KV * D * 4
-        try be.copy(k.storage, to: cache.keys[layer].storage.advanced(byBytes: start * rowBytes), bytes: Tq * rowBytes)
-        try be.copy(v.storage, to: cache.values[layer].storage.advanced(byBytes: start * rowBytes), bytes: Tq * rowBytes)
-        let o = try Tensor(empty: [Tq, H * D], on: be)
-        let S = start + Tq, scale = rope.scale(D)
-        guard let window, S > window else {
-            try be.attentionCached(q: q.storage, kCache: cache.keys[layer].storage, vCache: cache.values[layer].storage,
-                                   o: o.storage, Tq: Tq, S: S, H: H, KV: KV, D: D, scale: scale)
-            return try oProj(o)
-        }
-        // Sliding window: query i (position start + i) sees the cache rows of its window only,
-        // so it runs alone on that slice of the cache.
-        let qRow = H * D * 4
-        for i in 0..<Tq {
-            let p = start + i, lo = max(0, p - window + 1)
-            try be.attentionCached(q: q.storage.advanced(byBytes: i * qRow),
-                                   kCache: cache.keys[layer].storage.advanced(byBytes: lo * rowBytes),
-                                   vCache: cache.values[layer].storage.advanced(byBytes: lo * rowBytes),
-                                   o: o.storage.advanced(byBytes: i * qRow), Tq: 1, S: p - lo + 1, H: H, KV: KV, D: D,
-                                   scale: scale)
-        }
-        return try oProj(o)
+        return try oProj(try cache.attend(q: q, k: k, v: v, layer: layer, H: H, KV: KV, D: D,
+                                          scale: rope.scale(1 / Float(D).squareRoot()), window: window))
     }
-}
-
-/// The RoPE frequencies of one forward pass and the attention factor they come with.
-struct LlamaRope {
-    let invFreq: Tensor
-    let attentionFactor: Float
-    /// Softmax scale: the attention factor multiplies q and k, so its square the scores.
-    func scale(_ D: Int) -> Float { attentionFactor * attentionFactor / Float(D).squareRoot() }
 }
 
 final class LlamaMLP: Module {
@@ -286,7 +257,7 @@ final class LlamaDecoderLayer: Module {
          ("post_attention_layernorm", postAttentionLayernorm)]
     }
 
-    func callAsFunction(_ x: Tensor, _ input: ModelInput, rope: LlamaRope) throws -> Tensor {
+    func callAsFunction(_ x: Tensor, _ input: ModelInput, rope: LayerRope) throws -> Tensor {
         let h = try Ops.add(x, try selfAttn(try inputLayernorm(x), input, rope: rope))
         return try Ops.add(h, try mlp(try postAttentionLayernorm(h)))
     }
@@ -393,10 +364,17 @@ public final class LlamaModel: Module, CausalLM {
     public var numLayers: Int { config.numLayers }
     public var tiedEmbeddings: Bool { lmHead == nil }
     public var lmHeadWeight: Parameter { lmHead?.weight ?? model.embedTokens.weight }
-    public var hfConfig: [String: Any] { config.hf }
+    public var hfConfig: [String: Any] {
+        get throws {
+            guard config.ropeScaling?.freqFactors == nil else {
+                throw SFTError.unsupported("HF export of RoPE frequency factors read from a GGUF rope_freqs tensor (transformers has no such setting; export the HF original instead)")
+            }
+            return config.hf
+        }
+    }
 
     public func hiddenStates(_ input: ModelInput, checkpointing: Bool) throws -> Tensor {
-        let rope = LlamaRope(invFreq: try rotary.invFreq(for: input), attentionFactor: rotary.attentionFactor)
+        let rope = LayerRope(invFreq: try rotary.invFreq(for: input), attentionFactor: rotary.attentionFactor)
         var x = try model.embedTokens(input.ids)                                 // (N, C)
         for layer in model.layers {
             if checkpointing {
@@ -406,6 +384,15 @@ public final class LlamaModel: Module, CausalLM {
             }
         }
         return try model.norm(x)
+    }
+
+    /// q_proj and v_proj for llama, mistral, qwen2 and qwen3 alike.
+    public var peftDefaultLoRATargets: [String] { ["q_proj", "v_proj"] }
+
+    public func memoryEstimate(quantization: QuantizationConfig?, lora: LoRAConfig?, batch: Int, sequence: Int,
+                               checkpointing: Bool) -> MemoryEstimate? {
+        MemoryEstimate(config: config, quantization: quantization, lora: lora, batch: batch, sequence: sequence,
+                       checkpointing: checkpointing)
     }
 
     public func makeCache(capacity: Int) throws -> KVCache {
@@ -422,7 +409,7 @@ public final class LlamaModel: Module, CausalLM {
             if ids.count == 1, let logits = try packedStep(ids[0], cache: cache) { return logits }
             let be = invFreq.backend
             let positions = try Tensor(ints: (0..<ids.count).map { Int32(cache.count + $0) }, shape: [ids.count], on: be)
-            let rope = LlamaRope(invFreq: try rotary.invFreq(maxPosition: cache.count + ids.count - 1),
+            let rope = LayerRope(invFreq: try rotary.invFreq(maxPosition: cache.count + ids.count - 1),
                                  attentionFactor: rotary.attentionFactor)
             var x = try model.embedTokens(try Tensor(ints: ids, shape: [ids.count], on: be))
             for (i, layer) in model.layers.enumerated() {
