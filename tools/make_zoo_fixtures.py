@@ -58,6 +58,11 @@ families = {
                                    hidden_activation="gelu_pytorch_tanh",
                                    rope_parameters={"full_attention": {"rope_type": "linear", "rope_theta": 1000000.0, "factor": 2.0},
                                                     "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}})),
+    # Phi-3: fused qkv_proj / gate_up_proj, LongRoPE (original length 16: sequence 0 runs on the
+    # long factors, sequence 1 on the short ones until its greedy continuation passes 16), window
+    "phi3": ("phi3", dict(original_max_position_embeddings=16, sliding_window=6, pad_token_id=0, eos_token_id=2,
+                          rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
+                                           "short_factor": [1.0, 1.3], "long_factor": [2.0, 5.0]})),
     "llama_yarn": ("llama", dict(rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
                                                   "original_max_position_embeddings": 32})),
 }
@@ -106,13 +111,15 @@ def make(name, model_type, extra):
                                  "top5_ids": top.indices.tolist(), "top5_logits": top.values.tolist(),
                                  "greedy": greedy, "greedy_gaps": gaps})
 
-    # LoRA gradients: y = x Wᵀ + (alpha / r) x Aᵀ Bᵀ on q_proj and v_proj of every layer, A and B
+    # LoRA gradients: y = x Wᵀ + (alpha / r) x Aᵀ Bᵀ on q_proj and v_proj (Phi-3: qkv_proj and
+    # o_proj) of every layer, A and B
     # random (B non-zero so both get gradients); loss = mean next-token loss of sequence 0.
     r, alpha = 2, 4.0
     gl = torch.Generator().manual_seed(2)
     lora, hooks = {}, []
+    targets = ["qkv_proj", "o_proj"] if model_type == "phi3" else ["q_proj", "v_proj"]
     for n, m in model.named_modules():
-        if n.endswith("q_proj") or n.endswith("v_proj"):
+        if any(n.endswith("." + t) for t in targets):
             A = (0.3 * torch.randn(r, m.in_features, generator=gl)).half().float().requires_grad_()
             B = (0.3 * torch.randn(m.out_features, r, generator=gl)).half().float().requires_grad_()
             lora[n] = (A, B)
@@ -123,7 +130,7 @@ def make(name, model_type, extra):
     loss.backward()
     for h in hooks:
         h.remove()
-    out["lora"] = {"r": r, "alpha": alpha, "loss": loss.item(),
+    out["lora"] = {"r": r, "alpha": alpha, "loss": loss.item(), "targets": targets,
                    "modules": {n: {"A": A.detach().flatten().tolist(), "B": B.detach().flatten().tolist(),
                                    "dA": A.grad.flatten().tolist(), "dB": B.grad.flatten().tolist()}
                                for n, (A, B) in lora.items()}}
