@@ -63,6 +63,9 @@ families = {
     "phi3": ("phi3", dict(original_max_position_embeddings=16, sliding_window=6, pad_token_id=0, eos_token_id=2,
                           rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
                                            "short_factor": [1.0, 1.3], "long_factor": [2.0, 5.0]})),
+    # MPT: ALiBi (6 heads: the non-power-of-two slope order), fused Wqkv, bias-free LayerNorm,
+    # exact GELU, tied head
+    "mpt": ("mpt", dict(d_model=24, n_heads=6, n_layers=2, max_seq_len=128)),
     "llama_yarn": ("llama", dict(rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
                                                   "original_max_position_embeddings": 32})),
 }
@@ -75,7 +78,10 @@ versions = {"torch": torch.__version__, "transformers": transformers.__version__
 
 
 def make(name, model_type, extra):
-    cfg = AutoConfig.for_model(model_type, **{**base, **extra})
+    if model_type == "mpt":   # MPT's own key names
+        cfg = AutoConfig.for_model(model_type, vocab_size=V, bos_token_id=1, eos_token_id=2, **extra)
+    else:
+        cfg = AutoConfig.for_model(model_type, **{**base, **extra})
     model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
     with torch.no_grad():
         for n, p in model.named_parameters():
@@ -117,7 +123,7 @@ def make(name, model_type, extra):
     r, alpha = 2, 4.0
     gl = torch.Generator().manual_seed(2)
     lora, hooks = {}, []
-    targets = ["qkv_proj", "o_proj"] if model_type == "phi3" else ["q_proj", "v_proj"]
+    targets = {"phi3": ["qkv_proj", "o_proj"], "mpt": ["Wqkv", "out_proj"]}.get(model_type, ["q_proj", "v_proj"])
     for n, m in model.named_modules():
         if any(n.endswith("." + t) for t in targets):
             A = (0.3 * torch.randn(r, m.in_features, generator=gl)).half().float().requires_grad_()

@@ -113,6 +113,11 @@ public protocol Backend: AnyObject, Sendable {
     func swigluBackward(dh: BufferView, gate: BufferView, up: BufferView, dgate: BufferView,
                         dup: BufferView, count n: Int) throws
 
+    // MARK: column slices
+    /// dst[r, 0..<width] = src[r, 0..<width] for r < rows, rows `ldSrc` / `ldDst` floats apart
+    /// (the parts of fused projections: q / k / v of qkv_proj, gate / up of gate_up_proj).
+    func copyColumns(_ src: BufferView, ldSrc: Int, into dst: BufferView, ldDst: Int, rows: Int, width: Int) throws
+
     // MARK: gelu
     /// y = gelu(x), or gelu(x) · up (GeGLU) when `up` is given; `approximate`: the tanh form
     /// (PyTorch's approximate="tanh"), else the exact erf form. Backward writes dx (and dup).

@@ -117,6 +117,8 @@ public enum ModelRegistry {
         "mistral": { try LlamaModel(config: LlamaConfig(hf: $0), on: $1) },
         "qwen2": { try LlamaModel(config: LlamaConfig(hf: $0), on: $1) },
         "qwen3": { try LlamaModel(config: LlamaConfig(hf: $0), on: $1) },
+        "mpt": { try MPTModel(config: MPTConfig(hf: $0), on: $1) },
+        "phi3": { try Phi3Model(config: Phi3Config(hf: $0), on: $1) },
         "gemma3_text": { try Gemma3Model(config: Gemma3Config(hf: $0), on: $1) },
     ]
 

@@ -88,7 +88,7 @@ final class ZooConfigTests: XCTestCase {
         let exact = try loss("llama31") { _ in }
         XCTAssertEqual(exact.got, exact.golden, accuracy: 1e-4 * exact.golden)
         // θ = 10000 and no scaling (the old fallback) is visibly wrong on each RoPE fixture.
-        for family in ["llama31", "smollm2", "qwen3", "llama_yarn"] {
+        for family in ["llama31", "smollm2", "qwen3", "phi3", "llama_yarn"] {
             let wrong = try loss(family) { $0["rope_parameters"] = ["rope_type": "default", "rope_theta": 10000.0] }
             // (3× the golden tests' 1e-4 tolerance: they would catch it)
             XCTAssertGreaterThan(abs(wrong.got - wrong.golden), 3e-4 * wrong.golden, "\(family): RoPE settings matter")

@@ -7,7 +7,7 @@ import XCTest
 import SFTCore
 
 final class ZooGoldenTests: XCTestCase {
-    static let families = ["llama31", "smollm2", "mistral", "qwen2", "qwen3", "gemma3", "llama_yarn"]
+    static let families = ["llama31", "smollm2", "mistral", "qwen2", "qwen3", "gemma3", "phi3", "mpt", "llama_yarn"]
     let be = CPUBackend.shared
 
     struct Sequence {
@@ -89,7 +89,8 @@ final class ZooGoldenTests: XCTestCase {
             let (seqs, lora) = try golden(family)
             let r = lora["r"] as! Int, alpha = lora["alpha"] as! Double
             let modules = lora["modules"] as! [String: [String: [Double]]]
-            try m.applyLoRA(LoRAConfig(r: r, alpha: alpha, dropout: 0, targetModules: ["q_proj", "v_proj"]), seed: 1)
+            let loraTargets = lora["targets"] as! [String]
+            try m.applyLoRA(LoRAConfig(r: r, alpha: alpha, dropout: 0, targetModules: loraTargets), seed: 1)
             let byName = Dictionary(uniqueKeysWithValues: m.namedModules())
             XCTAssertEqual(Set(modules.keys), Set(byName.compactMap { ($0.value as? Linear)?.lora != nil ? $0.key : nil }), family)
             for (name, w) in modules {
