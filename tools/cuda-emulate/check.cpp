@@ -24,10 +24,18 @@ namespace attention {
 namespace training {
 #include "training.cu"
 }
+namespace activations {
+#include "activations.cu"
+}
+namespace columns {
+#include "columns.cu"
+}
 using namespace elementwise;
 using namespace norm;
 using namespace attention;
 using namespace training;
+using namespace activations;
+using namespace columns;
 }
 #include "sftkernels.h"
 
@@ -63,7 +71,7 @@ static std::vector<float> nans(size_t n) { return std::vector<float>(n, NAN); }
 
 template <typename Fwd, typename Dq, typename Dkdv>
 static void attention_case(const char *name, Fwd fwd, Dq dq_kernel, Dkdv dkdv_kernel, int B, int T, int H, int KV,
-                           int D, bool docs, bool alibi, bool fused) {
+                           int D, bool docs, bool alibi, bool fused, int window = 0) {
     const int width = (H + 2 * KV) * D, rows = B * T;
     const long ldq = fused ? width : H * D, ldk = fused ? width : KV * D, ldv = ldk, ldo = H * D;
     std::vector<float> qkv = randoms((size_t)rows * width), qs = randoms((size_t)rows * H * D),
@@ -83,10 +91,10 @@ static void attention_case(const char *name, Fwd fwd, Dq dq_kernel, Dkdv dkdv_ke
     const float scale = 1 / std::sqrt((float)D);
 
     std::vector<float> o_ref(rows * H * D), lse_ref(B * H * T);
-    sft_attention_fwd_f32(q, ldq, k, ldk, v, ldv, o_ref.data(), ldo, lse_ref.data(), pd, pa, B, T, H, KV, D, scale,
+    sft_attention_fwd_f32(q, ldq, k, ldk, v, ldv, o_ref.data(), ldo, lse_ref.data(), pd, pa, window, B, T, H, KV, D, scale,
                           nullptr, 0, 1);
     std::vector<int> start(rows), end(rows);
-    launch(gpu::sft_attn_doc_bounds, {(unsigned)B, 1, 1}, 1024, pd, start.data(), end.data(), T);
+    launch(gpu::sft_attn_doc_bounds, {(unsigned)B, 1, 1}, 1024, pd, start.data(), end.data(), T, window);
     std::vector<float> o = nans(rows * H * D), lse = nans(B * H * T);
     launch(fwd, {(unsigned)((T + 31) / 32), (unsigned)H, (unsigned)B}, 128, q, ldq, k, ldk, v, ldv, o.data(), ldo,
            lse.data(), (const int *)start.data(), pa, T, H, KV, D, scale);
@@ -108,7 +116,7 @@ static void attention_case(const char *name, Fwd fwd, Dq dq_kernel, Dkdv dkdv_ke
     views(gref, rq, lq, rk, lk, rv, lv);
     if (fused) std::fill(gref.begin(), gref.end(), 0.0f);
     std::vector<float> work(sft_attention_bwd_work_floats(B, T, H, KV, D) + 1);
-    sft_attention_bwd_f32(q, ldq, k, ldk, v, ldv, o_ref.data(), ldo, dout.data(), ldo, lse_ref.data(), pd, pa, rq, lq,
+    sft_attention_bwd_f32(q, ldq, k, ldk, v, ldv, o_ref.data(), ldo, dout.data(), ldo, lse_ref.data(), pd, pa, window, rq, lq,
                           rk, lk, rv, lv, B, T, H, KV, D, scale, work.data(), nullptr, 0, 1);
     sft_attention_bwd_sum_f32(work.data(), rq, lq, B, T, H, KV, D, 0, 1);
     views(g, gq, lq, gk, lk, gv, lv);
@@ -404,6 +412,36 @@ int main() {
     attention_case("attn", sft_attn_fwd_f32_dq8, sft_attn_bwd_dq_f32_dq8, sft_attn_bwd_dkdv_f32_dq8, 2, 45, 6, 3, 32, false, true, false);
     attention_case("attn", sft_attn_fwd_f32_dq32, sft_attn_bwd_dq_f32_dq32, sft_attn_bwd_dkdv_f32_dq32, 1, 40, 2, 2, 128, true, false, true);
     attention_case("attn", sft_attn_fwd_f32_dq64, sft_attn_bwd_dq_f32_dq64, sft_attn_bwd_dkdv_f32_dq64, 1, 33, 2, 1, 200, true, true, false);
+    // sliding windows (Mistral, Gemma): shorter than a tile, across tiles, with documents and ALiBi
+    attention_case("attn window 5", sft_attn_fwd_f32_dq16, sft_attn_bwd_dq_f32_dq16, sft_attn_bwd_dkdv_f32_dq16, 2, 77, 4, 2, 64, true, false, false, 5);
+    attention_case("attn window 40", sft_attn_fwd_f32_dq8, sft_attn_bwd_dq_f32_dq8, sft_attn_bwd_dkdv_f32_dq8, 1, 130, 6, 3, 32, false, true, false, 40);
+    // GELU / GeGLU (both forms) and column slices of fused projections
+    {
+        const int n = 1000;
+        auto x = randoms(n), u = randoms(n), dy = randoms(n);
+        for (int form = 0; form < 2; form++) {
+            for (int gated = 0; gated < 2; gated++) {
+                const float *pu = gated ? u.data() : nullptr;
+                std::vector<float> y(n), dx(n), du(n), gy = nans(n), gdx = nans(n), gdu = nans(n);
+                ::sft_gelu_fwd_f32(x.data(), pu, y.data(), n, form);
+                ::sft_gelu_bwd_f32(dy.data(), x.data(), pu, dx.data(), gated ? du.data() : nullptr, n, form);
+                launch(gpu::sft_gelu_fwd_f32, {4, 1, 1}, 256, (const float *)x.data(), pu, gy.data(), (long)n, form);
+                launch(gpu::sft_gelu_bwd_f32, {4, 1, 1}, 256, (const float *)dy.data(), (const float *)x.data(), pu,
+                       gdx.data(), gated ? gdu.data() : (float *)nullptr, (long)n, form);
+                std::string tag = std::string("gelu form=") + std::to_string(form) + " gated=" + std::to_string(gated);
+                compare((tag + " y").c_str(), gy, y, 1e-5, 1e-6);
+                compare((tag + " dx").c_str(), gdx, dx, 1e-5, 1e-6);
+                if (gated) compare((tag + " du").c_str(), gdu, du, 1e-5, 1e-6);
+            }
+        }
+        const long rows = 9, lds = 23, ldd = 7, from = 5;
+        auto src = randoms(rows * lds), dst = nans(rows * ldd);
+        std::vector<float> want(rows * ldd);
+        for (long r = 0; r < rows; r++)
+            for (long c = 0; c < ldd; c++) want[r * ldd + c] = src[r * lds + from + c];
+        launch(gpu::sft_copy_columns_f32, {2, 1, 1}, 64, (const float *)src.data() + from, lds, dst.data(), ldd, rows, ldd);
+        compare("copy columns", dst, want, 0, 0);
+    }
     cached_case(sft_attn_cached_f32_dq16, 1, 1, 2, 1, 64);
     cached_case(sft_attn_cached_f32_dq16, 1, 50, 4, 2, 64);
     cached_case(sft_attn_cached_f32_dq24, 5, 40, 6, 2, 80);

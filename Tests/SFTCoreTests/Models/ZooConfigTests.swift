@@ -63,6 +63,15 @@ final class ZooConfigTests: XCTestCase {
         assertFails({ $0["layer_types"] = ["full_attention", "chunked_attention"] }, naming: "layer_types")
         // A GGUF key with no HF meaning arrives under its own name and fails the same way.
         assertFails({ $0["llama.rope.scaling.yarn_log_multiplier"] = "0.1" }, naming: "llama.rope.scaling.yarn_log_multiplier")
+        // MPT: settings transformers implements and sft does not, inside attn_config.
+        var mpt = try fixtureConfig("mpt")
+        var attn = mpt["attn_config"] as! [String: Any]
+        attn["clip_qkv"] = 6.0
+        mpt["attn_config"] = attn
+        XCTAssertThrowsError(try ModelRegistry.build(config: mpt, on: be)) { e in
+            guard case SFTError.config(let field, _) = e else { return XCTFail("\(e)") }
+            XCTAssertEqual(field, "attn_config.clip_qkv")
+        }
         // Harmless keys pass, whatever their value.
         var ok = base
         ok["torch_dtype"] = "bfloat16"; ok["use_cache"] = false; ok["pretraining_tp"] = 2; ok["initializer_range"] = 0.5
@@ -101,8 +110,9 @@ final class ZooConfigTests: XCTestCase {
 
     /// Two documents packed in one row, the second starting inside the first's last window:
     /// each document's logits equal those of the document run alone (positions restart).
-    func testPackedRowsNeverSeeAnotherDocumentThroughASlidingWindow() throws {
-        let m = try ModelLoader.load(at: Fixtures.url("model/zoo/mistral"), on: be).model
+    func testPackedRowsNeverSeeAnotherDocumentThroughASlidingWindowOrALiBi() throws {
+      for family in ["mistral", "gemma3", "mpt"] {
+        let m = try ModelLoader.load(at: Fixtures.url("model/zoo/\(family)"), on: be).model
         let a: [Int32] = [5, 9, 14, 3, 22, 41, 7], b: [Int32] = [30, 8, 8, 19, 50, 11, 4, 27, 33]
         let ids = a + b
         let input = ModelInput(ids: try Tensor(ints: ids, shape: [ids.count], on: be),
@@ -115,6 +125,7 @@ final class ZooConfigTests: XCTestCase {
         let alone = try m.logits(a) + m.logits(b)
         XCTAssertEqual(packed.count, alone.count)
         let diff = zip(packed, alone).map { abs($0 - $1) }.max()!
-        XCTAssertLessThan(diff, 1e-4, "packed vs alone: max |Δ| \(diff)")
+        XCTAssertLessThan(diff, 1e-4, "\(family): packed vs alone: max |Δ| \(diff)")
+      }
     }
 }
