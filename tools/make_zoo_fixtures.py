@@ -66,6 +66,8 @@ families = {
     # MPT: ALiBi (6 heads: the non-power-of-two slope order), fused Wqkv, bias-free LayerNorm,
     # exact GELU, tied head
     "mpt": ("mpt", dict(d_model=24, n_heads=6, n_layers=2, max_seq_len=128)),
+    # MPT with clip_qkv small enough that the clamp bites
+    "mpt_clip": ("mpt", dict(d_model=16, n_heads=4, n_layers=2, max_seq_len=128, attn_config={"clip_qkv": 0.6})),
     "llama_yarn": ("llama", dict(rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
                                                   "original_max_position_embeddings": 32})),
 }

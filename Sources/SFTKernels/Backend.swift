@@ -118,6 +118,11 @@ public protocol Backend: AnyObject, Sendable {
     /// (the parts of fused projections: q / k / v of qkv_proj, gate / up of gate_up_proj).
     func copyColumns(_ src: BufferView, ldSrc: Int, into dst: BufferView, ldDst: Int, rows: Int, width: Int) throws
 
+    // MARK: clamp
+    /// y = min(max(x, −limit), limit) (MPT's clip_qkv); backward: dx = dy where −limit ≤ x ≤ limit, else 0.
+    func clampForward(_ x: BufferView, into y: BufferView, count n: Int, limit: Float) throws
+    func clampBackward(dy: BufferView, x: BufferView, dx: BufferView, count n: Int, limit: Float) throws
+
     // MARK: gelu
     /// y = gelu(x), or gelu(x) · up (GeGLU) when `up` is given; `approximate`: the tanh form
     /// (PyTorch's approximate="tanh"), else the exact erf form. Backward writes dx (and dup).

@@ -434,6 +434,15 @@ int main() {
                 if (gated) compare((tag + " du").c_str(), gdu, du, 1e-5, 1e-6);
             }
         }
+        {   // clamp (MPT's clip_qkv)
+            std::vector<float> y(n), dx(n), gy = nans(n), gdx = nans(n);
+            ::sft_clamp_fwd_f32(x.data(), y.data(), n, 0.5f);
+            ::sft_clamp_bwd_f32(dy.data(), x.data(), dx.data(), n, 0.5f);
+            launch(gpu::sft_clamp_fwd_f32, {4, 1, 1}, 256, (const float *)x.data(), gy.data(), (long)n, 0.5f);
+            launch(gpu::sft_clamp_bwd_f32, {4, 1, 1}, 256, (const float *)dy.data(), (const float *)x.data(), gdx.data(), (long)n, 0.5f);
+            compare("clamp y", gy, y, 0, 0);
+            compare("clamp dx", gdx, dx, 0, 0);
+        }
         const long rows = 9, lds = 23, ldd = 7, from = 5;
         auto src = randoms(rows * lds), dst = nans(rows * ldd);
         std::vector<float> want(rows * ldd);

@@ -146,6 +146,10 @@ void sft_gelu_fwd_f32(const float *x, const float *u, float *y, int64_t n, int t
 void sft_gelu_bwd_f32(const float *dy, const float *x, const float *u, float *dx, float *du, int64_t n,
                       int tanh_form);
 
+// Clamp to [-limit, limit]; backward passes dy where -limit <= x <= limit (clamp.c).
+void sft_clamp_fwd_f32(const float *x, float *y, int64_t n, float limit);
+void sft_clamp_bwd_f32(const float *dy, const float *x, float *dx, int64_t n, float limit);
+
 void sft_swiglu_fwd_f32(const float *g, const float *u, float *h, int64_t n);
 void sft_swiglu_bwd_f32(const float *dh, const float *g, const float *u, float *dg, float *du,
                         int64_t n);

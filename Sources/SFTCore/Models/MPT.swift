@@ -3,8 +3,9 @@
 // multi-head attention over a fused `Wqkv` → residual → LayerNorm → GELU (exact) MLP of 4·C →
 // residual; final LayerNorm; LM head tied to `wte`. Every Linear is bias-free, as transformers
 // builds them whatever `no_bias` says. `learned_pos_emb`, `norm_type`, `embedding_fraction` and
-// `attn_impl` do not change what transformers computes and are accepted; settings it implements
-// that sft does not (`clip_qkv`, `qk_ln`, `prefix_lm`, `logit_scale`) are errors naming them.
+// `attn_impl` do not change what transformers computes and are accepted; `clip_qkv` clamps the
+// fused projection; settings transformers implements and sft does not (`qk_ln`, `prefix_lm`,
+// `logit_scale`) are errors naming them.
 //
 // Shapes: N = B·T rows, C hidden (d_model), H heads, D = C / H, V vocab.
 
@@ -19,6 +20,8 @@ public struct MPTConfig: Equatable, Decodable {
     public var layerNormEpsilon: Float
     public var alibiBiasMax: Double
     public var softmaxScale: Double?
+    /// Clamp of the fused q/k/v projection to [−clip_qkv, clip_qkv].
+    public var clipQKV: Double?
     public var tieWordEmbeddings: Bool
     public var bosTokenId: Int?
     public var eosTokenId: Int?
@@ -67,7 +70,9 @@ public struct MPTConfig: Equatable, Decodable {
             throw SFTError.config(field: "attn_config.attn_type", message: "'\(t)' is not implemented (multihead_attention)")
         }
         try HFConfig.requireZero(attn["attn_pdrop"]?.doubleValue, "attn_config.attn_pdrop")
-        for key in ["clip_qkv", "qk_ln", "prefix_lm"] {
+        clipQKV = attn["clip_qkv"]?.doubleValue
+        if let c = clipQKV, c <= 0 { throw SFTError.config(field: "attn_config.clip_qkv", message: "\(c) must be positive") }
+        for key in ["qk_ln", "prefix_lm"] {
             guard let v = attn[key], !v.isNull else { continue }
             if case .bool(false) = v { continue }
             throw SFTError.config(field: "attn_config.\(key)", message: "\(v.serialized()) is not implemented")
@@ -85,7 +90,7 @@ public struct MPTConfig: Equatable, Decodable {
 
     public var hf: [String: Any] {
         var attn: [String: Any] = ["alibi": true, "alibi_bias_max": alibiBiasMax, "attn_pdrop": 0,
-                                   "attn_type": "multihead_attention", "clip_qkv": NSNull(), "qk_ln": false,
+                                   "attn_type": "multihead_attention", "clip_qkv": clipQKV ?? NSNull(), "qk_ln": false,
                                    "prefix_lm": false, "softmax_scale": NSNull()]
         if let softmaxScale { attn["softmax_scale"] = softmaxScale }
         var c: [String: Any] = [
@@ -114,9 +119,11 @@ final class MPTAttention: Module {
     let wqkv, outProj: Linear
     let H: Int, D: Int
     let scale: Float
+    let clip: Float?
 
     init(_ c: MPTConfig, on be: Backend) throws {
         H = c.nHeads; D = c.dModel / c.nHeads
+        clip = c.clipQKV.map(Float.init)
         scale = Float(c.softmaxScale ?? 1 / Double(D).squareRoot())
         wqkv = try Linear(inFeatures: c.dModel, outFeatures: 3 * c.dModel, bias: false, on: be)
         outProj = try Linear(inFeatures: c.dModel, outFeatures: c.dModel, bias: false, on: be)
@@ -125,7 +132,9 @@ final class MPTAttention: Module {
     override var children: [(String, Module)] { [("Wqkv", wqkv), ("out_proj", outProj)] }
 
     func qkv(_ x: Tensor) throws -> (Tensor, Tensor, Tensor) {
-        let fused = try wqkv(x), C = H * D                                          // (N, 3C): q | k | v
+        var fused = try wqkv(x)                                                     // (N, 3C): q | k | v
+        if let clip { fused = try Ops.clamp(fused, limit: clip) }
+        let C = H * D
         return (try Ops.columns(fused, from: 0, count: C), try Ops.columns(fused, from: C, count: C),
                 try Ops.columns(fused, from: 2 * C, count: C))
     }

@@ -1,9 +1,22 @@
-// Activation ops the zoo's MLPs use beyond SwiGLU: GELU (MPT, exact erf form) and GeGLU
-// (Gemma: gelu_pytorch_tanh(gate) · up), each with its backward, over the backend's GELU kernel.
+// Activation ops the zoo uses beyond SwiGLU: GELU (MPT, exact erf form), GeGLU (Gemma:
+// gelu_pytorch_tanh(gate) · up) and clamp (MPT's clip_qkv), each with its backward.
 
 import Foundation
 
 extension Ops {
+    /// x clamped to [−limit, limit] (MPT's `clip_qkv`); the gradient passes inside the range.
+    public static func clamp(_ x: Tensor, limit: Float) throws -> Tensor {
+        let be = x.backend, n = x.count
+        let y = try Tensor(empty: x.shape, on: be)
+        try be.clampForward(x.storage, into: y.storage, count: n, limit: limit)
+        Autograd.record(y, op: "clamp", inputs: [x]) { g in
+            let dx = try Tensor(empty: x.shape, on: be)
+            try be.clampBackward(dy: g.storage, x: x.storage, dx: dx.storage, count: n, limit: limit)
+            return [dx]
+        }
+        return y
+    }
+
     /// gelu(x), or gelu(gate) · up (GeGLU) when `up` is given. `approximate`: the tanh form
     /// (`gelu_pytorch_tanh`, `gelu_new`), else the exact erf form (`gelu`).
     public static func gelu(_ x: Tensor, up: Tensor? = nil, approximate: Bool) throws -> Tensor {

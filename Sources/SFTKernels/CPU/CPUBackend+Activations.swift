@@ -1,7 +1,19 @@
-// GELU / GeGLU on the CPU: gelu.c over chunks of the pool.
+// GELU / GeGLU and clamp on the CPU: gelu.c and clamp.c over chunks of the pool.
 import CSFTKernels
 
 extension CPUBackend {
+    public func clampForward(_ x: BufferView, into y: BufferView, count n: Int, limit: Float) throws {
+        try check(count: n, "clampForward", ["x": x, "y": y])
+        let (px, py) = (x.f32(), y.f32())
+        chunked(n, grain: 1 << 15) { s, c in sft_clamp_fwd_f32(px + s, py + s, Int64(c), limit) }
+    }
+
+    public func clampBackward(dy: BufferView, x: BufferView, dx: BufferView, count n: Int, limit: Float) throws {
+        try check(count: n, "clampBackward", ["dy": dy, "x": x, "dx": dx])
+        let (pdy, px, pdx) = (dy.f32(), x.f32(), dx.f32())
+        chunked(n, grain: 1 << 15) { s, c in sft_clamp_bwd_f32(pdy + s, px + s, pdx + s, Int64(c), limit) }
+    }
+
     public func geluForward(x: BufferView, up: BufferView?, y: BufferView, count n: Int, approximate: Bool) throws {
         let profileStart = OpProfile.begin(); defer { OpProfile.end("geluForward", profileStart) }
         try check(count: n, "geluForward", ["x": x, "y": y])

@@ -66,11 +66,11 @@ final class ZooConfigTests: XCTestCase {
         // MPT: settings transformers implements and sft does not, inside attn_config.
         var mpt = try fixtureConfig("mpt")
         var attn = mpt["attn_config"] as! [String: Any]
-        attn["clip_qkv"] = 6.0
+        attn["qk_ln"] = true
         mpt["attn_config"] = attn
         XCTAssertThrowsError(try ModelRegistry.build(config: mpt, on: be)) { e in
             guard case SFTError.config(let field, _) = e else { return XCTFail("\(e)") }
-            XCTAssertEqual(field, "attn_config.clip_qkv")
+            XCTAssertEqual(field, "attn_config.qk_ln")
         }
         // Harmless keys pass, whatever their value.
         var ok = base
@@ -104,6 +104,12 @@ final class ZooConfigTests: XCTestCase {
         }
         let noWindow = try loss("mistral") { $0.removeValue(forKey: "sliding_window") }
         XCTAssertGreaterThan(abs(noWindow.got - noWindow.golden), 3e-4 * noWindow.golden, "the window matters")
+        let noClip = try loss("mpt_clip") { c in
+            var attn = c["attn_config"] as! [String: Any]
+            attn["clip_qkv"] = NSNull()
+            c["attn_config"] = attn
+        }
+        XCTAssertGreaterThan(abs(noClip.got - noClip.golden), 3e-4 * noClip.golden, "mpt's clip_qkv matters")
         let gemmaNoWindow = try loss("gemma3") { $0["layer_types"] = ["full_attention", "full_attention", "full_attention"] }
         XCTAssertGreaterThan(abs(gemmaNoWindow.got - gemmaNoWindow.golden), 3e-4 * gemmaNoWindow.golden, "gemma3's sliding layers matter")
     }

@@ -47,7 +47,7 @@ final class CUDAKernelEmulationTests: XCTestCase {
                 .write(to: work.appendingPathComponent("\(module.name).cu"), atomically: true, encoding: .utf8)
         }
         var objects: [String] = []
-        for c in ["attention", "attention_cached", "norm", "rope", "elementwise", "embedding", "xent", "adamw", "swiglu", "gelu", "status"] {
+        for c in ["attention", "attention_cached", "norm", "rope", "elementwise", "embedding", "xent", "adamw", "swiglu", "gelu", "clamp", "status"] {
             let (s, out) = try run(["clang", "-O2", "-c", "-I", csrc.appendingPathComponent("include").path, "-I", csrc.path,
                                     csrc.appendingPathComponent("\(c).c").path, "-o", "\(c).o"], in: work)
             XCTAssertEqual(s, 0, "compiling \(c).c: \(out)")

@@ -1,7 +1,8 @@
-// CUDA C for GELU and GeGLU, exact (erf) and tanh forms: the same math as gelu.c.
+// CUDA C for GELU and GeGLU, exact (erf) and tanh forms, and clamp: the same math as gelu.c
+// and clamp.c.
 
 extension CUDAKernels {
-    /// GELU / GeGLU forward and backward.
+    /// GELU / GeGLU and clamp, forward and backward.
     public static let activations = CUDAModuleSource(name: "activations", body: #"""
     // gelu(x) and its slope; tanh form: 0.5 x (1 + tanh(k (x + c x^3))), exact: x Phi(x)
     __device__ __forceinline__ void gelu_and_slope(float x, int tanh_form, float *g, float *s) {
@@ -34,5 +35,13 @@ extension CUDAKernels {
             if (u && du) du[i] = dy[i] * g;
         }
     }
-    """#, kernels: ["sft_gelu_fwd_f32(pppli)", "sft_gelu_bwd_f32(pppppli)"])
+    // clamp to [-limit, limit] (MPT's clip_qkv); the gradient passes inside the range only
+    extern "C" __global__ void sft_clamp_fwd_f32(const float *x, float *y, i64 n, float limit) {
+        GRID_STRIDE(i, n) { y[i] = fminf(fmaxf(x[i], -limit), limit); }
+    }
+    extern "C" __global__ void sft_clamp_bwd_f32(const float *dy, const float *x, float *dx, i64 n, float limit) {
+        GRID_STRIDE(i, n) { dx[i] = x[i] >= -limit && x[i] <= limit ? dy[i] : 0.0f; }
+    }
+    """#, kernels: ["sft_gelu_fwd_f32(pppli)", "sft_gelu_bwd_f32(pppppli)", "sft_clamp_fwd_f32(pplf)",
+                    "sft_clamp_bwd_f32(ppplf)"])
 }
