@@ -1,7 +1,7 @@
 // Causal self-attention on CPU with GQA, packed documents and optional ALiBi; forward and
 // backward, the FlashAttention way (Dao et al. 2022): no T×T matrix is ever stored.
 //
-//   score(t, s) = scale * q_t · k_s - slope_h (t - s)      for s in doc(t), s <= t
+//   score(t, s) = scale * q_t · k_s - slope_h (t - s)      for s in doc(t), t - window < s <= t
 //   p(t, s)     = exp(score - lse_t),  lse_t = log sum_s exp(score(t, s))
 //   o_t         = sum_s p(t, s) v_s
 // Backward, with delta_t = do_t · o_t and dp = do_t · v_s:
@@ -17,22 +17,25 @@
 // AVX-512's 32 registers). Parts share only a counter to take the next unit (largest first).
 //
 // Documents are the maximal runs of equal ids in `doc`: a query sees keys from the start of its
-// run, so tiles before that start are never touched.
+// run (or of its sliding window, when later), so tiles before that start are never touched.
 #include "cpu.h"
 #include <stdlib.h>
 
 enum { BQ = 64, BK = 64 };
 
-/// First token and one past the last token of t's document, for one row of doc ids.
-static void doc_bounds(const int32_t *doc, int64_t T, int32_t *start, int32_t *end) {
+/// For one row of doc ids: start[t], the first key query t sees (its document's first token,
+/// or t - window + 1 when later), and end[s], one past the last query that sees key s (its
+/// document's end, or s + window when earlier). window <= 0: no window. Both are
+/// non-decreasing in t, which the tile loops below rely on.
+static void doc_bounds(const int32_t *doc, int64_t T, int64_t window, int32_t *start, int32_t *end) {
     int32_t s = 0, e = (int32_t)T;
     for (int64_t t = 0; t < T; t++) {
         if (doc && t > 0 && doc[t] != doc[t - 1]) s = (int32_t)t;
-        start[t] = s;
+        start[t] = window > 0 && t - window + 1 > s ? (int32_t)(t - window + 1) : s;
     }
     for (int64_t t = T - 1; t >= 0; t--) {
         if (doc && t < T - 1 && doc[t] != doc[t + 1]) e = (int32_t)(t + 1);
-        end[t] = e;
+        end[t] = window > 0 && t + window < e ? (int32_t)(t + window) : e;
     }
 }
 
@@ -383,7 +386,7 @@ SFT_INLINE void write_rows(int wide, const float *restrict ot, const float *rest
 SFT_INLINE int sft_attention_fwd_f32_impl(int wide, const float *q, int64_t ldq, const float *k,
                                           int64_t ldk, const float *v, int64_t ldv, float *o,
                                           int64_t ldo, float *lse, const int32_t *doc,
-                                          const float *alibi, int64_t B, int64_t T, int64_t H,
+                                          const float *alibi, int64_t window, int64_t B, int64_t T, int64_t H,
                                           int64_t KV, int64_t D, float scale, int64_t *next,
                                           int part, int nparts) {
     if (B <= 0 || T <= 0 || H <= 0) return 0;
@@ -404,7 +407,7 @@ SFT_INLINE int sft_attention_fwd_f32_impl(int wide, const float *q, int64_t ldq,
     unit_t *units = (unit_t *)(end + B * T);
     int64_t *load = (int64_t *)(units + nunits);
 
-    for (int64_t b = 0; b < B; b++) doc_bounds(doc ? doc + b * T : NULL, T, start + b * T, end + b * T);
+    for (int64_t b = 0; b < B; b++) doc_bounds(doc ? doc + b * T : NULL, T, window, start + b * T, end + b * T);
     int64_t n = 0;
     for (int64_t b = 0; b < B; b++)
         for (int64_t h = 0; h < H; h++)
@@ -499,10 +502,10 @@ SFT_INLINE int sft_attention_fwd_f32_impl(int wide, const float *q, int64_t ldq,
 SFT_DISPATCH_WIDE(int, sft_attention_fwd_f32,
              (const float *q, int64_t ldq, const float *k, int64_t ldk, const float *v,
               int64_t ldv, float *o, int64_t ldo, float *lse, const int32_t *doc,
-              const float *alibi, int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D,
-              float scale, int64_t *next, int part, int nparts),
-             (q, ldq, k, ldk, v, ldv, o, ldo, lse, doc, alibi, B, T, H, KV, D, scale, next, part,
-              nparts))
+              const float *alibi, int64_t window, int64_t B, int64_t T, int64_t H, int64_t KV,
+              int64_t D, float scale, int64_t *next, int part, int nparts),
+             (q, ldq, k, ldk, v, ldv, o, ldo, lse, doc, alibi, window, B, T, H, KV, D, scale, next,
+              part, nparts))
 
 // ---------------------------------------------------------------------------------------------
 // Backward
@@ -714,8 +717,8 @@ void sft_attention_bwd_sum_f32(const float *work, float *dq, int64_t lddq, int64
 SFT_INLINE int sft_attention_bwd_f32_impl(
     int wide, const float *q, int64_t ldq, const float *k, int64_t ldk, const float *v, int64_t ldv,
     const float *o, int64_t ldo, const float *dout, int64_t lddo, const float *lse,
-    const int32_t *doc, const float *alibi, float *dq, int64_t lddq, float *dk, int64_t lddk,
-    float *dv, int64_t lddv, int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D,
+    const int32_t *doc, const float *alibi, int64_t window, float *dq, int64_t lddq, float *dk,
+    int64_t lddk, float *dv, int64_t lddv, int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D,
     float scale, float *work, int64_t *next, int part, int nparts) {
     if (B <= 0 || T <= 0 || H <= 0) return 0;
     const int64_t G = H / KV, nqb = (T + BQ - 1) / BQ;
@@ -744,7 +747,7 @@ SFT_INLINE int sft_attention_bwd_f32_impl(
     // delta_t = do_t · o_t, computed for a block of rows of (b, h) when this part first needs it.
     memset(have, 0, (size_t)(B * H * nqb));
 
-    for (int64_t b = 0; b < B; b++) doc_bounds(doc ? doc + b * T : NULL, T, start + b * T, end + b * T);
+    for (int64_t b = 0; b < B; b++) doc_bounds(doc ? doc + b * T : NULL, T, window, start + b * T, end + b * T);
     int64_t n = 0;
     for (int64_t b = 0; b < B; b++) {
         const int32_t *en = end + b * T;
@@ -920,9 +923,9 @@ SFT_INLINE int sft_attention_bwd_f32_impl(
 SFT_DISPATCH_WIDE(int, sft_attention_bwd_f32,
              (const float *q, int64_t ldq, const float *k, int64_t ldk, const float *v,
               int64_t ldv, const float *o, int64_t ldo, const float *dout, int64_t lddo,
-              const float *lse, const int32_t *doc, const float *alibi, float *dq, int64_t lddq,
-              float *dk, int64_t lddk, float *dv, int64_t lddv, int64_t B, int64_t T, int64_t H,
-              int64_t KV, int64_t D, float scale, float *work, int64_t *next, int part,
+              const float *lse, const int32_t *doc, const float *alibi, int64_t window, float *dq,
+              int64_t lddq, float *dk, int64_t lddk, float *dv, int64_t lddv, int64_t B, int64_t T,
+              int64_t H, int64_t KV, int64_t D, float scale, float *work, int64_t *next, int part,
               int nparts),
-             (q, ldq, k, ldk, v, ldv, o, ldo, dout, lddo, lse, doc, alibi, dq, lddq, dk, lddk, dv,
-              lddv, B, T, H, KV, D, scale, work, next, part, nparts))
+             (q, ldq, k, ldk, v, ldv, o, ldo, dout, lddo, lse, doc, alibi, window, dq, lddq, dk, lddk,
+              dv, lddv, B, T, H, KV, D, scale, work, next, part, nparts))

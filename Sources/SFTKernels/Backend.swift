@@ -7,13 +7,17 @@
 
 /// Shape of a causal attention call. q/o rows have `ldq`/`ldo` floats between tokens,
 /// k/v rows `ldk`/`ldv`, so q, k and v may be column slices of one fused qkv buffer.
+/// `window` (sliding-window attention, Mistral / Gemma): token t sees keys s with
+/// t − window < s ≤ t (and in its document); nil: every earlier key.
 public struct AttentionShape: Sendable, Equatable {
     public var B: Int, T: Int, H: Int, KV: Int, D: Int
     public var ldq: Int, ldk: Int, ldv: Int, ldo: Int
     public var scale: Float
+    public var window: Int?
 
     public init(B: Int, T: Int, H: Int, KV: Int, D: Int, ldq: Int? = nil, ldk: Int? = nil,
-                ldv: Int? = nil, ldo: Int? = nil, scale: Float? = nil) {
+                ldv: Int? = nil, ldo: Int? = nil, scale: Float? = nil, window: Int? = nil) {
+        self.window = window
         self.B = B; self.T = T; self.H = H; self.KV = KV; self.D = D
         self.ldq = ldq ?? H * D
         self.ldk = ldk ?? KV * D
@@ -108,6 +112,23 @@ public protocol Backend: AnyObject, Sendable {
     func swigluForward(gate: BufferView, up: BufferView, h: BufferView, count n: Int) throws
     func swigluBackward(dh: BufferView, gate: BufferView, up: BufferView, dgate: BufferView,
                         dup: BufferView, count n: Int) throws
+
+    // MARK: column slices
+    /// dst[r, 0..<width] = src[r, 0..<width] for r < rows, rows `ldSrc` / `ldDst` floats apart
+    /// (the parts of fused projections: q / k / v of qkv_proj, gate / up of gate_up_proj).
+    func copyColumns(_ src: BufferView, ldSrc: Int, into dst: BufferView, ldDst: Int, rows: Int, width: Int) throws
+
+    // MARK: clamp
+    /// y = min(max(x, −limit), limit) (MPT's clip_qkv); backward: dx = dy where −limit ≤ x ≤ limit, else 0.
+    func clampForward(_ x: BufferView, into y: BufferView, count n: Int, limit: Float) throws
+    func clampBackward(dy: BufferView, x: BufferView, dx: BufferView, count n: Int, limit: Float) throws
+
+    // MARK: gelu
+    /// y = gelu(x), or gelu(x) · up (GeGLU) when `up` is given; `approximate`: the tanh form
+    /// (PyTorch's approximate="tanh"), else the exact erf form. Backward writes dx (and dup).
+    func geluForward(x: BufferView, up: BufferView?, y: BufferView, count n: Int, approximate: Bool) throws
+    func geluBackward(dy: BufferView, x: BufferView, up: BufferView?, dx: BufferView, dup: BufferView?,
+                      count n: Int, approximate: Bool) throws
 
     // MARK: embedding
     func embeddingForward(ids: BufferView, table: BufferView, out: BufferView, N: Int, C: Int,

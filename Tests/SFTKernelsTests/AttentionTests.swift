@@ -255,7 +255,7 @@ final class AttentionTests: XCTestCase {
         for nparts: Int32 in [1, 3] {
             for part in 0..<nparts {
                 XCTAssertEqual(sft_attention_fwd_f32(q, Int64(H * D), k, Int64(KV * D), v, Int64(KV * D), &o, Int64(H * D), &lse,
-                                                     doc, nil, Int64(B), Int64(T), Int64(H), Int64(KV), Int64(D),
+                                                     doc, nil, 0, Int64(B), Int64(T), Int64(H), Int64(KV), Int64(D),
                                                      1 / Float(D).squareRoot(), nil, part, nparts), 0)
             }
             XCTAssertEqual(o, want.o, "o, \(nparts) parts")
@@ -263,7 +263,7 @@ final class AttentionTests: XCTestCase {
             var work = [Float](repeating: .nan, count: Int(sft_attention_bwd_work_floats(Int64(B), Int64(T), Int64(H), Int64(KV), Int64(D))))
             for part in 0..<nparts {
                 XCTAssertEqual(sft_attention_bwd_f32(q, Int64(H * D), k, Int64(KV * D), v, Int64(KV * D), o, Int64(H * D), dout,
-                                                     Int64(H * D), lse, doc, nil, &dq, Int64(H * D), &dk, Int64(KV * D), &dv,
+                                                     Int64(H * D), lse, doc, nil, 0, &dq, Int64(H * D), &dk, Int64(KV * D), &dv,
                                                      Int64(KV * D), Int64(B), Int64(T), Int64(H), Int64(KV), Int64(D),
                                                      1 / Float(D).squareRoot(), &work, nil, part, nparts), 0)
             }

@@ -106,6 +106,7 @@ void sft_rope_f32(const float *x, int64_t ldx, float *y, int64_t ldy, const int3
 // doc: (B, T) document ids or NULL. A document is a maximal run of equal ids (packed rows put
 // each document in one contiguous run); token t attends to s <= t of its own run only.
 // alibi: (H) slopes or NULL; adds -slope * (t - s) to the (scaled) score.
+// window: sliding window (Mistral, Gemma): t sees s only when t - s < window; <= 0: no window.
 // lse: (B, H, T) log-sum-exp of the scores, saved for backward.
 // Work is split into units — (b, h, block of query rows) in forward, (b, kv head, run of key
 // tiles) in backward — so every output row has one writer; backward's dq gets a share from
@@ -120,13 +121,14 @@ void sft_rope_f32(const float *x, int64_t ldx, float *y, int64_t ldy, const int3
 
 int sft_attention_fwd_f32(const float *q, int64_t ldq, const float *k, int64_t ldk,
                           const float *v, int64_t ldv, float *o, int64_t ldo, float *lse,
-                          const int32_t *doc, const float *alibi, int64_t B, int64_t T,
-                          int64_t H, int64_t KV, int64_t D, float scale, int64_t *next, int part,
-                          int nparts);
+                          const int32_t *doc, const float *alibi, int64_t window, int64_t B,
+                          int64_t T, int64_t H, int64_t KV, int64_t D, float scale, int64_t *next,
+                          int part, int nparts);
 int sft_attention_bwd_f32(const float *q, int64_t ldq, const float *k, int64_t ldk,
                           const float *v, int64_t ldv, const float *o, int64_t ldo,
                           const float *dout, int64_t lddo, const float *lse,
-                          const int32_t *doc, const float *alibi, float *dq, int64_t lddq,
+                          const int32_t *doc, const float *alibi, int64_t window, float *dq,
+                          int64_t lddq,
                           float *dk, int64_t lddk, float *dv, int64_t lddv, int64_t B,
                           int64_t T, int64_t H, int64_t KV, int64_t D, float scale, float *work,
                           int64_t *next, int part, int nparts);
@@ -137,6 +139,16 @@ void sft_attention_bwd_sum_f32(const float *work, float *dq, int64_t lddq, int64
 // ---------------------------------------------------------------------------------------------
 // SwiGLU: h = silu(g) * u over n elements. Backward writes dg, du (=).
 // ---------------------------------------------------------------------------------------------
+
+// GELU (tanh_form 0: exact erf form, 1: tanh approximation): y = gelu(x), or gelu(x) * u when u
+// is not NULL (GeGLU). Backward writes dx, and du when u and du are given (gelu.c).
+void sft_gelu_fwd_f32(const float *x, const float *u, float *y, int64_t n, int tanh_form);
+void sft_gelu_bwd_f32(const float *dy, const float *x, const float *u, float *dx, float *du, int64_t n,
+                      int tanh_form);
+
+// Clamp to [-limit, limit]; backward passes dy where -limit <= x <= limit (clamp.c).
+void sft_clamp_fwd_f32(const float *x, float *y, int64_t n, float limit);
+void sft_clamp_bwd_f32(const float *dy, const float *x, float *dx, int64_t n, float limit);
 
 void sft_swiglu_fwd_f32(const float *g, const float *u, float *h, int64_t n);
 void sft_swiglu_bwd_f32(const float *dh, const float *g, const float *u, float *dg, float *du,

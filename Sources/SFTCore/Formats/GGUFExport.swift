@@ -41,6 +41,7 @@ public enum GGUFExport {
         // llama.cpp converts Mistral (v0.1-style) checkpoints as "llama".
         case "llama", "mistral": return ("llama", true)
         case "qwen2": return ("qwen2", false)
+        case "qwen3": return ("qwen3", false)
         default: return nil
         }
     }
@@ -58,11 +59,9 @@ public enum GGUFExport {
         }
         let c = llama.config
         guard let arch = architecture(c.modelType) else {
-            throw SFTError.unsupported("GGUF export of model type '\(c.modelType)' (llama, mistral, qwen2)")
+            throw SFTError.unsupported("GGUF export of model type '\(c.modelType)' (llama, mistral, qwen2, qwen3)")
         }
-        guard c.ropeScaling == nil else {
-            throw SFTError.unsupported("GGUF export of rope_scaling (llama.cpp stores it as a rope_freqs tensor, which sft does not write yet)")
-        }
+        let rope = try ropeMetadata(c, arch: arch.name)
         if lm.model.namedModules().contains(where: { ($0.1 as? Linear)?.lora != nil }) {
             throw SFTError.config(field: "merge", message: "the model still has LoRA adapters; merge them before exporting")
         }
@@ -84,6 +83,12 @@ public enum GGUFExport {
         try w.set("\(a).attention.head_count", .uint32(UInt32(c.numHeads)))
         try w.set("\(a).attention.head_count_kv", .uint32(UInt32(c.numKVHeads)))
         try w.set("\(a).rope.freq_base", .float32(Float(c.ropeTheta)))
+        for (key, value) in rope.metadata { try w.set(key, value) }
+        if let window = c.slidingWindow, c.layerTypes == nil {
+            try w.set("\(a).attention.sliding_window", .uint32(UInt32(window)))
+        } else if c.slidingWindow != nil {
+            throw SFTError.unsupported("GGUF export of per-layer sliding windows (layer_types) for \(c.modelType)")
+        }
         try w.set("\(a).attention.layer_norm_rms_epsilon", .float32(c.rmsNormEps))
         try w.set("\(a).rope.dimension_count", .uint32(UInt32(c.headDim)))
         if c.headDim * c.numHeads != c.hiddenSize {
@@ -110,7 +115,34 @@ public enum GGUFExport {
                 return permuteRows(values, rows: shape[0], heads: heads)
             }
         }
+        if let factors = rope.freqFactors {
+            try w.addTensor(name: "rope_freqs.weight", shape: [factors.count], type: .f32) { factors }
+        }
         try w.write(to: url)
+    }
+
+    /// RoPE scaling as llama.cpp stores it: llama3 (and factors read from a GGUF) as the
+    /// `rope_freqs` tensor of per-frequency divisors, linear and yarn as `rope.scaling.*` keys;
+    /// kinds llama.cpp has no key for are refused, naming the kind.
+    static func ropeMetadata(_ c: LlamaConfig, arch a: String) throws -> (metadata: [(String, GGUFValue)], freqFactors: [Float]?) {
+        guard let s = c.ropeScaling else { return ([], nil) }
+        switch s.ropeType {
+        case "default", "llama3":
+            // Divisors of the plain frequencies that give the scaled ones.
+            let plain = try RopeParameters(theta: c.ropeTheta, scaling: nil)
+                .frequencies(headDim: c.headDim, maxPositionEmbeddings: c.maxPositionEmbeddings).invFreq
+            let scaled = try c.rope.frequencies(headDim: c.headDim, maxPositionEmbeddings: c.maxPositionEmbeddings).invFreq
+            return ([], zip(plain, scaled).map { Float(Double($0) / Double($1)) })
+        case "linear" where s.freqFactors == nil:
+            return ([("\(a).rope.scaling.type", .string("linear")), ("\(a).rope.scaling.factor", .float32(Float(s.factor ?? 1)))], nil)
+        case "yarn" where s.freqFactors == nil && s.attentionFactor == nil && s.mscale == nil && s.betaFast == nil && s.betaSlow == nil:
+            var m: [(String, GGUFValue)] = [("\(a).rope.scaling.type", .string("yarn")),
+                                            ("\(a).rope.scaling.factor", .float32(Float(s.factor ?? 1)))]
+            if let n = s.originalMaxPositionEmbeddings { m.append(("\(a).rope.scaling.original_context_length", .uint32(UInt32(n)))) }
+            return (m, nil)
+        default:
+            throw SFTError.unsupported("GGUF export of rope_type '\(s.ropeType)' with these settings (llama.cpp has keys for llama3 as rope_freqs, linear and plain yarn)")
+        }
     }
 
     /// llama.cpp's order of q/k rows: within each head of D rows, HF row s·D/2 + i goes to

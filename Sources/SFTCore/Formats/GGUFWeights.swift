@@ -78,6 +78,7 @@ public final class GGUFWeights: WeightSource {
         "attn_output": "self_attn.o_proj", "attn_norm": "input_layernorm",
         "ffn_norm": "post_attention_layernorm", "ffn_gate": "mlp.gate_proj",
         "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
+        "attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm",
     ]
 
     private static func layerIndex(_ name: String) -> Int? {
@@ -143,7 +144,10 @@ public final class GGUFWeights: WeightSource {
 
     /// An HF-style config from the metadata: `model_type`, the keys in `configKeys`,
     /// `tie_word_embeddings` (true when there is no output.weight), `vocab_size` (from the
-    /// token list when not stored), `bos_token_id` / `eos_token_id`.
+    /// token list when not stored), `bos_token_id` / `eos_token_id`, and the RoPE scaling
+    /// (`rope_scaling` from `rope.scaling.*`, llama.cpp's `rope_freqs` tensor as
+    /// `freq_factors`). Metadata under `<arch>.rope.` that has no HF meaning here is passed on
+    /// under its GGUF key, so the model's strict config decoding fails naming it.
     public var config: [String: Any] {
         let m = file.metadata
         let arch = m["general.architecture"]?.string ?? ""
@@ -161,6 +165,49 @@ public final class GGUFWeights: WeightSource {
         if c["vocab_size"] == nil, let n = m["tokenizer.ggml.tokens"]?.array?.count { c["vocab_size"] = n }
         if let b = m["tokenizer.ggml.bos_token_id"]?.int { c["bos_token_id"] = b }
         if let e = m["tokenizer.ggml.eos_token_id"]?.int { c["eos_token_id"] = e }
+        if let w = m["\(arch).attention.sliding_window"]?.int, w > 0 { c["sliding_window"] = w }
+        for (key, value) in ropeConfig(arch: arch) { c[key] = value }
+        return c
+    }
+
+    /// The RoPE part of `config`.
+    private func ropeConfig(arch: String) -> [String: Any] {
+        let m = file.metadata, prefix = "\(arch).rope."
+        var c: [String: Any] = [:]
+        var scaling: [String: Any] = [:]
+        for key in m.keys.sorted() where key.hasPrefix(prefix) {
+            let v = m[key]!, short = String(key.dropFirst(prefix.count))
+            switch short {
+            case "freq_base": break   // configKeys: rope_theta
+            case "dimension_count":
+                // Partial rotary embeddings are not implemented: the rotated dims must be the head.
+                let headDim = m["\(arch).attention.key_length"]?.int
+                    ?? (m["\(arch).embedding_length"]?.int).flatMap { e in m["\(arch).attention.head_count"]?.int.map { e / max(1, $0) } }
+                if v.int != headDim { c[key] = v.int ?? 0 }
+            case "scaling.type":
+                switch v.string {
+                case "none": break
+                case "linear": scaling["rope_type"] = "linear"
+                case "yarn": scaling["rope_type"] = "yarn"
+                default: c[key] = v.string ?? "?"
+                }
+            case "scaling.factor": if let f = v.float { scaling["factor"] = f }
+            case "scale_linear": if let f = v.float { scaling["rope_type"] = "linear"; scaling["factor"] = f }
+            case "scaling.original_context_length": if let n = v.int { scaling["original_max_position_embeddings"] = n }
+            case "scaling.finetuned": break   // provenance only
+            case "scaling.attn_factor" where v.float == 1: break
+            default: c[key] = "\(v)"
+            }
+        }
+        if let t = file.tensor(named: "rope_freqs.weight"), let f = try? file.dequantize(t) {
+            scaling["rope_type"] = scaling["rope_type"] ?? "default"
+            scaling["freq_factors"] = f.map(Double.init)
+        }
+        if let type = scaling["rope_type"] as? String, type == "linear" || type == "yarn" || scaling["freq_factors"] != nil {
+            c["rope_scaling"] = scaling
+        } else if !scaling.isEmpty, scaling["rope_type"] == nil {
+            c["rope_scaling"] = scaling.merging(["rope_type": "default"]) { a, _ in a }
+        }
         return c
     }
 }

@@ -31,7 +31,7 @@ public enum HFExport {
         }
         try Safetensors.write(tensors, metadata: ["format": "pt"], to: dir.appendingPathComponent("model.safetensors"))
         tensors.removeAll()
-        var config = lm.model.hfConfig
+        var config = try lm.model.hfConfig
         let dtypeName = dtype == .bf16 ? "bfloat16" : dtype == .f16 ? "float16" : "float32"
         // transformers 5 reads "dtype"; 4.x reads "torch_dtype".
         config["torch_dtype"] = dtypeName

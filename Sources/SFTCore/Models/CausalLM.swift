@@ -54,12 +54,21 @@ public protocol CausalLM: Module {
     var lmHeadWeight: Parameter { get }
     /// Whether the LM head shares the embedding matrix.
     var tiedEmbeddings: Bool { get }
-    /// The config as an HF config.json object (for saving merged models).
-    var hfConfig: [String: Any] { get }
+    /// The config as an HF config.json object (for saving merged models); throws when the
+    /// model has a setting transformers cannot express.
+    var hfConfig: [String: Any] { get throws }
 
     /// Final hidden states (B·T, C) after the last norm. `checkpointing` recomputes each
     /// decoder layer in backward instead of keeping its activations.
     func hiddenStates(_ input: ModelInput, checkpointing: Bool) throws -> Tensor
+
+    /// PEFT's default `target_modules` for this family (its
+    /// TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING); sft's own default is "all-linear".
+    var peftDefaultLoRATargets: [String] { get }
+    /// Training memory of this model for a run of this shape (nil when the family has no
+    /// estimate yet).
+    func memoryEstimate(quantization: QuantizationConfig?, lora: LoRAConfig?, batch: Int, sequence: Int,
+                        checkpointing: Bool, optimizerShards: Int) -> MemoryEstimate?
 
     func makeCache(capacity: Int) throws -> KVCache
     /// Runs `ids` after the tokens already in `cache`, appends their keys/values, and returns
@@ -106,7 +115,11 @@ public enum ModelRegistry {
     public static let builders: [String: Builder] = [
         "llama": { try LlamaModel(config: LlamaConfig(hf: $0), on: $1) },
         "mistral": { try LlamaModel(config: LlamaConfig(hf: $0), on: $1) },
-        "qwen2": { try LlamaModel(config: LlamaConfig(hf: $0, qkvBiasDefault: true), on: $1) },
+        "qwen2": { try LlamaModel(config: LlamaConfig(hf: $0), on: $1) },
+        "qwen3": { try LlamaModel(config: LlamaConfig(hf: $0), on: $1) },
+        "mpt": { try MPTModel(config: MPTConfig(hf: $0), on: $1) },
+        "phi3": { try Phi3Model(config: Phi3Config(hf: $0), on: $1) },
+        "gemma3_text": { try Gemma3Model(config: Gemma3Config(hf: $0), on: $1) },
     ]
 
     public static func build(config: [String: Any], on backend: Backend) throws -> CausalLM {

@@ -1,5 +1,5 @@
 // The layers every architecture shares: Linear (with an optional LoRA adapter attached, so
-// adapters apply to every model at once), Embedding, RMSNorm, LayerNorm, and RoPE frequencies.
+// adapters apply to every model at once), Embedding, RMSNorm, LayerNorm (RoPE is in Rope.swift).
 
 import Foundation
 
@@ -103,68 +103,5 @@ public final class LayerNorm: Module {
     }
     public func callAsFunction(_ x: Tensor) throws -> Tensor {
         try Ops.layerNorm(x, weight: weight.value, bias: bias?.value, eps: eps)
-    }
-}
-
-/// RoPE inverse frequencies θ^(−2i/D), with Llama-3 "llama3" scaling when configured.
-public struct RopeScaling: Codable, Equatable, Sendable {
-    public var ropeType: String
-    public var factor: Double
-    public var lowFreqFactor: Double?
-    public var highFreqFactor: Double?
-    public var originalMaxPositionEmbeddings: Int?
-
-    enum CodingKeys: String, CodingKey {
-        case ropeType = "rope_type", type, factor
-        case lowFreqFactor = "low_freq_factor", highFreqFactor = "high_freq_factor"
-        case originalMaxPositionEmbeddings = "original_max_position_embeddings"
-    }
-    public init(ropeType: String, factor: Double, lowFreqFactor: Double? = nil, highFreqFactor: Double? = nil,
-                originalMaxPositionEmbeddings: Int? = nil) {
-        self.ropeType = ropeType; self.factor = factor; self.lowFreqFactor = lowFreqFactor
-        self.highFreqFactor = highFreqFactor; self.originalMaxPositionEmbeddings = originalMaxPositionEmbeddings
-    }
-    public init(from decoder: Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        ropeType = try c.decodeIfPresent(String.self, forKey: .ropeType) ?? c.decodeIfPresent(String.self, forKey: .type) ?? "default"
-        factor = try c.decodeIfPresent(Double.self, forKey: .factor) ?? 1
-        lowFreqFactor = try c.decodeIfPresent(Double.self, forKey: .lowFreqFactor)
-        highFreqFactor = try c.decodeIfPresent(Double.self, forKey: .highFreqFactor)
-        originalMaxPositionEmbeddings = try c.decodeIfPresent(Int.self, forKey: .originalMaxPositionEmbeddings)
-    }
-    public func encode(to encoder: Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(ropeType, forKey: .ropeType)
-        try c.encode(factor, forKey: .factor)
-        try c.encodeIfPresent(lowFreqFactor, forKey: .lowFreqFactor)
-        try c.encodeIfPresent(highFreqFactor, forKey: .highFreqFactor)
-        try c.encodeIfPresent(originalMaxPositionEmbeddings, forKey: .originalMaxPositionEmbeddings)
-    }
-}
-
-public enum Rope {
-    /// Inverse frequencies for head dim D (D/2 values), as transformers computes them.
-    public static func inverseFrequencies(headDim D: Int, theta: Double, scaling: RopeScaling?) throws -> [Float] {
-        var inv = (0..<(D / 2)).map { i in 1.0 / Foundation.pow(theta, Double(2 * i) / Double(D)) }
-        guard let s = scaling, s.ropeType != "default" else { return inv.map(Float.init) }
-        switch s.ropeType {
-        case "linear":
-            inv = inv.map { $0 / s.factor }
-        case "llama3":
-            // Llama 3.1: keep high frequencies, divide low ones by `factor`, blend between.
-            let low = s.lowFreqFactor ?? 1, high = s.highFreqFactor ?? 4
-            let oldCtx = Double(s.originalMaxPositionEmbeddings ?? 8192)
-            let lowWavelen = oldCtx / low, highWavelen = oldCtx / high
-            inv = inv.map { f in
-                let wavelen = 2 * Double.pi / f
-                if wavelen < highWavelen { return f }
-                if wavelen > lowWavelen { return f / s.factor }
-                let smooth = (oldCtx / wavelen - low) / (high - low)
-                return (1 - smooth) * f / s.factor + smooth * f
-            }
-        default:
-            throw SFTError.config(field: "rope_scaling.rope_type", message: "'\(s.ropeType)' is not supported (default, linear, llama3)")
-        }
-        return inv.map(Float.init)
     }
 }

@@ -101,12 +101,10 @@ public enum Finetune {
             let ep = try BatchPlan(examples: evalExamples, options: eo)
             evalBatches = (0..<ep.microBatchesPerEpoch).map { ep.microBatch(epoch: 0, index: $0) }
         }
-        if let llama = model as? LlamaModel {
-            let estimate = MemoryEstimate(config: llama.config, quantization: quantization,
-                                          lora: config.method == "full" ? nil : config.lora,
-                                          batch: config.perDeviceTrainBatchSize, sequence: config.dataConfig.maxSeqLength,
-                                          checkpointing: config.gradientCheckpointing,
-                                          optimizerShards: config.zeroStage == 1 ? group.size : 1)
+        if let estimate = model.memoryEstimate(quantization: quantization, lora: config.method == "full" ? nil : config.lora,
+                                               batch: config.perDeviceTrainBatchSize, sequence: config.dataConfig.maxSeqLength,
+                                               checkpointing: config.gradientCheckpointing,
+                                               optimizerShards: config.zeroStage == 1 ? group.size : 1) {
             onEvent?(.message("memory estimate: \(estimate)"))
         }
         onEvent?(.message("data: \(prepared.datasetReport.examples) examples (\(prepared.datasetReport.skipped.count) skipped), \(train.count) train / \(evalExamples.count) eval; \(plan.report)"))

@@ -210,7 +210,7 @@ extension CPUBackend {
         let (pd, pa) = (docIds?.i32(), alibi?.f32())
         try runParts("attentionForward", attentionParts(s)) { next, p, np in
             sft_attention_fwd_f32(pq, Int64(s.ldq), pk, Int64(s.ldk), pv, Int64(s.ldv), po, Int64(s.ldo),
-                                  pl, pd, pa, Int64(s.B), Int64(s.T), Int64(s.H), Int64(s.KV),
+                                  pl, pd, pa, Int64(s.window ?? 0), Int64(s.B), Int64(s.T), Int64(s.H), Int64(s.KV),
                                   Int64(s.D), s.scale, next, p, np)
         }
     }
@@ -237,7 +237,7 @@ extension CPUBackend {
         defer { work.deallocate() }
         try runParts(op, attentionParts(s)) { next, p, np in
             sft_attention_bwd_f32(pq, Int64(s.ldq), pk, Int64(s.ldk), pv, Int64(s.ldv), po, Int64(s.ldo),
-                                  pdo, Int64(s.ldo), pl, pd, pa, pdq, Int64(s.ldq), pdk, Int64(s.ldk),
+                                  pdo, Int64(s.ldo), pl, pd, pa, Int64(s.window ?? 0), pdq, Int64(s.ldq), pdk, Int64(s.ldk),
                                   pdv, Int64(s.ldv), B, T, H, KV, D, s.scale, work, next, p, np)
         }
         if workFloats > 0 {

@@ -162,10 +162,10 @@ extension CUDABackend {
     }
 
     /// start / end of every token's document, (B, T) each.
-    private func documentBounds(_ docIds: BufferView?, B: Int, T: Int) throws -> (BufferView, BufferView) {
+    private func documentBounds(_ docIds: BufferView?, B: Int, T: Int, window: Int?) throws -> (BufferView, BufferView) {
         let start = BufferView(try allocate(bytes: B * T * 4)), end = BufferView(try allocate(bytes: B * T * 4))
         try launch(CUDAKernels.attention, "sft_attn_doc_bounds", grid: (B, 1, 1), block: 1024,
-                   [.optional(docIds), .ptr(start), .ptr(end), .i32(Int32(T))])
+                   [.optional(docIds), .ptr(start), .ptr(end), .i32(Int32(T)), .i32(Int32(window ?? 0))])
         return (start, end)
     }
 
@@ -176,7 +176,7 @@ extension CUDABackend {
         try checkAttention(op, s, q: q, k: k, v: v, o: o, lse: lse, docIds: docIds, alibi: alibi)
         if s.B == 0 || s.T == 0 { return }
         let dq = try attentionClass(op, D: s.D)
-        let (start, _) = try documentBounds(docIds, B: s.B, T: s.T)
+        let (start, _) = try documentBounds(docIds, B: s.B, T: s.T, window: s.window)
         try launch(CUDAKernels.attention, "sft_attn_fwd_f32_dq\(dq)", grid: ((s.T + 31) / 32, s.H, s.B), block: 128,
                    [.ptr(q), .i64(s.ldq), .ptr(k), .i64(s.ldk), .ptr(v), .i64(s.ldv), .ptr(o), .i64(s.ldo), .ptr(lse),
                     .ptr(start), .optional(alibi), .i32(Int32(s.T)), .i32(Int32(s.H)), .i32(Int32(s.KV)),
@@ -196,7 +196,7 @@ extension CUDABackend {
         try check(dv, rows: rows, width: s.KV * s.D, ld: s.ldv, op, "dv (ldv=\(s.ldv))")
         if s.B == 0 || s.T == 0 { return }
         let cls = try attentionClass(op, D: s.D)
-        let (start, end) = try documentBounds(docIds, B: s.B, T: s.T)
+        let (start, end) = try documentBounds(docIds, B: s.B, T: s.T, window: s.window)
         let delta = BufferView(try allocate(bytes: s.B * s.H * s.T * 4))
         let deltaRows = s.B * s.T * s.H
         try launch(CUDAKernels.attention, "sft_attn_delta_f32", grid: ((deltaRows + 3) / 4, 1, 1), block: 128,

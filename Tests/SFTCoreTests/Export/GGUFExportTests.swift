@@ -142,13 +142,16 @@ final class GGUFExportTests: XCTestCase {
         }
     }
 
-    func testExportRefusesUnmergedAdaptersAndRopeScaling() throws {
+    /// Unmerged adapters are refused, and so is a RoPE kind llama.cpp has no key for (dynamic
+    /// NTK); llama3 scaling is written as llama.cpp's rope_freqs tensor (ZooFinetuneTests).
+    func testExportRefusesUnmergedAdaptersAndRopeScalingLlamaCppCannotStore() throws {
         let lm = try ExportFixtures.tinyLanguageModel()
         try lm.model.applyLoRA(LoRAConfig(r: 2), seed: 1)
         let url = FileManager.default.temporaryDirectory.appendingPathComponent("sft-refused.gguf")
+        try? FileManager.default.removeItem(at: url)
         XCTAssertThrowsError(try GGUFExport.save(lm, to: url)) { XCTAssertTrue("\($0)".contains("merge"), "\($0)") }
         var c = LlamaConfig(hiddenSize: 32, intermediateSize: 48, numLayers: 1, numHeads: 4, numKVHeads: 2, vocabSize: lm.tokenizer.vocabSize)
-        c.ropeScaling = RopeScaling(ropeType: "llama3", factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192)
+        c.ropeScaling = RopeScaling(ropeType: "dynamic", factor: 2)
         let scaled = LanguageModel(model: try LlamaModel(config: c, on: CPUBackend.shared), tokenizer: lm.tokenizer,
                                    chatTemplate: nil, source: InMemoryWeights(), url: url)
         XCTAssertThrowsError(try GGUFExport.save(scaled, to: url)) { XCTAssertTrue("\($0)".contains("rope"), "\($0)") }

@@ -25,7 +25,7 @@ extension CUDAKernels {
 
     static var attentionKernels: [String] {
         let fwd = "plplplplpppiiiif", bwd = "plplplpl" + "ppppp" + "plplpl" + "iiii" + "f", cached = "ppppiiiiif"
-        return ["sft_attn_doc_bounds(pppi)", "sft_attn_delta_f32(plplpiiii)"]
+        return ["sft_attn_doc_bounds(pppii)", "sft_attn_delta_f32(plplpiiii)"]
             + attentionDQ.flatMap { dq in
                 ["sft_attn_fwd_f32_dq\(dq)(\(fwd))", "sft_attn_bwd_dq_f32_dq\(dq)(\(bwd))",
                  "sft_attn_bwd_dkdv_f32_dq\(dq)(\(bwd))", "sft_attn_cached_f32_dq\(dq)(\(cached))"]
@@ -68,7 +68,7 @@ extension CUDAKernels {
     // by a prefix max (starts) and a suffix min (ends) in shared memory. doc may be NULL (one
     // document per row).
     extern "C" __global__ void __launch_bounds__(1024) sft_attn_doc_bounds(const int *doc, int *start,
-                                                                          int *end, int T) {
+                                                                          int *end, int T, int window) {
         __shared__ int sh[1024];
         const int nt = blockDim.x, k = threadIdx.x;
         const int *d = doc ? doc + (i64)blockIdx.x * T : 0;
@@ -88,7 +88,8 @@ extension CUDAKernels {
             __syncthreads();
         }
         int cur = k > 0 ? sh[k - 1] : -1;
-        for (int t = lo; t < hi; t++) { if (BEGINS(t)) cur = t; st[t] = cur; }
+        // A sliding window (window > 0) starts t's keys at t - window + 1 when that is later.
+        for (int t = lo; t < hi; t++) { if (BEGINS(t)) cur = t; st[t] = window > 0 ? max(cur, t - window + 1) : cur; }
         __syncthreads();
         int first = T + 1;
         for (int t = hi - 1; t >= lo; t--) if (ENDS(t)) first = t + 1;
@@ -101,7 +102,7 @@ extension CUDAKernels {
             __syncthreads();
         }
         cur = k + 1 < nt ? sh[k + 1] : T + 1;
-        for (int t = hi - 1; t >= lo; t--) { if (ENDS(t)) cur = t + 1; en[t] = cur; }
+        for (int t = hi - 1; t >= lo; t--) { if (ENDS(t)) cur = t + 1; en[t] = window > 0 ? min(cur, t + window) : cur; }
         #undef BEGINS
         #undef ENDS
     }

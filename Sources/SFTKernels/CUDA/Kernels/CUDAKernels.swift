@@ -42,7 +42,7 @@ public struct CUDAModuleSource: Sendable, Hashable {
 /// The CUDA backend's kernel sources.
 public enum CUDAKernels {
     /// Every module, in the order the backend loads them.
-    public static let all: [CUDAModuleSource] = [elementwise, norm, attention, training, quant]
+    public static let all: [CUDAModuleSource] = [elementwise, norm, attention, training, quant, activations, columns]
 
     /// Types, 16-bit float conversions and block reductions shared by every module.
     static let prelude = #"""

@@ -1,0 +1,278 @@
+// MPT (MosaicML 2023; mpt-7b), as HF's modeling_mpt.py: no positional embedding but ALiBi
+// (Press et al. 2022) slopes on the attention scores; pre-norm blocks of bias-free LayerNorm →
+// multi-head attention over a fused `Wqkv` → residual → LayerNorm → GELU (exact) MLP of 4·C →
+// residual; final LayerNorm; LM head tied to `wte`. Every Linear is bias-free, as transformers
+// builds them whatever `no_bias` says. `learned_pos_emb`, `norm_type`, `embedding_fraction` and
+// `attn_impl` do not change what transformers computes and are accepted; `clip_qkv` clamps the
+// fused projection; settings transformers implements and sft does not (`qk_ln`, `prefix_lm`,
+// `logit_scale`) are errors naming them.
+//
+// Shapes: N = B·T rows, C hidden (d_model), H heads, D = C / H, V vocab.
+
+import Foundation
+
+public struct MPTConfig: Equatable, Decodable {
+    public var dModel: Int
+    public var nHeads: Int
+    public var nLayers: Int
+    public var vocabSize: Int
+    public var maxSeqLen: Int
+    public var layerNormEpsilon: Float
+    public var alibiBiasMax: Double
+    public var softmaxScale: Double?
+    /// Clamp of the fused q/k/v projection to [−clip_qkv, clip_qkv].
+    public var clipQKV: Double?
+    public var tieWordEmbeddings: Bool
+    public var bosTokenId: Int?
+    public var eosTokenId: Int?
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case dModel = "d_model", nHeads = "n_heads", nLayers = "n_layers", vocabSize = "vocab_size"
+        case maxSeqLen = "max_seq_len", layerNormEpsilon = "layer_norm_epsilon", expansionRatio = "expansion_ratio"
+        case attnConfig = "attn_config", embPdrop = "emb_pdrop", residPdrop = "resid_pdrop", logitScale = "logit_scale"
+        case learnedPosEmb = "learned_pos_emb", noBias = "no_bias", normType = "norm_type"
+        case embeddingFraction = "embedding_fraction", initDevice = "init_device", initConfig = "init_config", verbose
+        case tieWordEmbeddings = "tie_word_embeddings", modelType = "model_type", bosTokenId = "bos_token_id"
+        case eosTokenId = "eos_token_id"
+    }
+
+    /// Keys of `attn_config` that sft reads.
+    static let attnKeys: Set<String> = ["alibi", "alibi_bias_max", "attn_pdrop", "attn_type", "clip_qkv", "prefix_lm",
+                                        "qk_ln", "softmax_scale", "attn_impl", "attn_uses_sequence_id"]
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        dModel = try c.decode(Int.self, forKey: .dModel)
+        nHeads = try c.decode(Int.self, forKey: .nHeads)
+        nLayers = try c.decode(Int.self, forKey: .nLayers)
+        vocabSize = try c.decode(Int.self, forKey: .vocabSize)
+        maxSeqLen = try c.decodeIfPresent(Int.self, forKey: .maxSeqLen) ?? 2048
+        layerNormEpsilon = Float(try c.decodeIfPresent(Double.self, forKey: .layerNormEpsilon) ?? 1e-5)
+        tieWordEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings) ?? true
+        bosTokenId = try? c.decodeIfPresent(Int.self, forKey: .bosTokenId)
+        eosTokenId = try? c.decodeIfPresent(Int.self, forKey: .eosTokenId)
+        if let r = try c.decodeIfPresent(Int.self, forKey: .expansionRatio), r != 4 {
+            throw SFTError.config(field: "expansion_ratio", message: "\(r): transformers' MPT has a 4·d_model MLP")
+        }
+        try HFConfig.requireZero(try c.decodeIfPresent(Double.self, forKey: .embPdrop), "emb_pdrop")
+        try HFConfig.requireZero(try c.decodeIfPresent(Double.self, forKey: .residPdrop), "resid_pdrop")
+        if let s = try c.decodeIfPresent(Double.self, forKey: .logitScale) {
+            throw SFTError.config(field: "logit_scale", message: "\(s): logit scaling is not implemented")
+        }
+        let attn = try c.decodeIfPresent([String: JSONValue].self, forKey: .attnConfig) ?? [:]
+        for key in attn.keys.sorted() where !MPTConfig.attnKeys.contains(key) && !HFConfig.harmless.contains(key) {
+            throw SFTError.config(field: "attn_config.\(key)", message: "not implemented for mpt")
+        }
+        if case .bool(false)? = attn["alibi"] {
+            throw SFTError.config(field: "attn_config.alibi", message: "false (learned positions) is not implemented: transformers' MPT always uses ALiBi")
+        }
+        if let t = attn["attn_type"]?.stringValue, t != "multihead_attention" {
+            throw SFTError.config(field: "attn_config.attn_type", message: "'\(t)' is not implemented (multihead_attention)")
+        }
+        try HFConfig.requireZero(attn["attn_pdrop"]?.doubleValue, "attn_config.attn_pdrop")
+        clipQKV = attn["clip_qkv"]?.doubleValue
+        if let c = clipQKV, c <= 0 { throw SFTError.config(field: "attn_config.clip_qkv", message: "\(c) must be positive") }
+        for key in ["qk_ln", "prefix_lm"] {
+            guard let v = attn[key], !v.isNull else { continue }
+            if case .bool(false) = v { continue }
+            throw SFTError.config(field: "attn_config.\(key)", message: "\(v.serialized()) is not implemented")
+        }
+        alibiBiasMax = attn["alibi_bias_max"]?.doubleValue ?? 8
+        softmaxScale = attn["softmax_scale"]?.doubleValue
+        guard dModel > 0, nLayers > 0, nHeads > 0, dModel % nHeads == 0, vocabSize > 0 else {
+            throw SFTError.config(field: "n_heads", message: "d_model \(dModel) does not split into \(nHeads) heads")
+        }
+    }
+
+    public init(hf c: [String: Any]) throws {
+        self = try HFConfig.decode(MPTConfig.self, from: c, family: "mpt", understood: CodingKeys.allCases.map(\.rawValue))
+    }
+
+    public var hf: [String: Any] {
+        var attn: [String: Any] = ["alibi": true, "alibi_bias_max": alibiBiasMax, "attn_pdrop": 0,
+                                   "attn_type": "multihead_attention", "clip_qkv": clipQKV ?? NSNull(), "qk_ln": false,
+                                   "prefix_lm": false, "softmax_scale": NSNull()]
+        if let softmaxScale { attn["softmax_scale"] = softmaxScale }
+        var c: [String: Any] = [
+            "architectures": ["MptForCausalLM"], "model_type": "mpt", "d_model": dModel, "n_heads": nHeads,
+            "n_layers": nLayers, "vocab_size": vocabSize, "max_seq_len": maxSeqLen, "expansion_ratio": 4,
+            "layer_norm_epsilon": Double(layerNormEpsilon), "no_bias": true, "attn_config": attn,
+            "tie_word_embeddings": tieWordEmbeddings, "torch_dtype": "float32",
+        ]
+        if let bosTokenId { c["bos_token_id"] = bosTokenId }
+        if let eosTokenId { c["eos_token_id"] = eosTokenId }
+        return c
+    }
+
+    /// ALiBi slopes as MPT computes them: 2^(−alibi_bias_max·i/H') for i = 1...H' with H' the
+    /// next power of two, then (when H' > H) the odd-indexed ones before the even ones.
+    public var alibiSlopes: [Float] {
+        let p = 1 << Int(Foundation.ceil(Foundation.log2(Double(nHeads))))
+        let slopes = (1...p).map { Float(1 / Foundation.pow(2, Double($0) * alibiBiasMax / Double(p))) }
+        guard p != nHeads else { return slopes }
+        let odd = stride(from: 1, to: p, by: 2).map { slopes[$0] }, even = stride(from: 0, to: p, by: 2).map { slopes[$0] }
+        return Array((odd + even).prefix(nHeads))
+    }
+}
+
+final class MPTAttention: Module {
+    let wqkv, outProj: Linear
+    let H: Int, D: Int
+    let scale: Float
+    let clip: Float?
+
+    init(_ c: MPTConfig, on be: Backend) throws {
+        H = c.nHeads; D = c.dModel / c.nHeads
+        clip = c.clipQKV.map(Float.init)
+        scale = Float(c.softmaxScale ?? 1 / Double(D).squareRoot())
+        wqkv = try Linear(inFeatures: c.dModel, outFeatures: 3 * c.dModel, bias: false, on: be)
+        outProj = try Linear(inFeatures: c.dModel, outFeatures: c.dModel, bias: false, on: be)
+    }
+
+    override var children: [(String, Module)] { [("Wqkv", wqkv), ("out_proj", outProj)] }
+
+    func qkv(_ x: Tensor) throws -> (Tensor, Tensor, Tensor) {
+        var fused = try wqkv(x)                                                     // (N, 3C): q | k | v
+        if let clip { fused = try Ops.clamp(fused, limit: clip) }
+        let C = H * D
+        return (try Ops.columns(fused, from: 0, count: C), try Ops.columns(fused, from: C, count: C),
+                try Ops.columns(fused, from: 2 * C, count: C))
+    }
+
+    func callAsFunction(_ x: Tensor, _ input: ModelInput, alibi: Tensor) throws -> Tensor {
+        let (q, k, v) = try qkv(x)
+        let o = try Ops.attention(q: q, k: k, v: v, docIds: input.docIds, alibi: alibi,
+                                  shape: AttentionShape(B: input.B, T: input.T, H: H, KV: H, D: D, scale: scale))
+        return try outProj(o)
+    }
+
+    /// Cached step. The cached-attention kernel has no ALiBi, so the new queries run through
+    /// the forward kernel over the whole cache (earlier query rows zero, their outputs unused):
+    /// exact, quadratic in the cache length per step.
+    func decode(_ x: Tensor, alibi: Tensor, cache: KVCache, layer: Int) throws -> Tensor {
+        let (q, k, v) = try qkv(x)
+        let Tq = x.shape[0], start = cache.count, S = start + Tq, be = x.backend, row = H * D * 4
+        try be.copy(k.storage, to: cache.keys[layer].storage.advanced(byBytes: start * row), bytes: Tq * row)
+        try be.copy(v.storage, to: cache.values[layer].storage.advanced(byBytes: start * row), bytes: Tq * row)
+        let qAll = try Tensor.zeros([S, H * D], on: be)
+        try be.copy(q.storage, to: qAll.storage.advanced(byBytes: start * row), bytes: Tq * row)
+        let o = try Tensor(empty: [S, H * D], on: be), lse = try Tensor(empty: [H, S], on: be)
+        try be.attentionForward(q: qAll.storage, k: cache.keys[layer].storage, v: cache.values[layer].storage, o: o.storage,
+                                lse: lse.storage, docIds: nil, alibi: alibi.storage,
+                                shape: AttentionShape(B: 1, T: S, H: H, KV: H, D: D, scale: scale))
+        return try outProj(try o.rows(start, Tq))
+    }
+}
+
+final class MPTMLP: Module {
+    let upProj, downProj: Linear
+
+    init(_ c: MPTConfig, on be: Backend) throws {
+        upProj = try Linear(inFeatures: c.dModel, outFeatures: 4 * c.dModel, bias: false, on: be)
+        downProj = try Linear(inFeatures: 4 * c.dModel, outFeatures: c.dModel, bias: false, on: be)
+    }
+    override var children: [(String, Module)] { [("up_proj", upProj), ("down_proj", downProj)] }
+
+    func callAsFunction(_ x: Tensor) throws -> Tensor {
+        try downProj(try Ops.gelu(try upProj(x), approximate: false))               // (N, 4C) → (N, C)
+    }
+}
+
+final class MPTBlock: Module {
+    let norm1, norm2: LayerNorm
+    let attn: MPTAttention
+    let ffn: MPTMLP
+
+    init(_ c: MPTConfig, on be: Backend) throws {
+        norm1 = try LayerNorm(dim: c.dModel, eps: c.layerNormEpsilon, bias: false, on: be)
+        attn = try MPTAttention(c, on: be)
+        norm2 = try LayerNorm(dim: c.dModel, eps: c.layerNormEpsilon, bias: false, on: be)
+        ffn = try MPTMLP(c, on: be)
+    }
+
+    override var children: [(String, Module)] { [("norm_1", norm1), ("attn", attn), ("norm_2", norm2), ("ffn", ffn)] }
+
+    func callAsFunction(_ x: Tensor, attention: (Tensor) throws -> Tensor) throws -> Tensor {
+        let h = try Ops.add(x, try attention(try norm1(x)))
+        return try Ops.add(h, try ffn(try norm2(h)))
+    }
+}
+
+/// The `transformer.` sub-tree of HF's MptForCausalLM.
+final class MPTBody: Module {
+    let wte: Embedding
+    let blocks: [MPTBlock]
+    let normF: LayerNorm
+
+    init(_ c: MPTConfig, on be: Backend) throws {
+        wte = try Embedding(vocab: c.vocabSize, dim: c.dModel, on: be)
+        blocks = try (0..<c.nLayers).map { _ in try MPTBlock(c, on: be) }
+        normF = try LayerNorm(dim: c.dModel, eps: c.layerNormEpsilon, bias: false, on: be)
+    }
+
+    override var children: [(String, Module)] {
+        [("wte", wte)] + blocks.enumerated().map { ("blocks.\($0.offset)", $0.element) } + [("norm_f", normF)]
+    }
+}
+
+public final class MPTModel: Module, CausalLM {
+    public let config: MPTConfig
+    let transformer: MPTBody
+    let lmHead: Linear?
+    /// (H) ALiBi slopes.
+    let alibi: Tensor
+
+    public init(config c: MPTConfig, on be: Backend) throws {
+        config = c
+        transformer = try MPTBody(c, on: be)
+        lmHead = c.tieWordEmbeddings ? nil : try Linear(inFeatures: c.dModel, outFeatures: c.vocabSize, bias: false, on: be)
+        alibi = try Tensor(c.alibiSlopes, shape: [c.nHeads], on: be)
+    }
+
+    override public var children: [(String, Module)] {
+        var c: [(String, Module)] = [("transformer", transformer)]
+        if let lmHead { c.append(("lm_head", lmHead)) }
+        return c
+    }
+
+    public var modelType: String { "mpt" }
+    public var vocabSize: Int { config.vocabSize }
+    public var hiddenSize: Int { config.dModel }
+    public var numLayers: Int { config.nLayers }
+    public var tiedEmbeddings: Bool { lmHead == nil }
+    public var lmHeadWeight: Parameter { lmHead?.weight ?? transformer.wte.weight }
+    public var hfConfig: [String: Any] { config.hf }
+    /// PEFT's default for mpt: the fused attention projection.
+    public var peftDefaultLoRATargets: [String] { ["Wqkv"] }
+    public func memoryEstimate(quantization: QuantizationConfig?, lora: LoRAConfig?, batch: Int, sequence: Int,
+                               checkpointing: Bool, optimizerShards: Int) -> MemoryEstimate? { nil }
+
+    public func hiddenStates(_ input: ModelInput, checkpointing: Bool) throws -> Tensor {
+        var x = try transformer.wte(input.ids, rowLength: input.T)                                     // (N, C)
+        for block in transformer.blocks {
+            let body: ([Tensor]) throws -> Tensor = { [alibi] xs in try block(xs[0]) { try block.attn($0, input, alibi: alibi) } }
+            x = checkpointing ? try Autograd.checkpoint([x], body) : try body([x])
+        }
+        return try transformer.normF(x)
+    }
+
+    public func makeCache(capacity: Int) throws -> KVCache {
+        try KVCache(layers: config.nLayers, capacity: capacity, kvDim: config.dModel, on: alibi.backend)
+    }
+
+    public func decode(_ ids: [Int32], cache: KVCache) throws -> [Float] {
+        guard !ids.isEmpty else { throw SFTError.shape(op: "decode", message: "no tokens to run") }
+        guard cache.count + ids.count <= cache.capacity else {
+            throw SFTError.shape(op: "decode", message: "KV cache full: \(cache.count) + \(ids.count) tokens > capacity \(cache.capacity)")
+        }
+        return try Autograd.withNoGrad {
+            var x = try transformer.wte(try Tensor(ints: ids, shape: [ids.count], on: alibi.backend))
+            for (i, block) in transformer.blocks.enumerated() {
+                x = try block(x) { try block.attn.decode($0, alibi: alibi, cache: cache, layer: i) }
+            }
+            cache.count += ids.count
+            let last = try transformer.normF(try x.rows(ids.count - 1, 1))
+            return try Ops.linear(last, lmHeadWeight.value).floats()
+        }
+    }
+}
