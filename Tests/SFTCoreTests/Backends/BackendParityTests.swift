@@ -247,16 +247,20 @@ final class BackendParityTests: XCTestCase {
 
     func greedyGenerationMatchesCPU(quantization: QuantizationConfig?) throws {
         _ = try Assets.require(Assets.smolLM2)
-        let prompts = ["What is the capital of France?", "Write a haiku about the sea."]
+        // The 4-bit decode runs warp-shuffle reductions for every row, which the emulated GPU pays
+        // a fiber switch per lane for: one prompt and a few tokens keep CI's run short.
+        let prompts = quantization == nil ? ["What is the capital of France?", "Write a haiku about the sea."]
+                                          : ["What is the capital of France?"]
+        let newTokens = quantization == nil ? 12 : 5
         do {
             var reference: [[Int32]] = []
             for device in try TestDevices.all() {
                 let lm = try LanguageModel.load(Assets.smolLM2, on: device, quantization: quantization)
                 let got = try prompts.map { p in
                     try lm.generator.generate(prompt: try lm.chatPrompt([ChatMessage(role: "user", content: p)]),
-                                              config: GenerationConfig(maxNewTokens: 12)).ids
+                                              config: GenerationConfig(maxNewTokens: newTokens)).ids
                 }
-                XCTAssertTrue(got.allSatisfy { $0.count == 12 || !$0.isEmpty }, "\(device): nothing generated")
+                XCTAssertTrue(got.allSatisfy { !$0.isEmpty }, "\(device): nothing generated")
                 if device == .cpu { reference = got } else {
                     XCTAssertEqual(got, reference, "\(device) \(quantization.map { "\($0)" } ?? "dense"): greedy tokens")
                 }

@@ -53,7 +53,8 @@ final class QuantizedLinearDeviceTests: XCTestCase {
 
     /// bitsandbytes' compute dtype: on an accelerator, bf16 / f16 tiles (x, dY and the decoded
     /// tile rounded to 16 bits, f32 accumulation) stay within 16-bit rounding of the CPU's f32;
-    /// decode rows (N ≤ 2) use the f32 matrix-vector product. The CPU computes in f32 whatever
+    /// decode rows (N ≤ 2) use the f32 matrix-vector product forward (their input gradient still
+    /// runs on 16-bit tiles). The CPU computes in f32 whatever
     /// the compute dtype says.
     func testSixteenBitComputeDTypesStayNearF32() throws {
         let saved = Linear4bitTiling.acceleratorTileValues
@@ -68,8 +69,8 @@ final class QuantizedLinearDeviceTests: XCTestCase {
                 c.computeDType = dtype
                 for device in try TestDevices.all() {
                     let (y, dx) = try run(on: device, N: s.N, K: s.K, M: s.M, config: c, seed: UInt64(100 + i))
-                    let tol: Float = device == .cpu || s.N <= 2 ? 1e-5 : (dtype == .bf16 ? 2e-2 : 4e-3)
                     for (got, want, name) in [(y, y0, "y"), (dx, dx0, "dX")] {
+                        let tol: Float = device == .cpu || (s.N <= 2 && name == "y") ? 1e-5 : (dtype == .bf16 ? 2e-2 : 4e-3)
                         let scale = max(1, want.map { abs($0) }.max() ?? 1)
                         let worst = zip(got, want).map { abs($0 - $1) }.max() ?? .infinity
                         XCTAssertLessThanOrEqual(worst, tol * scale, "\(device) \(dtype) N=\(s.N): \(name) differs from f32 by \(worst)")

@@ -239,6 +239,56 @@ final class CUDAParityTests: XCTestCase {
         }
     }
 
+    /// The model zoo's ops: sliding-window attention (with documents), GELU / GeGLU in both
+    /// forms, clamp (MPT's clip_qkv) and column slices of fused projections.
+    func testZooOpsMatchCPU() throws {
+        var rng = RNG(111)
+        for (T, window, docs) in [(40, 7, false), (64, 16, true), (33, 1, true)] {
+            let B = 2, H = 4, KV = 2, D = 16, rows = B * T
+            let shape = AttentionShape(B: B, T: T, H: H, KV: KV, D: D, window: window)
+            let q = rng.floats(rows * H * D), k = rng.floats(rows * KV * D), v = rng.floats(rows * KV * D), dout = rng.floats(rows * H * D)
+            var ids: [Int32] = []
+            for _ in 0..<B { var id: Int32 = 0; for t in 0..<T { if docs && t > 0 && rng.uniform() < 0.1 { id += 1 }; ids.append(id) } }
+            try parity("window attention T=\(T) window=\(window) docs=\(docs)", rtol: 2e-4, atol: 2e-5) { be in
+                let vq = try put(be, q), vk = try put(be, k), vv = try put(be, v)
+                let o = try poisoned(be, rows * H * D), lse = try poisoned(be, B * H * T)
+                let vd = docs ? try put(be, ids) : nil
+                try be.attentionForward(q: vq, k: vk, v: vv, o: o, lse: lse, docIds: vd, alibi: nil, shape: shape)
+                let gq = try poisoned(be, rows * H * D), gk = try poisoned(be, rows * KV * D), gv = try poisoned(be, rows * KV * D)
+                try be.attentionBackward(q: vq, k: vk, v: vv, o: o, dout: try put(be, dout), lse: lse, docIds: vd,
+                                         alibi: nil, dq: gq, dk: gk, dv: gv, shape: shape)
+                return [try get(be, o, rows * H * D), try get(be, gq, rows * H * D), try get(be, gk, rows * KV * D), try get(be, gv, rows * KV * D)]
+            }
+        }
+        for n in [1, 1000, 70_001] {
+            let x = rng.floats(n, scale: 3), up = rng.floats(n), dy = rng.floats(n)
+            for approximate in [true, false] {
+                try parity("gelu/geglu n=\(n) approximate=\(approximate)", rtol: 1e-5, atol: 1e-6) { be in
+                    let vx = try put(be, x), vu = try put(be, up), vdy = try put(be, dy)
+                    let y = try poisoned(be, n), yg = try poisoned(be, n), dx = try poisoned(be, n), dxg = try poisoned(be, n), dup = try poisoned(be, n)
+                    try be.geluForward(x: vx, up: nil, y: y, count: n, approximate: approximate)
+                    try be.geluForward(x: vx, up: vu, y: yg, count: n, approximate: approximate)
+                    try be.geluBackward(dy: vdy, x: vx, up: nil, dx: dx, dup: nil, count: n, approximate: approximate)
+                    try be.geluBackward(dy: vdy, x: vx, up: vu, dx: dxg, dup: dup, count: n, approximate: approximate)
+                    return [try get(be, y, n), try get(be, yg, n), try get(be, dx, n), try get(be, dxg, n), try get(be, dup, n)]
+                }
+            }
+            try parity("clamp n=\(n)") { be in
+                let vx = try put(be, x), y = try poisoned(be, n), dx = try poisoned(be, n)
+                try be.clampForward(vx, into: y, count: n, limit: 1.5)
+                try be.clampBackward(dy: try put(be, dy), x: vx, dx: dx, count: n, limit: 1.5)
+                return [try get(be, y, n), try get(be, dx, n)]
+            }
+        }
+        let rows = 37, ld = 96, width = 40
+        let src = rng.floats(rows * ld)
+        try parity("copyColumns") { be in
+            let dst = try poisoned(be, rows * width)
+            try be.copyColumns(try put(be, src).advanced(byBytes: 24 * 4), ldSrc: ld, into: dst, ldDst: width, rows: rows, width: width)
+            return [try get(be, dst, rows * width)]
+        }
+    }
+
     func testCachedAttentionMatchesCPU() throws {
         var rng = RNG(106)
         for (Tq, S, H, KV, D) in [(1, 1, 2, 1, 64), (1, 50, 4, 2, 64), (5, 40, 6, 2, 80), (3, 300, 2, 2, 128),
