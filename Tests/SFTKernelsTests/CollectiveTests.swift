@@ -66,7 +66,7 @@ final class CollectiveTests: XCTestCase {
             for j in 0..<n { v.f32()[j] = value(c.rank, i, j) }
             return (v, n)
         }
-        try c.allReduceSum(views, on: be, bucketBytes: 4096)
+        try c.stagedAllReduceSum(views, on: be, bucketBytes: 4096)
         for (i, (v, n)) in views.enumerated() {
             let wrong = (0..<n).first { v.f32()[$0] != value(0, i, $0) + value(1, i, $0) }
             XCTAssertNil(wrong, "buffer \(i) (\(n) floats) at \(wrong ?? -1): \(wrong.map { v.f32()[$0] } ?? 0)")

@@ -1,12 +1,14 @@
 // Data parallelism over MPI, as users launch it: `mpirun -np 2 sftctl finetune ...` of the
 // built sftctl on the real model. Two ranks equal one process with twice the accumulation
 // (LoRA dropout on; eval loss too), zero_stage 1 equals unsharded, a 2-rank checkpoint resumes on one process,
-// and a rank that fails or stalls ends the whole job.
+// and a rank that fails or stalls ends the whole job. On the emulated GPU (tools/cuda-emulate,
+// with its NCCL over MPI), two CUDA ranks summing gradients with NCCL equal one CUDA process.
 //
 // Needs Open MPI's mpirun (scripts/install-deps installs it); skipped without it unless
 // SFT_REQUIRE_MPI=1 (scripts/test sets it, so CI fails instead of skipping).
 import Foundation
 import SFTCore
+import SFTKernels
 import XCTest
 
 final class DataParallelTests: XCTestCase {
@@ -173,6 +175,43 @@ final class DataParallelTests: XCTestCase {
                     "optimizer states, zero_stage 0 vs 1")
         // Only rank 0 reported: one final report.
         XCTAssertEqual(r2.output.components(separatedBy: "done: 3 steps").count, 2, r2.output)
+    }
+
+    /// `--device cuda` on the emulated GPU: 2 ranks whose gradients NCCL sums in device memory
+    /// (the emulated NCCL, over MPI, checking every pointer is a live device allocation) ==
+    /// 1 process × accumulation 4; zero_stage 1's parameter broadcasts go through NCCL too.
+    func testTwoCUDARanksWithNCCLEqualOneProcess() throws {
+        _ = try mpirun()
+        guard CUDAStatus.current.emulation != nil else {
+            throw XCTSkip("the CUDA driver loaded is not the emulated GPU (tools/cuda-emulate/build DIR; SFT_CUDA_LIBS=DIR)")
+        }
+        guard NCCLLibrary.path != nil, NCCLLibrary.version?.contains("emulated") == true else {
+            return XCTFail("the emulated GPU is loaded but not its NCCL (rebuild with tools/cuda-emulate/build): \(NCCLLibrary.path ?? NCCLLibrary.tried)")
+        }
+        let dir = try tempDir()
+        let data = try writeData(dir)
+        let one = dir.appendingPathComponent("one"), two = dir.appendingPathComponent("two")
+        let zero = dir.appendingPathComponent("zero")
+        let cuda = ["--device", "cuda", "--eval_split", "0.25", "--eval_steps", "3"]
+        let r1 = try run(sftctl.path, try arguments(data: data, out: one, accumulation: 4, cuda), limit: 600)
+        XCTAssertEqual(r1.status, 0, r1.output)
+        let r2 = try mpi(2, try arguments(data: data, out: two, accumulation: 2, cuda), limit: 600)
+        XCTAssertEqual(r2.status, 0, r2.output)
+        XCTAssertTrue(r2.output.contains("data parallel: Open MPI") && r2.output.contains("(sft emulated NCCL over MPI (CPU)) on the GPUs"), r2.output)
+        let rz = try mpi(2, try arguments(data: data, out: zero, accumulation: 2, cuda + ["--zero_stage", "1"]), limit: 600)
+        XCTAssertEqual(rz.status, 0, rz.output)
+
+        let l1 = try losses(one), l2 = try losses(two)
+        XCTAssertEqual(l1.count, 3)
+        XCTAssertEqual(l1.count, l2.count)
+        for (a, b) in zip(l1, l2) { XCTAssertEqual(a, b, accuracy: 1e-6 * abs(a), "loss curves: \(l1) vs \(l2)") }
+        XCTAssertNotEqual(l1[0], l1[2], "the run should learn")
+        let e1 = try evalLosses(one), e2 = try evalLosses(two)
+        XCTAssertEqual(e1.count, 1)
+        XCTAssertEqual(e1.first ?? 0, e2.first ?? 1, accuracy: 1e-6 * abs(e1.first ?? 0), "eval loss")
+        assertClose(try adapter(one), try adapter(two), tolerance: 1e-5, "adapter, 1 CUDA process vs 2 CUDA ranks")
+        XCTAssertEqual(try losses(zero), l2)
+        assertClose(try adapter(two), try adapter(zero), tolerance: 0, "adapter, zero_stage 0 vs 1 on CUDA")
     }
 
     /// A 2-rank run's checkpoint (sharded states gathered) resumes on one process with twice
