@@ -195,10 +195,11 @@ final class DataParallelTests: XCTestCase {
         let cuda = ["--device", "cuda", "--eval_split", "0.25", "--eval_steps", "3"]
         let r1 = try run(sftctl.path, try arguments(data: data, out: one, accumulation: 4, cuda), limit: 600)
         XCTAssertEqual(r1.status, 0, r1.output)
-        let r2 = try mpi(2, try arguments(data: data, out: two, accumulation: 2, cuda), limit: 600)
+        let gpus = ["SFT_EMU_GPUS": "2"]   // the emulation shows cuda:0 and cuda:1, one per rank
+        let r2 = try mpi(2, try arguments(data: data, out: two, accumulation: 2, cuda), environment: gpus, limit: 600)
         XCTAssertEqual(r2.status, 0, r2.output)
         XCTAssertTrue(r2.output.contains("data parallel: Open MPI") && r2.output.contains("(sft emulated NCCL over MPI (CPU)) on the GPUs"), r2.output)
-        let rz = try mpi(2, try arguments(data: data, out: zero, accumulation: 2, cuda + ["--zero_stage", "1"]), limit: 600)
+        let rz = try mpi(2, try arguments(data: data, out: zero, accumulation: 2, cuda + ["--zero_stage", "1"]), environment: gpus, limit: 600)
         XCTAssertEqual(rz.status, 0, rz.output)
 
         let l1 = try losses(one), l2 = try losses(two)
@@ -209,7 +210,12 @@ final class DataParallelTests: XCTestCase {
         let e1 = try evalLosses(one), e2 = try evalLosses(two)
         XCTAssertEqual(e1.count, 1)
         XCTAssertEqual(e1.first ?? 0, e2.first ?? 1, accuracy: 1e-6 * abs(e1.first ?? 0), "eval loss")
-        assertClose(try adapter(one), try adapter(two), tolerance: 1e-5, "adapter, 1 CUDA process vs 2 CUDA ranks")
+        // 1e-4, not the CPU test's 1e-5: the emulated GPU's kernels round differently, and the
+        // different grouping of micro-batch gradients (rank sums, then the all-reduce) moves a
+        // few lora_B elements of this eval-split plan by up to 2.7e-5 of their tensor's largest
+        // value (measured; 4.2e-6 without eval_split). One-process CUDA runs repeat bit for bit,
+        // and the loss curves still agree to 1e-6.
+        assertClose(try adapter(one), try adapter(two), tolerance: 1e-4, "adapter, 1 CUDA process vs 2 CUDA ranks")
         XCTAssertEqual(try losses(zero), l2)
         assertClose(try adapter(two), try adapter(zero), tolerance: 0, "adapter, zero_stage 0 vs 1 on CUDA")
     }
