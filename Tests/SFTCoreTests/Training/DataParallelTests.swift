@@ -195,12 +195,15 @@ final class DataParallelTests: XCTestCase {
         let cuda = ["--device", "cuda", "--eval_split", "0.25", "--eval_steps", "3"]
         let r1 = try run(sftctl.path, try arguments(data: data, out: one, accumulation: 4, cuda), limit: 600)
         XCTAssertEqual(r1.status, 0, r1.output)
-        let gpus = ["SFT_EMU_GPUS": "2"]   // the emulation shows cuda:0 and cuda:1, one per rank
+        // The emulation shows cuda:0 and cuda:1 (one per rank); its NCCL reports its first calls.
+        let gpus = ["SFT_EMU_GPUS": "2", "SFT_EMU_NCCL_TRACE": "1"]
         let r2 = try mpi(2, try arguments(data: data, out: two, accumulation: 2, cuda), environment: gpus, limit: 600)
         XCTAssertEqual(r2.status, 0, r2.output)
         XCTAssertTrue(r2.output.contains("data parallel: Open MPI") && r2.output.contains("(sft emulated NCCL over MPI (CPU)) on the GPUs"), r2.output)
+        for rank in 0..<2 { XCTAssertTrue(r2.output.contains("emulated NCCL: ncclAllReduce on rank \(rank)"), r2.output) }
         let rz = try mpi(2, try arguments(data: data, out: zero, accumulation: 2, cuda + ["--zero_stage", "1"]), environment: gpus, limit: 600)
         XCTAssertEqual(rz.status, 0, rz.output)
+        XCTAssertTrue(rz.output.contains("emulated NCCL: ncclBroadcast"), rz.output)   // ZeRO-1's parameters
 
         let l1 = try losses(one), l2 = try losses(two)
         XCTAssertEqual(l1.count, 3)
