@@ -271,8 +271,7 @@ static int expand(const char *pattern, char *out, size_t cap) {
     return 1;
 }
 
-static int search(int lib, const char *dirs, int defaults, search_t *s) {
-    const lib_spec *spec = &specs[lib];
+static int search_spec(const lib_spec *spec, int lib, const char *dirs, int defaults, search_t *s) {
     s->path[0] = 0;
     s->tried[0] = 0;
     s->handle = NULL;
@@ -311,6 +310,27 @@ static int search(int lib, const char *dirs, int defaults, search_t *s) {
         }
     }
     return -1;
+}
+
+static int search(int lib, const char *dirs, int defaults, search_t *s) {
+    return search_spec(&specs[lib], lib, dirs, defaults, s);
+}
+
+void *sft_cuda_open_library(const char *pattern, const char *const *loader_names,
+                            const char *const *wheel_dirs, const char *const *symbols, char *path,
+                            size_t path_cap, char *tried, size_t tried_cap) {
+    enum { MAX = 32 };
+    lib_spec spec = {pattern, pattern, {NULL}, {NULL}, NULL};
+    for (int i = 0; i < 3 && loader_names[i]; i++) spec.loader_names[i] = loader_names[i];
+    for (int i = 0; i < 2 && wheel_dirs[i]; i++) spec.wheel_dirs[i] = wheel_dirs[i];
+    symbol_t syms[MAX + 1];
+    void *unused = NULL;
+    int n = 0;
+    for (; n < MAX && symbols[n]; n++) syms[n] = (symbol_t){symbols[n], &unused};
+    syms[n] = (symbol_t){NULL, NULL};
+    spec.symbols = syms;
+    search_t s = {path, tried, path_cap, tried_cap, NULL};
+    return search_spec(&spec, -1, getenv("SFT_CUDA_LIBS"), 1, &s) == 0 ? s.handle : NULL;
 }
 
 // ---------------------------------------------------------------------------------------------

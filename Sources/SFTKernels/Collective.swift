@@ -4,8 +4,9 @@
 // run time, mpi_loader.c). `worldCollective()` picks MPI when the environment says the process
 // was started by mpirun or srun.
 //
-// Device buffers: the extensions at the end move tensors through a host staging buffer
-// (backend download / upload), so SFTCore reduces gradients without touching memory itself.
+// Device buffers: by default (the extensions at the end) tensors move through a host staging
+// buffer (backend download / upload); on CUDA with NCCL, `deviceCollective` wraps the group in
+// an NCCLCollective (NCCLCollective.swift) that reduces them in GPU memory.
 
 import CSFTKernels
 import Foundation
@@ -30,6 +31,11 @@ public protocol Collective: AnyObject {
     func finish() throws
     /// What the group runs on, for logs ("single process", "Open MPI v4.1.4, 2 ranks").
     var summary: String { get }
+    /// Sums the f32 device buffers `views` (with their element counts) over all ranks, in place.
+    /// Default: staged through host memory (`stagedAllReduceSum`); NCCLCollective reduces on the GPU.
+    func allReduceSum(_ views: [(view: BufferView, count: Int)], on backend: any Backend) throws
+    /// Copies rank `root`'s f32 device buffer (`count` elements) into every rank's.
+    func broadcast(_ view: BufferView, count: Int, root: Int, on backend: any Backend) throws
 }
 
 public enum CollectiveError: Error, CustomStringConvertible, Equatable {
@@ -198,10 +204,14 @@ extension Collective {
         return String(decoding: bytes, as: UTF8.self)
     }
 
+    public func allReduceSum(_ views: [(view: BufferView, count: Int)], on backend: any Backend) throws {
+        try stagedAllReduceSum(views, on: backend)
+    }
+
     /// Sums the f32 device buffers `views` (with their element counts) over all ranks, in
     /// buckets of at most `bucketBytes` staged through host memory: one collective per bucket.
-    public func allReduceSum(_ views: [(view: BufferView, count: Int)], on backend: any Backend,
-                             bucketBytes: Int = 32 << 20) throws {
+    public func stagedAllReduceSum(_ views: [(view: BufferView, count: Int)], on backend: any Backend,
+                                   bucketBytes: Int = 32 << 20) throws {
         guard size > 1 else { return }
         let capacity = max(1, min(bucketBytes / 4, views.reduce(0) { $0 + $1.count }))
         var staging = [Float](repeating: 0, count: capacity)
@@ -247,8 +257,12 @@ extension Collective {
         }
     }
 
-    /// Copies rank `root`'s f32 device buffer (`count` elements) into every rank's.
     public func broadcast(_ view: BufferView, count: Int, root: Int, on backend: any Backend) throws {
+        try stagedBroadcast(view, count: count, root: root, on: backend)
+    }
+
+    /// Copies rank `root`'s f32 device buffer (`count` elements) into every rank's through host memory.
+    public func stagedBroadcast(_ view: BufferView, count: Int, root: Int, on backend: any Backend) throws {
         guard size > 1, count > 0 else { return }
         var staging = [Float](repeating: 0, count: count)
         try staging.withUnsafeMutableBytes { raw in

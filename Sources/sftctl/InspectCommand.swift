@@ -22,7 +22,9 @@ let inspectCommand = Command(
                      libcuda.so.1, libnvrtc and libcublasLt were found where (and every place
                      searched for a missing one; SFT_CUDA_LIBS adds folders), driver (and
                      whether it is sft's emulated GPU, tools/cuda-emulate), GPUs; and the MPI
-                     library data-parallel jobs use (Open MPI; SFT_MPI_LIB names it)
+                     library data-parallel jobs use (Open MPI; SFT_MPI_LIB names it) and
+                     NCCL (libnccl.so.2, searched like the CUDA libraries), which sums
+                     gradients on the GPUs of a data-parallel CUDA job
       --json         print one JSON object instead of text
     """,
     booleanFlags: ["devices"],
@@ -69,6 +71,8 @@ private func printDevices(json: Bool) {
             ] as [String: Any],
             "mpi": ["path": MPILibrary.path ?? NSNull(), "version": MPILibrary.version ?? NSNull(),
                     "reason": MPILibrary.path == nil ? MPILibrary.loadError : NSNull()] as [String: Any],
+            "nccl": ["path": NCCLLibrary.path ?? NSNull(), "version": NCCLLibrary.version ?? NSNull(),
+                     "tried": NCCLLibrary.path == nil ? NCCLLibrary.tried : NSNull()] as [String: Any],
         ])
     } else {
         print("cpu: \(CPUBackend.instructionSet), \(CPUBackend.shared.threads) threads")
@@ -77,6 +81,11 @@ private func printDevices(json: Bool) {
             print("mpi: \(MPILibrary.version ?? "unknown version") (\(path)); launch: mpirun -np N sftctl finetune ...")
         } else {
             print("mpi: not available (\(MPILibrary.loadError))")
+        }
+        if let path = NCCLLibrary.path {
+            print("nccl: \(NCCLLibrary.version ?? "unknown version") (\(path)); data-parallel CUDA jobs sum gradients with it")
+        } else {
+            print("nccl: not found, data-parallel CUDA jobs sum gradients through host memory (tried \(NCCLLibrary.tried))")
         }
     }
 }

@@ -259,29 +259,42 @@ EXPORT CUresult cuGetErrorString(CUresult e, const char **s) {
 #define REQUIRE_INIT() \
     if (!initialized) return fail(NOT_INITIALIZED, "%s before cuInit", __func__)
 
+/// How many devices the emulation shows: $SFT_EMU_GPUS (1 to 8, default 1), so a data-parallel
+/// job's ranks can each take "their" GPU (local rank r: cuda:r). They are one device in
+/// disguise: every ordinal shares this process's memory region and its one context.
+static int device_count() {
+    static const int n = [] {
+        const char *e = getenv("SFT_EMU_GPUS");
+        const int v = e && *e ? atoi(e) : 1;
+        return v < 1 ? 1 : v > 8 ? 8 : v;
+    }();
+    return n;
+}
+static bool bad_device(int d) { return d < 0 || d >= device_count(); }
+
 EXPORT CUresult cuDeviceGetCount(int *count) {
     REQUIRE_INIT();
-    *count = 1;
+    *count = device_count();
     return SUCCESS;
 }
 
 EXPORT CUresult cuDeviceGet(int *d, int ordinal) {
     REQUIRE_INIT();
-    if (ordinal != 0) return fail(INVALID_DEVICE, "device %d does not exist (the emulation has one)", ordinal);
-    *d = 0;
+    if (bad_device(ordinal)) return fail(INVALID_DEVICE, "device %d does not exist (the emulation has %d; SFT_EMU_GPUS sets how many)", ordinal, device_count());
+    *d = ordinal;
     return SUCCESS;
 }
 
 EXPORT CUresult cuDeviceGetName(char *name, int len, int d) {
     REQUIRE_INIT();
-    if (d != 0 || !name || len <= 0) return fail(INVALID_VALUE, "cuDeviceGetName(device %d, len %d)", d, len);
+    if (bad_device(d) || !name || len <= 0) return fail(INVALID_VALUE, "cuDeviceGetName(device %d, len %d)", d, len);
     snprintf(name, (size_t)len, "%s", "sft emulated GPU (CPU)");
     return SUCCESS;
 }
 
 EXPORT CUresult cuDeviceGetAttribute(int *v, int attribute, int d) {
     REQUIRE_INIT();
-    if (d != 0) return fail(INVALID_DEVICE, "cuDeviceGetAttribute: device %d", d);
+    if (bad_device(d)) return fail(INVALID_DEVICE, "cuDeviceGetAttribute: device %d", d);
     switch (attribute) {
     case 1: *v = 1024; return SUCCESS;          // max threads per block
     case 8: *v = 48 << 10; return SUCCESS;      // shared memory per block
@@ -296,14 +309,14 @@ EXPORT CUresult cuDeviceGetAttribute(int *v, int attribute, int d) {
 
 EXPORT CUresult cuDeviceTotalMem_v2(size_t *bytes, int d) {
     REQUIRE_INIT();
-    if (d != 0) return fail(INVALID_DEVICE, "cuDeviceTotalMem: device %d", d);
+    if (bad_device(d)) return fail(INVALID_DEVICE, "cuDeviceTotalMem: device %d", d);
     *bytes = kDeviceBytes;
     return SUCCESS;
 }
 
 EXPORT CUresult cuDevicePrimaryCtxRetain(void **c, int d) {
     REQUIRE_INIT();
-    if (d != 0) return fail(INVALID_DEVICE, "cuDevicePrimaryCtxRetain: device %d", d);
+    if (bad_device(d)) return fail(INVALID_DEVICE, "cuDevicePrimaryCtxRetain: device %d", d);
     *c = &context_tag;
     return SUCCESS;
 }

@@ -338,6 +338,15 @@ const char *sft_cuda_lib_name(int lib);
 int sft_cuda_probe(int lib, const char *dirs, int defaults, char *path, size_t path_cap,
                    char *tried, size_t tried_cap);
 
+/// Opens a further CUDA library (e.g. NCCL) with the same search order: $SFT_CUDA_LIBS folders
+/// (files matching `pattern`), the CUDA homes, the loader's path (`loader_names`, at most 3,
+/// NULL-terminated), the wheel folders `wheel_dirs` (at most 2, NULL-terminated) under the usual
+/// site-packages. A candidate must export every name in `symbols` (NULL-terminated). Returns
+/// the dlopen handle with the file in `path`, or NULL with what was tried in `tried`.
+void *sft_cuda_open_library(const char *pattern, const char *const *loader_names,
+                            const char *const *wheel_dirs, const char *const *symbols, char *path,
+                            size_t path_cap, char *tried, size_t tried_cap);
+
 // Driver API types (CUDA's cuda.h spells them CUresult, CUdevice, CUdeviceptr, CUcontext, ...).
 typedef int sft_CUresult;
 typedef int sft_CUdevice;
@@ -424,6 +433,32 @@ int sft_cublaslt_gemm(void *handle, int trans_a, int trans_b, int64_t M, int64_t
                       sft_CUdeviceptr C, int c_type, int64_t ldc, int64_t stride_c, int64_t batch,
                       int tf32, sft_CUdeviceptr workspace, size_t workspace_bytes,
                       sft_CUstream stream);
+
+// ---------------------------------------------------------------------------------------------
+// NCCL loader (run-time dlopen of libnccl.so.2; no build-time NCCL). nccl_loader.c.
+// Searched like the CUDA libraries (sft_cuda_open_library), plus the nvidia-nccl wheels'
+// nvidia/nccl/lib. Calls return 0, or -1 with a message in sft_last_error(). Collectives are
+// enqueued on `stream` and act in place on device memory.
+// ---------------------------------------------------------------------------------------------
+
+enum { SFT_NCCL_UNIQUE_ID_BYTES = 128 };
+/// Opens NCCL once per process; 0, or -1 (sft_nccl_tried says where it looked).
+int sft_nccl_load(void);
+const char *sft_nccl_lib_path(void);
+const char *sft_nccl_tried(void);
+/// NULL for NVIDIA's NCCL; the one-line description of sft's emulated NCCL (tools/cuda-emulate).
+const char *sft_nccl_emulation(void);
+/// ncclGetVersion's code (e.g. 22703 for 2.27.3), -1 when not loaded.
+int sft_nccl_version(void);
+/// ncclGetUniqueId into `id` (SFT_NCCL_UNIQUE_ID_BYTES bytes), to be broadcast to every rank.
+int sft_nccl_unique_id(void *id);
+/// ncclCommInitRank: joins the communicator of `ranks` ranks named by `id` as `rank`.
+int sft_nccl_comm_init(void **comm, int ranks, const void *id, int rank);
+int sft_nccl_comm_destroy(void *comm);
+/// ncclGroupStart (start != 0) or ncclGroupEnd.
+int sft_nccl_group(int start);
+int sft_nccl_allreduce_sum_f32(sft_CUdeviceptr buf, size_t count, void *comm, sft_CUstream stream);
+int sft_nccl_broadcast(sft_CUdeviceptr buf, size_t bytes, int root, void *comm, sft_CUstream stream);
 
 // ---------------------------------------------------------------------------------------------
 // MPI loader (run-time dlopen of Open MPI; no build-time MPI). mpi_loader.c.

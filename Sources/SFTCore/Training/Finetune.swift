@@ -28,16 +28,19 @@ public enum Finetune {
         guard !config.data.isEmpty else { throw SFTError.config(field: "data", message: "required") }
         try config.validate()
         guard config.collectiveTimeout >= 0 else { throw SFTError.config(field: "collective_timeout", message: "must be >= 0 seconds (0: wait forever)") }
-        let group = try collective ?? worldCollective(timeout: config.collectiveTimeout)
-        group.timeout = config.collectiveTimeout
-        let onEvent: ((TrainerEvent) -> Void)? = group.rank == 0 ? events : nil
-        if group.size > 1 {
-            onEvent?(.message("data parallel: \(group.summary), zero_stage \(config.zeroStage); global batch = \(config.perDeviceTrainBatchSize) × \(config.gradientAccumulationSteps) × \(group.size) rows"))
-        }
+        let world = try collective ?? worldCollective(timeout: config.collectiveTimeout)
+        world.timeout = config.collectiveTimeout
+        let onEvent: ((TrainerEvent) -> Void)? = world.rank == 0 ? events : nil
         var device = try Device(parsing: config.device)
-        if group.size > 1, config.device == "cuda", let local = launchedLocalRank() { device = .cuda(local) }   // one GPU per rank
+        if world.size > 1, config.device == "cuda", let local = launchedLocalRank() { device = .cuda(local) }   // one GPU per rank
         if let t = config.threads { setCPUThreads(t) }
         let backend = try SFTKernels.backend(for: device)
+        // On GPUs, NCCL sums the gradients in device memory when it loads.
+        let (group, deviceNote) = try deviceCollective(world, for: backend)
+        if group.size > 1 {
+            onEvent?(.message("data parallel: \(group.summary), zero_stage \(config.zeroStage); global batch = \(config.perDeviceTrainBatchSize) × \(config.gradientAccumulationSteps) × \(group.size) rows"))
+            if let deviceNote { onEvent?(.message("data parallel: \(deviceNote)")) }
+        }
         Autograd.randomSeed = config.seed
         Autograd.randomOffset = 0
 
