@@ -9,8 +9,11 @@ Writes into Tests/SFTCoreTests/Fixtures/templates/:
                    off and on: the text, or the message of the error the template raised
   semantics.json   small templates exercising jinja2 semantics (whitespace control, scoping,
                    filters, tests, Python operators and methods) with their outputs or errors
+  tool_formats.json  the tool-format templates written for sft (llama3.1-json-tools.jinja,
+                   mistral-v0.3-tools.jinja; read, never written) over tool conversations
 and into Tests/SFTCoreTests/Fixtures/data/:
   tools.jsonl      the tool-calling conversation as a messages record with `tools`
+  tools_llama3.1.jsonl, tools_mistral.jsonl   the conversations each tool format trains on
 
 The environment is the one transformers' `_compile_jinja_template` builds for
 `apply_chat_template` (checked against transformers' source): ImmutableSandboxedEnvironment
@@ -156,6 +159,58 @@ CONVERSATIONS = {
         msg("tool", "{\"temperature\": 21, \"condition\": \"sunny\"}"),
         msg("tool", "{\"note\": \"second result\"}"),
         msg("assistant", "It is 21 °C and sunny in Paris.")]},
+}
+
+
+# Tool formats beyond the shared templates': templates written for sft from the published
+# Llama-3.1 JSON and Mistral v0.3 tool formats (Fixtures/templates/README.md), rendered over
+# tool conversations into tool_formats.json. Messages are written with their keys in the order
+# sft passes them to templates (role, content, tool_calls, then the rest sorted), so a record of
+# Fixtures/data/ read by sft renders to the same text.
+TOOL_FORMAT_TEMPLATES = ["llama3.1-json-tools.jinja", "mistral-v0.3-tools.jinja"]
+
+
+def call(call_id, name, arguments):
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+TOOL_FORMAT_CONVERSATIONS = {
+    "one_call": {"tools": WEATHER_TOOLS, "messages": [
+        msg("user", "What's the weather in Paris, in celsius?"),
+        msg("assistant", "", tool_calls=[call("call00001", "get_weather", {"city": "Paris", "unit": "celsius"})]),
+        msg("tool", "{\"temperature\": 21, \"condition\": \"sunny\"}", tool_call_id="call00001"),
+        msg("assistant", "It is 21 °C and sunny in Paris.")]},
+    "system_one_call": {"tools": WEATHER_TOOLS, "messages": [
+        msg("system", "You are a weather bot. Use the tools."),
+        msg("user", "  Is it raining in Oslo?  "),
+        msg("assistant", "", tool_calls=[call("call00002", "get_weather", {"city": "Oslo"})]),
+        msg("tool", "{\"temperature\": 4, \"condition\": \"rain\"}", tool_call_id="call00002"),
+        msg("assistant", "Yes: 4 °C and raining in Oslo.")]},
+    "two_calls": {"tools": WEATHER_TOOLS, "messages": [
+        msg("user", "Weather in Paris, and what is 2 + 3.5?"),
+        msg("assistant", "", tool_calls=[call("call00003", "get_weather", {"city": "Paris"}),
+                                         call("call00004", "add", {"a": 2, "b": 3.5})]),
+        msg("tool", "{\"temperature\": 21, \"condition\": \"sunny\"}", tool_call_id="call00003"),
+        msg("tool", "5.5", tool_call_id="call00004"),
+        msg("assistant", "Sunny, 21 °C in Paris; 2 + 3.5 = 5.5.")]},
+    "tools_then_chat": {"tools": WEATHER_TOOLS, "messages": [
+        msg("user", "Add 1 and 2."),
+        msg("assistant", "", tool_calls=[call("call00005", "add", {"a": 1, "b": 2})]),
+        msg("tool", "3", tool_call_id="call00005"),
+        msg("assistant", "1 + 2 = 3."),
+        msg("user", "Thanks!"),
+        msg("assistant", "You're welcome.")]},
+    "call_without_id": {"tools": WEATHER_TOOLS, "messages": [
+        msg("user", "Add 1 and 2."),
+        msg("assistant", "", tool_calls=[{"type": "function", "function": {"name": "add", "arguments": {"a": 1, "b": 2}}}]),
+        msg("tool", "3"),
+        msg("assistant", "3.")]},
+    "no_tools": {"messages": [msg("user", "Hi!"), msg("assistant", "Hello.")]},
+}
+# Dataset records for the data-path tests: the conversation each format trains on.
+TOOL_FORMAT_RECORDS = {
+    "tools_llama3.1.jsonl": ["system_one_call", "one_call"],
+    "tools_mistral.jsonl": ["two_calls", "one_call"],
 }
 
 
@@ -367,6 +422,24 @@ def main():
                    "now": FIXED_NOW.isoformat(), "messages": SEMANTIC_MESSAGES, "bos_token": BOS, "eos_token": EOS,
                    "cases": semantics}, f, ensure_ascii=False, indent=1)
         f.write("\n")
+    tool_cases = []
+    tool_sources = {}
+    for tname in TOOL_FORMAT_TEMPLATES:
+        with open(os.path.join(OUT, tname), encoding="utf-8") as f:
+            tool_sources[tname] = f.read()
+        for cname, conv in TOOL_FORMAT_CONVERSATIONS.items():
+            for agp in (False, True):
+                text, error = both(tool_sources[tname], messages=conv["messages"], tools=conv.get("tools"),
+                                   add_generation_prompt=agp, bos_token=BOS, eos_token=EOS)
+                case = {"template": tname, "conversation": cname, "add_generation_prompt": agp}
+                case.update({"text": text} if error is None else {"error": error})
+                tool_cases.append(case)
+    with open(os.path.join(OUT, "tool_formats.json"), "w", encoding="utf-8") as f:
+        json.dump({"generated_by": "tools/make_template_fixtures.py", "jinja2_version": jinja2.__version__,
+                   "now": FIXED_NOW.isoformat(), "bos_token": BOS, "eos_token": EOS,
+                   "template_sha256": {n: hashlib.sha256(s.encode("utf-8")).hexdigest() for n, s in tool_sources.items()},
+                   "conversations": TOOL_FORMAT_CONVERSATIONS, "cases": tool_cases}, f, ensure_ascii=False, indent=1)
+        f.write("\n")
     # The tool-calling conversation as a dataset record (OpenAI / HF messages format), for the
     # data tests: loaded through sft's data path, its training render must equal the golden
     # rendering above, key order included.
@@ -374,7 +447,13 @@ def main():
     with open(os.path.join(data_dir, "tools.jsonl"), "w", encoding="utf-8") as f:
         f.write(json.dumps({"tools": CONVERSATIONS["tools"]["tools"], "messages": CONVERSATIONS["tools"]["messages"]},
                            ensure_ascii=False) + "\n")
-    print(f"{len(cases)} template renderings over {len(sources)} templates, {len(semantics)} semantic cases"
+    for fname, names in TOOL_FORMAT_RECORDS.items():
+        with open(os.path.join(data_dir, fname), "w", encoding="utf-8") as f:
+            for cname in names:
+                conv = TOOL_FORMAT_CONVERSATIONS[cname]
+                f.write(json.dumps({"tools": conv["tools"], "messages": conv["messages"]}, ensure_ascii=False) + "\n")
+    print(f"{len(cases)} template renderings over {len(sources)} templates, {len(tool_cases)} tool-format renderings,"
+          f" {len(semantics)} semantic cases"
           f" (jinja2 {jinja2.__version__}; {checked} also checked against transformers)")
 
 

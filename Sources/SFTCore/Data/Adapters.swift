@@ -28,19 +28,37 @@ public struct TemplateRenderer: ChatRenderer {
 
     /// The training render. An assistant turn that makes tool calls starts where generation
     /// would start (the end of the generation prompt for the messages before it), so the
-    /// template's tool-call markup before the first byte of the call (`<tool_call>\n{"name": "`)
-    /// is trained too; plain turns start at their content, as the template emits it.
+    /// template's tool-call markup before the first byte of the call (`<tool_call>\n{"name": "`,
+    /// `[TOOL_CALLS] [`) is trained too; plain turns start at their content, as the template
+    /// emits it. Templates that place text by the conversation's length (Mistral's tools go
+    /// before the last user message) make that prompt no prefix of the whole text; the turn then
+    /// starts after the prompt's tail (what follows the previous message's last byte, e.g.
+    /// `[/INST]`) where the text has the same tail after that message, else at its content.
     public func renderForTraining(_ messages: [ChatMessage], tools: JSONValue?) throws -> RenderedConversation {
         let r = try template.render(messages: messages, addGenerationPrompt: false, bosToken: bosToken, eosToken: eosToken, tools: tools)
+        let text = Array(r.text.utf8)
         var turns: [AssistantSpan] = []
         for t in r.assistantTurns {
             var start = t.content.lowerBound
             if messages[t.messageIndex].toolCalls != nil {
-                let prompt = try renderPrompt(Array(messages[..<t.messageIndex]), tools: tools)
-                if prompt.utf8.count <= start, r.text.utf8.starts(with: prompt.utf8) { start = prompt.utf8.count }
+                let prompt = try template.render(messages: Array(messages[..<t.messageIndex]), addGenerationPrompt: true,
+                                                 bosToken: bosToken, eosToken: eosToken, tools: tools)
+                let p = Array(prompt.text.utf8)
+                if p.count <= start, text.starts(with: p) {
+                    start = p.count
+                } else if let inPrompt = Self.lastEnd(prompt.messageSpans, before: t.messageIndex, limit: p.count),
+                          let inText = Self.lastEnd(r.messageSpans, before: t.messageIndex, limit: start) {
+                    let tail = p[inPrompt...]
+                    if inText + tail.count <= start, text[inText..<(inText + tail.count)].elementsEqual(tail) { start = inText + tail.count }
+                }
             }
             turns.append(AssistantSpan(content: start..<t.content.upperBound, throughEndOfTurn: start..<t.throughEndOfTurn.upperBound))
         }
         return RenderedConversation(text: r.text, assistantTurns: turns)
+    }
+
+    /// The end of the last byte any of the first `count` messages put in the text before `limit`.
+    static func lastEnd(_ spans: [[Range<Int>]], before count: Int, limit: Int) -> Int? {
+        spans.prefix(count).flatMap { $0 }.map(\.upperBound).filter { $0 <= limit }.max()
     }
 }

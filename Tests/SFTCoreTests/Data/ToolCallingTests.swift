@@ -3,7 +3,7 @@
 // the template — byte for byte as Python jinja2 renders them (the golden in
 // Fixtures/templates/expected.json, by tools/make_template_fixtures.py) — and the assistant's
 // tool calls are trained, the tool results not. Qwen2.5's template is the tool format in
-// ../shared/chat-templates (Llama-3.1's and Mistral's tool templates are not there).
+// ../shared/chat-templates; Llama-3.1's and Mistral's tool formats are in ToolFormatTests.
 import Foundation
 import XCTest
 @testable import SFTCore
