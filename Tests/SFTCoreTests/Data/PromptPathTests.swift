@@ -45,12 +45,13 @@ final class PromptPathTests: XCTestCase {
                             ChatMessage(role: "assistant", content: "Paris is the capital.")]
         let example = SFTExample(content: .conversation(conversation), source: SourceLocation(line: 1, index: 0))
         var checked = 0
-        var differing = Set<String>()
+        var differing = Set<String>(), names = Set<String>()
         for (tokName, llama2Style) in [("sp_legacy", true), ("gpt2", false)] {
             let tok = try tokenizer(tokName)
             XCTAssertEqual(tok.addsBOS, llama2Style)
             let bos = tok.bosTokenId!
             for (name, template) in try templates() {
+                names.insert(name)
                 let renderer = TemplateRenderer(template: template, tokenizer: tok)
                 let formatter = ExampleFormatter(tokenizer: tok, renderer: renderer, options: FormatOptions(keepText: true))
                 let train: TokenizedExample
@@ -85,7 +86,9 @@ final class PromptPathTests: XCTestCase {
         }
         XCTAssertGreaterThanOrEqual(checked, 14)
         XCTAssertFalse(differing.contains { $0.hasPrefix("builtin:") }, "\(differing.sorted())")
-        XCTAssertEqual(differing, Self.pinnedDifferences, "\(differing.sorted())")
+        // (Without ../shared/chat-templates, e.g. on a clone outside the workspace, only the
+        // built-in templates run.)
+        XCTAssertEqual(differing, Self.pinnedDifferences.intersection(names), "\(differing.sorted())")
     }
 
     func testLanguageModelPromptsGoThroughTheSamePath() throws {
