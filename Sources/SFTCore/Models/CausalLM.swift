@@ -42,6 +42,14 @@ public final class KVCache {
     }
 
     public func reset() { count = 0 }
+
+    /// Throws unless `n` (≥ 1) more tokens fit: the check every family's `decode` starts with.
+    public func checkRoom(for n: Int) throws {
+        guard n > 0 else { throw SFTError.shape(op: "decode", message: "no tokens to run") }
+        guard count + n <= capacity else {
+            throw SFTError.shape(op: "decode", message: "KV cache full: \(count) + \(n) tokens > capacity \(capacity)")
+        }
+    }
 }
 
 /// A decoder-only causal language model.

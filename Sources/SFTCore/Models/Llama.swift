@@ -410,10 +410,7 @@ public final class LlamaModel: Module, CausalLM {
     }
 
     public func decode(_ ids: [Int32], cache: KVCache) throws -> [Float] {
-        guard !ids.isEmpty else { throw SFTError.shape(op: "decode", message: "no tokens to run") }
-        guard cache.count + ids.count <= cache.capacity else {
-            throw SFTError.shape(op: "decode", message: "KV cache full: \(cache.count) + \(ids.count) tokens > capacity \(cache.capacity)")
-        }
+        try cache.checkRoom(for: ids.count)
         return try Autograd.withNoGrad {
             if ids.count == 1, let logits = try packedStep(ids[0], cache: cache) { return logits }
             let be = invFreq.backend

@@ -261,10 +261,7 @@ public final class MPTModel: Module, CausalLM {
     }
 
     public func decode(_ ids: [Int32], cache: KVCache) throws -> [Float] {
-        guard !ids.isEmpty else { throw SFTError.shape(op: "decode", message: "no tokens to run") }
-        guard cache.count + ids.count <= cache.capacity else {
-            throw SFTError.shape(op: "decode", message: "KV cache full: \(cache.count) + \(ids.count) tokens > capacity \(cache.capacity)")
-        }
+        try cache.checkRoom(for: ids.count)
         return try Autograd.withNoGrad {
             var x = try transformer.wte(try Tensor(ints: ids, shape: [ids.count], on: alibi.backend))
             for (i, block) in transformer.blocks.enumerated() {

@@ -234,10 +234,7 @@ public final class Phi3Model: Module, CausalLM {
     }
 
     public func decode(_ ids: [Int32], cache: KVCache) throws -> [Float] {
-        guard !ids.isEmpty else { throw SFTError.shape(op: "decode", message: "no tokens to run") }
-        guard cache.count + ids.count <= cache.capacity else {
-            throw SFTError.shape(op: "decode", message: "KV cache full: \(cache.count) + \(ids.count) tokens > capacity \(cache.capacity)")
-        }
+        try cache.checkRoom(for: ids.count)
         return try Autograd.withNoGrad {
             let be = rotary.invFreq.backend
             let positions = try Tensor(ints: (0..<ids.count).map { Int32(cache.count + $0) }, shape: [ids.count], on: be)
