@@ -12,8 +12,8 @@ import XCTest
 /// One Linear named "proj", so applyLoRA can target it by name.
 final class OneLinear: Module {
     let proj: Linear
-    init(inFeatures: Int, outFeatures: Int, bias: Bool, seed: UInt64) throws {
-        proj = try Linear(inFeatures: inFeatures, outFeatures: outFeatures, bias: bias, on: CPUBackend.shared)
+    init(inFeatures: Int, outFeatures: Int, bias: Bool, seed: UInt64, on backend: Backend = CPUBackend.shared) throws {
+        proj = try Linear(inFeatures: inFeatures, outFeatures: outFeatures, bias: bias, on: backend)
         var rng = SeededRandom(seed: seed)
         for (_, p) in proj.namedParameters() { try p.value.assign((0..<p.value.count).map { _ in Float(rng.nextNormal() * 0.5) }) }
     }
@@ -97,6 +97,30 @@ final class LoRAVariantsTests: XCTestCase {
             let scale = numeric.map(abs).max()!
             XCTAssertGreaterThan(scale, 1e-3, name)
             for i in g.indices { XCTAssertEqual(Double(g[i]), numeric[i], accuracy: 2e-4 * scale, "d\(name)[\(i)]") }
+        }
+    }
+
+    /// DoRA (dense and on a 4-bit base) gives the CPU's output and gradients on every device
+    /// (the emulated GPU on CI).
+    func testDoRAOnEveryDeviceMatchesTheCPU() throws {
+        let xv = random(4 * 64, seed: 21), g = random(4 * 6, seed: 22)
+        for quantized in [false, true] {
+            var reference: [Float] = []
+            for device in try TestDevices.all() {
+                let be = try backend(for: device)
+                let net = try OneLinear(inFeatures: 64, outFeatures: 6, bias: true, seed: 23, on: be)
+                if quantized { try net.proj.quantize(QuantizationConfig(type: .nf4, blockSize: 64, doubleQuant: true)) }
+                try net.applyLoRA(LoRAConfig(r: 4, alpha: 8, dropout: 0, targetModules: ["proj"], useDoRA: true), seed: 3)
+                try net.proj.lora!.b.weight.value.assign(random(6 * 4, seed: 24, scale: 0.3))
+                let y = try net.proj(try Tensor(xv, shape: [4, 64], on: be))
+                try Autograd.backward(y, gradient: try Tensor(g, shape: [4, 6], on: be))
+                let lora = net.proj.lora!
+                let got = try y.floats() + lora.magnitude!.weight.value.grad!.floats() + lora.a.weight.value.grad!.floats()
+                    + lora.b.weight.value.grad!.floats()
+                if device == .cpu { reference = got } else {
+                    assertClose(got, reference, tolerance: 1e-4, "\(device) DoRA\(quantized ? " on NF4" : ""): output and gradients")
+                }
+            }
         }
     }
 
