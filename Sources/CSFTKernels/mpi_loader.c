@@ -215,6 +215,30 @@ int sft_mpi_allreduce_sum_f64(double *buf, size_t count, double timeout_s) {
     return allreduce_sum(buf, count, sizeof(double), type_double, "MPI all-reduce (f64 sum)", timeout_s);
 }
 
+int sft_mpi_iallreduce_sum_f32(float *buf, size_t count, void **request) {
+    if (load_state != 0) return sft_set_error("MPI is not loaded");
+    if (count > (size_t)CHUNK) return sft_set_error("MPI all-reduce (f32 sum): %zu elements in one request (at most %d)", count, CHUNK);
+    *request = NULL;
+    int rc = p_iallreduce(MPI_IN_PLACE_MARK, buf, (int)count, type_float, op_sum, comm_world, (mpi_handle *)request);
+    return rc == MPI_OK ? 0 : mpi_fail("MPI all-reduce (f32 sum)", rc);
+}
+
+int sft_mpi_request_test(void **request, int *done) {
+    *done = 0;
+    if (!*request) { *done = 1; return 0; }
+    int rc = p_test((mpi_handle *)request, done, MPI_STATUS_NONE);
+    if (rc != MPI_OK) return mpi_fail("MPI all-reduce (f32 sum)", rc);
+    if (*done) *request = NULL;  // (Open MPI's MPI_REQUEST_NULL is not NULL)
+    return 0;
+}
+
+int sft_mpi_request_wait(void **request, double timeout_s) {
+    if (!*request) return 0;
+    int rc = wait_request((mpi_handle *)request, "MPI all-reduce (f32 sum)", timeout_s);
+    if (rc == 0) *request = NULL;
+    return rc;
+}
+
 int sft_mpi_broadcast(void *buf, size_t bytes, int root, double timeout_s) {
     if (load_state != 0) return sft_set_error("MPI is not loaded");
     for (size_t done = 0; done < bytes;) {

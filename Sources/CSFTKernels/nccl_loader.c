@@ -24,6 +24,8 @@ static int (*p_ncclGroupStart)(void);
 static int (*p_ncclGroupEnd)(void);
 static const char *(*p_ncclGetErrorString)(int);
 static const char *(*p_ncclGetLastError)(void *);  // NCCL >= 2.13; optional
+static int (*p_ncclCommGetAsyncError)(void *, int *);  // NCCL >= 2.4; optional
+static int (*p_ncclCommAbort)(void *);                 // NCCL >= 2.4; optional
 
 static const char *const symbols[] = {"ncclGetVersion", "ncclGetUniqueId", "ncclCommInitRank",
                                       "ncclCommDestroy", "ncclAllReduce", "ncclBroadcast",
@@ -46,6 +48,8 @@ static void load(void) {
     if (!handle) return;
     for (int i = 0; symbols[i]; i++) *slots[i] = dlsym(handle, symbols[i]);
     p_ncclGetLastError = (const char *(*)(void *))dlsym(handle, "ncclGetLastError");
+    p_ncclCommGetAsyncError = (int (*)(void *, int *))dlsym(handle, "ncclCommGetAsyncError");
+    p_ncclCommAbort = (int (*)(void *))dlsym(handle, "ncclCommAbort");
 }
 
 int sft_nccl_load(void) {
@@ -111,4 +115,23 @@ int sft_nccl_broadcast(sft_CUdeviceptr buf, size_t bytes, int root, void *comm, 
     void *p = (void *)(uintptr_t)buf;
     int rc = p_ncclBroadcast(p, p, bytes, NCCL_UINT8, root, comm, stream);
     return rc == 0 ? 0 : nccl_fail("ncclBroadcast", rc, comm);
+}
+
+enum { NCCL_IN_PROGRESS = 7 };  // ncclInProgress
+
+int sft_nccl_async_state(void *comm) {
+    if (!handle) return sft_set_error("NCCL is not loaded");
+    if (!p_ncclCommGetAsyncError || !comm) return 0;
+    int state = 0;
+    int rc = p_ncclCommGetAsyncError(comm, &state);
+    if (rc != 0) return nccl_fail("ncclCommGetAsyncError", rc, comm);
+    if (state == NCCL_IN_PROGRESS) return 1;
+    return state == 0 ? 0 : nccl_fail("a collective on the GPU", state, comm);
+}
+
+int sft_nccl_comm_abort(void *comm) {
+    if (!handle || !comm) return 0;
+    if (!p_ncclCommAbort) return sft_set_error("this NCCL has no ncclCommAbort");
+    int rc = p_ncclCommAbort(comm);
+    return rc == 0 ? 0 : nccl_fail("ncclCommAbort", rc, NULL);
 }

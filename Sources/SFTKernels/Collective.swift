@@ -36,6 +36,26 @@ public protocol Collective: AnyObject {
     func allReduceSum(_ views: [(view: BufferView, count: Int)], on backend: any Backend) throws
     /// Copies rank `root`'s f32 device buffer (`count` elements) into every rank's.
     func broadcast(_ view: BufferView, count: Int, root: Int, on backend: any Backend) throws
+    /// Starts summing `views` over all ranks and returns before the sums are there, so a
+    /// trainer can reduce finished gradients while its backward pass goes on. The buffers
+    /// must not be touched until `wait()` returns; every rank must start the same reductions
+    /// in the same order. Default: the blocking `allReduceSum`, already complete.
+    func startAllReduceSum(_ views: [(view: BufferView, count: Int)], on backend: any Backend) throws -> any PendingReduction
+}
+
+/// A sum over ranks started by `Collective.startAllReduceSum` and not yet waited for.
+public protocol PendingReduction: AnyObject {
+    /// Lets the library move the work on without blocking (MPI progresses only inside its calls).
+    func progress() throws
+    /// Waits (at most the collective's timeout) until the sums are in the buffers.
+    func wait() throws
+}
+
+/// A reduction that was done before it was returned.
+public final class CompletedReduction: PendingReduction {
+    public init() {}
+    public func progress() {}
+    public func wait() {}
 }
 
 public enum CollectiveError: Error, CustomStringConvertible, Equatable {
@@ -118,6 +138,79 @@ public final class MPICollective: Collective {
     }
 
     public var summary: String { "\(MPILibrary.version ?? "MPI"), \(size) ranks" }
+
+    public func startAllReduceSum(_ views: [(view: BufferView, count: Int)], on backend: any Backend) throws -> any PendingReduction {
+        guard size > 1 else { return CompletedReduction() }
+        return try MPIReduction(views, on: backend, collective: self)
+    }
+}
+
+/// Nonblocking MPI all-reduces of f32 buffers: in place in host memory on the CPU backend,
+/// through one staging buffer (downloaded at the start, uploaded by `wait`) on others.
+final class MPIReduction: PendingReduction {
+    private var requests: [UnsafeMutableRawPointer?] = []
+    private let views: [(view: BufferView, count: Int)]
+    private let backend: any Backend
+    private let collective: MPICollective
+    private var staging: UnsafeMutableBufferPointer<Float>?
+    /// Elements per MPI request (MPI counts are ints).
+    static let piece = 1 << 28
+
+    init(_ views: [(view: BufferView, count: Int)], on backend: any Backend, collective: MPICollective) throws {
+        self.views = views
+        self.backend = backend
+        self.collective = collective
+        if backend is CPUBackend {
+            for v in views { try start(v.view.f32(), count: v.count) }
+        } else {
+            let total = views.reduce(0) { $0 + $1.count }
+            let buf = UnsafeMutableBufferPointer<Float>.allocate(capacity: max(1, total))
+            staging = buf
+            var at = 0
+            for v in views where v.count > 0 {
+                try backend.download(v.view, to: buf.baseAddress! + at, bytes: v.count * 4)
+                at += v.count
+            }
+            try start(buf.baseAddress!, count: total)
+        }
+    }
+
+    private func start(_ p: UnsafeMutablePointer<Float>, count: Int) throws {
+        var at = 0
+        while at < count {
+            let n = min(Self.piece, count - at)
+            var request: UnsafeMutableRawPointer?
+            try collective.check(sft_mpi_iallreduce_sum_f32(p + at, n, &request), "all-reduce")
+            requests.append(request)
+            at += n
+        }
+    }
+
+    func progress() throws {
+        for i in requests.indices where requests[i] != nil {
+            var done: Int32 = 0
+            try collective.check(sft_mpi_request_test(&requests[i], &done), "all-reduce")
+        }
+    }
+
+    func wait() throws {
+        for i in requests.indices { try collective.check(sft_mpi_request_wait(&requests[i], collective.timeout), "all-reduce") }
+        requests.removeAll()
+        guard let buf = staging else { return }
+        var at = 0
+        for v in views where v.count > 0 {
+            try backend.upload(buf.baseAddress! + at, to: v.view, bytes: v.count * 4)
+            at += v.count
+        }
+        buf.deallocate()
+        staging = nil
+    }
+
+    deinit {
+        // Unfinished requests may still write into the staging buffer: it is left allocated
+        // (this happens only when a run is ending on an error).
+        if requests.allSatisfy({ $0 == nil }) { staging?.deallocate() }
+    }
 }
 
 /// The MPI library as found on this machine (for `sftctl inspect --devices`).
@@ -259,6 +352,11 @@ extension Collective {
 
     public func broadcast(_ view: BufferView, count: Int, root: Int, on backend: any Backend) throws {
         try stagedBroadcast(view, count: count, root: root, on: backend)
+    }
+
+    public func startAllReduceSum(_ views: [(view: BufferView, count: Int)], on backend: any Backend) throws -> any PendingReduction {
+        try allReduceSum(views, on: backend)
+        return CompletedReduction()
     }
 
     /// Copies rank `root`'s f32 device buffer (`count` elements) into every rank's through host memory.

@@ -6,8 +6,12 @@
 // confirmed they lie in live device allocations: a host pointer, a freed buffer or a count past
 // an allocation's end is an error naming it, as cuda-memcheck would report it on a GPU.
 //
-// Every call completes before it returns (the emulated stream is synchronous), so group calls
-// have nothing to defer. One communicator spans MPI_COMM_WORLD: ranks and size must be MPI's.
+// Collectives are asynchronous, as on a GPU, and stricter than one: a call starts a nonblocking
+// MPI operation and returns; the work completes only when the caller asks, through
+// ncclCommGetAsyncError (ncclInProgress until every rank has joined) or ncclCommDestroy. sft
+// must therefore wait on the host before it reads a reduced buffer — which is also where its
+// collective_timeout applies (ncclCommAbort then drops the unfinished work). Group calls have
+// nothing to defer. One communicator spans MPI_COMM_WORLD: ranks and size must be MPI's.
 // The values below are NCCL's ABI (nccl.h): result codes, data types, ncclSum.
 #include <dlfcn.h>
 #include <algorithm>
@@ -17,6 +21,7 @@
 #include <cstring>
 #include <cstdlib>
 #include <random>
+#include <vector>
 #include <unistd.h>
 
 #define EXPORT extern "C" __attribute__((visibility("default")))
@@ -25,13 +30,18 @@ extern "C" int sft_emulated_device_range(unsigned long long p, size_t n, char *w
 
 namespace {
 
-enum Result { Success = 0, UnhandledCudaError = 1, SystemError = 2, InternalError = 3, InvalidArgument = 4, InvalidUsage = 5 };
+enum Result { Success = 0, UnhandledCudaError = 1, SystemError = 2, InternalError = 3, InvalidArgument = 4, InvalidUsage = 5,
+              InProgress = 7 };
 enum DataType { Int8 = 0, Uint8 = 1, Int32 = 2, Uint32 = 3, Int64 = 4, Uint64 = 5, Float16 = 6, Float32 = 7, Float64 = 8, Bfloat16 = 9 };
 enum RedOp { Sum = 0 };
 constexpr size_t kIdBytes = 128;
 constexpr char kMagic[] = "sft-emulated-nccl";
 struct UniqueId { char internal[kIdBytes]; };
-struct Comm { int rank, size; UniqueId id; };
+struct Comm {
+    int rank, size;
+    UniqueId id;
+    std::vector<void *> pending;   // MPI requests of collectives not yet known to be complete
+};
 
 thread_local char last_error[1024];
 
@@ -49,8 +59,11 @@ struct MPI {
     int (*initialized)(int *) = nullptr;
     int (*comm_rank)(Handle, int *) = nullptr;
     int (*comm_size)(Handle, int *) = nullptr;
-    int (*allreduce)(const void *, void *, int, Handle, Handle, Handle) = nullptr;
+    int (*iallreduce)(const void *, void *, int, Handle, Handle, Handle, Handle *) = nullptr;
+    int (*ibcast)(void *, int, Handle, int, Handle, Handle *) = nullptr;
     int (*bcast)(void *, int, Handle, int, Handle) = nullptr;
+    int (*test)(Handle *, int *, void *) = nullptr;
+    int (*wait)(Handle *, void *) = nullptr;
     Handle world = nullptr, type_float = nullptr, type_double = nullptr, type_byte = nullptr, op_sum = nullptr;
     bool ready = false;
 } mpi;
@@ -66,8 +79,9 @@ Result load_mpi() {
     if (!h) h = dlopen("libmpi.so.40", RTLD_NOW | RTLD_GLOBAL);
     if (!h) return fail(SystemError, "the emulated NCCL runs over Open MPI, but libmpi.so.40 cannot be opened (%s)", dlerror());
     if (!sym(h, mpi.initialized, "MPI_Initialized") || !sym(h, mpi.comm_rank, "MPI_Comm_rank") ||
-        !sym(h, mpi.comm_size, "MPI_Comm_size") || !sym(h, mpi.allreduce, "MPI_Allreduce") ||
-        !sym(h, mpi.bcast, "MPI_Bcast") || !sym(h, mpi.world, "ompi_mpi_comm_world") ||
+        !sym(h, mpi.comm_size, "MPI_Comm_size") || !sym(h, mpi.iallreduce, "MPI_Iallreduce") ||
+        !sym(h, mpi.ibcast, "MPI_Ibcast") || !sym(h, mpi.bcast, "MPI_Bcast") || !sym(h, mpi.test, "MPI_Test") ||
+        !sym(h, mpi.wait, "MPI_Wait") || !sym(h, mpi.world, "ompi_mpi_comm_world") ||
         !sym(h, mpi.type_float, "ompi_mpi_float") || !sym(h, mpi.type_double, "ompi_mpi_double") ||
         !sym(h, mpi.type_byte, "ompi_mpi_byte") || !sym(h, mpi.op_sum, "ompi_mpi_op_sum"))
         return fail(SystemError, "libmpi.so.40 is not Open MPI 3+ (a symbol is missing)");
@@ -170,7 +184,36 @@ EXPORT int ncclCommInitRank(Comm **comm, int nranks, UniqueId id, int rank) {
     return Success;
 }
 
+/// Tests every pending request once: Success when all have completed, InProgress otherwise.
+static Result progress(Comm *comm) {
+    std::vector<void *> left;
+    for (void *req : comm->pending) {
+        int done = 0;
+        if (mpi.test(&req, &done, nullptr) != 0) return fail(SystemError, "a collective failed in MPI_Test");
+        if (!done) left.push_back(req);
+    }
+    comm->pending.swap(left);
+    return comm->pending.empty() ? Success : InProgress;
+}
+
+EXPORT int ncclCommGetAsyncError(Comm *comm, int *state) {
+    if (Result r = check_comm("ncclCommGetAsyncError", comm)) return r;
+    if (!state) return fail(InvalidArgument, "ncclCommGetAsyncError: asyncError is NULL");
+    Result r = progress(comm);
+    *state = r;
+    return r == InProgress ? Success : r;
+}
+
+/// Drops the unfinished work (its MPI requests are abandoned: the job is ending) and the comm.
+EXPORT int ncclCommAbort(Comm *comm) {
+    delete comm;
+    return Success;
+}
+
+/// Completes the outstanding work (blocking), then frees the communicator.
 EXPORT int ncclCommDestroy(Comm *comm) {
+    if (!comm) return Success;
+    for (void *req : comm->pending) mpi.wait(&req, nullptr);
     delete comm;
     return Success;
 }
@@ -190,8 +233,10 @@ EXPORT int ncclAllReduce(const void *send, void *recv, size_t count, int type, i
     if (send != recv) memmove(recv, send, count * elem);
     for (size_t done = 0; done < count;) {
         const int n = (int)std::min(kChunk, count - done);
-        if (mpi.allreduce((void *)1, (char *)recv + done * elem, n, mpi_type, mpi.op_sum, mpi.world) != 0)
-            return fail(SystemError, "ncclAllReduce: MPI_Allreduce failed");
+        void *req = nullptr;
+        if (mpi.iallreduce((void *)1, (char *)recv + done * elem, n, mpi_type, mpi.op_sum, mpi.world, &req) != 0)
+            return fail(SystemError, "ncclAllReduce: MPI_Iallreduce failed");
+        comm->pending.push_back(req);
         done += (size_t)n;
     }
     return Success;
@@ -211,8 +256,10 @@ EXPORT int ncclBroadcast(const void *send, void *recv, size_t count, int type, i
     if (comm->rank == root && send != recv) memmove(recv, send, bytes);
     for (size_t done = 0; done < bytes;) {
         const int n = (int)std::min(kChunk, bytes - done);
-        if (mpi.bcast((char *)recv + done, n, mpi.type_byte, root, mpi.world) != 0)
-            return fail(SystemError, "ncclBroadcast: MPI_Bcast failed");
+        void *req = nullptr;
+        if (mpi.ibcast((char *)recv + done, n, mpi.type_byte, root, mpi.world, &req) != 0)
+            return fail(SystemError, "ncclBroadcast: MPI_Ibcast failed");
+        comm->pending.push_back(req);
         done += (size_t)n;
     }
     return Success;

@@ -459,6 +459,13 @@ int sft_nccl_comm_destroy(void *comm);
 int sft_nccl_group(int start);
 int sft_nccl_allreduce_sum_f32(sft_CUdeviceptr buf, size_t count, void *comm, sft_CUstream stream);
 int sft_nccl_broadcast(sft_CUdeviceptr buf, size_t bytes, int root, void *comm, sft_CUstream stream);
+/// Whether the communicator's enqueued work has finished, from the host's side: 0 (no error
+/// and nothing NCCL itself reports as in progress), 1 (ncclInProgress), or -1 with the error
+/// (ncclCommGetAsyncError; without that symbol, 0). A GPU's stream completion is checked
+/// separately with a CUDA event.
+int sft_nccl_async_state(void *comm);
+/// ncclCommAbort: stops the communicator's outstanding work and frees it (after a timeout).
+int sft_nccl_comm_abort(void *comm);
 
 // ---------------------------------------------------------------------------------------------
 // MPI loader (run-time dlopen of Open MPI; no build-time MPI). mpi_loader.c.
@@ -483,6 +490,13 @@ int sft_mpi_init(int *rank, int *size);
 /// In-place sum over all ranks.
 int sft_mpi_allreduce_sum_f32(float *buf, size_t count, double timeout_s);
 int sft_mpi_allreduce_sum_f64(double *buf, size_t count, double timeout_s);
+/// Starts an in-place sum over all ranks of `count` (<= 2^28) floats and returns at once with
+/// `*request` set; `buf` must stay alive and untouched until the request completes.
+int sft_mpi_iallreduce_sum_f32(float *buf, size_t count, void **request);
+/// Lets MPI progress `*request`; `*done` = 1 once it has completed (the request is then NULL).
+int sft_mpi_request_test(void **request, int *done);
+/// Waits for `*request` at most `timeout_s` seconds (<= 0: forever): 0, SFT_MPI_TIMEOUT or -1.
+int sft_mpi_request_wait(void **request, double timeout_s);
 /// Copies `bytes` bytes of rank `root`'s `buf` into every rank's `buf`.
 int sft_mpi_broadcast(void *buf, size_t bytes, int root, double timeout_s);
 int sft_mpi_barrier(double timeout_s);

@@ -50,6 +50,12 @@ public enum Autograd {
 
     static var isRecording: Bool { isEnabled }
 
+    /// Called with a leaf (a parameter) each time the backward has added to its gradient —
+    /// after a node whose input it is ran, including nodes whose kernels add into the
+    /// gradient themselves — and in checkpointed blocks' recomputed backwards too. Data
+    /// parallelism uses it to start all-reduces of finished gradients early.
+    static var leafObserver: ((Tensor) throws -> Void)?
+
     /// Runs `body` without recording a graph (inference, evaluation).
     public static func withNoGrad<R>(_ body: () throws -> R) rethrows -> R {
         let saved = isEnabled
@@ -93,6 +99,7 @@ public enum Autograd {
 
         guard let rootNode = root.node else {
             try accumulate(seed, into: root)  // a leaf: its gradient is the seed
+            try leafObserver?(root)
             return
         }
         // Topological order of the nodes by iterative DFS.
@@ -112,10 +119,14 @@ public enum Autograd {
                 guard let g = grads.removeValue(forKey: ObjectIdentifier(node)) else { continue }
                 let inputGrads = try node.backward(g)
                 for (edge, ig) in zip(node.inputs, inputGrads) {
+                    if case .leaf(let t) = edge {
+                        if let ig { try accumulate(ig, into: t) }
+                        try leafObserver?(t)
+                        continue
+                    }
                     guard let ig else { continue }
                     switch edge {
-                    case .none: continue
-                    case .leaf(let t): try accumulate(ig, into: t)
+                    case .none, .leaf: continue
                     case .node(let n):
                         let id = ObjectIdentifier(n)
                         if let existing = grads[id] {

@@ -5,8 +5,12 @@
 //   micro-batches per optimizer step, and runs micro-batches i ≡ rank (mod ranks) of each step.
 //   The loss normalizer is the step's global trained-token count, known to every rank from
 //   the plan, so each rank's summed gradients are its share of the one-process gradient.
-// - One all-reduce per step: the step's loss, a stop flag and which parameters got a gradient
-//   (f64, a few values), then the gradients in buckets. Clipping and the update then see the
+// - Gradients are summed in buckets (`GradientBuckets`, PyTorch DDP's scheme): consecutive
+//   parameters in reverse order, about `ddp_bucket_cap_mb` each. During the backward of a
+//   rank's last micro-batch of the step, a bucket starts its all-reduce as soon as every
+//   parameter in it has its final gradient, while the backward goes on; buckets start in
+//   the same order on every rank. Then one small all-reduce carries the step's loss, a stop
+//   flag and which parameters got a gradient anywhere (f64). Clipping and the update see the
 //   same numbers on every rank; only the summation order differs from one process.
 // - Dropout draws are keyed by the global micro-batch (`dropoutOffset`), not by the rank or by
 //   what ran before on this process, so masks match one process exactly.
@@ -32,12 +36,17 @@ public final class DataParallel {
     /// Rank 0 writes the run's files.
     public var isWriter: Bool { collective.rank == 0 }
 
-    public init(collective: any Collective, zeroStage: Int = 0, parameters: [(String, Parameter)]) throws {
+    /// The step's gradient all-reduces, started during the last micro-batch's backward.
+    let buckets: GradientBuckets
+
+    public init(collective: any Collective, zeroStage: Int = 0, parameters: [(String, Parameter)],
+                bucketBytes: Int = 25 << 20) throws {
         guard zeroStage == 0 || zeroStage == 1 else {
             throw SFTError.config(field: "zero_stage", message: "\(zeroStage) is not supported (0: replicated optimizer states, 1: sharded across ranks)")
         }
         self.collective = collective
         self.zeroStage = zeroStage
+        buckets = GradientBuckets(parameters: parameters, collective: collective, bucketBytes: bucketBytes)
         owners = zeroStage == 1 ? DataParallel.partition(parameters.map { $0.1.value.count }, ranks: collective.size)
                                 : [Int](repeating: -1, count: parameters.count)
     }
@@ -64,24 +73,24 @@ public final class DataParallel {
     /// whole run): 2^36 draws per micro-batch, room for 2^28 micro-batches.
     static func dropoutOffset(globalMicroBatch index: Int) -> UInt64 { UInt64(index) << 36 }
 
-    /// Sums what the ranks computed for one step: the loss (f64), the stop request and which
-    /// parameters have a gradient anywhere; then the gradients themselves, in buckets. A
-    /// parameter with a gradient on another rank only gets a zero one here first, so every
-    /// rank reduces the same buffers; one with no gradient anywhere keeps none (and is not
+    /// Backward of one of this rank's micro-batches; for the step's last one (`last`), the
+    /// gradient buckets start their all-reduces as their gradients become final.
+    func backward(_ loss: Tensor, last: Bool) throws {
+        guard size > 1, last else { return try Autograd.backward(loss) }
+        try buckets.backward(loss)
+    }
+
+    /// Sums what the ranks computed for one step: the gradients (the buckets not started
+    /// during the backward start now; all are waited for), then the loss (f64), the stop
+    /// request and which parameters have a gradient anywhere. A parameter without a gradient
+    /// here is reduced as zeros; one with no gradient anywhere is left without one (and is not
     /// updated, as in one process).
     func reduceStep(parameters: [(String, Parameter)], loss: Double, stop: Bool) throws -> (loss: Double, stop: Bool) {
         guard size > 1 else { return (loss, stop) }
-        var head = [loss, stop ? 1 : 0] + parameters.map { $0.1.value.grad == nil ? 0.0 : 1.0 }
+        let local = try buckets.finish()
+        var head = [loss, stop ? 1 : 0] + local.map { $0 ? 1.0 : 0.0 }
         head = try collective.allReduceSum(head)
-        var views: [(view: BufferView, count: Int)] = []
-        var backend: (any Backend)? = nil
-        for (i, (_, p)) in parameters.enumerated() where head[2 + i] > 0 {
-            if p.value.grad == nil { p.value.grad = try Tensor.zeros(p.value.shape, on: p.value.backend) }
-            let g = p.value.grad!
-            views.append((g.storage, g.count))
-            backend = backend ?? g.backend
-        }
-        if let backend { try collective.allReduceSum(views, on: backend) }
+        for (i, (_, p)) in parameters.enumerated() where head[2 + i] == 0 { p.value.grad = nil }
         return (head[0], head[1] > 0)
     }
 
@@ -142,4 +151,98 @@ public struct DataParallelError: Error, CustomStringConvertible {
     public var operation: String
     public var underlying: CollectiveError
     public var description: String { "data parallel: step \(step), \(operation): \(underlying)" }
+}
+
+/// Gradient all-reduces in buckets, started while the backward still runs (the scheme of
+/// PyTorch's DistributedDataParallel, Li et al. 2020).
+///
+/// Buckets are runs of consecutive parameters taken in reverse order (the backward reaches the
+/// last layers first) of at most `bucketBytes` (a larger parameter is a bucket alone). The
+/// backward reports every gradient it adds to a parameter (`Autograd.leafObserver`); a
+/// parameter is final once it has had as many as in the first step's last backward (learned
+/// then, with nothing started early: the graph of a micro-batch is the same every step).
+/// Buckets start strictly in order, so every rank issues the same collectives in the same
+/// order whenever its gradients are ready; whatever has not started when the backward ends
+/// starts in `finish`, which also waits for all of them.
+final class GradientBuckets {
+    let parameters: [(String, Parameter)]
+    let collective: any Collective
+    /// Parameter indices per bucket, in launch order.
+    let buckets: [[Int]]
+    private let bucketOf: [Int]
+    private let index: [ObjectIdentifier: Int]
+    /// Gradient additions per parameter in one micro-batch's backward (nil until learned).
+    private(set) var expected: [Int]?
+    private var seen: [Int]
+    private var started = 0
+    private var pending: [any PendingReduction] = []
+    /// Whether each parameter had a gradient on this rank when its bucket started.
+    private var hadGradient: [Bool]
+    /// Buckets started before the backward ended, and in all, over the run (for the log).
+    private(set) var startedEarly = 0, startedTotal = 0
+
+    init(parameters: [(String, Parameter)], collective: any Collective, bucketBytes: Int) {
+        self.parameters = parameters
+        self.collective = collective
+        var buckets: [[Int]] = [], current: [Int] = [], bytes = 0
+        for i in parameters.indices.reversed() {
+            let b = parameters[i].1.value.count * 4
+            if !current.isEmpty && bytes + b > bucketBytes { buckets.append(current); current = []; bytes = 0 }
+            current.append(i)
+            bytes += b
+        }
+        if !current.isEmpty { buckets.append(current) }
+        self.buckets = buckets
+        var bucketOf = [Int](repeating: 0, count: parameters.count)
+        for (b, members) in buckets.enumerated() { for i in members { bucketOf[i] = b } }
+        self.bucketOf = bucketOf
+        index = Dictionary(uniqueKeysWithValues: parameters.enumerated().map { (ObjectIdentifier($0.element.1.value), $0.offset) })
+        seen = [Int](repeating: 0, count: parameters.count)
+        hadGradient = [Bool](repeating: false, count: parameters.count)
+    }
+
+    /// The last micro-batch's backward, starting buckets as they become final.
+    func backward(_ loss: Tensor) throws {
+        seen = [Int](repeating: 0, count: parameters.count)
+        let saved = Autograd.leafObserver
+        Autograd.leafObserver = { [unowned self] leaf in try self.gradientAdded(leaf) }
+        defer { Autograd.leafObserver = saved }
+        try Autograd.backward(loss)
+        if expected == nil { expected = seen }
+        startedEarly += started
+    }
+
+    private func gradientAdded(_ leaf: Tensor) throws {
+        guard let i = index[ObjectIdentifier(leaf)] else { return }
+        seen[i] += 1
+        guard let expected else { return }
+        if bucketOf[i] < started {
+            throw SFTError.unsupported("data parallel: a gradient of \(parameters[i].0) arrived after its bucket's all-reduce started (\(seen[i]) additions, \(expected[i]) expected from the first step): the backward graph changed between steps")
+        }
+        while started < buckets.count, buckets[started].allSatisfy({ seen[$0] >= expected[$0] }) { try start() }
+        for p in pending { try p.progress() }
+    }
+
+    private func start() throws {
+        var views: [(view: BufferView, count: Int)] = []
+        for i in buckets[started] {
+            let v = parameters[i].1.value
+            hadGradient[i] = v.grad != nil
+            if v.grad == nil { v.grad = try Tensor.zeros(v.shape, on: v.backend) }
+            views.append((v.grad!.storage, v.count))
+        }
+        pending.append(try collective.startAllReduceSum(views, on: parameters[buckets[started][0]].1.value.backend))
+        started += 1
+        startedTotal += 1
+    }
+
+    /// Starts the buckets not started yet, waits for every one, and returns which parameters
+    /// had a gradient on this rank; then resets for the next step.
+    func finish() throws -> [Bool] {
+        while started < buckets.count { try start() }
+        for p in pending { try p.wait() }
+        pending.removeAll()
+        started = 0
+        return hadGradient
+    }
 }

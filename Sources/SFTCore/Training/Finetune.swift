@@ -129,7 +129,8 @@ public enum Finetune {
                            "quantization": quantization.map { "\($0)" } ?? "-"]
         let trainer = try Trainer(model: model, config: try config.trainer(), loader: try DataLoader(plan: plan),
                                   evalBatches: evalBatches, outputDirectory: out, fingerprint: fingerprint,
-                                  collective: group, zeroStage: config.zeroStage)
+                                  collective: group, zeroStage: config.zeroStage,
+                                  bucketBytes: max(1, Int(config.ddpBucketCapMB * 1_048_576)))
         trainer.onEvent = onEvent
         if config.logging.contains(.tensorboard) {
             let settings = JSONEncoder()
@@ -163,6 +164,10 @@ public enum Finetune {
             resume = path.isEmpty ? nil : URL(fileURLWithPath: path)
         }
         let summary = try trainer.train(resumeFrom: resume)
+        if group.size > 1 {
+            let b = trainer.parallel.buckets
+            onEvent?(.message("data parallel: \(b.startedEarly) of \(b.startedTotal) gradient all-reduces (\(b.buckets.count) buckets per step) started during the backward"))
+        }
         // The final weights go into a checkpoint first (unless the last step has one), so a
         // failed final save never loses the run; then the output replaces any earlier one whole.
         if trainer.lastCheckpointStep != summary.steps {

@@ -37,6 +37,7 @@ extension FinetuneConfig {
         try range("adam_beta2", adamBeta2, 0, 1, openUpper: true)
         try range("adam_epsilon", adamEpsilon, 0, 1, open: true)
         try range("max_grad_norm", maxGradNorm, 0, .infinity, openUpper: true)
+        try range("ddp_bucket_cap_mb", ddpBucketCapMB, 0, 1_000_000, open: true)
         if let r = loraPlusLRRatio { try range("loraplus_lr_ratio", r, 0, .infinity, open: true, openUpper: true) }
         if let e = loraPlusLREmbedding { try range("loraplus_lr_embedding", e, 0, .infinity, open: true, openUpper: true) }
         if let a = neftuneNoiseAlpha { try range("neftune_noise_alpha", a, 0, .infinity, openUpper: true) }

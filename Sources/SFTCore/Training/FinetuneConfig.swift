@@ -71,6 +71,8 @@ public struct FinetuneConfig: Codable, Equatable {
     public var zeroStage: Int = 0
     /// Seconds a rank waits for the others in a collective before the job is ended (0: forever).
     public var collectiveTimeout: Double = 1800
+    /// Data parallelism: megabytes of gradients per all-reduce bucket (PyTorch DDP's default 25).
+    public var ddpBucketCapMB: Double = 25
     /// The data part (format, masks, packing...), read from the same flat object.
     public var dataConfig = DataConfig()
 
@@ -94,7 +96,7 @@ public struct FinetuneConfig: Codable, Equatable {
         case overwriteOutputDir = "overwrite_output_dir", stopOnDivergence = "stop_on_divergence"
         case resumeFromCheckpoint = "resume_from_checkpoint", seed, samplePrompts = "sample_prompts"
         case sampleMaxNewTokens = "sample_max_new_tokens", logging
-        case zeroStage = "zero_stage", collectiveTimeout = "collective_timeout"
+        case zeroStage = "zero_stage", collectiveTimeout = "collective_timeout", ddpBucketCapMB = "ddp_bucket_cap_mb"
     }
 
     public init(from decoder: Decoder) throws {
@@ -139,6 +141,7 @@ public struct FinetuneConfig: Codable, Equatable {
         sampleMaxNewTokens = try v(.sampleMaxNewTokens, d.sampleMaxNewTokens)
         logging = try Self.sinks(c, d.logging)
         zeroStage = try v(.zeroStage, d.zeroStage); collectiveTimeout = try v(.collectiveTimeout, d.collectiveTimeout)
+        ddpBucketCapMB = try v(.ddpBucketCapMB, d.ddpBucketCapMB)
         dataConfig = try DataConfig(from: decoder)
     }
 
@@ -195,6 +198,7 @@ public struct FinetuneConfig: Codable, Equatable {
         try c.encode(samplePrompts, forKey: .samplePrompts); try c.encode(sampleMaxNewTokens, forKey: .sampleMaxNewTokens)
         try c.encode(logging, forKey: .logging)
         try c.encode(zeroStage, forKey: .zeroStage); try c.encode(collectiveTimeout, forKey: .collectiveTimeout)
+        try c.encode(ddpBucketCapMB, forKey: .ddpBucketCapMB)
         try dataConfig.encode(to: encoder)
     }
 
@@ -253,6 +257,7 @@ public struct FinetuneConfig: Codable, Equatable {
         ("logging", "metrics sinks: jsonl (always) and tensorboard (event files in output_dir/tensorboard)"),
         ("zero_stage", "under mpirun/srun: 0 = every rank keeps all AdamW states, 1 = states sharded across ranks (default 0)"),
         ("collective_timeout", "under mpirun/srun: seconds a rank waits for the others before the job ends with an error naming the step; 0 = forever (default 1800)"),
+        ("ddp_bucket_cap_mb", "under mpirun/srun: megabytes of gradients per all-reduce bucket; buckets start while the backward runs (default 25)"),
         ("format", "dataset format: auto | alpaca | sharegpt | messages | dolly | completion | guanaco | text"),
         ("fields", "field renames, e.g. {\"instruction\": \"question\"}"),
         ("strict", "fail on the first bad record instead of skipping it (default false)"),

@@ -100,7 +100,8 @@ public final class Trainer {
     ///   - zeroStage: 1 shards AdamW's moments across the ranks (ZeRO stage 1).
     public init(model: CausalLM, config: TrainerConfig, loader: DataLoader, evalBatches: [TrainingBatch],
                 outputDirectory: URL, fingerprint: [String: String] = [:],
-                collective: any Collective = SingleProcessCollective(), zeroStage: Int = 0) throws {
+                collective: any Collective = SingleProcessCollective(), zeroStage: Int = 0,
+                bucketBytes: Int = 25 << 20) throws {
         self.model = model
         self.config = config
         self.loader = loader
@@ -110,7 +111,8 @@ public final class Trainer {
         guard !parameters.isEmpty else {
             throw SFTError.config(field: "method", message: "nothing to train: every parameter is frozen")
         }
-        let parallel = try DataParallel(collective: collective, zeroStage: zeroStage, parameters: parameters)
+        let parallel = try DataParallel(collective: collective, zeroStage: zeroStage, parameters: parameters,
+                                        bucketBytes: bucketBytes)
         self.parallel = parallel
         var multipliers: [String: Double] = [:]
         if let ratio = config.loraPlusLRRatio {
@@ -166,7 +168,8 @@ public final class Trainer {
         Autograd.isTraining = true
         defer { Autograd.isTraining = false }
         let firstMicroBatch = step.cursor.epoch * loader.plan.microBatchesPerEpoch + step.cursor.index
-        for i in parallel.myMicroBatches(step.batches.count) where step.batches[i].trainedTokens > 0 {
+        let mine = parallel.myMicroBatches(step.batches.count).filter { step.batches[$0].trainedTokens > 0 }
+        for i in mine {
             Autograd.randomOffset = DataParallel.dropoutOffset(globalMicroBatch: firstMicroBatch + i)
             let (input, targets) = try tensors(step.batches[i])
             let (l, _) = try model.loss(input, targets: targets, normalizer: normalizer,
@@ -175,7 +178,7 @@ public final class Trainer {
             guard value.isFinite else {
                 throw SFTError.diverged(step: step.step + 1, microBatch: i, message: "the loss is \(value); no update was applied")
             }
-            try Autograd.backward(l)
+            try parallel.backward(l, last: i == mine.last)
             loss += value
         }
         let stop = stopRequested

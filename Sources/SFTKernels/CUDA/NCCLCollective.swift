@@ -4,8 +4,15 @@
 // values, strings, barriers, abort) goes through the MPI group it wraps, which also carries
 // NCCL's unique id from rank 0 to the others at start.
 //
-// NCCL's collectives are asynchronous on the stream: `timeout` (collective_timeout) bounds the
-// MPI operations around them, not a GPU-side wait.
+// NCCL's collectives are asynchronous on the stream. Every one is waited for on the host
+// before its buffers are used (`waitForWork`: a CUDA event recorded after it, and
+// ncclCommGetAsyncError, polled): a rank that stops answering turns into
+// `CollectiveError.timeout` after `timeout` (collective_timeout) seconds and the communicator
+// is aborted (ncclCommAbort), as for the MPI operations, instead of a GPU that waits forever.
+// `startAllReduceSum` enqueues and returns, so gradient buckets are reduced while the backward
+// goes on; the wait comes before the optimizer reads them. (The reduction runs on the compute
+// stream, behind the kernels enqueued before it: on a GPU it does not yet overlap with the
+// backward's later kernels — that needs a second stream.)
 
 import CSFTKernels
 import Foundation
@@ -14,6 +21,8 @@ public final class NCCLCollective: Collective {
     public let host: any Collective
     public let backend: CUDABackend
     private var comm: UnsafeMutableRawPointer?
+    /// Recorded after enqueued collectives to see from the host when they are done.
+    private var done: sft_CUevent?
 
     /// Joins every rank of `host` into one NCCL communicator on `backend`'s GPU.
     /// - Throws: `CollectiveError.unavailable` when NCCL is not found, `.failed` when it fails.
@@ -32,9 +41,36 @@ public final class NCCLCollective: Collective {
             throw CollectiveError.failed(operation: "NCCL setup", message: lastError)
         }
         comm = c
+        try backend.check(sft_cuEventCreate(&done, UInt32(SFT_CU_EVENT_DISABLE_TIMING)), "cuEventCreate")
     }
 
     deinit { _ = sft_nccl_comm_destroy(comm) }
+
+    /// Waits until the work enqueued so far on the stream (and NCCL's own) has finished, at
+    /// most `timeout` seconds (0: forever); on timeout the communicator is aborted.
+    func waitForWork(_ operation: String) throws {
+        guard let comm else { throw CollectiveError.failed(operation: operation, message: "the NCCL communicator was aborted") }
+        try backend.bind()
+        try backend.check(sft_cuEventRecord(done, backend.stream), "cuEventRecord")
+        let start = Date()
+        var polls = 0
+        while true {
+            let event = sft_cuEventQuery(done)
+            if event != 0 && event != Int32(SFT_CUDA_ERROR_NOT_READY) {
+                throw CollectiveError.failed(operation: operation, message: "cuEventQuery: \(cudaErrorText(event))")
+            }
+            let state = sft_nccl_async_state(comm)
+            if state < 0 { throw CollectiveError.failed(operation: operation, message: lastError) }
+            if event == 0 && state == 0 { return }
+            if timeout > 0, polls % 16 == 0, Date().timeIntervalSince(start) > timeout {
+                _ = sft_nccl_comm_abort(comm)
+                self.comm = nil
+                throw CollectiveError.timeout(operation: operation, seconds: timeout)
+            }
+            polls += 1
+            if polls > 200 { usleep(polls > 20000 ? 1000 : 50) }   // leave the cores to ranks still computing
+        }
+    }
 
     private var lastError: String { String(cString: sft_last_error()) }
 
@@ -56,10 +92,23 @@ public final class NCCLCollective: Collective {
     }
     public var summary: String { "\(host.summary), \(NCCLLibrary.version ?? "NCCL") on the GPUs" }
 
-    /// One ncclAllReduce per buffer, grouped into one launch.
+    /// One ncclAllReduce per buffer, grouped into one launch, waited for.
     public func allReduceSum(_ views: [(view: BufferView, count: Int)], on backend: any Backend) throws {
-        guard size > 1, !views.isEmpty else { return }
-        guard backend === self.backend else { return try stagedAllReduceSum(views, on: backend) }
+        try startAllReduceSum(views, on: backend).wait()
+    }
+
+    public func startAllReduceSum(_ views: [(view: BufferView, count: Int)], on backend: any Backend) throws -> any PendingReduction {
+        guard size > 1, !views.isEmpty else { return CompletedReduction() }
+        guard backend === self.backend else {
+            try stagedAllReduceSum(views, on: backend)
+            return CompletedReduction()
+        }
+        try enqueueAllReduce(views)
+        return NCCLReduction(collective: self)
+    }
+
+    private func enqueueAllReduce(_ views: [(view: BufferView, count: Int)]) throws {
+        guard let comm else { throw CollectiveError.failed(operation: "all-reduce", message: "the NCCL communicator was aborted") }
         try self.backend.bind()
         try check(sft_nccl_group(1), "all-reduce")
         var failure: CollectiveError?
@@ -76,11 +125,26 @@ public final class NCCLCollective: Collective {
         guard size > 1, count > 0 else { return }
         guard backend === self.backend else { return try stagedBroadcast(view, count: count, root: root, on: backend) }
         try self.backend.bind()
+        guard let comm else { throw CollectiveError.failed(operation: "broadcast", message: "the NCCL communicator was aborted") }
         try check(sft_nccl_broadcast(self.backend.address(view), count * 4, Int32(root), comm, self.backend.stream), "broadcast")
+        try waitForWork("NCCL broadcast")
     }
 
     private func check(_ status: Int32, _ operation: String) throws {
         if status != 0 { throw CollectiveError.failed(operation: operation, message: lastError) }
+    }
+}
+
+/// NCCL all-reduces enqueued on the stream; `wait` waits for them from the host.
+final class NCCLReduction: PendingReduction {
+    private let collective: NCCLCollective
+    private var finished = false
+    init(collective: NCCLCollective) { self.collective = collective }
+    func progress() {}
+    func wait() throws {
+        guard !finished else { return }
+        try collective.waitForWork("NCCL all-reduce")
+        finished = true
     }
 }
 

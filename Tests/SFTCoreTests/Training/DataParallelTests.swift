@@ -151,9 +151,11 @@ final class DataParallelTests: XCTestCase {
         let eval = ["--eval_split", "0.25", "--eval_steps", "3"]   // 3 eval rows, shared out over the ranks
         let r1 = try run(sftctl.path, try arguments(data: data, out: one, accumulation: 4, eval))
         XCTAssertEqual(r1.status, 0, r1.output)
-        let r2 = try mpi(2, try arguments(data: data, out: two, accumulation: 2, eval))
+        // Small buckets (2 kB): several per step, started while the backward runs.
+        let r2 = try mpi(2, try arguments(data: data, out: two, accumulation: 2, eval + ["--ddp_bucket_cap_mb", "0.002"]))
         XCTAssertEqual(r2.status, 0, r2.output)
         XCTAssertTrue(r2.output.contains("data parallel: Open MPI"), r2.output)
+        try assertBucketsStartedDuringBackward(r2.output)
         let rz = try mpi(2, try arguments(data: data, out: zero, accumulation: 2, eval + ["--zero_stage", "1"]))
         XCTAssertEqual(rz.status, 0, rz.output)
         XCTAssertTrue(rz.output.contains("sharded over 2 ranks"), rz.output)
@@ -197,8 +199,10 @@ final class DataParallelTests: XCTestCase {
         XCTAssertEqual(r1.status, 0, r1.output)
         // The emulation shows cuda:0 and cuda:1 (one per rank); its NCCL reports its first calls.
         let gpus = ["SFT_EMU_GPUS": "2", "SFT_EMU_NCCL_TRACE": "1"]
-        let r2 = try mpi(2, try arguments(data: data, out: two, accumulation: 2, cuda), environment: gpus, limit: 600)
+        let r2 = try mpi(2, try arguments(data: data, out: two, accumulation: 2, cuda + ["--ddp_bucket_cap_mb", "0.002"]),
+                         environment: gpus, limit: 600)
         XCTAssertEqual(r2.status, 0, r2.output)
+        try assertBucketsStartedDuringBackward(r2.output)
         XCTAssertTrue(r2.output.contains("data parallel: Open MPI") && r2.output.contains("(sft emulated NCCL over MPI (CPU)) on the GPUs"), r2.output)
         for rank in 0..<2 { XCTAssertTrue(r2.output.contains("emulated NCCL: ncclAllReduce on rank \(rank)"), r2.output) }
         let rz = try mpi(2, try arguments(data: data, out: zero, accumulation: 2, cuda + ["--zero_stage", "1"]), environment: gpus, limit: 600)
@@ -258,9 +262,40 @@ final class DataParallelTests: XCTestCase {
         XCTAssertTrue(r.output.contains("rank 1 of 2") && r.output.contains("missing.jsonl"), r.output)
     }
 
+    /// The log's count of gradient all-reduces started during the backward: after the first
+    /// step (which learns when gradients are final), most of them.
+    func assertBucketsStartedDuringBackward(_ output: String) throws {
+        guard let r = output.range(of: "data parallel: [0-9]+ of [0-9]+ gradient all-reduces \\([0-9]+ buckets per step\\)",
+                                   options: .regularExpression) else {
+            return XCTFail("no bucket report in: \(output)")
+        }
+        let n = output[r].split(whereSeparator: { !$0.isNumber }).compactMap { Int($0) }
+        let early = n[0], total = n[1], buckets = n[2]
+        XCTAssertGreaterThan(buckets, 3, output)
+        XCTAssertEqual(total, 3 * buckets, output)   // 3 steps
+        // Steps 2 and 3: every bucket but those the last backward node completes.
+        XCTAssertGreaterThanOrEqual(early, 2 * (buckets - 2), output)
+    }
+
     /// Rank 1 stops responding in the middle of training (SIGSTOP): rank 0's collective times
     /// out after collective_timeout and the job ends non-zero, naming the step.
     func testStalledRankTimesOutNamingTheStep() throws {
+        try stalledRank([], expect: "summing gradients: all-reduce: no answer from every rank within 10 s")
+    }
+
+    /// The same on the emulated GPU with NCCL: rank 0 waits for its NCCL all-reduce (a CUDA
+    /// event and ncclCommGetAsyncError, polled), aborts the communicator after
+    /// collective_timeout and the job ends non-zero naming the step.
+    func testStalledCUDARankTimesOutInNCCL() throws {
+        _ = try mpirun()
+        guard CUDAStatus.current.emulation != nil, NCCLLibrary.version?.contains("emulated") == true else {
+            throw XCTSkip("needs the emulated GPU and its NCCL (tools/cuda-emulate/build DIR; SFT_CUDA_LIBS=DIR)")
+        }
+        try stalledRank(["--device", "cuda"], environment: ["SFT_EMU_GPUS": "2"],
+                        expect: "summing gradients: NCCL all-reduce: no answer from every rank within 10 s")
+    }
+
+    func stalledRank(_ extra: [String], environment: [String: String] = [:], expect: String) throws {
         _ = try mpirun()
         let dir = try tempDir()
         let data = try writeData(dir)
@@ -268,9 +303,9 @@ final class DataParallelTests: XCTestCase {
         let tag = UUID().uuidString
         var stopped: pid_t? = nil
         defer { if let pid = stopped { kill(pid, SIGKILL) } }
-        var args = try arguments(data: data, out: out, accumulation: 1, ["--num_train_epochs", "1000", "--collective_timeout", "10"])
+        var args = try arguments(data: data, out: out, accumulation: 1, ["--num_train_epochs", "1000", "--collective_timeout", "10"] + extra)
         args[args.firstIndex(of: "--max_steps")! + 1] = "1000"
-        let r = try mpi(2, args, environment: ["SFT_DP_TEST_TAG": tag], limit: 120) { _ in
+        let r = try mpi(2, args, environment: environment.merging(["SFT_DP_TEST_TAG": tag]) { a, _ in a }, limit: 120) { _ in
             guard stopped == nil,
                   let m = try? String(contentsOf: out.appendingPathComponent("metrics.jsonl"), encoding: .utf8),
                   m.split(separator: "\n").count >= 2,
@@ -282,8 +317,7 @@ final class DataParallelTests: XCTestCase {
         XCTAssertNotEqual(r.status, 0, r.output)
         XCTAssertLessThan(r.seconds, 90, r.output)
         XCTAssertTrue(r.output.contains("rank 0 of 2"), r.output)
-        XCTAssertTrue(r.output.range(of: "step [0-9]+, summing gradients: all-reduce: no answer from every rank within 10 s",
-                                     options: .regularExpression) != nil, r.output)
+        XCTAssertTrue(r.output.range(of: "step [0-9]+, " + expect, options: .regularExpression) != nil, r.output)
     }
 
     /// The process whose environment holds every entry of `entries`.
