@@ -301,21 +301,24 @@ final class DataParallelTests: XCTestCase {
         let data = try writeData(dir)
         let out = dir.appendingPathComponent("run")
         let tag = UUID().uuidString
-        var stopped: pid_t? = nil
+        var stopped: pid_t? = nil, stoppedAt = Date()
         defer { if let pid = stopped { kill(pid, SIGKILL) } }
         var args = try arguments(data: data, out: out, accumulation: 1, ["--num_train_epochs", "1000", "--collective_timeout", "10"] + extra)
         args[args.firstIndex(of: "--max_steps")! + 1] = "1000"
-        let r = try mpi(2, args, environment: environment.merging(["SFT_DP_TEST_TAG": tag]) { a, _ in a }, limit: 120) { _ in
+        let r = try mpi(2, args, environment: environment.merging(["SFT_DP_TEST_TAG": tag]) { a, _ in a }, limit: 400) { _ in
             guard stopped == nil,
                   let m = try? String(contentsOf: out.appendingPathComponent("metrics.jsonl"), encoding: .utf8),
                   m.split(separator: "\n").count >= 2,
                   let pid = Self.process(withEnvironment: ["SFT_DP_TEST_TAG=\(tag)", "OMPI_COMM_WORLD_RANK=1"]) else { return }
             kill(pid, SIGSTOP)
             stopped = pid
+            stoppedAt = Date()
         }
         XCTAssertNotNil(stopped, "rank 1 was never found and stopped")
         XCTAssertNotEqual(r.status, 0, r.output)
-        XCTAssertLessThan(r.seconds, 90, r.output)
+        // The 10 s timeout, and the job's end, within a minute of the stall (the runs before it
+        // take long on the emulated GPU of a busy 2-core machine).
+        XCTAssertLessThan(Date().timeIntervalSince(stoppedAt), 60, r.output)
         XCTAssertTrue(r.output.contains("rank 0 of 2"), r.output)
         XCTAssertTrue(r.output.range(of: "step [0-9]+, " + expect, options: .regularExpression) != nil, r.output)
     }
