@@ -101,9 +101,10 @@ func runData(_ args: Arguments) throws {
     if config.dataConfig.promptTemplate != nil { templateName = "prompt_template from the config (instruction and prompt/completion records); " + templateName }
 
     if json {
-        printJSON(dataReportJSON(prepared, plan: plan, samples: shown,
-                                 template: templateName,
-                                 seconds: seconds))
+        // Streamed: linear in the samples' size, whatever it is.
+        let writer = JSONStreamWriter.standardOutput()
+        try prepared.writeJSON(plan: plan, samples: shown, template: templateName, seconds: seconds, to: writer)
+        FileHandle.standardOutput.write(Data("\n".utf8))
         return
     }
 
@@ -123,46 +124,4 @@ func runData(_ args: Arguments) throws {
           + "\(plan.stepsPerEpoch) optimizer steps per epoch, \(plan.totalSteps) in all (\(config.numTrainEpochs) epochs)")
     if let d = prepared.doctorReport { print("\n" + d.description) }
     print("prepared in \(Int(seconds * 1000)) ms")
-}
-
-/// The `--json` form of the reports and samples.
-private func dataReportJSON(_ prepared: PreparedDataset, plan: BatchPlan, samples: [TokenizedExample], template: String,
-                            seconds: Double) -> [String: Any] {
-    let d = prepared.datasetReport
-    let f = prepared.formattingReport
-    let p = plan.report
-    var dataset: [String: Any] = ["path": d.path, "file_kind": d.fileFormat, "format": d.format.rawValue, "records": d.records]
-    dataset["examples"] = d.examples
-    dataset["leading_assistant_turns_dropped"] = d.leadingAssistantTurnsDropped
-    dataset["truncated_file"] = d.truncated ?? NSNull()
-    dataset["skipped"] = d.skipped.map { ["line": $0.location.line, "record": $0.location.index, "reason": $0.reason] as [String: Any] }
-    var formatting: [String: Any] = ["formatted": f.formatted, "tokens": f.tokens, "trained_tokens": f.trainedTokens]
-    formatting["skipped"] = f.skipped.map { ["line": $0.location.line, "reason": $0.reason] as [String: Any] }
-    var packing: [String: Any] = ["layout": p.layout.rawValue, "max_seq_length": p.maxSeqLength, "documents": p.documents]
-    packing["tokens"] = p.tokens
-    packing["trained_tokens"] = p.trainedTokens
-    packing["rows"] = p.rows
-    packing["efficiency"] = p.efficiency ?? NSNull()
-    packing["truncated"] = p.truncated
-    packing["truncated_tokens"] = p.truncatedTokens
-    packing["dropped"] = p.dropped
-    packing["dropped_tokens"] = p.droppedTokens
-    packing["split"] = p.split
-    packing["split_pieces"] = p.splitPieces
-    packing["untrained"] = p.untrained
-    packing["micro_batches_per_epoch"] = plan.microBatchesPerEpoch
-    packing["steps_per_epoch"] = plan.stepsPerEpoch
-    packing["total_steps"] = plan.totalSteps
-    let shown: [[String: Any]] = samples.map { t in
-        var o: [String: Any] = ["line": t.source.line, "record": t.source.index]
-        o["text"] = t.formatted?.text ?? ""
-        o["marked"] = t.markedText() ?? ""
-        o["ids"] = t.ids.map(Int.init)
-        o["trained"] = t.trained
-        return o
-    }
-    var out: [String: Any] = ["dataset": dataset, "formatting": formatting, "samples": shown, "packing": packing,
-                              "template": template, "seconds": seconds]
-    if let d = prepared.doctorReport { out["doctor"] = d.json }
-    return out
 }

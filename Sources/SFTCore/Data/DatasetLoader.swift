@@ -77,8 +77,18 @@ public struct Dataset: Sendable {
         examples.reserveCapacity(file.count)
         var skipped: [SkippedRecord] = []
         var droppedLeading = 0
+        var invalidUTF8 = 0
+        var invalidUTF8Lines: [Int] = []
         for i in 0..<file.count {
             let record = file.record(i)
+            if record.invalidUTF8 {
+                if options.strict {
+                    throw SFTError.data(path: path, line: record.location.line,
+                                        message: "record \(record.location.index): invalid UTF-8 (without --strict the bad bytes read as U+FFFD, with a warning)")
+                }
+                invalidUTF8 += 1
+                if invalidUTF8Lines.count < DatasetReport.invalidUTF8LinesShown { invalidUTF8Lines.append(record.location.line) }
+            }
             var outcome: Result<SFTContent, RecordError>
             var dropped = false
             if let o = record.object {
@@ -120,9 +130,11 @@ public struct Dataset: Sendable {
                 skipped.append(SkippedRecord(location: record.location, reason: e.message))
             }
         }
-        let report = DatasetReport(path: path, fileFormat: file.kind, format: format, records: file.count,
+        var report = DatasetReport(path: path, fileFormat: file.kind, format: format, records: file.count,
                                    examples: examples.count, skipped: skipped, leadingAssistantTurnsDropped: droppedLeading,
                                    truncated: file.truncated)
+        report.invalidUTF8Records = invalidUTF8
+        report.invalidUTF8Lines = invalidUTF8Lines
         return Dataset(examples: examples, report: report)
     }
 

@@ -22,6 +22,8 @@ struct RawRecord {
     var location: SourceLocation
     var object: [String: RecordValue]?
     var error: String?
+    /// The record's bytes are not all valid UTF-8 (the bad bytes read as U+FFFD).
+    var invalidUTF8 = false
 }
 
 /// The chosen records of a file. JSON records are parsed on demand (`record(i)`), so a large
@@ -46,13 +48,23 @@ struct RecordFile {
         if !parsed.isEmpty { return parsed[i] }
         let (range, location) = spans[i]
         return data.withUnsafeBytes { raw in
-            let (object, error) = RecordReader.parseObject(raw.bindMemory(to: UInt8.self), range, line: location.line)
-            return RawRecord(location: location, object: object, error: error)
+            let bytes = raw.bindMemory(to: UInt8.self)
+            let (object, error) = RecordReader.parseObject(bytes, range, line: location.line)
+            return RawRecord(location: location, object: object, error: error,
+                             invalidUTF8: !RecordReader.isValidUTF8(UnsafeBufferPointer(rebasing: bytes[range])))
         }
     }
 }
 
 enum RecordReader {
+    /// Whether `bytes` are valid UTF-8 (ASCII runs are skipped without decoding).
+    static func isValidUTF8(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        var i = 0
+        while i < bytes.count, bytes[i] < 0x80 { i += 1 }
+        if i == bytes.count { return true }
+        return firstInvalidUTF8(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: bytes[i...]))) == nil
+    }
+
     static func read(_ url: URL, selection: RecordSelection) throws -> RecordFile {
         let data: Data
         do {
@@ -195,14 +207,16 @@ enum RecordReader {
     /// RFC 4180 rows: fields split on commas outside quotes, `""` inside quotes is one quote,
     /// line breaks inside quotes belong to the field. Each row keeps the line it starts on.
     static func csvRows(_ bytes: UnsafeBufferPointer<UInt8>, from start: Int, path: String,
-                        maxRows: Int?) throws -> [(fields: [String], line: Int)] {
-        var rows: [(fields: [String], line: Int)] = []
+                        maxRows: Int?) throws -> [(fields: [String], line: Int, invalidUTF8: Bool)] {
+        var rows: [(fields: [String], line: Int, invalidUTF8: Bool)] = []
         var fields: [String] = []
         var field: [UInt8] = []
+        var invalid = false
         var i = start, line = 1, rowLine = 1
         var inQuotes = false, quotedField = false
         let n = bytes.count
         func endField() {
+            if !invalid { invalid = !field.withUnsafeBufferPointer(isValidUTF8) }
             fields.append(String(decoding: field, as: UTF8.self))
             field.removeAll(keepingCapacity: true)
             quotedField = false
@@ -210,8 +224,9 @@ enum RecordReader {
         func endRow() {
             endField()
             // A line with nothing on it is not a record (trailing newline, blank lines).
-            if !(fields.count == 1 && fields[0].isEmpty) { rows.append((fields, rowLine)) }
+            if !(fields.count == 1 && fields[0].isEmpty) { rows.append((fields, rowLine, invalid)) }
             fields = []
+            invalid = false
         }
         while i < n {
             if let m = maxRows, rows.count >= m { return rows }
@@ -265,11 +280,12 @@ enum RecordReader {
             let row = body[idx]
             let loc = SourceLocation(line: row.line, index: idx)
             guard row.fields.count == keys.count else {
-                return RawRecord(location: loc, object: nil, error: "CSV row has \(row.fields.count) fields, header has \(keys.count)")
+                return RawRecord(location: loc, object: nil, error: "CSV row has \(row.fields.count) fields, header has \(keys.count)",
+                                 invalidUTF8: row.invalidUTF8)
             }
             var object: [String: RecordValue] = [:]
             for (k, v) in zip(keys, row.fields) { object[k] = .string(v) }
-            return RawRecord(location: loc, object: object, error: nil)
+            return RawRecord(location: loc, object: object, error: nil, invalidUTF8: row.invalidUTF8)
         }
         return RecordFile(kind: "CSV", truncated: nil, parsed: records)
     }

@@ -156,6 +156,12 @@ public struct DatasetReport: Sendable, CustomStringConvertible {
     /// Set when the file ends inside a record (a cut-off download): that partial record is not
     /// counted in `records`.
     public var truncated: String?
+    /// Records (kept or skipped) whose bytes are not valid UTF-8: the bad bytes were read as
+    /// U+FFFD. `invalidUTF8Lines` holds the lines of the first few.
+    public var invalidUTF8Records = 0
+    public var invalidUTF8Lines: [Int] = []
+    /// How many lines `invalidUTF8Lines` keeps.
+    public static let invalidUTF8LinesShown = 5
 
     /// Skipped records per reason, most frequent first.
     public var skippedByReason: [(reason: String, count: Int)] {
@@ -178,6 +184,15 @@ public struct DatasetReport: Sendable, CustomStringConvertible {
         for (reason, count) in skippedByReason { s += "\n  skipped \(count): \(reason)" }
         for r in skipped.prefix(5) { s += "\n  e.g. \(r)" }
         if let t = truncated { s += "\n  warning: \(t)" }
+        if let w = invalidUTF8Warning { s += "\n  warning: \(w)" }
         return s
+    }
+
+    /// The warning about invalid UTF-8, when a record had some.
+    public var invalidUTF8Warning: String? {
+        guard invalidUTF8Records > 0 else { return nil }
+        let lines = invalidUTF8Lines.map(String.init).joined(separator: ", ")
+        return "\(invalidUTF8Records) record\(invalidUTF8Records == 1 ? "" : "s") with invalid UTF-8 (bad bytes read as U+FFFD; "
+            + "--strict refuses them), first at line\(invalidUTF8Lines.count == 1 ? "" : "s") \(lines)"
     }
 }

@@ -44,7 +44,7 @@ public final class GGUFWeights: WeightSource {
                 throw SFTError.format(path: file.url.path, offset: nil, message: "tensor '\(t.name)': metadata \(key) missing, needed to undo the q/k row permutation")
             }
             let rows = t.shape[0]
-            guard rows % (2 * heads) == 0 else {
+            guard heads <= rows / 2, rows % (2 * heads) == 0 else {
                 throw SFTError.format(path: file.url.path, offset: t.offset, message: "tensor '\(t.name)': \(rows) rows do not split into \(heads) heads of even size")
             }
             perm[hf] = heads

@@ -41,6 +41,7 @@ public enum HFConfig {
     /// or a harmless one. Decoding errors name the key.
     public static func decode<T: Decodable>(_ type: T.Type, from config: [String: Any], family: String,
                                             understood: [String]) throws -> T {
+        try ModelConfigLimits.check(config)
         let known = harmless.union(understood)
         for key in config.keys.sorted() where !known.contains(key) {
             throw SFTError.config(field: key, message: "not implemented for \(family) (a setting sft does not know may change the math; if it does not, add it to HFConfig.harmless)")

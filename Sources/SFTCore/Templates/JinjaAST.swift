@@ -29,6 +29,29 @@ struct JExpr {
 
     let kind: Kind
     let offset: Int
+    /// Levels in this tree (1 for a leaf), from the children's stored depths: the parser caps
+    /// it, so evaluating and freeing a tree never recurses deeper than that.
+    let depth: Int
+
+    init(kind: Kind, offset: Int) {
+        self.kind = kind
+        self.offset = offset
+        var d = 0
+        func see(_ e: JExpr?) { if let e { d = max(d, e.depth) } }
+        switch kind {
+        case .literal, .name: break
+        case .list(let xs), .tuple(let xs), .concat(let xs): for x in xs { see(x) }
+        case .dict(let pairs): for (k, v) in pairs { see(k); see(v) }
+        case .getattr(let x, _), .not(let x), .neg(let x), .pos(let x): see(x)
+        case .getitem(let x, let i): see(x); see(i)
+        case .slice(let a, let b, let c): see(a); see(b); see(c)
+        case .call(let x, let a), .filter(let x, _, let a), .test(let x, _, let a): see(x); d = max(d, a.depth)
+        case .binary(_, let a, let b), .and(let a, let b), .or(let a, let b): see(a); see(b)
+        case .compare(let x, let ops): see(x); for (_, y) in ops { see(y) }
+        case .condexpr(let t, let a, let b): see(t); see(a); see(b)
+        }
+        depth = d + 1
+    }
 }
 
 struct JArguments {
@@ -36,6 +59,14 @@ struct JArguments {
     var keywords: [(String, JExpr)] = []
     var star: JExpr?
     var starStar: JExpr?
+
+    /// The deepest argument expression.
+    var depth: Int {
+        var d = max(star?.depth ?? 0, starStar?.depth ?? 0)
+        for e in positional { d = max(d, e.depth) }
+        for (_, e) in keywords { d = max(d, e.depth) }
+        return d
+    }
 }
 
 /// What `{% set %}` and `{% for %}` assign to.

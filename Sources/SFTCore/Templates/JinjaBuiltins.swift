@@ -42,6 +42,24 @@ func bindArgs(_ fname: String, _ names: [String], _ args: [JValue], _ kwargs: [(
     return r
 }
 
+/// Filters whose work is proportional to the top level of their input (its items, not what the
+/// items hold); every other filter may read the whole value (printing, comparing, encoding it).
+let shallowFilters: Set<String> = [
+    "length", "count", "first", "last", "d", "default", "attr", "safe", "list", "items", "batch", "slice",
+    "reverse", "select", "reject", "selectattr", "rejectattr", "map", "abs", "int", "float", "round", "sum",
+]
+
+/// Tests that compare their input with their argument (the rest look at the top level only).
+let comparingTests: Set<String> = [
+    "eq", "equalto", "==", "ne", "!=", "gt", ">", "greaterthan", "ge", ">=", "lt", "<", "lessthan", "le", "<=", "in",
+]
+
+/// `a * b`, saturating at Int.max (work estimates).
+func saturatingProduct(_ a: Int, _ b: Int) -> Int {
+    let (r, o) = a.multipliedReportingOverflow(by: b)
+    return o ? Int.max : r
+}
+
 func intArg(_ v: JValue?, _ dflt: Int, _ what: String) throws -> Int {
     guard let v, !v.isNone else { return dflt }
     guard let i = v.intValue else { throw ValueError.message("\(what) must be an integer, not \(v.typeName)") }
@@ -51,8 +69,18 @@ func intArg(_ v: JValue?, _ dflt: Int, _ what: String) throws -> Int {
 extension JinjaInterpreter {
     // MARK: filters
 
+    /// Charges the work of reading the arguments of a builtin (all of each argument).
+    func chargeArguments(_ args: [JValue], _ kwargs: [(String, JValue)]) throws {
+        var units = 0
+        for a in args { units = ValueSize.saturating(units, a.cost(deep: true)) }
+        for (_, a) in kwargs { units = ValueSize.saturating(units, a.cost(deep: true)) }
+        try charge(units)
+    }
+
     func filter(_ name: String, _ v: JValue, _ args: [JValue], _ kwargs: [(String, JValue)]) throws -> JValue {
         func bind(_ names: [String]) throws -> [JValue?] { try bindArgs(name, names, args, kwargs) }
+        try charge(v.cost(deep: !shallowFilters.contains(name)))
+        try chargeArguments(args, kwargs)
         switch name {
         case "abs":
             _ = try bind([])
@@ -70,6 +98,7 @@ extension JinjaInterpreter {
             let a = try bind(["linecount", "fill_with"])
             let n = try intArg(a[0], 0, "linecount")
             guard n > 0 else { throw ValueError.message("batch size must be positive") }
+            guard n <= Py.maxListItems else { throw ValueError.message("batch size \(n) is too large (at most \(Py.maxListItems))") }
             var batches: [JValue] = []
             var tmp: [JValue] = []
             for item in try Py.iterate(v) {
@@ -128,7 +157,9 @@ extension JinjaInterpreter {
             return .string(try indent(Py.str(v), width: a[0] ?? .int(4), first: a[1]?.truthy ?? false, blank: a[2]?.truthy ?? false))
         case "int":
             let a = try bind(["default", "base"])
-            return try toInt(v, base: intArg(a[1], 10, "base")) ?? a[0] ?? .int(0)
+            let base = try intArg(a[1], 10, "base")
+            guard base == 0 || (2...36).contains(base) else { throw ValueError.message("int() base must be >= 2 and <= 36, or 0 (got \(base))") }
+            return try toInt(v, base: base) ?? a[0] ?? .int(0)
         case "items":
             _ = try bind([])
             if v.isUndefined { return .iterator(IteratorBox([])) }
@@ -248,6 +279,7 @@ extension JinjaInterpreter {
             let a = try bind(["slices", "fill_with"])
             let slices = try intArg(a[0], 0, "slices")
             guard slices > 0 else { throw ValueError.message("slices must be positive") }
+            guard slices <= Py.maxListItems else { throw ValueError.message("\(slices) slices are too many (at most \(Py.maxListItems))") }
             let seq = try Py.iterate(v)
             let per = seq.count / slices, extra = seq.count % slices
             var offset = 0
@@ -329,7 +361,10 @@ extension JinjaInterpreter {
                 if !caseSensitive { k = ignoreCase(k) }
                 if let h = k.hashKey {
                     if seen.insert(h).inserted { out.append(item) }
-                } else if !unhashable.contains(where: { Py.eq($0, k) }) {
+                    continue
+                }
+                try charge(saturatingProduct(unhashable.count, k.cost(deep: true)))
+                if !unhashable.contains(where: { Py.eq($0, k) }) {
                     unhashable.append(k)
                     out.append(item)
                 }
@@ -378,6 +413,10 @@ extension JinjaInterpreter {
     /// Python's sorted(items, key=key, reverse=reverse): stable in both directions.
     func stableSort(_ items: [JValue], reverse: Bool, key: (JValue) throws -> JValue) throws -> [JValue] {
         let keys = try items.map(key)
+        // About n·log2(n) comparisons, each reading both keys.
+        var keyCost = 0
+        for k in keys { keyCost = ValueSize.saturating(keyCost, k.cost(deep: true)) }
+        try charge(saturatingProduct(keyCost, max(1, Int.bitWidth - items.count.leadingZeroBitCount)))
         var idx = Array(items.indices)
         try idx.sort { i, j in
             let c = try Py.compare(keys[i], keys[j], op: "<") ?? 0
@@ -535,6 +574,7 @@ extension JinjaInterpreter {
     }
 
     func parsePythonInt(_ text: String, base: Int) -> Int? {
+        guard base == 0 || (2...36).contains(base) else { return nil }
         var t = text.trimmingCharacters(in: .whitespacesAndNewlines)
         var negative = false
         if t.hasPrefix("-") { negative = true; t.removeFirst() } else if t.hasPrefix("+") { t.removeFirst() }
@@ -595,6 +635,8 @@ extension JinjaInterpreter {
     // MARK: tests
 
     func test(_ name: String, _ v: JValue, _ args: [JValue], _ kwargs: [(String, JValue)]) throws -> Bool {
+        try charge(v.cost(deep: comparingTests.contains(name)))
+        try chargeArguments(args, kwargs)
         func other() throws -> JValue {
             guard let a = try bindArgs(name, ["other"], args, kwargs)[0] else {
                 throw ValueError.message("test '\(name)' needs an argument")
@@ -671,6 +713,7 @@ extension JinjaInterpreter {
     // MARK: globals
 
     func callGlobal(_ name: String, _ args: [JValue], _ kwargs: [(String, JValue)]) throws -> JValue {
+        try chargeArguments(args, kwargs)
         switch name {
         case "raise_exception":
             let a = try bindArgs(name, ["message"], args, kwargs)
@@ -711,6 +754,9 @@ extension JinjaInterpreter {
                 let key = Py.str(k).string
                 if key.hasPrefix("_") {
                     throw ValueError.message("chat templates cannot store underscore-prefixed attributes on a namespace ('\(key)')")
+                }
+                guard v.depth < Self.maxValueDepth else {
+                    throw ValueError.message("values nested more than \(Self.maxValueDepth) levels deep (namespace attribute '\(key)')")
                 }
                 ns.set(key, v)
             }
@@ -754,6 +800,8 @@ extension JinjaInterpreter {
 
     func callMethod(_ recv: JValue, _ name: String, _ args: [JValue], _ kwargs: [(String, JValue)]) throws -> JValue {
         func bind(_ names: [String]) throws -> [JValue?] { try bindArgs(name, names, args, kwargs) }
+        try charge(recv.cost(deep: false))
+        try chargeArguments(args, kwargs)
         switch recv {
         case .string(let s): return try stringMethod(s, name, args, kwargs)
         case .dict(let d):

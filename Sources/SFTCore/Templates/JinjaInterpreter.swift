@@ -24,13 +24,17 @@ public struct TemplateLimits: Sendable {
     /// called). The default suits threads with the usual 8 MiB Linux stack; lower it when
     /// rendering on threads with small stacks.
     public var maxStackBytes: Int
+    /// List and dict entries one value may hold, counted with sharing (a list holding the same
+    /// list twice counts it twice). Its string bytes are bounded by `maxOutputBytes`.
+    public var maxValueElements: Int
 
     public init(maxSteps: Int = 5_000_000, maxCallDepth: Int = 64, maxOutputBytes: Int = 64 << 20,
-                maxStackBytes: Int = 1 << 20) {
+                maxStackBytes: Int = 1 << 20, maxValueElements: Int = 1 << 22) {
         self.maxSteps = maxSteps
         self.maxCallDepth = maxCallDepth
         self.maxOutputBytes = maxOutputBytes
         self.maxStackBytes = maxStackBytes
+        self.maxValueElements = maxValueElements
     }
 }
 
@@ -157,6 +161,28 @@ final class JinjaInterpreter {
         }
     }
 
+    /// Counts `units` steps of work done inside one operation (a filter, a comparison, printing
+    /// a value), before it is done: work the step limit would not otherwise see.
+    func charge(_ units: Int) throws {
+        steps = ValueSize.saturating(steps, units)
+        if steps > limits.maxSteps {
+            throw ValueError.message("step limit of \(limits.maxSteps) exceeded (the work of this operation on a value of this size)")
+        }
+    }
+
+    /// Refuses a value past the size limits (entries and string bytes, counted with sharing) or
+    /// nested past `maxValueDepth`.
+    func checkValue(_ v: JValue) throws {
+        let size = v.size
+        if size.elements > limits.maxValueElements {
+            throw ValueError.message("value too large: \(size.elements == Int.max ? "more than \(Int.max)" : String(size.elements)) list/dict entries (counted with sharing; limit \(limits.maxValueElements))")
+        }
+        if size.bytes > limits.maxOutputBytes {
+            throw ValueError.message("value too large: \(size.bytes == Int.max ? "more than \(Int.max)" : String(size.bytes)) bytes of strings (counted with sharing; limit \(limits.maxOutputBytes))")
+        }
+        if v.depth > Self.maxValueDepth { throw ValueError.message("values nested more than \(Self.maxValueDepth) levels deep") }
+    }
+
     // MARK: statements
 
     func exec(_ body: [JStmt], _ s: JScope) throws -> JFlow {
@@ -177,7 +203,11 @@ final class JinjaInterpreter {
         case .text(let t):
             try emit(t, at: st.offset)
         case .print(let exprs):
-            for e in exprs { try emit(Py.str(try eval(e, s)), at: e.offset) }
+            for e in exprs {
+                let v = try eval(e, s)
+                if case .string = v {} else { try withPosition(e.offset) { try charge(v.cost(deep: true)) } }
+                try emit(Py.str(v), at: e.offset)
+            }
         case .ifChain(let branches, let otherwise):
             for (test, body) in branches where try eval(test, s).truthy {
                 return try exec(body, s)
@@ -190,6 +220,7 @@ final class JinjaInterpreter {
         case .setBlock(let target, let filters, let body):
             var v = JValue.string(try capture { _ = try exec(body, JScope(parent: s)) })
             v = try applyFilters(filters, v, s)
+            try withPosition(st.offset) { try checkValue(v) }
             try assign(target, v, s)
         case .macro(let def):
             s[def.name] = .callable(CallableBox(.macro(makeMacro(def, closure: s))))
@@ -298,6 +329,9 @@ final class JinjaInterpreter {
             if attr.hasPrefix("_") {
                 throw ValueError.message("chat templates cannot store underscore-prefixed attributes on a namespace ('\(attr)')")
             }
+            if v.depth >= Self.maxValueDepth || ns.depth >= Self.maxValueDepth {
+                throw ValueError.message("values nested more than \(Self.maxValueDepth) levels deep (namespace '\(name)')")
+            }
             ns.set(attr, v)
         }
     }
@@ -307,7 +341,9 @@ final class JinjaInterpreter {
     func eval(_ e: JExpr, _ s: JScope) throws -> JValue {
         try step(e.offset)
         do {
-            return try evalKind(e, s)
+            let v = try evalKind(e, s)
+            try checkValue(v)
+            return v
         } catch let v as ValueError {
             throw v.located(at: e.offset)
         }
@@ -381,6 +417,7 @@ final class JinjaInterpreter {
         case .binary(let op, let a, let b):
             let x = try eval(a, s), y = try eval(b, s)
             let r = try Py.arith(op, x, y, maxBytes: limits.maxOutputBytes)
+            try charge(r.cost(deep: false))
             if r.depth > Self.maxValueDepth { throw ValueError.message("values nested more than \(Self.maxValueDepth) levels deep") }
             return r
         case .and(let a, let b):
@@ -392,7 +429,9 @@ final class JinjaInterpreter {
         case .concat(let xs):
             var r = TString.empty
             for x in xs {
-                r.append(Py.str(try eval(x, s)))
+                let v = try eval(x, s)
+                if case .string = v {} else { try charge(v.cost(deep: true)) }
+                r.append(Py.str(v))
                 if r.count > limits.maxOutputBytes { throw ValueError.message("string too long") }
             }
             return .string(r)
@@ -400,6 +439,7 @@ final class JinjaInterpreter {
             var left = try eval(x, s)
             for (op, rhs) in ops {
                 let right = try eval(rhs, s)
+                try charge(ValueSize.saturating(left.cost(deep: true), right.cost(deep: true)))
                 if !(try Py.compareOp(op, left, right)) { return .bool(false) }
                 left = right
             }

@@ -23,6 +23,10 @@ struct JinjaParser {
     private var open: [(String, Int)] = []
 
     static let maxNesting = 200
+    /// Deepest expression tree (a chain like `1 + 1 + ... + 1` nests one level per term).
+    static let maxExpressionDepth = 500
+    /// Builds syntax nodes, capping their depth.
+    private let nodes = NodeBuilder()
     /// Stack the parser's recursion may use.
     private let maxStackBytes: UInt
     private var stackBase: UInt = 0
@@ -34,7 +38,9 @@ struct JinjaParser {
 
     static func parse(_ tokens: [JToken], maxStackBytes: Int) throws -> [JStmt] {
         var p = JinjaParser(tokens: tokens, maxStackBytes: maxStackBytes)
-        return try p.subparse(end: nil)
+        let body = try p.subparse(end: nil)
+        try p.checkExpressionDepth()
+        return body
     }
 
     // MARK: token helpers
@@ -93,6 +99,12 @@ struct JinjaParser {
         let here = JinjaInterpreter.stackPosition()
         if stackBase > here && stackBase - here > maxStackBytes {
             throw fail("template nested too deeply for the parser's stack budget")
+        }
+    }
+
+    private func checkExpressionDepth() throws {
+        if let at = nodes.tooDeepAt {
+            throw fail("expression nested too deeply (more than \(Self.maxExpressionDepth) levels)", at: at)
         }
     }
 
@@ -412,13 +424,15 @@ struct JinjaParser {
             if let e = items.first { return e }
             if !explicitParentheses { throw fail("expected an expression, got \(current.describe)") }
         }
-        return JExpr(kind: .tuple(items), offset: start)
+        return nodes.make(kind: .tuple(items), offset: start)
     }
 
     mutating func parseExpression() throws -> JExpr {
         try enter()
         defer { depth -= 1 }
-        return try parseCondexpr()
+        let e = try parseCondexpr()
+        try checkExpressionDepth()
+        return e
     }
 
     private mutating func parseCondexpr() throws -> JExpr {
@@ -431,7 +445,7 @@ struct JinjaParser {
             let test = try parseOr()
             var otherwise: JExpr?
             if skipName("else") { otherwise = try parseCondexpr() }
-            expr = JExpr(kind: .condexpr(test: test, then: expr, otherwise: otherwise), offset: start)
+            expr = nodes.make(kind: .condexpr(test: test, then: expr, otherwise: otherwise), offset: start)
         }
         return expr
     }
@@ -440,7 +454,7 @@ struct JinjaParser {
         var left = try parseAnd()
         while current.isName("or") {
             let off = advance().offset
-            left = JExpr(kind: .or(left, try parseAnd()), offset: off)
+            left = nodes.make(kind: .or(left, try parseAnd()), offset: off)
         }
         return left
     }
@@ -449,7 +463,7 @@ struct JinjaParser {
         var left = try parseNot()
         while current.isName("and") {
             let off = advance().offset
-            left = JExpr(kind: .and(left, try parseNot()), offset: off)
+            left = nodes.make(kind: .and(left, try parseNot()), offset: off)
         }
         return left
     }
@@ -459,7 +473,7 @@ struct JinjaParser {
             let off = advance().offset
             try enter()
             defer { depth -= 1 }
-            return JExpr(kind: .not(try parseNot()), offset: off)
+            return nodes.make(kind: .not(try parseNot()), offset: off)
         }
         return try parseCompare()
     }
@@ -481,14 +495,14 @@ struct JinjaParser {
                 break
             }
         }
-        return ops.isEmpty ? expr : JExpr(kind: .compare(expr, ops), offset: start)
+        return ops.isEmpty ? expr : nodes.make(kind: .compare(expr, ops), offset: start)
     }
 
     private mutating func parseMath1() throws -> JExpr {
         var left = try parseConcat()
         while current.isOp("+") || current.isOp("-") {
             let t = advance()
-            left = JExpr(kind: .binary(t.text, left, try parseConcat()), offset: t.offset)
+            left = nodes.make(kind: .binary(t.text, left, try parseConcat()), offset: t.offset)
         }
         return left
     }
@@ -497,14 +511,14 @@ struct JinjaParser {
         let start = current.offset
         var args = [try parseMath2()]
         while skipOp("~") { args.append(try parseMath2()) }
-        return args.count == 1 ? args[0] : JExpr(kind: .concat(args), offset: start)
+        return args.count == 1 ? args[0] : nodes.make(kind: .concat(args), offset: start)
     }
 
     private mutating func parseMath2() throws -> JExpr {
         var left = try parsePow()
         while current.kind == .op, ["*", "/", "//", "%"].contains(current.text) {
             let t = advance()
-            left = JExpr(kind: .binary(t.text, left, try parsePow()), offset: t.offset)
+            left = nodes.make(kind: .binary(t.text, left, try parsePow()), offset: t.offset)
         }
         return left
     }
@@ -513,7 +527,7 @@ struct JinjaParser {
         var left = try parseUnary()
         while current.isOp("**") {
             let t = advance()
-            left = JExpr(kind: .binary("**", left, try parseUnary()), offset: t.offset)
+            left = nodes.make(kind: .binary("**", left, try parseUnary()), offset: t.offset)
         }
         return left
     }
@@ -524,10 +538,10 @@ struct JinjaParser {
         var node: JExpr
         if current.isOp("-") {
             let off = advance().offset
-            node = JExpr(kind: .neg(try parseUnary(withFilter: false)), offset: off)
+            node = nodes.make(kind: .neg(try parseUnary(withFilter: false)), offset: off)
         } else if current.isOp("+") {
             let off = advance().offset
-            node = JExpr(kind: .pos(try parseUnary(withFilter: false)), offset: off)
+            node = nodes.make(kind: .pos(try parseUnary(withFilter: false)), offset: off)
         } else {
             node = try parsePrimary()
         }
@@ -542,22 +556,22 @@ struct JinjaParser {
         case .name:
             advance()
             switch tok.text {
-            case "true", "True": return JExpr(kind: .literal(.bool(true)), offset: tok.offset)
-            case "false", "False": return JExpr(kind: .literal(.bool(false)), offset: tok.offset)
-            case "none", "None": return JExpr(kind: .literal(.none), offset: tok.offset)
-            default: return JExpr(kind: .name(tok.text), offset: tok.offset)
+            case "true", "True": return nodes.make(kind: .literal(.bool(true)), offset: tok.offset)
+            case "false", "False": return nodes.make(kind: .literal(.bool(false)), offset: tok.offset)
+            case "none", "None": return nodes.make(kind: .literal(.none), offset: tok.offset)
+            default: return nodes.make(kind: .name(tok.text), offset: tok.offset)
             }
         case .string:
             advance()
             var s = tok.text
             while current.kind == .string { s += advance().text }
-            return JExpr(kind: .literal(.str(s)), offset: tok.offset)
+            return nodes.make(kind: .literal(.str(s)), offset: tok.offset)
         case .integer:
             advance()
-            return JExpr(kind: .literal(.int(tok.int)), offset: tok.offset)
+            return nodes.make(kind: .literal(.int(tok.int)), offset: tok.offset)
         case .float:
             advance()
-            return JExpr(kind: .literal(.double(tok.double)), offset: tok.offset)
+            return nodes.make(kind: .literal(.double(tok.double)), offset: tok.offset)
         case .op where tok.text == "(":
             advance()
             let e = try parseTuple(explicitParentheses: true)
@@ -572,7 +586,7 @@ struct JinjaParser {
                 items.append(try parseExpression())
             }
             try expectOp("]")
-            return JExpr(kind: .list(items), offset: tok.offset)
+            return nodes.make(kind: .list(items), offset: tok.offset)
         case .op where tok.text == "{":
             advance()
             var pairs: [(JExpr, JExpr)] = []
@@ -584,7 +598,7 @@ struct JinjaParser {
                 pairs.append((k, try parseExpression()))
             }
             try expectOp("}")
-            return JExpr(kind: .dict(pairs), offset: tok.offset)
+            return nodes.make(kind: .dict(pairs), offset: tok.offset)
         default:
             throw fail("unexpected \(tok.describe)")
         }
@@ -609,7 +623,7 @@ struct JinjaParser {
             if current.isOp("|") {
                 advance()
                 let (name, args, off) = try parseOneFilter()
-                node = JExpr(kind: .filter(node, name, args), offset: off)
+                node = nodes.make(kind: .filter(node, name, args), offset: off)
             } else if current.isName("is") {
                 node = try parseTest(node)
             } else if current.isOp("(") {
@@ -624,9 +638,9 @@ struct JinjaParser {
         let tok = advance()
         if tok.isOp(".") {
             let attr = advance()
-            if attr.kind == .name { return JExpr(kind: .getattr(node, attr.text), offset: tok.offset) }
+            if attr.kind == .name { return nodes.make(kind: .getattr(node, attr.text), offset: tok.offset) }
             if attr.kind == .integer {
-                return JExpr(kind: .getitem(node, JExpr(kind: .literal(.int(attr.int)), offset: attr.offset)), offset: tok.offset)
+                return nodes.make(kind: .getitem(node, nodes.make(kind: .literal(.int(attr.int)), offset: attr.offset)), offset: tok.offset)
             }
             throw fail("expected a name or number after '.', got \(attr.describe)", at: attr.offset)
         }
@@ -636,8 +650,8 @@ struct JinjaParser {
             args.append(try parseSubscribed())
         }
         try expectOp("]")
-        let index = args.count == 1 ? args[0] : JExpr(kind: .tuple(args), offset: tok.offset)
-        return JExpr(kind: .getitem(node, index), offset: tok.offset)
+        let index = args.count == 1 ? args[0] : nodes.make(kind: .tuple(args), offset: tok.offset)
+        return nodes.make(kind: .getitem(node, index), offset: tok.offset)
     }
 
     private mutating func parseSubscribed() throws -> JExpr {
@@ -665,7 +679,7 @@ struct JinjaParser {
         } else {
             parts.append(nil)
         }
-        return JExpr(kind: .slice(parts[0], parts[1], parts[2]), offset: start)
+        return nodes.make(kind: .slice(parts[0], parts[1], parts[2]), offset: start)
     }
 
     private mutating func parseCallArgs() throws -> JArguments {
@@ -705,7 +719,7 @@ struct JinjaParser {
 
     private mutating func parseCall(_ node: JExpr) throws -> JExpr {
         let args = try parseCallArgs()
-        return JExpr(kind: .call(node, args), offset: node.offset)
+        return nodes.make(kind: .call(node, args), offset: node.offset)
     }
 
     private mutating func parseOneFilter() throws -> (String, JArguments, Int) {
@@ -748,8 +762,8 @@ struct JinjaParser {
             let arg = try parsePostfix(try parsePrimary())
             args.positional = [arg]
         }
-        let test = JExpr(kind: .test(node, name, args), offset: isTok.offset)
-        return negated ? JExpr(kind: .not(test), offset: isTok.offset) : test
+        let test = nodes.make(kind: .test(node, name, args), offset: isTok.offset)
+        return negated ? nodes.make(kind: .not(test), offset: isTok.offset) : test
     }
 
     // MARK: name collection (which of varargs / kwargs / caller a macro body uses)
@@ -810,5 +824,19 @@ struct JinjaParser {
             collectNames(t, into: &names); collectNames(a, into: &names)
             if let b { collectNames(b, into: &names) }
         }
+    }
+}
+
+/// Makes syntax nodes for the parser. A node that would nest deeper than
+/// `JinjaParser.maxExpressionDepth` is recorded (`tooDeepAt`, reported when the expression
+/// ends) and replaced by a leaf, so a 200k-term expression never builds a 200k-deep tree.
+final class NodeBuilder {
+    private(set) var tooDeepAt: Int?
+
+    func make(kind: JExpr.Kind, offset: Int) -> JExpr {
+        let e = JExpr(kind: kind, offset: offset)
+        guard e.depth > JinjaParser.maxExpressionDepth else { return e }
+        if tooDeepAt == nil { tooDeepAt = offset }
+        return JExpr(kind: .literal(.none), offset: offset)
     }
 }

@@ -67,8 +67,12 @@ enum Py {
         return repr(v, budget: &budget)
     }
 
-    static func repr(_ v: JValue, budget: inout Int) -> String {
+    /// `depth` counts the containers printed around `v`: past `JinjaInterpreter.maxValueDepth`
+    /// (only reachable through a namespace that contains itself) the rest of the value prints
+    /// as "...".
+    static func repr(_ v: JValue, budget: inout Int, depth: Int = 0) -> String {
         if budget <= 0 { return "..." }
+        if depth > JinjaInterpreter.maxValueDepth { budget = 0; return "..." }
         let s: String
         switch v {
         case .undefined: s = "Undefined"
@@ -81,7 +85,7 @@ enum Py {
             var inner = ""
             for (k, item) in l.items.enumerated() {
                 if k > 0 { inner += ", " }
-                inner += repr(item, budget: &budget)
+                inner += repr(item, budget: &budget, depth: depth + 1)
                 if budget <= 0 { inner += "..."; break }
             }
             switch l.kind {
@@ -96,7 +100,7 @@ enum Py {
             var inner = ""
             for (k, (key, value)) in zip(d.keys, d.values).enumerated() {
                 if k > 0 { inner += ", " }
-                inner += repr(key, budget: &budget) + ": " + repr(value, budget: &budget)
+                inner += repr(key, budget: &budget, depth: depth + 1) + ": " + repr(value, budget: &budget, depth: depth + 1)
                 if budget <= 0 { inner += "..."; break }
             }
             return "{" + inner + "}"
@@ -104,7 +108,7 @@ enum Py {
             var inner = ""
             for (k, name) in ns.names.enumerated() {
                 if k > 0 { inner += ", " }
-                inner += reprString(name) + ": " + repr(ns.values[name]!, budget: &budget)
+                inner += reprString(name) + ": " + repr(ns.values[name]!, budget: &budget, depth: depth + 1)
                 if budget <= 0 { inner += "..."; break }
             }
             return "<Namespace {" + inner + "}>"
@@ -747,7 +751,8 @@ enum Py {
                 if i < b.count, b[i] == UInt8(ascii: "*") {
                     i += 1
                     guard let n = try takeArg().intValue else { throw ValueError.message("* wants int") }
-                    return n
+                    guard abs(n) <= 100_000 else { throw ValueError.message("width too big") }
+                    return max(0, n)
                 }
                 var n: Int?
                 while i < b.count, b[i] >= 0x30, b[i] <= 0x39 { n = (n ?? 0) * 10 + Int(b[i] - 0x30); i += 1; if n! > 100_000 { throw ValueError.message("width too big") } }

@@ -146,12 +146,40 @@ enum SequenceKind {
     case list, tuple, dictKeys, dictValues, dictItems
 }
 
+/// How much a value holds, counted with sharing: a list that contains the same 1 MB string
+/// twice counts 2 MB, so a value doubled 60 times (cheap in memory) counts 2^60 and is refused
+/// before anything walks it. `elements` counts list/dict entries, `bytes` string bytes;
+/// both saturate at Int.max.
+struct ValueSize {
+    var elements = 0
+    var bytes = 0
+
+    mutating func add(_ o: ValueSize) {
+        elements = ValueSize.saturating(elements, o.elements)
+        bytes = ValueSize.saturating(bytes, o.bytes)
+    }
+
+    static func saturating(_ a: Int, _ b: Int) -> Int {
+        let (r, o) = a.addingReportingOverflow(b)
+        return o ? Int.max : r
+    }
+
+    /// The size of a container of `values` (each entry counts one element).
+    static func of(_ values: [JValue], entries: Int) -> ValueSize {
+        var s = ValueSize(elements: entries, bytes: 0)
+        for v in values { s.add(v.size) }
+        return s
+    }
+}
+
 /// An immutable Python list or tuple (the sandbox forbids mutating lists). `depth` bounds the
-/// nesting so recursive algorithms (repr, equality, tojson) cannot overflow the stack.
+/// nesting so recursive algorithms (repr, equality, tojson) cannot overflow the stack; `size`
+/// bounds the work they do.
 final class ListBox {
     let items: [JValue]
     let kind: SequenceKind
     let depth: Int
+    let size: ValueSize
 
     init(_ items: [JValue], kind: SequenceKind = .list) {
         self.items = items
@@ -159,6 +187,7 @@ final class ListBox {
         var d = 0
         for v in items { d = max(d, v.depth) }
         self.depth = d + 1
+        self.size = ValueSize.of(items, entries: items.count)
     }
 }
 
@@ -176,6 +205,7 @@ final class DictBox {
     let keys: [JValue]
     let values: [JValue]
     let depth: Int
+    let size: ValueSize
     private var index: [JHashKey: Int]?
 
     init(keys: [JValue], values: [JValue]) {
@@ -184,6 +214,9 @@ final class DictBox {
         var d = 0
         for v in values { d = max(d, v.depth) }
         self.depth = d + 1
+        var s = ValueSize.of(values, entries: keys.count)
+        s.add(ValueSize.of(keys, entries: 0))
+        self.size = s
     }
 
     /// Builds a dict from pairs; a repeated key keeps its first position and its last value.
@@ -218,13 +251,31 @@ final class DictBox {
 }
 
 /// jinja2's `namespace()`: the one mutable object templates have, changed by `{% set ns.x = ... %}`.
+/// `depth` is the deepest nesting ever stored in it (it never shrinks), so chains of namespaces
+/// stay shallow enough to print and free without deep recursion; a namespace that contains
+/// itself is a cycle, which printing cuts by depth.
 final class NamespaceBox {
     var names: [String] = []
     var values: [String: JValue] = [:]
+    private(set) var depth = 1
+    /// One element per attribute plus each value's size when it was stored (a namespace
+    /// changed after being stored elsewhere is counted as it was then).
+    private(set) var size = ValueSize(elements: 1, bytes: 0)
+    private var sizes: [String: ValueSize] = [:]
 
     func set(_ name: String, _ v: JValue) {
         if values[name] == nil { names.append(name) }
         values[name] = v
+        depth = max(depth, ValueSize.saturating(v.depth, 1))
+        let new = v.size
+        if let old = sizes[name], size.elements != Int.max, size.bytes != Int.max {
+            size.elements -= old.elements
+            size.bytes -= old.bytes
+        } else {
+            size.elements = ValueSize.saturating(size.elements, 1)
+        }
+        sizes[name] = new
+        size.add(new)
     }
 }
 
@@ -233,12 +284,14 @@ final class NamespaceBox {
 final class IteratorBox {
     private var items: [JValue]?
     let depth: Int
+    let size: ValueSize
 
     init(_ items: [JValue]) {
         self.items = items
         var d = 0
         for v in items { d = max(d, v.depth) }
         self.depth = d + 1
+        self.size = ValueSize.of(items, entries: items.count)
     }
 
     /// The remaining items; the generator is empty afterwards.
@@ -325,8 +378,38 @@ enum JValue {
         case .list(let l): return l.depth
         case .dict(let d): return d.depth
         case .iterator(let i): return i.depth
+        case .namespace(let n): return n.depth
         default: return 0
         }
+    }
+
+    /// What this value holds, counted with sharing.
+    var size: ValueSize {
+        switch self {
+        case .string(let s): return ValueSize(elements: 0, bytes: s.count)
+        case .list(let l): return l.size
+        case .dict(let d): return d.size
+        case .iterator(let i): return i.size
+        case .loop(let l): return ValueSize(elements: l.items.count, bytes: 0)
+        case .namespace(let n): return n.size
+        default: return ValueSize(elements: 1, bytes: 0)
+        }
+    }
+
+    /// The work of reading this value: its size with string bytes weighted 1/64 (bytes are
+    /// copied and compared in bulk). `deep` false counts only the top level (a list's items,
+    /// a string's bytes), for operations that do not look inside the items.
+    func cost(deep: Bool) -> Int {
+        if !deep {
+            switch self {
+            case .list(let l): return 1 + l.items.count
+            case .dict(let d): return 1 + d.count
+            case .string(let s): return 1 + s.count / 64
+            default: return 1
+            }
+        }
+        let s = size
+        return ValueSize.saturating(ValueSize.saturating(1, s.elements), s.bytes / 64)
     }
 
     var isUndefined: Bool { if case .undefined = self { return true }; return false }

@@ -63,6 +63,9 @@ public final class Tokenizer: @unchecked Sendable {
         self.spec = spec
         let n = spec.tokens.count
         func bad(_ field: String, _ m: String) -> SFTError { SFTError.config(field: field, message: m) }
+        guard n <= TokenizerSpec.maxVocabularySize else {
+            throw bad("tokenizer.tokens", "\(n) tokens, more than the \(TokenizerSpec.maxVocabularySize) sft accepts")
+        }
         guard n > 0, spec.tokenTypes.count == n else {
             throw bad("tokenizer.tokens", "\(n) tokens but \(spec.tokenTypes.count) token types")
         }

@@ -37,7 +37,7 @@ extension TokenizerSpec {
                 throw fail("tokenizer.ggml.token_type", "expected \(tokens.count) integers")
             }
             for (i, t) in ints.enumerated() {
-                guard let tt = TokenType(rawValue: Int32(truncatingIfNeeded: t)) else {
+                guard let t32 = Int32(exactly: t), let tt = TokenType(rawValue: t32) else {
                     throw fail("tokenizer.ggml.token_type", "token \(i) has unknown type \(t)")
                 }
                 types[i] = tt

@@ -117,6 +117,21 @@ public struct TokenizerSpec {
         self.addedTokenOptions = addedTokenOptions
     }
 
+    /// The largest vocabulary sft reads: 4,194,304 ids (published vocabularies stop near 262k).
+    /// An id at or past it in a file is an error before anything is allocated for it, so a
+    /// hostile id (2^31, Int.max) cannot ask for gigabytes.
+    public static let maxVocabularySize = 1 << 22
+
+    /// An id read from a file: an integral JSON number in 0..<maxVocabularySize, or nil.
+    static func checkedId(_ v: Any?) -> Int? {
+        guard let v else { return nil }
+        if let i = v as? Int { return i >= 0 && i < maxVocabularySize ? i : nil }
+        let d: Double
+        if let n = v as? NSNumber { d = n.doubleValue } else if let x = v as? Double { d = x } else { return nil }
+        guard d.isFinite, d == d.rounded(), d >= 0, d < Double(maxVocabularySize) else { return nil }
+        return Int(d)
+    }
+
     /// Token strings that end a turn in common chat formats; found in the vocabulary, they join
     /// `endOfTurnTokenIds`.
     static let knownEndOfTurnTokens = ["<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|end|>", "<end_of_turn>",
@@ -194,14 +209,19 @@ extension TokenizerSpec {
         // Vocabulary: model.vocab plus added_tokens (ids may lie past the model's vocabulary).
         var byId: [Int: String] = [:]
         for (tok, v) in vocab {
-            guard let id = (v as? NSNumber)?.intValue, id >= 0 else { throw fail("vocab entry '\(tok)' has no valid id") }
+            guard let id = Self.checkedId(v) else {
+                throw fail("model.vocab entry '\(tok)': id \(v) is not an integer in 0..<\(Self.maxVocabularySize)")
+            }
             byId[id] = tok
         }
         var special: [Int: Bool] = [:]
         var options: [Int32: AddedTokenOptions] = [:]
         for entry in json["added_tokens"] as? [[String: Any]] ?? [] {
-            guard let id = (entry["id"] as? NSNumber)?.intValue, id >= 0, let content = entry["content"] as? String else {
+            guard let content = entry["content"] as? String, let rawId = entry["id"] else {
                 throw fail("added_tokens entry without id/content")
+            }
+            guard let id = Self.checkedId(rawId) else {
+                throw fail("added_tokens entry '\(content)': id \(rawId) is not an integer in 0..<\(Self.maxVocabularySize)")
             }
             byId[id] = content
             special[id] = entry["special"] as? Bool ?? false
@@ -286,10 +306,13 @@ extension TokenizerSpec {
         } else if let list = config["chat_template"] as? [[String: Any]] {
             chatTemplate = (list.first { $0["name"] as? String == "default" } ?? list.first)?["template"] as? String
         }
-        if let e = generationConfig["eos_token_id"] as? NSNumber {
-            endOfTurnTokenIds.append(e.int32Value)
-        } else if let es = generationConfig["eos_token_id"] as? [NSNumber] {
-            endOfTurnTokenIds += es.map(\.int32Value)
+        if let e = generationConfig["eos_token_id"], !(e is NSNull) {
+            for item in (e as? [Any]) ?? [e] {
+                guard let id = Self.checkedId(item), id < count else {
+                    throw SFTError.format(path: path, offset: nil, message: "generation_config.json eos_token_id \(item) is not an id in the vocabulary of \(count)")
+                }
+                endOfTurnTokenIds.append(Int32(id))
+            }
         }
         addKnownEndOfTurnTokens()
         if let e = eosTokenId { endOfTurnTokenIds.removeAll { $0 == e } }
@@ -411,7 +434,10 @@ extension TokenizerSpec {
         func specialId(_ item: [String: Any]) -> Int32? {
             guard let s = item["SpecialToken"] as? [String: Any], let name = s["id"] as? String else { return nil }
             if let entry = (obj["special_tokens"] as? [String: Any])?[name] as? [String: Any],
-               let ids = entry["ids"] as? [NSNumber], let id = ids.first { return id.int32Value }
+               let ids = entry["ids"] as? [Any], let first = ids.first {
+                // Out-of-range ids become -1, which the vocabulary check refuses by name.
+                return Self.checkedId(first).map { Int32($0) } ?? -1
+            }
             return byId.first(where: { $0.value == name }).map { Int32($0.key) }
         }
         let first = single.first.flatMap(specialId)

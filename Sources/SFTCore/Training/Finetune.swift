@@ -109,6 +109,10 @@ public enum Finetune {
                                                checkpointing: config.gradientCheckpointing,
                                                optimizerShards: config.zeroStage == 1 ? group.size : 1) {
             onEvent?(.message("memory estimate: \(estimate)"))
+            if !config.skipMemoryCheck {
+                try FinetuneMemoryCheck.check(estimate, available: FinetuneMemoryCheck.available(on: backend),
+                                              device: config.device, config: config)
+            }
         }
         onEvent?(.message("data: \(prepared.datasetReport.examples) examples (\(prepared.datasetReport.skipped.count) skipped), \(train.count) train / \(evalExamples.count) eval; \(plan.report)"))
 

@@ -62,6 +62,8 @@ public struct FinetuneConfig: Codable, Equatable {
     public var overwriteOutputDir: Bool = false
     /// Stop (with an error) when the loss diverges; non-finite losses always stop the run.
     public var stopOnDivergence: Bool = true
+    /// Start even when the memory estimate exceeds the available memory.
+    public var skipMemoryCheck: Bool = false
     public var seed: UInt64 = 42
     public var samplePrompts: [String] = []
     public var sampleMaxNewTokens: Int = 64
@@ -93,7 +95,7 @@ public struct FinetuneConfig: Codable, Equatable {
         case maxGradNorm = "max_grad_norm", gradientCheckpointing = "gradient_checkpointing", loggingSteps = "logging_steps"
         case evalSteps = "eval_steps", earlyStoppingPatience = "early_stopping_patience", saveSteps = "save_steps"
         case saveEachEpoch = "save_each_epoch", saveTotalLimit = "save_total_limit"
-        case overwriteOutputDir = "overwrite_output_dir", stopOnDivergence = "stop_on_divergence"
+        case overwriteOutputDir = "overwrite_output_dir", stopOnDivergence = "stop_on_divergence", skipMemoryCheck = "skip_memory_check"
         case resumeFromCheckpoint = "resume_from_checkpoint", seed, samplePrompts = "sample_prompts"
         case sampleMaxNewTokens = "sample_max_new_tokens", logging
         case zeroStage = "zero_stage", collectiveTimeout = "collective_timeout", ddpBucketCapMB = "ddp_bucket_cap_mb"
@@ -137,6 +139,7 @@ public struct FinetuneConfig: Codable, Equatable {
         saveTotalLimit = try c.decodeIfPresent(Int.self, forKey: .saveTotalLimit)
         resumeFromCheckpoint = try c.decodeIfPresent(String.self, forKey: .resumeFromCheckpoint)
         overwriteOutputDir = try v(.overwriteOutputDir, d.overwriteOutputDir); stopOnDivergence = try v(.stopOnDivergence, d.stopOnDivergence)
+        skipMemoryCheck = try v(.skipMemoryCheck, d.skipMemoryCheck)
         seed = try v(.seed, d.seed); samplePrompts = try v(.samplePrompts, d.samplePrompts)
         sampleMaxNewTokens = try v(.sampleMaxNewTokens, d.sampleMaxNewTokens)
         logging = try Self.sinks(c, d.logging)
@@ -195,6 +198,7 @@ public struct FinetuneConfig: Codable, Equatable {
         try c.encodeIfPresent(saveTotalLimit, forKey: .saveTotalLimit)
         try c.encodeIfPresent(resumeFromCheckpoint, forKey: .resumeFromCheckpoint); try c.encode(seed, forKey: .seed)
         try c.encode(overwriteOutputDir, forKey: .overwriteOutputDir); try c.encode(stopOnDivergence, forKey: .stopOnDivergence)
+        try c.encode(skipMemoryCheck, forKey: .skipMemoryCheck)
         try c.encode(samplePrompts, forKey: .samplePrompts); try c.encode(sampleMaxNewTokens, forKey: .sampleMaxNewTokens)
         try c.encode(logging, forKey: .logging)
         try c.encode(zeroStage, forKey: .zeroStage); try c.encode(collectiveTimeout, forKey: .collectiveTimeout)
@@ -250,6 +254,7 @@ public struct FinetuneConfig: Codable, Equatable {
         ("save_total_limit", "keep only the last N checkpoints"),
         ("resume_from_checkpoint", "a checkpoint folder, or \"latest\" in output_dir"),
         ("overwrite_output_dir", "start fresh in an output_dir holding another run's checkpoints, deleting them (default false)"),
+        ("skip_memory_check", "start even when the memory estimate exceeds the available memory (default false)"),
         ("stop_on_divergence", "stop when the loss stays above 4x its running minimum for 20 steps, or sits at ln(vocab) with zero gradient (default true); non-finite losses always stop"),
         ("seed", "seed for initialization, shuffling and dropout (default 42)"),
         ("sample_prompts", "prompts generated from at each evaluation, written to the log"),

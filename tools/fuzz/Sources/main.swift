@@ -94,6 +94,10 @@ func exercise(_ url: URL) throws {
         let g = try GGUFFile(url: url)
         _ = g.metadata.count
         for t in g.tensors.prefix(64) { _ = t.name }
+        // What is read from the metadata next: the weight map (q/k head counts), the model
+        // config (sizes checked before any family decodes them) and the tokenizer.
+        if let w = try? GGUFWeights(file: g) { _ = try? LlamaConfig(hf: w.config) }
+        if let spec = try? TokenizerSpec(gguf: g) { _ = try? Tokenizer(spec: spec) }
     case "safetensors":
         let f = try SafetensorsFile(url: url)
         for n in f.names.prefix(16) where (f.tensor(named: n)?.shape.reduce(1, *) ?? 0) <= 1 << 20 { _ = try f.loadF32(n) }

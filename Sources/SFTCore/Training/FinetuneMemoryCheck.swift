@@ -1,0 +1,51 @@
+// Refusing a finetuning run that cannot fit, before its big allocations: the memory estimate
+// (MemoryEstimate, from the model's config, batch, sequence length and quantization) against
+// the memory still available — MemAvailable from /proc/meminfo on the CPU, the driver's free
+// memory on a GPU. The check runs after the model is loaded, so the estimate's weights are
+// already resident and only the rest (adapters, gradients, optimizer states, activations) must
+// still fit. `skip_memory_check` runs anyway; an unknown estimate or available figure skips
+// the check without a word of refusal.
+import Foundation
+import SFTKernels
+
+enum FinetuneMemoryCheck {
+    /// Bytes the run can still allocate on `backend`, or nil when unknown.
+    static func available(on backend: Backend) -> Int? {
+        if let cuda = backend as? CUDABackend { return try? cuda.deviceMemory().free }
+        return memAvailable()
+    }
+
+    /// MemAvailable of /proc/meminfo in bytes (Linux), or nil.
+    static func memAvailable(meminfo path: String = "/proc/meminfo") -> Int? {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
+        for line in text.split(separator: "\n") where line.hasPrefix("MemAvailable:") {
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard fields.count >= 2, let kib = Int(fields[1]) else { return nil }
+            let unit = fields.count >= 3 ? fields[2].lowercased() : "kb"
+            let scale = unit == "kb" ? 1024 : unit == "mb" ? 1 << 20 : unit == "gb" ? 1 << 30 : 1
+            let (bytes, o) = kib.multipliedReportingOverflow(by: scale)
+            return o ? Int.max : bytes
+        }
+        return nil
+    }
+
+    /// Throws `SFTError.config` when what the run still has to allocate (the estimate less its
+    /// already loaded weights) exceeds `available` bytes on `device`; the message names the
+    /// estimate, the available memory and the settings that lower the need.
+    static func check(_ estimate: MemoryEstimate, available: Int?, device: String, config: FinetuneConfig) throws {
+        guard let available else { return }
+        let need = max(0, estimate.total - estimate.weights)
+        guard need > available else { return }
+        func gib(_ b: Int) -> String { String(format: "%.2f GiB", Double(b) / Double(1 << 30)) }
+        var knobs = ["per_device_train_batch_size (\(config.perDeviceTrainBatchSize))",
+                     "max_seq_length (\(config.dataConfig.maxSeqLength))"]
+        if !config.gradientCheckpointing { knobs.append("gradient_checkpointing: true") }
+        if config.method == "full" { knobs.append("method lora or qlora") } else if config.quantize == nil { knobs.append("quantize nf4 (method qlora)") }
+        throw SFTError.config(field: "skip_memory_check",
+                              message: "the run needs about \(gib(need)) more memory than its loaded weights, but \(device) has \(gib(available)) available "
+                                + "(memory estimate: total \(gib(estimate.total)) = weights \(gib(estimate.weights)) + adapters \(gib(estimate.adapters)) "
+                                + "+ gradients \(gib(estimate.gradients)) + optimizer \(gib(estimate.optimizer)) + activations "
+                                + "\(gib(estimate.checkpointing ? estimate.activationsCheckpointed : estimate.activations))); "
+                                + "lower \(knobs.joined(separator: ", ")), or set skip_memory_check to run anyway")
+    }
+}
