@@ -35,17 +35,6 @@ public enum GGUFExport {
         }
     }
 
-    /// The GGUF architecture for an HF model_type, and whether its q/k rows are permuted.
-    static func architecture(_ modelType: String) -> (name: String, permuted: Bool)? {
-        switch modelType {
-        // llama.cpp converts Mistral (v0.1-style) checkpoints as "llama".
-        case "llama", "mistral": return ("llama", true)
-        case "qwen2": return ("qwen2", false)
-        case "qwen3": return ("qwen3", false)
-        default: return nil
-        }
-    }
-
     /// Writes `lm` (LoRA adapters must be merged first) as a GGUF v3 file.
     ///
     /// ```swift
@@ -54,95 +43,47 @@ public enum GGUFExport {
     /// try GGUFExport.save(lm, to: URL(fileURLWithPath: "model.gguf"), dtype: .f16)
     /// ```
     public static func save(_ lm: LanguageModel, to url: URL, dtype: DType = .f32) throws {
-        guard let llama = lm.model as? LlamaModel else {
-            throw SFTError.unsupported("GGUF export of model type '\(lm.model.modelType)' (Llama-family models only)")
-        }
-        let c = llama.config
-        guard let arch = architecture(c.modelType) else {
-            throw SFTError.unsupported("GGUF export of model type '\(c.modelType)' (llama, mistral, qwen2, qwen3)")
-        }
-        let rope = try ropeMetadata(c, arch: arch.name)
+        let export = try lm.model.ggufExport()
         if lm.model.namedModules().contains(where: { ($0.1 as? Linear)?.lora != nil }) {
             throw SFTError.config(field: "merge", message: "the model still has LoRA adapters; merge them before exporting")
         }
 
         var w = try GGUFWriter()
-        let a = arch.name
+        let arch = export.architecture
         let sourceMeta = (lm.source as? GGUFWeights)?.file.metadata ?? [:]
         let name = sourceMeta["general.name"]?.string ?? lm.url.deletingPathExtension().lastPathComponent
-        try w.set("general.architecture", .string(a))
+        try w.set("general.architecture", .string(arch.name))
         try w.set("general.type", .string("model"))
         try w.set("general.name", .string(name))
         try w.set("general.file_type", .uint32(dtype.fileType))
         if dtype == .q8_0 { try w.set("general.quantization_version", .uint32(2)) }
-        try w.set("\(a).vocab_size", .uint32(UInt32(c.vocabSize)))
-        try w.set("\(a).context_length", .uint32(UInt32(c.maxPositionEmbeddings)))
-        try w.set("\(a).embedding_length", .uint32(UInt32(c.hiddenSize)))
-        try w.set("\(a).block_count", .uint32(UInt32(c.numLayers)))
-        try w.set("\(a).feed_forward_length", .uint32(UInt32(c.intermediateSize)))
-        try w.set("\(a).attention.head_count", .uint32(UInt32(c.numHeads)))
-        try w.set("\(a).attention.head_count_kv", .uint32(UInt32(c.numKVHeads)))
-        try w.set("\(a).rope.freq_base", .float32(Float(c.ropeTheta)))
-        for (key, value) in rope.metadata { try w.set(key, value) }
-        if let window = c.slidingWindow, c.layerTypes == nil {
-            try w.set("\(a).attention.sliding_window", .uint32(UInt32(window)))
-        } else if c.slidingWindow != nil {
-            throw SFTError.unsupported("GGUF export of per-layer sliding windows (layer_types) for \(c.modelType)")
-        }
-        try w.set("\(a).attention.layer_norm_rms_epsilon", .float32(c.rmsNormEps))
-        try w.set("\(a).rope.dimension_count", .uint32(UInt32(c.headDim)))
-        if c.headDim * c.numHeads != c.hiddenSize {
-            try w.set("\(a).attention.key_length", .uint32(UInt32(c.headDim)))
-            try w.set("\(a).attention.value_length", .uint32(UInt32(c.headDim)))
-        }
+        for (key, value) in export.metadata { try w.set(key, value) }
         let template = lm.chatTemplate?.source ?? lm.tokenizer.chatTemplate
         for (key, value) in try lm.tokenizer.spec.ggufMetadata(chatTemplate: template) { try w.set(key, value) }
 
         for (hf, p) in lm.model.namedParameters() {
-            guard let g = ggufName(forHF: hf) else {
-                throw SFTError.weights(key: hf, message: "no GGUF name for this tensor")
+            guard let g = arch.ggufName(forHF: hf) else {
+                throw SFTError.weights(key: hf, message: "no GGUF name for this tensor in llama.cpp's '\(arch.name)' architecture")
             }
             let shape = p.value.shape
-            let heads: Int? = arch.permuted && (g.hasPrefix("blk.") && (g.contains(".attn_q.") || g.contains(".attn_k.")))
-                ? (g.contains(".attn_q.") ? c.numHeads : c.numKVHeads) : nil
+            let heads: Int? = arch.permutesQK && (g.hasPrefix("blk.") && (g.contains(".attn_q.") || g.contains(".attn_k.")))
+                ? (g.contains(".attn_q.") ? export.heads.q : export.heads.kv) : nil
+            let plusOne = arch.storesPlusOne(hf: hf)
             var type = shape.count >= 2 ? dtype.matrixType : .f32
             // Q8_0 needs rows of whole blocks; llama.cpp falls back to f16 for the others.
             if type == .q8_0 && shape.last! % 32 != 0 { type = .f16 }
             let tensor = p.value
             try w.addTensor(name: g, shape: shape, type: type) {
                 let values = try tensor.floats()
+                if plusOne { return values.map { $0 + 1 } }
                 guard let heads else { return values }
                 return permuteRows(values, rows: shape[0], heads: heads)
             }
         }
-        if let factors = rope.freqFactors {
-            try w.addTensor(name: "rope_freqs.weight", shape: [factors.count], type: .f32) { factors }
+        for (g, values) in export.derivedTensors {
+            try w.addTensor(name: g, shape: [values.count], type: .f32) { values }
         }
         try w.write(to: url)
-    }
-
-    /// RoPE scaling as llama.cpp stores it: llama3 (and factors read from a GGUF) as the
-    /// `rope_freqs` tensor of per-frequency divisors, linear and yarn as `rope.scaling.*` keys;
-    /// kinds llama.cpp has no key for are refused, naming the kind.
-    static func ropeMetadata(_ c: LlamaConfig, arch a: String) throws -> (metadata: [(String, GGUFValue)], freqFactors: [Float]?) {
-        guard let s = c.ropeScaling else { return ([], nil) }
-        switch s.ropeType {
-        case "default", "llama3":
-            // Divisors of the plain frequencies that give the scaled ones.
-            let plain = try RopeParameters(theta: c.ropeTheta, scaling: nil)
-                .frequencies(headDim: c.headDim, maxPositionEmbeddings: c.maxPositionEmbeddings).invFreq
-            let scaled = try c.rope.frequencies(headDim: c.headDim, maxPositionEmbeddings: c.maxPositionEmbeddings).invFreq
-            return ([], zip(plain, scaled).map { Float(Double($0) / Double($1)) })
-        case "linear" where s.freqFactors == nil:
-            return ([("\(a).rope.scaling.type", .string("linear")), ("\(a).rope.scaling.factor", .float32(Float(s.factor ?? 1)))], nil)
-        case "yarn" where s.freqFactors == nil && s.attentionFactor == nil && s.mscale == nil && s.betaFast == nil && s.betaSlow == nil:
-            var m: [(String, GGUFValue)] = [("\(a).rope.scaling.type", .string("yarn")),
-                                            ("\(a).rope.scaling.factor", .float32(Float(s.factor ?? 1)))]
-            if let n = s.originalMaxPositionEmbeddings { m.append(("\(a).rope.scaling.original_context_length", .uint32(UInt32(n)))) }
-            return (m, nil)
-        default:
-            throw SFTError.unsupported("GGUF export of rope_type '\(s.ropeType)' with these settings (llama.cpp has keys for llama3 as rope_freqs, linear and plain yarn)")
-        }
     }
 
     /// llama.cpp's order of q/k rows: within each head of D rows, HF row s·D/2 + i goes to
@@ -160,30 +101,9 @@ public enum GGUFExport {
         return out
     }
 
-    /// The GGUF tensor name for an HF parameter name (`model.layers.3.mlp.up_proj.weight` →
-    /// `blk.3.ffn_up.weight`), or nil when llama.cpp has none.
-    public static func ggufName(forHF name: String) -> String? {
-        switch name {
-        case "model.embed_tokens.weight": return "token_embd.weight"
-        case "model.norm.weight": return "output_norm.weight"
-        case "model.norm.bias": return "output_norm.bias"
-        case "lm_head.weight": return "output.weight"
-        case "lm_head.bias": return "output.bias"
-        default: break
-        }
-        let prefix = "model.layers."
-        guard name.hasPrefix(prefix) else { return nil }
-        let rest = name.dropFirst(prefix.count)
-        guard let dot = rest.firstIndex(of: "."), let n = Int(rest[..<dot]) else { return nil }
-        let path = rest[rest.index(after: dot)...]
-        guard let last = path.lastIndex(of: ".") else { return nil }
-        let module = String(path[..<last]), leaf = path[path.index(after: last)...]
-        guard let g = blockNames[module] else { return nil }
-        return "blk.\(n).\(g).\(leaf)"
-    }
-
-    /// HF module path inside `model.layers.N` → GGUF block tensor name.
-    static let blockNames: [String: String] = Dictionary(uniqueKeysWithValues: GGUFWeights.blockModules.map { ($0.value, $0.key) })
+    /// The GGUF tensor name for an HF parameter name of a Llama-architecture model
+    /// (`model.layers.3.mlp.up_proj.weight` → `blk.3.ffn_up.weight`), or nil when llama.cpp has none.
+    public static func ggufName(forHF name: String) -> String? { LlamaConfig.gguf("llama").ggufName(forHF: name) }
 }
 
 extension TokenizerSpec {

@@ -12,28 +12,31 @@ import Foundation
 public final class GGUFWeights: WeightSource {
     public let file: GGUFFile
     public let names: [String]
+    /// The family's GGUF layout (names, value transforms, config reader).
+    public let architecture: GGUFArchitecture
     /// HF name -> GGUF tensor info.
     private let infos: [String: GGUFTensorInfo]
     /// HF name -> number of heads whose rows must be un-permuted.
     private let permuteHeads: [String: Int]
-
-    /// Architectures whose converter permutes q/k rows (rotate-half in HF, interleaved in ggml).
-    public static let permutedArchitectures: Set<String> = ["llama", "mistral"]
 
     public convenience init(url: URL) throws { try self.init(file: GGUFFile(url: url)) }
 
     public init(file: GGUFFile) throws {
         self.file = file
         let arch = file.metadata["general.architecture"]?.string ?? ""
+        // An architecture sft has no table for is read with Llama's names (for summaries);
+        // building a model from it fails naming its model_type.
+        let a = GGUFArchitecture.all[arch] ?? GGUFArchitecture.unknown(arch)
+        architecture = a
         var names: [String] = [], infos: [String: GGUFTensorInfo] = [:], perm: [String: Int] = [:]
         for t in file.tensors {
-            guard let hf = GGUFWeights.hfName(t.name) else { continue }
+            guard let hf = a.hfName(t.name) else { continue }
             guard infos[hf] == nil else {
                 throw SFTError.format(path: file.url.path, offset: t.offset, message: "tensors map to the same HF name '\(hf)'")
             }
             names.append(hf)
             infos[hf] = t
-            guard GGUFWeights.permutedArchitectures.contains(arch), let layer = GGUFWeights.layerIndex(t.name) else { continue }
+            guard a.permutesQK, let layer = GGUFWeights.layerIndex(t.name) else { continue }
             let isQ = t.name.hasSuffix(".attn_q.weight") || t.name.hasSuffix(".attn_q.bias")
             let isK = t.name.hasSuffix(".attn_k.weight") || t.name.hasSuffix(".attn_k.bias")
             guard isQ || isK else { continue }
@@ -54,34 +57,10 @@ public final class GGUFWeights: WeightSource {
         self.permuteHeads = perm
     }
 
-    /// GGUF name -> HF name for Llama-family models; other names pass through unchanged, and
-    /// tensors that HF derives from the config (rope_freqs) map to nil.
-    public static func hfName(_ gguf: String) -> String? {
-        switch gguf {
-        case "token_embd.weight": return "model.embed_tokens.weight"
-        case "output_norm.weight": return "model.norm.weight"
-        case "output_norm.bias": return "model.norm.bias"
-        case "output.weight": return "lm_head.weight"
-        case "output.bias": return "lm_head.bias"
-        case "rope_freqs.weight": return nil
-        default: break
-        }
-        let parts = gguf.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 4, parts[0] == "blk", let n = Int(parts[1]),
-              let module = blockModules[String(parts[2])] else { return gguf }
-        return "model.layers.\(n).\(module).\(parts[3])"
-    }
+    /// GGUF name -> HF name for Llama-architecture files (see `GGUFArchitecture.hfName`).
+    public static func hfName(_ gguf: String) -> String? { LlamaConfig.gguf("llama").hfName(gguf) }
 
-    /// Per-block GGUF tensor name -> HF module path inside `model.layers.N`.
-    public static let blockModules: [String: String] = [
-        "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
-        "attn_output": "self_attn.o_proj", "attn_norm": "input_layernorm",
-        "ffn_norm": "post_attention_layernorm", "ffn_gate": "mlp.gate_proj",
-        "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
-        "attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm",
-    ]
-
-    private static func layerIndex(_ name: String) -> Int? {
+    static func layerIndex(_ name: String) -> Int? {
         let p = name.split(separator: ".")
         return p.count >= 2 && p[0] == "blk" ? Int(p[1]) : nil
     }
@@ -93,6 +72,12 @@ public final class GGUFWeights: WeightSource {
 
     public func loadF32(_ name: String, into out: UnsafeMutablePointer<Float>) throws {
         guard let info = infos[name] else { throw SFTError.weights(key: name, message: "no such tensor in \(file.url.path)") }
+        if architecture.storesPlusOne(hf: name) {
+            // Stored as 1 + w (Gemma): back to the zero-centred w.
+            try file.dequantize(info, into: out)
+            for i in 0 ..< info.elementCount { out[i] -= 1 }
+            return
+        }
         guard let heads = permuteHeads[name] else { return try file.dequantize(info, into: out) }
         let values = try file.dequantize(info)
         let rowLen = info.elementCount / info.shape[0]
@@ -131,83 +116,10 @@ public final class GGUFWeights: WeightSource {
         }
     }
 
-    /// HF config.json keys from GGUF metadata `<arch>.<key>` (the data-driven part of `config`).
-    public static let configKeys: [(gguf: String, hf: String)] = [
-        ("block_count", "num_hidden_layers"), ("embedding_length", "hidden_size"),
-        ("feed_forward_length", "intermediate_size"), ("attention.head_count", "num_attention_heads"),
-        ("attention.head_count_kv", "num_key_value_heads"),
-        ("attention.layer_norm_rms_epsilon", "rms_norm_eps"),
-        ("attention.layer_norm_epsilon", "layer_norm_epsilon"), ("rope.freq_base", "rope_theta"),
-        ("context_length", "max_position_embeddings"), ("vocab_size", "vocab_size"),
-        ("attention.key_length", "head_dim"),
-    ]
-
-    /// An HF-style config from the metadata: `model_type`, the keys in `configKeys`,
-    /// `tie_word_embeddings` (true when there is no output.weight), `vocab_size` (from the
-    /// token list when not stored), `bos_token_id` / `eos_token_id`, and the RoPE scaling
-    /// (`rope_scaling` from `rope.scaling.*`, llama.cpp's `rope_freqs` tensor as
-    /// `freq_factors`). Metadata under `<arch>.rope.` that has no HF meaning here is passed on
-    /// under its GGUF key, so the model's strict config decoding fails naming it.
+    /// An HF-style config from the metadata, read by the architecture's own reader (see
+    /// `GGUFArchitecture.readConfig`); a setting it cannot express comes out under its GGUF key,
+    /// so the model's strict config decoding fails naming it.
     public var config: [String: Any] {
-        let m = file.metadata
-        let arch = m["general.architecture"]?.string ?? ""
-        var c: [String: Any] = ["model_type": arch]
-        for (g, h) in GGUFWeights.configKeys {
-            guard let v = m["\(arch).\(g)"] else { continue }
-            switch v {
-            // f32 values as their shortest decimal (1e-05, as config.json writes it)
-            case .float32(let f): c[h] = Double("\(f)") ?? Double(f)
-            case .float64(let d): c[h] = d
-            default: if let i = v.int { c[h] = i }
-            }
-        }
-        c["tie_word_embeddings"] = file.tensor(named: "output.weight") == nil
-        if c["vocab_size"] == nil, let n = m["tokenizer.ggml.tokens"]?.array?.count { c["vocab_size"] = n }
-        if let b = m["tokenizer.ggml.bos_token_id"]?.int { c["bos_token_id"] = b }
-        if let e = m["tokenizer.ggml.eos_token_id"]?.int { c["eos_token_id"] = e }
-        if let w = m["\(arch).attention.sliding_window"]?.int, w > 0 { c["sliding_window"] = w }
-        for (key, value) in ropeConfig(arch: arch) { c[key] = value }
-        return c
-    }
-
-    /// The RoPE part of `config`.
-    private func ropeConfig(arch: String) -> [String: Any] {
-        let m = file.metadata, prefix = "\(arch).rope."
-        var c: [String: Any] = [:]
-        var scaling: [String: Any] = [:]
-        for key in m.keys.sorted() where key.hasPrefix(prefix) {
-            let v = m[key]!, short = String(key.dropFirst(prefix.count))
-            switch short {
-            case "freq_base": break   // configKeys: rope_theta
-            case "dimension_count":
-                // Partial rotary embeddings are not implemented: the rotated dims must be the head.
-                let headDim = m["\(arch).attention.key_length"]?.int
-                    ?? (m["\(arch).embedding_length"]?.int).flatMap { e in m["\(arch).attention.head_count"]?.int.map { e / max(1, $0) } }
-                if v.int != headDim { c[key] = v.int ?? 0 }
-            case "scaling.type":
-                switch v.string {
-                case "none": break
-                case "linear": scaling["rope_type"] = "linear"
-                case "yarn": scaling["rope_type"] = "yarn"
-                default: c[key] = v.string ?? "?"
-                }
-            case "scaling.factor": if let f = v.float { scaling["factor"] = f }
-            case "scale_linear": if let f = v.float { scaling["rope_type"] = "linear"; scaling["factor"] = f }
-            case "scaling.original_context_length": if let n = v.int { scaling["original_max_position_embeddings"] = n }
-            case "scaling.finetuned": break   // provenance only
-            case "scaling.attn_factor" where v.float == 1: break
-            default: c[key] = "\(v)"
-            }
-        }
-        if let t = file.tensor(named: "rope_freqs.weight"), let f = try? file.dequantize(t) {
-            scaling["rope_type"] = scaling["rope_type"] ?? "default"
-            scaling["freq_factors"] = f.map(Double.init)
-        }
-        if let type = scaling["rope_type"] as? String, type == "linear" || type == "yarn" || scaling["freq_factors"] != nil {
-            c["rope_scaling"] = scaling
-        } else if !scaling.isEmpty, scaling["rope_type"] == nil {
-            c["rope_scaling"] = scaling.merging(["rope_type": "default"]) { a, _ in a }
-        }
-        return c
+        architecture.readConfig(file)
     }
 }

@@ -71,12 +71,17 @@ public protocol CausalLM: Module {
     func hiddenStates(_ input: ModelInput, checkpointing: Bool) throws -> Tensor
 
     /// PEFT's default `target_modules` for this family (its
-    /// TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING); sft's own default is "all-linear".
-    var peftDefaultLoRATargets: [String] { get }
-    /// Training memory of this model for a run of this shape (nil when the family has no
-    /// estimate yet).
-    func memoryEstimate(quantization: QuantizationConfig?, lora: LoRAConfig?, batch: Int, sequence: Int,
-                        checkpointing: Bool, optimizerShards: Int) -> MemoryEstimate?
+    /// TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING entry; nil where PEFT has none and
+    /// asks for explicit targets); sft's own default is "all-linear".
+    var peftDefaultLoRATargets: [String]? { get }
+    /// Parameter and activation sizes, for the memory estimate (`MemoryEstimate(model:...)`).
+    var layout: ModelLayout { get }
+    /// How the model is written as GGUF: llama.cpp's architecture, its `<arch>.*` keys and
+    /// derived tensors; throws naming what llama.cpp cannot express.
+    func ggufExport() throws -> GGUFModelExport
+    /// The LM head in GGUF block form for packed decode (the embedding's blocks when tied);
+    /// `decode` uses it for the last token's logits when set.
+    var packedLMHead: PackedMatrix? { get set }
 
     func makeCache(capacity: Int) throws -> KVCache
     /// Runs `ids` after the tokens already in `cache`, appends their keys/values, and returns
@@ -85,6 +90,25 @@ public protocol CausalLM: Module {
 }
 
 extension CausalLM {
+    /// Training memory of this model for a run of this shape (see `MemoryEstimate(model:...)`).
+    public func memoryEstimate(quantization: QuantizationConfig?, lora: LoRAConfig?, batch: Int, sequence: Int,
+                               checkpointing: Bool, optimizerShards: Int) -> MemoryEstimate? {
+        MemoryEstimate(model: self, quantization: quantization, lora: lora, batch: batch, sequence: sequence,
+                       checkpointing: checkpointing, optimizerShards: optimizerShards)
+    }
+
+    /// The HF name of the LM head's weight (the embedding's when tied).
+    public var lmHeadName: String? {
+        let head = lmHeadWeight
+        return namedParameters().first { $0.1 === head }?.0
+    }
+
+    /// Logits (V) of one final hidden row (1, C): through the packed LM head when there is one.
+    func headLogits(_ last: Tensor) throws -> [Float] {
+        if let packedLMHead { return try packedLMHead.apply(last).floats() }
+        return try Ops.linear(last, lmHeadWeight.value).floats()
+    }
+
     /// Mean next-token loss over `targets` (−100 = ignored), normalized by `normalizer`
     /// (defaults to the number of counted targets).
     public func loss(_ input: ModelInput, targets: Tensor, normalizer: Float? = nil,

@@ -287,9 +287,10 @@ public final class Gemma3Model: Module, CausalLM {
     public var lmHeadWeight: Parameter { lmHead?.weight ?? model.embedTokens.weight }
     public var hfConfig: [String: Any] { config.hf }
     /// PEFT's default for gemma3_text.
-    public var peftDefaultLoRATargets: [String] { ["q_proj", "v_proj"] }
-    public func memoryEstimate(quantization: QuantizationConfig?, lora: LoRAConfig?, batch: Int, sequence: Int,
-                               checkpointing: Bool, optimizerShards: Int) -> MemoryEstimate? { nil }
+    public var peftDefaultLoRATargets: [String]? { ["q_proj", "v_proj"] }
+    public var layout: ModelLayout { config.layout }
+    public func ggufExport() throws -> GGUFModelExport { try config.ggufExport() }
+    public var packedLMHead: PackedMatrix?
 
     /// Both RoPEs for a forward whose longest position is `maxPosition`.
     private func ropes(maxPosition: Int) throws -> (full: LayerRope, sliding: LayerRope) {
@@ -328,8 +329,112 @@ public final class Gemma3Model: Module, CausalLM {
                 x = try layer(x) { try layer.selfAttn.decode($0, positions: positions, rope: rope, cache: cache, layer: i) }
             }
             cache.count += ids.count
-            let last = try model.norm(try x.rows(ids.count - 1, 1))
-            return try Ops.linear(last, lmHeadWeight.value).floats()
+            return try headLogits(try model.norm(try x.rows(ids.count - 1, 1)))
         }
+    }
+}
+
+// MARK: - Sizes and GGUF (llama.cpp's "gemma3": norms stored as 1 + w, the sliding layers' RoPE
+// base as rope.freq_base_swa, every sliding_window_pattern-th layer global)
+
+extension Gemma3Config {
+    /// Sizes for the memory estimate. Activations per token and layer: the layer input, four
+    /// norm outputs, two residual sums and the attention and MLP outputs (8C, plus the four
+    /// (1 + w) weights, negligible); q, k, v (Q + 2KVd), q/k after their norms and after RoPE
+    /// (2(Q + KVd)); the attention output (Q) and softmax statistics (H); gate, up and their
+    /// GeGLU product (3F).
+    public var layout: ModelLayout {
+        let C = hiddenSize, F = intermediateSize, Q = numHeads * headDim, KVd = numKVHeads * headDim
+        return ModelLayout(
+            layers: numLayers, hidden: C, vocab: vocabSize, tiedEmbeddings: tieWordEmbeddings,
+            linears: [.init("q_proj", C, Q, bias: attentionBias), .init("k_proj", C, KVd, bias: attentionBias),
+                      .init("v_proj", C, KVd, bias: attentionBias), .init("o_proj", Q, C, bias: attentionBias),
+                      .init("gate_proj", C, F), .init("up_proj", C, F), .init("down_proj", F, C)],
+            layerNormValues: 4 * C + 2 * headDim, finalNormValues: C,
+            activationsPerToken: 8 * C + (Q + 2 * KVd) + 2 * (Q + KVd) + Q + numHeads + 3 * F)
+    }
+
+    static let ggufKeys: [(gguf: String, hf: String)] = [
+        ("block_count", "num_hidden_layers"), ("embedding_length", "hidden_size"),
+        ("feed_forward_length", "intermediate_size"), ("attention.head_count", "num_attention_heads"),
+        ("attention.head_count_kv", "num_key_value_heads"), ("attention.layer_norm_rms_epsilon", "rms_norm_eps"),
+        ("context_length", "max_position_embeddings"), ("vocab_size", "vocab_size"),
+        ("attention.key_length", "head_dim"), ("attention.sliding_window", "sliding_window"),
+    ]
+
+    static let gguf = GGUFArchitecture(
+        name: "gemma3", layerPrefix: "model.layers.",
+        globals: ["token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
+                  "output.weight": "lm_head.weight"],
+        blocks: ["attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
+                 "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj", "attn_q_norm": "self_attn.q_norm",
+                 "attn_k_norm": "self_attn.k_norm", "post_attention_norm": "post_attention_layernorm",
+                 "ffn_norm": "pre_feedforward_layernorm", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+                 "ffn_down": "mlp.down_proj", "post_ffw_norm": "post_feedforward_layernorm"],
+        normsPlusOne: true) { file in
+        let m = file.metadata
+        var c = GGUFArchitecture.commonConfig(file, arch: "gemma3", keys: ggufKeys)
+        c["model_type"] = "gemma3_text"
+        let known: Set<String> = Set(ggufKeys.map(\.gguf)).union([
+            "attention.value_length", "attention.sliding_window_pattern", "rope.dimension_count", "rope.freq_base",
+            "rope.freq_base_swa", "rope.scaling.type", "rope.scaling.factor"])
+        c.merge(GGUFArchitecture.unknownKeys(file, arch: "gemma3", known: known)) { a, _ in a }
+        let layers = (c["num_hidden_layers"] as? Int) ?? 0
+        let heads = (c["num_attention_heads"] as? Int) ?? 1
+        let headDim = (c["head_dim"] as? Int) ?? ((c["hidden_size"] as? Int) ?? 0) / max(1, heads)
+        c["head_dim"] = headDim
+        // llama.cpp scales queries by head_dim^-½ (query_pre_attn_scalar = head_dim).
+        c["query_pre_attn_scalar"] = headDim
+        if let dims = m["gemma3.rope.dimension_count"]?.int, dims != headDim { c["gemma3.rope.dimension_count"] = dims }
+        // llama.cpp's default period is 6: layers 5, 11, ... are global.
+        let period = m["gemma3.attention.sliding_window_pattern"]?.int ?? 6
+        c["layer_types"] = (0..<layers).map { ($0 + 1) % max(1, period) == 0 ? "full_attention" : "sliding_attention" }
+        var full: [String: Any] = ["rope_type": "default", "rope_theta": m["gemma3.rope.freq_base"]?.float ?? 1_000_000]
+        switch m["gemma3.rope.scaling.type"]?.string {
+        case nil, "none": break
+        case "linear":
+            full["rope_type"] = "linear"
+            full["factor"] = m["gemma3.rope.scaling.factor"]?.float ?? 1
+        case let other?: c["gemma3.rope.scaling.type"] = other
+        }
+        c["rope_parameters"] = ["full_attention": full,
+                                "sliding_attention": ["rope_type": "default", "rope_theta": m["gemma3.rope.freq_base_swa"]?.float ?? 10000]]
+        return c
+    }
+
+    /// The `gemma3.*` keys llama.cpp's converter writes; settings it has no key for are refused.
+    func ggufExport() throws -> GGUFModelExport {
+        guard queryPreAttnScalar == Double(headDim) else {
+            throw SFTError.unsupported("GGUF export of gemma3 with query_pre_attn_scalar \(queryPreAttnScalar) ≠ head_dim \(headDim) (llama.cpp scales queries by head_dim)")
+        }
+        guard !attentionBias else { throw SFTError.unsupported("GGUF export of gemma3 with attention_bias (llama.cpp's gemma3 has no biases)") }
+        guard ropeSliding.scaling == nil else {
+            throw SFTError.unsupported("GGUF export of gemma3 with RoPE scaling on the sliding layers (llama.cpp scales the global layers only)")
+        }
+        // The sliding/global pattern as a period: every p-th layer global.
+        guard let p = layerTypes.firstIndex(of: "full_attention").map({ $0 + 1 }) ?? (layerTypes.isEmpty ? nil : numLayers + 1),
+              layerTypes.indices.allSatisfy({ (layerTypes[$0] == "full_attention") == (($0 + 1) % p == 0) }) else {
+            throw SFTError.unsupported("GGUF export of gemma3 layer_types \(layerTypes) (llama.cpp knows every p-th layer global)")
+        }
+        var m: [(String, GGUFValue)] = [
+            ("gemma3.vocab_size", .uint32(UInt32(vocabSize))), ("gemma3.context_length", .uint32(UInt32(maxPositionEmbeddings))),
+            ("gemma3.embedding_length", .uint32(UInt32(hiddenSize))), ("gemma3.block_count", .uint32(UInt32(numLayers))),
+            ("gemma3.feed_forward_length", .uint32(UInt32(intermediateSize))),
+            ("gemma3.attention.head_count", .uint32(UInt32(numHeads))),
+            ("gemma3.attention.head_count_kv", .uint32(UInt32(numKVHeads))),
+            ("gemma3.attention.layer_norm_rms_epsilon", .float32(rmsNormEps)),
+            ("gemma3.attention.key_length", .uint32(UInt32(headDim))), ("gemma3.attention.value_length", .uint32(UInt32(headDim))),
+            ("gemma3.rope.dimension_count", .uint32(UInt32(headDim))),
+            ("gemma3.rope.freq_base", .float32(Float(ropeFull.theta))), ("gemma3.rope.freq_base_swa", .float32(Float(ropeSliding.theta))),
+            ("gemma3.attention.sliding_window", .uint32(UInt32(slidingWindow))),
+            ("gemma3.attention.sliding_window_pattern", .uint32(UInt32(p))),
+        ]
+        if let s = ropeFull.scaling {
+            guard s.ropeType == "linear", s.freqFactors == nil else {
+                throw SFTError.unsupported("GGUF export of gemma3 with rope_type '\(s.ropeType)' (llama.cpp's gemma3 has linear scaling)")
+            }
+            m += [("gemma3.rope.scaling.type", .string("linear")), ("gemma3.rope.scaling.factor", .float32(Float(s.factor ?? 1)))]
+        }
+        return GGUFModelExport(architecture: Gemma3Config.gguf, metadata: m, heads: (numHeads, numKVHeads))
     }
 }

@@ -43,12 +43,11 @@ public final class LanguageModel {
         // on its exact weights (the documented fallback, see WeightForms.swift).
         if packedDecode, quantization == nil, backend.supports(.ggufBlocks), let g = source as? GGUFWeights {
             try model.attachPackedWeights(from: g)
-            if let llama = model as? LlamaModel {
-                let headName = llama.tiedEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight"
+            if let headName = model.lmHeadName, g.ggufTensor(for: headName) != nil {
                 let raw = try g.loadRaw(headName)
                 if PackedWeights.supported.contains(raw.type.name) {
-                    llama.packedLMHead = try PackedMatrix(type: raw.type, rows: raw.shape[0], cols: raw.shape[1], bytes: raw.bytes,
-                                                         on: backend)
+                    model.packedLMHead = try PackedMatrix(type: raw.type, rows: raw.shape[0], cols: raw.shape[1], bytes: raw.bytes,
+                                                          on: backend)
                 }
             }
         }

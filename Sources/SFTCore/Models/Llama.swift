@@ -141,6 +141,23 @@ public struct LlamaConfig: Equatable, Decodable {
 
     public var rope: RopeParameters { RopeParameters(theta: ropeTheta, scaling: ropeScaling) }
 
+    /// Sizes for the memory estimate. Activations per token and layer (what sft's ops save for
+    /// backward), with Q = H·D, KVd = KV·D: the two norm outputs and the two residual sums (4C),
+    /// the attention and MLP outputs (2C), q before/after RoPE and the attention output (3Q), k
+    /// before/after RoPE and v (3KVd), the softmax statistics (H), gate, up and their SwiGLU
+    /// product (3F); Qwen3's q/k norms add their outputs (Q + KVd).
+    public var layout: ModelLayout {
+        let C = hiddenSize, F = intermediateSize, Q = numHeads * headDim, KVd = numKVHeads * headDim
+        return ModelLayout(
+            layers: numLayers, hidden: C, vocab: vocabSize, tiedEmbeddings: tieWordEmbeddings,
+            linears: [.init("q_proj", C, Q, bias: attentionBias), .init("k_proj", C, KVd, bias: attentionBias),
+                      .init("v_proj", C, KVd, bias: attentionBias), .init("o_proj", Q, C),
+                      .init("gate_proj", C, F, bias: mlpBias), .init("up_proj", C, F, bias: mlpBias),
+                      .init("down_proj", F, C, bias: mlpBias)],
+            layerNormValues: 2 * C + (qkNorm ? 2 * headDim : 0), finalNormValues: C,
+            activationsPerToken: 6 * C + 3 * Q + 3 * KVd + numHeads + 3 * F + (qkNorm ? Q + KVd : 0))
+    }
+
     static let architectures = ["llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
                                 "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"]
 
@@ -396,13 +413,9 @@ public final class LlamaModel: Module, CausalLM {
     }
 
     /// q_proj and v_proj for llama, mistral, qwen2 and qwen3 alike.
-    public var peftDefaultLoRATargets: [String] { ["q_proj", "v_proj"] }
-
-    public func memoryEstimate(quantization: QuantizationConfig?, lora: LoRAConfig?, batch: Int, sequence: Int,
-                               checkpointing: Bool, optimizerShards: Int) -> MemoryEstimate? {
-        MemoryEstimate(config: config, quantization: quantization, lora: lora, batch: batch, sequence: sequence,
-                       checkpointing: checkpointing, optimizerShards: optimizerShards)
-    }
+    public var peftDefaultLoRATargets: [String]? { ["q_proj", "v_proj"] }
+    public var layout: ModelLayout { config.layout }
+    public func ggufExport() throws -> GGUFModelExport { try config.ggufExport() }
 
     public func makeCache(capacity: Int) throws -> KVCache {
         try KVCache(layers: config.numLayers, capacity: capacity, kvDim: config.numKVHeads * config.headDim,
@@ -426,8 +439,7 @@ public final class LlamaModel: Module, CausalLM {
             }
             cache.count += ids.count
             let last = try model.norm(try x.rows(ids.count - 1, 1))
-            if let packedLMHead { return try packedLMHead.apply(last).floats() }
-            return try Ops.linear(last, lmHeadWeight.value).floats()
+            return try headLogits(last)
         }
     }
 
@@ -466,5 +478,99 @@ public final class LlamaModel: Module, CausalLM {
         let logits = try s.logits(vocab: V)
         try PackedMatrix.multiply([(packedLMHead, logits.storage)], x: s.xn.storage, on: be)
         return try logits.floats()
+    }
+}
+
+// MARK: - GGUF: llama.cpp's "llama" (Llama, Mistral: q/k rows permuted), "qwen2", "qwen3"
+
+extension LlamaConfig {
+    /// `<arch>.<key>` → HF config key.
+    static let ggufConfigKeys: [(gguf: String, hf: String)] = [
+        ("block_count", "num_hidden_layers"), ("embedding_length", "hidden_size"),
+        ("feed_forward_length", "intermediate_size"), ("attention.head_count", "num_attention_heads"),
+        ("attention.head_count_kv", "num_key_value_heads"),
+        ("attention.layer_norm_rms_epsilon", "rms_norm_eps"),
+        ("attention.layer_norm_epsilon", "layer_norm_epsilon"), ("rope.freq_base", "rope_theta"),
+        ("context_length", "max_position_embeddings"), ("vocab_size", "vocab_size"),
+        ("attention.key_length", "head_dim"),
+    ]
+
+    /// llama.cpp's tensor names for the Llama block.
+    static func gguf(_ arch: String) -> GGUFArchitecture {
+        GGUFArchitecture(
+            name: arch, layerPrefix: "model.layers.",
+            globals: ["token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
+                      "output_norm.bias": "model.norm.bias", "output.weight": "lm_head.weight", "output.bias": "lm_head.bias"],
+            blocks: ["attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+                     "attn_output": "self_attn.o_proj", "attn_norm": "input_layernorm",
+                     "ffn_norm": "post_attention_layernorm", "ffn_gate": "mlp.gate_proj",
+                     "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
+                     "attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm"],
+            derived: ["rope_freqs.weight"], permutesQK: arch == "llama" || arch == "mistral") { file in
+            var c = GGUFArchitecture.commonConfig(file, arch: arch, keys: ggufConfigKeys)
+            c["model_type"] = arch
+            if let w = file.metadata["\(arch).attention.sliding_window"]?.int, w > 0 { c["sliding_window"] = w }
+            for (key, value) in GGUFArchitecture.ropeConfig(file, arch: arch) { c[key] = value }
+            return c
+        }
+    }
+
+    /// The GGUF architecture for this model_type (llama.cpp converts Mistral v0.1-style
+    /// checkpoints as "llama").
+    var ggufArchitecture: String { modelType == "mistral" ? "llama" : modelType }
+
+    /// RoPE scaling as llama.cpp stores it: llama3 (and factors read from a GGUF) as the
+    /// `rope_freqs` tensor of per-frequency divisors, linear and yarn as `rope.scaling.*` keys;
+    /// kinds llama.cpp has no key for are refused, naming the kind.
+    func ggufRope(arch a: String) throws -> (metadata: [(String, GGUFValue)], freqFactors: [Float]?) {
+        guard let s = ropeScaling else { return ([], nil) }
+        switch s.ropeType {
+        case "default", "llama3":
+            // Divisors of the plain frequencies that give the scaled ones.
+            let plain = try RopeParameters(theta: ropeTheta, scaling: nil)
+                .frequencies(headDim: headDim, maxPositionEmbeddings: maxPositionEmbeddings).invFreq
+            let scaled = try rope.frequencies(headDim: headDim, maxPositionEmbeddings: maxPositionEmbeddings).invFreq
+            return ([], zip(plain, scaled).map { Float(Double($0) / Double($1)) })
+        case "linear" where s.freqFactors == nil:
+            return ([("\(a).rope.scaling.type", .string("linear")), ("\(a).rope.scaling.factor", .float32(Float(s.factor ?? 1)))], nil)
+        case "yarn" where s.freqFactors == nil && s.attentionFactor == nil && s.mscale == nil && s.betaFast == nil && s.betaSlow == nil:
+            var m: [(String, GGUFValue)] = [("\(a).rope.scaling.type", .string("yarn")),
+                                            ("\(a).rope.scaling.factor", .float32(Float(s.factor ?? 1)))]
+            if let n = s.originalMaxPositionEmbeddings { m.append(("\(a).rope.scaling.original_context_length", .uint32(UInt32(n)))) }
+            return (m, nil)
+        default:
+            throw SFTError.unsupported("GGUF export of rope_type '\(s.ropeType)' with these settings (llama.cpp has keys for llama3 as rope_freqs, linear and plain yarn)")
+        }
+    }
+
+    /// The `<arch>.*` keys llama.cpp's converter writes for this config.
+    func ggufExport() throws -> GGUFModelExport {
+        guard LlamaConfig.families[modelType] != nil else {
+            throw SFTError.unsupported("GGUF export of model type '\(modelType)'")
+        }
+        let a = ggufArchitecture
+        let r = try ggufRope(arch: a)
+        var m: [(String, GGUFValue)] = [
+            ("\(a).vocab_size", .uint32(UInt32(vocabSize))), ("\(a).context_length", .uint32(UInt32(maxPositionEmbeddings))),
+            ("\(a).embedding_length", .uint32(UInt32(hiddenSize))), ("\(a).block_count", .uint32(UInt32(numLayers))),
+            ("\(a).feed_forward_length", .uint32(UInt32(intermediateSize))),
+            ("\(a).attention.head_count", .uint32(UInt32(numHeads))), ("\(a).attention.head_count_kv", .uint32(UInt32(numKVHeads))),
+            ("\(a).rope.freq_base", .float32(Float(ropeTheta))),
+        ]
+        m += r.metadata
+        if let window = slidingWindow, layerTypes == nil {
+            m.append(("\(a).attention.sliding_window", .uint32(UInt32(window))))
+        } else if slidingWindow != nil {
+            throw SFTError.unsupported("GGUF export of per-layer sliding windows (layer_types) for \(modelType)")
+        }
+        m.append(("\(a).attention.layer_norm_rms_epsilon", .float32(rmsNormEps)))
+        m.append(("\(a).rope.dimension_count", .uint32(UInt32(headDim))))
+        if headDim * numHeads != hiddenSize {
+            m.append(("\(a).attention.key_length", .uint32(UInt32(headDim))))
+            m.append(("\(a).attention.value_length", .uint32(UInt32(headDim))))
+        }
+        return GGUFModelExport(architecture: LlamaConfig.gguf(a), metadata: m,
+                               derivedTensors: r.freqFactors.map { [("rope_freqs.weight", $0)] } ?? [],
+                               heads: (numHeads, numKVHeads))
     }
 }

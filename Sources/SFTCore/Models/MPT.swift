@@ -243,9 +243,10 @@ public final class MPTModel: Module, CausalLM {
     public var lmHeadWeight: Parameter { lmHead?.weight ?? transformer.wte.weight }
     public var hfConfig: [String: Any] { config.hf }
     /// PEFT's default for mpt: the fused attention projection.
-    public var peftDefaultLoRATargets: [String] { ["Wqkv"] }
-    public func memoryEstimate(quantization: QuantizationConfig?, lora: LoRAConfig?, batch: Int, sequence: Int,
-                               checkpointing: Bool, optimizerShards: Int) -> MemoryEstimate? { nil }
+    public var peftDefaultLoRATargets: [String]? { ["Wqkv"] }
+    public var layout: ModelLayout { config.layout }
+    public func ggufExport() throws -> GGUFModelExport { try config.ggufExport() }
+    public var packedLMHead: PackedMatrix?
 
     public func hiddenStates(_ input: ModelInput, checkpointing: Bool) throws -> Tensor {
         var x = try transformer.wte(input.ids, rowLength: input.T)                                     // (N, C)
@@ -268,8 +269,68 @@ public final class MPTModel: Module, CausalLM {
                 x = try block(x) { try block.attn.decode($0, alibi: alibi, cache: cache, layer: i) }
             }
             cache.count += ids.count
-            let last = try transformer.normF(try x.rows(ids.count - 1, 1))
-            return try Ops.linear(last, lmHeadWeight.value).floats()
+            return try headLogits(try transformer.normF(try x.rows(ids.count - 1, 1)))
         }
+    }
+}
+
+// MARK: - Sizes and GGUF (llama.cpp's "mpt": fused attn_qkv, ALiBi bias maximum and q/k/v clamp
+// as attention.max_alibi_bias / attention.clamp_kqv)
+
+extension MPTConfig {
+    /// Sizes for the memory estimate. Activations per token and layer: the layer input, two
+    /// LayerNorm outputs, two residual sums and the attention and MLP outputs (7C); the fused
+    /// q|k|v, its clamp (with clip_qkv) and its three column copies (6C or 9C); the attention
+    /// output (C) and softmax statistics (H); the up projection and its GELU (8C).
+    public var layout: ModelLayout {
+        let C = dModel
+        return ModelLayout(
+            layers: nLayers, hidden: C, vocab: vocabSize, tiedEmbeddings: tieWordEmbeddings,
+            linears: [.init("Wqkv", C, 3 * C), .init("out_proj", C, C), .init("up_proj", C, 4 * C), .init("down_proj", 4 * C, C)],
+            layerNormValues: 2 * C, finalNormValues: C,
+            activationsPerToken: 7 * C + (clipQKV == nil ? 6 : 9) * C + C + nHeads + 8 * C)
+    }
+
+    static let gguf = GGUFArchitecture(
+        name: "mpt", layerPrefix: "transformer.blocks.",
+        globals: ["token_embd.weight": "transformer.wte.weight", "output_norm.weight": "transformer.norm_f.weight",
+                  "output_norm.bias": "transformer.norm_f.bias", "output.weight": "lm_head.weight"],
+        blocks: ["attn_norm": "norm_1", "attn_qkv": "attn.Wqkv", "attn_output": "attn.out_proj", "ffn_norm": "norm_2",
+                 "ffn_up": "ffn.up_proj", "ffn_down": "ffn.down_proj"]) { file in
+        let m = file.metadata
+        var c = GGUFArchitecture.commonConfig(file, arch: "mpt", keys: [
+            ("block_count", "n_layers"), ("embedding_length", "d_model"), ("attention.head_count", "n_heads"),
+            ("attention.layer_norm_epsilon", "layer_norm_epsilon"), ("context_length", "max_seq_len"), ("vocab_size", "vocab_size"),
+        ])
+        c["model_type"] = "mpt"
+        c.merge(GGUFArchitecture.unknownKeys(file, arch: "mpt", known: [
+            "block_count", "embedding_length", "attention.head_count", "attention.head_count_kv", "attention.layer_norm_epsilon",
+            "context_length", "vocab_size", "feed_forward_length", "attention.clamp_kqv", "attention.max_alibi_bias"])) { a, _ in a }
+        if let ff = m["mpt.feed_forward_length"]?.int, let d = c["d_model"] as? Int, d > 0 {
+            c["expansion_ratio"] = ff % d == 0 ? ff / d : -1
+        }
+        var attn: [String: Any] = ["alibi": true]
+        // llama.cpp's MPT without ALiBi writes a maximum bias of 0.
+        if let b = m["mpt.attention.max_alibi_bias"]?.float { if b > 0 { attn["alibi_bias_max"] = b } else { attn["alibi"] = false } }
+        if let clip = m["mpt.attention.clamp_kqv"]?.float, clip > 0 { attn["clip_qkv"] = clip }
+        if let kv = m["mpt.attention.head_count_kv"]?.int, kv != (c["n_heads"] as? Int) { attn["kv_n_heads"] = kv }
+        c["attn_config"] = attn
+        return c
+    }
+
+    /// The `mpt.*` keys llama.cpp's converter writes; settings it has no key for are refused.
+    func ggufExport() throws -> GGUFModelExport {
+        if let s = softmaxScale, Float(s) != Float(1 / Double(dModel / nHeads).squareRoot()) {
+            throw SFTError.unsupported("GGUF export of mpt with attn_config.softmax_scale \(s) (llama.cpp scales by head_dim^-½)")
+        }
+        var m: [(String, GGUFValue)] = [
+            ("mpt.vocab_size", .uint32(UInt32(vocabSize))), ("mpt.context_length", .uint32(UInt32(maxSeqLen))),
+            ("mpt.embedding_length", .uint32(UInt32(dModel))), ("mpt.block_count", .uint32(UInt32(nLayers))),
+            ("mpt.feed_forward_length", .uint32(UInt32(4 * dModel))), ("mpt.attention.head_count", .uint32(UInt32(nHeads))),
+            ("mpt.attention.layer_norm_epsilon", .float32(layerNormEpsilon)),
+            ("mpt.attention.max_alibi_bias", .float32(Float(alibiBiasMax))),
+        ]
+        if let clipQKV { m.append(("mpt.attention.clamp_kqv", .float32(Float(clipQKV)))) }
+        return GGUFModelExport(architecture: MPTConfig.gguf, metadata: m, heads: (nHeads, nHeads))
     }
 }

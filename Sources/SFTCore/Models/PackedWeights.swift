@@ -85,12 +85,12 @@ extension Module {
     }
 }
 
-extension Module {
+extension CausalLM {
     /// Sets how every packed product of this model reads x (`PackedMatrix.activations`),
     /// the LM head's included.
     public func setPackedActivations(_ activations: MatVecActivations) {
         for (_, module) in namedModules() { (module as? Linear)?.packed?.activations = activations }
-        (self as? LlamaModel)?.packedLMHead?.activations = activations
+        packedLMHead?.activations = activations
     }
 }
 

@@ -213,10 +213,11 @@ public final class Phi3Model: Module, CausalLM {
     public var tiedEmbeddings: Bool { lmHead == nil }
     public var lmHeadWeight: Parameter { lmHead?.weight ?? model.embedTokens.weight }
     public var hfConfig: [String: Any] { config.hf }
-    /// PEFT's default for phi3: the fused attention projection.
-    public var peftDefaultLoRATargets: [String] { ["qkv_proj"] }
-    public func memoryEstimate(quantization: QuantizationConfig?, lora: LoRAConfig?, batch: Int, sequence: Int,
-                               checkpointing: Bool, optimizerShards: Int) -> MemoryEstimate? { nil }
+    /// PEFT has no default targets for phi3 (its mapping has no entry; PEFT asks for them).
+    public var peftDefaultLoRATargets: [String]? { nil }
+    public var layout: ModelLayout { config.layout }
+    public func ggufExport() throws -> GGUFModelExport { try config.ggufExport() }
+    public var packedLMHead: PackedMatrix?
 
     public func hiddenStates(_ input: ModelInput, checkpointing: Bool) throws -> Tensor {
         let rope = LayerRope(invFreq: try rotary.invFreq(for: input), attentionFactor: rotary.attentionFactor)
@@ -245,8 +246,110 @@ public final class Phi3Model: Module, CausalLM {
                 x = try layer(x) { try layer.selfAttn.decode($0, positions: positions, rope: rope, cache: cache, layer: i) }
             }
             cache.count += ids.count
-            let last = try model.norm(try x.rows(ids.count - 1, 1))
-            return try Ops.linear(last, lmHeadWeight.value).floats()
+            return try headLogits(try model.norm(try x.rows(ids.count - 1, 1)))
         }
+    }
+}
+
+// MARK: - Sizes and GGUF (llama.cpp's "phi3": fused attn_qkv, gate|up fused in ffn_up, LongRoPE
+// factors as the rope_factors_long / rope_factors_short tensors)
+
+extension Phi3Config {
+    /// Sizes for the memory estimate. Activations per token and layer: norm outputs, residual
+    /// sums, attention and MLP outputs (6C); the fused q|k|v and its three column copies
+    /// (2(Q + 2KVd)); q and k after RoPE (Q + KVd); the attention output (Q) and softmax
+    /// statistics (H); the fused gate|up, its two column copies and the SwiGLU product (5F).
+    public var layout: ModelLayout {
+        let C = hiddenSize, F = intermediateSize, Q = numHeads * headDim, KVd = numKVHeads * headDim
+        return ModelLayout(
+            layers: numLayers, hidden: C, vocab: vocabSize, tiedEmbeddings: tieWordEmbeddings,
+            linears: [.init("qkv_proj", C, Q + 2 * KVd), .init("o_proj", Q, C), .init("gate_up_proj", C, 2 * F),
+                      .init("down_proj", F, C)],
+            layerNormValues: 2 * C, finalNormValues: C,
+            activationsPerToken: 6 * C + 2 * (Q + 2 * KVd) + Q + KVd + Q + numHeads + 5 * F)
+    }
+
+    static let ggufKeys: [(gguf: String, hf: String)] = [
+        ("block_count", "num_hidden_layers"), ("embedding_length", "hidden_size"),
+        ("feed_forward_length", "intermediate_size"), ("attention.head_count", "num_attention_heads"),
+        ("attention.head_count_kv", "num_key_value_heads"), ("attention.layer_norm_rms_epsilon", "rms_norm_eps"),
+        ("rope.freq_base", "rope_theta"), ("context_length", "max_position_embeddings"), ("vocab_size", "vocab_size"),
+        ("attention.key_length", "head_dim"),
+    ]
+
+    static let gguf = GGUFArchitecture(
+        name: "phi3", layerPrefix: "model.layers.",
+        globals: ["token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
+                  "output.weight": "lm_head.weight"],
+        blocks: ["attn_norm": "input_layernorm", "attn_qkv": "self_attn.qkv_proj", "attn_output": "self_attn.o_proj",
+                 "ffn_norm": "post_attention_layernorm", "ffn_up": "mlp.gate_up_proj", "ffn_down": "mlp.down_proj"],
+        derived: ["rope_factors_long.weight", "rope_factors_short.weight"]) { file in
+        let m = file.metadata
+        var c = GGUFArchitecture.commonConfig(file, arch: "phi3", keys: ggufKeys)
+        c["model_type"] = "phi3"
+        let known: Set<String> = Set(ggufKeys.map(\.gguf)).union([
+            "attention.value_length", "attention.sliding_window", "rope.dimension_count",
+            "rope.scaling.original_context_length", "rope.scaling.attn_factor"])
+        c.merge(GGUFArchitecture.unknownKeys(file, arch: "phi3", known: known)) { a, _ in a }
+        if let w = m["phi3.attention.sliding_window"]?.int, w > 0 { c["sliding_window"] = w }
+        let heads = (c["num_attention_heads"] as? Int) ?? 1
+        let headDim = (c["head_dim"] as? Int) ?? ((c["hidden_size"] as? Int) ?? 0) / max(1, heads)
+        if let dims = m["phi3.rope.dimension_count"]?.int, dims != headDim {
+            c["partial_rotary_factor"] = Double(dims) / Double(max(1, headDim))
+        }
+        let original = m["phi3.rope.scaling.original_context_length"]?.int
+        if let original { c["original_max_position_embeddings"] = original }
+        if let l = file.tensor(named: "rope_factors_long.weight"), let s = file.tensor(named: "rope_factors_short.weight"),
+           let long = try? file.dequantize(l), let short = try? file.dequantize(s) {
+            var scaling: [String: Any] = ["rope_type": "longrope", "long_factor": long.map(Double.init),
+                                          "short_factor": short.map(Double.init)]
+            if let original { scaling["original_max_position_embeddings"] = original }
+            // The stored attention factor, unless it is the one transformers derives (then the
+            // config leaves it out, as the HF original does).
+            if let stored = m["phi3.rope.scaling.attn_factor"]?.float, let original,
+               let context = c["max_position_embeddings"] as? Int {
+                let factor = Double(context) / Double(original)
+                let derived = factor <= 1 ? 1 : (1 + Foundation.log(factor) / Foundation.log(Double(original))).squareRoot()
+                if abs(Double(Float(derived)) - stored) > 1e-6 { scaling["attention_factor"] = stored }
+            }
+            c["rope_scaling"] = scaling
+        } else if let a = m["phi3.rope.scaling.attn_factor"]?.float, a != 1 {
+            c["phi3.rope.scaling.attn_factor"] = a
+        }
+        return c
+    }
+
+    /// The `phi3.*` keys llama.cpp's converter writes, and LongRoPE's factor tensors.
+    func ggufExport() throws -> GGUFModelExport {
+        var m: [(String, GGUFValue)] = [
+            ("phi3.vocab_size", .uint32(UInt32(vocabSize))), ("phi3.context_length", .uint32(UInt32(maxPositionEmbeddings))),
+            ("phi3.embedding_length", .uint32(UInt32(hiddenSize))), ("phi3.block_count", .uint32(UInt32(numLayers))),
+            ("phi3.feed_forward_length", .uint32(UInt32(intermediateSize))),
+            ("phi3.attention.head_count", .uint32(UInt32(numHeads))), ("phi3.attention.head_count_kv", .uint32(UInt32(numKVHeads))),
+            ("phi3.attention.layer_norm_rms_epsilon", .float32(rmsNormEps)),
+            ("phi3.rope.dimension_count", .uint32(UInt32(headDim))), ("phi3.rope.freq_base", .float32(Float(rope.theta))),
+            ("phi3.attention.sliding_window", .uint32(UInt32(slidingWindow ?? 0))),
+        ]
+        if headDim * numHeads != hiddenSize {
+            m.append(("phi3.attention.key_length", .uint32(UInt32(headDim))))
+            m.append(("phi3.attention.value_length", .uint32(UInt32(headDim))))
+        }
+        var tensors: [(name: String, values: [Float])] = []
+        if let s = rope.scaling {
+            guard s.ropeType == "longrope", s.freqFactors == nil, let long = s.longFactor, let short = s.shortFactor else {
+                throw SFTError.unsupported("GGUF export of phi3 with rope_type '\(s.ropeType)' (llama.cpp's phi3 has LongRoPE factors only)")
+            }
+            guard s.factor == nil else {
+                throw SFTError.unsupported("GGUF export of phi3 LongRoPE with an explicit factor (llama.cpp derives it from the context lengths)")
+            }
+            let original = s.originalMaxPositionEmbeddings ?? originalMaxPositionEmbeddings ?? maxPositionEmbeddings
+            let attention = try rope.frequencies(headDim: headDim, maxPositionEmbeddings: maxPositionEmbeddings).attentionFactor
+            m.append(("phi3.rope.scaling.original_context_length", .uint32(UInt32(original))))
+            m.append(("phi3.rope.scaling.attn_factor", .float32(attention)))
+            tensors = [("rope_factors_long.weight", long.map(Float.init)), ("rope_factors_short.weight", short.map(Float.init))]
+        } else if let original = originalMaxPositionEmbeddings {
+            m.append(("phi3.rope.scaling.original_context_length", .uint32(UInt32(original))))
+        }
+        return GGUFModelExport(architecture: Phi3Config.gguf, metadata: m, derivedTensors: tensors, heads: (numHeads, numKVHeads))
     }
 }

@@ -1,17 +1,59 @@
-// A memory estimate for a finetuning run of a Llama-shaped model, printed before training next
+// A memory estimate for a finetuning run of any model in the zoo, printed before training next
 // to the measured peak afterwards: frozen weights (4-bit or not), LoRA adapters, gradients,
 // AdamW moments, and the activations the autograd tape keeps at the configured batch and
 // sequence length, with and without gradient checkpointing.
 //
-// Activation count per token and decoder layer (what sft's ops save for backward), with C
-// hidden, Q = H·D, KVd = KV·D, F intermediate: the two norm outputs and the two residual sums
-// (4C), the attention and MLP outputs (2C), q before/after RoPE and the attention output (3Q),
-// k before/after RoPE and v (3KVd) plus the attention's softmax statistics (H), gate, up and
-// their SwiGLU product (3F); each adapted Linear adds its dropout output (in) and the two
-// rank-r intermediates (2r). With checkpointing only each layer's input (C) stays, and one
-// layer's tape exists at a time during its recomputation. Estimates, not measurements.
+// It reads the model's `ModelLayout` (each family writes its own from its config, so a 7B run
+// can be estimated without building the model): the Linears of one decoder layer, the other
+// parameters, and the activation values one layer keeps per token for backward. Each adapted
+// Linear adds its dropout output (in) and the two rank-r intermediates (2r). With checkpointing
+// only each layer's input (C) stays, and one layer's tape exists at a time during its
+// recomputation. Estimates, not measurements.
 
 import Foundation
+
+/// The parameter and activation sizes of a decoder-only model, as the memory estimate counts them.
+public struct ModelLayout: Equatable, Sendable {
+    /// A Linear of one decoder layer: its HF leaf name (what LoRA's target_modules match), shape and bias.
+    public struct LinearShape: Equatable, Sendable {
+        public var name: String
+        public var inFeatures: Int
+        public var outFeatures: Int
+        public var bias: Bool
+        public init(_ name: String, _ inFeatures: Int, _ outFeatures: Int, bias: Bool = false) {
+            self.name = name; self.inFeatures = inFeatures; self.outFeatures = outFeatures; self.bias = bias
+        }
+    }
+    public var layers: Int
+    public var hidden: Int
+    public var vocab: Int
+    public var tiedEmbeddings: Bool
+    /// The Linears of one decoder layer.
+    public var linears: [LinearShape]
+    /// Other parameter values of one decoder layer (norms, q/k norms).
+    public var layerNormValues: Int
+    /// Parameter values outside the layers besides the embedding and LM head (final norm).
+    public var finalNormValues: Int
+    /// Values one decoder layer keeps per token for backward, adapters excluded.
+    public var activationsPerToken: Int
+
+    public init(layers: Int, hidden: Int, vocab: Int, tiedEmbeddings: Bool, linears: [LinearShape],
+                layerNormValues: Int, finalNormValues: Int, activationsPerToken: Int) {
+        self.layers = layers; self.hidden = hidden; self.vocab = vocab; self.tiedEmbeddings = tiedEmbeddings
+        self.linears = linears; self.layerNormValues = layerNormValues; self.finalNormValues = finalNormValues
+        self.activationsPerToken = activationsPerToken
+    }
+
+    /// Weight values of the decoder layers' Linears (what 4-bit quantization packs).
+    public var linearWeightValues: Int { layers * linears.reduce(0) { $0 + $1.inFeatures * $1.outFeatures } }
+    /// Everything else: embedding, LM head, norms, biases.
+    public var otherValues: Int {
+        vocab * hidden * (tiedEmbeddings ? 1 : 2) + finalNormValues
+            + layers * (layerNormValues + linears.reduce(0) { $0 + ($1.bias ? $1.outFeatures : 0) })
+    }
+    /// Every parameter value of the model.
+    public var parameterCount: Int { linearWeightValues + otherValues }
+}
 
 public struct MemoryEstimate: Sendable, CustomStringConvertible {
     /// Bytes of the frozen (or, for full finetuning, trained) base weights as stored.
@@ -32,23 +74,19 @@ public struct MemoryEstimate: Sendable, CustomStringConvertible {
     public var total: Int { weights + adapters + gradients + optimizer + (checkpointing ? activationsCheckpointed : activations) }
 
     /// - Parameters:
-    ///   - quantization: 4-bit base (every Linear but the LM head), or nil for f32 weights
-    ///     (`weightBytes` bytes per value: 4 on CPU, 2 for bf16 on GPU).
+    ///   - layout: the model's sizes (`CausalLM.layout`, or a config's `layout`).
+    ///   - quantization: 4-bit base (every decoder Linear; not the LM head), or nil for f32
+    ///     weights (`weightBytes` bytes per value: 4 on CPU, 2 for bf16 on GPU).
     ///   - lora: adapters on the Linears it targets, or nil for full finetuning.
     ///   - activationBytes: bytes per activation value (4 on CPU, 2 for bf16 on GPU).
     ///   - lossChunk: rows of logits the fused LM-head loss holds at once.
     ///   - optimizerShards: ranks the AdamW moments are split over (`zero_stage: 1`); the
     ///     estimate is then per rank.
-    public init(config c: LlamaConfig, quantization: QuantizationConfig?, lora: LoRAConfig?, batch: Int, sequence: Int,
+    public init(layout m: ModelLayout, quantization: QuantizationConfig?, lora: LoRAConfig?, batch: Int, sequence: Int,
                 checkpointing: Bool, weightBytes: Int = 4, activationBytes: Int = 4, lossChunk: Int = 256,
                 optimizerShards: Int = 1) {
-        let C = c.hiddenSize, F = c.intermediateSize, L = c.numLayers, V = c.vocabSize
-        let Q = c.numHeads * c.headDim, KVd = c.numKVHeads * c.headDim
-        // (name, in, out) of each Linear in one decoder layer.
-        let linears: [(String, Int, Int)] = [("q_proj", C, Q), ("k_proj", C, KVd), ("v_proj", C, KVd), ("o_proj", Q, C),
-                                             ("gate_proj", C, F), ("up_proj", C, F), ("down_proj", F, C)]
-        let linearValues = L * linears.reduce(0) { $0 + $1.1 * $1.2 }
-        let otherValues = V * C + (c.tieWordEmbeddings ? 0 : V * C) + (2 * L + 1) * C
+        let C = m.hidden, L = m.layers, V = m.vocab
+        let linearValues = m.linearWeightValues, otherValues = m.otherValues
         weightsF32 = (linearValues + otherValues) * 4
         if let q = quantization {
             // Packed codes (½ byte per value) plus the scales per block.
@@ -60,9 +98,9 @@ public struct MemoryEstimate: Sendable, CustomStringConvertible {
         }
         var adapterValues = 0, loraActivations = 0
         if let lora {
-            for (name, inF, outF) in linears where lora.targetModules.contains("all-linear") || lora.targetModules.contains(name) {
-                adapterValues += L * lora.r * (inF + outF)
-                loraActivations += (lora.dropout > 0 ? inF : 0) + 2 * lora.r
+            for l in m.linears where lora.targetModules.contains("all-linear") || lora.targetModules.contains(l.name) {
+                adapterValues += L * lora.r * (l.inFeatures + l.outFeatures)
+                loraActivations += (lora.dropout > 0 ? l.inFeatures : 0) + 2 * lora.r
             }
         }
         adapters = adapterValues * 4
@@ -70,7 +108,7 @@ public struct MemoryEstimate: Sendable, CustomStringConvertible {
         gradients = trainable * 4
         optimizer = (trainable * 8 + optimizerShards - 1) / max(1, optimizerShards)
         let tokens = batch * sequence
-        let perLayer = 6 * C + 3 * Q + 3 * KVd + c.numHeads + 3 * F + loraActivations
+        let perLayer = m.activationsPerToken + loraActivations
         let head = tokens * 2 * C + min(lossChunk, tokens) * V      // final norm in/out, one logits chunk
         activations = (L * perLayer * tokens + head) * activationBytes
         activationsCheckpointed = ((L * C + perLayer) * tokens + head) * activationBytes
@@ -79,6 +117,15 @@ public struct MemoryEstimate: Sendable, CustomStringConvertible {
             ?? (lora == nil ? "full finetuning" : "LoRA")
         summary = "\(method), \(L) layers × hidden \(C), batch \(batch) × \(sequence) tokens"
             + (optimizerShards > 1 ? ", per rank with AdamW states sharded over \(optimizerShards) ranks" : "")
+    }
+
+    /// The estimate for `model` (its `layout`); see `init(layout:...)`.
+    public init(model: any CausalLM, quantization: QuantizationConfig?, lora: LoRAConfig?, batch: Int, sequence: Int,
+                checkpointing: Bool, weightBytes: Int = 4, activationBytes: Int = 4, lossChunk: Int = 256,
+                optimizerShards: Int = 1) {
+        self.init(layout: model.layout, quantization: quantization, lora: lora, batch: batch, sequence: sequence,
+                  checkpointing: checkpointing, weightBytes: weightBytes, activationBytes: activationBytes,
+                  lossChunk: lossChunk, optimizerShards: optimizerShards)
     }
 
     public var description: String {

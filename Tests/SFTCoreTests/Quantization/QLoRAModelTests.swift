@@ -149,7 +149,7 @@ final class QLoRAModelTests: XCTestCase {
     func testMemoryEstimateMatchesWhatTheModelHolds() throws {
         let q = QuantizationConfig(type: .nf4, blockSize: 64, doubleQuant: true)
         let lora = LoRAConfig(r: 8, alpha: 16, dropout: 0)
-        let est = MemoryEstimate(config: Self.config, quantization: q, lora: lora, batch: 2, sequence: 64, checkpointing: true)
+        let est = MemoryEstimate(layout: Self.config.layout, quantization: q, lora: lora, batch: 2, sequence: 64, checkpointing: true)
         let m = try randomModel(seed: 1)
         try m.quantizeLinears(config: q)
         try m.applyLoRA(lora, seed: 1)
@@ -162,7 +162,7 @@ final class QLoRAModelTests: XCTestCase {
 
         // A Llama-2-7B shape: 4-bit linears (~3.3 GB) plus bf16 embeddings and head (~0.5 GB).
         let l7 = LlamaConfig(hiddenSize: 4096, intermediateSize: 11008, numLayers: 32, numHeads: 32, numKVHeads: 32, vocabSize: 32000)
-        let e7 = MemoryEstimate(config: l7, quantization: q, lora: LoRAConfig(r: 64, alpha: 16, dropout: 0.05),
+        let e7 = MemoryEstimate(layout: l7.layout, quantization: q, lora: LoRAConfig(r: 64, alpha: 16, dropout: 0.05),
                                 batch: 1, sequence: 2048, checkpointing: true, weightBytes: 2, activationBytes: 2)
         print(e7)
         XCTAssertEqual(Double(e7.weights) / 1e9, 3.87, accuracy: 0.05, e7.description)
