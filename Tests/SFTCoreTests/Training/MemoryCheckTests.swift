@@ -6,13 +6,13 @@ import XCTest
 @testable import SFTCore
 
 final class MemoryCheckTests: XCTestCase {
-    func estimate(batch: Int = 4, sequence: Int = 64) -> MemoryEstimate {
-        MemoryEstimate(config: TinyLlama.config, quantization: nil, lora: LoRAConfig(r: 2, alpha: 4, dropout: 0),
+    func estimate(batch: Int = 4, sequence: Int = 64) throws -> MemoryEstimate {
+        MemoryEstimate(model: try TinyLlama.make(), quantization: nil, lora: LoRAConfig(r: 2, alpha: 4, dropout: 0),
                        batch: batch, sequence: sequence, checkpointing: false)
     }
 
     func testRefusesWhenTheRestOfTheEstimateExceedsAvailableMemory() throws {
-        let e = estimate()
+        let e = try estimate()
         let need = e.total - e.weights
         var config = FinetuneConfig()
         config.perDeviceTrainBatchSize = 4
@@ -29,7 +29,7 @@ final class MemoryCheckTests: XCTestCase {
         XCTAssertNoThrow(try FinetuneMemoryCheck.check(e, available: need, device: "cpu", config: config))
         XCTAssertNoThrow(try FinetuneMemoryCheck.check(e, available: nil, device: "cpu", config: config))
         // The need grows with the batch: what fits at batch 4 does not at batch 4000.
-        let big = estimate(batch: 4000)
+        let big = try estimate(batch: 4000)
         XCTAssertThrowsError(try FinetuneMemoryCheck.check(big, available: need, device: "cuda", config: config))
     }
 
