@@ -132,7 +132,7 @@ public struct Gemma3Config: Equatable, Decodable {
 }
 
 /// Gemma's RMSNorm: x / rms(x) · (1 + w), w stored as in the checkpoint (zero-centred).
-final class GemmaRMSNorm: Module {
+final class GemmaRMSNorm: Module, RowwiseModule {
     let weight: Parameter
     let eps: Float
     private let one: Tensor
@@ -240,25 +240,9 @@ final class Gemma3DecoderLayer: Module {
     }
 }
 
-final class Gemma3Body: Module {
-    let embedTokens: Embedding
-    let layers: [Gemma3DecoderLayer]
-    let norm: GemmaRMSNorm
-
-    init(_ c: Gemma3Config, on be: Backend) throws {
-        embedTokens = try Embedding(vocab: c.vocabSize, dim: c.hiddenSize, on: be)
-        layers = try (0..<c.numLayers).map { try Gemma3DecoderLayer(c, layer: $0, on: be) }
-        norm = try GemmaRMSNorm(dim: c.hiddenSize, eps: c.rmsNormEps, on: be)
-    }
-
-    override var children: [(String, Module)] {
-        [("embed_tokens", embedTokens)] + layers.enumerated().map { ("layers.\($0.offset)", $0.element) } + [("norm", norm)]
-    }
-}
-
 public final class Gemma3Model: Module, CausalLM {
     public let config: Gemma3Config
-    let model: Gemma3Body
+    let model: DecoderBody<Gemma3DecoderLayer, GemmaRMSNorm>
     let lmHead: Linear?
     let ropeFull, ropeSliding: RotaryEmbedding
     /// √C in f32, as transformers scales the embedding.
@@ -266,7 +250,9 @@ public final class Gemma3Model: Module, CausalLM {
 
     public init(config c: Gemma3Config, on be: Backend) throws {
         config = c
-        model = try Gemma3Body(c, on: be)
+        model = DecoderBody(embedTokens: try Embedding(vocab: c.vocabSize, dim: c.hiddenSize, on: be),
+                            layers: try (0..<c.numLayers).map { try Gemma3DecoderLayer(c, layer: $0, on: be) },
+                            norm: try GemmaRMSNorm(dim: c.hiddenSize, eps: c.rmsNormEps, on: be))
         lmHead = c.tieWordEmbeddings ? nil : try Linear(inFeatures: c.hiddenSize, outFeatures: c.vocabSize, bias: false, on: be)
         ropeFull = try RotaryEmbedding(c.ropeFull, headDim: c.headDim, maxPositionEmbeddings: c.maxPositionEmbeddings, on: be)
         ropeSliding = try RotaryEmbedding(c.ropeSliding, headDim: c.headDim, maxPositionEmbeddings: c.maxPositionEmbeddings, on: be)
@@ -301,15 +287,10 @@ public final class Gemma3Model: Module, CausalLM {
     public func hiddenStates(_ input: ModelInput, checkpointing: Bool) throws -> Tensor {
         let needsLength = ropeFull.parameters.dependsOnLength || ropeSliding.parameters.dependsOnLength
         let r = try ropes(maxPosition: needsLength ? Int(try input.positions.ints().max() ?? 0) : 0)
-        var x = try Ops.scale(try model.embedTokens(input.ids, rowLength: input.T), embedScale)          // (N, C)
-        for layer in model.layers {
-            let rope = layer.selfAttn.sliding ? r.sliding : r.full
-            let body: ([Tensor]) throws -> Tensor = { xs in
-                try layer(xs[0]) { try layer.selfAttn($0, input, rope: rope) }
-            }
-            x = checkpointing ? try Autograd.checkpoint([x], body) : try body([x])
+        let x = try Ops.scale(try model.embedTokens(input.ids, rowLength: input.T), embedScale)          // (N, C)
+        return try model(x, checkpointing: checkpointing) { layer, x in
+            try layer(x) { try layer.selfAttn($0, input, rope: layer.selfAttn.sliding ? r.sliding : r.full) }
         }
-        return try model.norm(x)
     }
 
     public func makeCache(capacity: Int) throws -> KVCache {
@@ -318,19 +299,12 @@ public final class Gemma3Model: Module, CausalLM {
     }
 
     public func decode(_ ids: [Int32], cache: KVCache) throws -> [Float] {
-        try cache.checkRoom(for: ids.count)
-        return try Autograd.withNoGrad {
-            let be = ropeFull.invFreq.backend
-            let positions = try Tensor(ints: (0..<ids.count).map { Int32(cache.count + $0) }, shape: [ids.count], on: be)
-            let r = try ropes(maxPosition: cache.count + ids.count - 1)
-            var x = try Ops.scale(try model.embedTokens(try Tensor(ints: ids, shape: [ids.count], on: be)), embedScale)
-            for (i, layer) in model.layers.enumerated() {
-                let rope = layer.selfAttn.sliding ? r.sliding : r.full
-                x = try layer(x) { try layer.selfAttn.decode($0, positions: positions, rope: rope, cache: cache, layer: i) }
-            }
-            cache.count += ids.count
-            return try headLogits(try model.norm(try x.rows(ids.count - 1, 1)))
+        let r = try ropes(maxPosition: cache.count + ids.count - 1)
+        let last = try model.decode(ids, cache: cache, embed: { try Ops.scale(try model.embedTokens($0), embedScale) }) { i, layer, x, positions in
+            let rope = layer.selfAttn.sliding ? r.sliding : r.full
+            return try layer(x) { try layer.selfAttn.decode($0, positions: positions, rope: rope, cache: cache, layer: i) }
         }
+        return try Autograd.withNoGrad { try headLogits(last) }
     }
 }
 

@@ -274,8 +274,9 @@ final class LlamaDecoderLayer: Module {
          ("post_attention_layernorm", postAttentionLayernorm)]
     }
 
-    func callAsFunction(_ x: Tensor, _ input: ModelInput, rope: LayerRope) throws -> Tensor {
-        let h = try Ops.add(x, try selfAttn(try inputLayernorm(x), input, rope: rope))
+    /// x + attention(norm(x)), then h + mlp(norm(h)); `attention` is the training or the cached form.
+    func callAsFunction(_ x: Tensor, attention: (Tensor) throws -> Tensor) throws -> Tensor {
+        let h = try Ops.add(x, try attention(try inputLayernorm(x)))
         return try Ops.add(h, try mlp(try postAttentionLayernorm(h)))
     }
 
@@ -344,26 +345,10 @@ final class LlamaStepBuffers {
     }
 }
 
-/// The `model.` sub-tree of HF's LlamaForCausalLM.
-final class LlamaBody: Module {
-    let embedTokens: Embedding
-    let layers: [LlamaDecoderLayer]
-    let norm: RMSNorm
-
-    init(_ c: LlamaConfig, on be: Backend) throws {
-        embedTokens = try Embedding(vocab: c.vocabSize, dim: c.hiddenSize, on: be)
-        layers = try (0..<c.numLayers).map { try LlamaDecoderLayer(c, layer: $0, on: be) }
-        norm = try RMSNorm(dim: c.hiddenSize, eps: c.rmsNormEps, on: be)
-    }
-
-    override var children: [(String, Module)] {
-        [("embed_tokens", embedTokens)] + layers.enumerated().map { ("layers.\($0.offset)", $0.element) } + [("norm", norm)]
-    }
-}
-
 public final class LlamaModel: Module, CausalLM {
     public let config: LlamaConfig
-    let model: LlamaBody
+    /// The `model.` sub-tree of HF's LlamaForCausalLM.
+    let model: DecoderBody<LlamaDecoderLayer, RMSNorm>
     let lmHead: Linear?
     let rotary: RotaryEmbedding
     /// The frequencies for sequences within the pretraining length.
@@ -373,7 +358,9 @@ public final class LlamaModel: Module, CausalLM {
 
     public init(config c: LlamaConfig, on be: Backend) throws {
         config = c
-        model = try LlamaBody(c, on: be)
+        model = DecoderBody(embedTokens: try Embedding(vocab: c.vocabSize, dim: c.hiddenSize, on: be),
+                            layers: try (0..<c.numLayers).map { try LlamaDecoderLayer(c, layer: $0, on: be) },
+                            norm: try RMSNorm(dim: c.hiddenSize, eps: c.rmsNormEps, on: be))
         lmHead = c.tieWordEmbeddings ? nil : try Linear(inFeatures: c.hiddenSize, outFeatures: c.vocabSize, bias: false, on: be)
         rotary = try RotaryEmbedding(c.rope, headDim: c.headDim, maxPositionEmbeddings: c.maxPositionEmbeddings, on: be)
     }
@@ -401,15 +388,9 @@ public final class LlamaModel: Module, CausalLM {
 
     public func hiddenStates(_ input: ModelInput, checkpointing: Bool) throws -> Tensor {
         let rope = LayerRope(invFreq: try rotary.invFreq(for: input), attentionFactor: rotary.attentionFactor)
-        var x = try model.embedTokens(input.ids, rowLength: input.T)                                 // (N, C)
-        for layer in model.layers {
-            if checkpointing {
-                x = try Autograd.checkpoint([x]) { try layer($0[0], input, rope: rope) }
-            } else {
-                x = try layer(x, input, rope: rope)
-            }
+        return try model(try model.embedTokens(input.ids, rowLength: input.T), checkpointing: checkpointing) { layer, x in
+            try layer(x) { try layer.selfAttn($0, input, rope: rope) }
         }
-        return try model.norm(x)
     }
 
     /// q_proj and v_proj for llama, mistral, qwen2 and qwen3 alike.
@@ -424,23 +405,13 @@ public final class LlamaModel: Module, CausalLM {
 
     public func decode(_ ids: [Int32], cache: KVCache) throws -> [Float] {
         try cache.checkRoom(for: ids.count)
-        return try Autograd.withNoGrad {
-            if ids.count == 1, let logits = try packedStep(ids[0], cache: cache) { return logits }
-            let be = invFreq.backend
-            let positions = try Tensor(ints: (0..<ids.count).map { Int32(cache.count + $0) }, shape: [ids.count], on: be)
-            let rope = LayerRope(invFreq: try rotary.invFreq(maxPosition: cache.count + ids.count - 1),
-                                 attentionFactor: rotary.attentionFactor)
-            var x = try model.embedTokens(try Tensor(ints: ids, shape: [ids.count], on: be))
-            for (i, layer) in model.layers.enumerated() {
-                let a = try layer.selfAttn.decode(try layer.inputLayernorm(x), positions: positions, rope: rope,
-                                                  cache: cache, layer: i)
-                let h = try Ops.add(x, a)
-                x = try Ops.add(h, try layer.mlp(try layer.postAttentionLayernorm(h)))
-            }
-            cache.count += ids.count
-            let last = try model.norm(try x.rows(ids.count - 1, 1))
-            return try headLogits(last)
+        if ids.count == 1, let logits = try Autograd.withNoGrad({ try packedStep(ids[0], cache: cache) }) { return logits }
+        let rope = LayerRope(invFreq: try rotary.invFreq(maxPosition: cache.count + ids.count - 1),
+                             attentionFactor: rotary.attentionFactor)
+        let last = try model.decode(ids, cache: cache, embed: { try model.embedTokens($0) }) { i, layer, x, positions in
+            try layer(x) { try layer.selfAttn.decode($0, positions: positions, rope: rope, cache: cache, layer: i) }
         }
+        return try Autograd.withNoGrad { try headLogits(last) }
     }
 
     /// Logits of one token decoded on packed weights with reused buffers; nil when some

@@ -198,33 +198,20 @@ final class MPTBlock: Module {
     }
 }
 
-/// The `transformer.` sub-tree of HF's MptForCausalLM.
-final class MPTBody: Module {
-    let wte: Embedding
-    let blocks: [MPTBlock]
-    let normF: LayerNorm
-
-    init(_ c: MPTConfig, on be: Backend) throws {
-        wte = try Embedding(vocab: c.vocabSize, dim: c.dModel, on: be)
-        blocks = try (0..<c.nLayers).map { _ in try MPTBlock(c, on: be) }
-        normF = try LayerNorm(dim: c.dModel, eps: c.layerNormEpsilon, bias: false, on: be)
-    }
-
-    override var children: [(String, Module)] {
-        [("wte", wte)] + blocks.enumerated().map { ("blocks.\($0.offset)", $0.element) } + [("norm_f", normF)]
-    }
-}
-
 public final class MPTModel: Module, CausalLM {
     public let config: MPTConfig
-    let transformer: MPTBody
+    /// The `transformer.` sub-tree of HF's MptForCausalLM (wte, blocks, norm_f).
+    let transformer: DecoderBody<MPTBlock, LayerNorm>
     let lmHead: Linear?
     /// (H) ALiBi slopes.
     let alibi: Tensor
 
     public init(config c: MPTConfig, on be: Backend) throws {
         config = c
-        transformer = try MPTBody(c, on: be)
+        transformer = DecoderBody(embedTokens: try Embedding(vocab: c.vocabSize, dim: c.dModel, on: be),
+                                  layers: try (0..<c.nLayers).map { _ in try MPTBlock(c, on: be) },
+                                  norm: try LayerNorm(dim: c.dModel, eps: c.layerNormEpsilon, bias: false, on: be),
+                                  names: ("wte", "blocks", "norm_f"))
         lmHead = c.tieWordEmbeddings ? nil : try Linear(inFeatures: c.dModel, outFeatures: c.vocabSize, bias: false, on: be)
         alibi = try Tensor(c.alibiSlopes, shape: [c.nHeads], on: be)
     }
@@ -240,7 +227,7 @@ public final class MPTModel: Module, CausalLM {
     public var hiddenSize: Int { config.dModel }
     public var numLayers: Int { config.nLayers }
     public var tiedEmbeddings: Bool { lmHead == nil }
-    public var lmHeadWeight: Parameter { lmHead?.weight ?? transformer.wte.weight }
+    public var lmHeadWeight: Parameter { lmHead?.weight ?? transformer.embedTokens.weight }
     public var hfConfig: [String: Any] { config.hf }
     /// PEFT's default for mpt: the fused attention projection.
     public var peftDefaultLoRATargets: [String]? { ["Wqkv"] }
@@ -249,12 +236,9 @@ public final class MPTModel: Module, CausalLM {
     public var packedLMHead: PackedMatrix?
 
     public func hiddenStates(_ input: ModelInput, checkpointing: Bool) throws -> Tensor {
-        var x = try transformer.wte(input.ids, rowLength: input.T)                                     // (N, C)
-        for block in transformer.blocks {
-            let body: ([Tensor]) throws -> Tensor = { [alibi] xs in try block(xs[0]) { try block.attn($0, input, alibi: alibi) } }
-            x = checkpointing ? try Autograd.checkpoint([x], body) : try body([x])
+        try transformer(try transformer.embedTokens(input.ids, rowLength: input.T), checkpointing: checkpointing) { [alibi] block, x in
+            try block(x) { try block.attn($0, input, alibi: alibi) }
         }
-        return try transformer.normF(x)
     }
 
     public func makeCache(capacity: Int) throws -> KVCache {
@@ -262,15 +246,10 @@ public final class MPTModel: Module, CausalLM {
     }
 
     public func decode(_ ids: [Int32], cache: KVCache) throws -> [Float] {
-        try cache.checkRoom(for: ids.count)
-        return try Autograd.withNoGrad {
-            var x = try transformer.wte(try Tensor(ints: ids, shape: [ids.count], on: alibi.backend))
-            for (i, block) in transformer.blocks.enumerated() {
-                x = try block(x) { try block.attn.decode($0, alibi: alibi, cache: cache, layer: i) }
-            }
-            cache.count += ids.count
-            return try headLogits(try transformer.normF(try x.rows(ids.count - 1, 1)))
+        let last = try transformer.decode(ids, cache: cache, embed: { try transformer.embedTokens($0) }) { i, block, x, _ in
+            try block(x) { try block.attn.decode($0, alibi: alibi, cache: cache, layer: i) }
         }
+        return try Autograd.withNoGrad { try headLogits(last) }
     }
 }
 

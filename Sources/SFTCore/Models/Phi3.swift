@@ -171,31 +171,17 @@ final class Phi3DecoderLayer: Module {
     }
 }
 
-final class Phi3Body: Module {
-    let embedTokens: Embedding
-    let layers: [Phi3DecoderLayer]
-    let norm: RMSNorm
-
-    init(_ c: Phi3Config, on be: Backend) throws {
-        embedTokens = try Embedding(vocab: c.vocabSize, dim: c.hiddenSize, on: be)
-        layers = try (0..<c.numLayers).map { _ in try Phi3DecoderLayer(c, on: be) }
-        norm = try RMSNorm(dim: c.hiddenSize, eps: c.rmsNormEps, on: be)
-    }
-
-    override var children: [(String, Module)] {
-        [("embed_tokens", embedTokens)] + layers.enumerated().map { ("layers.\($0.offset)", $0.element) } + [("norm", norm)]
-    }
-}
-
 public final class Phi3Model: Module, CausalLM {
     public let config: Phi3Config
-    let model: Phi3Body
+    let model: DecoderBody<Phi3DecoderLayer, RMSNorm>
     let lmHead: Linear?
     let rotary: RotaryEmbedding
 
     public init(config c: Phi3Config, on be: Backend) throws {
         config = c
-        model = try Phi3Body(c, on: be)
+        model = DecoderBody(embedTokens: try Embedding(vocab: c.vocabSize, dim: c.hiddenSize, on: be),
+                            layers: try (0..<c.numLayers).map { _ in try Phi3DecoderLayer(c, on: be) },
+                            norm: try RMSNorm(dim: c.hiddenSize, eps: c.rmsNormEps, on: be))
         lmHead = c.tieWordEmbeddings ? nil : try Linear(inFeatures: c.hiddenSize, outFeatures: c.vocabSize, bias: false, on: be)
         rotary = try RotaryEmbedding(c.rope, headDim: c.headDim, maxPositionEmbeddings: c.maxPositionEmbeddings, on: be)
     }
@@ -221,12 +207,9 @@ public final class Phi3Model: Module, CausalLM {
 
     public func hiddenStates(_ input: ModelInput, checkpointing: Bool) throws -> Tensor {
         let rope = LayerRope(invFreq: try rotary.invFreq(for: input), attentionFactor: rotary.attentionFactor)
-        var x = try model.embedTokens(input.ids, rowLength: input.T)                                   // (N, C)
-        for layer in model.layers {
-            let body: ([Tensor]) throws -> Tensor = { xs in try layer(xs[0]) { try layer.selfAttn($0, input, rope: rope) } }
-            x = checkpointing ? try Autograd.checkpoint([x], body) : try body([x])
+        return try model(try model.embedTokens(input.ids, rowLength: input.T), checkpointing: checkpointing) { layer, x in
+            try layer(x) { try layer.selfAttn($0, input, rope: rope) }
         }
-        return try model.norm(x)
     }
 
     public func makeCache(capacity: Int) throws -> KVCache {
@@ -235,19 +218,12 @@ public final class Phi3Model: Module, CausalLM {
     }
 
     public func decode(_ ids: [Int32], cache: KVCache) throws -> [Float] {
-        try cache.checkRoom(for: ids.count)
-        return try Autograd.withNoGrad {
-            let be = rotary.invFreq.backend
-            let positions = try Tensor(ints: (0..<ids.count).map { Int32(cache.count + $0) }, shape: [ids.count], on: be)
-            let rope = LayerRope(invFreq: try rotary.invFreq(maxPosition: cache.count + ids.count - 1),
-                                 attentionFactor: rotary.attentionFactor)
-            var x = try model.embedTokens(try Tensor(ints: ids, shape: [ids.count], on: be))
-            for (i, layer) in model.layers.enumerated() {
-                x = try layer(x) { try layer.selfAttn.decode($0, positions: positions, rope: rope, cache: cache, layer: i) }
-            }
-            cache.count += ids.count
-            return try headLogits(try model.norm(try x.rows(ids.count - 1, 1)))
+        let rope = LayerRope(invFreq: try rotary.invFreq(maxPosition: cache.count + ids.count - 1),
+                             attentionFactor: rotary.attentionFactor)
+        let last = try model.decode(ids, cache: cache, embed: { try model.embedTokens($0) }) { i, layer, x, positions in
+            try layer(x) { try layer.selfAttn.decode($0, positions: positions, rope: rope, cache: cache, layer: i) }
         }
+        return try Autograd.withNoGrad { try headLogits(last) }
     }
 }
 

@@ -72,6 +72,32 @@ final class ZooExportTests: XCTestCase {
         }
     }
 
+    func testEveryFamilyDecodesFromPackedGGUFBlocksLikeItsExactWeights() throws {
+        // f16 exports (the tiny rows are not whole Q8_0 blocks): every Linear and the LM head
+        // (the embedding's blocks where tied) decode from packed blocks, x kept in f32.
+        let tokenizer = try Tokenizer(url: Fixtures.url("tokenizers/gpt2"))
+        let dir = try Scratch.folder("zoo_gguf_packed")
+        defer { Scratch.cleanUp(dir) }
+        for family in ["qwen3", "phi3", "gemma3", "mpt"] {
+            let loaded = try load(family)
+            let lm = LanguageModel(model: loaded.model, tokenizer: tokenizer, chatTemplate: nil, source: loaded.source, url: loaded.url)
+            let url = dir.appendingPathComponent("\(family)-f16.gguf")
+            try GGUFExport.save(lm, to: url, dtype: .f16)
+            let exact = try LanguageModel.load(url, on: be).model
+            let packed = try LanguageModel.load(url, on: be, packedDecode: true).model
+            packed.setPackedActivations(.f32)
+            XCTAssertNotNil(packed.packedLMHead ?? ((packed as Module).namedModules().first { $0.0 == "lm_head" }?.1 as? Linear)?.packed,
+                            "\(family): packed LM head")
+            XCTAssertGreaterThan(packed.namedModules().filter { ($0.1 as? Linear)?.packed != nil }.count, 0, family)
+            let x = ids(vocab: loaded.model.vocabSize)
+            let (c1, c2) = (try exact.makeCache(capacity: x.count + 4), try packed.makeCache(capacity: x.count + 4))
+            assertClose(try packed.decode(x, cache: c2), try exact.decode(x, cache: c1), tolerance: 1e-3, "\(family) prompt")
+            for t: Int32 in [5, 9, 1] {
+                assertClose(try packed.decode([t], cache: c2), try exact.decode([t], cache: c1), tolerance: 1e-3, "\(family) step")
+            }
+        }
+    }
+
     func testGemmaNormsAreStoredAsOnePlusWAndFusedTensorsKeepTheirRows() throws {
         let tokenizer = try Tokenizer(url: Fixtures.url("tokenizers/gpt2"))
         let dir = try Scratch.folder("zoo_gguf_tensors")
