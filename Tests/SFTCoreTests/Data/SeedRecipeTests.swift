@@ -73,7 +73,7 @@ final class SeedRecipeTests: XCTestCase {
 
     func testFastLLMLossMaskingSpans() throws {
         let (cfg, first, lm) = try run("fastllm-assistant-spans.json")
-        XCTAssertEqual(cfg.dataConfig.truncation, "drop")
+        XCTAssertEqual(cfg.dataConfig.truncation, .drop)
         let rec = try JSONSerialization.jsonObject(with: Data(try String(contentsOf: packageRoot.appendingPathComponent("Examples/data/spans.jsonl"), encoding: .utf8)
             .split(separator: "\n")[0].utf8)) as! [String: Any]
         XCTAssertEqual(first.formatted?.text, rec["text"] as? String)

@@ -53,7 +53,7 @@ final class SmolLM2MaskTests: XCTestCase {
         let files: [(String, DataConfig)] = [
             ("alpaca.json", DataConfig()), ("sharegpt.json", DataConfig()), ("messages.jsonl", DataConfig()),
             ("dolly.jsonl", DataConfig()), ("completion.jsonl", DataConfig()), ("guanaco.jsonl", DataConfig()),
-            ("dolphin.jsonl", DataConfig(format: "dolphin")), ("qa.csv", DataConfig(fields: ["instruction": "question", "output": "answer"])),
+            ("dolphin.jsonl", DataConfig(format: .dolphin)), ("qa.csv", DataConfig(fields: ["instruction": "question", "output": "answer"])),
         ]
         var straddling = 0
         for (file, config) in files {

@@ -4,7 +4,7 @@
 // `Finetune.run` a few steps on it; and GGUF export and reload keeping RoPE scaling, the
 // sliding window and QK-norm.
 import XCTest
-import SFTCore
+@testable import SFTCore
 
 final class ZooFinetuneTests: XCTestCase {
     let be = CPUBackend.shared

@@ -109,9 +109,7 @@ func exercise(_ url: URL) throws {
         let t = try ChatTemplate(source: source, limits: limits)
         _ = try t.render(messages: sampleMessages, addGenerationPrompt: true, bosToken: "<s>", eosToken: "</s>")
     case "config":
-        let object = try JSONSerialization.jsonObject(with: try Data(contentsOf: url))
-        guard let o = object as? [String: Any] else { throw SFTError.config(field: "", message: "not an object") }
-        try FinetuneConfig.from(json: o).validate()
+        try FinetuneConfig.from(jsonData: try Data(contentsOf: url), source: url.path).validate()
     default:
         FileHandle.standardError.write(Data("sft-fuzz: unknown target \(options.target)\n".utf8)); exit(2)
     }
