@@ -3,6 +3,7 @@
 // are an error naming the option.
 import Foundation
 import SFTCore
+import SFTKernels
 
 struct UsageError: Error, CustomStringConvertible {
     let description: String

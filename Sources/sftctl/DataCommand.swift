@@ -4,6 +4,7 @@
 // `sftctl finetune`; loads only the tokenizer and chat template, not the weights.
 import Foundation
 import SFTCore
+import SFTKernels
 
 let dataCommand = Command(
     name: "data",

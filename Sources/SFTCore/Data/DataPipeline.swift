@@ -2,6 +2,7 @@
 // loss masks and the reports out. `sftctl data` and the trainer call this; batching
 // (`BatchPlan`) takes its output.
 import Foundation
+import SFTKernels
 
 /// Whether the `end` of a data span `[begin, end]` belongs to it.
 public enum SpanEnd: String, CaseIterable, Sendable, ConfigChoice {

@@ -2,6 +2,7 @@
 // are fixed here on purpose: a run's data order — and so exact resume from a saved DataCursor —
 // depends on them producing the same permutation on every machine and every release.
 // Changing either changes every seeded data order; do not.
+import SFTKernels
 
 /// Seeded permutations and samples of 0..<count.
 public enum DataShuffle {

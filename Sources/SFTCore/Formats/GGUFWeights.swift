@@ -8,6 +8,7 @@
 // we read it back: HF row h*D + s*D/2 + i = GGUF row h*D + 2i + s, with H = n_head for q and
 // KV = n_head_kv for k. tools/make_gguf_fixtures.py checks the direction numerically.
 import Foundation
+import SFTKernels
 
 public final class GGUFWeights: WeightSource {
     public let file: GGUFFile
@@ -122,7 +123,7 @@ public final class GGUFWeights: WeightSource {
 
     /// Calls `body(hfRow, ggufRow)` for every row: within head h of D rows, HF row
     /// h*D + s*D/2 + i was stored at h*D + 2i + s.
-    public static func unpermuteRows(rows: Int, heads: Int, _ body: (Int, Int) -> Void) {
+    static func unpermuteRows(rows: Int, heads: Int, _ body: (Int, Int) -> Void) {
         let D = rows / heads
         for h in 0 ..< heads {
             for s in 0 ..< 2 {
@@ -148,7 +149,10 @@ public final class GGUFWeights: WeightSource {
     /// (`rope_scaling` from `rope.scaling.*`, llama.cpp's `rope_freqs` tensor as
     /// `freq_factors`). Metadata under `<arch>.rope.` that has no HF meaning here is passed on
     /// under its GGUF key, so the model's strict config decoding fails naming it.
-    public var config: [String: Any] {
+    public var config: [String: JSONValue] { configValues.mapValues(JSONValue.init(foundation:)) }
+
+    /// `config` as Swift values.
+    private var configValues: [String: Any] {
         let m = file.metadata
         let arch = m["general.architecture"]?.string ?? ""
         var c: [String: Any] = ["model_type": arch]

@@ -4,6 +4,7 @@
 // length against the end of the mapping with overflow-safe arithmetic, so a malformed file
 // throws `SFTError.format` (naming the file and byte offset) instead of reading past the end.
 import Foundation
+import SFTKernels
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)

@@ -6,6 +6,7 @@
 // against transformers.
 
 import Foundation
+import SFTKernels
 
 /// A weight matrix (rows, cols) in a GGML block format, held by the backend as `PackedBlocks`
 /// (made only where `backend.supports(.ggufBlocks)`; elsewhere the model keeps its exact

@@ -12,6 +12,7 @@
 // layer's tape exists at a time during its recomputation. Estimates, not measurements.
 
 import Foundation
+import SFTKernels
 
 public struct MemoryEstimate: Sendable, CustomStringConvertible {
     /// Bytes of the frozen (or, for full finetuning, trained) base weights as stored.

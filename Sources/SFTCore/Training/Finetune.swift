@@ -6,6 +6,7 @@
 // folder and writes every file.
 
 import Foundation
+import SFTKernels
 
 public struct FinetuneResult {
     public var summary: TrainSummary

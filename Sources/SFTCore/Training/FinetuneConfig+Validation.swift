@@ -5,6 +5,7 @@
 // therefore fails in milliseconds instead of after loading the model.
 
 import Foundation
+import SFTKernels
 
 extension FinetuneConfig {
     /// Throws `SFTError.config` naming the first key out of range or the first bad combination.

@@ -4,6 +4,7 @@
 // (name, aliases, range, help) and reads, writes and checks them.
 
 import Foundation
+import SFTKernels
 
 /// How the weights train.
 public enum FinetuneMethod: String, CaseIterable, Sendable, ConfigChoice {
@@ -45,13 +46,13 @@ public enum FinetuneDevice: Equatable, Sendable, CustomStringConvertible, Config
         case .cuda(let i): return .cuda(i ?? localRank ?? 0)
         }
     }
-    public init(configJSON j: JSONValue) throws {
+    init(configJSON j: JSONValue) throws {
         guard let s = j.stringValue else { throw expected(Self.configKind, j) }
         try self.init(parsing: s)
     }
-    public var configJSON: JSONValue { .string(description) }
-    public static var configKind: String { "cpu | cuda | cuda:N" }
-    public static func configJSON(flag word: String) -> JSONValue { .string(word) }
+    var configJSON: JSONValue { .string(description) }
+    static var configKind: String { "cpu | cuda | cuda:N" }
+    static func configJSON(flag word: String) -> JSONValue { .string(word) }
 }
 
 public struct FinetuneConfig: Codable, Equatable {

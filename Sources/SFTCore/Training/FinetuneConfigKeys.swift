@@ -7,6 +7,7 @@
 // Adding a key: a property in FinetuneConfig (or DataConfig) and one line below.
 
 import Foundation
+import SFTKernels
 
 /// One config key.
 public struct ConfigKey {
@@ -45,7 +46,12 @@ public struct ConfigKey {
         if let range { kind += " in " + range.description }
         self.kind = kind
         let d = FinetuneConfig()[keyPath: path].configJSON
-        self.defaultText = defaultText ?? (d.isNull ? auto : d.stringValue ?? d.serialized())
+        switch d {
+        case _ where defaultText != nil: self.defaultText = defaultText
+        case .null, .string(""): self.defaultText = auto
+        case .double(let x): self.defaultText = x != 0 && abs(x) < 1e-3 ? "\(x)" : ConfigRange.text(x)
+        default: self.defaultText = d.stringValue ?? d.serialized()
+        }
         read = { config, j in
             config[keyPath: path] = try V(configJSON: j.stringValue != nil && j.stringValue == auto ? .null : j)
         }

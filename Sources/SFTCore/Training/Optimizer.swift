@@ -3,6 +3,7 @@
 // clipping by global norm. Moments are f32 tensors on the parameter's device.
 
 import Foundation
+import SFTKernels
 
 public struct AdamWConfig: Codable, Equatable, Sendable {
     public var beta1: Double = 0.9

@@ -3,6 +3,7 @@
 // into a temporary sibling and renamed, so a failed save never leaves half an adapter.
 
 import Foundation
+import SFTKernels
 
 public final class RunFolderLock {
     public static let fileName = ".sft-run.lock"

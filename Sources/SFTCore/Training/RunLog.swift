@@ -3,6 +3,7 @@
 // files (`logging: ["jsonl", "tensorboard"]`, TensorBoardWriter.swift).
 
 import Foundation
+import SFTKernels
 
 public struct StepMetrics: Codable, Equatable, Sendable {
     public var step: Int

@@ -18,6 +18,7 @@
 // file's events after that step (the steps the resumed run repeats).
 
 import Foundation
+import SFTKernels
 
 public final class TensorBoardWriter {
     public let url: URL

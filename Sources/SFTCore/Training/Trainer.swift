@@ -8,6 +8,7 @@
 // share of the step's micro-batches and the gradients are summed once per step.
 
 import Foundation
+import SFTKernels
 
 public struct TrainerConfig: Codable, Equatable, Sendable {
     public var learningRate: Double = 2e-4

@@ -6,6 +6,7 @@
 // by not running the GPU half.
 import Foundation
 @testable import SFTCore
+import SFTKernels
 import XCTest
 
 enum TestDevices {

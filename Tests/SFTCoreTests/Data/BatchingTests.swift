@@ -6,6 +6,7 @@
 import Foundation
 import XCTest
 import SFTCore
+import SFTKernels
 
 final class BatchingTests: XCTestCase {
     /// Random examples: lengths in `lengths`, ids encode (example, position) so any misplaced

@@ -3,6 +3,7 @@
 import Foundation
 import XCTest
 @testable import SFTCore
+import SFTKernels
 
 final class DataDoctorTests: XCTestCase {
     func write(_ lines: [String]) throws -> URL {

@@ -4,6 +4,7 @@
 import Foundation
 import XCTest
 import SFTCore
+import SFTKernels
 
 final class DatasetLoadingTests: XCTestCase {
     func load(_ name: String, _ options: DatasetOptions = DatasetOptions()) throws -> Dataset {

@@ -5,6 +5,7 @@
 import Foundation
 import XCTest
 @testable import SFTCore
+import SFTKernels
 
 final class FormattingTests: XCTestCase {
     let convo = SFTExample(content: .conversation([

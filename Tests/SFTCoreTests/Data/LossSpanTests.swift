@@ -5,6 +5,7 @@
 import Foundation
 import XCTest
 @testable import SFTCore
+import SFTKernels
 
 final class LossSpanTests: XCTestCase {
     func write(_ lines: [String]) throws -> URL {

@@ -4,6 +4,7 @@
 import Foundation
 import XCTest
 import SFTCore
+import SFTKernels
 
 final class SmolLM2MaskTests: XCTestCase {
     func smolLM2() throws -> (Tokenizer, TemplateRenderer) {

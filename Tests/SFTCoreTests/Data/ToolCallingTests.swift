@@ -7,6 +7,7 @@
 import Foundation
 import XCTest
 @testable import SFTCore
+import SFTKernels
 
 final class ToolCallingTests: XCTestCase {
     func qwen() throws -> ChatTemplate {

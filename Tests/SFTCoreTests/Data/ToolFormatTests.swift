@@ -7,6 +7,7 @@
 import Foundation
 import XCTest
 @testable import SFTCore
+import SFTKernels
 
 final class ToolFormatTests: XCTestCase {
     static let llama = "llama3.1-json-tools.jinja"

@@ -7,6 +7,7 @@
 // leaves the embedding gradient alone.
 import Foundation
 @testable import SFTCore
+import SFTKernels
 import XCTest
 
 /// One Linear named "proj", so applyLoRA can target it by name.

@@ -3,6 +3,7 @@
 // and a run whose data plan has no step fails instead of "finishing" with a NaN loss.
 import Foundation
 @testable import SFTCore
+import SFTKernels
 import XCTest
 
 final class ConfigValidationTests: XCTestCase {

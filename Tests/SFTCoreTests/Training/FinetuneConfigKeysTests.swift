@@ -3,6 +3,7 @@
 // is refused naming it and the nearest known key; a bad name lists the allowed values.
 import Foundation
 @testable import SFTCore
+import SFTKernels
 import XCTest
 
 final class FinetuneConfigKeysTests: XCTestCase {

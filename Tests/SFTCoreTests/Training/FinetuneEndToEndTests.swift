@@ -3,6 +3,7 @@
 // adapter, and the adapter loads back and changes the model's output.
 import XCTest
 @testable import SFTCore
+import SFTKernels
 
 final class FinetuneEndToEndTests: XCTestCase {
     var packageRoot: URL { URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()

@@ -2,6 +2,7 @@
 // writes its outputs whole or not at all.
 import Foundation
 @testable import SFTCore
+import SFTKernels
 import XCTest
 
 final class RunSafetyTests: XCTestCase {

@@ -5,6 +5,7 @@
 // (tools/check_tensorboard.py reads the same files with TensorBoard's own EventAccumulator.)
 import Foundation
 @testable import SFTCore
+import SFTKernels
 import XCTest
 
 /// One decoded event: the fields this test reads.

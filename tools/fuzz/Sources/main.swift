@@ -10,6 +10,7 @@
 //                 --out DIR [--runs N] [--seed S] [--hang-seconds T]
 import Foundation
 import SFTCore
+import SFTKernels
 
 struct Options {
     var target = "", corpus = "", out = "", runs = 1000, seed: UInt64 = 1, hangSeconds = 10.0
