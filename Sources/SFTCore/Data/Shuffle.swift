@@ -5,7 +5,7 @@
 import SFTKernels
 
 /// Seeded permutations and samples of 0..<count.
-public enum DataShuffle {
+enum DataShuffle {
     /// SplitMix64 (Steele, Lea, Flood 2014): the project's one seeded generator.
     public typealias Generator = SeededRandom
 

@@ -12,7 +12,7 @@ import Darwin
 #endif
 
 /// A file mapped read-only into memory. The mapping lives as long as this object.
-public final class MappedFile: @unchecked Sendable {
+final class MappedFile: @unchecked Sendable {
     /// The file's path (for error messages).
     public let path: String
     /// The mapped bytes (empty for an empty file).

@@ -6,7 +6,7 @@ import SFTKernels
 
 /// The RoPE frequencies one layer uses in one forward pass and the attention factor they come
 /// with (yarn, longrope).
-public struct LayerRope {
+struct LayerRope {
     public let invFreq: Tensor
     public let attentionFactor: Float
 

@@ -28,7 +28,7 @@ public enum FinetuneDevice: Equatable, Sendable, CustomStringConvertible, Config
         case "cuda": self = .cuda(nil)
         default:
             guard text.hasPrefix("cuda:"), let i = Int(text.dropFirst(5)), i >= 0 else {
-                throw ConfigValueError("'\(text)' is not one of \(Self.configKind)")
+                throw SFTError.config(field: "device", message: "'\(text)' is not one of \(Self.configKind)")
             }
             self = .cuda(i)
         }

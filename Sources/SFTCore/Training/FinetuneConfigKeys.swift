@@ -23,7 +23,11 @@ public struct ConfigKey {
     /// List keys: flags may repeat and a plain word is one element (or several, comma-separated,
     /// for lists of names).
     public let isList: Bool
+    /// A flag word is a comma-separated list (lists of names).
     let splitsCommas: Bool
+    /// A string in the file is a comma-separated list too (otherwise it is one element: a
+    /// PEFT target_modules string may be a regex).
+    let splitsFileStrings: Bool
     let read: (inout FinetuneConfig, JSONValue) throws -> Void
     let write: (FinetuneConfig) -> JSONValue
     let flagJSON: (String) -> JSONValue
@@ -34,13 +38,14 @@ public struct ConfigKey {
     ///   - auto: a word that means "not set" (the property's nil).
     ///   - defaultText: shown instead of the default value when that reads better.
     init<V: ConfigValue>(_ name: String, _ path: WritableKeyPath<FinetuneConfig, V>, aliases: [String] = [],
-                         range: ConfigRange? = nil, auto: String? = nil, commas: Bool = true,
+                         range: ConfigRange? = nil, auto: String? = nil, commas: Bool = true, fileCommas: Bool = false,
                          defaultText: String? = nil, _ help: String) {
         self.name = name
         self.aliases = aliases
         self.help = help
         self.isList = V.isConfigList
         self.splitsCommas = V.isConfigList && commas
+        self.splitsFileStrings = V.isConfigList && fileCommas
         var kind = V.configKind
         if let auto { kind = "\(auto) | " + kind }
         if let range { kind += " in " + range.description }
@@ -53,7 +58,8 @@ public struct ConfigKey {
         default: self.defaultText = d.stringValue ?? d.serialized()
         }
         read = { config, j in
-            config[keyPath: path] = try V(configJSON: j.stringValue != nil && j.stringValue == auto ? .null : j)
+            let isAuto = auto != nil && j.stringValue?.lowercased() == auto
+            config[keyPath: path] = try V(configJSON: isAuto ? .null : j)
         }
         write = { $0[keyPath: path].configJSON }
         flagJSON = { V.configJSON(flag: $0) }
@@ -151,7 +157,7 @@ extension FinetuneConfig {
         ConfigKey("seed", \.seed, "seed for initialization, shuffling and dropout"),
         ConfigKey("sample_prompts", \.samplePrompts, commas: false, "prompts generated from at each evaluation, written to the log (repeat the flag for several)"),
         ConfigKey("sample_max_new_tokens", \.sampleMaxNewTokens, range: .atLeast(1), "length of sample generations"),
-        ConfigKey("logging", \.logging, "metrics sinks: jsonl (always) and tensorboard (event files in output_dir/tensorboard)"),
+        ConfigKey("logging", \.logging, fileCommas: true, "metrics sinks: jsonl (always) and tensorboard (event files in output_dir/tensorboard)"),
         ConfigKey("zero_stage", \.zeroStage, range: .between(0, 1), "under mpirun/srun: 0 = every rank keeps all AdamW states, 1 = states sharded across ranks"),
         ConfigKey("collective_timeout", \.collectiveTimeout, range: .atLeast(0), "under mpirun/srun: seconds a rank waits for the others before the job ends with an error naming the step; 0 = forever"),
         // The data part (DataConfig), read from the same flat object.
@@ -255,7 +261,7 @@ extension FinetuneConfig {
         for (i, v) in values.sorted(by: { $0.key < $1.key }) {
             let k = table[i]
             var value = v.value
-            if k.splitsCommas, case .string(let s) = value {
+            if k.splitsFileStrings, case .string(let s) = value {
                 value = .array(s.split(separator: ",").map { .string($0.trimmingCharacters(in: .whitespaces)) })
             }
             do { try k.read(&config, value) } catch let e as ConfigValueError {

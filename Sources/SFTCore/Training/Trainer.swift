@@ -301,7 +301,7 @@ public final class Trainer {
 }
 
 /// The runaway-loss watch of `TrainerConfig.stopOnDivergence`.
-public struct Divergence {
+struct Divergence {
     public static let factor = 4.0
     public static let patience = 20
     let lnVocab: Double

@@ -5,7 +5,7 @@
 // resume from a cursor.
 import Foundation
 import XCTest
-import SFTCore
+@testable import SFTCore
 import SFTKernels
 
 final class BatchingTests: XCTestCase {

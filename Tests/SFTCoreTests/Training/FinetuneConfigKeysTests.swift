@@ -78,6 +78,11 @@ final class FinetuneConfigKeysTests: XCTestCase {
         XCTAssertEqual(c.device, .cuda(nil))
         XCTAssertEqual(c.device.device(localRank: 3), .cuda(3))
         XCTAssertEqual(try FinetuneConfig.from(json: ["target_modules": "q_proj", "r": 2]).loraTargetModules, ["q_proj"])
+        // In the file a string is one element (PEFT reads a target_modules string as a regex)...
+        XCTAssertEqual(try FinetuneConfig.from(json: ["lora_target_modules": ".*\\.(q|v)_proj{1,2}"]).loraTargetModules, [".*\\.(q|v)_proj{1,2}"])
+        // ...but logging takes a comma list there too, and "auto" is the unset format in any case.
+        XCTAssertEqual(try FinetuneConfig.from(json: ["logging": "jsonl, tensorboard"]).logging, [.jsonl, .tensorboard])
+        XCTAssertNil(try FinetuneConfig.from(json: ["format": "AUTO"]).dataConfig.format)
         XCTAssertEqual(try FinetuneConfig.from(json: ["init_lora_weights": false]).initLoRAWeights, .random)
         XCTAssertThrowsError(try FinetuneConfig.from(json: ["lora_r": 2, "r": 4])) { e in
             XCTAssertTrue("\(e)".contains("given twice"), "\(e)")
