@@ -3,6 +3,7 @@
 // are an error naming the option.
 import Foundation
 import SFTCore
+import SFTKernels
 
 struct UsageError: Error, CustomStringConvertible {
     let description: String
@@ -55,6 +56,13 @@ final class Arguments {
         guard let s = string(name) else { return nil }
         guard let v = Double(s) else { throw UsageError(description: "--\(name): '\(s)' is not a number") }
         return v
+    }
+    /// Every option not read yet, with all its values, now counted as read (for commands that
+    /// hand their options on as finetune config keys, which reject unknown ones by name).
+    func remainingOptions() -> [(name: String, words: [String])] {
+        let names = Set(values.keys).subtracting(consumed).sorted()
+        consumed.formUnion(names)
+        return names.map { ($0, values[$0]!) }
     }
     /// `--device cpu|cuda|cuda:N` (default cpu).
     func device() throws -> Device {

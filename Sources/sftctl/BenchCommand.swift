@@ -6,6 +6,7 @@
 import COpenBLAS
 import Foundation
 import SFTCore
+import SFTKernels
 
 let benchCommand = Command(
     name: "bench",

@@ -4,6 +4,7 @@
 // `sftctl finetune`; loads only the tokenizer and chat template, not the weights.
 import Foundation
 import SFTCore
+import SFTKernels
 
 let dataCommand = Command(
     name: "data",
@@ -33,48 +34,28 @@ let dataCommand = Command(
                          duplicates; and the share of tokens trained
       --json             print one JSON object instead
 
-    data keys (as flags or in the config): format, fields, strict, limit, subset_seed,
-    mask_policy, train_end_of_turn, max_seq_length, packing, padding_free,
-    cross_document_attention, truncation, prompt_template, span_end, tools; also template, seed, per_device_train_batch_size,
-    gradient_accumulation_steps, num_train_epochs (see sftctl finetune --help).
+    Every finetune key is read (as a flag or in the config; see sftctl finetune --help); these
+    matter here: the data keys (format, fields, strict, limit, subset_seed, mask_policy,
+    train_end_of_turn, max_seq_length, packing, padding_free, cross_document_attention,
+    truncation, prompt_template, span_end, tools), template, seed, per_device_train_batch_size,
+    gradient_accumulation_steps and num_train_epochs.
     """,
     booleanFlags: ["strict", "doctor"],
     run: runData
 )
 
-/// The finetune config keys `sftctl data` reads.
-private let dataCommandKeys = ["model", "data", "template", "seed", "per_device_train_batch_size", "gradient_accumulation_steps",
-                               "num_train_epochs", "format", "fields", "strict", "limit", "subset_seed", "mask_policy",
-                               "train_end_of_turn", "max_seq_length", "packing", "padding_free", "cross_document_attention",
-                               "truncation", "prompt_template", "span_end", "tools"]
-
 func runData(_ args: Arguments) throws {
-    var object: [String: Any] = [:]
-    let configPath = args.string("config")
-    if let path = configPath {
-        guard let data = FileManager.default.contents(atPath: path) else { throw UsageError(description: "cannot read \(path)") }
-        guard let o = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
-            throw SFTError.format(path: path, offset: nil, message: "not a JSON object")
-        }
-        object = o
-    }
-    for key in dataCommandKeys {
-        for name in [key, key.replacingOccurrences(of: "_", with: "-")] {
-            guard let raw = args.string(name) else { continue }
-            object[key] = configValue(key, raw)  // as `sftctl finetune` reads flags
-        }
-    }
-    for spec in args.strings("field") {
-        var fields = object["fields"] as? [String: String] ?? [:]
-        for (k, v) in try FieldMapping(parsing: spec).renames { fields[k] = v }
-        object["fields"] = fields
-    }
-    if args.flag("strict") { object["strict"] = true }
+    let fieldSpecs = args.strings("field")
+    let strict = args.flag("strict")
     let samples = try args.int("samples") ?? 3
     let json = args.flag("json")
     let doctor = args.flag("doctor")
+    var config = try finetuneConfig(args)
     try args.finish()
-    let config = try FinetuneConfig.from(json: object, source: configPath ?? "flags")
+    for spec in fieldSpecs {
+        for (k, v) in try FieldMapping(parsing: spec).renames { config.dataConfig.fields[k] = v }
+    }
+    if strict { config.dataConfig.strict = true }
     guard !config.model.isEmpty else { throw UsageError(description: "missing required option --model") }
     guard !config.data.isEmpty else { throw UsageError(description: "missing required option --data") }
 

@@ -1,6 +1,7 @@
 // `sftctl eval`: mean next-token loss and perplexity of a model on text or chat data.
 import Foundation
 import SFTCore
+import SFTKernels
 
 let evalCommand = Command(
     name: "eval",

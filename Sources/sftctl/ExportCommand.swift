@@ -3,6 +3,7 @@
 // and prints.
 import Foundation
 import SFTCore
+import SFTKernels
 
 let exportCommand = Command(
     name: "export",

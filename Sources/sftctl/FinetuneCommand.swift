@@ -13,34 +13,32 @@ let finetuneCommand = Command(
 )
 
 func finetuneHelp() -> String {
-    var s = """
+    let s = """
     usage: sftctl finetune [--config FILE.json] [--KEY VALUE ...]
 
     Every config key can be given in the JSON file or as a flag (--learning_rate 1e-4 or
-    --learning-rate 1e-4); flags win. Lists take JSON (--lora_target_modules '["q_proj","v_proj"]')
-    or a comma-separated string. Outputs go to output_dir: adapter/ (LoRA, PEFT format) or
-    model/ (full), checkpoint-N/, metrics.jsonl, loss.svg, samples.jsonl, config.json.
+    --learning-rate 1e-4); flags win. Lists take JSON (--lora_target_modules '["q_proj","v_proj"]'),
+    a comma-separated string of names, or the flag repeated; maps take JSON. Outputs go to
+    output_dir: adapter/ (LoRA, PEFT format) or model/ (full), checkpoint-N/, metrics.jsonl,
+    loss.svg, samples.jsonl, config.json.
     Ctrl-C stops at the next step and writes a checkpoint (resume with --resume_from_checkpoint latest).
 
     keys:
 
     """
-    for (k, h) in FinetuneConfig.fields { s += "  \(k.padding(toLength: 30, withPad: " ", startingAt: 0)) \(h)\n" }
-    return s
+    return s + FinetuneConfig.keysHelp
 }
 
-/// Parses a flag value: JSON when it parses (numbers, booleans, lists, objects), else a string;
-/// comma lists for list-valued keys.
-func configValue(_ key: String, _ raw: String) -> Any {
-    if let d = raw.data(using: .utf8), let v = try? JSONSerialization.jsonObject(with: d, options: [.fragmentsAllowed]) {
-        if ["lora_target_modules", "modules_to_save", "freeze", "sample_prompts"].contains(key), let s = v as? String {
-            return s.split(separator: ",").map(String.init)
-        }
-        return v
+/// The config file (if any) with the remaining options over it, as `sftctl finetune` and
+/// `sftctl data` read them.
+func finetuneConfig(_ args: Arguments) throws -> FinetuneConfig {
+    var object: JSONValue = [:]
+    let path = args.string("config")
+    if let path {
+        guard let data = FileManager.default.contents(atPath: path) else { throw UsageError(description: "cannot read \(path)") }
+        object = try JSONValue(parsing: data, path: path)
     }
-    if ["lora_target_modules", "modules_to_save", "freeze"].contains(key) { return raw.split(separator: ",").map(String.init) }
-    if key == "sample_prompts" { return [raw] }
-    return raw
+    return try FinetuneConfig.from(json: object, flags: args.remainingOptions(), source: path ?? "flags")
 }
 
 final class ProgressPrinter {
@@ -78,26 +76,8 @@ final class ProgressPrinter {
 nonisolated(unsafe) var activeTrainer: Trainer?
 
 func runFinetune(_ args: Arguments) throws {
-    var object: [String: Any] = [:]
-    if let path = args.string("config") {
-        guard let data = FileManager.default.contents(atPath: path) else { throw UsageError(description: "cannot read \(path)") }
-        guard let o = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
-            throw SFTError.format(path: path, offset: nil, message: "not a JSON object")
-        }
-        object = o
-    }
-    for (key, _) in FinetuneConfig.fields {
-        let flag = [key, key.replacingOccurrences(of: "_", with: "-")].first { args.string($0) != nil }
-        if let flag, let raw = args.string(flag) {
-            // JSON has no NaN or infinity; a flag spelling one (nan, inf, 1e999) is refused by name.
-            if let d = Double(raw.trimmingCharacters(in: .whitespaces)), !d.isFinite {
-                throw SFTError.config(field: key, message: "\(raw): \(d.isNaN ? "NaN" : "an infinite value") is not allowed")
-            }
-            object[key] = configValue(key, raw)
-        }
-    }
+    let config = try finetuneConfig(args)
     try args.finish()
-    let config = try FinetuneConfig.from(json: object, source: args.string("config") ?? "flags")
     let progress = ProgressPrinter()
     signal(SIGINT) { _ in
         if let t = activeTrainer, !t.stopRequested {

@@ -1,6 +1,7 @@
 // `sftctl generate` and `sftctl chat`: text generation with a model (and optional adapter).
 import Foundation
 import SFTCore
+import SFTKernels
 
 func samplingOptions(_ args: Arguments) throws -> GenerationConfig {
     var g = GenerationConfig()

@@ -3,6 +3,7 @@
 // (LanguageModel.mergeAdapters, HFExport.saveModel); this file parses and prints.
 import Foundation
 import SFTCore
+import SFTKernels
 
 let mergeCommand = Command(
     name: "merge",

@@ -2,6 +2,7 @@
 // model would be trained on (or prompted with), optionally with the per-message byte spans.
 import Foundation
 import SFTCore
+import SFTKernels
 
 let templateCommand = Command(
     name: "template",

@@ -2,6 +2,7 @@
 // the tokenizer's speed on ShareGPT text.
 import Foundation
 import SFTCore
+import SFTKernels
 
 let tokenizeCommand = Command(
     name: "tokenize",

@@ -1,6 +1,7 @@
 // `sftctl bench train` and `sftctl bench decode` (see BenchCommand.swift for the help text).
 import Foundation
 import SFTCore
+import SFTKernels
 
 /// Reads the options every model bench takes (--json, returned; --device, returned; --threads,
 /// applied), after the bench's own; throws on any option left over.

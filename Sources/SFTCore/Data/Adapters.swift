@@ -1,5 +1,6 @@
 // Connects the data pipeline's small protocols to the real tokenizer and chat templates.
 import Foundation
+import SFTKernels
 
 extension Tokenizer: TextTokenizer {
     public func encodeWithOffsets(_ text: String, addSpecialTokens: Bool) -> (ids: [Int32], offsets: [Range<Int>]) {

@@ -11,6 +11,7 @@
 // targets that are not -100: the trainer divides a step's summed loss by the sum of its
 // micro-batches' `trainedTokens` (exact mean over the step, however the step is cut up).
 import Foundation
+import SFTKernels
 
 /// What to do with an example longer than `maxSeqLength`.
 public enum TruncationPolicy: String, CaseIterable, Sendable, Codable {

@@ -17,6 +17,7 @@
 //   duplicate                   the same tokens and mask as an earlier example
 // plus the share of tokens trained.
 import Foundation
+import SFTKernels
 
 public enum DoctorCheck: String, CaseIterable, Sendable {
     case bosMissing = "bos_missing", bosDoubled = "bos_doubled", eosNotTrained = "eos_not_trained"

@@ -2,13 +2,20 @@
 // loss masks and the reports out. `sftctl data` and the trainer call this; batching
 // (`BatchPlan`) takes its output.
 import Foundation
+import SFTKernels
 
-/// The data part of a run's configuration (JSON keys in snake_case; every field optional in
-/// the file, defaults as below).
-public struct DataConfig: Equatable, Sendable, Codable {
-    /// Dataset format name (`alpaca`, `sharegpt`, `messages`, `dolly`, `completion`,
-    /// `guanaco`, `text`, `dolphin`); nil or "auto" detects it.
-    public var format: String?
+/// Whether the `end` of a data span `[begin, end]` belongs to it.
+public enum SpanEnd: String, CaseIterable, Sendable, ConfigChoice {
+    /// Fast-LLM's convention (the default).
+    case inclusive
+    case exclusive
+}
+
+/// The data part of a run's configuration (read from the run's flat config object: see
+/// FinetuneConfigKeys.swift; defaults as below).
+public struct DataConfig: Equatable, Sendable {
+    /// The dataset format; nil (`auto` in a config) detects it from the records.
+    public var format: DatasetFormat?
     /// Key renames, canonical name → key in the file (e.g. {"instruction": "question"}).
     public var fields: [String: String]
     /// Fail on the first bad record instead of skipping it.
@@ -17,8 +24,8 @@ public struct DataConfig: Equatable, Sendable, Codable {
     public var limit: Int?
     /// With `limit`: choose the records at random with this seed instead of taking the first.
     public var subsetSeed: UInt64?
-    /// `assistant`, `last_turn`, `completion` or `all`; nil picks per format.
-    public var maskPolicy: String?
+    /// Which tokens train; nil picks per format.
+    public var maskPolicy: MaskPolicy?
     /// Train end-of-turn markers / EOS with each trained turn (default true).
     public var trainEndOfTurn: Bool
     /// Longest training sequence (default 2048).
@@ -30,25 +37,24 @@ public struct DataConfig: Equatable, Sendable, Codable {
     public var paddingFree: Bool
     /// Packed rows: let documents attend across each other (default false).
     public var crossDocumentAttention: Bool
-    /// `truncate`, `drop` or `split` for examples over `maxSeqLength` (default truncate).
-    public var truncation: String
+    /// What happens to examples over `maxSeqLength` (default truncate).
+    public var truncation: TruncationPolicy
     /// A prompt with `{field}` placeholders for instruction and prompt/completion records
     /// (replaces the Alpaca prompt and the chat template for them; see PromptTemplate.swift).
     public var promptTemplate: String?
-    /// `inclusive` (default, Fast-LLM's convention) or `exclusive`: whether the `end` of a data
-    /// span `[begin, end]` belongs to it.
-    public var spanEnd: String
+    /// Whether the `end` of a data span `[begin, end]` belongs to it (default inclusive).
+    public var spanEnd: SpanEnd
     /// A JSON file with a list of tool schemas, passed to the chat template for every
     /// conversation that has no `tools` of its own.
     public var tools: String?
     /// Check the prepared data (DataDoctor) and report the findings before training (default true).
     public var doctor: Bool
 
-    public init(format: String? = nil, fields: [String: String] = [:], strict: Bool = false, limit: Int? = nil,
-                subsetSeed: UInt64? = nil, maskPolicy: String? = nil, trainEndOfTurn: Bool = true,
+    public init(format: DatasetFormat? = nil, fields: [String: String] = [:], strict: Bool = false, limit: Int? = nil,
+                subsetSeed: UInt64? = nil, maskPolicy: MaskPolicy? = nil, trainEndOfTurn: Bool = true,
                 maxSeqLength: Int = 2048, packing: Bool = true, paddingFree: Bool = false,
-                crossDocumentAttention: Bool = false, truncation: String = "truncate", promptTemplate: String? = nil,
-                spanEnd: String = "inclusive", tools: String? = nil, doctor: Bool = true) {
+                crossDocumentAttention: Bool = false, truncation: TruncationPolicy = .truncate, promptTemplate: String? = nil,
+                spanEnd: SpanEnd = .inclusive, tools: String? = nil, doctor: Bool = true) {
         self.format = format
         self.fields = fields
         self.strict = strict
@@ -67,52 +73,12 @@ public struct DataConfig: Equatable, Sendable, Codable {
         self.doctor = doctor
     }
 
-    enum CodingKeys: String, CodingKey {
-        case format, fields, strict, limit
-        case subsetSeed = "subset_seed", maskPolicy = "mask_policy", trainEndOfTurn = "train_end_of_turn"
-        case maxSeqLength = "max_seq_length", packing, paddingFree = "padding_free"
-        case crossDocumentAttention = "cross_document_attention", truncation
-        case promptTemplate = "prompt_template", spanEnd = "span_end", tools, doctor
-    }
-
-    public init(from decoder: Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        let d = DataConfig()
-        format = try c.decodeIfPresent(String.self, forKey: .format)
-        fields = try c.decodeIfPresent([String: String].self, forKey: .fields) ?? d.fields
-        strict = try c.decodeIfPresent(Bool.self, forKey: .strict) ?? d.strict
-        limit = try c.decodeIfPresent(Int.self, forKey: .limit)
-        subsetSeed = try c.decodeIfPresent(UInt64.self, forKey: .subsetSeed)
-        maskPolicy = try c.decodeIfPresent(String.self, forKey: .maskPolicy)
-        trainEndOfTurn = try c.decodeIfPresent(Bool.self, forKey: .trainEndOfTurn) ?? d.trainEndOfTurn
-        maxSeqLength = try c.decodeIfPresent(Int.self, forKey: .maxSeqLength) ?? d.maxSeqLength
-        packing = try c.decodeIfPresent(Bool.self, forKey: .packing) ?? d.packing
-        paddingFree = try c.decodeIfPresent(Bool.self, forKey: .paddingFree) ?? d.paddingFree
-        crossDocumentAttention = try c.decodeIfPresent(Bool.self, forKey: .crossDocumentAttention) ?? d.crossDocumentAttention
-        truncation = try c.decodeIfPresent(String.self, forKey: .truncation) ?? d.truncation
-        promptTemplate = try c.decodeIfPresent(String.self, forKey: .promptTemplate)
-        spanEnd = try c.decodeIfPresent(String.self, forKey: .spanEnd) ?? d.spanEnd
-        tools = try c.decodeIfPresent(String.self, forKey: .tools)
-        doctor = try c.decodeIfPresent(Bool.self, forKey: .doctor) ?? d.doctor
-    }
-
     /// The dataset-reading part, validated.
     public func datasetOptions() throws -> DatasetOptions {
-        var f: DatasetFormat?
-        if let name = format, name.lowercased() != "auto" {
-            guard let parsed = DatasetFormat(name: name) else {
-                throw SFTError.config(field: "format", message: "unknown dataset format '\(name)'; one of auto, "
-                                      + DatasetFormat.allCases.map(\.rawValue).joined(separator: ", "))
-            }
-            f = parsed
-        }
         var selection = RecordSelection.all
         if let n = limit {
             guard n >= 0 else { throw SFTError.config(field: "limit", message: "must not be negative") }
             selection = subsetSeed.map { .sample(n, seed: $0) } ?? .first(n)
-        }
-        guard ["inclusive", "exclusive"].contains(spanEnd) else {
-            throw SFTError.config(field: "span_end", message: "'\(spanEnd)' is not inclusive or exclusive")
         }
         var toolSchemas: JSONValue?
         if let path = tools {
@@ -123,35 +89,24 @@ public struct DataConfig: Equatable, Sendable, Codable {
             guard case .array = t else { throw SFTError.config(field: "tools", message: "\(path) does not hold a JSON list") }
             toolSchemas = t
         }
-        return DatasetOptions(format: f, fields: FieldMapping(fields), strict: strict, selection: selection,
-                              spanEndInclusive: spanEnd == "inclusive", tools: toolSchemas)
+        return DatasetOptions(format: format, fields: FieldMapping(fields), strict: strict, selection: selection,
+                              spanEndInclusive: spanEnd == .inclusive, tools: toolSchemas)
     }
 
     /// The formatting part, validated.
     public func formatOptions(keepText: Bool = false) throws -> FormatOptions {
-        var policy: MaskPolicy?
-        if let name = maskPolicy {
-            guard let p = MaskPolicy(name: name) else {
-                throw SFTError.config(field: "mask_policy", message: "unknown mask policy '\(name)'; one of "
-                                      + MaskPolicy.allCases.map(\.rawValue).joined(separator: ", "))
-            }
-            policy = p
-        }
-        return FormatOptions(maskPolicy: policy, trainEndOfTurn: trainEndOfTurn, keepText: keepText,
+        return FormatOptions(maskPolicy: maskPolicy, trainEndOfTurn: trainEndOfTurn, keepText: keepText,
                              promptTemplate: try promptTemplate.map(PromptTemplate.init))
     }
 
     /// Batching options from this config and the trainer's settings.
     public func batchingOptions(microBatchSize: Int = 1, gradientAccumulation: Int = 1, epochs: Int = 1,
                                 seed: UInt64 = 42, shuffle: Bool = true, padId: Int32 = 0) throws -> BatchingOptions {
-        guard let t = TruncationPolicy(rawValue: truncation.lowercased()) else {
-            throw SFTError.config(field: "truncation", message: "unknown truncation policy '\(truncation)'; one of truncate, drop, split")
-        }
         if crossDocumentAttention && !packing {
             throw SFTError.config(field: "cross_document_attention", message: "only applies with packing")
         }
         return BatchingOptions(maxSeqLength: maxSeqLength, layout: packing ? .packed : (paddingFree ? .paddingFree : .padded),
-                               crossDocumentAttention: crossDocumentAttention, truncation: t,
+                               crossDocumentAttention: crossDocumentAttention, truncation: truncation,
                                microBatchSize: microBatchSize, gradientAccumulation: gradientAccumulation,
                                epochs: epochs, shuffle: shuffle, seed: seed, padId: padId)
     }

@@ -8,6 +8,7 @@
 // assistant's (ShareGPT splits long conversations, and the later parts start mid-dialogue)
 // loses that turn — it answers nothing the model can see — and is counted in the report.
 import Foundation
+import SFTKernels
 
 /// Renames record keys: `[canonical: sourceKey]`, e.g. `["instruction": "question",
 /// "output": "answer"]`. The renames happen at once (a swap such as `instruction=response,

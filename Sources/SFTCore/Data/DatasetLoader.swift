@@ -1,6 +1,7 @@
 // Loading a dataset file: read records (RecordReader), map fields, detect or apply the format,
 // convert each record to an SFTExample, and skip-and-count (or, strict, reject) bad records.
 import Foundation
+import SFTKernels
 
 /// How to read a dataset file.
 public struct DatasetOptions: Equatable, Sendable {

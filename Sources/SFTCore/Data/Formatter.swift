@@ -16,6 +16,7 @@
 // turn is trained even when the pad id equals the EOS id (padding is masked by position, in
 // batching, never by id).
 import Foundation
+import SFTKernels
 
 /// Which tokens the loss is computed on.
 public enum MaskPolicy: String, CaseIterable, Sendable, Codable {

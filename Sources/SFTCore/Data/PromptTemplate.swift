@@ -9,6 +9,7 @@
 // placeholder is the completion: with the `completion` mask policy the loss covers the text
 // from its value to the end (and the EOS); with `all`, every token.
 import Foundation
+import SFTKernels
 
 public struct PromptTemplate: Equatable, Sendable {
     enum Piece: Equatable, Sendable { case literal(String), field(String) }

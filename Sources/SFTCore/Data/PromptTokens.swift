@@ -8,6 +8,7 @@
 // EOS is never added here: training appends it where a turn ends (ExampleFormatter), generation
 // must not see one.
 import Foundation
+import SFTKernels
 
 public struct PromptTokens {
     public let tokenizer: any TextTokenizer

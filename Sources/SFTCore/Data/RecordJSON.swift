@@ -2,6 +2,7 @@
 // Foundation's JSONSerialization reads the 125 MB ShareGPT file at ~18 MB/s on Linux; this reads
 // it several times faster, tells strings from numbers from booleans without NSNumber bridging,
 // and says where a record is malformed.
+import SFTKernels
 
 /// A parsed JSON value.
 enum RecordValue {

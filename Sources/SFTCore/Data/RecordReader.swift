@@ -7,6 +7,7 @@
 // knows its line, and a file cut off in the middle (a partial download) still yields all its
 // complete records, with the cut reported.
 import Foundation
+import SFTKernels
 
 /// Which records of a file to read.
 public enum RecordSelection: Equatable, Sendable {

@@ -4,6 +4,7 @@
 //
 // Formatting depends only on these two small protocols, so it is tested with fakes and works
 // with any chat template engine or tokenizer that can report UTF-8 byte spans.
+import SFTKernels
 
 /// Something that turns a conversation into training text and says where each assistant turn
 /// sits in it. A Jinja chat template (the model's own, or a named one) is the usual one.

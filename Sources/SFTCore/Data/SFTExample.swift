@@ -2,6 +2,7 @@
 // tokenizer), where it came from, the dataset formats sft reads, and the report of what loading
 // kept and skipped.
 import Foundation
+import SFTKernels
 
 /// Where a record sits in its file, for reports and errors.
 public struct SourceLocation: Equatable, Hashable, Sendable, Codable, CustomStringConvertible {

@@ -2,9 +2,10 @@
 // are fixed here on purpose: a run's data order — and so exact resume from a saved DataCursor —
 // depends on them producing the same permutation on every machine and every release.
 // Changing either changes every seeded data order; do not.
+import SFTKernels
 
 /// Seeded permutations and samples of 0..<count.
-public enum DataShuffle {
+enum DataShuffle {
     /// SplitMix64 (Steele, Lea, Flood 2014): the project's one seeded generator.
     public typealias Generator = SeededRandom
 

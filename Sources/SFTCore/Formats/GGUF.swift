@@ -9,6 +9,7 @@
 // with overflow-safe arithmetic before use, so a malformed file throws `SFTError.format`
 // naming the file, the byte offset and the problem.
 import Foundation
+import SFTKernels
 
 /// A GGUF metadata value. Integers keep their stored width; use the accessors to read them.
 public indirect enum GGUFValue: Sendable, Equatable, CustomStringConvertible {

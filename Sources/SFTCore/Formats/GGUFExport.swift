@@ -8,6 +8,7 @@
 // Storage: f32 everywhere, or f16 / bf16 / q8_0 for 2-D weights with 1-D tensors (norms,
 // biases) kept in f32, as llama.cpp does.
 import Foundation
+import SFTKernels
 
 public enum GGUFExport {
     /// How the weights are stored.

@@ -8,6 +8,7 @@
 // we read it back: HF row h*D + s*D/2 + i = GGUF row h*D + 2i + s, with H = n_head for q and
 // KV = n_head_kv for k. tools/make_gguf_fixtures.py checks the direction numerically.
 import Foundation
+import SFTKernels
 
 public final class GGUFWeights: WeightSource {
     public let file: GGUFFile
@@ -107,7 +108,7 @@ public final class GGUFWeights: WeightSource {
 
     /// Calls `body(hfRow, ggufRow)` for every row: within head h of D rows, HF row
     /// h*D + s*D/2 + i was stored at h*D + 2i + s.
-    public static func unpermuteRows(rows: Int, heads: Int, _ body: (Int, Int) -> Void) {
+    static func unpermuteRows(rows: Int, heads: Int, _ body: (Int, Int) -> Void) {
         let D = rows / heads
         for h in 0 ..< heads {
             for s in 0 ..< 2 {
@@ -119,7 +120,7 @@ public final class GGUFWeights: WeightSource {
     /// An HF-style config from the metadata, read by the architecture's own reader (see
     /// `GGUFArchitecture.readConfig`); a setting it cannot express comes out under its GGUF key,
     /// so the model's strict config decoding fails naming it.
-    public var config: [String: Any] {
-        architecture.readConfig(file)
+    public var config: [String: JSONValue] {
+        architecture.readConfig(file).mapValues(JSONValue.init(foundation:))
     }
 }

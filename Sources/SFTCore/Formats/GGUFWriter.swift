@@ -10,6 +10,7 @@
 // and Q8_0 (blocks of 32 values: an f16 scale d = max|x| / 127 and 32 int8 q = round(x / d),
 // as ggml's reference quantizer).
 import Foundation
+import SFTKernels
 
 /// Builds a GGUF file: metadata in insertion order, then tensors in insertion order.
 ///

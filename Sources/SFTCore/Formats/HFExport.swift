@@ -4,6 +4,7 @@
 // report of how far the merged model's logits moved.
 
 import Foundation
+import SFTKernels
 
 public enum HFExport {
     /// Saves `lm`'s weights (LoRA adapters must be merged first) with its config and tokenizer.
@@ -34,13 +35,13 @@ public enum HFExport {
         var config = try lm.model.hfConfig
         let dtypeName = dtype == .bf16 ? "bfloat16" : dtype == .f16 ? "float16" : "float32"
         // transformers 5 reads "dtype"; 4.x reads "torch_dtype".
-        config["torch_dtype"] = dtypeName
-        config["dtype"] = dtypeName
-        if let b = lm.tokenizer.bosTokenId { config["bos_token_id"] = Int(b) }
-        if let e = lm.tokenizer.eosTokenId { config["eos_token_id"] = Int(e) }
-        if let p = lm.tokenizer.padTokenId { config["pad_token_id"] = Int(p) }
-        try writeJSON(config, to: dir.appendingPathComponent("config.json"))
-        try TokenizerExport.save(lm, to: dir, modelMaxLength: config["max_position_embeddings"] as? Int)
+        config["torch_dtype"] = .string(dtypeName)
+        config["dtype"] = .string(dtypeName)
+        if let b = lm.tokenizer.bosTokenId { config["bos_token_id"] = .int(Int(b)) }
+        if let e = lm.tokenizer.eosTokenId { config["eos_token_id"] = .int(Int(e)) }
+        if let p = lm.tokenizer.padTokenId { config["pad_token_id"] = .int(Int(p)) }
+        try writeJSON(config.mapValues(\.foundationValue), to: dir.appendingPathComponent("config.json"))
+        try TokenizerExport.save(lm, to: dir, modelMaxLength: config["max_position_embeddings"]?.intValue)
     }
 
     static func writeJSON(_ object: [String: Any], to url: URL) throws {

@@ -3,17 +3,18 @@
 // cast to f32 (f16/bf16 checkpoints included). Model config decoding belongs to the model
 // files; this gives them the raw `config` dictionary.
 import Foundation
+import SFTKernels
 
 /// Tensors spread over one or more safetensors files.
 public final class SafetensorsWeights: WeightSource {
     public let files: [SafetensorsFile]
     public let names: [String]
-    public let config: [String: Any]
+    public let config: [String: JSONValue]
     private let location: [String: (file: Int, info: SafetensorsTensorInfo)]
 
     /// Opens `files`; a name must appear in one file only. When `expected` (name -> file
     /// name, from an index) is given, every name must be in the file the index says.
-    public init(files urls: [URL], config: [String: Any], expected: [String: String]? = nil) throws {
+    public init(files urls: [URL], config: [String: JSONValue], expected: [String: String]? = nil) throws {
         let files = try urls.map { try SafetensorsFile(url: $0) }
         var loc: [String: (Int, SafetensorsTensorInfo)] = [:], names: [String] = []
         for (i, f) in files.enumerated() {
@@ -54,7 +55,7 @@ public final class SafetensorsWeights: WeightSource {
 public final class HFModelFolder: WeightSource {
     public let url: URL
     /// config.json, parsed.
-    public let config: [String: Any]
+    public let config: [String: JSONValue]
     /// tokenizer.json, when present.
     public let tokenizerURL: URL?
     /// tokenizer_config.json (chat template, special tokens), when present.
@@ -73,7 +74,16 @@ public final class HFModelFolder: WeightSource {
         guard let configURL = file("config.json") else {
             throw SFTError.io(path: url.appendingPathComponent("config.json").path, message: "missing: an HF model folder needs config.json")
         }
-        config = try HFModelFolder.readJSONObject(configURL)
+        let data: Data
+        do { data = try Data(contentsOf: configURL) } catch { throw SFTError.io(path: configURL.path, message: "cannot read (\(error.localizedDescription))") }
+        let parsed: JSONValue
+        do { parsed = try JSONValue(parsing: data, path: configURL.path) } catch let SFTError.format(path, offset, message) {
+            throw SFTError.format(path: path, offset: offset, message: "not valid JSON (\(message))")
+        }
+        guard let pairs = parsed.objectValue else {
+            throw SFTError.format(path: configURL.path, offset: nil, message: "top level is not a JSON object")
+        }
+        config = Dictionary(pairs, uniquingKeysWith: { _, b in b })
         tokenizerURL = file("tokenizer.json")
         tokenizerConfigURL = file("tokenizer_config.json")
         generationConfigURL = file("generation_config.json")
@@ -107,7 +117,7 @@ public final class HFModelFolder: WeightSource {
     public func loadF32(_ name: String, into out: UnsafeMutablePointer<Float>) throws { try weights.loadF32(name, into: out) }
 
     /// Reads a JSON file whose top level is an object.
-    public static func readJSONObject(_ url: URL) throws -> [String: Any] {
+    static func readJSONObject(_ url: URL) throws -> [String: Any] {
         let data: Data
         do { data = try Data(contentsOf: url) } catch { throw SFTError.io(path: url.path, message: "cannot read (\(error.localizedDescription))") }
         let obj: Any

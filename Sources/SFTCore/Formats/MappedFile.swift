@@ -4,6 +4,7 @@
 // length against the end of the mapping with overflow-safe arithmetic, so a malformed file
 // throws `SFTError.format` (naming the file and byte offset) instead of reading past the end.
 import Foundation
+import SFTKernels
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -11,7 +12,7 @@ import Darwin
 #endif
 
 /// A file mapped read-only into memory. The mapping lives as long as this object.
-public final class MappedFile: @unchecked Sendable {
+final class MappedFile: @unchecked Sendable {
     /// The file's path (for error messages).
     public let path: String
     /// The mapped bytes (empty for an empty file).

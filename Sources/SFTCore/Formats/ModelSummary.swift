@@ -3,6 +3,7 @@
 // special tokens and chat template. Data-driven: key lists below, no per-model code, so
 // other concerns (tokenizers, templates) can extend it by adding keys.
 import Foundation
+import SFTKernels
 
 public struct ModelSummary {
     /// "GGUF v3" or "HF folder" or "safetensors".
@@ -14,7 +15,7 @@ public struct ModelSummary {
     /// Stored element type (GGML type or safetensors dtype) -> number of tensors.
     public var typeCounts: [String: Int]
     /// Selected HF config values (keys in `ModelSummary.configKeys` that are present).
-    public var config: [String: Any]
+    public var config: [String: JSONValue]
     /// Tokenizer kind: GGUF `tokenizer.ggml.model` ("gpt2", "llama") or tokenizer.json's
     /// model type ("BPE").
     public var tokenizerKind: String?
@@ -84,8 +85,8 @@ public struct ModelSummary {
 
     private mutating func summarizeFolder(_ f: HFModelFolder) throws {
         format = "HF folder (\(f.weights.files.count) safetensors file\(f.weights.files.count == 1 ? "" : "s"))"
-        architecture = f.config["model_type"] as? String
-        name = (f.config["_name_or_path"] as? String) ?? f.url.lastPathComponent
+        architecture = f.config["model_type"]?.stringValue
+        name = f.config["_name_or_path"]?.stringValue ?? f.url.lastPathComponent
         tensorCount = f.names.count
         for file in f.weights.files {
             for t in file.tensors { parameterCount += t.elementCount; typeCounts[t.dtype.rawValue, default: 0] += 1 }
@@ -103,15 +104,15 @@ public struct ModelSummary {
             }
             hasChatTemplate = tc["chat_template"] != nil
         }
-        if let b = f.config["bos_token_id"] as? Int { specialTokens["bos", default: (nil, nil)].id = b }
-        if let e = f.config["eos_token_id"] as? Int { specialTokens["eos", default: (nil, nil)].id = e }
+        if let b = f.config["bos_token_id"]?.intValue { specialTokens["bos", default: (nil, nil)].id = b }
+        if let e = f.config["eos_token_id"]?.intValue { specialTokens["eos", default: (nil, nil)].id = e }
     }
 
     /// A JSON-ready dictionary.
     public var jsonObject: [String: Any] {
         var o: [String: Any] = [
             "format": format, "parameters": parameterCount, "tensors": tensorCount, "types": typeCounts,
-            "config": config, "chat_template": hasChatTemplate,
+            "config": config.mapValues(\.foundationValue), "chat_template": hasChatTemplate,
         ]
         if let architecture { o["architecture"] = architecture }
         if let name { o["name"] = name }
@@ -138,7 +139,7 @@ public struct ModelSummary {
         if let name { out.append("name:          \(name)") }
         out.append("parameters:    \(Self.grouped(parameterCount)) (\(Self.short(parameterCount)))")
         out.append("tensors:       \(tensorCount): " + typeCounts.sorted { ($0.value, $1.key) > ($1.value, $0.key) }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
-        let cfg = Self.configKeys.compactMap { k in config[k].map { "\(k)=\($0)" } }
+        let cfg = Self.configKeys.compactMap { k in config[k].map { "\(k)=\($0.stringValue ?? $0.serialized())" } }
         if !cfg.isEmpty { out.append("config:        " + cfg.joined(separator: " ")) }
         var tok = tokenizerKind ?? "unknown"
         if let vocabularySize { tok += " (\(vocabularySize) tokens)" }

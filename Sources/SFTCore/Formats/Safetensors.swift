@@ -9,6 +9,7 @@
 // exactly, as the reference implementation requires). Errors name the file and the problem.
 // The writer pads the header with spaces so the data starts at a multiple of 8.
 import Foundation
+import SFTKernels
 
 /// Element types of safetensors files.
 public enum SafetensorsDType: String, Sendable, CaseIterable {

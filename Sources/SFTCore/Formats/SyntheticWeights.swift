@@ -8,6 +8,7 @@
 // would take minutes and change no timing; the pool keeps every tensor different.
 
 import Foundation
+import SFTKernels
 
 public final class SyntheticWeights: WeightSource {
     /// The named shapes: HF config keys of each.
@@ -19,7 +20,7 @@ public final class SyntheticWeights: WeightSource {
         "70b": llama(hidden: 8192, intermediate: 28672, layers: 80, heads: 64, kvHeads: 8, vocab: 32000),
     ]
 
-    public let config: [String: Any]
+    public let config: [String: JSONValue]
     public let names: [String]
     private let shapeOf: [String: [Int]]
     private let pool: [Float]
@@ -35,7 +36,7 @@ public final class SyntheticWeights: WeightSource {
             guard layers > 0 else { throw SFTError.config(field: "layers", message: "must be at least 1") }
             c["num_hidden_layers"] = layers
         }
-        config = c
+        config = c.mapValues(JSONValue.init(foundation:))
         let C = c["hidden_size"] as! Int, F = c["intermediate_size"] as! Int, L = c["num_hidden_layers"] as! Int
         let H = c["num_attention_heads"] as! Int, KV = c["num_key_value_heads"] as! Int, V = c["vocab_size"] as! Int
         let D = C / H

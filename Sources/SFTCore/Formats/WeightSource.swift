@@ -2,6 +2,7 @@
 // them as f32, whatever the file stores (GGUF blocks, safetensors f16/bf16/f32). Models load
 // through this protocol only, so one model file serves GGUF files and HF folders alike.
 import Foundation
+import SFTKernels
 
 /// Named weights in HF checkpoint naming (`model.layers.0.self_attn.q_proj.weight`), loaded
 /// as f32 in row-major HF layout.
@@ -15,7 +16,7 @@ public protocol WeightSource: AnyObject {
     func loadF32(_ name: String, into: UnsafeMutablePointer<Float>) throws
     /// The model's configuration with HF `config.json` keys (`hidden_size`, `model_type` ...):
     /// the file itself for HF folders, mapped from metadata for GGUF.
-    var config: [String: Any] { get }
+    var config: [String: JSONValue] { get }
 }
 
 extension WeightSource {

@@ -3,6 +3,7 @@
 // tokens, stop strings or the token budget.
 
 import Foundation
+import SFTKernels
 
 public struct GenerationConfig: Equatable, Sendable {
     public var maxNewTokens: Int = 128

@@ -2,6 +2,7 @@
 // temperature, then top-k, top-p and min-p filtering, then a draw (greedy when temperature 0).
 
 import Foundation
+import SFTKernels
 
 public struct SamplingConfig: Codable, Equatable, Sendable {
     /// 0 = greedy.

@@ -13,6 +13,7 @@
 // Merging folds m/n into the rows: W ← (m/n) ⊙ (W + s·B·A).
 
 import Foundation
+import SFTKernels
 
 extension LoRAAdapter {
     /// Squared row norms of `base` (M, K), on the host (DoRA's fixed part of n²).

@@ -9,6 +9,7 @@
 // (`use_dora`, DoRA.swift).
 
 import Foundation
+import SFTKernels
 
 /// PEFT's `init_lora_weights`.
 public enum LoRAInit: Equatable, Sendable, Codable, CustomStringConvertible {

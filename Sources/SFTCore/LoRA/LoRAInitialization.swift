@@ -16,6 +16,7 @@
 // Saving such an adapter converts it to plain LoRA on the original base (PEFTAdapter.swift).
 
 import Foundation
+import SFTKernels
 
 extension Linear {
     func initializeFromBase(_ kind: LoRAInit, name: String, rng: inout SeededRandom) throws {

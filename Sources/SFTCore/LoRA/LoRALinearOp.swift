@@ -7,6 +7,7 @@
 //   dx  = g W + dropoutᵀ(dh A)                 dW += gᵀ x  (only when the base trains)
 
 import Foundation
+import SFTKernels
 
 extension Ops {
     public static func loraLinear(_ x: Tensor, weight: Tensor, bias: Tensor?, a: Tensor, b: Tensor,

@@ -4,6 +4,7 @@
 // here.
 
 import Foundation
+import SFTKernels
 
 public enum PEFTAdapter {
     static let prefix = "base_model.model."

@@ -3,6 +3,7 @@
 // Swift type that builds it.
 
 import Foundation
+import SFTKernels
 
 /// One batch of token rows as the model sees it. Tokens are flattened rows of B·T.
 public struct ModelInput {
@@ -64,7 +65,7 @@ public protocol CausalLM: Module {
     var tiedEmbeddings: Bool { get }
     /// The config as an HF config.json object (for saving merged models); throws when the
     /// model has a setting transformers cannot express.
-    var hfConfig: [String: Any] { get throws }
+    var hfConfig: [String: JSONValue] { get throws }
 
     /// Final hidden states (B·T, C) after the last norm. `checkpointing` recomputes each
     /// decoder layer in backward instead of keeping its activations.
@@ -141,7 +142,7 @@ extension CausalLM {
 
 /// Builds models from an HF-style config object (`config.json` contents).
 public enum ModelRegistry {
-    public typealias Builder = (_ config: [String: Any], _ backend: Backend) throws -> CausalLM
+    public typealias Builder = (_ config: [String: JSONValue], _ backend: Backend) throws -> CausalLM
 
     /// model_type → builder. One line per architecture.
     public static let builders: [String: Builder] = [
@@ -154,8 +155,8 @@ public enum ModelRegistry {
         "gemma3_text": { try Gemma3Model(config: Gemma3Config(hf: $0), on: $1) },
     ]
 
-    public static func build(config: [String: Any], on backend: Backend) throws -> CausalLM {
-        guard let type = config["model_type"] as? String else {
+    public static func build(config: [String: JSONValue], on backend: Backend) throws -> CausalLM {
+        guard let type = config["model_type"]?.stringValue else {
             throw SFTError.config(field: "model_type", message: "missing from the model config")
         }
         guard let b = builders[type] else {

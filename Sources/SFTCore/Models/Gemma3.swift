@@ -9,6 +9,7 @@
 // Shapes: N = B·T rows, C hidden, H heads, KV kv heads, D head dim, F intermediate, V vocab.
 
 import Foundation
+import SFTKernels
 
 public struct Gemma3Config: Equatable, Decodable {
     public var hiddenSize: Int
@@ -104,11 +105,13 @@ public struct Gemma3Config: Equatable, Decodable {
         }
     }
 
-    public init(hf c: [String: Any]) throws {
+    public init(hf c: [String: JSONValue]) throws {
         self = try HFConfig.decode(Gemma3Config.self, from: c, family: "gemma3_text", understood: CodingKeys.allCases.map(\.rawValue))
     }
 
-    public var hf: [String: Any] {
+    public var hf: [String: JSONValue] { hfValues.mapValues(JSONValue.init(foundation:)) }
+
+    var hfValues: [String: Any] {
         func rope(_ p: RopeParameters) -> [String: Any] {
             var d: [String: Any] = ["rope_type": p.kind, "rope_theta": p.theta]
             if let s = p.scaling, let data = try? JSONEncoder().encode(s),
@@ -271,7 +274,7 @@ public final class Gemma3Model: Module, CausalLM {
     public var numLayers: Int { config.numLayers }
     public var tiedEmbeddings: Bool { lmHead == nil }
     public var lmHeadWeight: Parameter { lmHead?.weight ?? model.embedTokens.weight }
-    public var hfConfig: [String: Any] { config.hf }
+    public var hfConfig: [String: JSONValue] { config.hf }
     /// PEFT's default for gemma3_text.
     public var peftDefaultLoRATargets: [String]? { ["q_proj", "v_proj"] }
     public var layout: ModelLayout { config.layout }

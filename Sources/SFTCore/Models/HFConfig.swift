@@ -5,6 +5,7 @@
 // `rope_parameters`, and a permissive reader fell back to θ = 10000).
 
 import Foundation
+import SFTKernels
 
 public enum HFConfig {
     /// Keys that never change the forward or backward pass of a decoder-only model: metadata,
@@ -28,8 +29,8 @@ public enum HFConfig {
         "decoder_start_token_id", "suppress_tokens", "begin_suppress_tokens",
     ]
 
-    /// The config as JSON values (what `WeightSource.config` holds, re-read without loss).
-    public static func values(_ config: [String: Any]) throws -> [String: JSONValue] {
+    /// A Foundation config as JSON values, re-read without loss.
+    static func values(_ config: [String: Any]) throws -> [String: JSONValue] {
         let data = try JSONSerialization.data(withJSONObject: config)
         guard case .object(let pairs) = try JSONValue(parsing: data, path: "config.json") else {
             throw SFTError.config(field: "config.json", message: "not a JSON object")
@@ -39,7 +40,7 @@ public enum HFConfig {
 
     /// Decodes `config` as `T`, after checking that each key is one `T` reads (`understood`)
     /// or a harmless one. Decoding errors name the key.
-    public static func decode<T: Decodable>(_ type: T.Type, from config: [String: Any], family: String,
+    public static func decode<T: Decodable>(_ type: T.Type, from config: [String: JSONValue], family: String,
                                             understood: [String]) throws -> T {
         try ModelConfigLimits.check(config)
         let known = harmless.union(understood)
@@ -47,8 +48,8 @@ public enum HFConfig {
             throw SFTError.config(field: key, message: "not implemented for \(family) (a setting sft does not know may change the math; if it does not, add it to HFConfig.harmless)")
         }
         do {
-            let data = try JSONSerialization.data(withJSONObject: config)
-            return try JSONDecoder().decode(T.self, from: data)
+            let object = JSONValue.object(config.keys.sorted().map { ($0, config[$0]!) })
+            return try JSONDecoder().decode(T.self, from: Data(object.serialized().utf8))
         } catch let e as DecodingError {
             switch e {
             case .keyNotFound(let key, let ctx):

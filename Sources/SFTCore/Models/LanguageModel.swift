@@ -3,6 +3,7 @@
 // chat, eval and finetune commands all start here.
 
 import Foundation
+import SFTKernels
 
 public final class LanguageModel {
     public let model: CausalLM

@@ -7,6 +7,7 @@
 // F intermediate, V vocab. Activations are (N, C) row-major; q is (N, H·D) = (B, T, H, D).
 
 import Foundation
+import SFTKernels
 
 public struct LlamaConfig: Equatable, Decodable {
     public var hiddenSize: Int
@@ -127,8 +128,8 @@ public struct LlamaConfig: Equatable, Decodable {
 
     /// From an HF config.json object (snake_case keys, transformers 4 or 5 layout). Keys that
     /// are neither read nor harmless are errors naming them.
-    public init(hf c: [String: Any]) throws {
-        self = try HFConfig.decode(LlamaConfig.self, from: c, family: (c["model_type"] as? String) ?? "llama",
+    public init(hf c: [String: JSONValue]) throws {
+        self = try HFConfig.decode(LlamaConfig.self, from: c, family: c["model_type"]?.stringValue ?? "llama",
                                    understood: CodingKeys.allCases.map(\.rawValue))
     }
 
@@ -163,7 +164,9 @@ public struct LlamaConfig: Equatable, Decodable {
 
     /// The config as transformers 4 writes it (rope_theta / rope_scaling at top level), which
     /// transformers 5 and llama.cpp's converter also read.
-    public var hf: [String: Any] {
+    public var hf: [String: JSONValue] { hfValues.mapValues(JSONValue.init(foundation:)) }
+
+    var hfValues: [String: Any] {
         var c: [String: Any] = [
             "architectures": [LlamaConfig.architectures[modelType] ?? "LlamaForCausalLM"],
             "model_type": modelType, "hidden_size": hiddenSize, "intermediate_size": intermediateSize,
@@ -377,7 +380,7 @@ public final class LlamaModel: Module, CausalLM {
     public var numLayers: Int { config.numLayers }
     public var tiedEmbeddings: Bool { lmHead == nil }
     public var lmHeadWeight: Parameter { lmHead?.weight ?? model.embedTokens.weight }
-    public var hfConfig: [String: Any] {
+    public var hfConfig: [String: JSONValue] {
         get throws {
             guard config.ropeScaling?.freqFactors == nil else {
                 throw SFTError.unsupported("HF export of RoPE frequency factors read from a GGUF rope_freqs tensor (transformers has no such setting; export the HF original instead)")

@@ -3,6 +3,7 @@
 // or a wrong shape is an error naming the key.
 
 import Foundation
+import SFTKernels
 
 extension Module {
     /// Fills every parameter under this module (LoRA adapters excepted) from `source`.

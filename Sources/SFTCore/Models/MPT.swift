@@ -10,6 +10,7 @@
 // Shapes: N = B·T rows, C hidden (d_model), H heads, D = C / H, V vocab.
 
 import Foundation
+import SFTKernels
 
 public struct MPTConfig: Equatable, Decodable {
     public var dModel: Int
@@ -84,11 +85,13 @@ public struct MPTConfig: Equatable, Decodable {
         }
     }
 
-    public init(hf c: [String: Any]) throws {
+    public init(hf c: [String: JSONValue]) throws {
         self = try HFConfig.decode(MPTConfig.self, from: c, family: "mpt", understood: CodingKeys.allCases.map(\.rawValue))
     }
 
-    public var hf: [String: Any] {
+    public var hf: [String: JSONValue] { hfValues.mapValues(JSONValue.init(foundation:)) }
+
+    var hfValues: [String: Any] {
         var attn: [String: Any] = ["alibi": true, "alibi_bias_max": alibiBiasMax, "attn_pdrop": 0,
                                    "attn_type": "multihead_attention", "clip_qkv": clipQKV ?? NSNull(), "qk_ln": false,
                                    "prefix_lm": false, "softmax_scale": NSNull()]
@@ -228,7 +231,7 @@ public final class MPTModel: Module, CausalLM {
     public var numLayers: Int { config.nLayers }
     public var tiedEmbeddings: Bool { lmHead == nil }
     public var lmHeadWeight: Parameter { lmHead?.weight ?? transformer.embedTokens.weight }
-    public var hfConfig: [String: Any] { config.hf }
+    public var hfConfig: [String: JSONValue] { config.hf }
     /// PEFT's default for mpt: the fused attention projection.
     public var peftDefaultLoRATargets: [String]? { ["Wqkv"] }
     public var layout: ModelLayout { config.layout }

@@ -6,6 +6,7 @@
 // against transformers.
 
 import Foundation
+import SFTKernels
 
 /// A weight matrix (rows, cols) in a GGML block format, held by the backend as `PackedBlocks`
 /// (made only where `backend.supports(.ggufBlocks)`; elsewhere the model keeps its exact
@@ -94,7 +95,7 @@ extension CausalLM {
     }
 }
 
-public enum PackedWeights {
+enum PackedWeights {
     /// GGML types whose quantized matvec is worth using (others fall back to f32 weights).
     public static let supported: Set<String> = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K", "F16"]
 }

@@ -7,6 +7,7 @@
 // Shapes: N = B·T rows, C hidden, H heads, KV kv heads, D head dim, F intermediate, V vocab.
 
 import Foundation
+import SFTKernels
 
 public struct Phi3Config: Equatable, Decodable {
     public var hiddenSize: Int
@@ -70,11 +71,13 @@ public struct Phi3Config: Equatable, Decodable {
         }
     }
 
-    public init(hf c: [String: Any]) throws {
+    public init(hf c: [String: JSONValue]) throws {
         self = try HFConfig.decode(Phi3Config.self, from: c, family: "phi3", understood: CodingKeys.allCases.map(\.rawValue))
     }
 
-    public var hf: [String: Any] {
+    public var hf: [String: JSONValue] { hfValues.mapValues(JSONValue.init(foundation:)) }
+
+    var hfValues: [String: Any] {
         var c: [String: Any] = [
             "architectures": ["Phi3ForCausalLM"], "model_type": "phi3", "hidden_size": hiddenSize,
             "intermediate_size": intermediateSize, "num_hidden_layers": numLayers, "num_attention_heads": numHeads,
@@ -198,7 +201,7 @@ public final class Phi3Model: Module, CausalLM {
     public var numLayers: Int { config.numLayers }
     public var tiedEmbeddings: Bool { lmHead == nil }
     public var lmHeadWeight: Parameter { lmHead?.weight ?? model.embedTokens.weight }
-    public var hfConfig: [String: Any] { config.hf }
+    public var hfConfig: [String: JSONValue] { config.hf }
     /// PEFT has no default targets for phi3 (its mapping has no entry; PEFT asks for them).
     public var peftDefaultLoRATargets: [String]? { nil }
     public var layout: ModelLayout { config.layout }

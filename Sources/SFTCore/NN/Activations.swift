@@ -2,6 +2,7 @@
 // gelu_pytorch_tanh(gate) · up) and clamp (MPT's clip_qkv), each with its backward.
 
 import Foundation
+import SFTKernels
 
 extension Ops {
     /// x clamped to [−limit, limit] (MPT's `clip_qkv`); the gradient passes inside the range.

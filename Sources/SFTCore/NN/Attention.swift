@@ -2,10 +2,11 @@
 // factor, and cached decode attention (KV append + sliding window over the cache).
 
 import Foundation
+import SFTKernels
 
 /// The RoPE frequencies one layer uses in one forward pass and the attention factor they come
 /// with (yarn, longrope).
-public struct LayerRope {
+struct LayerRope {
     public let invFreq: Tensor
     public let attentionFactor: Float
 

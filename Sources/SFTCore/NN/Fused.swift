@@ -2,6 +2,7 @@
 // row-major (N, W) activation as their own (N, width) tensor, with the gradient scattered back.
 
 import Foundation
+import SFTKernels
 
 extension Ops {
     /// Columns [from, from + count) of x (N, W) as an (N, count) tensor.

@@ -2,6 +2,7 @@
 // adapters apply to every model at once), Embedding, RMSNorm, LayerNorm (RoPE is in Rope.swift).
 
 import Foundation
+import SFTKernels
 
 /// y = x Wᵀ + b, W stored (out, in) as in HF checkpoints. With `lora` set, adds the adapter's
 /// low-rank update; the base weight is then normally frozen. With `quantized` set (QLoRA), W

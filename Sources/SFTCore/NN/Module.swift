@@ -6,6 +6,7 @@
 // everything else (walks, counting, freezing) is derived here once.
 
 import Foundation
+import SFTKernels
 
 public final class Parameter {
     public var value: Tensor

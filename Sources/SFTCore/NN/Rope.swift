@@ -17,6 +17,7 @@
 // dict per layer type); GGUF metadata is mapped to the same struct in GGUFWeights.
 
 import Foundation
+import SFTKernels
 
 /// The scaling part of a RoPE configuration (`rope_scaling`, or `rope_parameters` less
 /// `rope_theta`). Keys are transformers' snake_case names.

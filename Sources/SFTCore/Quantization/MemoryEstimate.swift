@@ -11,6 +11,7 @@
 // recomputation. Estimates, not measurements.
 
 import Foundation
+import SFTKernels
 
 /// The parameter and activation sizes of a decoder-only model, as the memory estimate counts them.
 public struct ModelLayout: Equatable, Sendable {

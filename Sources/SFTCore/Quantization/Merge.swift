@@ -5,6 +5,7 @@
 // unmerged model (4-bit base + adapters) and the merged one as it will be saved.
 
 import Foundation
+import SFTKernels
 
 /// |Δ| between two logit arrays over the same tokens.
 public struct LogitsDifference: Sendable, CustomStringConvertible {

@@ -9,6 +9,7 @@
 // back into an ordinary f32 Linear.
 
 import Foundation
+import SFTKernels
 
 extension Linear {
     /// When true, new Linears allocate a (0, in) placeholder instead of their f32 weight.

@@ -7,6 +7,7 @@
 // Shapes: N rows (tokens), K in features, M out features; W is (M, K) as in HF checkpoints.
 
 import Foundation
+import SFTKernels
 
 extension Ops {
     /// y = x Wᵀ (+ bias) for a 4-bit W (M, K). x: (…, K) → (…, M). Records dX = dY W for

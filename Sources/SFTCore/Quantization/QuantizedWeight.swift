@@ -9,6 +9,7 @@
 // backend's weight form over it (`QuantizedMatrix`), which the backend's 4-bit ops read.
 
 import Foundation
+import SFTKernels
 
 /// How to quantize the frozen base weights (`--quantize nf4|fp4 --double-quant --compute-dtype`).
 public struct QuantizationConfig: Codable, Equatable, Sendable {

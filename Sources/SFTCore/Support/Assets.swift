@@ -1,5 +1,6 @@
 // Where the real assets live (fetched by scripts/fetch-assets into .assets/, never committed).
 import Foundation
+import SFTKernels
 
 public enum Assets {
     /// The assets folder: $SFT_ASSETS, else the nearest `.assets` folder at or above the

@@ -7,6 +7,7 @@
 // can differ: duplicate keys keep the first position and the last value; NaN / Infinity are
 // accepted; integers too large for Int become Double.
 import Foundation
+import SFTKernels
 
 /// A JSON document, keeping object key order and whether a number was written as an integer.
 ///
@@ -573,6 +574,48 @@ extension JSONValue: Codable {
         case .object(let o):
             var c = encoder.container(keyedBy: CodingName.self)
             for (k, v) in o { try c.encode(v, forKey: CodingName(stringValue: k)) }
+        }
+    }
+}
+
+// MARK: - Foundation values (internal: the public API speaks JSONValue, not Any)
+
+extension JSONValue {
+    /// A JSON value from Swift values or JSONSerialization's objects (Bool, integers, floating
+    /// point, String, arrays, string-keyed dictionaries, with sorted keys, NSNull); anything
+    /// else becomes its description as a string.
+    init(foundation value: Any) {
+        // JSONSerialization's numbers (booleans included) are NSNumbers: let it write them.
+        if type(of: value) is NSNumber.Type, let n = value as? NSNumber,
+           let data = try? JSONSerialization.data(withJSONObject: n, options: .fragmentsAllowed),
+           let v = try? JSONValue(parsing: data) {
+            self = v
+            return
+        }
+        switch value {
+        case let b as Bool where type(of: value) == Bool.self: self = .bool(b)
+        case let i as Int: self = .int(i)
+        case let i as any BinaryInteger: self = Int(exactly: i).map { .int($0) } ?? .double(Double(i))
+        case let d as Double: self = .double(d)
+        case let f as Float: self = .double(Double(f))
+        case let s as String: self = .string(s)
+        case let a as [Any]: self = .array(a.map(JSONValue.init(foundation:)))
+        case let o as [String: Any]: self = .object(o.keys.sorted().map { ($0, JSONValue(foundation: o[$0]!)) })
+        case is NSNull: self = .null
+        default: self = .string("\(value)")
+        }
+    }
+
+    /// The value as Foundation objects (for JSONSerialization).
+    var foundationValue: Any {
+        switch self {
+        case .null: return NSNull()
+        case .bool(let b): return b
+        case .int(let i): return i
+        case .double(let d): return d
+        case .string(let s): return s
+        case .array(let a): return a.map(\.foundationValue)
+        case .object(let o): return Dictionary(o.map { ($0.0, $0.1.foundationValue) }, uniquingKeysWith: { _, b in b })
         }
     }
 }

@@ -23,5 +23,6 @@ public struct SeededRandom: RandomNumberGenerator, Codable, Equatable, Sendable 
 }
 
 import Foundation
+import SFTKernels
 @inline(__always) private func _log(_ x: Double) -> Double { Foundation.log(x) }
 @inline(__always) private func _cos(_ x: Double) -> Double { Foundation.cos(x) }

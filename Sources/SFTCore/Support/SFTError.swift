@@ -1,6 +1,7 @@
 // The library's error type: every case carries the context a user needs to act (file, line,
 // tensor key, op and shapes). The library never exits on user input; it throws one of these.
 import Foundation
+import SFTKernels
 
 public enum SFTError: Error, CustomStringConvertible {
     /// A file could not be read or written.

@@ -3,6 +3,7 @@
 // tag strips its surrounding whitespace, so only the quoted strings reach the output. Each
 // starts with `bos_token`, as the models' own templates do (Llama-2, Mistral, Llama-3): the
 // renderer passes "" for tokenizers that add no BOS (see PromptTokens), so one path serves both.
+import SFTKernels
 
 enum BuiltinTemplates {
     static let sources: [String: String] = [

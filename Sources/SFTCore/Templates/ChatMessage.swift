@@ -1,5 +1,6 @@
 // One message of a conversation, as chat templates and datasets see it.
 import Foundation
+import SFTKernels
 
 public struct ChatMessage: Equatable, Sendable, Codable {
     /// "system", "user", "assistant" or "tool" (datasets' human/gpt are mapped to these).

@@ -11,6 +11,7 @@
 // an assistant turn's span covers the tool calls it makes.
 // The rendered text's tagged bytes are the message spans.
 import Foundation
+import SFTKernels
 
 /// A compiled chat template.
 ///

@@ -1,6 +1,7 @@
 // The Jinja syntax tree: what JinjaParser builds and JinjaInterpreter walks. Node kinds follow
 // jinja2's nodes.py (Getattr, Getitem, Filter, Test, Compare, CondExpr, For, If, Macro, ...);
 // every node keeps the byte offset it started at, for error messages.
+import SFTKernels
 
 struct JExpr {
     indirect enum Kind {

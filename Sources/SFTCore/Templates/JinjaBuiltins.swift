@@ -7,6 +7,7 @@
 // separators=None, sort_keys=False)`: ", " and ": " separators on one line, "," and ": " when
 // indenting, non-ASCII kept, no HTML escaping (jinja2's own tojson escapes < > & ').
 import Foundation
+import SFTKernels
 
 enum JinjaBuiltins {
     /// Every filter name jinja2 defines (a few are refused at run time: random, urlize, ...).

@@ -11,6 +11,7 @@
 // 100 000 items as in jinja2; and `TemplateLimits` bounds the work (evaluation steps), macro
 // recursion, output size and value nesting, so a hostile template ends with an error.
 import Foundation
+import SFTKernels
 
 /// Resource bounds for rendering a template.
 public struct TemplateLimits: Sendable {

@@ -10,6 +10,7 @@
 // - `{% raw %}...{% endraw %}` is data;
 // - inside tags, `}}` and `%}` end the tag only when brackets are balanced.
 import Foundation
+import SFTKernels
 
 /// A template error before it is given a line and column (byte offset into the normalized source).
 struct TemplateError: Error {

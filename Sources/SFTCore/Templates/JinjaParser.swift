@@ -12,6 +12,7 @@
 //
 // Unknown filters and tests are errors at parse time, except inside `if` tests and bodies and
 // inline if-expressions, where jinja2 defers them to run time; we do the same.
+import SFTKernels
 
 struct JinjaParser {
     private var tokens: [JToken]

@@ -4,6 +4,7 @@
 // behind str methods (strip, split, replace, ...). Everything that builds strings keeps the
 // provenance tracks of the bytes it copies.
 import Foundation
+import SFTKernels
 
 enum PyNum {
     case int(Int)

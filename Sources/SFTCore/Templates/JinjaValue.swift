@@ -7,6 +7,7 @@
 // (no Unicode canonical equivalence), UTF-8 byte order is code point order, and the rendered
 // output and its spans are measured in UTF-8 bytes anyway.
 import Foundation
+import SFTKernels
 
 /// A span of a string's bytes that came from message `source` (an index into `messages`).
 struct SpanTrack: Equatable {

@@ -2,6 +2,7 @@
 // a Hugging Face folder (tokenizer_config.json) or a GGUF file (tokenizer.chat_template, and
 // tokenizer.ggml.bos_token_id / eos_token_id looked up in tokenizer.ggml.tokens).
 import Foundation
+import SFTKernels
 
 /// What rendering with a model's own template needs.
 public struct ModelChatTemplate: Sendable {

@@ -11,6 +11,7 @@
 // recording during backward — one decoder layer's activations live at a time.
 
 import Foundation
+import SFTKernels
 
 final class GradNode {
     let op: String

@@ -3,6 +3,7 @@
 // C channels, H heads, KV key/value heads, D head dim, V vocab.
 
 import Foundation
+import SFTKernels
 
 @inline(__always) func check(_ ok: Bool, _ op: String, _ message: @autoclosure () -> String) throws {
     if !ok { throw SFTError.shape(op: op, message: message()) }

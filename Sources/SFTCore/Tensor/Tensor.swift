@@ -7,11 +7,12 @@
 // them (see Autograd.swift).
 
 import Foundation
+import SFTKernels
 
 public final class Tensor: CustomStringConvertible {
     public let shape: [Int]
     public let dtype: DType
-    public let storage: BufferView
+    let storage: BufferView
     public let backend: Backend
     /// Leaves: whether to accumulate a gradient. Non-leaves: whether any input needed one.
     public var requiresGrad: Bool
@@ -24,7 +25,7 @@ public final class Tensor: CustomStringConvertible {
     public var device: Device { backend.device }
     public var isLeaf: Bool { node == nil }
 
-    public init(shape: [Int], dtype: DType = .f32, storage: BufferView, backend: Backend,
+    init(shape: [Int], dtype: DType = .f32, storage: BufferView, backend: Backend,
                 requiresGrad: Bool = false) {
         self.shape = shape
         self.dtype = dtype

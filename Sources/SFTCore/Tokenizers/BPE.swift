@@ -3,6 +3,7 @@
 // order; SentencePiece's order when ranks come from scores). Short words use a linear scan;
 // long ones (SentencePiece models merge whole sentences) a heap with lazy invalidation.
 // Also GPT-2's byte↔unicode map, which byte-level vocabularies are written in.
+import SFTKernels
 
 /// Scratch space and the merge loop. Not thread-safe: one per encoding call at a time.
 struct BPEMerger {

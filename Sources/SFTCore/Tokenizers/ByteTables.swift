@@ -2,6 +2,7 @@
 // and token-id pairs → merge (rank, result). Open addressing with linear probing over flat
 // arrays. Keys are raw bytes, never Swift Strings: String equality is Unicode canonical
 // equivalence ("é" == "e\u{301}"), which would merge distinct tokens.
+import SFTKernels
 
 /// Maps byte strings to Int32 values. Keys live in one arena; slots hold (hash, entry index).
 struct ByteKeyMap {

@@ -9,6 +9,7 @@
 //   SmolLM:  every \p{N} isolated (HF Digits(individual_digits)), then GPT-2 on the text between
 // The one subtle rule is `\s+(?!\S)`: a whitespace run followed by a non-space gives back its
 // last character, which then joins the next word (" a   b" → " a", "  ", " b").
+import SFTKernels
 
 /// Character classes the patterns test: \p{L}, \p{N}, \s (Unicode White_Space), and the rest.
 enum UnicodeClass {

@@ -7,6 +7,7 @@
 // (SentencePiece), then merged by BPE. Byte-level words are cached (word bytes → ids).
 // Offsets are UTF-8 byte ranges into the input text.
 import Foundation
+import SFTKernels
 
 /// A BPE tokenizer loaded from tokenizer.json or GGUF metadata.
 ///

@@ -2,6 +2,7 @@
 // encoded one by one on one thread. tools/bench_tokenizer.py extracts the same strings the same
 // way, times HF tokenizers on them, and compares the ids' checksum with this one.
 import Foundation
+import SFTKernels
 
 public enum TokenizerBenchmark {
     /// Message texts from a ShareGPT JSON file: the string after each `"value": ` in file order,

@@ -15,6 +15,7 @@
 //               get an explicit merge list ordered the way `Tokenizer` applies scores.
 // Control tokens become special added tokens, user-defined ones non-special added tokens.
 import Foundation
+import SFTKernels
 
 extension TokenizerSpec {
     /// Writes `tokenizer.json`, `tokenizer_config.json` and `special_tokens_map.json` into `dir`.

@@ -2,6 +2,7 @@
 // model "gpt2" = byte-level BPE with merges, "llama" = SentencePiece BPE with scores;
 // `tokenizer.ggml.pre` names the pre-tokenizer (llama.cpp's llama-vocab.cpp lists the regexes).
 import Foundation
+import SFTKernels
 
 extension TokenizerSpec {
     /// llama.cpp pre-tokenizer names → the pre-tokenizer with the same regexes.

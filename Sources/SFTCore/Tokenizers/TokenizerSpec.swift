@@ -3,6 +3,7 @@
 // fill it in; `Tokenizer(spec:)` builds the fast tables from it. Field meanings follow HF
 // tokenizers' tokenizer.json and GGUF's `tokenizer.ggml.*` keys.
 import Foundation
+import SFTKernels
 
 /// The description of a tokenizer: model kind, vocabulary, merges or scores, token types,
 /// pre-tokenizer and special tokens.

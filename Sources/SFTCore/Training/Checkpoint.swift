@@ -6,6 +6,7 @@
 // folder, which resume never picks (and the next save removes).
 
 import Foundation
+import SFTKernels
 
 struct TrainerState: Codable {
     var globalStep: Int

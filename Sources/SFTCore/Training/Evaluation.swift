@@ -2,6 +2,7 @@
 // (in windows) or over a dataset's formatted examples (all tokens, and trained tokens only).
 
 import Foundation
+import SFTKernels
 
 public struct EvalReport: CustomStringConvertible {
     public var meanLoss: Double

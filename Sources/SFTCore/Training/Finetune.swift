@@ -6,6 +6,7 @@
 // folder and writes every file.
 
 import Foundation
+import SFTKernels
 
 public struct FinetuneResult {
     public var summary: TrainSummary
@@ -31,8 +32,7 @@ public enum Finetune {
         let world = try collective ?? worldCollective(timeout: config.collectiveTimeout)
         world.timeout = config.collectiveTimeout
         let onEvent: ((TrainerEvent) -> Void)? = world.rank == 0 ? events : nil
-        var device = try Device(parsing: config.device)
-        if world.size > 1, config.device == "cuda", let local = launchedLocalRank() { device = .cuda(local) }   // one GPU per rank
+        let device = config.device.device(localRank: world.size > 1 ? launchedLocalRank() : nil)   // one GPU per rank
         if let t = config.threads { setCPUThreads(t) }
         let backend = try SFTKernels.backend(for: device)
         // On GPUs, NCCL sums the gradients in device memory when it loads.
@@ -45,26 +45,24 @@ public enum Finetune {
         Autograd.randomOffset = 0
 
         let quantization = try config.quantization()
-        if quantization != nil && config.method == "full" {
+        if quantization != nil && config.method == .full {
             throw SFTError.config(field: "quantize", message: "a 4-bit base cannot be fully finetuned; use method qlora")
         }
         let lm = try LanguageModel.load(URL(fileURLWithPath: config.model), on: backend, template: config.template,
                                         quantization: quantization)
         let model = lm.model
         switch config.method {
-        case "lora", "qlora":
+        case .lora, .qlora:
             try model.applyLoRA(config.lora, seed: config.seed)
             if config.loraPlusLREmbedding != nil {
                 onEvent?(.message("loraplus_lr_embedding: sft adapts Linear layers only, so there is no embedding LoRA for it to apply to"))
             }
-        case "full":
+        case .full:
             try config.validateLoRAOnlyKeys()
             model.setTrainable(true)
             for (name, p) in model.namedParameters() where config.freeze.contains(where: { name.contains($0) }) {
                 p.trainable = false
             }
-        default:
-            throw SFTError.config(field: "method", message: "'\(config.method)' is not one of lora, qlora, full")
         }
         onEvent?(.message("model: \(model.modelType), \(model.parameterCount()) parameters, \(model.parameterCount(trainableOnly: true)) trainable (\(config.method))"))
 
@@ -104,7 +102,7 @@ public enum Finetune {
             let ep = try BatchPlan(examples: evalExamples, options: eo)
             evalBatches = (0..<ep.microBatchesPerEpoch).map { ep.microBatch(epoch: 0, index: $0) }
         }
-        if let estimate = model.memoryEstimate(quantization: quantization, lora: config.method == "full" ? nil : config.lora,
+        if let estimate = model.memoryEstimate(quantization: quantization, lora: config.method == .full ? nil : config.lora,
                                                batch: config.perDeviceTrainBatchSize, sequence: config.dataConfig.maxSeqLength,
                                                checkpointing: config.gradientCheckpointing,
                                                optimizerShards: config.zeroStage == 1 ? group.size : 1) {
@@ -128,8 +126,8 @@ public enum Finetune {
             for c in earlier { try FileManager.default.removeItem(at: c) }
             onEvent?(.message("overwrite_output_dir: deleted \(earlier.count) earlier checkpoints in \(out.path)"))
         }
-        let fingerprint = ["model": config.model, "method": config.method,
-                           "lora": config.method == "full" ? "-" : "\(config.lora)", "data_file": config.data,
+        let fingerprint = ["model": config.model, "method": config.method.rawValue,
+                           "lora": config.method == .full ? "-" : "\(config.lora)", "data_file": config.data,
                            "quantization": quantization.map { "\($0)" } ?? "-"]
         let trainer = try Trainer(model: model, config: try config.trainer(), loader: try DataLoader(plan: plan),
                                   evalBatches: evalBatches, outputDirectory: out, fingerprint: fingerprint,
@@ -178,7 +176,7 @@ public enum Finetune {
             let ck = try trainer.saveCheckpoint(elapsed: summary.seconds)
             onEvent?(.checkpoint(ck))
         }
-        let dest = out.appendingPathComponent(config.method == "full" ? "model" : "adapter")
+        let dest = out.appendingPathComponent(config.method == .full ? "model" : "adapter")
         if group.rank == 0 { try writeFolderAtomically(dest) { try saveResult(lm: lm, config: config, into: $0) } }
         return FinetuneResult(summary: summary, output: dest, runDirectory: out, datasetReport: prepared.datasetReport,
                               formattingReport: prepared.formattingReport, packingReport: plan.report)
@@ -186,7 +184,7 @@ public enum Finetune {
 
     /// Writes the adapter (LoRA) or the trained weights (full) into `dir`.
     static func saveResult(lm: LanguageModel, config: FinetuneConfig, into dir: URL) throws {
-        if config.method != "full" {
+        if config.method != .full {
             try PEFTAdapter.save(lm.model, config: config.lora, baseModel: config.model, to: dir)
         } else {
             try HFExport.saveModel(lm, to: dir)

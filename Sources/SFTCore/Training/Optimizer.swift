@@ -3,6 +3,7 @@
 // clipping by global norm. Moments are f32 tensors on the parameter's device.
 
 import Foundation
+import SFTKernels
 
 public struct AdamWConfig: Codable, Equatable, Sendable {
     public var beta1: Double = 0.9
@@ -90,7 +91,7 @@ public func clipGradients(_ parameters: [(String, Parameter)], maxNorm: Double) 
 
 /// Learning-rate schedules with linear warmup (names as in HF `lr_scheduler_type`).
 public struct LRSchedule: Codable, Equatable, Sendable {
-    public enum Kind: String, Codable, Sendable { case constant, constantWithWarmup = "constant_with_warmup", cosine, linear }
+    public enum Kind: String, Codable, Sendable, CaseIterable { case constant, constantWithWarmup = "constant_with_warmup", cosine, linear }
     public var kind: Kind
     public var peak: Double
     public var warmupSteps: Int

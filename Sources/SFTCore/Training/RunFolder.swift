@@ -3,8 +3,9 @@
 // into a temporary sibling and renamed, so a failed save never leaves half an adapter.
 
 import Foundation
+import SFTKernels
 
-public final class RunFolderLock {
+final class RunFolderLock {
     public static let fileName = ".sft-run.lock"
     public let url: URL
     private var held = true
@@ -52,7 +53,7 @@ public final class RunFolderLock {
 
 /// Writes a folder output atomically: `write` fills a temporary sibling of `dest`, which then
 /// replaces `dest`. On failure the temporary folder is removed and `dest` is left as it was.
-public func writeFolderAtomically(_ dest: URL, _ write: (URL) throws -> Void) throws {
+func writeFolderAtomically(_ dest: URL, _ write: (URL) throws -> Void) throws {
     let fm = FileManager.default
     let parent = dest.deletingLastPathComponent()
     try fm.createDirectory(at: parent, withIntermediateDirectories: true)

@@ -3,6 +3,7 @@
 // files (`logging: ["jsonl", "tensorboard"]`, TensorBoardWriter.swift).
 
 import Foundation
+import SFTKernels
 
 public struct StepMetrics: Codable, Equatable, Sendable {
     public var step: Int
@@ -107,7 +108,7 @@ public final class RunLog {
 }
 
 /// Draws train and eval loss against step as a self-contained SVG.
-public enum LossCurve {
+enum LossCurve {
     public static func svg(_ history: [StepMetrics], width: Double = 640, height: Double = 360) -> String {
         let train = history.compactMap { m in m.loss.map { (Double(m.step), $0) } }
         let eval = history.compactMap { m in m.evalLoss.map { (Double(m.step), $0) } }

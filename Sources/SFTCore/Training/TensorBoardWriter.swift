@@ -18,8 +18,9 @@
 // file's events after that step (the steps the resumed run repeats).
 
 import Foundation
+import SFTKernels
 
-public final class TensorBoardWriter {
+final class TensorBoardWriter {
     public let url: URL
     private let handle: FileHandle
 
@@ -99,7 +100,7 @@ public final class TensorBoardWriter {
 }
 
 /// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), and TFRecord's masking of it.
-public enum CRC32C {
+enum CRC32C {
     static let table: [UInt32] = (0..<256).map { i -> UInt32 in
         var c = UInt32(i)
         for _ in 0..<8 { c = c & 1 != 0 ? (c >> 1) ^ 0x82F6_3B78 : c >> 1 }

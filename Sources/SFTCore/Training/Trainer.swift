@@ -8,6 +8,7 @@
 // share of the step's micro-batches and the gradients are summed once per step.
 
 import Foundation
+import SFTKernels
 
 public struct TrainerConfig: Codable, Equatable, Sendable {
     public var learningRate: Double = 2e-4
@@ -303,7 +304,7 @@ public final class Trainer {
 }
 
 /// The runaway-loss watch of `TrainerConfig.stopOnDivergence`.
-public struct Divergence {
+struct Divergence {
     public static let factor = 4.0
     public static let patience = 20
     let lnVocab: Double

@@ -3,6 +3,7 @@
 // memory (allocator) and peak RSS (the process).
 
 import Foundation
+import SFTKernels
 
 public struct StepTiming: Sendable {
     public var forward: Double

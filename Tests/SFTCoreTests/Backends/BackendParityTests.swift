@@ -5,7 +5,8 @@
 // SFT_TEST_DEVICES=cuda turns an unusable CUDA into a failure instead of a skip, so CI cannot pass
 // by not running the GPU half.
 import Foundation
-import SFTCore
+@testable import SFTCore
+import SFTKernels
 import XCTest
 
 enum TestDevices {

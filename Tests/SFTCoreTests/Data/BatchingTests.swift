@@ -5,7 +5,8 @@
 // resume from a cursor.
 import Foundation
 import XCTest
-import SFTCore
+@testable import SFTCore
+import SFTKernels
 
 final class BatchingTests: XCTestCase {
     /// Random examples: lengths in `lengths`, ids encode (example, position) so any misplaced

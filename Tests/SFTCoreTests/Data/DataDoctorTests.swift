@@ -3,6 +3,7 @@
 import Foundation
 import XCTest
 @testable import SFTCore
+import SFTKernels
 
 final class DataDoctorTests: XCTestCase {
     func write(_ lines: [String]) throws -> URL {
@@ -16,7 +17,7 @@ final class DataDoctorTests: XCTestCase {
 
     func doctor(_ url: URL) throws -> DoctorReport {
         // CharTokenizer: BOS 3 "<s>", EOS 4 "</s>" (also the pad id), specials <|im_start|> <|im_end|>.
-        let p = try prepareDataset(url, config: DataConfig(format: "completion", maxSeqLength: 40), tokenizer: CharTokenizer(bos: true),
+        let p = try prepareDataset(url, config: DataConfig(format: .completion, maxSeqLength: 40), tokenizer: CharTokenizer(bos: true),
                                    renderer: nil, doctor: true, padId: 4)
         XCTAssertTrue(p.examples.allSatisfy { $0.formatted == nil }, "the doctor keeps no text beyond keepTextFor")
         return p.doctorReport!

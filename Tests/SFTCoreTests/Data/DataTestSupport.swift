@@ -4,6 +4,7 @@
 import Foundation
 import XCTest
 import SFTCore
+import SFTKernels
 
 enum DataFixtures {
     static func url(_ name: String) -> URL {

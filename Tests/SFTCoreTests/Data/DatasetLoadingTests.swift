@@ -3,7 +3,8 @@
 // field mapping, CSV quoting, cut-off files, record selection, and the real ShareGPT asset.
 import Foundation
 import XCTest
-import SFTCore
+@testable import SFTCore
+import SFTKernels
 
 final class DatasetLoadingTests: XCTestCase {
     func load(_ name: String, _ options: DatasetOptions = DatasetOptions()) throws -> Dataset {

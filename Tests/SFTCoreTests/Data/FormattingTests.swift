@@ -4,7 +4,8 @@
 // boundary; EOS trained even when it is also the pad id; template failures counted or strict.
 import Foundation
 import XCTest
-import SFTCore
+@testable import SFTCore
+import SFTKernels
 
 final class FormattingTests: XCTestCase {
     let convo = SFTExample(content: .conversation([
@@ -120,7 +121,7 @@ final class FormattingTests: XCTestCase {
         let files: [(String, DataConfig)] = [
             ("alpaca.json", DataConfig()), ("sharegpt.json", DataConfig()), ("messages.jsonl", DataConfig()),
             ("dolly.jsonl", DataConfig()), ("completion.jsonl", DataConfig()), ("guanaco.jsonl", DataConfig()),
-            ("dolphin.jsonl", DataConfig(format: "dolphin")), ("qa.csv", DataConfig(fields: ["instruction": "question", "output": "answer"])),
+            ("dolphin.jsonl", DataConfig(format: .dolphin)), ("qa.csv", DataConfig(fields: ["instruction": "question", "output": "answer"])),
         ]
         for (file, config) in files {
             let dataset = try Dataset.load(DataFixtures.url(file), options: try config.datasetOptions())
@@ -171,15 +172,22 @@ final class FormattingTests: XCTestCase {
     }
 
     func testConfigNamesAreValidated() throws {
-        XCTAssertThrowsError(try DataConfig(format: "yaml").datasetOptions())
-        XCTAssertThrowsError(try DataConfig(maskPolicy: "some").formatOptions())
-        XCTAssertThrowsError(try DataConfig(truncation: "wrap").batchingOptions())
+        // Unknown names are refused when read, naming the key and the allowed values.
+        for (key, value, allowed) in [("format", "yaml", "sharegpt"), ("mask_policy", "some", "last_turn"),
+                                      ("truncation", "wrap", "split"), ("span_end", "half", "exclusive")] {
+            XCTAssertThrowsError(try FinetuneConfig.from(json: .object([(key, .string(value))]))) { e in
+                guard case SFTError.config(let field, let message) = e else { return XCTFail("\(e)") }
+                XCTAssertEqual(field, key)
+                XCTAssertTrue(message.contains("'\(value)'") && message.contains(allowed), message)
+            }
+        }
         XCTAssertThrowsError(try DataConfig(packing: false, crossDocumentAttention: true).batchingOptions())
-        let c = try JSONDecoder().decode(DataConfig.self, from: Data(#"{"format": "vicuna", "limit": 5, "subset_seed": 9, "mask_policy": "last_turn", "max_seq_length": 512, "packing": false, "padding_free": true}"#.utf8))
+        let c = try FinetuneConfig.from(jsonData: Data(#"{"format": "vicuna", "limit": 5, "subset_seed": 9, "mask_policy": "last_turn", "max_seq_length": 512, "packing": false, "padding_free": true}"#.utf8)).dataConfig
         XCTAssertEqual(try c.datasetOptions(), DatasetOptions(format: .sharegpt, selection: .sample(5, seed: 9)))
         XCTAssertEqual(try c.formatOptions().maskPolicy, .lastTurn)
         XCTAssertEqual(try c.batchingOptions().layout, .paddingFree)
         XCTAssertEqual(try c.batchingOptions().maxSeqLength, 512)
-        XCTAssertTrue(try JSONDecoder().decode(DataConfig.self, from: Data("{}".utf8)) == DataConfig())
+        XCTAssertTrue(try FinetuneConfig.from(jsonData: Data("{}".utf8)).dataConfig == DataConfig())
+        XCTAssertNil(try FinetuneConfig.from(json: ["format": "auto"]).dataConfig.format)
     }
 }

@@ -5,6 +5,7 @@
 import Foundation
 import XCTest
 @testable import SFTCore
+import SFTKernels
 
 final class LossSpanTests: XCTestCase {
     func write(_ lines: [String]) throws -> URL {
@@ -27,7 +28,7 @@ final class LossSpanTests: XCTestCase {
             #"{"text": "été: ok", "loss_masking_spans": [[0, 4]]}"#,  // scalar offsets, not bytes
             #"{"text": "a b c", "loss_masking_spans": [[0, 0], [4, 4]]}"#,
         ])
-        let p = try prepare(url, DataConfig(format: "text"))
+        let p = try prepare(url, DataConfig(format: .text))
         XCTAssertEqual(p.examples.count, 3)
         XCTAssertEqual(trainedRuns(p.examples[0]), ["A: yo</s>"])
         XCTAssertEqual(trainedRuns(p.examples[1]), ["ok</s>"])
@@ -36,8 +37,7 @@ final class LossSpanTests: XCTestCase {
         XCTAssertEqual(p.examples[0].markedText(), "Q: hi [[A: yo<eos>]]")
         // Exclusive ends: [0, 6) is the same span.
         let ex = try write([#"{"text": "Q: hi A: yo", "loss_masking_spans": [[0, 6]]}"#])
-        XCTAssertEqual(trainedRuns(try prepare(ex, DataConfig(format: "text", spanEnd: "exclusive")).examples[0]), ["A: yo</s>"])
-        XCTAssertThrowsError(try prepare(ex, DataConfig(format: "text", spanEnd: "half")))
+        XCTAssertEqual(trainedRuns(try prepare(ex, DataConfig(format: .text, spanEnd: .exclusive)).examples[0]), ["A: yo</s>"])
     }
 
     func testTrainedSpansAndCompletionRecords() throws {
@@ -46,7 +46,7 @@ final class LossSpanTests: XCTestCase {
             #"{"prompt": "Say hi: ", "completion": "hi", "loss_masking_spans": [[0, 7]]}"#,
             #"{"prompt": "x", "completion": "y", "trained_spans": [[0, 1]]}"#,
         ])
-        let p = try prepare(url, DataConfig(format: "completion"))
+        let p = try prepare(url, DataConfig(format: .completion))
         XCTAssertEqual(trainedRuns(p.examples[0]), ["4."])          // the span, no EOS: it does not reach the end
         XCTAssertEqual(trainedRuns(p.examples[1]), ["hi</s>"])
         XCTAssertEqual(trainedRuns(p.examples[2]), ["xy</s>"])      // a span to the end trains the EOS
@@ -59,7 +59,7 @@ final class LossSpanTests: XCTestCase {
             #"{"text": "x", "loss_masking_spans": "all"}"#,
             #"{"text": "y", "loss_masking_spans": [[2, 0]]}"#,
         ])
-        let p = try prepare(url, DataConfig(format: "text"))
+        let p = try prepare(url, DataConfig(format: .text))
         XCTAssertEqual(p.examples.count, 1)
         XCTAssertEqual(p.datasetReport.skipped.map(\.location.line), [3, 4])
         XCTAssertEqual(p.formattingReport.skipped.map(\.location.line), [2])

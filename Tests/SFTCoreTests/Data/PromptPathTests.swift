@@ -6,6 +6,7 @@
 import Foundation
 import XCTest
 @testable import SFTCore
+import SFTKernels
 
 final class PromptPathTests: XCTestCase {
     func tokenizer(_ name: String) throws -> Tokenizer {

@@ -5,6 +5,7 @@
 import Foundation
 import XCTest
 @testable import SFTCore
+import SFTKernels
 
 final class SeedFormatTests: XCTestCase {
     // tatsu-lab/stanford_alpaca train.py, PROMPT_DICT, written out here by hand.

@@ -5,6 +5,7 @@
 import Foundation
 import XCTest
 @testable import SFTCore
+import SFTKernels
 
 final class SeedRecipeTests: XCTestCase {
     var packageRoot: URL { URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
@@ -73,7 +74,7 @@ final class SeedRecipeTests: XCTestCase {
 
     func testFastLLMLossMaskingSpans() throws {
         let (cfg, first, lm) = try run("fastllm-assistant-spans.json")
-        XCTAssertEqual(cfg.dataConfig.truncation, "drop")
+        XCTAssertEqual(cfg.dataConfig.truncation, .drop)
         let rec = try JSONSerialization.jsonObject(with: Data(try String(contentsOf: packageRoot.appendingPathComponent("Examples/data/spans.jsonl"), encoding: .utf8)
             .split(separator: "\n")[0].utf8)) as! [String: Any]
         XCTAssertEqual(first.formatted?.text, rec["text"] as? String)

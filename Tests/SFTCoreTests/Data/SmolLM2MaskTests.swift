@@ -4,6 +4,7 @@
 import Foundation
 import XCTest
 import SFTCore
+import SFTKernels
 
 final class SmolLM2MaskTests: XCTestCase {
     func smolLM2() throws -> (Tokenizer, TemplateRenderer) {
@@ -53,7 +54,7 @@ final class SmolLM2MaskTests: XCTestCase {
         let files: [(String, DataConfig)] = [
             ("alpaca.json", DataConfig()), ("sharegpt.json", DataConfig()), ("messages.jsonl", DataConfig()),
             ("dolly.jsonl", DataConfig()), ("completion.jsonl", DataConfig()), ("guanaco.jsonl", DataConfig()),
-            ("dolphin.jsonl", DataConfig(format: "dolphin")), ("qa.csv", DataConfig(fields: ["instruction": "question", "output": "answer"])),
+            ("dolphin.jsonl", DataConfig(format: .dolphin)), ("qa.csv", DataConfig(fields: ["instruction": "question", "output": "answer"])),
         ]
         var straddling = 0
         for (file, config) in files {

@@ -7,6 +7,7 @@
 import Foundation
 import XCTest
 @testable import SFTCore
+import SFTKernels
 
 final class ToolCallingTests: XCTestCase {
     func qwen() throws -> ChatTemplate {
@@ -27,7 +28,7 @@ final class ToolCallingTests: XCTestCase {
     func testToolCallsAreTrainedToolResultsAreNotAndTheRenderIsGolden() throws {
         let tok = CharTokenizer(bos: true)
         let renderer = TemplateRenderer(template: try qwen(), tokenizer: tok, eosToken: "</s>")
-        let p = try prepareDataset(DataFixtures.url("tools.jsonl"), config: DataConfig(format: "messages", strict: true),
+        let p = try prepareDataset(DataFixtures.url("tools.jsonl"), config: DataConfig(format: .messages, strict: true),
                                    tokenizer: tok, renderer: renderer, keepTextFor: 1)
         XCTAssertEqual(p.examples.count, 1)
         let t = p.examples[0]
@@ -61,7 +62,7 @@ final class ToolCallingTests: XCTestCase {
         ].joined(separator: "\n").write(to: data, atomically: true, encoding: .utf8)
         let tok = CharTokenizer()
         let renderer = TemplateRenderer(template: try qwen(), tokenizer: tok, eosToken: "</s>")
-        let p = try prepareDataset(data, config: DataConfig(format: "messages", tools: tools.path), tokenizer: tok,
+        let p = try prepareDataset(data, config: DataConfig(format: .messages, tools: tools.path), tokenizer: tok,
                                    renderer: renderer, keepTextFor: 1)
         XCTAssertEqual(p.examples.count, 1)
         XCTAssertEqual(p.datasetReport.skipped.map(\.location.line), [2, 3])

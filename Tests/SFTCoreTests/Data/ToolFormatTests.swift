@@ -7,6 +7,7 @@
 import Foundation
 import XCTest
 @testable import SFTCore
+import SFTKernels
 
 final class ToolFormatTests: XCTestCase {
     static let llama = "llama3.1-json-tools.jinja"
@@ -30,7 +31,7 @@ final class ToolFormatTests: XCTestCase {
 
     func prepare(_ file: String, _ templateName: String) throws -> PreparedDataset {
         let renderer = TemplateRenderer(template: try template(templateName), tokenizer: CharTokenizer(bos: true), eosToken: "</s>")
-        return try prepareDataset(DataFixtures.url(file), config: DataConfig(format: "messages", strict: true),
+        return try prepareDataset(DataFixtures.url(file), config: DataConfig(format: .messages, strict: true),
                                   tokenizer: CharTokenizer(bos: true), renderer: renderer, keepTextFor: 10)
     }
 
@@ -109,7 +110,7 @@ final class ToolFormatTests: XCTestCase {
         XCTAssertTrue(a.formatted!.text.hasPrefix(prompt))
         // Two calls in one turn are not in this format: the template's own error skips the record, naming it.
         let renderer2 = TemplateRenderer(template: try template(Self.llama), tokenizer: CharTokenizer(bos: true), eosToken: "</s>")
-        let q = try prepareDataset(DataFixtures.url("tools_mistral.jsonl"), config: DataConfig(format: "messages"),
+        let q = try prepareDataset(DataFixtures.url("tools_mistral.jsonl"), config: DataConfig(format: .messages),
                                    tokenizer: CharTokenizer(bos: true), renderer: renderer2)
         XCTAssertEqual(q.examples.count, 1)
         XCTAssertEqual(q.formattingReport.skipped.map(\.location.line), [1])

@@ -3,6 +3,7 @@
 import Foundation
 import XCTest
 import SFTCore
+import SFTKernels
 
 enum Scratch {
     /// A fresh folder for `name`. Under $SFT_EXPORT_DIR (kept, for tools/check_*.py) when set,
@@ -75,5 +76,5 @@ final class InMemoryWeights: WeightSource {
     var names: [String] { [] }
     func shape(of name: String) -> [Int]? { nil }
     func loadF32(_ name: String, into: UnsafeMutablePointer<Float>) throws { throw SFTError.weights(key: name, message: "in memory") }
-    var config: [String: Any] { [:] }
+    var config: [String: JSONValue] { [:] }
 }

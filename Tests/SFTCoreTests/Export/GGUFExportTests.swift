@@ -6,6 +6,7 @@
 // and transformers (recorded result checked in testPythonCheckRecordedAPass).
 import XCTest
 import SFTCore
+import SFTKernels
 
 /// ggml's reference Q8_0 round trip, written out plainly: per block of 32, d = max|x| / 127
 /// stored as f16, q = round(x / d); the reader computes f16(d) · q.

@@ -4,7 +4,8 @@
 // transformers and compares its logits with the ones this test dumps (recorded result checked
 // in testPythonCheckRecordedAPass).
 import XCTest
-import SFTCore
+@testable import SFTCore
+import SFTKernels
 
 /// Rounds to bf16 (nearest even), written independently of the library's converter.
 func roundedToBF16(_ x: Float) -> Float {

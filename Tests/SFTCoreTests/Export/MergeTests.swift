@@ -3,6 +3,7 @@
 // writes (HF folder + PEFT adapter folder → merged HF folder).
 import XCTest
 import SFTCore
+import SFTKernels
 
 final class MergeTests: XCTestCase {
     static func randomizeLoRA(_ m: Module, seed: UInt64, scale: Double) throws {

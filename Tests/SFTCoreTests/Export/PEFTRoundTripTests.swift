@@ -5,6 +5,7 @@
 // with sft's logits (recorded result checked in testPythonCheckRecordedAPass).
 import XCTest
 import SFTCore
+import SFTKernels
 
 final class PEFTRoundTripTests: XCTestCase {
     func testAdaptersMadeByPythonPEFTGivePEFTsLogits() throws {

@@ -6,6 +6,7 @@
 // transformers; its recorded result is checked in testPythonCheckRecordedAPass.
 import XCTest
 import SFTCore
+import SFTKernels
 
 final class TokenizerExportTests: XCTestCase {
     /// Writes `spec` to a scratch folder and reads it back.

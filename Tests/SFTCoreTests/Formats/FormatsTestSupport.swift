@@ -3,6 +3,7 @@
 import Foundation
 import XCTest
 import SFTCore
+import SFTKernels
 
 enum FormatsFixtures {
     static func url(_ name: String) -> URL {

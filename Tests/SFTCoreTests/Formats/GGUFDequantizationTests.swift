@@ -2,6 +2,7 @@
 // made by tools/make_gguf_fixtures.py (random raw blocks, plus gguf-py-quantized rows).
 import XCTest
 import SFTCore
+import SFTKernels
 
 final class GGUFDequantizationTests: XCTestCase {
     func testEveryBlockTypeMatchesGGUFPyDequantize() throws {

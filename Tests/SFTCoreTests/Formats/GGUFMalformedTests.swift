@@ -1,6 +1,7 @@
 // Malformed GGUF files throw errors that name the file and the problem; none crash.
 import XCTest
 import SFTCore
+import SFTKernels
 
 final class GGUFMalformedTests: XCTestCase {
     func open(_ g: GGUFBytes) throws -> GGUFFile { try GGUFFile(url: FormatsFixtures.temp(g.b, name: "bad.gguf")) }

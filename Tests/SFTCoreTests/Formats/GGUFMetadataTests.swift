@@ -2,6 +2,7 @@
 // on the fixture from tools/make_gguf_fixtures.py.
 import XCTest
 import SFTCore
+import SFTKernels
 
 final class GGUFMetadataTests: XCTestCase {
     func testEveryMetadataValueTypeReadsBack() throws {

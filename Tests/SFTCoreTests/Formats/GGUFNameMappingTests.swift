@@ -3,6 +3,7 @@
 // computation (interleaved RoPE on the stored rows == rotate-half RoPE on the loaded rows).
 import XCTest
 import SFTCore
+import SFTKernels
 
 final class GGUFNameMappingTests: XCTestCase {
     func testNamesMapToHFCheckpointNames() {
@@ -39,11 +40,11 @@ final class GGUFNameMappingTests: XCTestCase {
         XCTAssertEqual(raw.bytes.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) },
                        try hf.loadF32("model.layers.0.self_attn.k_proj.weight"))
         let c = w.config
-        XCTAssertEqual(c["model_type"] as? String, "llama")
-        XCTAssertEqual(c["num_attention_heads"] as? Int, 4)
-        XCTAssertEqual(c["num_key_value_heads"] as? Int, 2)
-        XCTAssertEqual(c["hidden_size"] as? Int, 16)
-        XCTAssertEqual(c["tie_word_embeddings"] as? Bool, false)
+        XCTAssertEqual(c["model_type"]?.stringValue, "llama")
+        XCTAssertEqual(c["num_attention_heads"]?.intValue, 4)
+        XCTAssertEqual(c["num_key_value_heads"]?.intValue, 2)
+        XCTAssertEqual(c["hidden_size"]?.intValue, 16)
+        XCTAssertEqual(c["tie_word_embeddings"]?.boolValue, false)
     }
 
     /// HF rotate-half RoPE rotates pairs (i, i + D/2); ggml's rotates pairs (2i, 2i + 1).
@@ -92,11 +93,11 @@ final class GGUFNameMappingTests: XCTestCase {
         XCTAssertNil(w.shape(of: "lm_head.weight"))
         XCTAssertFalse(w.names.contains { $0.hasPrefix("blk.") })
         let c = w.config
-        XCTAssertEqual(c["tie_word_embeddings"] as? Bool, true)
-        XCTAssertEqual(c["num_hidden_layers"] as? Int, 30)
-        XCTAssertEqual(c["intermediate_size"] as? Int, 1536)
-        XCTAssertEqual(c["vocab_size"] as? Int, 49152)
-        XCTAssertEqual(c["rope_theta"] as? Double, 100000)
+        XCTAssertEqual(c["tie_word_embeddings"]?.boolValue, true)
+        XCTAssertEqual(c["num_hidden_layers"]?.intValue, 30)
+        XCTAssertEqual(c["intermediate_size"]?.intValue, 1536)
+        XCTAssertEqual(c["vocab_size"]?.intValue, 49152)
+        XCTAssertEqual(c["rope_theta"]?.doubleValue, 100000)
         XCTAssertEqual(w.parameterCount, 134_515_008)
         // k rows: loaded row h*64 + 32 + i is stored row h*64 + 2i + 1
         let k = try w.loadF32("model.layers.0.self_attn.k_proj.weight")

@@ -2,6 +2,7 @@
 // Skipped (not failed) when the assets have not been fetched.
 import XCTest
 import SFTCore
+import SFTKernels
 
 final class GGUFRealModelTests: XCTestCase {
     func loadSmolLM2() throws -> GGUFFile {

@@ -6,6 +6,7 @@
 // epilogues and multi-matrix calls.
 import XCTest
 import SFTCore
+import SFTKernels
 
 final class IntegerMatVecTests: XCTestCase {
     typealias RNG = QuantizedMatVecTests.RNG

@@ -1,6 +1,7 @@
 // The summary behind `sftctl inspect`, for a GGUF file and an HF folder.
 import XCTest
 import SFTCore
+import SFTKernels
 
 final class ModelSummaryTests: XCTestCase {
     func testSmolLM2Summary() throws {
@@ -15,7 +16,7 @@ final class ModelSummaryTests: XCTestCase {
         XCTAssertEqual(s.specialTokens["bos"]?.id, 1)
         XCTAssertEqual(s.specialTokens["eos"]?.text, "<|im_end|>")
         XCTAssertTrue(s.hasChatTemplate)
-        XCTAssertEqual(s.config["rms_norm_eps"] as? Double, 1e-5)
+        XCTAssertEqual(s.config["rms_norm_eps"]?.doubleValue, 1e-5)
         XCTAssertEqual(s.extra["tokenizer.ggml.pre"], "smollm")
         XCTAssertTrue(s.lines.contains("parameters:    134,515,008 (134.5M)"), "\(s.lines)")
         XCTAssertTrue(JSONSerialization.isValidJSONObject(s.jsonObject))
@@ -28,7 +29,7 @@ final class ModelSummaryTests: XCTestCase {
         XCTAssertEqual(s.typeCounts, ["BF16": 1, "F16": 1, "F32": 1])
         XCTAssertEqual(s.specialTokens["bos"]?.text, "<s>")
         XCTAssertTrue(s.hasChatTemplate)
-        XCTAssertEqual(s.config["hidden_size"] as? Int, 4)
+        XCTAssertEqual(s.config["hidden_size"]?.intValue, 4)
         XCTAssertTrue(JSONSerialization.isValidJSONObject(s.jsonObject))
     }
 }

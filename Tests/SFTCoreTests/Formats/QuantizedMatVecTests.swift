@@ -3,6 +3,7 @@
 // real SmolLM2 weights. The integer-activation products: IntegerMatVecTests.swift.
 import XCTest
 import SFTCore
+import SFTKernels
 
 final class QuantizedMatVecTests: XCTestCase {
     /// Offsets of f16 scale fields per block, so random blocks get finite, modest scales.

@@ -4,6 +4,7 @@
 // HF folders (sharded, bf16/f16) load as f32; malformed files fail with clear errors.
 import XCTest
 import SFTCore
+import SFTKernels
 
 final class SafetensorsTests: XCTestCase {
     func testPythonWrittenFileLoadsWithTheRightValues() throws {
@@ -76,8 +77,8 @@ final class SafetensorsTests: XCTestCase {
 
     func testShardedHFFolderLoadsAndCastsToF32() throws {
         let folder = try HFModelFolder(url: FormatsFixtures.url("hf_sharded"))
-        XCTAssertEqual(folder.config["model_type"] as? String, "llama")
-        XCTAssertEqual(folder.config["hidden_size"] as? Int, 4)
+        XCTAssertEqual(folder.config["model_type"]?.stringValue, "llama")
+        XCTAssertEqual(folder.config["hidden_size"]?.intValue, 4)
         XCTAssertNotNil(folder.tokenizerConfigURL)
         XCTAssertNil(folder.tokenizerURL)
         XCTAssertEqual(folder.weights.files.count, 2)

@@ -2,6 +2,7 @@
 // strings and budgets, seeded sampling reproducible, top-k 1 equals greedy.
 import XCTest
 import SFTCore
+import SFTKernels
 
 final class GeneratorTests: XCTestCase {
     func lm() throws -> LanguageModel {

@@ -6,7 +6,8 @@
 // the dequantized base; LoRA+ scales B's step; NEFTune's noise is bounded, training-only, and
 // leaves the embedding gradient alone.
 import Foundation
-import SFTCore
+@testable import SFTCore
+import SFTKernels
 import XCTest
 
 /// One Linear named "proj", so applyLoRA can target it by name.

@@ -2,6 +2,7 @@
 // captured its own output would keep every activation of every step alive.
 import XCTest
 import SFTCore
+import SFTKernels
 
 final class GraphMemoryTests: XCTestCase {
     func testTrainingStepsDoNotLeakActivations() throws {

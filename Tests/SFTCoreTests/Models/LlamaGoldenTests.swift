@@ -2,6 +2,7 @@
 // (fixture made by tools/make_model_fixtures.py): mean loss, top-5 logits, greedy continuation.
 import XCTest
 import SFTCore
+import SFTKernels
 
 final class LlamaGoldenTests: XCTestCase {
     struct Case { let name: String; let ids: [Int32]; let meanLoss: Double; let top5Ids: [Int]; let top5: [Double]; let greedy: [Int32]; let gaps: [Double] }

@@ -2,6 +2,7 @@
 // the training invariants the trainer relies on hold — packing, accumulation, checkpointing.
 import XCTest
 import SFTCore
+import SFTKernels
 
 final class ModelGradientTests: XCTestCase {
     let be = CPUBackend.shared

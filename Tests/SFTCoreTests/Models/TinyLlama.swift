@@ -1,6 +1,7 @@
 // A tiny randomly initialized Llama for model-level gradient and training tests.
 import Foundation
 import SFTCore
+import SFTKernels
 
 enum TinyLlama {
     static let config = LlamaConfig(hiddenSize: 16, intermediateSize: 24, numLayers: 2, numHeads: 4, numKVHeads: 2,

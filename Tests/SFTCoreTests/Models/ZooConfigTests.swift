@@ -4,6 +4,7 @@
 // sliding window). Packing never lets a document see another through a sliding window.
 import XCTest
 import SFTCore
+import SFTKernels
 
 final class ZooConfigTests: XCTestCase {
     let be = CPUBackend.shared

@@ -4,7 +4,8 @@
 // `Finetune.run` a few steps on it; and GGUF export and reload keeping RoPE scaling, the
 // sliding window and QK-norm.
 import XCTest
-import SFTCore
+@testable import SFTCore
+import SFTKernels
 
 final class ZooFinetuneTests: XCTestCase {
     let be = CPUBackend.shared
@@ -80,7 +81,7 @@ final class ZooFinetuneTests: XCTestCase {
         // llama3 RoPE travels as llama.cpp's rope_freqs tensor.
         let g = try GGUFFile(url: try exportLlama31())
         XCTAssertNotNil(g.tensor(named: "rope_freqs.weight"))
-        XCTAssertEqual((try GGUFWeights(file: g).config["rope_scaling"] as? [String: Any])?["freq_factors"].map { _ in true }, true)
+        XCTAssertNotNil(try GGUFWeights(file: g).config["rope_scaling"]?["freq_factors"])
     }
 
     func exportLlama31() throws -> URL {

@@ -4,7 +4,8 @@
 // continuation through the KV cache, LoRA gradients (1e-4 relative); and the RoPE inverse
 // frequencies of every kind against transformers' ROPE_INIT_FUNCTIONS.
 import XCTest
-import SFTCore
+@testable import SFTCore
+import SFTKernels
 
 final class ZooGoldenTests: XCTestCase {
     static let families = ["llama31", "smollm2", "mistral", "qwen2", "qwen3", "gemma3", "phi3", "mpt", "mpt_clip", "llama_yarn"]

@@ -4,6 +4,7 @@
 import Foundation
 import XCTest
 import SFTCore
+import SFTKernels
 
 final class BitsandbytesFixtureTests: XCTestCase {
     struct Case: Decodable { let name: String; let type: String; let blocksize: Int; let shape: [Int]; let double: Bool }

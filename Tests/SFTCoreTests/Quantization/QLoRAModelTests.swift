@@ -5,6 +5,7 @@
 import Foundation
 import XCTest
 import SFTCore
+import SFTKernels
 
 final class QLoRAModelTests: XCTestCase {
     let be = CPUBackend.shared

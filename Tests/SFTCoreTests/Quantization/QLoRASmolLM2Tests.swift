@@ -6,6 +6,7 @@
 import Foundation
 import XCTest
 import SFTCore
+import SFTKernels
 
 final class QLoRASmolLM2Tests: XCTestCase {
     let be = CPUBackend.shared

@@ -5,6 +5,7 @@
 import Foundation
 import XCTest
 import SFTCore
+import SFTKernels
 
 final class QuantizationKernelTests: XCTestCase {
     func normals(_ n: Int, seed: UInt64, sigma: Double = 1) -> [Float] {

@@ -5,7 +5,8 @@
 // decoding (download, decode on the host, upload) equals the CPU backend's own decoder.
 import Foundation
 import XCTest
-import SFTCore
+@testable import SFTCore
+import SFTKernels
 
 final class QuantizedLinearDeviceTests: XCTestCase {
     func normals(_ n: Int, seed: UInt64, sigma: Double = 1) -> [Float] {

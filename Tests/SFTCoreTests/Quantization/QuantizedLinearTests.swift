@@ -4,6 +4,7 @@
 import Foundation
 import XCTest
 import SFTCore
+import SFTKernels
 
 final class QuantizedLinearTests: XCTestCase {
     let be = CPUBackend.shared

@@ -1,7 +1,8 @@
 // Shared helpers for SFTCore tests: fixtures, the real model (loaded once), tolerances.
 import Foundation
 import XCTest
-import SFTCore
+@testable import SFTCore
+import SFTKernels
 
 enum Fixtures {
     static var root: URL { Bundle.module.url(forResource: "Fixtures", withExtension: nil)! }
@@ -24,5 +25,23 @@ enum RealModel {
         let m = try ModelLoader.load(at: url, on: CPUBackend.shared)
         cached = m
         return m
+    }
+}
+
+// Fixture configs are read with JSONSerialization and edited as [String: Any] in tests; the
+// library takes [String: JSONValue]. These convert on the way in.
+extension ModelRegistry {
+    static func build(config: [String: Any], on backend: Backend) throws -> CausalLM {
+        try build(config: HFConfig.values(config), on: backend)
+    }
+}
+
+extension LlamaConfig {
+    init(hf c: [String: Any]) throws { try self.init(hf: HFConfig.values(c)) }
+}
+
+extension SafetensorsWeights {
+    convenience init(files urls: [URL], config: [String: Any]) throws {
+        try self.init(files: urls, config: HFConfig.values(config))
     }
 }

@@ -1,6 +1,7 @@
 // sft's built-in templates render the published prompt formats of their families.
 import Foundation
 import SFTCore
+import SFTKernels
 import XCTest
 
 final class BuiltinTemplateTests: XCTestCase {

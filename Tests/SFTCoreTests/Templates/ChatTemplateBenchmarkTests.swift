@@ -4,6 +4,7 @@
 // BENCHMARKS.md ("Chat templates"); run with -c release.
 import Foundation
 import SFTCore
+import SFTKernels
 import XCTest
 
 final class ChatTemplateBenchmarkTests: XCTestCase {

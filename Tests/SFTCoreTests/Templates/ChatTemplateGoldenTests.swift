@@ -4,6 +4,7 @@
 // their message spans must reconstruct each message's content.
 import Foundation
 import SFTCore
+import SFTKernels
 import XCTest
 
 final class ChatTemplateGoldenTests: XCTestCase {

@@ -3,6 +3,7 @@
 // assistant-turn spans must stop at the template's end-of-turn marker.
 import Foundation
 import SFTCore
+import SFTKernels
 import XCTest
 
 final class ChatTemplateSpanTests: XCTestCase {

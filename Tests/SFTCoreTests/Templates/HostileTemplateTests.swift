@@ -3,6 +3,7 @@
 // bombs, deep nesting, and sandbox escapes through Python attributes.
 import Foundation
 import SFTCore
+import SFTKernels
 import XCTest
 
 final class HostileTemplateTests: XCTestCase {

@@ -3,6 +3,7 @@
 // serializing matches json.dumps byte for byte (expected strings are Python 3.11's output).
 import Foundation
 import SFTCore
+import SFTKernels
 import XCTest
 
 final class JSONValueTests: XCTestCase {

@@ -3,6 +3,7 @@
 // gave in transformers' environment (semantics.json, tools/make_template_fixtures.py).
 import Foundation
 import SFTCore
+import SFTKernels
 import XCTest
 
 final class JinjaSemanticsTests: XCTestCase {

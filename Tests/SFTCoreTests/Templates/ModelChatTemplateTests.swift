@@ -2,6 +2,7 @@
 // absent) and from a Hugging Face folder's tokenizer_config.json.
 import Foundation
 import SFTCore
+import SFTKernels
 import XCTest
 
 final class ModelChatTemplateTests: XCTestCase {

@@ -2,6 +2,7 @@
 // tools/make_template_fixtures.py) and the location of ../shared/chat-templates.
 import Foundation
 import SFTCore
+import SFTKernels
 import XCTest
 
 enum TemplateFixtures {

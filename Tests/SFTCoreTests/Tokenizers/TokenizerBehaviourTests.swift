@@ -3,6 +3,7 @@
 // token matching, special-token metadata, and clear errors for malformed tokenizer files.
 import XCTest
 import SFTCore
+import SFTKernels
 
 final class TokenizerBehaviourTests: XCTestCase {
     let byteLevelFixtures = ["gpt2", "llama3"]

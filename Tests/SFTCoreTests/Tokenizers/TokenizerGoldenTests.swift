@@ -4,6 +4,7 @@
 // stored as GGUF. Every case compares ids with and without special tokens, and the decode.
 import XCTest
 import SFTCore
+import SFTKernels
 
 struct GoldenCase {
     let text: String

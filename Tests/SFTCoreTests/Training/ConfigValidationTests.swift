@@ -2,7 +2,8 @@
 // key and the value, the combinations that cannot work are refused, every example config passes,
 // and a run whose data plan has no step fails instead of "finishing" with a NaN loss.
 import Foundation
-import SFTCore
+@testable import SFTCore
+import SFTKernels
 import XCTest
 
 final class ConfigValidationTests: XCTestCase {

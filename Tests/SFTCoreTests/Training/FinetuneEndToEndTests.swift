@@ -2,7 +2,8 @@
 // run on the Dolly sample with the Alpaca prompt trains, logs, checkpoints, writes a PEFT
 // adapter, and the adapter loads back and changes the model's output.
 import XCTest
-import SFTCore
+@testable import SFTCore
+import SFTKernels
 
 final class FinetuneEndToEndTests: XCTestCase {
     var packageRoot: URL { URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()

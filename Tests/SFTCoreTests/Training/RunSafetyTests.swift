@@ -1,7 +1,8 @@
 // A run never saves non-finite weights, stops when its loss runs away, owns its folder, and
 // writes its outputs whole or not at all.
 import Foundation
-import SFTCore
+@testable import SFTCore
+import SFTKernels
 import XCTest
 
 final class RunSafetyTests: XCTestCase {

@@ -4,7 +4,8 @@
 // scalars, the settings as text, and a resumed run marks its restart with a SessionLog START.
 // (tools/check_tensorboard.py reads the same files with TensorBoard's own EventAccumulator.)
 import Foundation
-import SFTCore
+@testable import SFTCore
+import SFTKernels
 import XCTest
 
 /// One decoded event: the fields this test reads.

@@ -3,6 +3,7 @@
 // are atomic, and the loss falls.
 import XCTest
 import SFTCore
+import SFTKernels
 
 final class TrainerTests: XCTestCase {
     func examples(_ n: Int, seed: UInt64) -> [TokenizedExample] {

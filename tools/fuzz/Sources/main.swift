@@ -10,6 +10,7 @@
 //                 --out DIR [--runs N] [--seed S] [--hang-seconds T]
 import Foundation
 import SFTCore
+import SFTKernels
 
 struct Options {
     var target = "", corpus = "", out = "", runs = 1000, seed: UInt64 = 1, hangSeconds = 10.0
@@ -113,9 +114,7 @@ func exercise(_ url: URL) throws {
         let t = try ChatTemplate(source: source, limits: limits)
         _ = try t.render(messages: sampleMessages, addGenerationPrompt: true, bosToken: "<s>", eosToken: "</s>")
     case "config":
-        let object = try JSONSerialization.jsonObject(with: try Data(contentsOf: url))
-        guard let o = object as? [String: Any] else { throw SFTError.config(field: "", message: "not an object") }
-        try FinetuneConfig.from(json: o).validate()
+        try FinetuneConfig.from(jsonData: try Data(contentsOf: url), source: url.path).validate()
     default:
         FileHandle.standardError.write(Data("sft-fuzz: unknown target \(options.target)\n".utf8)); exit(2)
     }
