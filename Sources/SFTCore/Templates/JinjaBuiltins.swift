@@ -737,12 +737,15 @@ extension JinjaInterpreter {
             default: throw ValueError.message("range expected 1 to 3 arguments, got \(ints.count)")
             }
             if stepBy == 0 { throw ValueError.message("range() arg 3 must not be zero") }
-            let count = stepBy > 0 ? (stop > start ? (stop - start - 1) / stepBy + 1 : 0)
-                                   : (start > stop ? (start - stop - 1) / (-stepBy) + 1 : 0)
+            // In UInt: stop - start overflows Int for range(-2^63, 2^63 - 1), -stepBy for -2^63.
+            let span: UInt = stepBy > 0 ? (stop > start ? UInt(bitPattern: stop &- start) : 0)
+                                        : (start > stop ? UInt(bitPattern: start &- stop) : 0)
+            let count = span == 0 ? 0 : Int(clamping: (span - 1) / stepBy.magnitude + 1)
             if count > 100_000 {
                 throw ValueError.message("Range too big. The sandbox blocks ranges larger than MAX_RANGE (100000).")
             }
-            return .list((0..<count).map { .int(start + $0 * stepBy) })
+            // Every value lies between start and stop, so wrapping arithmetic gives it exactly.
+            return .list((0..<count).map { .int(start &+ $0 &* stepBy) })
         case "dict":
             var pairs: [(JValue, JValue)] = []
             if args.count > 1 { throw ValueError.message("dict expected at most 1 argument, got \(args.count)") }
