@@ -40,8 +40,8 @@ enum FinetuneMemoryCheck {
 
     /// Bytes the run can still allocate on `backend`, or nil when unknown.
     static func available(on backend: Backend) -> Int? {
-        if let cuda = backend as? CUDABackend { return try? cuda.deviceMemory().free }
-        return memAvailable()
+        if backend.device == .cpu { return memAvailable() }
+        return backend.freeDeviceMemory()
     }
 
     /// MemAvailable of /proc/meminfo in bytes (Linux), or nil.
