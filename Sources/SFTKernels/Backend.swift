@@ -55,6 +55,9 @@ public protocol Backend: AnyObject, Sendable {
     func synchronize() throws
     var memoryStats: MemoryStats { get }
     func resetPeakMemory()
+    /// Bytes the device can still allocate, as its driver reports them; nil when the backend
+    /// does not say (the CPU: the caller reads the system's available memory).
+    func freeDeviceMemory() -> Int?
 
     // MARK: GEMM
     /// Batched strided GEMM, row-major: C[i] = alpha * op(A[i]) op(B[i]) + beta * C[i] for
@@ -214,4 +217,9 @@ extension Backend {
             throw KernelError.invalidArgument(op: op, message: "\(name) = \(value) is negative")
         }
     }
+}
+
+extension Backend {
+    /// Backends whose driver says nothing about free memory (the CPU).
+    public func freeDeviceMemory() -> Int? { nil }
 }

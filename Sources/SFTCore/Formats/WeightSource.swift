@@ -40,7 +40,15 @@ public func openWeights(at url: URL) throws -> WeightSource {
     guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir) else {
         throw SFTError.io(path: url.path, message: "no such file or folder")
     }
-    if isDir.boolValue { return try HFModelFolder(url: url) }
-    if url.pathExtension.lowercased() == "safetensors" { return try SafetensorsWeights(files: [url], config: [:]) }
-    return try GGUFWeights(url: url)
+    let source: WeightSource
+    if isDir.boolValue {
+        source = try HFModelFolder(url: url)
+    } else if url.pathExtension.lowercased() == "safetensors" {
+        source = try SafetensorsWeights(files: [url], config: [:])
+    } else {
+        source = try GGUFWeights(url: url)
+    }
+    // The config's sizes are untrusted: checked here, where the file can be named.
+    try ModelConfigLimits.check(source.config, source: url.path)
+    return source
 }

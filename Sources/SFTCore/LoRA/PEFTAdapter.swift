@@ -99,7 +99,11 @@ public enum PEFTAdapter {
             throw SFTError.unsupported("\(url.path): peft_type \(t) (only LORA adapters)")
         }
         var c = LoRAConfig()
-        guard let r = o["r"] as? Int, r > 0 else { throw SFTError.format(path: url.path, offset: nil, message: "missing or invalid 'r'") }
+        // Ranks are allocated from (rank × features), so a hostile one must not reach the allocator.
+        let maxRank = 1 << 20
+        guard let r = o["r"] as? Int, r > 0, r <= maxRank else {
+            throw SFTError.format(path: url.path, offset: nil, message: "missing or invalid 'r' (\(o["r"] ?? "none"); an integer in 1...\(maxRank))")
+        }
         c.r = r
         c.alpha = (o["lora_alpha"] as? Double) ?? Double(r)
         c.dropout = (o["lora_dropout"] as? Double) ?? 0
@@ -109,7 +113,9 @@ public enum PEFTAdapter {
         c.modulesToSave = (o["modules_to_save"] as? [String]) ?? []
         c.useDoRA = (o["use_dora"] as? Bool) ?? false
         for (k, v) in (o["rank_pattern"] as? [String: Any]) ?? [:] {
-            guard let r = v as? Int else { throw SFTError.format(path: url.path, offset: nil, message: "rank_pattern['\(k)'] is not an integer") }
+            guard let r = v as? Int, r > 0, r <= maxRank else {
+                throw SFTError.format(path: url.path, offset: nil, message: "rank_pattern['\(k)'] \(v) is not an integer in 1...\(maxRank)")
+            }
             c.rankPattern[k] = r
         }
         for (k, v) in (o["alpha_pattern"] as? [String: Any]) ?? [:] {

@@ -56,7 +56,6 @@ public enum ModelLoader {
     /// Opens a GGUF file or HF folder and loads the model.
     public static func load(at url: URL, on backend: Backend) throws -> LoadedModel {
         let source = try openWeights(at: url)
-        try ModelConfigLimits.check(source.config, source: url.path)
         return LoadedModel(model: try load(source, on: backend), source: source, url: url)
     }
 }

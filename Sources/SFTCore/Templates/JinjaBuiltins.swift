@@ -272,7 +272,7 @@ extension JinjaInterpreter {
             guard ["common", "ceil", "floor"].contains(method) else { throw ValueError.message("method must be common, ceil or floor") }
             if case .undefined(let u) = v { throw undefinedError(u) }
             guard let n = v.num else { throw ValueError.message("type \(v.typeName) doesn't define __round__ method") }
-            return roundValue(n, precision: precision, method: method)
+            return try roundValue(n, precision: precision, method: method)
         case "safe":
             _ = try bind([])
             return v
@@ -345,7 +345,7 @@ extension JinjaInterpreter {
             let n = s.scalarCount, endLen = end.scalarCount
             guard length >= endLen else { throw ValueError.message("expected length >= \(endLen), got \(length)") }
             guard leeway >= 0 else { throw ValueError.message("expected leeway >= 0, got \(leeway)") }
-            if n <= length + leeway { return .string(s) }
+            if n <= length || n - leeway <= length { return .string(s) }
             let head = try Py.sliceString(s, .none, .int(length - endLen), .none)
             if a[1]?.truthy ?? false { return .string(head + end) }
             let kept = try Py.split(head, sep: TString(" "), maxsplit: 1, fromRight: true)[0]
@@ -550,7 +550,7 @@ extension JinjaInterpreter {
         return text
     }
 
-    func roundValue(_ n: PyNum, precision: Int, method: String) -> JValue {
+    func roundValue(_ n: PyNum, precision: Int, method: String) throws -> JValue {
         let p = Double(precision)
         switch method {
         case "ceil": return .double((n.double * Foundation.pow(10, p)).rounded(.up) / Foundation.pow(10, p))
@@ -560,10 +560,15 @@ extension JinjaInterpreter {
         switch n {
         case .int(let i):
             if precision >= 0 { return .int(i) }
+            // |i| < 10^19: rounding to 10^19 or coarser gives 0 (and -Int.min would trap).
+            if precision <= -19 { return .int(0) }
             let m = Foundation.pow(10, Double(-precision))
-            return .int(Int((Double(i) / m).rounded(.toNearestOrEven) * m))
+            let r = (Double(i) / m).rounded(.toNearestOrEven) * m
+            guard let result = Int(exactly: r) ?? (abs(r) < 9.2e18 ? Int(r) : nil) else { throw ValueError.message("integer overflow") }
+            return .int(result)
         case .double(let d):
             if !d.isFinite { return .double(d) }
+            if precision < -308 { return .double(d < 0 ? -0.0 : 0.0) }
             if precision == 0 { return .double(d.rounded(.toNearestOrEven)) }
             if precision > 0 {
                 // Correctly rounded decimal digits, as CPython's round() computes them.
@@ -733,12 +738,15 @@ extension JinjaInterpreter {
             default: throw ValueError.message("range expected 1 to 3 arguments, got \(ints.count)")
             }
             if stepBy == 0 { throw ValueError.message("range() arg 3 must not be zero") }
-            let count = stepBy > 0 ? (stop > start ? (stop - start - 1) / stepBy + 1 : 0)
-                                   : (start > stop ? (start - stop - 1) / (-stepBy) + 1 : 0)
+            // In UInt: stop - start overflows Int for range(-2^63, 2^63 - 1), -stepBy for -2^63.
+            let span: UInt = stepBy > 0 ? (stop > start ? UInt(bitPattern: stop &- start) : 0)
+                                        : (start > stop ? UInt(bitPattern: start &- stop) : 0)
+            let count = span == 0 ? 0 : Int(clamping: (span - 1) / stepBy.magnitude + 1)
             if count > 100_000 {
                 throw ValueError.message("Range too big. The sandbox blocks ranges larger than MAX_RANGE (100000).")
             }
-            return .list((0..<count).map { .int(start + $0 * stepBy) })
+            // Every value lies between start and stop, so wrapping arithmetic gives it exactly.
+            return .list((0..<count).map { .int(start &+ $0 &* stepBy) })
         case "dict":
             var pairs: [(JValue, JValue)] = []
             if args.count > 1 { throw ValueError.message("dict expected at most 1 argument, got \(args.count)") }
@@ -1108,7 +1116,10 @@ extension JinjaInterpreter {
         if chars.first == "." {
             chars.removeFirst()
             var p = 0
-            while let c = chars.first, let d = c.wholeNumberValue { p = p * 10 + d; chars.removeFirst() }
+            while let c = chars.first, let d = c.wholeNumberValue {
+                p = p * 10 + d; chars.removeFirst()
+                if p > 100_000 { throw ValueError.message("precision too large") }
+            }
             precision = p
         }
         let type = chars.first

@@ -445,7 +445,12 @@ enum Py {
         let b = clamp(try arg(stop), st > 0 ? upper : lower)
         var out: [Int] = []
         var i = a
-        while st > 0 ? i < b : i > b { out.append(i); i += st }
+        while st > 0 ? i < b : i > b {
+            out.append(i)
+            let (next, overflow) = i.addingReportingOverflow(st)
+            if overflow { break }   // past either end of any sequence
+            i = next
+        }
         return out
     }
 

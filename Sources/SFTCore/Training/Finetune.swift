@@ -51,6 +51,14 @@ public enum Finetune {
         let lm = try LanguageModel.load(URL(fileURLWithPath: config.model), on: backend, template: config.template,
                                         quantization: quantization)
         let model = lm.model
+        // Before LoRA, data and training allocate: refuse a run that cannot fit.
+        if let estimate = try FinetuneMemoryCheck.estimate(model: model, quantization: quantization, config: config, ranks: group.size) {
+            onEvent?(.message("memory estimate: \(estimate)"))
+            if !config.skipMemoryCheck {
+                try FinetuneMemoryCheck.check(estimate, available: FinetuneMemoryCheck.available(on: backend),
+                                              device: "\(config.device)", config: config)
+            }
+        }
         switch config.method {
         case .lora, .qlora:
             try model.applyLoRA(config.lora, seed: config.seed)
@@ -101,16 +109,6 @@ public enum Finetune {
             eo.epochs = 1; eo.shuffle = false; eo.gradientAccumulation = 1
             let ep = try BatchPlan(examples: evalExamples, options: eo)
             evalBatches = (0..<ep.microBatchesPerEpoch).map { ep.microBatch(epoch: 0, index: $0) }
-        }
-        if let estimate = model.memoryEstimate(quantization: quantization, lora: config.method == .full ? nil : config.lora,
-                                               batch: config.perDeviceTrainBatchSize, sequence: config.dataConfig.maxSeqLength,
-                                               checkpointing: config.gradientCheckpointing,
-                                               optimizerShards: config.zeroStage == 1 ? group.size : 1) {
-            onEvent?(.message("memory estimate: \(estimate)"))
-            if !config.skipMemoryCheck {
-                try FinetuneMemoryCheck.check(estimate, available: FinetuneMemoryCheck.available(on: backend),
-                                              device: config.device, config: config)
-            }
         }
         onEvent?(.message("data: \(prepared.datasetReport.examples) examples (\(prepared.datasetReport.skipped.count) skipped), \(train.count) train / \(evalExamples.count) eval; \(plan.report)"))
 

@@ -1,18 +1,47 @@
 // Refusing a finetuning run that cannot fit, before its big allocations: the memory estimate
 // (MemoryEstimate, from the model's config, batch, sequence length and quantization) against
 // the memory still available — MemAvailable from /proc/meminfo on the CPU, the driver's free
-// memory on a GPU. The check runs after the model is loaded, so the estimate's weights are
-// already resident and only the rest (adapters, gradients, optimizer states, activations) must
-// still fit. `skip_memory_check` runs anyway; an unknown estimate or available figure skips
-// the check without a word of refusal.
+// memory on a GPU. The check runs after the model is loaded and before LoRA, data and training
+// allocate, so the estimate's weights are already resident and only the rest (adapters,
+// gradients, optimizer states, activations) must still fit. `skip_memory_check` runs anyway;
+// an unknown estimate or available figure skips the check without a word of refusal.
 import Foundation
 import SFTKernels
 
 enum FinetuneMemoryCheck {
+    /// Tokens per micro-batch and LoRA rank past which no memory holds a run (and the estimate's
+    /// arithmetic would overflow): 2^26 tokens, rank 2^20.
+    static let maxTokensPerMicroBatch = 1 << 26
+    static let maxLoRARank = 1 << 20
+
+    /// The model's estimate for this run, or nil when the model has none. Throws naming the knob
+    /// when batch × sequence or the LoRA rank is past any memory (with `skip_memory_check`, the
+    /// estimate is then nil instead).
+    static func estimate(model: CausalLM, quantization: QuantizationConfig?, config: FinetuneConfig, ranks: Int) throws -> MemoryEstimate? {
+        let batch = config.perDeviceTrainBatchSize, sequence = config.dataConfig.maxSeqLength
+        let lora = config.method == .full ? nil : config.lora
+        let ranksUsed = [lora?.r ?? 1] + (lora.map { Array($0.rankPattern.values) } ?? [])
+        let (tokens, overflow) = batch.multipliedReportingOverflow(by: sequence)
+        var problem: (String, String)?
+        if overflow || tokens > maxTokensPerMicroBatch {
+            problem = ("per_device_train_batch_size", "per_device_train_batch_size (\(batch)) × max_seq_length (\(sequence)) is more than "
+                       + "\(maxTokensPerMicroBatch) tokens per micro-batch, past what any memory holds")
+        } else if let r = ranksUsed.max(), r > maxLoRARank {
+            problem = ("lora_r", "LoRA rank \(r) is past what any memory holds (at most \(maxLoRARank))")
+        }
+        if let (field, message) = problem {
+            if config.skipMemoryCheck { return nil }
+            throw SFTError.config(field: field, message: message + "; lower it, or set skip_memory_check to run anyway")
+        }
+        return model.memoryEstimate(quantization: quantization, lora: lora, batch: batch, sequence: sequence,
+                                    checkpointing: config.gradientCheckpointing,
+                                    optimizerShards: config.zeroStage == 1 ? ranks : 1)
+    }
+
     /// Bytes the run can still allocate on `backend`, or nil when unknown.
     static func available(on backend: Backend) -> Int? {
-        if let cuda = backend as? CUDABackend { return try? cuda.deviceMemory().free }
-        return memAvailable()
+        if backend.device == .cpu { return memAvailable() }
+        return backend.freeDeviceMemory()
     }
 
     /// MemAvailable of /proc/meminfo in bytes (Linux), or nil.
@@ -40,7 +69,7 @@ enum FinetuneMemoryCheck {
         var knobs = ["per_device_train_batch_size (\(config.perDeviceTrainBatchSize))",
                      "max_seq_length (\(config.dataConfig.maxSeqLength))"]
         if !config.gradientCheckpointing { knobs.append("gradient_checkpointing: true") }
-        if config.method == "full" { knobs.append("method lora or qlora") } else if config.quantize == nil { knobs.append("quantize nf4 (method qlora)") }
+        if config.method == .full { knobs.append("method lora or qlora") } else if config.quantize == nil { knobs.append("quantize nf4 (method qlora)") }
         throw SFTError.config(field: "skip_memory_check",
                               message: "the run needs about \(gib(need)) more memory than its loaded weights, but \(device) has \(gib(available)) available "
                                 + "(memory estimate: total \(gib(estimate.total)) = weights \(gib(estimate.weights)) + adapters \(gib(estimate.adapters)) "

@@ -156,6 +156,8 @@ public final class CUDABackend: Backend, @unchecked Sendable {
 
     public func resetPeakMemory() { allocator.resetPeak() }
 
+    public func freeDeviceMemory() -> Int? { try? deviceMemory().free }
+
     /// Frees the blocks the allocator keeps for reuse (waits for the stream first).
     public func emptyCache() { allocator.emptyCache() }
 

@@ -104,5 +104,9 @@ final class InvalidUTF8AndStreamingTests: XCTestCase {
         XCTAssertGreaterThan(big.bytes, 8 * small.bytes)
         XCTAssertLessThan(big.seconds, max(1, small.seconds) * 30)
         XCTAssertLessThan(big.seconds, 60)
+        // And bounded memory: the process's peak stays far from the 4 GB it once took.
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        XCTAssertLessThan(usage.ru_maxrss / 1024, 3 << 10, "peak RSS \(usage.ru_maxrss / 1024) MiB")
     }
 }

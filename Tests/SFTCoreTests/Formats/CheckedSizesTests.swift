@@ -52,7 +52,7 @@ final class CheckedSizesTests: XCTestCase {
         assertFormatError(["parameters", "hidden 131072", "layers 4096"]) { try ModelConfigLimits.check(huge) }
     }
 
-    func testModelLoaderNamesTheFileOfAnAbsurdConfig() throws {
+    func testOpeningAModelNamesTheFileOfAnAbsurdConfig() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sft-cfg-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let config = #"{"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "#
@@ -93,6 +93,18 @@ final class CheckedSizesTests: XCTestCase {
         // Specs built in code are capped too.
         let big = TokenizerSpec(model: .byteLevelBPE, tokens: [String](repeating: "x", count: TokenizerSpec.maxVocabularySize + 1))
         assertFormatError(["tokenizer.tokens", "more than"]) { try Tokenizer(spec: big) }
+    }
+
+    func testPEFTAdapterRanksAreCapped() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sft-peft-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        func write(_ json: String) throws { try Data(json.utf8).write(to: dir.appendingPathComponent("adapter_config.json")) }
+        try write(#"{"peft_type": "LORA", "r": 8, "lora_alpha": 16, "rank_pattern": {"q_proj": 4}}"#)
+        XCTAssertEqual(try PEFTAdapter.readConfig(dir).r, 8)
+        try write(#"{"peft_type": "LORA", "r": 1099511627776, "lora_alpha": 16}"#)
+        assertFormatError(["adapter_config.json", "'r'", "1099511627776"]) { try PEFTAdapter.readConfig(dir) }
+        try write(#"{"peft_type": "LORA", "r": 8, "rank_pattern": {"q_proj": 4611686018427387904}}"#)
+        assertFormatError(["adapter_config.json", "rank_pattern['q_proj']", "4611686018427387904"]) { try PEFTAdapter.readConfig(dir) }
     }
 
     func testGGUFTokenTypeOutsideInt32IsNotTruncated() throws {

@@ -29,6 +29,15 @@ extension HostileTemplateTests {
         XCTAssertEqual(renders("{{ [1, 2, 3] | slice(5) | list }}"), "[[1], [2], [3], [], []]")
         assertFails("{{ '%*d' % (10**12, 1) }}", "width too big")
         assertFails("{{ '%.*s' % (-10**12, 'abc') }}", "width too big")
+        // Int.min and Int.max arguments end in values or errors, never a trap.
+        XCTAssertEqual(renders("{{ 'abc' | truncate(9223372036854775807) }}"), "abc")
+        XCTAssertEqual(renders("{{ 5 | round(-400) }} {{ 1.5 | round(-400) }} {{ 15 | round(-1) }} {{ 5 | round(-9223372036854775807 - 1) }}"), "0 0.0 20 0")
+        assertFails("{{ 9223372036854775807 | round(-1) }}", "integer overflow")
+        assertFails("{{ '{:.99999999999999999999f}'.format(1.0) }}", "precision too large")
+        XCTAssertEqual(renders("{{ [1, 2, 3][1::9223372036854775807] }} {{ 'abc'[::-9223372036854775807] }}"), "[2] c")
+        assertFails("{{ range(-9223372036854775807 - 1, 9223372036854775807) | length }}", "Range too big")
+        XCTAssertEqual(renders("{{ range(-9223372036854775807 - 1, -9223372036854775807 + 2) | list }}"),
+                       "[-9223372036854775808, -9223372036854775807, -9223372036854775806]")
     }
 
     func testAValueDoubled60TimesIsRefusedEarly() {

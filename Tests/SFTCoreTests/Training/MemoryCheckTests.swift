@@ -58,5 +58,17 @@ final class MemoryCheckTests: XCTestCase {
             XCTAssertTrue("\(e)".contains("skip_memory_check") && "\(e)".contains("per_device_train_batch_size (200000)"), "\(e)")
         }
         XCTAssertEqual(Trainer.checkpoints(in: out), [], "nothing trained")
+        // Sizes past any memory (and past the estimate's arithmetic) are refused by name, at once.
+        for (key, value, named) in [("per_device_train_batch_size", 1 << 40, "per_device_train_batch_size (1099511627776)"),
+                                    ("lora_r", 1 << 62, "LoRA rank 4611686018427387904")] {
+            var json: [String: Any] = [
+                "model": Assets.smolLM2.path, "data": root.appendingPathComponent("Examples/data/sharegpt.json").path,
+                "format": "sharegpt", "output_dir": out.path, "max_steps": 1, "max_seq_length": 64, "lora_r": 2,
+            ]
+            json[key] = value
+            XCTAssertThrowsError(try Finetune.run(try FinetuneConfig.from(json: json))) { e in
+                XCTAssertTrue("\(e)".contains(named) && "\(e)".contains("skip_memory_check"), "\(e)")
+            }
+        }
     }
 }

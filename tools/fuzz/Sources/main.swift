@@ -47,6 +47,9 @@ let dictionary: [String] = [
     "\\u0000", "\\ud800", "1e308", "-1e308", "NaN", "null", "true", "[[[[[[[[[[", "{\"a\":", "\n", "\r\n", "\u{feff}", "\u{10ffff}",
     "messages", "role", "content", "tools", "tool_calls", "instruction", "input", "output", "conversations", "from", "value",
     "learning_rate", "lora_r", "max_seq_length", "dtype", "shape", "data_offsets", "F32", "BF16", "__metadata__",
+    // template work that the budget must see: huge values, self reference, deep chains
+    "namespace(", "ns.x = ns", "|slice(", "|batch(", "int(base=", "|sort", "|unique", " == ", " + 1", "|first", "10**12",
+    "%*d", "[ns.x, ns.x]",
 ]
 let interesting: [UInt64] = [0, 1, 0x7F, 0x80, 0xFF, 0x7FFF, 0x8000, 0xFFFF, 0x7FFF_FFFF, 0x8000_0000, 0xFFFF_FFFF,
                              0x7FFF_FFFF_FFFF_FFFF, 0xFFFF_FFFF_FFFF_FFFF, 1 << 32, 1 << 40, 4096, 65536]
