@@ -63,6 +63,13 @@ public protocol Backend: AnyObject, Sendable {
               A: BufferView, lda: Int, strideA: Int, B: BufferView, ldb: Int, strideB: Int,
               beta: Float, C: BufferView, ldc: Int, strideC: Int, batch: Int) throws
 
+    /// GEMM in bf16 with f32 accumulation (mixed precision; batch 1, layout as `gemm`):
+    /// C (f32) = alpha · op(A) op(B) + beta · C, A and B each f32 or bf16 (`aType`, `bType`);
+    /// f32 operands are rounded to bf16 (nearest even) first. See WeightForms/DenseBF16.swift.
+    func gemmBF16(transA: Bool, transB: Bool, M: Int, N: Int, K: Int, alpha: Float,
+                  A: BufferView, aType: DType, lda: Int, B: BufferView, bType: DType, ldb: Int,
+                  beta: Float, C: BufferView, ldc: Int) throws
+
     // MARK: elementwise (n elements, f32)
     func fill(_ y: BufferView, value: Float, count n: Int) throws
     func add(_ a: BufferView, _ b: BufferView, into y: BufferView, count n: Int) throws

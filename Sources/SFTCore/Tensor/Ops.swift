@@ -13,7 +13,7 @@ public enum Ops {
 
     /// y = x Wᵀ (+ b). x: (N, K), weight: (M, K) as stored by HF, bias: (M). Returns (N, M).
     /// x may have any leading shape; it is viewed as rows of K.
-    public static func linear(_ x: Tensor, _ weight: Tensor, bias: Tensor? = nil) throws -> Tensor {
+    public static func linear(_ x: Tensor, _ weight: Tensor, bias: Tensor? = nil, precision: Precision = .f32) throws -> Tensor {
         let K = weight.shape.last ?? 0, M = weight.shape.first ?? 0
         try check(weight.shape.count == 2 && x.shape.last == K, "linear", "x \(x.shape) · weight \(weight.shape)ᵀ")
         let N = x.count / max(1, K)
@@ -24,9 +24,9 @@ public enum Ops {
             try check(bias.shape == [M], "linear", "bias \(bias.shape) for \(M) outputs")
             for r in 0..<N { try be.copy(bias.storage, to: y.storage.advanced(byBytes: r * M * 4), bytes: M * 4) }
         }
-        try be.gemm(transA: false, transB: true, M: N, N: M, K: K, alpha: 1, A: x.storage, lda: K, strideA: 0,
-                    B: weight.storage, ldb: K, strideB: 0, beta: bias == nil ? 0 : 1, C: y.storage, ldc: M,
-                    strideC: 0, batch: 1)
+        let wt = weight.dtype
+        try linearGEMM(be, precision, transA: false, transB: true, M: N, N: M, K: K, A: x.storage, lda: K,
+                       B: weight.storage, bType: wt, ldb: K, beta: bias == nil ? 0 : 1, C: y.storage, ldc: M)
         var inputs = [x, weight]
         if let bias { inputs.append(bias) }
         // Capture only what backward reads: x is needed for the weight's gradient alone, so a
@@ -38,14 +38,14 @@ public enum Ops {
             var dx: Tensor? = nil
             if xNeedsGrad {
                 let t = try Tensor(empty: xShape, on: be)
-                try be.gemm(transA: false, transB: false, M: N, N: K, K: M, alpha: 1, A: g.storage, lda: M, strideA: 0,
-                            B: weight.storage, ldb: K, strideB: 0, beta: 0, C: t.storage, ldc: K, strideC: 0, batch: 1)
+                try linearGEMM(be, precision, transA: false, transB: false, M: N, N: K, K: M, A: g.storage, lda: M,
+                               B: weight.storage, bType: wt, ldb: K, beta: 0, C: t.storage, ldc: K)
                 dx = t
             }
             if let savedX {
                 let dw = try weight.gradBuffer()  // dW += gᵀ x
-                try be.gemm(transA: true, transB: false, M: M, N: K, K: N, alpha: 1, A: g.storage, lda: M, strideA: 0,
-                            B: savedX.storage, ldb: K, strideB: 0, beta: 1, C: dw.storage, ldc: K, strideC: 0, batch: 1)
+                try linearGEMM(be, precision, transA: true, transB: false, M: M, N: K, K: N, A: g.storage, lda: M,
+                               B: savedX.storage, ldb: K, beta: 1, C: dw.storage, ldc: K)
             }
             if trainsBias, let bias {
                 let db = try bias.gradBuffer()

@@ -129,7 +129,8 @@ public enum Finetune {
                            "quantization": quantization.map { "\($0)" } ?? "-"]
         let trainer = try Trainer(model: model, config: try config.trainer(), loader: try DataLoader(plan: plan),
                                   evalBatches: evalBatches, outputDirectory: out, fingerprint: fingerprint,
-                                  collective: group, zeroStage: config.zeroStage)
+                                  collective: group, zeroStage: config.zeroStage, precision: config.precision,
+                                  allowPrecisionChange: config.allowPrecisionChange)
         trainer.onEvent = onEvent
         if config.logging.contains(.tensorboard) {
             let settings = JSONEncoder()

@@ -14,6 +14,10 @@ public struct FinetuneConfig: Codable, Equatable {
     public var template: String? = nil
     public var device: String = "cpu"
     public var threads: Int? = nil
+    /// Matmul precision: f32, or bf16 (frozen base weights stored bf16, f32 accumulation; Precision.swift).
+    public var precision: Precision = .f32
+    /// Resume a checkpoint written in the other precision.
+    public var allowPrecisionChange: Bool = false
     public var loraR: Int = 16
     public var loraAlpha: Double = 32
     public var loraDropout: Double = 0.05
@@ -78,7 +82,7 @@ public struct FinetuneConfig: Codable, Equatable {
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case model, data, evalData = "eval_data", evalSplit = "eval_split", outputDir = "output_dir", method, template
-        case device, threads, loraR = "lora_r", loraAlpha = "lora_alpha", loraDropout = "lora_dropout"
+        case device, threads, precision, allowPrecisionChange = "allow_precision_change", loraR = "lora_r", loraAlpha = "lora_alpha", loraDropout = "lora_dropout"
         case loraTargetModules = "lora_target_modules", useRSLoRA = "use_rslora", modulesToSave = "modules_to_save"
         case initLoRAWeights = "init_lora_weights", rankPattern = "rank_pattern", alphaPattern = "alpha_pattern"
         case useDoRA = "use_dora", loraPlusLRRatio = "loraplus_lr_ratio", loraPlusLREmbedding = "loraplus_lr_embedding"
@@ -106,6 +110,8 @@ public struct FinetuneConfig: Codable, Equatable {
         outputDir = try v(.outputDir, d.outputDir); method = try v(.method, d.method)
         template = try c.decodeIfPresent(String.self, forKey: .template); device = try v(.device, d.device)
         threads = try c.decodeIfPresent(Int.self, forKey: .threads)
+        precision = try Precision(parsing: try v(.precision, d.precision.rawValue))
+        allowPrecisionChange = try v(.allowPrecisionChange, d.allowPrecisionChange)
         loraR = try v(.loraR, d.loraR); loraAlpha = try v(.loraAlpha, d.loraAlpha); loraDropout = try v(.loraDropout, d.loraDropout)
         if let s = try? c.decode(String.self, forKey: .loraTargetModules) { loraTargetModules = [s] }
         else { loraTargetModules = try v(.loraTargetModules, d.loraTargetModules) }
@@ -167,7 +173,9 @@ public struct FinetuneConfig: Codable, Equatable {
         try c.encodeIfPresent(evalData, forKey: .evalData); try c.encode(evalSplit, forKey: .evalSplit)
         try c.encode(outputDir, forKey: .outputDir); try c.encode(method, forKey: .method)
         try c.encodeIfPresent(template, forKey: .template); try c.encode(device, forKey: .device)
-        try c.encodeIfPresent(threads, forKey: .threads); try c.encode(loraR, forKey: .loraR)
+        try c.encodeIfPresent(threads, forKey: .threads)
+        try c.encode(precision, forKey: .precision); try c.encode(allowPrecisionChange, forKey: .allowPrecisionChange)
+        try c.encode(loraR, forKey: .loraR)
         try c.encode(loraAlpha, forKey: .loraAlpha); try c.encode(loraDropout, forKey: .loraDropout)
         try c.encode(loraTargetModules, forKey: .loraTargetModules); try c.encode(useRSLoRA, forKey: .useRSLoRA)
         try c.encode(modulesToSave, forKey: .modulesToSave); try c.encode(freeze, forKey: .freeze)
@@ -209,6 +217,8 @@ public struct FinetuneConfig: Codable, Equatable {
         ("template", "chat template: a built-in name or a .jinja file (default: the model's own)"),
         ("device", "cpu (default), cuda or cuda:N; under mpirun/srun, cuda means one GPU per rank (the rank's index on its node)"),
         ("threads", "CPU threads (default: all cores)"),
+        ("precision", "f32 (default) | bf16: matmuls with bf16 products and f32 accumulation, frozen base weights stored bf16, f32 master weights, AdamW moments, norms, softmax and loss"),
+        ("allow_precision_change", "resume a checkpoint trained in the other precision (default false: refused)"),
         ("lora_r", "LoRA rank (default 16)"),
         ("lora_alpha", "LoRA alpha; scaling = alpha/r (default 32)"),
         ("lora_dropout", "dropout on the LoRA input (default 0.05)"),
