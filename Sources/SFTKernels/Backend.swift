@@ -149,9 +149,12 @@ public protocol Backend: AnyObject, Sendable {
     /// When dx/dweight are given, writes dx = gradScale * d loss/dx and accumulates
     /// dweight += gradScale * d loss/dW in the same pass. x: (N, C), weight: (V, C).
     /// Returns (summed loss, number of counted rows).
-    func crossEntropyLMHead(x: BufferView, weight: BufferView, targets: BufferView, N: Int,
+    /// `compute` .bf16: its GEMMs run as `gemmBF16` (bf16 products, f32 accumulation; mixed
+    /// precision); the softmax and the loss stay f32. `weightType` .bf16: the weight is stored
+    /// bf16 (a frozen LM head; needs compute .bf16 and no dweight).
+    func crossEntropyLMHead(x: BufferView, weight: BufferView, weightType: DType, targets: BufferView, N: Int,
                             C: Int, V: Int, ignoreIndex: Int32, chunk: Int, gradScale: Float,
-                            dx: BufferView?, dweight: BufferView?) throws -> (loss: Double, count: Int)
+                            dx: BufferView?, dweight: BufferView?, compute: DType) throws -> (loss: Double, count: Int)
 
     // MARK: optimizer
     func adamw(param: BufferView, grad: BufferView, m: BufferView, v: BufferView, count n: Int,
@@ -177,6 +180,26 @@ public protocol Backend: AnyObject, Sendable {
                       activations: MatVecActivations) throws
     /// Returns the blocks the allocator keeps for reuse to the system.
     func emptyCache()
+}
+
+extension Backend {
+    /// The fused LM head + cross-entropy in f32.
+    public func crossEntropyLMHead(x: BufferView, weight: BufferView, targets: BufferView, N: Int,
+                                   C: Int, V: Int, ignoreIndex: Int32, chunk: Int, gradScale: Float,
+                                   dx: BufferView?, dweight: BufferView?) throws -> (loss: Double, count: Int) {
+        try crossEntropyLMHead(x: x, weight: weight, weightType: .f32, targets: targets, N: N, C: C, V: V,
+                               ignoreIndex: ignoreIndex, chunk: chunk, gradScale: gradScale, dx: dx, dweight: dweight,
+                               compute: .f32)
+    }
+
+    /// The fused LM head + cross-entropy with an f32 weight, its GEMMs in `compute`.
+    public func crossEntropyLMHead(x: BufferView, weight: BufferView, targets: BufferView, N: Int,
+                                   C: Int, V: Int, ignoreIndex: Int32, chunk: Int, gradScale: Float,
+                                   dx: BufferView?, dweight: BufferView?, compute: DType) throws -> (loss: Double, count: Int) {
+        try crossEntropyLMHead(x: x, weight: weight, weightType: .f32, targets: targets, N: N, C: C, V: V,
+                               ignoreIndex: ignoreIndex, chunk: chunk, gradScale: gradScale, dx: dx, dweight: dweight,
+                               compute: compute)
+    }
 }
 
 /// Argument checks every backend runs before touching memory: the op name and the offending

@@ -89,6 +89,34 @@ final class GemmBF16Tests: XCTestCase {
         XCTAssertEqual(try run().map(\.bitPattern), one.map(\.bitPattern))
     }
 
+    /// The fused LM head + loss with bf16 GEMMs: loss, dx and dW within bf16 tolerance of f32
+    /// (and not equal to it: the bf16 path ran), on every micro-kernel.
+    func testLMHeadInBF16TracksF32() throws {
+        var rng = RNG(21)
+        let (N, C, V) = (40, 48, 300)
+        let x = try Dev.upload(rng.floats(N * C)), w = try Dev.upload(rng.floats(V * C, scale: 0.5))
+        let targets = try Dev.upload((0..<N).map { $0 % 7 == 3 ? Int32(-100) : Int32(rng.int(0..<V)) })
+        func run(_ compute: DType) throws -> (Double, [Float], [Float]) {
+            let dx = try Dev.zeros(N * C), dw = try Dev.zeros(V * C)
+            let (loss, count) = try cpu.crossEntropyLMHead(x: x, weight: w, targets: targets, N: N, C: C, V: V, ignoreIndex: -100,
+                                                           chunk: 16, gradScale: 0.5, dx: dx, dweight: dw, compute: compute)
+            XCTAssertEqual(count, N - (0..<N).filter { $0 % 7 == 3 }.count)
+            return (loss, try Dev.floats(dx, N * C), try Dev.floats(dw, V * C))
+        }
+        let (l32, dx32, dw32) = try run(.f32)
+        try forEachVariant { v in
+            let (l16, dx16, dw16) = try run(.bf16)
+            XCTAssertNotEqual(l16, l32, v)
+            XCTAssertEqual(l16, l32, accuracy: 1e-2 * abs(l32), v)
+            for (g, f, name) in [(dx16, dx32, "dx"), (dw16, dw32, "dW")] {
+                let scale = f.map { abs($0) }.max()!
+                XCTAssertLessThan(zip(g, f).map { abs($0 - $1) }.max()!, 2e-2 * scale, "\(v) \(name)")
+            }
+        }
+        XCTAssertThrowsError(try cpu.crossEntropyLMHead(x: x, weight: w, targets: targets, N: N, C: C, V: V, ignoreIndex: -100,
+                                                        chunk: 16, gradScale: 1, dx: nil, dweight: nil, compute: .f16))
+    }
+
     func testBadArgumentsThrowNamingGemmBF16() throws {
         let x = try Dev.zeros(64)
         func call(aType: DType = .f32, bType: DType = .bf16, K: Int = 4, lda: Int = 4) throws {

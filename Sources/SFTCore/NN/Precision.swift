@@ -54,6 +54,15 @@ extension Module {
     }
 }
 
+extension CausalLM {
+    /// The model's matmul precision (its Linear layers'; `setPrecision`), which the fused LM
+    /// head + loss also computes its GEMMs in.
+    public var matmulPrecision: Precision {
+        for (_, m) in namedModules() { if let l = m as? Linear { return l.precision } }
+        return .f32
+    }
+}
+
 extension Ops {
     /// One GEMM of a Linear (batch 1, row-major, as `Backend.gemm`): f32, or the bf16 GEMM with
     /// f32 accumulation when `precision` is bf16 or an operand is stored bf16.

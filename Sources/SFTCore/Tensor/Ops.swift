@@ -241,16 +241,19 @@ public enum Ops {
     /// The input gradient is computed in the same pass (and the weight's, when it trains).
     /// Returns a scalar tensor and the number of counted tokens.
     public static func crossEntropyLMHead(_ x: Tensor, weight: Tensor, targets: Tensor, normalizer: Float,
-                                          ignoreIndex: Int32 = -100, chunk: Int = 256) throws -> (loss: Tensor, tokens: Int) {
+                                          ignoreIndex: Int32 = -100, chunk: Int = 256,
+                                          precision: Precision = .f32) throws -> (loss: Tensor, tokens: Int) {
         let V = weight.shape[0], C = weight.shape[1], N = targets.count, be = x.backend
         try check(x.count == N * C && targets.dtype == .i32 && normalizer > 0, "cross_entropy",
                   "x \(x.shape), weight \(weight.shape), \(N) targets, normalizer \(normalizer)")
         let wantGrad = Autograd.isEnabled && (x.requiresGrad || weight.requiresGrad)
         let dx = wantGrad && x.requiresGrad ? try Tensor(empty: x.shape, on: be) : nil
         let dw = wantGrad && weight.requiresGrad ? try Tensor.zeros(weight.shape, on: be) : nil
-        let (sum, count) = try be.crossEntropyLMHead(x: x.storage, weight: weight.storage, targets: targets.storage,
+        let (sum, count) = try be.crossEntropyLMHead(x: x.storage, weight: weight.storage, weightType: weight.dtype,
+                                                     targets: targets.storage,
                                                      N: N, C: C, V: V, ignoreIndex: ignoreIndex, chunk: chunk,
-                                                     gradScale: 1 / normalizer, dx: dx?.storage, dweight: dw?.storage)
+                                                     gradScale: 1 / normalizer, dx: dx?.storage, dweight: dw?.storage,
+                                                     compute: precision == .bf16 || weight.dtype == .bf16 ? .bf16 : .f32)
         let loss = try Tensor([Float(sum / Double(normalizer))], shape: [1], on: be)
         if wantGrad {
             Autograd.record(loss, op: "cross_entropy", inputs: [x, weight]) { g in

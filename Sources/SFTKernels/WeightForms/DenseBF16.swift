@@ -15,8 +15,14 @@ extension Backend {
         for (name, t) in [("A", aType), ("B", bType)] where t != .f32 && t != .bf16 {
             throw KernelError.invalidArgument(op: "gemmBF16", message: "\(name) is \(t); the bf16 GEMM takes f32 or bf16 (\(shape))")
         }
-        guard let extent = try checkGEMM(transA: transA, transB: transB, M: M, N: N, K: K, lda: lda, strideA: 0,
-                                         ldb: ldb, strideB: 0, ldc: ldc, strideC: 0, batch: 1, shape: shape) else { return nil }
+        let checked: (a: Int, b: Int, c: Int)?
+        do {
+            checked = try checkGEMM(transA: transA, transB: transB, M: M, N: N, K: K, lda: lda, strideA: 0,
+                                    ldb: ldb, strideB: 0, ldc: ldc, strideC: 0, batch: 1, shape: shape)
+        } catch KernelError.invalidArgument(_, let message) {
+            throw KernelError.invalidArgument(op: "gemmBF16", message: message)
+        }
+        guard let extent = checked else { return nil }
         func operand(_ v: BufferView, _ t: DType, _ count: Int, _ name: String) throws {
             guard v.byteOffset % t.size == 0 else {
                 throw KernelError.invalidArgument(op: "gemmBF16", message: "\(name): offset \(v.byteOffset) not aligned to \(t) (\(shape))")
