@@ -2,15 +2,24 @@
 # The bf16 quality check of issue #15: the demo LoRA finetune (Examples/configs/demo.json) for
 # 100 steps in f32 and in bf16, then each run's per-step losses side by side and the final eval
 # losses (bf16 should end within 2% of f32).
-# Usage: tools/bench-bf16/loss-100.sh [STEPS=100]   (after swift build -c release)
+# Usage: tools/bench-bf16/loss-100.sh [STEPS=100] [THREADS=all]   (after swift build -c release)
+# PARALLEL=1 runs the two at once (give each THREADS=1 on a 2-core machine).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 STEPS=${1:-100}
+THREADS=${2:-}
 SFTCTL=${SFTCTL:-.build/release/sftctl}
-for p in f32 bf16; do
-  "$SFTCTL" finetune --config Examples/configs/demo.json --precision $p --max_steps "$STEPS" --eval_steps "$STEPS" \
-    --save_steps "$STEPS" --sample_prompts '[]' --output_dir runs/bf16-loss-$p --overwrite_output_dir true > /dev/null
-done
+run() {
+  "$SFTCTL" finetune --config Examples/configs/demo.json --precision "$1" --max_steps "$STEPS" --eval_steps "$STEPS" \
+    --save_steps "$STEPS" --sample_prompts '[]' --output_dir "runs/bf16-loss-$1" --overwrite_output_dir true \
+    ${THREADS:+--threads "$THREADS"} > /dev/null 2> "runs/bf16-loss-$1.log"
+}
+mkdir -p runs
+if [ "${PARALLEL:-0}" = 1 ]; then
+  run f32 & run bf16 & wait
+else
+  run f32; run bf16
+fi
 python3 - "$STEPS" <<'PY'
 import json, sys
 def read(p):
