@@ -66,6 +66,13 @@ public protocol Backend: AnyObject, Sendable {
               A: BufferView, lda: Int, strideA: Int, B: BufferView, ldb: Int, strideB: Int,
               beta: Float, C: BufferView, ldc: Int, strideC: Int, batch: Int) throws
 
+    /// GEMM in bf16 with f32 accumulation (mixed precision; batch 1, layout as `gemm`):
+    /// C (f32) = alpha · op(A) op(B) + beta · C, A and B each f32 or bf16 (`aType`, `bType`);
+    /// f32 operands are rounded to bf16 (nearest even) first. See WeightForms/DenseBF16.swift.
+    func gemmBF16(transA: Bool, transB: Bool, M: Int, N: Int, K: Int, alpha: Float,
+                  A: BufferView, aType: DType, lda: Int, B: BufferView, bType: DType, ldb: Int,
+                  beta: Float, C: BufferView, ldc: Int) throws
+
     // MARK: elementwise (n elements, f32)
     func fill(_ y: BufferView, value: Float, count n: Int) throws
     func add(_ a: BufferView, _ b: BufferView, into y: BufferView, count n: Int) throws
@@ -145,9 +152,12 @@ public protocol Backend: AnyObject, Sendable {
     /// When dx/dweight are given, writes dx = gradScale * d loss/dx and accumulates
     /// dweight += gradScale * d loss/dW in the same pass. x: (N, C), weight: (V, C).
     /// Returns (summed loss, number of counted rows).
-    func crossEntropyLMHead(x: BufferView, weight: BufferView, targets: BufferView, N: Int,
+    /// `compute` .bf16: its GEMMs run as `gemmBF16` (bf16 products, f32 accumulation; mixed
+    /// precision); the softmax and the loss stay f32. `weightType` .bf16: the weight is stored
+    /// bf16 (a frozen LM head; needs compute .bf16 and no dweight).
+    func crossEntropyLMHead(x: BufferView, weight: BufferView, weightType: DType, targets: BufferView, N: Int,
                             C: Int, V: Int, ignoreIndex: Int32, chunk: Int, gradScale: Float,
-                            dx: BufferView?, dweight: BufferView?) throws -> (loss: Double, count: Int)
+                            dx: BufferView?, dweight: BufferView?, compute: DType) throws -> (loss: Double, count: Int)
 
     // MARK: optimizer
     func adamw(param: BufferView, grad: BufferView, m: BufferView, v: BufferView, count n: Int,
@@ -173,6 +183,26 @@ public protocol Backend: AnyObject, Sendable {
                       activations: MatVecActivations) throws
     /// Returns the blocks the allocator keeps for reuse to the system.
     func emptyCache()
+}
+
+extension Backend {
+    /// The fused LM head + cross-entropy in f32.
+    public func crossEntropyLMHead(x: BufferView, weight: BufferView, targets: BufferView, N: Int,
+                                   C: Int, V: Int, ignoreIndex: Int32, chunk: Int, gradScale: Float,
+                                   dx: BufferView?, dweight: BufferView?) throws -> (loss: Double, count: Int) {
+        try crossEntropyLMHead(x: x, weight: weight, weightType: .f32, targets: targets, N: N, C: C, V: V,
+                               ignoreIndex: ignoreIndex, chunk: chunk, gradScale: gradScale, dx: dx, dweight: dweight,
+                               compute: .f32)
+    }
+
+    /// The fused LM head + cross-entropy with an f32 weight, its GEMMs in `compute`.
+    public func crossEntropyLMHead(x: BufferView, weight: BufferView, targets: BufferView, N: Int,
+                                   C: Int, V: Int, ignoreIndex: Int32, chunk: Int, gradScale: Float,
+                                   dx: BufferView?, dweight: BufferView?, compute: DType) throws -> (loss: Double, count: Int) {
+        try crossEntropyLMHead(x: x, weight: weight, weightType: .f32, targets: targets, N: N, C: C, V: V,
+                               ignoreIndex: ignoreIndex, chunk: chunk, gradScale: gradScale, dx: dx, dweight: dweight,
+                               compute: compute)
+    }
 }
 
 /// Argument checks every backend runs before touching memory: the op name and the offending

@@ -121,14 +121,25 @@ extension Backend {
     }
 
     func checkCrossEntropyLMHead(x: BufferView, weight: BufferView, targets: BufferView, N: Int, C: Int,
-                                 V: Int, chunk: Int, dx: BufferView?, dweight: BufferView?) throws {
+                                 V: Int, chunk: Int, dx: BufferView?, dweight: BufferView?, compute: DType = .f32,
+                                 weightType: DType = .f32) throws {
         let op = "crossEntropyLMHead"
+        guard compute == .f32 || compute == .bf16 else {
+            throw KernelError.invalidArgument(op: op, message: "compute dtype \(compute) (use f32 or bf16)")
+        }
+        guard weightType == .f32 || (weightType == .bf16 && compute == .bf16 && dweight == nil) else {
+            throw KernelError.invalidArgument(op: op, message: "a \(weightType) weight needs compute bf16 and no weight gradient")
+        }
         try nonNegative(op, ["N": N, "C": C, "V": V])
         guard V > 0, chunk > 0 else {
             throw KernelError.invalidArgument(op: op, message: "V=\(V) and chunk=\(chunk) must be positive")
         }
         try check(x, count: N * C, op, "x (N=\(N), C=\(C))")
-        try check(weight, count: V * C, op, "weight (V=\(V), C=\(C))")
+        if weightType == .bf16 {
+            try check(weight, bytes: V * C * 2, op, "weight (V=\(V), C=\(C), bf16)")
+        } else {
+            try check(weight, count: V * C, op, "weight (V=\(V), C=\(C))")
+        }
         try check(targets, count: N, op, "targets (N=\(N))")
         if let dx { try check(dx, count: N * C, op, "dx (N=\(N), C=\(C))") }
         if let dweight { try check(dweight, count: V * C, op, "dweight (V=\(V), C=\(C))") }

@@ -15,9 +15,11 @@ let benchCommand = Command(
     usage: sftctl bench kernels [--threads N] [--runs R] [--isa NAME] [--json]
            sftctl bench train (--model PATH | --shape tiny|1b|7b|13b|70b [--layers L])
                               [--method lora|qlora|full] [--double-quant] [--seq T] [--docs N]
-                              [--lora-r R] [--steps S] [--checkpointing] [--device D] [--threads N]
+                              [--lora-r R] [--steps S] [--checkpointing] [--precision f32|bf16]
+                              [--device D] [--threads N]
                               [--profile] [--json]
            sftctl bench decode (--model PATH | --shape NAME [--layers L]) [--tokens N] [--runs R] [--exact] [--device D] [--threads N] [--json]
+           sftctl bench bf16 [--threads N] [--runs R] [--json]
            sftctl bench forward --model PATH [--seq T] [--runs R] [--device D] [--threads N] [--profile] [--json]
 
     train: one optimizer step of batch 1 × T tokens (LoRA on all linear layers, QLoRA over an
@@ -26,7 +28,9 @@ let benchCommand = Command(
     median step time over S steps after a warm-up, tokens/s, forward/backward split and
     peak memory. decode: batch-1 greedy decode tokens/s after a short prompt (from the GGUF's
     quantized blocks unless --exact). forward: inference forward of T tokens with the logits of
-    every position (what transformers' model(ids) computes). --profile (train, forward) prints where
+    every position (what transformers' model(ids) computes). bf16: the bf16 GEMM's GFLOP/s at
+    SmolLM2-135M training shapes on every micro-kernel this CPU runs, next to sgemm, and the
+    vdpbf16ps peak (a register-only loop) on one core and on all. --profile (train, forward) prints where
     the step's time goes, op by op (GEMMs by shape, with their GFLOP/s).
 
     Times the CPU kernels at SmolLM2-135M sizes (T=512 tokens) and prints the median of R runs
@@ -47,6 +51,7 @@ let benchCommand = Command(
         case "train": try runTrainBench(args); return
         case "decode": try runDecodeBench(args); return
         case "forward": try runForwardBench(args); return
+        case "bf16": try runBF16Bench(args); return
         case "kernels": break
         default: throw UsageError(description: "expected `sftctl bench kernels|train|decode`")
         }

@@ -15,6 +15,7 @@ let evalCommand = Command(
       --max-seq-length N   window / truncation length (default 2048)
       --limit N         only the first N records of --data
       --quantize nf4|fp4 [--double-quant]   evaluate the 4-bit-quantized model
+      --precision f32|bf16   matmuls in bf16 with f32 accumulation, weights stored bf16 (default f32)
     """,
     booleanFlags: ["exact", "double-quant"],
     run: { args in

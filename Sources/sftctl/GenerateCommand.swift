@@ -26,8 +26,11 @@ func loadModel(_ args: Arguments) throws -> LanguageModel {
         quantization = QuantizationConfig(type: t, blockSize: try args.int("quant-block-size") ?? 64, doubleQuant: args.flag("double-quant"))
         try quantization!.validate()
     }
-    return try LanguageModel.load(URL(fileURLWithPath: path), on: try args.device(), adapter: adapter, template: args.string("template"),
-                                  packedDecode: !args.flag("exact"), quantization: quantization)
+    let precision = try Precision(parsing: args.string("precision") ?? "f32")
+    let lm = try LanguageModel.load(URL(fileURLWithPath: path), on: try args.device(), adapter: adapter, template: args.string("template"),
+                                    packedDecode: !args.flag("exact"), quantization: quantization)
+    try lm.model.setPrecision(precision)
+    return lm
 }
 
 let samplingHelp = """
@@ -41,6 +44,7 @@ let samplingHelp = """
       --threads N              CPU threads
       --quantize nf4|fp4       quantize the Linear layers to 4 bits on load (QLoRA base)
       --double-quant           also quantize the 4-bit scales (8-bit)
+      --precision f32|bf16     matmuls in bf16 with f32 accumulation, weights stored bf16 (default f32)
       --exact                  decode with the dequantized f32 weights instead of the GGUF's
                                quantized blocks (slower; bit-comparable with transformers)
 """

@@ -26,6 +26,7 @@ func runTrainBench(_ args: Arguments) throws {
     let ckpt = args.flag("checkpointing")
     let profile = args.flag("profile")
     let doubleQuant = args.flag("double-quant")
+    let precision = try Precision(parsing: args.string("precision") ?? "f32")
     let (json, device) = try finishBenchArguments(args)
     guard (path == nil) != (shape == nil) else { throw UsageError(description: "give --model PATH or --shape NAME (one of them)") }
     if layers != nil && shape == nil { throw UsageError(description: "--layers applies to --shape only") }
@@ -45,6 +46,8 @@ func runTrainBench(_ args: Arguments) throws {
     case "full": model.setTrainable(true)
     default: throw UsageError(description: "--method must be lora, qlora or full")
     }
+    try model.setPrecision(precision)
+    backend.emptyCache()   // the f32 copies of weights now stored bf16 go back to the system
     OpProfile.enabled = profile
     let res = try TrainingBenchmark.run(model: model, seq: seq, steps: steps, checkpointing: ckpt, documents: docs)
     OpProfile.enabled = false
@@ -57,13 +60,13 @@ func runTrainBench(_ args: Arguments) throws {
         let embedding = model.tiedEmbeddings ? 0 : (source.shape(of: "model.embed_tokens.weight")?.reduce(1, *) ?? 0)
         let flopsPerToken = (method == "full" ? 6 : 4) * (source.parameterCount - embedding)
         printJSON(["method": method, "shape": shape ?? "-", "model": path ?? "-", "layers": layers ?? 0, "docs": docs,
-                   "double_quant": doubleQuant, "flops_per_token": flopsPerToken,
+                   "double_quant": doubleQuant, "flops_per_token": flopsPerToken, "precision": precision.rawValue,
                    "seq": seq, "lora_r": r, "checkpointing": ckpt, "tokens_per_second": res.tokensPerSecond,
                    "step_seconds": m.total, "forward_seconds": m.forward, "backward_seconds": m.backward,
                    "optimizer_seconds": m.optimizer, "peak_memory_bytes": res.peakMemoryBytes, "peak_rss_bytes": res.peakRSSBytes,
                    "threads": cpuThreads, "device": device.description])
     } else {
-        print("\(method) step, 1 × \(seq) tokens, median of \(steps): \(m.total) s (forward \(m.forward), backward \(m.backward), optimizer \(m.optimizer))")
+        print("\(method) step (\(precision)), 1 × \(seq) tokens, median of \(steps): \(m.total) s (forward \(m.forward), backward \(m.backward), optimizer \(m.optimizer))")
         print("tokens/s \(res.tokensPerSecond); peak tensor memory \(res.peakMemoryBytes >> 20) MiB; peak RSS \(res.peakRSSBytes >> 20) MiB")
     }
 }

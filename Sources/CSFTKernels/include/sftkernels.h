@@ -165,6 +165,29 @@ void sft_embedding_bwd_f32(const int32_t *ids, const float *dout, float *dtable,
                            int64_t C);
 
 // ---------------------------------------------------------------------------------------------
+// bf16 GEMM with f32 accumulation (gemm_bf16.c): C (M×N, f32) = alpha · op(A) op(B) + beta · C,
+// row-major; op(A) is M×K (A stored K×M when trans_a), op(B) is K×N (B stored N×K when trans_b).
+// A and B are f32 (rounded to bf16, nearest even, as they are packed) or bf16 (a_bf16 / b_bf16).
+// beta == 0: C is not read. Part `part` of `nparts` computes a block of C (see the file).
+// ---------------------------------------------------------------------------------------------
+
+int sft_gemm_bf16(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                  const void *A, int a_bf16, int64_t lda, const void *B, int b_bf16, int64_t ldb,
+                  float beta, float *C, int64_t ldc, int part, int nparts);
+/// The readable reference: the same math as three plain loops (one thread).
+void sft_gemm_bf16_ref(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                       const void *A, int a_bf16, int64_t lda, const void *B, int b_bf16, int64_t ldb,
+                       float beta, float *C, int64_t ldc);
+/// The micro-kernel in use: "avx512bf16", "avx512", "avx2" or "generic".
+const char *sft_gemm_bf16_variant(void);
+/// Forces a micro-kernel (or "auto") for tests and benchmarks; fails when the CPU lacks it.
+/// The env var SFT_GEMM_BF16 does the same at first use.
+int sft_gemm_bf16_set_variant(const char *name);
+/// Runs a register-only loop of vdpbf16ps (24 independent accumulators) `iters` times on the
+/// calling thread and returns the flops done, or -1 without AVX512_BF16. *sink gets the sum.
+double sft_dpbf16_peak(int64_t iters, float *sink);
+
+// ---------------------------------------------------------------------------------------------
 // Cross-entropy over one chunk of logit rows (the LM head GEMM produces the chunk).
 // logits: (n, V), overwritten with d(loss)/d(logits) * grad_scale when want_grad != 0.
 // targets: (n); rows whose target == ignore_index (or is outside [0, V): callers check)

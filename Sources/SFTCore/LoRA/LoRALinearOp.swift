@@ -11,7 +11,7 @@ import SFTKernels
 
 extension Ops {
     public static func loraLinear(_ x: Tensor, weight: Tensor, bias: Tensor?, a: Tensor, b: Tensor,
-                                  scaling s: Float, dropout p: Float) throws -> Tensor {
+                                  scaling s: Float, dropout p: Float, precision: Precision = .f32) throws -> Tensor {
         let K = weight.shape.last ?? 0, M = weight.shape.first ?? 0, r = a.shape.first ?? 0
         try check(weight.shape.count == 2 && x.shape.last == K && a.shape == [r, K] && b.shape == [M, r],
                   "lora_linear", "x \(x.shape), weight \(weight.shape), A \(a.shape), B \(b.shape)")
@@ -36,8 +36,9 @@ extension Ops {
         if let bias {
             for row in 0..<N { try be.copy(bias.storage, to: y.storage.advanced(byBytes: row * M * 4), bytes: M * 4) }
         }
-        try be.gemm(transA: false, transB: true, M: N, N: M, K: K, alpha: 1, A: x.storage, lda: K, strideA: 0,
-                    B: weight.storage, ldb: K, strideB: 0, beta: bias == nil ? 0 : 1, C: y.storage, ldc: M, strideC: 0, batch: 1)
+        let wt = weight.dtype
+        try linearGEMM(be, precision, transA: false, transB: true, M: N, N: M, K: K, A: x.storage, lda: K,
+                       B: weight.storage, bType: wt, ldb: K, beta: bias == nil ? 0 : 1, C: y.storage, ldc: M)
         try be.gemm(transA: false, transB: true, M: N, N: M, K: r, alpha: s, A: h.storage, lda: r, strideA: 0,
                     B: b.storage, ldb: r, strideB: 0, beta: 1, C: y.storage, ldc: M, strideC: 0, batch: 1)
 
@@ -60,8 +61,8 @@ extension Ops {
                             B: xin, ldb: K, strideB: 0, beta: 1, C: try a.gradBuffer().storage, ldc: K, strideC: 0, batch: 1)
             }
             if let savedX, weight.requiresGrad {  // dW += gᵀ x
-                try be.gemm(transA: true, transB: false, M: M, N: K, K: N, alpha: 1, A: g.storage, lda: M, strideA: 0,
-                            B: savedX.storage, ldb: K, strideB: 0, beta: 1, C: try weight.gradBuffer().storage, ldc: K, strideC: 0, batch: 1)
+                try linearGEMM(be, precision, transA: true, transB: false, M: M, N: K, K: N, A: g.storage, lda: M,
+                               B: savedX.storage, ldb: K, beta: 1, C: try weight.gradBuffer().storage, ldc: K)
             }
             if trainsBias, let bias {
                 let db = try bias.gradBuffer()
@@ -69,8 +70,8 @@ extension Ops {
             }
             guard xNeedsGrad else { return [nil, nil, nil, nil, nil] }
             let dx = try Tensor(empty: xShape, on: be)                                     // g W
-            try be.gemm(transA: false, transB: false, M: N, N: K, K: M, alpha: 1, A: g.storage, lda: M, strideA: 0,
-                        B: weight.storage, ldb: K, strideB: 0, beta: 0, C: dx.storage, ldc: K, strideC: 0, batch: 1)
+            try linearGEMM(be, precision, transA: false, transB: false, M: N, N: K, K: M, A: g.storage, lda: M,
+                           B: weight.storage, bType: wt, ldb: K, beta: 0, C: dx.storage, ldc: K)
             if dropping {  // + dropoutᵀ(dh A): the same mask, redrawn
                 let t = try Tensor(empty: xShape, on: be)
                 try be.gemm(transA: false, transB: false, M: N, N: K, K: r, alpha: 1, A: dh.storage, lda: r, strideA: 0,

@@ -120,7 +120,8 @@ extension CausalLM {
             let counted = try targets.ints().filter { $0 != -100 }.count
             norm = Float(max(1, counted))
         }
-        return try Ops.crossEntropyLMHead(h, weight: lmHeadWeight.value, targets: targets, normalizer: norm)
+        return try Ops.crossEntropyLMHead(h, weight: lmHeadWeight.value, targets: targets, normalizer: norm,
+                                          precision: matmulPrecision)
     }
 
     /// Logits (T, V) for every position of one row (no gradient). For tests and evaluation of

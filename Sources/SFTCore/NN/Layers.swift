@@ -19,6 +19,9 @@ public final class Linear: Module {
     public var packed: PackedMatrix?
     /// The frozen 4-bit base weight, when quantized (`quantize(_:)`, `quantizeLinears`).
     public var quantized: QuantizedWeight?
+    /// What the dense matmuls compute in (`Module.setPrecision`, Precision.swift); in bf16 a
+    /// frozen `weight` is stored bf16.
+    public internal(set) var precision: Precision = .f32
 
     public init(inFeatures: Int, outFeatures: Int, bias: Bool, on backend: Backend) throws {
         self.inFeatures = inFeatures
@@ -43,10 +46,10 @@ public final class Linear: Module {
         if let lora, let m = lora.magnitude { return try doraForward(x, lora, magnitude: m.weight.value) }
         if let lora, quantized == nil, packed == nil || Autograd.isEnabled {
             return try Ops.loraLinear(x, weight: weight.value, bias: bias?.value, a: lora.a.weight.value,
-                                      b: lora.b.weight.value, scaling: lora.scaling, dropout: lora.dropout)
+                                      b: lora.b.weight.value, scaling: lora.scaling, dropout: lora.dropout, precision: precision)
         }
         let y = try quantized.map { try Ops.quantizedLinear(x, $0, bias: bias?.value) }
-            ?? packedOutput(x) ?? Ops.linear(x, weight.value, bias: bias?.value)
+            ?? packedOutput(x) ?? Ops.linear(x, weight.value, bias: bias?.value, precision: precision)
         guard let lora else { return y }
         return try Ops.add(y, try lora(x))
     }

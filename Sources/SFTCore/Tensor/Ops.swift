@@ -14,7 +14,7 @@ public enum Ops {
 
     /// y = x Wᵀ (+ b). x: (N, K), weight: (M, K) as stored by HF, bias: (M). Returns (N, M).
     /// x may have any leading shape; it is viewed as rows of K.
-    public static func linear(_ x: Tensor, _ weight: Tensor, bias: Tensor? = nil) throws -> Tensor {
+    public static func linear(_ x: Tensor, _ weight: Tensor, bias: Tensor? = nil, precision: Precision = .f32) throws -> Tensor {
         let K = weight.shape.last ?? 0, M = weight.shape.first ?? 0
         try check(weight.shape.count == 2 && x.shape.last == K, "linear", "x \(x.shape) · weight \(weight.shape)ᵀ")
         let N = x.count / max(1, K)
@@ -25,9 +25,9 @@ public enum Ops {
             try check(bias.shape == [M], "linear", "bias \(bias.shape) for \(M) outputs")
             for r in 0..<N { try be.copy(bias.storage, to: y.storage.advanced(byBytes: r * M * 4), bytes: M * 4) }
         }
-        try be.gemm(transA: false, transB: true, M: N, N: M, K: K, alpha: 1, A: x.storage, lda: K, strideA: 0,
-                    B: weight.storage, ldb: K, strideB: 0, beta: bias == nil ? 0 : 1, C: y.storage, ldc: M,
-                    strideC: 0, batch: 1)
+        let wt = weight.dtype
+        try linearGEMM(be, precision, transA: false, transB: true, M: N, N: M, K: K, A: x.storage, lda: K,
+                       B: weight.storage, bType: wt, ldb: K, beta: bias == nil ? 0 : 1, C: y.storage, ldc: M)
         var inputs = [x, weight]
         if let bias { inputs.append(bias) }
         // Capture only what backward reads: x is needed for the weight's gradient alone, so a
@@ -39,14 +39,14 @@ public enum Ops {
             var dx: Tensor? = nil
             if xNeedsGrad {
                 let t = try Tensor(empty: xShape, on: be)
-                try be.gemm(transA: false, transB: false, M: N, N: K, K: M, alpha: 1, A: g.storage, lda: M, strideA: 0,
-                            B: weight.storage, ldb: K, strideB: 0, beta: 0, C: t.storage, ldc: K, strideC: 0, batch: 1)
+                try linearGEMM(be, precision, transA: false, transB: false, M: N, N: K, K: M, A: g.storage, lda: M,
+                               B: weight.storage, bType: wt, ldb: K, beta: 0, C: t.storage, ldc: K)
                 dx = t
             }
             if let savedX {
                 let dw = try weight.gradBuffer()  // dW += gᵀ x
-                try be.gemm(transA: true, transB: false, M: M, N: K, K: N, alpha: 1, A: g.storage, lda: M, strideA: 0,
-                            B: savedX.storage, ldb: K, strideB: 0, beta: 1, C: dw.storage, ldc: K, strideC: 0, batch: 1)
+                try linearGEMM(be, precision, transA: true, transB: false, M: M, N: K, K: N, A: g.storage, lda: M,
+                               B: savedX.storage, ldb: K, beta: 1, C: dw.storage, ldc: K)
             }
             if trainsBias, let bias {
                 let db = try bias.gradBuffer()
@@ -242,16 +242,19 @@ public enum Ops {
     /// The input gradient is computed in the same pass (and the weight's, when it trains).
     /// Returns a scalar tensor and the number of counted tokens.
     public static func crossEntropyLMHead(_ x: Tensor, weight: Tensor, targets: Tensor, normalizer: Float,
-                                          ignoreIndex: Int32 = -100, chunk: Int = 256) throws -> (loss: Tensor, tokens: Int) {
+                                          ignoreIndex: Int32 = -100, chunk: Int = 256,
+                                          precision: Precision = .f32) throws -> (loss: Tensor, tokens: Int) {
         let V = weight.shape[0], C = weight.shape[1], N = targets.count, be = x.backend
         try check(x.count == N * C && targets.dtype == .i32 && normalizer > 0, "cross_entropy",
                   "x \(x.shape), weight \(weight.shape), \(N) targets, normalizer \(normalizer)")
         let wantGrad = Autograd.isEnabled && (x.requiresGrad || weight.requiresGrad)
         let dx = wantGrad && x.requiresGrad ? try Tensor(empty: x.shape, on: be) : nil
         let dw = wantGrad && weight.requiresGrad ? try Tensor.zeros(weight.shape, on: be) : nil
-        let (sum, count) = try be.crossEntropyLMHead(x: x.storage, weight: weight.storage, targets: targets.storage,
+        let (sum, count) = try be.crossEntropyLMHead(x: x.storage, weight: weight.storage, weightType: weight.dtype,
+                                                     targets: targets.storage,
                                                      N: N, C: C, V: V, ignoreIndex: ignoreIndex, chunk: chunk,
-                                                     gradScale: 1 / normalizer, dx: dx?.storage, dweight: dw?.storage)
+                                                     gradScale: 1 / normalizer, dx: dx?.storage, dweight: dw?.storage,
+                                                     compute: precision == .bf16 || weight.dtype == .bf16 ? .bf16 : .f32)
         let loss = try Tensor([Float(sum / Double(normalizer))], shape: [1], on: be)
         if wantGrad {
             Autograd.record(loss, op: "cross_entropy", inputs: [x, weight]) { g in

@@ -70,8 +70,13 @@ public final class Tensor: CustomStringConvertible {
         try values.withUnsafeBytes { try backend.upload($0.baseAddress!, to: storage, bytes: $0.count) }
     }
 
-    /// Copies the values to the host as f32.
+    /// Copies the values to the host as f32 (bf16 and f16 widened exactly).
     public func floats() throws -> [Float] {
+        if dtype == .bf16 || dtype == .f16 {
+            let wide = try Tensor(empty: shape, on: backend)
+            try backend.cast(storage, from: dtype, into: wide.storage, to: .f32, count: count)
+            return try wide.floats()
+        }
         guard dtype == .f32 else { throw SFTError.shape(op: "floats", message: "tensor is \(dtype), not f32") }
         var out = [Float](repeating: 0, count: count)
         try out.withUnsafeMutableBytes { try backend.download(storage, to: $0.baseAddress!, bytes: $0.count) }

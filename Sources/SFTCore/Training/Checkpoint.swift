@@ -99,8 +99,14 @@ extension Trainer {
         do { state = try JSONDecoder().decode(TrainerState.self, from: data) } catch {
             throw SFTError.format(path: stateURL.path, offset: nil, message: "unreadable trainer state: \(error)")
         }
-        for key in Set(fingerprint.keys).union(state.fingerprint.keys).sorted() where fingerprint[key] != state.fingerprint[key] {
-            throw SFTError.config(field: key, message: "changed since the checkpoint \(url.lastPathComponent) was written: cannot resume exactly (checkpoint: \(state.fingerprint[key] ?? "none"), now: \(fingerprint[key] ?? "none"))")
+        var written = state.fingerprint
+        written["precision"] = written["precision"] ?? Precision.f32.rawValue   // checkpoints from before bf16 were f32
+        if written["precision"] != fingerprint["precision"] && !allowPrecisionChange {
+            throw SFTError.config(field: "precision", message: "the checkpoint \(url.lastPathComponent) was trained in \(written["precision"] ?? "?"), this run is \(fingerprint["precision"] ?? "?"); resume in \(written["precision"] ?? "?"), or set allow_precision_change (--allow_precision_change) to continue in \(fingerprint["precision"] ?? "?")")
+        }
+        written["precision"] = fingerprint["precision"]
+        for key in Set(fingerprint.keys).union(written.keys).sorted() where fingerprint[key] != written[key] {
+            throw SFTError.config(field: key, message: "changed since the checkpoint \(url.lastPathComponent) was written: cannot resume exactly (checkpoint: \(written[key] ?? "none"), now: \(fingerprint[key] ?? "none"))")
         }
         let weights = try SafetensorsFile(url: url.appendingPathComponent("trainable.safetensors"))
         let moments = try SafetensorsFile(url: url.appendingPathComponent("optimizer.safetensors"))

@@ -173,6 +173,9 @@ extension TruncationPolicy: ConfigChoice {
 extension QuantType: ConfigChoice {}
 extension LRSchedule.Kind: ConfigChoice {}
 extension LogSink: ConfigChoice {}
+extension Precision: ConfigChoice {
+    static func parse(_ name: String) -> Precision? { Precision(rawValue: name.lowercased()) }
+}
 
 extension LoRAInit: ConfigValue {
     init(configJSON j: JSONValue) throws {

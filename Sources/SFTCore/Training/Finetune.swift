@@ -130,7 +130,8 @@ public enum Finetune {
         let trainer = try Trainer(model: model, config: try config.trainer(), loader: try DataLoader(plan: plan),
                                   evalBatches: evalBatches, outputDirectory: out, fingerprint: fingerprint,
                                   collective: group, zeroStage: config.zeroStage,
-                                  bucketBytes: max(1, Int(config.ddpBucketCapMB * 1_048_576)))
+                                  bucketBytes: max(1, Int(config.ddpBucketCapMB * 1_048_576)),
+                                  precision: config.precision, allowPrecisionChange: config.allowPrecisionChange)
         trainer.onEvent = onEvent
         if config.logging.contains(.tensorboard) {
             let settings = JSONEncoder()

@@ -65,6 +65,10 @@ public struct FinetuneConfig: Codable, Equatable {
     public var template: String? = nil
     public var device: FinetuneDevice = .cpu
     public var threads: Int? = nil
+    /// Matmul precision: f32, or bf16 (frozen base weights stored bf16, f32 accumulation; Precision.swift).
+    public var precision: Precision = .f32
+    /// Resume a checkpoint written in the other precision.
+    public var allowPrecisionChange: Bool = false
     public var loraR: Int = 16
     public var loraAlpha: Double = 32
     public var loraDropout: Double = 0.05

@@ -113,6 +113,8 @@ extension FinetuneConfig {
         ConfigKey("template", \.template, defaultText: "the model's own", "chat template: a built-in name or a .jinja file"),
         ConfigKey("device", \.device, "cpu, cuda or cuda:N; under mpirun/srun, cuda means one GPU per rank (the rank's index on its node)"),
         ConfigKey("threads", \.threads, range: .atLeast(1), defaultText: "all cores", "CPU threads"),
+        ConfigKey("precision", \.precision, "matmul precision: f32, or bf16 (frozen base weights stored bf16, bf16 products with f32 accumulation; masters, adapters and AdamW states f32)"),
+        ConfigKey("allow_precision_change", \.allowPrecisionChange, "resume a checkpoint written in the other precision"),
         ConfigKey("lora_r", \.loraR, aliases: ["r"], range: .atLeast(1), "LoRA rank"),
         ConfigKey("lora_alpha", \.loraAlpha, range: positive, "LoRA alpha; scaling = alpha/r"),
         ConfigKey("lora_dropout", \.loraDropout, range: unit, "dropout on the LoRA input"),

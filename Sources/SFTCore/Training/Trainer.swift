@@ -76,6 +76,8 @@ public final class Trainer {
     public let outputDirectory: URL
     /// Identifies the data and settings a checkpoint belongs to (resume refuses a mismatch).
     public let fingerprint: [String: String]
+    /// Resume a checkpoint written in another precision (its "precision" fingerprint entry).
+    public let allowPrecisionChange: Bool
     public var onEvent: ((TrainerEvent) -> Void)?
     /// When set, the run also writes TensorBoard event files (into `output/tensorboard`),
     /// starting with this text (the run's settings) as the hyperparameters summary.
@@ -99,10 +101,13 @@ public final class Trainer {
     ///   - collective: the ranks of a data-parallel job; `loader`'s plan then holds every rank's
     ///     micro-batches (accumulation × ranks per step) and each rank runs its share.
     ///   - zeroStage: 1 shards AdamW's moments across the ranks (ZeRO stage 1).
+    ///   - precision: the matmul precision (`Module.setPrecision`, applied here to the model);
+    ///     checkpoints record it, and resuming in another one is refused unless
+    ///     `allowPrecisionChange`.
     public init(model: CausalLM, config: TrainerConfig, loader: DataLoader, evalBatches: [TrainingBatch],
                 outputDirectory: URL, fingerprint: [String: String] = [:],
                 collective: any Collective = SingleProcessCollective(), zeroStage: Int = 0,
-                bucketBytes: Int = 25 << 20) throws {
+                bucketBytes: Int = 25 << 20, precision: Precision = .f32, allowPrecisionChange: Bool = false) throws {
         self.model = model
         self.config = config
         self.loader = loader
@@ -133,7 +138,10 @@ public final class Trainer {
         let warmup = config.warmupSteps > 0 ? config.warmupSteps : Int((config.warmupRatio * Double(total)).rounded(.up))
         schedule = LRSchedule(kind: config.schedule, peak: config.learningRate, warmupSteps: warmup,
                               totalSteps: total, minRatio: config.minLRRatio)
+        try model.setPrecision(precision)
+        self.allowPrecisionChange = allowPrecisionChange
         var fp = fingerprint
+        fp["precision"] = precision.rawValue
         fp["data"] = loader.plan.fingerprint
         fp["trainer"] = Trainer.describe(config)
         self.fingerprint = fp

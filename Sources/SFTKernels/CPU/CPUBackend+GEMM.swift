@@ -104,12 +104,13 @@ extension CPUBackend {
     /// Rows whose target is not `ignoreIndex` are the only ones that cost anything: they are
     /// gathered into chunks of `chunk` rows (prompt tokens masked out in SFT are often half the
     /// batch), and ignored rows get dx = 0.
-    public func crossEntropyLMHead(x: BufferView, weight: BufferView, targets: BufferView, N: Int,
+    public func crossEntropyLMHead(x: BufferView, weight: BufferView, weightType: DType, targets: BufferView, N: Int,
                                    C: Int, V: Int, ignoreIndex: Int32, chunk: Int, gradScale: Float,
-                                   dx: BufferView?, dweight: BufferView?) throws -> (loss: Double, count: Int) {
-        let profileStart = OpProfile.begin(); defer { OpProfile.end("crossEntropyLMHead", profileStart) }
+                                   dx: BufferView?, dweight: BufferView?, compute: DType) throws -> (loss: Double, count: Int) {
+        let profileStart = OpProfile.begin()
+        defer { OpProfile.end("crossEntropyLMHead\(compute == .bf16 ? " bf16" : "")", profileStart) }
         try checkCrossEntropyLMHead(x: x, weight: weight, targets: targets, N: N, C: C, V: V, chunk: chunk, dx: dx,
-                                    dweight: dweight)
+                                    dweight: dweight, compute: compute, weightType: weightType)
         let pt = targets.i32()
         let active = try countedRows(UnsafeBufferPointer(start: pt, count: N), V: V, ignoreIndex: ignoreIndex)
         if let dx { try fill(dx, value: 0, count: N * C) }
@@ -124,6 +125,24 @@ extension CPUBackend {
         let dxs = try allocate(bytes: dx == nil ? 0 : rows * C * 4)
         let (pl, pxs, pts, pdxs) = (BufferView(logits).f32(), BufferView(xs).f32(), BufferView(ts).i32(), BufferView(dxs).f32())
         let (px, pw) = (x.f32(), weight.f32())
+        // bf16: the weight rounded once per call (not once per GEMM and chunk), and the three
+        // GEMMs through the bf16 GEMM; `mm` is the GEMM each one calls.
+        let w16 = weightType == .bf16 ? weight : compute == .bf16 ? BufferView(try allocate(bytes: V * C * 2)) : nil
+        if let w16, weightType == .f32 { try cast(weight, from: .f32, into: w16, to: .bf16, count: V * C) }
+        func mm(_ transA: Bool, _ transB: Bool, _ M: Int, _ N: Int, _ K: Int, _ a: UnsafeMutablePointer<Float>, _ lda: Int,
+                weightB: Bool, _ b: UnsafeMutablePointer<Float>, _ ldb: Int, _ beta: Float, _ c: UnsafeMutablePointer<Float>,
+                _ ldc: Int, parts: Int) throws {
+            guard let w16 else {
+                sgemmSplit(transA, transB, M, N, K, 1, a, lda, b, ldb, beta, c, ldc, parts: parts)
+                return
+            }
+            let bv = weightB ? UnsafeRawPointer(w16.raw) : UnsafeRawPointer(b)
+            let nparts = max(1, min(parts, max(M, N) / 32))
+            try runParts(nparts, op: "crossEntropyLMHead") { p, np in
+                sft_gemm_bf16(transA ? 1 : 0, transB ? 1 : 0, Int64(M), Int64(N), Int64(K), 1, UnsafeRawPointer(a), 0,
+                              Int64(lda), bv, weightB ? 1 : 0, Int64(ldb), beta, c, Int64(ldc), Int32(p), Int32(np))
+            }
+        }
 
         var loss = 0.0, count = 0
         var r0 = 0
@@ -136,7 +155,7 @@ extension CPUBackend {
             }
             // logits (n, V) = xs (n, C) · Wᵀ
             let split = gemmParts(n * V * C)
-            sgemmSplit(false, true, n, V, C, 1, pxs, C, pw, C, 0, pl, V, parts: split)
+            try mm(false, true, n, V, C, pxs, C, weightB: true, pw, C, 0, pl, V, parts: split)
             let nparts = parts(work: n * V, grain: 1 << 15)
             var partLoss = [Double](repeating: 0, count: nparts)
             var partCount = [Int64](repeating: 0, count: nparts)
@@ -153,7 +172,7 @@ extension CPUBackend {
             count += Int(partCount.reduce(0, +))
             if let dx {
                 // dx rows = dlogits (n, V) · W (V, C), scattered back to their rows
-                sgemmSplit(false, false, n, C, V, 1, pl, V, pw, C, 0, pdxs, C, parts: split)
+                try mm(false, false, n, C, V, pl, V, weightB: true, pw, C, 0, pdxs, C, parts: split)
                 let pdx = dx.f32()
                 for j in 0..<n {
                     (pdx + Int(active[r0 + j]) * C).update(from: pdxs + j * C, count: C)
@@ -161,7 +180,7 @@ extension CPUBackend {
             }
             if let dweight {
                 // dW (V, C) += dlogitsᵀ (V, n) · xs (n, C)
-                sgemmSplit(true, false, V, C, n, 1, pl, V, pxs, C, 1, dweight.f32(), C, parts: split)
+                try mm(true, false, V, C, n, pl, V, weightB: false, pxs, C, 1, dweight.f32(), C, parts: split)
             }
             r0 += n
         }

@@ -72,11 +72,24 @@ extension CUDABackend {
     /// Rows whose target is `ignoreIndex` cost nothing: the targets are read once (the one
     /// synchronization before the loop), the counted rows gathered into chunks of `chunk`, and
     /// ignored rows get dx = 0. The loss is summed on the GPU and read once at the end.
-    public func crossEntropyLMHead(x: BufferView, weight: BufferView, targets: BufferView, N: Int,
+    public func crossEntropyLMHead(x: BufferView, weight: BufferView, weightType: DType, targets: BufferView, N: Int,
                                    C: Int, V: Int, ignoreIndex: Int32, chunk: Int, gradScale: Float,
-                                   dx: BufferView?, dweight: BufferView?) throws -> (loss: Double, count: Int) {
+                                   dx: BufferView?, dweight: BufferView?, compute: DType) throws -> (loss: Double, count: Int) {
         try checkCrossEntropyLMHead(x: x, weight: weight, targets: targets, N: N, C: C, V: V, chunk: chunk, dx: dx,
-                                    dweight: dweight)
+                                    dweight: dweight, compute: compute, weightType: weightType)
+        // bf16: the weight cast once per call; the GEMMs through cuBLASLt's bf16 path.
+        let w16 = weightType == .bf16 ? weight : compute == .bf16 ? BufferView(try allocate(bytes: V * C * 2)) : nil
+        if let w16, weightType == .f32 { try cast(weight, from: .f32, into: w16, to: .bf16, count: V * C) }
+        func mm(_ transA: Bool, _ transB: Bool, _ M: Int, _ N: Int, _ K: Int, _ a: BufferView, _ lda: Int,
+                weightB: Bool, _ b: BufferView, _ ldb: Int, _ beta: Float, _ c: BufferView, _ ldc: Int) throws {
+            if let w16 {
+                try gemmBF16(transA: transA, transB: transB, M: M, N: N, K: K, alpha: 1, A: a, aType: .f32, lda: lda,
+                             B: weightB ? w16 : b, bType: weightB ? .bf16 : .f32, ldb: ldb, beta: beta, C: c, ldc: ldc)
+            } else {
+                try gemm(transA: transA, transB: transB, M: M, N: N, K: K, alpha: 1, A: a, lda: lda, strideA: 0,
+                         B: b, ldb: ldb, strideB: 0, beta: beta, C: c, ldc: ldc, strideC: 0, batch: 1)
+            }
+        }
         var hostTargets = [Int32](repeating: 0, count: N)
         try hostTargets.withUnsafeMutableBytes { try download(targets, to: $0.baseAddress!, bytes: $0.count) }
         let active = try countedRows(hostTargets, V: V, ignoreIndex: ignoreIndex)
@@ -102,22 +115,19 @@ extension CUDABackend {
                        [.ptr(x), .ptr(idx), .ptr(xs), .i64(n), .i64(C)])
             try launch(tr, "sft_gather_i32", grid: (blocks(n), 1, 1), block: 256, [.ptr(targets), .ptr(idx), .ptr(ts), .i64(n)])
             // logits (n, V) = xs (n, C) · Wᵀ
-            try gemm(transA: false, transB: true, M: n, N: V, K: C, alpha: 1, A: xs, lda: C, strideA: 0,
-                     B: weight, ldb: C, strideB: 0, beta: 0, C: logits, ldc: V, strideC: 0, batch: 1)
+            try mm(false, true, n, V, C, xs, C, weightB: true, weight, C, 0, logits, V)
             try launch(tr, "sft_xent_rows_f32", grid: (n, 1, 1), block: 1024,
                        [.ptr(logits), .ptr(ts), .i64(n), .i64(V), .i32(ignoreIndex), .f32(gradScale),
                         .i32(wantGrad ? 1 : 0), .ptr(rowLoss.advanced(byBytes: r0 * 8))])
             if let dx, let dxs {
                 // dx rows = dlogits (n, V) · W (V, C), scattered back to their rows
-                try gemm(transA: false, transB: false, M: n, N: C, K: V, alpha: 1, A: logits, lda: V, strideA: 0,
-                         B: weight, ldb: C, strideB: 0, beta: 0, C: dxs, ldc: C, strideC: 0, batch: 1)
+                try mm(false, false, n, C, V, logits, V, weightB: true, weight, C, 0, dxs, C)
                 try launch(tr, "sft_scatter_rows_f32", grid: (blocks(n * C), 1, 1), block: 256,
                            [.ptr(dxs), .ptr(idx), .ptr(dx), .i64(n), .i64(C)])
             }
             if let dweight {
                 // dW (V, C) += dlogitsᵀ (V, n) · xs (n, C)
-                try gemm(transA: true, transB: false, M: V, N: C, K: n, alpha: 1, A: logits, lda: V, strideA: 0,
-                         B: xs, ldb: C, strideB: 0, beta: 1, C: dweight, ldc: C, strideC: 0, batch: 1)
+                try mm(true, false, V, C, n, logits, V, weightB: false, xs, C, 1, dweight, C)
             }
             r0 += n
         }

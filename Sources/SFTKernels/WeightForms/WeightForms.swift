@@ -1,5 +1,5 @@
 // The forms a weight matrix is stored in, owned by the backends (DESIGN.md, "one door"): a
-// `Linear` holds dense f32 (a plain buffer), a 4-bit `QuantizedMatrix` (bitsandbytes NF4/FP4
+// `Linear` holds dense f32 (a plain buffer), dense bf16 (mixed precision, DenseBF16.swift), a 4-bit `QuantizedMatrix` (bitsandbytes NF4/FP4
 // with one absmax per block, optionally double-quantized), or GGUF blocks for packed decode
 // (`PackedBlocks`). The ops that read them are Backend requirements (Backend.swift); a backend
 // answers `supports(_:)` for each form. What a backend does not run natively:
@@ -11,8 +11,10 @@
 
 /// A weight form, as asked of `Backend.supports(_:)`.
 public enum WeightFormKind: String, Sendable, Hashable, CaseIterable {
-    /// f32 (or bf16) values in a buffer: every backend.
+    /// f32 values in a buffer: every backend.
     case dense
+    /// bf16 values in a buffer, multiplied by `gemmBF16` (DenseBF16.swift).
+    case denseBF16
     /// `QuantizedMatrix`: 4-bit codes + absmax (or double-quantized absmax).
     case blockwise4bit
     /// `PackedBlocks`: GGUF quantized blocks read by the batch-1 decode matvec.

@@ -23,7 +23,7 @@ final class FinetuneConfigKeysTests: XCTestCase {
         "logging_steps": 2, "eval_steps": 3, "early_stopping_patience": 2, "save_steps": 10, "save_each_epoch": true,
         "save_total_limit": 2, "resume_from_checkpoint": "latest", "overwrite_output_dir": true,
         "stop_on_divergence": false, "seed": 7, "sample_prompts": ["Hi, there", "[not a list"], "sample_max_new_tokens": 16,
-        "logging": ["jsonl", "tensorboard"], "zero_stage": 1, "collective_timeout": 60, "ddp_bucket_cap_mb": 0.5, "skip_memory_check": true, "format": "sharegpt",
+        "logging": ["jsonl", "tensorboard"], "zero_stage": 1, "collective_timeout": 60, "ddp_bucket_cap_mb": 0.5, "skip_memory_check": true, "precision": "bf16", "allow_precision_change": true, "format": "sharegpt",
         "fields": ["instruction": "question"], "strict": true, "limit": 10, "subset_seed": 3, "mask_policy": "last_turn",
         "train_end_of_turn": false, "max_seq_length": 512, "packing": false, "padding_free": true,
         "cross_document_attention": true, "truncation": "split", "prompt_template": "Q: {instruction}\nA: ",

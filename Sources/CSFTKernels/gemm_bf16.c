@@ -1,0 +1,434 @@
+// bf16 GEMM with f32 accumulation: C (M×N, f32) = alpha · op(A) op(B) + beta · C, row-major,
+// with A and B each f32 or bf16. OpenBLAS here has no sbgemm, so this is sft's own.
+//
+// Numerics: every operand value is rounded to bf16 (to nearest even; bf16 inputs are used as
+// they are), products of two bf16 values are exact in f32, and the sums are f32. That is what
+// the AVX512_BF16 instruction vdpbf16ps computes, what the widening variants compute, and what
+// the readable reference below computes (up to the order of the f32 additions).
+//
+// Layout (BLIS style): the K dimension is cut in blocks of KC; for each block, the part's rows
+// of op(A) are packed into panels of MR rows and op(B) into panels of NR columns, NC columns at
+// a time. Both panels store K in pairs — one 32-bit word holds (x[k], x[k+1]) as two bf16,
+// k in the low half — because vdpbf16ps multiplies such pairs and adds both products into one
+// f32 lane. A panel of A: for each pair, MR words (one per row). A panel of B: for each pair,
+// NR words (one per column). Edges are padded with zeros (an odd K gets a zero partner), so the
+// micro-kernels always run whole MR × NR tiles and mask only their stores.
+//
+// Micro-kernels (MR = 12 rows × NR = 32 columns, 24 accumulators of 16 floats):
+//   avx512bf16  vdpbf16ps on the packed pairs (twice the multiply-adds of an f32 FMA)
+//   avx512      the pairs widened to f32 (shift / mask) and two FMAs
+//   avx2        the same with 8 floats a register, the tile done in four column quarters
+//   generic     plain C over the same panels
+// chosen at run time from cpuid (and lowered by sft_cpu_set_isa, or forced for tests and
+// benchmarks with sft_gemm_bf16_set_variant / the env var SFT_GEMM_BF16).
+//
+// Threads: a call computes part `part` of `nparts` of C (blocks of columns when C is at least
+// as wide as tall, else blocks of rows, on multiples of NR / MR) and packs its own panels, so the
+// Swift side runs the parts on the backend's pool like the other kernels. Every element of C is
+// summed in the same order whatever the number of parts.
+#include "cpu.h"
+#include <stdlib.h>
+#include <stdio.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+enum { MR = 12, NR = 32, KC = 384, NC = 512 };
+
+// ---------------------------------------------------------------------------------------------
+// bf16 conversion (round to nearest even, NaN kept a quiet NaN) — the same rule as elementwise.c
+// ---------------------------------------------------------------------------------------------
+
+SFT_INLINE uint16_t to_bf16(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16, nan = (u >> 16) | 0x40u;
+    return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? nan : rounded);   // a select, so loops vectorize
+}
+
+SFT_INLINE float from_bf16(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float x;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+/// Element (r, c) of a row-major matrix with leading dimension ld, as bf16.
+SFT_INLINE uint16_t element(const void *p, int is_bf16, int64_t ld, int64_t r, int64_t c) {
+    return is_bf16 ? ((const uint16_t *)p)[r * ld + c] : to_bf16(((const float *)p)[r * ld + c]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The readable reference
+// ---------------------------------------------------------------------------------------------
+
+void sft_gemm_bf16_ref(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                       const void *A, int a_bf16, int64_t lda, const void *B, int b_bf16, int64_t ldb,
+                       float beta, float *C, int64_t ldc) {
+    for (int64_t i = 0; i < M; i++) {
+        for (int64_t j = 0; j < N; j++) {
+            float acc = 0;
+            for (int64_t k = 0; k < K; k++) {
+                float a = from_bf16(trans_a ? element(A, a_bf16, lda, k, i) : element(A, a_bf16, lda, i, k));
+                float b = from_bf16(trans_b ? element(B, b_bf16, ldb, j, k) : element(B, b_bf16, ldb, k, j));
+                acc += a * b;
+            }
+            float *c = &C[i * ldc + j];
+            *c = beta == 0 ? alpha * acc : alpha * acc + beta * *c;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Packing
+// ---------------------------------------------------------------------------------------------
+
+/// Packs rows [r0, r0 + rows) × depth [k0, k0 + kc) of an operand into panels of `width` rows:
+/// panel q, pair t, row s at dst[(q · pairs + t) · width + s], zero-padded. Reads go along
+/// memory: along k for rows stored contiguously, across rows when the operand is transposed.
+SFT_INLINE void pack_panels_impl(const void *p, int is_bf16, int trans, int64_t ld, int64_t r0, int64_t rows,
+                                 int64_t k0, int64_t kc, int width, uint32_t *dst) {
+    int64_t pairs = (kc + 1) / 2, panels = (rows + width - 1) / width, even = kc / 2;
+    for (int64_t q = 0; q < panels; q++) {
+        uint32_t *panel = dst + q * pairs * width;
+        int64_t live = rows - q * width < width ? rows - q * width : width, rq = r0 + q * width;
+        if (live < width || kc % 2)
+            for (int64_t i = 0; i < pairs * width; i++) panel[i] = 0;
+        if (trans) {
+            // Element (r, k) at k · ld + r: a pair of memory rows gives one pair for every row s.
+            for (int64_t t = 0; t < pairs; t++) {
+                int64_t k = k0 + 2 * t;
+                uint32_t *out = panel + t * width;
+                if (is_bf16) {
+                    const uint16_t *x0 = (const uint16_t *)p + k * ld + rq, *x1 = x0 + ld;
+                    if (t < even) for (int64_t s = 0; s < live; s++) out[s] = x0[s] | (uint32_t)x1[s] << 16;
+                    else for (int64_t s = 0; s < live; s++) out[s] = x0[s];
+                } else {
+                    const float *x0 = (const float *)p + k * ld + rq, *x1 = x0 + ld;
+                    if (t < even) for (int64_t s = 0; s < live; s++) out[s] = to_bf16(x0[s]) | (uint32_t)to_bf16(x1[s]) << 16;
+                    else for (int64_t s = 0; s < live; s++) out[s] = to_bf16(x0[s]);
+                }
+            }
+        } else {
+            // Element (r, k) at r · ld + k: each row is read along k.
+            for (int64_t s = 0; s < live; s++) {
+                uint32_t *out = panel + s;
+                if (is_bf16) {
+                    const uint16_t *x = (const uint16_t *)p + (rq + s) * ld + k0;
+                    for (int64_t t = 0; t < even; t++) out[t * width] = x[2 * t] | (uint32_t)x[2 * t + 1] << 16;
+                    if (kc % 2) out[even * width] = x[2 * even];
+                } else {
+                    const float *x = (const float *)p + (rq + s) * ld + k0;
+                    for (int64_t t = 0; t < even; t++) out[t * width] = to_bf16(x[2 * t]) | (uint32_t)to_bf16(x[2 * t + 1]) << 16;
+                    if (kc % 2) out[even * width] = to_bf16(x[2 * even]);
+                }
+            }
+        }
+    }
+}
+
+typedef void (*packer)(const void *p, int is_bf16, int trans, int64_t ld, int64_t r0, int64_t rows,
+                       int64_t k0, int64_t kc, int width, uint32_t *dst);
+#define PACK_PARAMS (const void *p, int is_bf16, int trans, int64_t ld, int64_t r0, int64_t rows, \
+                     int64_t k0, int64_t kc, int width, uint32_t *dst)
+#define PACK_ARGS (p, is_bf16, trans, ld, r0, rows, k0, kc, width, dst)
+static void pack_generic PACK_PARAMS { pack_panels_impl PACK_ARGS; }
+
+// ---------------------------------------------------------------------------------------------
+// Micro-kernels: C tile (mr × nr live of MR × NR) = alpha · Σ_pairs a · b + beta · C
+// (beta == 0: C is not read). a: pairs × MR words, b: pairs × NR words.
+// ---------------------------------------------------------------------------------------------
+
+typedef void (*micro_kernel)(int64_t pairs, const uint32_t *a, const uint32_t *b, float *c, int64_t ldc,
+                             int mr, int nr, float alpha, float beta);
+
+/// Writes one row of a finished tile (generic; used by the generic and AVX2 kernels).
+SFT_INLINE void store_row(const float *acc, float *c, int nr, float alpha, float beta) {
+    for (int j = 0; j < nr; j++) c[j] = beta == 0 ? alpha * acc[j] : alpha * acc[j] + beta * c[j];
+}
+
+static void kernel_generic(int64_t pairs, const uint32_t *a, const uint32_t *b, float *c, int64_t ldc,
+                           int mr, int nr, float alpha, float beta) {
+    float acc[MR][NR];
+    memset(acc, 0, sizeof acc);
+    for (int64_t t = 0; t < pairs; t++) {
+        for (int i = 0; i < MR; i++) {
+            uint32_t ap = a[t * MR + i];
+            float a0 = from_bf16((uint16_t)ap), a1 = from_bf16((uint16_t)(ap >> 16));
+            for (int j = 0; j < NR; j++) {
+                uint32_t bp = b[t * NR + j];
+                acc[i][j] += a0 * from_bf16((uint16_t)bp);
+                acc[i][j] += a1 * from_bf16((uint16_t)(bp >> 16));
+            }
+        }
+    }
+    for (int i = 0; i < mr; i++) store_row(acc[i], c + i * ldc, nr, alpha, beta);
+}
+
+#if SFT_HAS_VARIANTS
+
+#define TARGET_AVX512BF16 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx512bf16")))
+#define TARGET_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq")))
+#define TARGET_AVX2 __attribute__((target("avx2,fma")))
+
+TARGET_AVX512 static void pack_avx512 PACK_PARAMS { pack_panels_impl PACK_ARGS; }
+TARGET_AVX2 static void pack_avx2 PACK_PARAMS { pack_panels_impl PACK_ARGS; }
+
+/// Stores a 12 × 32 tile of accumulators (row i in acc[2i], acc[2i + 1]) with masks at the edges.
+#define STORE_TILE_512(acc)                                                                        \
+    do {                                                                                           \
+        __mmask16 m0 = nr >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1);                 \
+        __mmask16 m1 = nr >= 32 ? (__mmask16)0xffff : nr <= 16 ? 0 : (__mmask16)((1u << (nr - 16)) - 1); \
+        __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);                              \
+        for (int i = 0; i < mr; i++) {                                                             \
+            float *ci = c + i * ldc;                                                               \
+            __m512 r0 = _mm512_mul_ps(va, acc[2 * i]), r1 = _mm512_mul_ps(va, acc[2 * i + 1]);     \
+            if (beta != 0) {                                                                       \
+                r0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, ci), r0);                      \
+                r1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, ci + 16), r1);                 \
+            }                                                                                      \
+            _mm512_mask_storeu_ps(ci, m0, r0);                                                     \
+            _mm512_mask_storeu_ps(ci + 16, m1, r1);                                                \
+        }                                                                                          \
+    } while (0)
+
+TARGET_AVX512BF16
+static void kernel_avx512bf16(int64_t pairs, const uint32_t *a, const uint32_t *b, float *c, int64_t ldc,
+                              int mr, int nr, float alpha, float beta) {
+    __m512 acc[2 * MR];
+    for (int i = 0; i < 2 * MR; i++) acc[i] = _mm512_setzero_ps();
+    for (int64_t t = 0; t < pairs; t++) {
+        __m512bh b0 = (__m512bh)_mm512_loadu_si512(b + t * NR);
+        __m512bh b1 = (__m512bh)_mm512_loadu_si512(b + t * NR + 16);
+        const uint32_t *at = a + t * MR;
+        for (int i = 0; i < MR; i++) {
+            __m512bh ai = (__m512bh)_mm512_set1_epi32((int)at[i]);
+            acc[2 * i] = _mm512_dpbf16_ps(acc[2 * i], ai, b0);
+            acc[2 * i + 1] = _mm512_dpbf16_ps(acc[2 * i + 1], ai, b1);
+        }
+    }
+    STORE_TILE_512(acc);
+}
+
+TARGET_AVX512
+static void kernel_avx512(int64_t pairs, const uint32_t *a, const uint32_t *b, float *c, int64_t ldc,
+                          int mr, int nr, float alpha, float beta) {
+    __m512 acc[2 * MR];
+    for (int i = 0; i < 2 * MR; i++) acc[i] = _mm512_setzero_ps();
+    const __m512i high = _mm512_set1_epi32((int)0xffff0000u);
+    for (int64_t t = 0; t < pairs; t++) {
+        __m512i w0 = _mm512_loadu_si512(b + t * NR), w1 = _mm512_loadu_si512(b + t * NR + 16);
+        // bf16 → f32 is a 16-bit shift: the low half of each word is k, the high half k + 1.
+        __m512 b0lo = _mm512_castsi512_ps(_mm512_slli_epi32(w0, 16));
+        __m512 b0hi = _mm512_castsi512_ps(_mm512_and_si512(w0, high));
+        __m512 b1lo = _mm512_castsi512_ps(_mm512_slli_epi32(w1, 16));
+        __m512 b1hi = _mm512_castsi512_ps(_mm512_and_si512(w1, high));
+        const uint32_t *at = a + t * MR;
+        for (int i = 0; i < MR; i++) {
+            __m512i ai = _mm512_set1_epi32((int)at[i]);
+            __m512 alo = _mm512_castsi512_ps(_mm512_slli_epi32(ai, 16));
+            __m512 ahi = _mm512_castsi512_ps(_mm512_and_si512(ai, high));
+            acc[2 * i] = _mm512_fmadd_ps(alo, b0lo, acc[2 * i]);
+            acc[2 * i] = _mm512_fmadd_ps(ahi, b0hi, acc[2 * i]);
+            acc[2 * i + 1] = _mm512_fmadd_ps(alo, b1lo, acc[2 * i + 1]);
+            acc[2 * i + 1] = _mm512_fmadd_ps(ahi, b1hi, acc[2 * i + 1]);
+        }
+    }
+    STORE_TILE_512(acc);
+}
+
+TARGET_AVX2
+static void kernel_avx2(int64_t pairs, const uint32_t *a, const uint32_t *b, float *c, int64_t ldc,
+                        int mr, int nr, float alpha, float beta) {
+    const __m256i high = _mm256_set1_epi32((int)0xffff0000u);
+    // Four passes of 8 columns: 12 accumulators + 4 operands fit the 16 ymm registers.
+    for (int q = 0; q < NR / 8; q++) {
+        if (q * 8 >= nr) break;
+        __m256 acc[MR];
+        for (int i = 0; i < MR; i++) acc[i] = _mm256_setzero_ps();
+        for (int64_t t = 0; t < pairs; t++) {
+            __m256i w = _mm256_loadu_si256((const __m256i *)(b + t * NR + q * 8));
+            __m256 blo = _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+            __m256 bhi = _mm256_castsi256_ps(_mm256_and_si256(w, high));
+            const uint32_t *at = a + t * MR;
+            for (int i = 0; i < MR; i++) {
+                __m256i ai = _mm256_set1_epi32((int)at[i]);
+                acc[i] = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(ai, 16)), blo, acc[i]);
+                acc[i] = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(ai, high)), bhi, acc[i]);
+            }
+        }
+        int live = nr - q * 8 < 8 ? nr - q * 8 : 8;
+        for (int i = 0; i < mr; i++) {
+            float row[8];
+            _mm256_storeu_ps(row, acc[i]);
+            store_row(row, c + i * ldc + q * 8, live, alpha, beta);
+        }
+    }
+}
+
+/// vdpbf16ps throughput with no memory traffic: `iters` rounds of 24 independent
+/// accumulators. Returns the flops done (64 per instruction).
+TARGET_AVX512BF16
+static double peak_loop_avx512bf16(int64_t iters, float *sink) {
+    __m512 acc[24];
+    for (int i = 0; i < 24; i++) acc[i] = _mm512_set1_ps((float)i);
+    __m512bh x = (__m512bh)_mm512_set1_epi32(0x3f803f80);   // (1.0, 1.0)
+    __m512bh y = (__m512bh)_mm512_set1_epi32(0x00010001);   // tiny: the sums stay finite
+    for (int64_t it = 0; it < iters; it++) {
+        for (int i = 0; i < 24; i++) acc[i] = _mm512_dpbf16_ps(acc[i], x, y);
+    }
+    __m512 s = acc[0];
+    for (int i = 1; i < 24; i++) s = _mm512_add_ps(s, acc[i]);
+    *sink = _mm512_reduce_add_ps(s);
+    return (double)iters * 24 * 64;
+}
+#endif
+
+// ---------------------------------------------------------------------------------------------
+// Variant choice
+// ---------------------------------------------------------------------------------------------
+
+enum { V_GENERIC, V_AVX2, V_AVX512, V_AVX512BF16, V_COUNT };
+static const char *const variant_names[V_COUNT] = {"generic", "avx2", "avx512", "avx512bf16"};
+static int forced_variant = -2;   // -2: not read from the environment yet; -1: automatic
+
+static int best_variant(void) {
+    int level = sft_isa_level();
+#if SFT_HAS_VARIANTS
+    if (level == 2) {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx512bf16") ? V_AVX512BF16 : V_AVX512;
+    }
+#endif
+    return level == 1 ? V_AVX2 : V_GENERIC;
+}
+
+static int variant_named(const char *name) {
+    for (int v = 0; v < V_COUNT; v++)
+        if (strcmp(name, variant_names[v]) == 0) return v;
+    return -1;
+}
+
+static int current_variant(void) {
+    int forced = __atomic_load_n(&forced_variant, __ATOMIC_RELAXED);
+    if (forced == -2) {
+        const char *env = getenv("SFT_GEMM_BF16");
+        forced = env && *env && strcmp(env, "auto") != 0 ? variant_named(env) : -1;
+        if (forced > best_variant()) forced = -1;   // an unsupported request is refused by set_variant, ignored here
+        __atomic_store_n(&forced_variant, forced, __ATOMIC_RELAXED);
+    }
+    int best = best_variant();
+    return forced >= 0 && forced < best ? forced : best;
+}
+
+int sft_gemm_bf16_set_variant(const char *name) {
+    if (strcmp(name, "auto") == 0) {
+        __atomic_store_n(&forced_variant, -1, __ATOMIC_RELAXED);
+        return 0;
+    }
+    int v = variant_named(name);
+    if (v < 0) return sft_set_error("unknown bf16 GEMM variant '%s' (auto, avx512bf16, avx512, avx2, generic)", name);
+    if (v > best_variant())
+        return sft_set_error("this CPU cannot run the %s bf16 GEMM (best: %s)", name, variant_names[best_variant()]);
+    __atomic_store_n(&forced_variant, v, __ATOMIC_RELAXED);
+    return 0;
+}
+
+const char *sft_gemm_bf16_variant(void) { return variant_names[current_variant()]; }
+
+static micro_kernel kernel_for(int v) {
+#if SFT_HAS_VARIANTS
+    switch (v) {
+    case V_AVX512BF16: return kernel_avx512bf16;
+    case V_AVX512: return kernel_avx512;
+    case V_AVX2: return kernel_avx2;
+    default: break;
+    }
+#endif
+    (void)v;
+    return kernel_generic;
+}
+
+static packer packer_for(int v) {
+#if SFT_HAS_VARIANTS
+    if (v >= V_AVX512) return pack_avx512;
+    if (v == V_AVX2) return pack_avx2;
+#endif
+    (void)v;
+    return pack_generic;
+}
+
+double sft_dpbf16_peak(int64_t iters, float *sink) {
+#if SFT_HAS_VARIANTS
+    if (best_variant() == V_AVX512BF16) return peak_loop_avx512bf16(iters, sink);
+#endif
+    (void)iters;
+    *sink = 0;
+    return -1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The driver
+// ---------------------------------------------------------------------------------------------
+
+int sft_gemm_bf16(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                  const void *A, int a_bf16, int64_t lda, const void *B, int b_bf16, int64_t ldb,
+                  float beta, float *C, int64_t ldc, int part, int nparts) {
+    if (M < 0 || N < 0 || K < 0) return sft_set_error("gemm_bf16: negative size M=%lld N=%lld K=%lld",
+                                                       (long long)M, (long long)N, (long long)K);
+    if (nparts < 1) nparts = 1;
+    // This part's block of C, on multiples of the tile.
+    int64_t m0 = 0, m1 = M, n0 = 0, n1 = N;
+    if (N >= M) {
+        int64_t tiles = (N + NR - 1) / NR;
+        n0 = tiles * part / nparts * NR; n1 = tiles * (part + 1) / nparts * NR;
+        if (n1 > N) n1 = N;
+    } else {
+        int64_t tiles = (M + MR - 1) / MR;
+        m0 = tiles * part / nparts * MR; m1 = tiles * (part + 1) / nparts * MR;
+        if (m1 > M) m1 = M;
+    }
+    if (m1 <= m0 || n1 <= n0) return 0;
+    if (K == 0) {
+        for (int64_t i = m0; i < m1; i++)
+            for (int64_t j = n0; j < n1; j++) C[i * ldc + j] = beta == 0 ? 0 : beta * C[i * ldc + j];
+        return 0;
+    }
+    int variant = current_variant();
+    micro_kernel kernel = kernel_for(variant);
+    packer pack_panels = packer_for(variant);
+    int64_t rows = m1 - m0, cols = n1 - n0;
+    int64_t apanels = (rows + MR - 1) / MR;
+    int64_t ncmax = cols < NC ? cols : NC, bpanels = (ncmax + NR - 1) / NR;
+    uint32_t *ap = aligned_alloc(64, (size_t)(apanels * MR * (KC / 2)) * 4);
+    uint32_t *bp = aligned_alloc(64, (size_t)(bpanels * NR * (KC / 2)) * 4);
+    if (!ap || !bp) {
+        free(ap); free(bp);
+        return sft_set_error("gemm_bf16: out of memory for packed panels (%lld × %lld)", (long long)rows, (long long)cols);
+    }
+    // Depth blocks of equal (even) size up to KC: K = 576 runs as 2 × 288, not 256 + 256 + 64.
+    int64_t kblocks = (K + KC - 1) / KC, kstep = ((K + kblocks - 1) / kblocks + 1) / 2 * 2;
+    for (int64_t k0 = 0; k0 < K; k0 += kstep) {
+        int64_t kc = K - k0 < kstep ? K - k0 : kstep, pairs = (kc + 1) / 2;
+        float b_eff = k0 == 0 ? beta : 1;
+        pack_panels(A, a_bf16, trans_a, lda, m0, rows, k0, kc, MR, ap);
+        for (int64_t j0 = n0; j0 < n1; j0 += NC) {
+            int64_t nc = n1 - j0 < NC ? n1 - j0 : NC;
+            // op(B) column j is row j of Bᵀ: B stored (N, K) when trans_b, so its op-rows need
+            // the transposed read exactly when trans_b is false.
+            pack_panels(B, b_bf16, !trans_b, ldb, j0, nc, k0, kc, NR, bp);
+            for (int64_t p = 0; p < apanels; p++) {
+                int mr = (int)(rows - p * MR < MR ? rows - p * MR : MR);
+                for (int64_t q = 0; q * NR < nc; q++) {
+                    int nr = (int)(nc - q * NR < NR ? nc - q * NR : NR);
+                    kernel(pairs, ap + p * pairs * MR, bp + q * pairs * NR,
+                           C + (m0 + p * MR) * ldc + j0 + q * NR, ldc, mr, nr, alpha, b_eff);
+                }
+            }
+        }
+    }
+    free(ap);
+    free(bp);
+    return 0;
+}

@@ -1,0 +1,170 @@
+// precision: bf16 (Precision.swift): frozen dense weights stored bf16 and trained ones kept f32,
+// the model's loss and LoRA gradients within bf16 tolerance of f32 on every device, a short
+// SmolLM2 LoRA finetune whose per-step losses track the f32 run (and, on an accelerator, the
+// CPU's bf16 run within 1e-2), checkpoints that record the precision and refuse to resume in
+// the other one unless allowed, and the config key.
+import Foundation
+import SFTCore
+import XCTest
+
+final class MixedPrecisionTests: XCTestCase {
+    var packageRoot: URL { URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().deletingLastPathComponent() }
+
+    func scratch(_ name: String) -> URL {
+        let u = FileManager.default.temporaryDirectory.appendingPathComponent("sft-\(name)-\(UUID().uuidString)")
+        addTeardownBlock { try? FileManager.default.removeItem(at: u) }
+        return u
+    }
+
+    /// TinyLlama's weights with randomized LoRA adapters, on `device`.
+    func tinyLoRA(on device: Device) throws -> LlamaModel {
+        let cpu = try TinyLlama.make()
+        let m = try LlamaModel(config: TinyLlama.config, on: try SFTKernels.backend(for: device))
+        let values = Dictionary(uniqueKeysWithValues: try cpu.namedParameters().map { ($0.0, try $0.1.value.floats()) })
+        for (name, p) in m.namedParameters() { try p.value.assign(values[name]!) }
+        try m.applyLoRA(LoRAConfig(r: 4, alpha: 8, dropout: 0), seed: 9)
+        try TinyLlama.randomizeLoRA(m)
+        return m
+    }
+
+    func testBF16StoresFrozenLinearWeightsAsBF16AndKeepsTrainedOnesF32() throws {
+        let m = try tinyLoRA(on: .cpu)
+        let before = Dictionary(uniqueKeysWithValues: try m.namedParameters().map { ($0.0, try $0.1.value.floats()) })
+        try m.setPrecision(.bf16)
+        var frozenLinears = 0
+        for (name, module) in m.namedModules() {
+            guard let linear = module as? Linear else { continue }
+            let w = linear.weight.value
+            if linear.weight.trainable {
+                XCTAssertEqual(w.dtype, .f32, "\(name): trained weights keep f32 masters")
+            } else {
+                frozenLinears += 1
+                XCTAssertEqual(w.dtype, .bf16, "\(name): frozen base weight stored bf16")
+                XCTAssertLessThan(w.storage.buffer.bytes, w.count * 4, "\(name): half the memory of f32")
+                // The stored values are the f32 weights rounded to nearest even.
+                let want = before[name + ".weight"]!.map { Float(bitPattern: (UInt32(bf16Bits($0)) << 16)) }
+                XCTAssertEqual(try w.floats(), want, name)
+            }
+        }
+        XCTAssertGreaterThan(frozenLinears, 0)
+        for (name, p) in m.namedParameters() where name.contains("lora_") { XCTAssertEqual(p.value.dtype, .f32, name) }
+        for (name, p) in m.namedParameters() where name.contains("norm") || name.contains("embed") {
+            XCTAssertEqual(p.value.dtype, .f32, "\(name): only Linear weights change form")
+        }
+        // Back to f32: the weights are widened (exactly) again.
+        try m.setPrecision(.f32)
+        for (name, p) in m.namedParameters() { XCTAssertEqual(p.value.dtype, .f32, name) }
+
+        // Full finetuning: every weight trains, so every weight stays f32.
+        let full = try TinyLlama.make()
+        full.setTrainable(true)
+        try full.setPrecision(.bf16)
+        for (name, p) in full.namedParameters() { XCTAssertEqual(p.value.dtype, .f32, name) }
+    }
+
+    /// Round to nearest even, written out (independent of the kernels).
+    func bf16Bits(_ x: Float) -> UInt16 {
+        let u = x.bitPattern
+        return UInt16((u + 0x7fff + ((u >> 16) & 1)) >> 16)
+    }
+
+    /// Loss and LoRA gradients of the tiny model in bf16 are within bf16 tolerance of f32, on
+    /// every device; an accelerator's bf16 equals the CPU's bf16 closely (same rounded inputs).
+    func testBF16LossAndGradientsTrackF32OnEveryDevice() throws {
+        let ids = TinyLlama.tokens(24, seed: 4)
+        func run(_ device: Device, _ p: Precision) throws -> (Double, [Float]) {
+            let m = try tinyLoRA(on: device)
+            try m.setPrecision(p)
+            let be = try SFTKernels.backend(for: device)
+            let input = try ModelInput(tokens: ids, on: be)
+            let targets = try Tensor(ints: Array(ids.dropFirst()) + [-100], shape: [ids.count], on: be)
+            m.zeroGrad()
+            let (l, _) = try m.loss(input, targets: targets)
+            try Autograd.backward(l)
+            return (Double(try l.item()), try m.trainableParameters.flatMap { try $0.1.value.grad!.floats() })
+        }
+        let (l32, g32) = try run(.cpu, .f32)
+        let (l16, g16) = try run(.cpu, .bf16)
+        XCTAssertNotEqual(l16, l32, "bf16 must change the math (else the bf16 GEMM did not run)")
+        XCTAssertEqual(l16, l32, accuracy: 1e-2 * abs(l32), "loss")
+        let scale = g32.map { abs($0) }.max()!
+        XCTAssertLessThan(zip(g16, g32).map { abs($0 - $1) }.max()!, 3e-2 * scale, "gradients")
+        for device in try TestDevices.accelerators() {
+            let (ld, gd) = try run(device, .bf16)
+            XCTAssertEqual(ld, l16, accuracy: 1e-4 * abs(l16), "\(device) bf16 loss vs CPU bf16")
+            XCTAssertLessThan(zip(gd, g16).map { abs($0 - $1) }.max()!, 1e-3 * scale, "\(device) bf16 gradients vs CPU bf16")
+        }
+    }
+
+    func testDoRAInBF16IsRefusedNamingPrecision() throws {
+        let m = try TinyLlama.make()
+        try m.applyLoRA(LoRAConfig(r: 2, alpha: 4, dropout: 0, useDoRA: true), seed: 1)
+        XCTAssertThrowsError(try m.setPrecision(.bf16)) { XCTAssertTrue("\($0)".contains("precision") && "\($0)".contains("DoRA"), "\($0)") }
+    }
+
+    func testPrecisionConfigKey() throws {
+        let c = try FinetuneConfig.from(json: ["precision": "bf16", "allow_precision_change": true])
+        XCTAssertEqual(c.precision, .bf16)
+        XCTAssertTrue(c.allowPrecisionChange)
+        XCTAssertEqual(try FinetuneConfig.from(json: [:]).precision, .f32)
+        let again = try JSONDecoder().decode(FinetuneConfig.self, from: try JSONEncoder().encode(c))
+        XCTAssertEqual(again, c)
+        XCTAssertThrowsError(try FinetuneConfig.from(json: ["precision": "fp16"])) { e in
+            XCTAssertTrue("\(e)".contains("precision") && "\(e)".contains("fp16"), "\(e)")
+        }
+    }
+
+    // MARK: the finetune job
+
+    func finetuneConfig(precision: Precision, device: Device = .cpu, out: URL, steps: Int) throws -> FinetuneConfig {
+        try FinetuneConfig.from(json: [
+            "model": Assets.smolLM2.path, "data": packageRoot.appendingPathComponent("Examples/data/sharegpt.json").path,
+            "format": "sharegpt", "output_dir": out.path, "method": "lora", "lora_r": 8, "lora_alpha": 16,
+            "lora_dropout": 0.0, "max_seq_length": 64, "packing": true, "learning_rate": 1e-3, "max_steps": steps,
+            "num_train_epochs": 3, "logging_steps": 1, "save_steps": 2, "seed": 5, "device": device.description,
+            "precision": precision.rawValue, "lr_scheduler_type": "constant",
+        ])
+    }
+
+    func losses(_ config: FinetuneConfig) throws -> [Int: Double] {
+        var out: [Int: Double] = [:]
+        _ = try Finetune.run(config, onEvent: { e in if case .step(let m, _) = e, let l = m.loss { out[m.step] = l } })
+        return out
+    }
+
+    /// A short bf16 LoRA finetune of SmolLM2 tracks the f32 run step by step (within 2%), and on
+    /// an accelerator gives the CPU's bf16 losses within 1e-2 relative.
+    func testBF16LoRAFinetuneTracksF32PerStep() throws {
+        _ = try Assets.require(Assets.smolLM2)
+        let f32 = try losses(try finetuneConfig(precision: .f32, out: scratch("f32"), steps: 4))
+        let bf16 = try losses(try finetuneConfig(precision: .bf16, out: scratch("bf16"), steps: 4))
+        XCTAssertEqual(Array(bf16.keys).sorted(), [1, 2, 3, 4])
+        for (s, w) in f32 {
+            XCTAssertEqual(bf16[s] ?? .nan, w, accuracy: 2e-2 * abs(w), "step \(s)")
+            XCTAssertNotEqual(bf16[s], w, "step \(s): bf16 must not be the f32 run")
+        }
+        for device in try TestDevices.accelerators() {
+            let got = try losses(try finetuneConfig(precision: .bf16, device: device, out: scratch("dev-bf16"), steps: 4))
+            for (s, w) in bf16 { XCTAssertEqual(got[s] ?? .nan, w, accuracy: 1e-2 * abs(w), "\(device) bf16 step \(s)") }
+        }
+    }
+
+    /// Checkpoints record the precision: resuming a bf16 run in f32 (or the reverse) is refused
+    /// with a message naming both and the way out; allow_precision_change resumes.
+    func testResumeInAnotherPrecisionIsRefusedUnlessAllowed() throws {
+        _ = try Assets.require(Assets.smolLM2)
+        let out = scratch("resume-precision")
+        _ = try losses(try finetuneConfig(precision: .bf16, out: out, steps: 2))
+        var c = try finetuneConfig(precision: .f32, out: out, steps: 3)
+        c.resumeFromCheckpoint = "latest"
+        XCTAssertThrowsError(try Finetune.run(c)) { e in
+            let s = "\(e)"
+            XCTAssertTrue(s.contains("precision") && s.contains("bf16") && s.contains("f32") && s.contains("allow_precision_change"), s)
+        }
+        c.allowPrecisionChange = true
+        var steps: [Int] = []
+        _ = try Finetune.run(c, onEvent: { e in if case .step(let m, _) = e { steps.append(m.step) } })
+        XCTAssertEqual(steps, [3])
+    }
+}
