@@ -4,6 +4,7 @@
 // GEMM of the same shape, and the vdpbf16ps peak of a register-only loop on one core and on
 // all of them. Medians of several runs (best in parentheses).
 import Foundation
+import SFTKernels
 import SFTCore
 
 func runBF16Bench(_ args: Arguments) throws {

@@ -10,6 +10,7 @@
 // 4-bit (QLoRA) bases keep their own compute dtype; DoRA is refused in bf16 (not implemented).
 
 import Foundation
+import SFTKernels
 
 public enum Precision: String, Sendable, Codable, CaseIterable, CustomStringConvertible {
     case f32, bf16

@@ -4,6 +4,7 @@
 // CPU's bf16 run within 1e-2), checkpoints that record the precision and refuse to resume in
 // the other one unless allowed, and the config key.
 import Foundation
+import SFTKernels
 import SFTCore
 import XCTest
 
