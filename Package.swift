@@ -30,5 +30,5 @@ let package = Package(
         .testTarget(name: "SFTKernelsTests", dependencies: ["SFTKernels"]),
         .testTarget(name: "SFTCoreTests", dependencies: ["SFTCore"], resources: [.copy("Fixtures")]),
     ],
-    swiftLanguageModes: [.v5]
+    swiftLanguageModes: [.v6]
 )

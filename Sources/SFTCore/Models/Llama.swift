@@ -8,7 +8,7 @@
 
 import Foundation
 
-public struct LlamaConfig: Equatable, Decodable {
+public struct LlamaConfig: Equatable, Decodable, Sendable {
     public var hiddenSize: Int
     public var intermediateSize: Int
     public var numLayers: Int

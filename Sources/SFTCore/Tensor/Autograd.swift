@@ -9,8 +9,41 @@
 //
 // Gradient checkpointing (`checkpoint`) runs a block without recording, then re-runs it with
 // recording during backward — one decoder layer's activations live at a time.
+//
+// Modes are scoped, never global: whether ops record (`withNoGrad`) and whether the model
+// trains (`training`, which also carries the run's `RandomStream`) are task-local values, so
+// two models on two threads or tasks never see each other's mode.
 
 import Foundation
+import Synchronization
+
+/// The random stream of a training run: dropout masks and NEFTune noise are drawn from
+/// (`seed`, `offset`), and each draw advances `offset` by the values it took. The trainer sets
+/// the offset per micro-batch (so the masks do not depend on the number of ranks), a checkpoint
+/// saves it, and checkpoint recomputation rewinds it to redraw the same masks.
+public final class RandomStream: Sendable {
+    public let seed: UInt64
+    private let position: Mutex<UInt64>
+
+    public init(seed: UInt64, offset: UInt64 = 0) {
+        self.seed = seed
+        position = Mutex(offset)
+    }
+
+    /// The next value's index in the stream.
+    public var offset: UInt64 {
+        get { position.withLock { $0 } }
+        set { position.withLock { $0 = newValue } }
+    }
+
+    /// Returns the offset of the next `count` values and moves past them.
+    public func take(_ count: Int) -> UInt64 {
+        position.withLock { o in
+            defer { o &+= UInt64(count) }
+            return o
+        }
+    }
+}
 
 final class GradNode {
     let op: String
@@ -39,30 +72,28 @@ enum GradEdge {
 }
 
 public enum Autograd {
-    /// Whether ops record their backward (off inside `withNoGrad`).
-    public private(set) static var isEnabled = true
-    /// Counter that seeds dropout masks; saved and restored around checkpoint recomputation
-    /// so the recomputed forward draws the same masks.
-    public static var randomOffset: UInt64 = 0
-    public static var randomSeed: UInt64 = 0x5f7_5eed
-    /// Training mode: dropout is active (set by the trainer around training steps).
-    public static var isTraining = false
+    @TaskLocal static var recording = true
+    @TaskLocal static var trainingStream: RandomStream? = nil
 
-    static var isRecording: Bool { isEnabled }
+    /// Whether ops record their backward (off inside `withNoGrad`).
+    public static var isEnabled: Bool { recording }
+    /// Training mode (inside `training`): dropout and NEFTune noise are active.
+    public static var isTraining: Bool { trainingStream != nil }
+    /// The random stream of the training run in progress (nil outside `training`).
+    public static var random: RandomStream? { trainingStream }
 
     /// Runs `body` without recording a graph (inference, evaluation).
     public static func withNoGrad<R>(_ body: () throws -> R) rethrows -> R {
-        let saved = isEnabled
-        isEnabled = false
-        defer { isEnabled = saved }
-        return try body()
+        try $recording.withValue(false, operation: body)
     }
 
     static func withGrad<R>(_ body: () throws -> R) rethrows -> R {
-        let saved = isEnabled
-        isEnabled = true
-        defer { isEnabled = saved }
-        return try body()
+        try $recording.withValue(true, operation: body)
+    }
+
+    /// Runs `body` in training mode, drawing dropout masks and noise from `random`.
+    public static func training<R>(_ random: RandomStream, _ body: () throws -> R) rethrows -> R {
+        try $trainingStream.withValue(random, operation: body)
     }
 
     /// Records `node` on `output` when any input needs a gradient.
@@ -145,7 +176,7 @@ public enum Autograd {
     /// them during backward. `inputs` are the tensors `body` reads that are not parameters.
     public static func checkpoint(_ inputs: [Tensor], _ body: @escaping ([Tensor]) throws -> Tensor) throws -> Tensor {
         guard isEnabled else { return try body(inputs) }
-        let savedOffset = randomOffset
+        let random = trainingStream, savedOffset = random?.offset
         let out = try withNoGrad { try body(inputs) }
         let result = out.detached()
         // Recorded even when no input needs a gradient: parameters used inside `body` get
@@ -153,10 +184,11 @@ public enum Autograd {
         result.requiresGrad = true
         result.node = GradNode(op: "checkpoint", inputs: inputs.map(GradEdge.init)) { g in
             let detachedInputs = inputs.map { $0.detached(requiresGrad: $0.requiresGrad) }
-            let resumeOffset = randomOffset
-            randomOffset = savedOffset
-            let recomputed = try withGrad { try body(detachedInputs) }
-            randomOffset = resumeOffset
+            // The recomputation runs in the forward's mode and redraws its masks.
+            let resumeOffset = random?.offset
+            if let random, let savedOffset { random.offset = savedOffset }
+            let recomputed = try $trainingStream.withValue(random) { try withGrad { try body(detachedInputs) } }
+            if let random, let resumeOffset { random.offset = resumeOffset }
             if recomputed.requiresGrad { try backward(recomputed, gradient: g) }
             return detachedInputs.map { $0.grad }
         }

@@ -7,6 +7,13 @@
 
 import Foundation
 
+/// An event handler's answer: go on, or stop the run at this step boundary (the result is
+/// then written from the last step, as when `max_steps` is reached).
+public enum RunControl: Sendable {
+    case `continue`
+    case stop
+}
+
 public struct FinetuneResult {
     public var summary: TrainSummary
     /// The adapter folder (LoRA) or weights file (full finetuning).
@@ -18,19 +25,22 @@ public struct FinetuneResult {
 }
 
 public enum Finetune {
-    /// Runs the job `config` describes. `onEvent` sees progress; `trainerCreated` hands out the
-    /// trainer (e.g. so a signal handler can set `stopRequested`).
+    /// Runs the job `config` describes. `onEvent` sees progress and answers `.continue` or
+    /// `.stop` (stops after the current step; the result is still written). `stop`: a flag
+    /// another thread or a signal handler may raise to stop the same way.
     /// `collective`: the job's ranks (default: MPI when started by mpirun/srun, else this
     /// process alone); only rank 0 reports to `onEvent`.
-    public static func run(_ config: FinetuneConfig, onEvent events: ((TrainerEvent) -> Void)? = nil,
-                           trainerCreated: ((Trainer) -> Void)? = nil, collective: (any Collective)? = nil) throws -> FinetuneResult {
+    public static func run(_ config: FinetuneConfig, stop: StopFlag = StopFlag(),
+                           collective: (any Collective)? = nil,
+                           onEvent events: ((TrainerEvent) -> RunControl)? = nil) throws -> FinetuneResult {
         guard !config.model.isEmpty else { throw SFTError.config(field: "model", message: "required") }
         guard !config.data.isEmpty else { throw SFTError.config(field: "data", message: "required") }
         try config.validate()
         guard config.collectiveTimeout >= 0 else { throw SFTError.config(field: "collective_timeout", message: "must be >= 0 seconds (0: wait forever)") }
         let world = try collective ?? worldCollective(timeout: config.collectiveTimeout)
         world.timeout = config.collectiveTimeout
-        let onEvent: ((TrainerEvent) -> Void)? = world.rank == 0 ? events : nil
+        let report: ((TrainerEvent) -> RunControl)? = world.rank == 0 ? events : nil
+        let onEvent: ((TrainerEvent) -> Void)? = report.map { r in { _ = r($0) } }
         var device = try Device(parsing: config.device)
         if world.size > 1, config.device == "cuda", let local = launchedLocalRank() { device = .cuda(local) }   // one GPU per rank
         if let t = config.threads { setCPUThreads(t) }
@@ -41,9 +51,6 @@ public enum Finetune {
             onEvent?(.message("data parallel: \(group.summary), zero_stage \(config.zeroStage); global batch = \(config.perDeviceTrainBatchSize) × \(config.gradientAccumulationSteps) × \(group.size) rows"))
             if let deviceNote { onEvent?(.message("data parallel: \(deviceNote)")) }
         }
-        Autograd.randomSeed = config.seed
-        Autograd.randomOffset = 0
-
         let quantization = try config.quantization()
         if quantization != nil && config.method == "full" {
             throw SFTError.config(field: "quantize", message: "a 4-bit base cannot be fully finetuned; use method qlora")
@@ -130,7 +137,7 @@ public enum Finetune {
         let trainer = try Trainer(model: model, config: try config.trainer(), loader: try DataLoader(plan: plan),
                                   evalBatches: evalBatches, outputDirectory: out, fingerprint: fingerprint,
                                   collective: group, zeroStage: config.zeroStage)
-        trainer.onEvent = onEvent
+        trainer.stopFlag = stop
         if config.logging.contains(.tensorboard) {
             let settings = JSONEncoder()
             settings.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -140,13 +147,13 @@ public enum Finetune {
         trainer.onSave = { dir in try saveResult(lm: lm, config: config, into: dir) }
         let samples = SampleWriter(lm: lm, config: config, directory: out)
         trainer.onEvent = { e in
-            onEvent?(e)
+            let answer = report?(e) ?? .continue
             if case .eval(let step, _) = e { samples.write(step: step) }
+            return answer
         }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         if group.rank == 0 { try writeSynced(try encoder.encode(config), to: out.appendingPathComponent("config.json")) }
-        trainerCreated?(trainer)
 
         // Rank 0 picks the checkpoint (after its folder checks above) and tells the others.
         var resume: URL? = nil

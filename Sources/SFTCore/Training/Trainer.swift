@@ -75,7 +75,9 @@ public final class Trainer {
     public let outputDirectory: URL
     /// Identifies the data and settings a checkpoint belongs to (resume refuses a mismatch).
     public let fingerprint: [String: String]
-    public var onEvent: ((TrainerEvent) -> Void)?
+    /// Sees every event; returning `.stop` ends the run at this step boundary (after the
+    /// step's checkpoint and evaluation, before the next step).
+    public var onEvent: ((TrainerEvent) -> RunControl)?
     /// When set, the run also writes TensorBoard event files (into `output/tensorboard`),
     /// starting with this text (the run's settings) as the hyperparameters summary.
     public var tensorBoardHyperparameters: String?
@@ -89,8 +91,14 @@ public final class Trainer {
     var elapsedBefore: Double = 0
     /// The step of the last checkpoint written (or restored) by this run.
     public internal(set) var lastCheckpointStep: Int? = nil
-    /// Set from another thread (SIGINT) to stop at the next step boundary.
-    public var stopRequested = false
+    /// Stops the run at the next step boundary when raised (from any thread or a signal
+    /// handler: `StopFlag` is an atomic). Several trainers may share one.
+    public var stopFlag = StopFlag()
+    /// The dropout/NEFTune random stream (seed `config.seed`; a checkpoint restores it).
+    public internal(set) var random: RandomStream
+    /// Whether an event handler asked to stop.
+    var stopFromEvent = false
+    var stopRequested: Bool { stopFromEvent || stopFlag.isRaised }
     /// The stop decision every rank agreed on at the last step (any rank's request).
     var stopAgreed = false
 
@@ -106,6 +114,7 @@ public final class Trainer {
         self.loader = loader
         self.evalBatches = evalBatches
         self.outputDirectory = outputDirectory
+        random = RandomStream(seed: config.seed)
         parameters = model.trainableParameters
         guard !parameters.isEmpty else {
             throw SFTError.config(field: "method", message: "nothing to train: every parameter is frozen")
@@ -163,20 +172,20 @@ public final class Trainer {
         model.zeroGrad()
         let normalizer = Float(max(1, step.trainedTokens))
         var loss = 0.0
-        Autograd.isTraining = true
-        defer { Autograd.isTraining = false }
         let firstMicroBatch = step.cursor.epoch * loader.plan.microBatchesPerEpoch + step.cursor.index
-        for i in parallel.myMicroBatches(step.batches.count) where step.batches[i].trainedTokens > 0 {
-            Autograd.randomOffset = DataParallel.dropoutOffset(globalMicroBatch: firstMicroBatch + i)
-            let (input, targets) = try tensors(step.batches[i])
-            let (l, _) = try model.loss(input, targets: targets, normalizer: normalizer,
-                                        checkpointing: config.gradientCheckpointing)
-            let value = Double(try l.item())
-            guard value.isFinite else {
-                throw SFTError.diverged(step: step.step + 1, microBatch: i, message: "the loss is \(value); no update was applied")
+        try Autograd.training(random) {
+            for i in parallel.myMicroBatches(step.batches.count) where step.batches[i].trainedTokens > 0 {
+                random.offset = DataParallel.dropoutOffset(globalMicroBatch: firstMicroBatch + i)
+                let (input, targets) = try tensors(step.batches[i])
+                let (l, _) = try model.loss(input, targets: targets, normalizer: normalizer,
+                                            checkpointing: config.gradientCheckpointing)
+                let value = Double(try l.item())
+                guard value.isFinite else {
+                    throw SFTError.diverged(step: step.step + 1, microBatch: i, message: "the loss is \(value); no update was applied")
+                }
+                try Autograd.backward(l)
+                loss += value
             }
-            try Autograd.backward(l)
-            loss += value
         }
         let stop = stopRequested
         (loss, stopAgreed) = try parallel.atStep(step.step + 1, "summing gradients") {
@@ -225,10 +234,14 @@ public final class Trainer {
         return total[1] > 0 ? total[0] / total[1] : nil
     }
 
-    /// Reports to `onEvent` on rank 0 only.
-    func emit(_ e: TrainerEvent) { if parallel.isWriter { onEvent?(e) } }
+    /// Reports to `onEvent` on rank 0 only; a `.stop` answer stops the run at the next step
+    /// boundary (on every rank: the ranks agree on stopping at each step).
+    func emit(_ e: TrainerEvent) {
+        if parallel.isWriter, onEvent?(e) == .stop { stopFromEvent = true }
+    }
 
-    /// Runs until the data plan, `maxSteps`, early stopping or `stopRequested` ends it.
+    /// Runs until the data plan, `maxSteps`, early stopping, an event handler's `.stop` or
+    /// `stopFlag` ends it.
     /// With `resumeFrom`, restores that checkpoint first.
     public func train(resumeFrom checkpoint: URL? = nil) throws -> TrainSummary {
         if let checkpoint { try restore(from: checkpoint) }
