@@ -26,6 +26,10 @@ let package = Package(
         .target(name: "SFTCore", dependencies: ["SFTKernels"]),
         .executableTarget(name: "sftctl", dependencies: ["SFTCore", "COpenBLAS"]),
         .executableTarget(name: "quickstart", dependencies: ["SFTCore"], path: "Examples/quickstart"),
+        // The Swift examples (tools/examples-check builds and runs them in CI).
+        .executableTarget(name: "finetune-example", dependencies: ["SFTCore"], path: "Examples/finetune"),
+        .executableTarget(name: "evaluate-example", dependencies: ["SFTCore"], path: "Examples/evaluate"),
+        .executableTarget(name: "merge-export-example", dependencies: ["SFTCore"], path: "Examples/merge-export"),
         .executableTarget(name: "sft-fuzz", dependencies: ["SFTCore"], path: "tools/fuzz/Sources"),
         .testTarget(name: "SFTKernelsTests", dependencies: ["SFTKernels"]),
         .testTarget(name: "SFTCoreTests", dependencies: ["SFTCore"], resources: [.copy("Fixtures")]),

@@ -32,8 +32,12 @@ public struct MemoryEstimate: Sendable, CustomStringConvertible {
     public var total: Int { weights + adapters + gradients + optimizer + (checkpointing ? activationsCheckpointed : activations) }
 
     /// - Parameters:
-    ///   - quantization: 4-bit base (every Linear but the LM head), or nil for f32 weights
-    ///     (`weightBytes` bytes per value: 4 on CPU, 2 for bf16 on GPU).
+    ///   - c: the model's shape.
+    ///   - quantization: 4-bit base (every Linear but the LM head), or nil for f32 weights.
+    ///   - batch: rows per micro-batch.
+    ///   - sequence: tokens per row.
+    ///   - checkpointing: gradient checkpointing (one layer's activations at a time).
+    ///   - weightBytes: bytes per unquantized weight value (4 on CPU, 2 for bf16 on GPU).
     ///   - lora: adapters on the Linears it targets, or nil for full finetuning.
     ///   - activationBytes: bytes per activation value (4 on CPU, 2 for bf16 on GPU).
     ///   - lossChunk: rows of logits the fused LM-head loss holds at once.

@@ -1,6 +1,7 @@
 // One message of a conversation, as chat templates and datasets see it.
 import Foundation
 
+/// One message of a conversation: a role and its content (plus tool calls for tool use).
 public struct ChatMessage: Equatable, Sendable, Codable {
     /// "system", "user", "assistant" or "tool" (datasets' human/gpt are mapped to these).
     public var role: String

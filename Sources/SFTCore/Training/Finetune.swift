@@ -14,16 +14,34 @@ public enum RunControl: Sendable {
     case stop
 }
 
+/// What a finished (or stopped) run leaves: its summary, where the result was written, and the
+/// data reports.
 public struct FinetuneResult {
+    /// Steps, final and best eval loss, tokens, time and peak memory.
     public var summary: TrainSummary
     /// The adapter folder (LoRA) or weights file (full finetuning).
     public var output: URL
+    /// The run folder (`output_dir`): metrics, checkpoints, config.json.
     public var runDirectory: URL
+    /// Records read and skipped (with why).
     public var datasetReport: DatasetReport
+    /// Examples formatted, tokens and trained tokens.
     public var formattingReport: FormattingReport
+    /// Rows, steps and padding of the batch plan.
     public var packingReport: PackingReport
 }
 
+/// The whole finetuning job behind `sftctl finetune`, as one call.
+///
+/// ```swift
+/// var config = FinetuneConfig()
+/// config.model = "model.gguf"
+/// config.data = "train.jsonl"
+/// let result = try Finetune.run(config) { event in
+///     if case .step(let metrics, let total) = event { print(metrics.step, total, metrics.loss ?? .nan) }
+///     return .continue
+/// }
+/// ```
 public enum Finetune {
     /// Runs the job `config` describes. `onEvent` sees progress and answers `.continue` or
     /// `.stop` (stops after the current step; the result is still written). `stop`: a flag

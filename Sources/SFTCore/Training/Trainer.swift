@@ -9,6 +9,8 @@
 
 import Foundation
 
+/// The optimizer, schedule, logging, evaluation and checkpoint settings of a `Trainer`
+/// (`FinetuneConfig.trainer()` derives them from a run's configuration).
 public struct TrainerConfig: Codable, Equatable, Sendable {
     public var learningRate: Double = 2e-4
     public var schedule: LRSchedule.Kind = .linear
@@ -62,6 +64,9 @@ public struct TrainSummary: Sendable {
     public var peakMemoryBytes: Int
 }
 
+/// Runs optimizer steps over a data plan: exact token-level loss over accumulated micro-batches,
+/// clipping, AdamW and the learning-rate schedule, with evaluation, logs, checkpoints and exact
+/// resumption. `Finetune.run` builds one; use it directly to train a model built in code.
 public final class Trainer {
     public let model: CausalLM
     public let config: TrainerConfig
@@ -103,6 +108,13 @@ public final class Trainer {
     var stopAgreed = false
 
     /// - Parameters:
+    ///   - model: the model, with its trainable parameters already chosen (LoRA applied, or
+    ///     unfrozen for full finetuning).
+    ///   - config: optimizer, schedule, logging, evaluation and checkpoint settings.
+    ///   - loader: the data plan's optimizer steps, in order.
+    ///   - evalBatches: the batches `evaluate()` averages over (empty: no evaluation).
+    ///   - outputDirectory: the run folder (metrics, checkpoints, trainer_state.json).
+    ///   - fingerprint: what identifies the run's model and data, checked on resume.
     ///   - collective: the ranks of a data-parallel job; `loader`'s plan then holds every rank's
     ///     micro-batches (accumulation × ranks per step) and each rank runs its share.
     ///   - zeroStage: 1 shards AdamW's moments across the ranks (ZeRO stage 1).
