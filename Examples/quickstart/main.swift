@@ -8,7 +8,7 @@ do {
     let lm = try LanguageModel.load(try Assets.require(Assets.smolLM2), packedDecode: true)
     let prompt = try lm.chatPrompt([ChatMessage(role: "user", content: question.isEmpty ? "What is Swift?" : question)])
     _ = try lm.generator.generate(prompt: prompt, config: GenerationConfig(maxNewTokens: 96)) { piece in
-        print(piece, terminator: ""); fflush(stdout); return true
+        print(piece, terminator: ""); fflush(nil); return true
     }
     print("")
 } catch {

@@ -12,7 +12,7 @@ SFT_INLINE void sft_adamw_f32_impl(float *restrict p, const float *restrict g,
         float vi = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
         m[i] = mi;
         v[i] = vi;
-        p[i] -= lr * (mi * inv_bc1 / (sqrtf(vi * inv_bc2) + eps) + wd * p[i]);
+        p[i] -= lr * (mi * inv_bc1 / (__builtin_elementwise_sqrt(vi * inv_bc2) + eps) + wd * p[i]);
     }
 }
 SFT_DISPATCH_VOID(sft_adamw_f32,

@@ -26,26 +26,39 @@ SFT_INLINE void gelu_and_slope(float x, int tanh_form, float *g, float *slope) {
     }
 }
 
-SFT_INLINE void sft_gelu_fwd_f32_impl(const float *restrict x, const float *restrict u, float *restrict y,
-                                      int64_t n, int tanh_form) {
+// The loops are written once per form (a constant tanh_form): with the test inside, a call
+// that may set errno (tanhf, erff) keeps the compiler from splitting the loop itself.
+SFT_INLINE void gelu_fwd_loop(const float *restrict x, const float *restrict u, float *restrict y,
+                              int64_t n, int tanh_form) {
     for (int64_t i = 0; i < n; i++) {
         float g, s;
         gelu_and_slope(x[i], tanh_form, &g, &s);
         y[i] = u ? g * u[i] : g;
     }
 }
+SFT_INLINE void sft_gelu_fwd_f32_impl(const float *restrict x, const float *restrict u, float *restrict y,
+                                      int64_t n, int tanh_form) {
+    if (tanh_form) gelu_fwd_loop(x, u, y, n, 1);
+    else gelu_fwd_loop(x, u, y, n, 0);
+}
 SFT_DISPATCH_VOID(sft_gelu_fwd_f32, (const float *x, const float *u, float *y, int64_t n, int tanh_form),
                   (x, u, y, n, tanh_form))
 
-SFT_INLINE void sft_gelu_bwd_f32_impl(const float *restrict dy, const float *restrict x,
-                                      const float *restrict u, float *restrict dx, float *restrict du,
-                                      int64_t n, int tanh_form) {
+SFT_INLINE void gelu_bwd_loop(const float *restrict dy, const float *restrict x,
+                              const float *restrict u, float *restrict dx, float *restrict du,
+                              int64_t n, int tanh_form) {
     for (int64_t i = 0; i < n; i++) {
         float g, s;
         gelu_and_slope(x[i], tanh_form, &g, &s);
         dx[i] = dy[i] * (u ? u[i] : 1.0f) * s;
         if (u && du) du[i] = dy[i] * g;
     }
+}
+SFT_INLINE void sft_gelu_bwd_f32_impl(const float *restrict dy, const float *restrict x,
+                                      const float *restrict u, float *restrict dx, float *restrict du,
+                                      int64_t n, int tanh_form) {
+    if (tanh_form) gelu_bwd_loop(dy, x, u, dx, du, n, 1);
+    else gelu_bwd_loop(dy, x, u, dx, du, n, 0);
 }
 SFT_DISPATCH_VOID(sft_gelu_bwd_f32,
                   (const float *dy, const float *x, const float *u, float *dx, float *du, int64_t n,

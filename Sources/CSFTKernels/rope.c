@@ -1,6 +1,7 @@
 // Rotary position embedding (Su et al. 2021, RoFormer) in the rotate-half layout HF Llama uses:
 // dimension i pairs with i + D/2. Positions come per token, so packed documents restart at 0.
 // Backward is the same rotation by the negative angle (inverse != 0).
+#define _GNU_SOURCE // sincosf
 #include "cpu.h"
 
 enum { ROPE_CHUNK = 128 };   // frequencies handled per pass (cos/sin kept on the stack)
@@ -17,9 +18,11 @@ SFT_INLINE void sft_rope_f32_impl(const float *x, int64_t ldx, float *y, int64_t
             const int64_t m = half - i0 < ROPE_CHUNK ? half - i0 : ROPE_CHUNK;
             // Angle in f32 like the HF reference (position * inv_freq), then cos/sin.
             for (int64_t i = 0; i < m; i++) {
-                float angle = (float)pos[n] * inv_freq[i0 + i];
-                cs[i] = cosf(angle);
-                sn[i] = inverse ? -sinf(angle) : sinf(angle);
+                float angle = (float)pos[n] * inv_freq[i0 + i], s;
+                // One sincosf for both (glibc's sinf and cosf give the same values): without
+                // -fno-math-errno the compiler would not merge two calls into it.
+                sincosf(angle, &s, &cs[i]);
+                sn[i] = inverse ? -s : s;
             }
             for (int64_t h = 0; h < H; h++) {
                 const float *xh = x + n * ldx + h * D + i0;

@@ -224,7 +224,7 @@ public enum MPILibrary {
     public static var version: String? {
         var text = [CChar](repeating: 0, count: 512)
         guard sft_mpi_library_version(&text, text.count) == 0 else { return nil }
-        return String(cString: text).trimmingCharacters(in: .whitespaces).components(separatedBy: ", package")[0]
+        return String(nulTerminated: text).trimmingCharacters(in: .whitespaces).components(separatedBy: ", package")[0]
     }
 }
 

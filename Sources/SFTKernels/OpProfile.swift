@@ -4,11 +4,17 @@
 // ops (Swift bookkeeping, allocation) is the difference. Off by default: one branch per op.
 
 import Foundation
+import Synchronization
 
 public enum OpProfile {
-    /// Set before the ops to measure; not meant to change while ops run on other threads.
-    nonisolated(unsafe) public static var enabled = false
-    nonisolated(unsafe) private static var table: [String: Entry] = [:]
+    private static let on = Atomic<Bool>(false)
+    private static let table = Mutex<[String: Entry]>([:])
+
+    /// Whether the CPU backend's ops are timed (an atomic: set it from any thread).
+    public static var enabled: Bool {
+        get { on.load(ordering: .relaxed) }
+        set { on.store(newValue, ordering: .relaxed) }
+    }
 
     /// Totals of one op name.
     public struct Entry: Sendable {
@@ -19,10 +25,10 @@ public enum OpProfile {
 
     /// The totals so far, largest time first.
     public static var entries: [(name: String, entry: Entry)] {
-        table.map { ($0.key, $0.value) }.sorted { $0.entry.seconds > $1.entry.seconds }
+        table.withLock { $0.map { ($0.key, $0.value) } }.sorted { $0.entry.seconds > $1.entry.seconds }
     }
 
-    public static func reset() { table = [:] }
+    public static func reset() { table.withLock { $0 = [:] } }
 
     /// The start time of an op, for `end`; 0 when profiling is off.
     @inline(__always)
@@ -33,8 +39,10 @@ public enum OpProfile {
     static func end(_ name: String, _ start: UInt64, flops: Double = 0) {
         guard enabled, start > 0 else { return }
         let dt = Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9
-        table[name, default: Entry()].calls += 1
-        table[name, default: Entry()].seconds += dt
-        table[name, default: Entry()].flops += flops
+        table.withLock { t in
+            t[name, default: Entry()].calls += 1
+            t[name, default: Entry()].seconds += dt
+            t[name, default: Entry()].flops += flops
+        }
     }
 }

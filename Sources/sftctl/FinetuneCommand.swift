@@ -73,21 +73,25 @@ final class ProgressPrinter {
     func fmt(_ x: Double) -> String { String(format: "%.4f", x) }
 }
 
-nonisolated(unsafe) var activeTrainer: Trainer?
+/// Ctrl-C: the first stops the run after its current step (the result is still written), the
+/// second aborts. Raised from the signal handler, read by the trainer: an atomic flag.
+let interruptFlag = StopFlag()
 
 func runFinetune(_ args: Arguments) throws {
     let config = try finetuneConfig(args)
     try args.finish()
     let progress = ProgressPrinter()
+    let stop = interruptFlag
     signal(SIGINT) { _ in
-        if let t = activeTrainer, !t.stopRequested {
-            t.stopRequested = true
-            FileHandle.standardError.write(Data("\nstopping after this step (Ctrl-C again to abort)\n".utf8))
+        if !interruptFlag.isRaised {
+            interruptFlag.raise()
+            let note: StaticString = "\nstopping after this step (Ctrl-C again to abort)\n"
+            _ = write(2, note.utf8Start, note.utf8CodeUnitCount)
         } else {
-            exit(130)
+            _exit(130)
         }
     }
-    let result = try Finetune.run(config, onEvent: progress.handle, trainerCreated: { activeTrainer = $0 })
+    let result = try Finetune.run(config, stop: stop) { event in progress.handle(event); return .continue }
     if let group = existingWorldCollective, group.rank != 0 { return }   // rank 0 reports a job's result
     let s = result.summary
     progress.line("done: \(s.steps) steps, \(s.trainedTokens) trained tokens in \(Int(s.seconds)) s, final loss \(progress.fmt(s.finalLoss ?? .nan))"

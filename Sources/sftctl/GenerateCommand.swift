@@ -82,7 +82,7 @@ func runGenerate(_ args: Arguments) throws {
             messages.append(ChatMessage(role: "user", content: prompt))
             let ids = chat ? try lm.chatPrompt(messages) : lm.encodePrompt(prompt)
             let r = try lm.generator.generate(prompt: ids, config: config, onText: json ? nil : { piece in
-                print(piece, terminator: ""); fflush(stdout); return true
+                print(piece, terminator: ""); fflush(nil); return true
             })
             if json {
                 let speed: Double = r.decodeSeconds > 0 ? Double(r.ids.count) / r.decodeSeconds : 0
@@ -122,7 +122,7 @@ func runChat(_ args: Arguments) throws {
         var messages: [ChatMessage] = system.map { [ChatMessage(role: "system", content: $0)] } ?? []
         print("chatting with \(lm.url.lastPathComponent) — /reset, /quit")
         while true {
-            print("> ", terminator: ""); fflush(stdout)
+            print("> ", terminator: ""); fflush(nil)
             guard let line = readLine() else { break }
             let text = line.trimmingCharacters(in: .whitespaces)
             if text.isEmpty { continue }
@@ -130,7 +130,7 @@ func runChat(_ args: Arguments) throws {
             if text == "/reset" { messages = system.map { [ChatMessage(role: "system", content: $0)] } ?? []; continue }
             messages.append(ChatMessage(role: "user", content: text))
             let r = try lm.generator.generate(prompt: try lm.chatPrompt(messages), config: config) { piece in
-                print(piece, terminator: ""); fflush(stdout); return true
+                print(piece, terminator: ""); fflush(nil); return true
             }
             print("")
             messages.append(ChatMessage(role: "assistant", content: r.text))

@@ -5,14 +5,14 @@ import SFTCore
 import SFTKernels
 
 /// A subcommand: `sftctl NAME ...`.
-struct Command {
+struct Command: Sendable {
     let name: String
     let summary: String
     /// Full help text, printed for `--help`.
     let help: String
     /// Flags that take no value (everything else takes one).
     let booleanFlags: Set<String>
-    let run: (Arguments) throws -> Void
+    let run: @Sendable (Arguments) throws -> Void
 }
 
 let commands: [Command] = [

@@ -3,6 +3,7 @@
 // explains why cuda is unavailable.
 
 import SFTKernels
+import Synchronization
 import XCTest
 
 final class AllocatorTests: XCTestCase {
@@ -82,16 +83,15 @@ final class ThreadPoolTests: XCTestCase {
         let want = Ref.swiglu(g.doubles, u.doubles)
         let vg = try Dev.upload(g), vu = try Dev.upload(u)
         let outs = try (0..<6).map { _ in try Dev.zeros(n) }
-        let failures = NSLock()
-        var failed: [String] = []
+        let failed = Mutex<[String]>([])
         DispatchQueue.concurrentPerform(iterations: 6) { t in
             for _ in 0..<20 {
                 do { try cpu.swigluForward(gate: vg, up: vu, h: outs[t], count: n) } catch {
-                    failures.lock(); failed.append("\(error)"); failures.unlock()
+                    failed.withLock { $0.append("\(error)") }
                 }
             }
         }
-        XCTAssertEqual(failed, [])
+        XCTAssertEqual(failed.withLock { $0 }, [])
         for t in 0..<6 { assertClose(try Dev.floats(outs[t], n), want, rtol: 2e-6, atol: 1e-7, "thread \(t)") }
     }
 }

@@ -142,12 +142,16 @@ public struct PreparedDataset: Sendable {
 /// Loads, formats and masks a dataset file.
 ///
 /// - Parameters:
+///   - url: the dataset file (JSON, JSON Lines or CSV).
+///   - config: format, field mapping, masks, truncation and packing settings.
+///   - tokenizer: the model's tokenizer.
 ///   - renderer: the chat template; nil uses the built-in formats (Alpaca prompt, prompt +
 ///     completion, Guanaco-style turns).
 ///   - keepTextFor: keep rendered text and offsets in the first N examples (to show
 ///     samples); the rest drop them, which matters on large datasets.
 ///   - doctor: run the DataDoctor over every example as it is formatted (the file is read
-///     once); `padId` is the id batching pads with.
+///     once).
+///   - padId: the id batching pads with (for the doctor's report).
 /// - Throws: loading errors (see `Dataset.load`), config errors, and — strict — the first
 ///   example that cannot be formatted, naming file and line.
 public func prepareDataset(_ url: URL, config: DataConfig = DataConfig(), tokenizer: any TextTokenizer,

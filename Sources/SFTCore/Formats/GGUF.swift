@@ -10,6 +10,7 @@
 // naming the file, the byte offset and the problem.
 import Foundation
 import SFTKernels
+import Synchronization
 
 /// A GGUF metadata value. Integers keep their stored width; use the accessors to read them.
 public indirect enum GGUFValue: Sendable, Equatable, CustomStringConvertible {
@@ -293,18 +294,19 @@ public final class GGUFFile: @unchecked Sendable {
         let rows = info.elementCount / max(info.dims[0], 1)
         let rowBytes = rows > 0 ? info.byteCount / rows : 0
         let chunks = info.elementCount >= 1 << 20 ? min(rows, ProcessInfo.processInfo.activeProcessorCount * 4) : 1
-        var failure: KernelError?
-        let lock = NSLock()
+        let failure = Mutex<KernelError?>(nil)
+        // Each part reads and writes its own rows of the two buffers.
+        nonisolated(unsafe) let source = base, destination = out
         DispatchQueue.concurrentPerform(iterations: max(chunks, 1)) { part in
             let r0 = rows * part / max(chunks, 1), r1 = rows * (part + 1) / max(chunks, 1)
             let n = chunks <= 1 ? info.elementCount : (r1 - r0) * info.dims[0]
-            let src = chunks <= 1 ? base : base + r0 * rowBytes
-            let dst = chunks <= 1 ? out : out + r0 * info.dims[0]
+            let src = chunks <= 1 ? source : source + r0 * rowBytes
+            let dst = chunks <= 1 ? destination : destination + r0 * info.dims[0]
             do { try dequantizeBlocks(info.type, from: src, into: dst, count: n) } catch {
-                lock.lock(); failure = error as? KernelError; lock.unlock()
+                failure.withLock { $0 = error as? KernelError }
             }
         }
-        if let failure, case .invalidArgument(_, let message) = failure {
+        if let failure = failure.withLock({ $0 }), case .invalidArgument(_, let message) = failure {
             throw SFTError.weights(key: info.name, message: message)
         }
     }

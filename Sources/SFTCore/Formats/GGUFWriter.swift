@@ -61,7 +61,11 @@ public struct GGUFWriter {
     public var tensorNames: [String] { tensors.map(\.name) }
 
     /// Adds a tensor whose stored bytes `bytes` produces at write time.
-    /// - Parameter shape: row-major shape (HF order: [out, in]); GGUF stores it reversed.
+    /// - Parameters:
+    ///   - name: the GGUF tensor name (unique in the file).
+    ///   - shape: row-major shape (HF order: [out, in]); GGUF stores it reversed.
+    ///   - type: the GGML type of the stored bytes.
+    ///   - bytes: produces the tensor's bytes when the file is written.
     public mutating func addRawTensor(name: String, shape: [Int], type: GGMLType, bytes: @escaping () throws -> [UInt8]) throws {
         guard !name.isEmpty, tensorIndex.insert(name).inserted else {
             throw SFTError.weights(key: name, message: "empty or duplicate GGUF tensor name")

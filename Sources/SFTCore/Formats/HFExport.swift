@@ -14,7 +14,10 @@ public enum HFExport {
     /// let report = try lm.mergeAdapters()
     /// try HFExport.saveModel(lm, to: outDir, dtype: .bf16)
     /// ```
-    /// - Parameter dtype: `.f32`, `.bf16` or `.f16` (rounded to nearest even).
+    /// - Parameters:
+    ///   - lm: the model (with any adapters merged or not: only base weights are written).
+    ///   - dir: the folder to write (created; files in it are replaced).
+    ///   - dtype: `.f32`, `.bf16` or `.f16` (rounded to nearest even).
     public static func saveModel(_ lm: LanguageModel, to dir: URL, dtype: SafetensorsDType = .f32) throws {
         guard [.f32, .bf16, .f16].contains(dtype) else {
             throw SFTError.config(field: "dtype", message: "\(dtype.rawValue) is not a model dtype (f32, bf16, f16)")

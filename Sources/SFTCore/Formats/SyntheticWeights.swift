@@ -12,13 +12,13 @@ import SFTKernels
 
 public final class SyntheticWeights: WeightSource {
     /// The named shapes: HF config keys of each.
-    public static let shapes: [String: [String: Any]] = [
+    public static var shapes: [String: [String: Any]] { [
         "tiny": llama(hidden: 64, intermediate: 160, layers: 2, heads: 4, kvHeads: 2, vocab: 512),
         "1b": llama(hidden: 2048, intermediate: 8192, layers: 16, heads: 32, kvHeads: 8, vocab: 128_256),
         "7b": llama(hidden: 4096, intermediate: 11008, layers: 32, heads: 32, kvHeads: 32, vocab: 32000),
         "13b": llama(hidden: 5120, intermediate: 13824, layers: 40, heads: 40, kvHeads: 40, vocab: 32000),
         "70b": llama(hidden: 8192, intermediate: 28672, layers: 80, heads: 64, kvHeads: 8, vocab: 32000),
-    ]
+    ] }
 
     public let config: [String: JSONValue]
     public let names: [String]

@@ -5,6 +5,8 @@
 import Foundation
 import SFTKernels
 
+/// How much to generate and how: length, sampling, and extra stop strings and tokens (the
+/// model's end-of-sequence tokens always stop).
 public struct GenerationConfig: Equatable, Sendable {
     public var maxNewTokens: Int = 128
     public var sampling = SamplingConfig()
@@ -20,6 +22,7 @@ public struct GenerationConfig: Equatable, Sendable {
     }
 }
 
+/// The generated tokens and text, why generation stopped, and its timings.
 public struct GenerationResult: Equatable, Sendable {
     public enum StopReason: String, Sendable { case endOfSequence = "eos", stopString = "stop_string", length }
     /// The new tokens (the stop token itself excluded).
@@ -32,6 +35,8 @@ public struct GenerationResult: Equatable, Sendable {
     public var decodeSeconds: Double
 }
 
+/// Greedy or sampled generation with a KV cache, streaming text as it is decoded. Get one from
+/// `LanguageModel.generator`.
 public final class Generator {
     public let model: CausalLM
     public let tokenizer: Tokenizer

@@ -20,12 +20,12 @@ extension Ops {
         var xd = x.storage
         var dropOffset: UInt64 = 0
         var xdTensor: Tensor? = nil
-        let dropping = p > 0 && Autograd.isTraining
-        if dropping {
+        let random = p > 0 ? Autograd.random : nil, seed = random?.seed ?? 0
+        let dropping = random != nil
+        if let random {
             let t = try Tensor(empty: x.shape, on: be)
-            dropOffset = Autograd.randomOffset
-            Autograd.randomOffset &+= UInt64(x.count)
-            try be.dropout(x.storage, into: t.storage, mask: nil, count: x.count, p: p, seed: Autograd.randomSeed, offset: dropOffset)
+            dropOffset = random.take(x.count)
+            try be.dropout(x.storage, into: t.storage, mask: nil, count: x.count, p: p, seed: seed, offset: dropOffset)
             xd = t.storage
             xdTensor = t
         }
@@ -46,7 +46,7 @@ extension Ops {
         if let bias { inputs.append(bias) }
         let xNeedsGrad = x.requiresGrad, xShape = x.shape
         let savedX: Tensor? = weight.requiresGrad || (a.requiresGrad && !dropping) ? x : nil
-        let seed = Autograd.randomSeed, trainsBias = bias?.requiresGrad ?? false
+        let trainsBias = bias?.requiresGrad ?? false
         Autograd.record(y, op: "lora_linear", inputs: inputs) { g in
             if b.requiresGrad {  // dB += s gᵀ h
                 try be.gemm(transA: true, transB: false, M: M, N: r, K: N, alpha: s, A: g.storage, lda: M, strideA: 0,

@@ -6,6 +6,8 @@
 import Foundation
 import SFTKernels
 
+/// Reads and writes LoRA adapters as PEFT folders (`adapter_config.json` and
+/// `adapter_model.safetensors`), interchangeable with Hugging Face PEFT.
 public enum PEFTAdapter {
     static let prefix = "base_model.model."
 

@@ -143,7 +143,7 @@ extension CausalLM {
 
 /// Builds models from an HF-style config object (`config.json` contents).
 public enum ModelRegistry {
-    public typealias Builder = (_ config: [String: JSONValue], _ backend: Backend) throws -> CausalLM
+    public typealias Builder = @Sendable (_ config: [String: JSONValue], _ backend: Backend) throws -> CausalLM
 
     /// model_type → builder. One line per architecture.
     public static let builders: [String: Builder] = [

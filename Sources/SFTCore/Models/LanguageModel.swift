@@ -5,6 +5,8 @@
 import Foundation
 import SFTKernels
 
+/// A model with its tokenizer and chat template: what a user holds to evaluate, generate,
+/// merge and export. Load one with `load(_:on:adapter:template:packedDecode:quantization:)`.
 public final class LanguageModel {
     public let model: CausalLM
     public let tokenizer: Tokenizer
@@ -19,7 +21,13 @@ public final class LanguageModel {
     }
 
     /// Loads the model at `url` (GGUF file or HF folder) on `device` (`.cpu`, `.cuda(0)`, ...).
+    ///
+    /// ```swift
+    /// let lm = try LanguageModel.load(URL(fileURLWithPath: "model.gguf"), adapter: adapterFolder)
+    /// ```
     /// - Parameters:
+    ///   - url: a GGUF file or a Hugging Face model folder.
+    ///   - device: where the weights live and the ops run.
     ///   - adapter: a PEFT adapter folder to attach.
     ///   - template: a built-in template name or a Jinja file, overriding the model's own.
     ///   - quantization: quantize the Linear layers to 4 bits on load (QLoRA base).

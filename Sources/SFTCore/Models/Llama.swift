@@ -9,7 +9,7 @@
 import Foundation
 import SFTKernels
 
-public struct LlamaConfig: Equatable, Decodable {
+public struct LlamaConfig: Equatable, Decodable, Sendable {
     public var hiddenSize: Int
     public var intermediateSize: Int
     public var numLayers: Int

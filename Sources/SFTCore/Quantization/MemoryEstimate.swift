@@ -78,6 +78,10 @@ public struct MemoryEstimate: Sendable, CustomStringConvertible {
     ///   - layout: the model's sizes (`CausalLM.layout`, or a config's `layout`).
     ///   - quantization: 4-bit base (every decoder Linear; not the LM head), or nil for f32
     ///     weights (`weightBytes` bytes per value: 4 on CPU, 2 for bf16 on GPU).
+    ///   - batch: rows per micro-batch.
+    ///   - sequence: tokens per row.
+    ///   - checkpointing: gradient checkpointing (one layer's activations at a time).
+    ///   - weightBytes: bytes per unquantized weight value (4 on CPU, 2 for bf16 on GPU).
     ///   - lora: adapters on the Linears it targets, or nil for full finetuning.
     ///   - activationBytes: bytes per activation value (4 on CPU, 2 for bf16 on GPU).
     ///   - lossChunk: rows of logits the fused LM-head loss holds at once.

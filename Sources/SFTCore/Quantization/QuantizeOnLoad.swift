@@ -12,16 +12,14 @@ import Foundation
 import SFTKernels
 
 extension Linear {
-    /// When true, new Linears allocate a (0, in) placeholder instead of their f32 weight.
-    nonisolated(unsafe) static var deferWeights = false
+    /// When true, new Linears allocate a (0, in) placeholder instead of their f32 weight
+    /// (task-local: set only inside `deferringWeights`).
+    @TaskLocal static var deferWeights = false
 
     /// Runs `body` (a model constructor) with Linear weight allocation deferred: the weights
     /// are created by `quantizeLinears(in:from:…)`, or allocated as f32 there when skipped.
     public static func deferringWeights<R>(_ body: () throws -> R) rethrows -> R {
-        let saved = deferWeights
-        deferWeights = true
-        defer { deferWeights = saved }
-        return try body()
+        try $deferWeights.withValue(true, operation: body)
     }
 
     /// Whether the f32 weight is an empty placeholder (deferred, or dropped by quantization).

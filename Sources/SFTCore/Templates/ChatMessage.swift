@@ -2,6 +2,7 @@
 import Foundation
 import SFTKernels
 
+/// One message of a conversation: a role and its content (plus tool calls for tool use).
 public struct ChatMessage: Equatable, Sendable, Codable {
     /// "system", "user", "assistant" or "tool" (datasets' human/gpt are mapped to these).
     public var role: String

@@ -799,7 +799,7 @@ extension JinjaInterpreter {
         while size <= 1 << 16 {
             var buf = [CChar](repeating: 0, count: size)
             let n = Foundation.strftime(&buf, size, format, &tmv)
-            if n > 0 || format.isEmpty { return String(cString: buf) }
+            if n > 0 || format.isEmpty { return String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) }
             size *= 4
         }
         return ""

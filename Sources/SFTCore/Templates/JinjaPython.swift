@@ -863,6 +863,6 @@ enum Py {
             buf = [CChar](repeating: 0, count: Int(n) + 1)
             _ = withVaList([d]) { vsnprintf(&buf, buf.count, fmt, $0) }
         }
-        return String(cString: buf)
+        return String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }

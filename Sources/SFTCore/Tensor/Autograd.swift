@@ -9,9 +9,42 @@
 //
 // Gradient checkpointing (`checkpoint`) runs a block without recording, then re-runs it with
 // recording during backward — one decoder layer's activations live at a time.
+//
+// Modes are scoped, never global: whether ops record (`withNoGrad`) and whether the model
+// trains (`training`, which also carries the run's `RandomStream`) are task-local values, so
+// two models on two threads or tasks never see each other's mode.
 
 import Foundation
 import SFTKernels
+import Synchronization
+
+/// The random stream of a training run: dropout masks and NEFTune noise are drawn from
+/// (`seed`, `offset`), and each draw advances `offset` by the values it took. The trainer sets
+/// the offset per micro-batch (so the masks do not depend on the number of ranks), a checkpoint
+/// saves it, and checkpoint recomputation rewinds it to redraw the same masks.
+public final class RandomStream: Sendable {
+    public let seed: UInt64
+    private let position: Mutex<UInt64>
+
+    public init(seed: UInt64, offset: UInt64 = 0) {
+        self.seed = seed
+        position = Mutex(offset)
+    }
+
+    /// The next value's index in the stream.
+    public var offset: UInt64 {
+        get { position.withLock { $0 } }
+        set { position.withLock { $0 = newValue } }
+    }
+
+    /// Returns the offset of the next `count` values and moves past them.
+    public func take(_ count: Int) -> UInt64 {
+        position.withLock { o in
+            defer { o &+= UInt64(count) }
+            return o
+        }
+    }
+}
 
 final class GradNode {
     let op: String
@@ -39,37 +72,46 @@ enum GradEdge {
     }
 }
 
-public enum Autograd {
-    /// Whether ops record their backward (off inside `withNoGrad`).
-    public private(set) static var isEnabled = true
-    /// Counter that seeds dropout masks; saved and restored around checkpoint recomputation
-    /// so the recomputed forward draws the same masks.
-    public static var randomOffset: UInt64 = 0
-    public static var randomSeed: UInt64 = 0x5f7_5eed
-    /// Training mode: dropout is active (set by the trainer around training steps).
-    public static var isTraining = false
+/// Sees each gradient the backward adds to a leaf (`Autograd.leafObserver`). Used from the
+/// thread running the backward only.
+protocol LeafGradientObserver: AnyObject, Sendable {
+    func gradientAdded(_ leaf: Tensor) throws
+}
 
-    static var isRecording: Bool { isEnabled }
+public enum Autograd {
+    @TaskLocal static var recording = true
+    @TaskLocal static var trainingStream: RandomStream? = nil
+
+    /// Whether ops record their backward (off inside `withNoGrad`).
+    public static var isEnabled: Bool { recording }
+    /// Training mode (inside `training`): dropout and NEFTune noise are active.
+    public static var isTraining: Bool { trainingStream != nil }
+    /// The random stream of the training run in progress (nil outside `training`).
+    public static var random: RandomStream? { trainingStream }
 
     /// Called with a leaf (a parameter) each time the backward has added to its gradient —
     /// after a node whose input it is ran, including nodes whose kernels add into the
     /// gradient themselves — and in checkpointed blocks' recomputed backwards too. Data
     /// parallelism uses it to start all-reduces of finished gradients early.
-    static var leafObserver: ((Tensor) throws -> Void)?
+    @TaskLocal static var leafObserver: (any LeafGradientObserver)? = nil
+
+    /// Runs `body` (a backward) with `observer` seeing every gradient added to a leaf.
+    static func observingLeafGradients<R>(_ observer: any LeafGradientObserver, _ body: () throws -> R) rethrows -> R {
+        try $leafObserver.withValue(observer, operation: body)
+    }
 
     /// Runs `body` without recording a graph (inference, evaluation).
     public static func withNoGrad<R>(_ body: () throws -> R) rethrows -> R {
-        let saved = isEnabled
-        isEnabled = false
-        defer { isEnabled = saved }
-        return try body()
+        try $recording.withValue(false, operation: body)
     }
 
     static func withGrad<R>(_ body: () throws -> R) rethrows -> R {
-        let saved = isEnabled
-        isEnabled = true
-        defer { isEnabled = saved }
-        return try body()
+        try $recording.withValue(true, operation: body)
+    }
+
+    /// Runs `body` in training mode, drawing dropout masks and noise from `random`.
+    public static func training<R>(_ random: RandomStream, _ body: () throws -> R) rethrows -> R {
+        try $trainingStream.withValue(random, operation: body)
     }
 
     /// Records `node` on `output` when any input needs a gradient.
@@ -100,7 +142,7 @@ public enum Autograd {
 
         guard let rootNode = root.node else {
             try accumulate(seed, into: root)  // a leaf: its gradient is the seed
-            try leafObserver?(root)
+            try leafObserver?.gradientAdded(root)
             return
         }
         // Topological order of the nodes by iterative DFS.
@@ -122,7 +164,7 @@ public enum Autograd {
                 for (edge, ig) in zip(node.inputs, inputGrads) {
                     if case .leaf(let t) = edge {
                         if let ig { try accumulate(ig, into: t) }
-                        try leafObserver?(t)
+                        try leafObserver?.gradientAdded(t)
                         continue
                     }
                     guard let ig else { continue }
@@ -157,7 +199,7 @@ public enum Autograd {
     /// them during backward. `inputs` are the tensors `body` reads that are not parameters.
     public static func checkpoint(_ inputs: [Tensor], _ body: @escaping ([Tensor]) throws -> Tensor) throws -> Tensor {
         guard isEnabled else { return try body(inputs) }
-        let savedOffset = randomOffset
+        let random = trainingStream, savedOffset = random?.offset
         let out = try withNoGrad { try body(inputs) }
         let result = out.detached()
         // Recorded even when no input needs a gradient: parameters used inside `body` get
@@ -165,10 +207,11 @@ public enum Autograd {
         result.requiresGrad = true
         result.node = GradNode(op: "checkpoint", inputs: inputs.map(GradEdge.init)) { g in
             let detachedInputs = inputs.map { $0.detached(requiresGrad: $0.requiresGrad) }
-            let resumeOffset = randomOffset
-            randomOffset = savedOffset
-            let recomputed = try withGrad { try body(detachedInputs) }
-            randomOffset = resumeOffset
+            // The recomputation runs in the forward's mode and redraws its masks.
+            let resumeOffset = random?.offset
+            if let random, let savedOffset { random.offset = savedOffset }
+            let recomputed = try $trainingStream.withValue(random) { try withGrad { try body(detachedInputs) } }
+            if let random, let resumeOffset { random.offset = resumeOffset }
             if recomputed.requiresGrad { try backward(recomputed, gradient: g) }
             return detachedInputs.map { $0.grad }
         }

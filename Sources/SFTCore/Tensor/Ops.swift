@@ -68,10 +68,11 @@ public enum Ops {
     }
 
     /// Uniform noise in [−bound, bound) shaped like x (no gradient), drawn from the training
-    /// random stream (Autograd.randomSeed / randomOffset, as dropout), so resumed runs redraw it.
+    /// random stream (`Autograd.random`, as dropout), so resumed runs redraw it; outside
+    /// training, from a stream of seed 0.
     public static func uniformNoise(like x: Tensor, bound: Float) throws -> Tensor {
-        var rng = SeededRandom(seed: Autograd.randomSeed ^ (Autograd.randomOffset &* 0x9E37_79B9_7F4A_7C15) ^ 0x4E45_4654)
-        Autograd.randomOffset &+= UInt64(x.count)
+        let random = Autograd.random ?? RandomStream(seed: 0)
+        var rng = SeededRandom(seed: random.seed ^ (random.take(x.count) &* 0x9E37_79B9_7F4A_7C15) ^ 0x4E45_4654)
         let values = (0..<x.count).map { _ in Float(rng.nextUnit() * 2 - 1) * bound }
         return try Tensor(values, shape: x.shape, on: x.backend)
     }
@@ -91,19 +92,18 @@ public enum Ops {
     /// Inverted dropout with probability `p`; identity unless `Autograd.isTraining`.
     /// Masks come from (seed, offset) counters, so checkpoint recomputation redraws them.
     public static func dropout(_ x: Tensor, p: Float) throws -> Tensor {
-        guard p > 0, Autograd.isTraining else { return x }
+        guard p > 0, let random = Autograd.random else { return x }
         let be = x.backend
         let y = try Tensor(empty: x.shape, on: be)
-        let offset = Autograd.randomOffset
-        Autograd.randomOffset &+= UInt64(x.count)
+        let seed = random.seed, offset = random.take(x.count)
         try be.dropout(x.storage, into: y.storage, mask: nil, count: x.count, p: p,
-                       seed: Autograd.randomSeed, offset: offset)
+                       seed: seed, offset: offset)
         let shape = x.shape, n = x.count
         Autograd.record(y, op: "dropout", inputs: [x]) { g in
             // Same mask: redraw from the same (seed, offset) on the gradient.
             let dx = try Tensor(empty: shape, on: be)
             try be.dropout(g.storage, into: dx.storage, mask: nil, count: n, p: p,
-                           seed: Autograd.randomSeed, offset: offset)
+                           seed: seed, offset: offset)
             return [dx]
         }
         return y

@@ -103,7 +103,7 @@ public final class Tensor: CustomStringConvertible {
             throw SFTError.shape(op: "reshape", message: "cannot view \(shape) as \(newShape)")
         }
         let v = Tensor(shape: newShape, dtype: dtype, storage: storage, backend: backend)
-        if Autograd.isRecording && requiresGrad {
+        if Autograd.isEnabled && requiresGrad {
             v.requiresGrad = true
             let oldShape = shape
             v.node = GradNode(op: "reshape", inputs: [GradEdge(self)]) { g in [try g.reshaped(oldShape)] }

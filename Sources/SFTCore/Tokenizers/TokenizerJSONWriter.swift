@@ -21,6 +21,7 @@ extension TokenizerSpec {
     /// Writes `tokenizer.json`, `tokenizer_config.json` and `special_tokens_map.json` into `dir`.
     ///
     /// - Parameters:
+    ///   - dir: the folder to write into (created if missing).
     ///   - chatTemplate: the chat template to store; nil keeps the spec's own.
     ///   - modelMaxLength: `model_max_length` (usually the model's context length); nil writes
     ///     HF's "no limit" value.

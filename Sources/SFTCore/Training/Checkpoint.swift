@@ -67,7 +67,7 @@ extension Trainer {
             try Safetensors.write(moments, to: tmp.appendingPathComponent("optimizer.safetensors"))
             try onSave?(tmp)
             let state = TrainerState(globalStep: globalStep, cursor: loader.cursor, optimizerStep: optimizer.step,
-                                     randomOffset: Autograd.randomOffset, randomSeed: Autograd.randomSeed,
+                                     randomOffset: random.offset, randomSeed: random.seed,
                                      bestEval: bestEval, evalsWithoutImprovement: evalsWithoutImprovement,
                                      trainedTokens: trainedTokens, elapsedSeconds: elapsed, fingerprint: fingerprint)
             let e = JSONEncoder()
@@ -122,8 +122,7 @@ extension Trainer {
         }
         try optimizer.restore(step: state.optimizerStep, m: m, v: v)
         loader = try DataLoader(plan: loader.plan, cursor: state.cursor)
-        Autograd.randomOffset = state.randomOffset
-        Autograd.randomSeed = state.randomSeed
+        random = RandomStream(seed: state.randomSeed, offset: state.randomOffset)
         globalStep = state.globalStep
         bestEval = state.bestEval
         evalsWithoutImprovement = state.evalsWithoutImprovement

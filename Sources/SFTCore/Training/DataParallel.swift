@@ -164,7 +164,7 @@ public struct DataParallelError: Error, CustomStringConvertible {
 /// Buckets start strictly in order, so every rank issues the same collectives in the same
 /// order whenever its gradients are ready; whatever has not started when the backward ends
 /// starts in `finish`, which also waits for all of them.
-final class GradientBuckets {
+final class GradientBuckets: LeafGradientObserver, @unchecked Sendable {  // used by the training thread only
     let parameters: [(String, Parameter)]
     let collective: any Collective
     /// Parameter indices per bucket, in launch order.
@@ -204,15 +204,12 @@ final class GradientBuckets {
     /// The last micro-batch's backward, starting buckets as they become final.
     func backward(_ loss: Tensor) throws {
         seen = [Int](repeating: 0, count: parameters.count)
-        let saved = Autograd.leafObserver
-        Autograd.leafObserver = { [unowned self] leaf in try self.gradientAdded(leaf) }
-        defer { Autograd.leafObserver = saved }
-        try Autograd.backward(loss)
+        try Autograd.observingLeafGradients(self) { try Autograd.backward(loss) }
         if expected == nil { expected = seen }
         startedEarly += started
     }
 
-    private func gradientAdded(_ leaf: Tensor) throws {
+    func gradientAdded(_ leaf: Tensor) throws {
         guard let i = index[ObjectIdentifier(leaf)] else { return }
         seen[i] += 1
         guard let expected else { return }

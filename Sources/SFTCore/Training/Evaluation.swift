@@ -26,6 +26,7 @@ public struct EvalReport: CustomStringConvertible {
     }
 }
 
+/// Mean next-token loss and perplexity of a model on text or a dataset.
 public enum Evaluation {
     /// Loss over every next-token prediction of `text`, in non-overlapping windows.
     public static func text(_ lm: LanguageModel, _ text: String, window: Int = 2048) throws -> EvalReport {

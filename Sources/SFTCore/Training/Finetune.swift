@@ -8,30 +8,58 @@
 import Foundation
 import SFTKernels
 
+/// An event handler's answer: go on, or stop the run at this step boundary (the result is
+/// then written from the last step, as when `max_steps` is reached).
+public enum RunControl: Sendable {
+    case `continue`
+    case stop
+}
+
+/// What a finished (or stopped) run leaves: its summary, where the result was written, and the
+/// data reports.
 public struct FinetuneResult {
+    /// Steps, final and best eval loss, tokens, time and peak memory.
     public var summary: TrainSummary
     /// The adapter folder (LoRA) or weights file (full finetuning).
     public var output: URL
+    /// The run folder (`output_dir`): metrics, checkpoints, config.json.
     public var runDirectory: URL
+    /// Records read and skipped (with why).
     public var datasetReport: DatasetReport
+    /// Examples formatted, tokens and trained tokens.
     public var formattingReport: FormattingReport
+    /// Rows, steps and padding of the batch plan.
     public var packingReport: PackingReport
 }
 
+/// The whole finetuning job behind `sftctl finetune`, as one call.
+///
+/// ```swift
+/// var config = FinetuneConfig()
+/// config.model = "model.gguf"
+/// config.data = "train.jsonl"
+/// let result = try Finetune.run(config) { event in
+///     if case .step(let metrics, let total) = event { print(metrics.step, total, metrics.loss ?? .nan) }
+///     return .continue
+/// }
+/// ```
 public enum Finetune {
-    /// Runs the job `config` describes. `onEvent` sees progress; `trainerCreated` hands out the
-    /// trainer (e.g. so a signal handler can set `stopRequested`).
+    /// Runs the job `config` describes. `onEvent` sees progress and answers `.continue` or
+    /// `.stop` (stops after the current step; the result is still written). `stop`: a flag
+    /// another thread or a signal handler may raise to stop the same way.
     /// `collective`: the job's ranks (default: MPI when started by mpirun/srun, else this
     /// process alone); only rank 0 reports to `onEvent`.
-    public static func run(_ config: FinetuneConfig, onEvent events: ((TrainerEvent) -> Void)? = nil,
-                           trainerCreated: ((Trainer) -> Void)? = nil, collective: (any Collective)? = nil) throws -> FinetuneResult {
+    public static func run(_ config: FinetuneConfig, stop: StopFlag = StopFlag(),
+                           collective: (any Collective)? = nil,
+                           onEvent events: ((TrainerEvent) -> RunControl)? = nil) throws -> FinetuneResult {
         guard !config.model.isEmpty else { throw SFTError.config(field: "model", message: "required") }
         guard !config.data.isEmpty else { throw SFTError.config(field: "data", message: "required") }
         try config.validate()
         guard config.collectiveTimeout >= 0 else { throw SFTError.config(field: "collective_timeout", message: "must be >= 0 seconds (0: wait forever)") }
         let world = try collective ?? worldCollective(timeout: config.collectiveTimeout)
         world.timeout = config.collectiveTimeout
-        let onEvent: ((TrainerEvent) -> Void)? = world.rank == 0 ? events : nil
+        let report: ((TrainerEvent) -> RunControl)? = world.rank == 0 ? events : nil
+        let onEvent: ((TrainerEvent) -> Void)? = report.map { r in { _ = r($0) } }
         let device = config.device.device(localRank: world.size > 1 ? launchedLocalRank() : nil)   // one GPU per rank
         if let t = config.threads { setCPUThreads(t) }
         let backend = try SFTKernels.backend(for: device)
@@ -41,9 +69,6 @@ public enum Finetune {
             onEvent?(.message("data parallel: \(group.summary), zero_stage \(config.zeroStage); global batch = \(config.perDeviceTrainBatchSize) × \(config.gradientAccumulationSteps) × \(group.size) rows"))
             if let deviceNote { onEvent?(.message("data parallel: \(deviceNote)")) }
         }
-        Autograd.randomSeed = config.seed
-        Autograd.randomOffset = 0
-
         let quantization = try config.quantization()
         if quantization != nil && config.method == .full {
             throw SFTError.config(field: "quantize", message: "a 4-bit base cannot be fully finetuned; use method qlora")
@@ -132,7 +157,7 @@ public enum Finetune {
                                   collective: group, zeroStage: config.zeroStage,
                                   bucketBytes: max(1, Int(config.ddpBucketCapMB * 1_048_576)),
                                   precision: config.precision, allowPrecisionChange: config.allowPrecisionChange)
-        trainer.onEvent = onEvent
+        trainer.stopFlag = stop
         if config.logging.contains(.tensorboard) {
             let settings = JSONEncoder()
             settings.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -142,13 +167,13 @@ public enum Finetune {
         trainer.onSave = { dir in try saveResult(lm: lm, config: config, into: dir) }
         let samples = SampleWriter(lm: lm, config: config, directory: out)
         trainer.onEvent = { e in
-            onEvent?(e)
+            let answer = report?(e) ?? .continue
             if case .eval(let step, _) = e { samples.write(step: step) }
+            return answer
         }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         if group.rank == 0 { try writeSynced(try encoder.encode(config), to: out.appendingPathComponent("config.json")) }
-        trainerCreated?(trainer)
 
         // Rank 0 picks the checkpoint (after its folder checks above) and tells the others.
         var resume: URL? = nil

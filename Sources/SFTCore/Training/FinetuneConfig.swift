@@ -55,7 +55,13 @@ public enum FinetuneDevice: Equatable, Sendable, CustomStringConvertible, Config
     static func configJSON(flag word: String) -> JSONValue { .string(word) }
 }
 
+/// Every setting of a finetuning run, under TRL / HF Trainer names (camel-cased here,
+/// snake_case in JSON and on the command line: `learningRate` is `learning_rate`).
+///
+/// Decode one from a JSON object with `from(json:source:)`; a key sft does not know, or a
+/// value out of range, is an error naming the key.
 public struct FinetuneConfig: Codable, Equatable {
+    /// The base model: a GGUF file or a Hugging Face model folder.
     public var model: String = ""
     public var data: String = ""
     public var evalData: String? = nil

@@ -10,6 +10,8 @@
 import Foundation
 import SFTKernels
 
+/// The optimizer, schedule, logging, evaluation and checkpoint settings of a `Trainer`
+/// (`FinetuneConfig.trainer()` derives them from a run's configuration).
 public struct TrainerConfig: Codable, Equatable, Sendable {
     public var learningRate: Double = 2e-4
     public var schedule: LRSchedule.Kind = .linear
@@ -63,6 +65,9 @@ public struct TrainSummary: Sendable {
     public var peakMemoryBytes: Int
 }
 
+/// Runs optimizer steps over a data plan: exact token-level loss over accumulated micro-batches,
+/// clipping, AdamW and the learning-rate schedule, with evaluation, logs, checkpoints and exact
+/// resumption. `Finetune.run` builds one; use it directly to train a model built in code.
 public final class Trainer {
     public let model: CausalLM
     public let config: TrainerConfig
@@ -78,7 +83,9 @@ public final class Trainer {
     public let fingerprint: [String: String]
     /// Resume a checkpoint written in another precision (its "precision" fingerprint entry).
     public let allowPrecisionChange: Bool
-    public var onEvent: ((TrainerEvent) -> Void)?
+    /// Sees every event; returning `.stop` ends the run at this step boundary (after the
+    /// step's checkpoint and evaluation, before the next step).
+    public var onEvent: ((TrainerEvent) -> RunControl)?
     /// When set, the run also writes TensorBoard event files (into `output/tensorboard`),
     /// starting with this text (the run's settings) as the hyperparameters summary.
     public var tensorBoardHyperparameters: String?
@@ -92,12 +99,25 @@ public final class Trainer {
     var elapsedBefore: Double = 0
     /// The step of the last checkpoint written (or restored) by this run.
     public internal(set) var lastCheckpointStep: Int? = nil
-    /// Set from another thread (SIGINT) to stop at the next step boundary.
-    public var stopRequested = false
+    /// Stops the run at the next step boundary when raised (from any thread or a signal
+    /// handler: `StopFlag` is an atomic). Several trainers may share one.
+    public var stopFlag = StopFlag()
+    /// The dropout/NEFTune random stream (seed `config.seed`; a checkpoint restores it).
+    public internal(set) var random: RandomStream
+    /// Whether an event handler asked to stop.
+    var stopFromEvent = false
+    var stopRequested: Bool { stopFromEvent || stopFlag.isRaised }
     /// The stop decision every rank agreed on at the last step (any rank's request).
     var stopAgreed = false
 
     /// - Parameters:
+    ///   - model: the model, with its trainable parameters already chosen (LoRA applied, or
+    ///     unfrozen for full finetuning).
+    ///   - config: optimizer, schedule, logging, evaluation and checkpoint settings.
+    ///   - loader: the data plan's optimizer steps, in order.
+    ///   - evalBatches: the batches `evaluate()` averages over (empty: no evaluation).
+    ///   - outputDirectory: the run folder (metrics, checkpoints, trainer_state.json).
+    ///   - fingerprint: what identifies the run's model and data, checked on resume.
     ///   - collective: the ranks of a data-parallel job; `loader`'s plan then holds every rank's
     ///     micro-batches (accumulation × ranks per step) and each rank runs its share.
     ///   - zeroStage: 1 shards AdamW's moments across the ranks (ZeRO stage 1).
@@ -113,6 +133,7 @@ public final class Trainer {
         self.loader = loader
         self.evalBatches = evalBatches
         self.outputDirectory = outputDirectory
+        random = RandomStream(seed: config.seed)
         parameters = model.trainableParameters
         guard !parameters.isEmpty else {
             throw SFTError.config(field: "method", message: "nothing to train: every parameter is frozen")
@@ -174,21 +195,21 @@ public final class Trainer {
         model.zeroGrad()
         let normalizer = Float(max(1, step.trainedTokens))
         var loss = 0.0
-        Autograd.isTraining = true
-        defer { Autograd.isTraining = false }
         let firstMicroBatch = step.cursor.epoch * loader.plan.microBatchesPerEpoch + step.cursor.index
         let mine = parallel.myMicroBatches(step.batches.count).filter { step.batches[$0].trainedTokens > 0 }
-        for i in mine {
-            Autograd.randomOffset = DataParallel.dropoutOffset(globalMicroBatch: firstMicroBatch + i)
-            let (input, targets) = try tensors(step.batches[i])
-            let (l, _) = try model.loss(input, targets: targets, normalizer: normalizer,
-                                        checkpointing: config.gradientCheckpointing)
-            let value = Double(try l.item())
-            guard value.isFinite else {
-                throw SFTError.diverged(step: step.step + 1, microBatch: i, message: "the loss is \(value); no update was applied")
+        try Autograd.training(random) {
+            for i in mine {
+                random.offset = DataParallel.dropoutOffset(globalMicroBatch: firstMicroBatch + i)
+                let (input, targets) = try tensors(step.batches[i])
+                let (l, _) = try model.loss(input, targets: targets, normalizer: normalizer,
+                                            checkpointing: config.gradientCheckpointing)
+                let value = Double(try l.item())
+                guard value.isFinite else {
+                    throw SFTError.diverged(step: step.step + 1, microBatch: i, message: "the loss is \(value); no update was applied")
+                }
+                try parallel.backward(l, last: i == mine.last)
+                loss += value
             }
-            try parallel.backward(l, last: i == mine.last)
-            loss += value
         }
         let stop = stopRequested
         (loss, stopAgreed) = try parallel.atStep(step.step + 1, "summing gradients") {
@@ -237,10 +258,14 @@ public final class Trainer {
         return total[1] > 0 ? total[0] / total[1] : nil
     }
 
-    /// Reports to `onEvent` on rank 0 only.
-    func emit(_ e: TrainerEvent) { if parallel.isWriter { onEvent?(e) } }
+    /// Reports to `onEvent` on rank 0 only; a `.stop` answer stops the run at the next step
+    /// boundary (on every rank: the ranks agree on stopping at each step).
+    func emit(_ e: TrainerEvent) {
+        if parallel.isWriter, onEvent?(e) == .stop { stopFromEvent = true }
+    }
 
-    /// Runs until the data plan, `maxSteps`, early stopping or `stopRequested` ends it.
+    /// Runs until the data plan, `maxSteps`, early stopping, an event handler's `.stop` or
+    /// `stopFlag` ends it.
     /// With `resumeFrom`, restores that checkpoint first.
     public func train(resumeFrom checkpoint: URL? = nil) throws -> TrainSummary {
         if let checkpoint { try restore(from: checkpoint) }

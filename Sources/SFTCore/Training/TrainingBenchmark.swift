@@ -51,9 +51,8 @@ public enum TrainingBenchmark {
         let opt = try AdamW(parameters: params, config: AdamWConfig())
         var timings: [StepTiming] = []
         be.resetPeakMemory()
-        Autograd.isTraining = true
-        defer { Autograd.isTraining = false }
-        for i in 0...steps {
+        let random = RandomStream(seed: 0x5f7_5eed)
+        try Autograd.training(random) { for i in 0...steps {
             model.zeroGrad()
             let t0 = Date()
             let (l, _) = try model.loss(input, targets: targets, checkpointing: checkpointing)
@@ -71,7 +70,7 @@ public enum TrainingBenchmark {
                 timings.append(StepTiming(forward: t1.timeIntervalSince(t0), backward: t2.timeIntervalSince(t1),
                                           optimizer: t3.timeIntervalSince(t2)))
             }
-        }
+        } }
         return TrainBenchResult(tokens: seq, steps: timings, peakMemoryBytes: be.memoryStats.peakBytes,
                                 peakRSSBytes: peakRSS())
     }

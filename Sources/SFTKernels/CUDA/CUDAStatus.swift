@@ -92,7 +92,7 @@ public struct CUDAStatus: Sendable {
         (0..<Int32(SFT_CUDA_LIB_COUNT)).map { lib in
             var path = [CChar](repeating: 0, count: 4096), tried = [CChar](repeating: 0, count: 8192)
             _ = sft_cuda_probe(lib, searchPath, includeDefaults ? 1 : 0, &path, path.count, &tried, tried.count)
-            return library(lib, path: String(cString: path), tried: String(cString: tried))
+            return library(lib, path: String(nulTerminated: path), tried: String(nulTerminated: tried))
         }
     }
 
@@ -140,7 +140,7 @@ public struct CUDAStatus: Sendable {
         }
         var bytes = 0
         _ = sft_cuDeviceTotalMem(&bytes, dev)
-        return GPU(ordinal: ordinal, name: String(cString: name),
+        return GPU(ordinal: ordinal, name: String(nulTerminated: name),
                    major: attribute(Int32(SFT_CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)),
                    minor: attribute(Int32(SFT_CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)),
                    multiprocessors: attribute(Int32(SFT_CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)),

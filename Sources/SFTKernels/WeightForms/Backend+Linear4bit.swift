@@ -8,6 +8,8 @@
 //
 // Shapes: N rows (tokens), K = w.cols in features, M = w.rows out features, row-major.
 
+import Synchronization
+
 extension Backend {
     /// Rows of x at or below which the matrix-vector op beats decode + GEMM.
     public static var linear4bitMatVecMaxRows: Int { 2 }
@@ -100,5 +102,10 @@ extension Backend {
 /// The tile budget of the 4-bit linear op on accelerators (values per decoded tile). Tests
 /// lower it to run several tiles on small matrices; nothing else needs to change it.
 public enum Linear4bitTiling {
-    nonisolated(unsafe) public static var acceleratorTileValues = 1 << 24
+    private static let values = Atomic<Int>(1 << 24)
+
+    public static var acceleratorTileValues: Int {
+        get { values.load(ordering: .relaxed) }
+        set { values.store(newValue, ordering: .relaxed) }
+    }
 }

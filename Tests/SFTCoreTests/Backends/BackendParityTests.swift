@@ -189,7 +189,10 @@ final class BackendParityTests: XCTestCase {
         var c = config
         c.resumeFromCheckpoint = resume
         var out: [Int: Double] = [:]
-        _ = try Finetune.run(c, onEvent: { e in if case .step(let m, _) = e, let l = m.loss { out[m.step] = l } })
+        _ = try Finetune.run(c, onEvent: { e in
+            if case .step(let m, _) = e, let l = m.loss { out[m.step] = l }
+            return .continue
+        })
         return out
     }
 

@@ -50,6 +50,7 @@ final class SeedRecipeTests: XCTestCase {
         let result = try Finetune.run(cfg, onEvent: { e in
             if case .step = e { steps += 1 }
             if case .message(let m) = e { messages.append(m) }
+            return .continue
         })
         XCTAssertEqual(steps, 2, name)
         XCTAssertTrue(result.summary.finalLoss?.isFinite ?? false, name)

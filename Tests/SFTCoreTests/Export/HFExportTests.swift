@@ -46,7 +46,8 @@ final class HFExportTests: XCTestCase {
     func testHalfPrecisionFoldersHoldTheRoundedWeights() throws {
         let lm = try ExportFixtures.tinyLanguageModel()
         let ids = lm.encodePrompt(ExportFixtures.sampleText)
-        for (dtype, round) in [(SafetensorsDType.bf16, roundedToBF16), (.f16, { Float(Float16($0)) })] {
+        let rounding: [(SafetensorsDType, (Float) -> Float)] = [(.bf16, roundedToBF16), (.f16, { Float(Float16($0)) })]
+        for (dtype, round) in rounding {
             let dir = try Scratch.folder("hf_tiny_\(dtype.rawValue)")
             defer { Scratch.cleanUp(dir) }
             try HFExport.saveModel(lm, to: dir, dtype: dtype)

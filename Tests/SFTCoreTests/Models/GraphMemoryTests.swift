@@ -10,10 +10,8 @@ final class GraphMemoryTests: XCTestCase {
         let m = try TinyLlama.make()
         try m.applyLoRA(LoRAConfig(r: 2, alpha: 4, dropout: 0.1), seed: 1)
         let ids = TinyLlama.tokens(16, seed: 1)
-        Autograd.isTraining = true
-        defer { Autograd.isTraining = false }
         var leaked: [Int] = []
-        for ckpt in [false, true] {
+        try Autograd.training(RandomStream(seed: 1)) { for ckpt in [false, true] {
             for _ in 0..<3 {
                 m.zeroGrad()
                 let before = be.memoryStats.currentBytes
@@ -26,7 +24,7 @@ final class GraphMemoryTests: XCTestCase {
                 m.zeroGrad()
                 leaked.append(be.memoryStats.currentBytes - before)
             }
-        }
+        } }
         XCTAssertEqual(leaked, [Int](repeating: 0, count: leaked.count), "bytes still held after each step")
     }
 }

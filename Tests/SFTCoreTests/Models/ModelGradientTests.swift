@@ -7,23 +7,31 @@ import SFTKernels
 final class ModelGradientTests: XCTestCase {
     let be = CPUBackend.shared
 
+    /// When set, the losses and gradients are computed in training mode (dropout) on this stream.
+    var stream: RandomStream? = nil
     /// When set, every loss evaluation draws the same dropout masks (finite differences with dropout).
     var fixedDropoutOffset: UInt64? = nil
 
+    func inMode<R>(_ body: () throws -> R) rethrows -> R {
+        guard let stream else { return try body() }
+        if let o = fixedDropoutOffset { stream.offset = o }
+        return try Autograd.training(stream, body)
+    }
+
     func lossValue(_ m: LlamaModel, _ ids: [Int32]) throws -> Double {
-        if let o = fixedDropoutOffset { Autograd.randomOffset = o }
         let input = try ModelInput(tokens: ids, on: be)
         let targets = try Tensor(ints: Array(ids.dropFirst()) + [-100], shape: [ids.count], on: be)
-        return Double(try Autograd.withNoGrad { try m.loss(input, targets: targets).loss.item() })
+        return Double(try inMode { try Autograd.withNoGrad { try m.loss(input, targets: targets).loss.item() } })
     }
 
     func gradients(_ m: LlamaModel, _ ids: [Int32], checkpointing: Bool = false) throws -> [String: [Float]] {
         m.zeroGrad()
-        if let o = fixedDropoutOffset { Autograd.randomOffset = o }
         let input = try ModelInput(tokens: ids, on: be)
         let targets = try Tensor(ints: Array(ids.dropFirst()) + [-100], shape: [ids.count], on: be)
-        let (l, _) = try m.loss(input, targets: targets, checkpointing: checkpointing)
-        try Autograd.backward(l)
+        try inMode {
+            let (l, _) = try m.loss(input, targets: targets, checkpointing: checkpointing)
+            try Autograd.backward(l)
+        }
         var g: [String: [Float]] = [:]
         for (n, p) in m.trainableParameters { g[n] = try p.value.grad?.floats() ?? [Float](repeating: 0, count: p.value.count) }
         return g
@@ -68,13 +76,13 @@ final class ModelGradientTests: XCTestCase {
         let m = try TinyLlama.make()
         try m.applyLoRA(LoRAConfig(r: 4, alpha: 8, dropout: 0.3), seed: 9)
         try TinyLlama.randomizeLoRA(m)
-        Autograd.isTraining = true
+        stream = RandomStream(seed: 0x5f7_5eed)
         fixedDropoutOffset = 77
-        defer { Autograd.isTraining = false; fixedDropoutOffset = nil }
+        defer { stream = nil; fixedDropoutOffset = nil }
         try checkFiniteDifferences(m, TinyLlama.tokens(9, seed: 6))
         // The masks matter: with dropout the loss differs from the no-dropout loss.
         let withDrop = try lossValue(m, TinyLlama.tokens(9, seed: 6))
-        Autograd.isTraining = false
+        stream = nil
         XCTAssertNotEqual(withDrop, try lossValue(m, TinyLlama.tokens(9, seed: 6)), accuracy: 1e-6)
     }
 
@@ -83,13 +91,13 @@ final class ModelGradientTests: XCTestCase {
         try m.applyLoRA(LoRAConfig(r: 4, alpha: 8, dropout: 0.3), seed: 9)
         try TinyLlama.randomizeLoRA(m)
         let ids = TinyLlama.tokens(12, seed: 8)
-        Autograd.isTraining = true
-        defer { Autograd.isTraining = false }
-        Autograd.randomOffset = 100
+        let random = RandomStream(seed: 0x5f7_5eed, offset: 100)
+        stream = random
+        defer { stream = nil }
         let plain = try gradients(m, ids)
-        Autograd.randomOffset = 100
+        random.offset = 100
         let ckpt = try gradients(m, ids, checkpointing: true)
-        XCTAssertEqual(Autograd.randomOffset > 100, true)
+        XCTAssertEqual(random.offset > 100, true)
         for (name, g) in plain {
             let c = ckpt[name]!
             XCTAssertEqual(g.count, c.count)

@@ -60,6 +60,7 @@ final class ZooFinetuneTests: XCTestCase {
                 var messages: [String] = []
                 let result = try Finetune.run(try FinetuneConfig.from(json: object)) { e in
                     if case .message(let m) = e { messages.append(m) }
+                    return .continue
                 }
                 XCTAssertEqual(result.summary.steps, 3, "\(family) \(method): \(messages.joined(separator: " | "))")
                 XCTAssertTrue(result.summary.finalLoss?.isFinite ?? false, "\(family) \(method)")

@@ -1,6 +1,7 @@
 // Behaviour the golden ids do not show: offsets that map tokens back to text bytes, decode
 // round trips, the streaming decoder on characters split across tokens, invalid UTF-8, special
 // token matching, special-token metadata, and clear errors for malformed tokenizer files.
+import Synchronization
 import XCTest
 import SFTCore
 import SFTKernels
@@ -170,14 +171,14 @@ final class TokenizerBehaviourTests: XCTestCase {
         let texts = try goldenTexts("gpt2")
         let expected = try fixtureTokenizer("gpt2")
         let want = texts.map { expected.encode($0) }
-        var got = [[[Int32]]](repeating: [], count: 4)
-        let lock = NSLock()
+        let results = Mutex([[[Int32]]](repeating: [], count: 4))
         DispatchQueue.concurrentPerform(iterations: 4) { k in
             let order = k % 2 == 0 ? Array(texts.indices) : texts.indices.reversed()
             var out = [[Int32]](repeating: [], count: texts.count)
             for i in order { out[i] = tok.encode(texts[i]) }
-            lock.lock(); got[k] = out; lock.unlock()
+            results.withLock { $0[k] = out }
         }
+        let got = results.withLock { $0 }
         for k in 0..<4 { XCTAssertEqual(got[k], want, "thread \(k)") }
     }
 

@@ -43,7 +43,10 @@ final class FinetuneEndToEndTests: XCTestCase {
         object["save_total_limit"] = 1
         let cfg = try FinetuneConfig.from(json: object)
         var events: [String] = []
-        let result = try Finetune.run(cfg, onEvent: { e in if case .step(let m, _) = e { events.append("step \(m.step)") } })
+        let result = try Finetune.run(cfg, onEvent: { e in
+            if case .step(let m, _) = e { events.append("step \(m.step)") }
+            return .continue
+        })
         XCTAssertEqual(events, ["step 1", "step 2"])
         XCTAssertEqual(result.summary.steps, 2)
         XCTAssertTrue(result.summary.finalLoss!.isFinite)

@@ -74,7 +74,6 @@ final class TrainerTests: XCTestCase {
         func fresh() throws -> LlamaModel {
             let m = try TinyLlama.make()
             try m.applyLoRA(LoRAConfig(r: 2, alpha: 4, dropout: 0.2), seed: 3)
-            Autograd.randomOffset = 0
             return m
         }
         // Uninterrupted.
@@ -88,12 +87,12 @@ final class TrainerTests: XCTestCase {
         cfg2.saveSteps = 2
         cfg2.saveTotalLimit = 2
         let t2 = try trainer(try fresh(), ex, options: opts, config: cfg2, dir: split)
-        t2.onEvent = { if case .step(let m, _) = $0, m.step == 4 { t2.stopRequested = true } }
+        t2.onEvent = { if case .step(let m, _) = $0, m.step == 4 { return .stop } else { return .continue } }
         _ = try t2.train()
         let ckpts = Trainer.checkpoints(in: split)
         XCTAssertEqual(ckpts.map(\.lastPathComponent), ["checkpoint-2", "checkpoint-4"])
         let t3 = try trainer(try fresh(), ex, options: opts, config: cfg2, dir: split)
-        Autograd.randomOffset = 12345  // must be restored from the checkpoint
+        t3.random.offset = 12345  // must be restored from the checkpoint
         let s3 = try t3.train(resumeFrom: ckpts.last!)
         XCTAssertEqual(s3.steps, s1.steps)
         let a = try losses(full), b = try losses(split)

@@ -55,9 +55,9 @@ let interesting: [UInt64] = [0, 1, 0x7F, 0x80, 0xFF, 0x7FFF, 0x8000, 0xFFFF, 0x7
                              0x7FFF_FFFF_FFFF_FFFF, 0xFFFF_FFFF_FFFF_FFFF, 1 << 32, 1 << 40, 4096, 65536]
 
 var rng = SeededRandom(seed: options.seed)
-func below(_ n: Int) -> Int { n <= 1 ? 0 : Int(rng.next() % UInt64(n)) }
+@MainActor func below(_ n: Int) -> Int { n <= 1 ? 0 : Int(rng.next() % UInt64(n)) }
 
-func mutate(_ input: [UInt8]) -> [UInt8] {
+@MainActor func mutate(_ input: [UInt8]) -> [UInt8] {
     var b = input
     for _ in 0...below(6) {
         let at = below(b.count + 1)
