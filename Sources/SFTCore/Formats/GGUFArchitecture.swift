@@ -8,7 +8,7 @@
 
 import Foundation
 
-public struct GGUFArchitecture {
+public struct GGUFArchitecture: Sendable {
     /// `general.architecture`.
     public let name: String
     /// HF prefix of decoder layer N's parameters, up to N ("model.layers.", "transformer.blocks.").
@@ -24,11 +24,11 @@ public struct GGUFArchitecture {
     /// Whether norm weights are stored as 1 + w (Gemma's zero-centred norms; ggml multiplies by w).
     public let normsPlusOne: Bool
     /// The HF config object (`model_type` included) from this architecture's metadata and tensors.
-    let readConfig: (GGUFFile) -> [String: Any]
+    let readConfig: @Sendable (GGUFFile) -> [String: Any]
 
     init(name: String, layerPrefix: String, globals: [String: String], blocks: [String: String],
          derived: Set<String> = [], permutesQK: Bool = false, normsPlusOne: Bool = false,
-         readConfig: @escaping (GGUFFile) -> [String: Any]) {
+         readConfig: @escaping @Sendable (GGUFFile) -> [String: Any]) {
         self.name = name; self.layerPrefix = layerPrefix; self.globals = globals; self.blocks = blocks
         self.derived = derived; self.permutesQK = permutesQK; self.normsPlusOne = normsPlusOne
         self.readConfig = readConfig
