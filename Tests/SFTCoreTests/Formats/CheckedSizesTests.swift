@@ -4,6 +4,7 @@
 import Foundation
 import XCTest
 @testable import SFTCore
+import SFTKernels
 
 final class CheckedSizesTests: XCTestCase {
     /// A Llama GGUF with one 4x4 q projection and `llama.attention.head_count` = `heads` (uint64).

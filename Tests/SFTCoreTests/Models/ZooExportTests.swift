@@ -5,6 +5,7 @@
 // files these tests leave under $SFT_EXPORT_DIR with the Python `gguf` package.
 import XCTest
 @testable import SFTCore
+import SFTKernels
 
 final class ZooExportTests: XCTestCase {
     static let families = ZooGoldenTests.families

@@ -39,6 +39,15 @@ extension ModelRegistry {
 extension LlamaConfig {
     init(hf c: [String: Any]) throws { try self.init(hf: HFConfig.values(c)) }
 }
+extension Gemma3Config {
+    init(hf c: [String: Any]) throws { try self.init(hf: HFConfig.values(c)) }
+}
+extension Phi3Config {
+    init(hf c: [String: Any]) throws { try self.init(hf: HFConfig.values(c)) }
+}
+extension MPTConfig {
+    init(hf c: [String: Any]) throws { try self.init(hf: HFConfig.values(c)) }
+}
 
 extension SafetensorsWeights {
     convenience init(files urls: [URL], config: [String: Any]) throws {

@@ -9,7 +9,7 @@ import XCTest
 final class FinetuneConfigKeysTests: XCTestCase {
     /// A value other than the default for every key (a key added to the table without one here
     /// fails `testEveryKeyRoundTripsThroughJSONAndFlags`).
-    static let everyKey: [String: Any] = [
+    nonisolated(unsafe) static let everyKey: [String: Any] = [
         "model": "m.gguf", "data": "d.jsonl", "eval_data": "e.jsonl", "eval_split": 0.25, "output_dir": "out",
         "method": "qlora", "template": "chatml", "device": "cuda:1", "threads": 3, "lora_r": 8, "lora_alpha": 12.5,
         "lora_dropout": 0.1, "lora_target_modules": ["q_proj", "v_proj"], "use_rslora": true,

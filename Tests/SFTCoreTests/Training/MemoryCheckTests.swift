@@ -4,6 +4,7 @@
 import Foundation
 import XCTest
 @testable import SFTCore
+import SFTKernels
 
 final class MemoryCheckTests: XCTestCase {
     func estimate(batch: Int = 4, sequence: Int = 64) throws -> MemoryEstimate {

@@ -5,7 +5,7 @@
 // the other one unless allowed, and the config key.
 import Foundation
 import SFTKernels
-import SFTCore
+@testable import SFTCore
 import XCTest
 
 final class MixedPrecisionTests: XCTestCase {
@@ -130,7 +130,7 @@ final class MixedPrecisionTests: XCTestCase {
 
     func losses(_ config: FinetuneConfig) throws -> [Int: Double] {
         var out: [Int: Double] = [:]
-        _ = try Finetune.run(config, onEvent: { e in if case .step(let m, _) = e, let l = m.loss { out[m.step] = l } })
+        _ = try Finetune.run(config, onEvent: { e in if case .step(let m, _) = e, let l = m.loss { out[m.step] = l }; return .continue })
         return out
     }
 
@@ -165,7 +165,7 @@ final class MixedPrecisionTests: XCTestCase {
         }
         c.allowPrecisionChange = true
         var steps: [Int] = []
-        _ = try Finetune.run(c, onEvent: { e in if case .step(let m, _) = e { steps.append(m.step) } })
+        _ = try Finetune.run(c, onEvent: { e in if case .step(let m, _) = e { steps.append(m.step) }; return .continue })
         XCTAssertEqual(steps, [3])
     }
 }
