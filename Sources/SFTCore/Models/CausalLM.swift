@@ -78,6 +78,9 @@ public protocol CausalLM: Module {
     func memoryEstimate(quantization: QuantizationConfig?, lora: LoRAConfig?, batch: Int, sequence: Int,
                         checkpointing: Bool, optimizerShards: Int) -> MemoryEstimate?
 
+    /// Final-logit softcapping (Gemma 2): logits are cap · tanh(z / cap); 0 = none.
+    var finalLogitSoftcap: Float { get }
+
     func makeCache(capacity: Int) throws -> KVCache
     /// Runs `ids` after the tokens already in `cache`, appends their keys/values, and returns
     /// the logits (V) of the last one.
@@ -85,6 +88,17 @@ public protocol CausalLM: Module {
 }
 
 extension CausalLM {
+    public var finalLogitSoftcap: Float { 0 }
+
+    /// Logits (n, V) of final hidden states h (n, C): the LM head, softcapped when the family
+    /// caps its logits (no gradient: training goes through `loss`).
+    func headLogits(_ h: Tensor) throws -> Tensor {
+        let z = try Ops.linear(h, lmHeadWeight.value)
+        let cap = finalLogitSoftcap
+        guard cap > 0 else { return z }
+        return try Tensor(try z.floats().map { cap * tanh($0 / cap) }, shape: z.shape, on: z.backend)
+    }
+
     /// Mean next-token loss over `targets` (−100 = ignored), normalized by `normalizer`
     /// (defaults to the number of counted targets).
     public func loss(_ input: ModelInput, targets: Tensor, normalizer: Float? = nil,
@@ -95,7 +109,8 @@ extension CausalLM {
             let counted = try targets.ints().filter { $0 != -100 }.count
             norm = Float(max(1, counted))
         }
-        return try Ops.crossEntropyLMHead(h, weight: lmHeadWeight.value, targets: targets, normalizer: norm)
+        return try Ops.crossEntropyLMHead(h, weight: lmHeadWeight.value, targets: targets, normalizer: norm,
+                                          softcap: finalLogitSoftcap)
     }
 
     /// Logits (T, V) for every position of one row (no gradient). For tests and evaluation of
@@ -109,8 +124,7 @@ extension CausalLM {
     public func logitsTensor(_ tokens: [Int32]) throws -> Tensor {
         try Autograd.withNoGrad {
             let input = try ModelInput(tokens: tokens, on: lmHeadWeight.value.backend)
-            let h = try hiddenStates(input, checkpointing: false)
-            return try Ops.linear(h, lmHeadWeight.value)
+            return try headLogits(try hiddenStates(input, checkpointing: false))
         }
     }
 }
@@ -127,6 +141,7 @@ public enum ModelRegistry {
         "qwen3": { try LlamaModel(config: LlamaConfig(hf: $0), on: $1) },
         "mpt": { try MPTModel(config: MPTConfig(hf: $0), on: $1) },
         "phi3": { try Phi3Model(config: Phi3Config(hf: $0), on: $1) },
+        "gemma2": { try Gemma2Model(config: Gemma2Config(hf: $0), on: $1) },
         "gemma3_text": { try Gemma3Model(config: Gemma3Config(hf: $0), on: $1) },
     ]
 
