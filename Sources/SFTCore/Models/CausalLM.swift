@@ -92,7 +92,7 @@ extension CausalLM {
 
     /// Logits (n, V) of final hidden states h (n, C): the LM head, softcapped when the family
     /// caps its logits (no gradient: training goes through `loss`).
-    func headLogits(_ h: Tensor) throws -> Tensor {
+    func softcappedLogits(_ h: Tensor) throws -> Tensor {
         let z = try Ops.linear(h, lmHeadWeight.value)
         let cap = finalLogitSoftcap
         guard cap > 0 else { return z }
@@ -124,7 +124,7 @@ extension CausalLM {
     public func logitsTensor(_ tokens: [Int32]) throws -> Tensor {
         try Autograd.withNoGrad {
             let input = try ModelInput(tokens: tokens, on: lmHeadWeight.value.backend)
-            return try headLogits(try hiddenStates(input, checkpointing: false))
+            return try softcappedLogits(try hiddenStates(input, checkpointing: false))
         }
     }
 }

@@ -187,7 +187,7 @@ public final class Gemma2Model: Module, CausalLM {
         try cache.checkRoom(for: ids.count)
         return try Autograd.withNoGrad {
             let r = try layerRope(maxPosition: cache.count + ids.count - 1)
-            return try headLogits(try model.decode(ids, cache: cache) { _ in r }).floats()
+            return try softcappedLogits(try model.decode(ids, cache: cache) { _ in r }).floats()
         }
     }
 }

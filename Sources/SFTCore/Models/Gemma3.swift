@@ -169,6 +169,7 @@ public final class Gemma3Model: Module, CausalLM {
     }
 
     public var modelType: String { "gemma3_text" }
+    public var finalLogitSoftcap: Float { Float(config.finalLogitSoftcapping ?? 0) }
     public var vocabSize: Int { config.vocabSize }
     public var hiddenSize: Int { config.hiddenSize }
     public var numLayers: Int { config.numLayers }
@@ -177,7 +178,6 @@ public final class Gemma3Model: Module, CausalLM {
     public var hfConfig: [String: Any] { config.hf }
     /// PEFT's default for gemma3_text.
     public var peftDefaultLoRATargets: [String] { ["q_proj", "v_proj"] }
-    public var finalLogitSoftcap: Float { Float(config.finalLogitSoftcapping ?? 0) }
     public func memoryEstimate(quantization: QuantizationConfig?, lora: LoRAConfig?, batch: Int, sequence: Int,
                                checkpointing: Bool, optimizerShards: Int) -> MemoryEstimate? { nil }
 
@@ -204,7 +204,7 @@ public final class Gemma3Model: Module, CausalLM {
         return try Autograd.withNoGrad {
             let r = try ropes(maxPosition: cache.count + ids.count - 1)
             let last = try model.decode(ids, cache: cache) { self.model.layers[$0].selfAttn.window == nil ? r.full : r.sliding }
-            return try headLogits(last).floats()
+            return try softcappedLogits(last).floats()
         }
     }
 }
