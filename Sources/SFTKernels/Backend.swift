@@ -14,10 +14,14 @@ public struct AttentionShape: Sendable, Equatable {
     public var ldq: Int, ldk: Int, ldv: Int, ldo: Int
     public var scale: Float
     public var window: Int?
+    /// Attention-logit softcapping (Gemma 2): the scaled score x becomes softcap · tanh(x / softcap)
+    /// before ALiBi and the mask; 0 = off.
+    public var softcap: Float
 
     public init(B: Int, T: Int, H: Int, KV: Int, D: Int, ldq: Int? = nil, ldk: Int? = nil,
-                ldv: Int? = nil, ldo: Int? = nil, scale: Float? = nil, window: Int? = nil) {
+                ldv: Int? = nil, ldo: Int? = nil, scale: Float? = nil, window: Int? = nil, softcap: Float = 0) {
         self.window = window
+        self.softcap = softcap
         self.B = B; self.T = T; self.H = H; self.KV = KV; self.D = D
         self.ldq = ldq ?? H * D
         self.ldk = ldk ?? KV * D
@@ -104,9 +108,10 @@ public protocol Backend: AnyObject, Sendable {
 
     /// Attention of Tq new query tokens against a KV cache of S tokens (batch 1, generation):
     /// query i sits at position S − Tq + i and sees cache rows 0...(S − Tq + i).
-    /// q, o: (Tq, H·D); kCache, vCache: (≥S, KV·D).
+    /// q, o: (Tq, H·D); kCache, vCache: (≥S, KV·D). alibi (H) slopes or nil and softcap (0 = off)
+    /// as in attentionForward, cache row j at position j.
     func attentionCached(q: BufferView, kCache: BufferView, vCache: BufferView, o: BufferView, Tq: Int, S: Int,
-                         H: Int, KV: Int, D: Int, scale: Float) throws
+                         H: Int, KV: Int, D: Int, scale: Float, alibi: BufferView?, softcap: Float) throws
 
     // MARK: swiglu
     func swigluForward(gate: BufferView, up: BufferView, h: BufferView, count n: Int) throws
@@ -141,9 +146,11 @@ public protocol Backend: AnyObject, Sendable {
     /// computed `chunk` rows at a time so the (N × V) logits never exist at once.
     /// When dx/dweight are given, writes dx = gradScale * d loss/dx and accumulates
     /// dweight += gradScale * d loss/dW in the same pass. x: (N, C), weight: (V, C).
+    /// softcap > 0 (Gemma 2's final_logit_softcapping): the loss is over softcap · tanh(x Wᵀ / softcap)
+    /// and the gradients go back through it; 0 = off.
     /// Returns (summed loss, number of counted rows).
     func crossEntropyLMHead(x: BufferView, weight: BufferView, targets: BufferView, N: Int,
-                            C: Int, V: Int, ignoreIndex: Int32, chunk: Int, gradScale: Float,
+                            C: Int, V: Int, ignoreIndex: Int32, chunk: Int, gradScale: Float, softcap: Float,
                             dx: BufferView?, dweight: BufferView?) throws -> (loss: Double, count: Int)
 
     // MARK: optimizer
@@ -170,6 +177,16 @@ public protocol Backend: AnyObject, Sendable {
                       activations: MatVecActivations) throws
     /// Returns the blocks the allocator keeps for reuse to the system.
     func emptyCache()
+}
+
+extension Backend {
+    /// The fused LM-head loss without softcapping.
+    public func crossEntropyLMHead(x: BufferView, weight: BufferView, targets: BufferView, N: Int,
+                                   C: Int, V: Int, ignoreIndex: Int32, chunk: Int, gradScale: Float,
+                                   dx: BufferView?, dweight: BufferView?) throws -> (loss: Double, count: Int) {
+        try crossEntropyLMHead(x: x, weight: weight, targets: targets, N: N, C: C, V: V, ignoreIndex: ignoreIndex,
+                               chunk: chunk, gradScale: gradScale, softcap: 0, dx: dx, dweight: dweight)
+    }
 }
 
 /// Argument checks every backend runs before touching memory: the op name and the offending

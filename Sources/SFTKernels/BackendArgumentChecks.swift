@@ -121,11 +121,14 @@ extension Backend {
     }
 
     func checkCrossEntropyLMHead(x: BufferView, weight: BufferView, targets: BufferView, N: Int, C: Int,
-                                 V: Int, chunk: Int, dx: BufferView?, dweight: BufferView?) throws {
+                                 V: Int, chunk: Int, softcap: Float, dx: BufferView?, dweight: BufferView?) throws {
         let op = "crossEntropyLMHead"
         try nonNegative(op, ["N": N, "C": C, "V": V])
         guard V > 0, chunk > 0 else {
             throw KernelError.invalidArgument(op: op, message: "V=\(V) and chunk=\(chunk) must be positive")
+        }
+        guard softcap >= 0, softcap.isFinite else {
+            throw KernelError.invalidArgument(op: op, message: "softcap \(softcap) must be ≥ 0 (0 = off)")
         }
         try check(x, count: N * C, op, "x (N=\(N), C=\(C))")
         try check(weight, count: V * C, op, "weight (V=\(V), C=\(C))")

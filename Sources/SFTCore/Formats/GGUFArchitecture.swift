@@ -37,7 +37,7 @@ public struct GGUFArchitecture {
     /// Every architecture sft reads, by `general.architecture`.
     public static let all: [String: GGUFArchitecture] = {
         let archs = [LlamaConfig.gguf("llama"), LlamaConfig.gguf("mistral"), LlamaConfig.gguf("qwen2"), LlamaConfig.gguf("qwen3"),
-                     Phi3Config.gguf, Gemma3Config.gguf, MPTConfig.gguf]
+                     Phi3Config.gguf, Gemma2Config.gguf, Gemma3Config.gguf, MPTConfig.gguf]
         return Dictionary(uniqueKeysWithValues: archs.map { ($0.name, $0) })
     }()
 

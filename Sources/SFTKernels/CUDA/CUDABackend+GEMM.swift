@@ -73,10 +73,10 @@ extension CUDABackend {
     /// synchronization before the loop), the counted rows gathered into chunks of `chunk`, and
     /// ignored rows get dx = 0. The loss is summed on the GPU and read once at the end.
     public func crossEntropyLMHead(x: BufferView, weight: BufferView, targets: BufferView, N: Int,
-                                   C: Int, V: Int, ignoreIndex: Int32, chunk: Int, gradScale: Float,
+                                   C: Int, V: Int, ignoreIndex: Int32, chunk: Int, gradScale: Float, softcap: Float,
                                    dx: BufferView?, dweight: BufferView?) throws -> (loss: Double, count: Int) {
-        try checkCrossEntropyLMHead(x: x, weight: weight, targets: targets, N: N, C: C, V: V, chunk: chunk, dx: dx,
-                                    dweight: dweight)
+        try checkCrossEntropyLMHead(x: x, weight: weight, targets: targets, N: N, C: C, V: V, chunk: chunk, softcap: softcap,
+                                    dx: dx, dweight: dweight)
         var hostTargets = [Int32](repeating: 0, count: N)
         try hostTargets.withUnsafeMutableBytes { try download(targets, to: $0.baseAddress!, bytes: $0.count) }
         let active = try countedRows(hostTargets, V: V, ignoreIndex: ignoreIndex)
@@ -106,7 +106,7 @@ extension CUDABackend {
                      B: weight, ldb: C, strideB: 0, beta: 0, C: logits, ldc: V, strideC: 0, batch: 1)
             try launch(tr, "sft_xent_rows_f32", grid: (n, 1, 1), block: 1024,
                        [.ptr(logits), .ptr(ts), .i64(n), .i64(V), .i32(ignoreIndex), .f32(gradScale),
-                        .i32(wantGrad ? 1 : 0), .ptr(rowLoss.advanced(byBytes: r0 * 8))])
+                        .i32(wantGrad ? 1 : 0), .f32(softcap), .ptr(rowLoss.advanced(byBytes: r0 * 8))])
             if let dx, let dxs {
                 // dx rows = dlogits (n, V) · W (V, C), scattered back to their rows
                 try gemm(transA: false, transB: false, M: n, N: C, K: V, alpha: 1, A: logits, lda: V, strideA: 0,
