@@ -142,6 +142,13 @@ public struct GGUFArchitecture {
         return c
     }
 
+    /// llama.cpp's Gemma 2 / 3 query scale as HF's `query_pre_attn_scalar`: head_dim, except
+    /// for a model with the 27B's layer count (`layers27B`: 46 for gemma2, 62 for gemma3), whose
+    /// queries it scales by (hidden / heads)^-½.
+    static func gemmaQueryScalar(layers: Int, layers27B: Int, hidden: Int, heads: Int, headDim: Int) -> Int {
+        layers == layers27B ? hidden / max(1, heads) : headDim
+    }
+
     /// `<arch>.*` keys under `prefix` that the family's reader does not know: passed on under
     /// their GGUF key so strict config decoding fails naming them.
     static func unknownKeys(_ file: GGUFFile, arch: String, known: Set<String>) -> [String: Any] {

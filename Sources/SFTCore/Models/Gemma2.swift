@@ -220,10 +220,9 @@ extension Gemma2Config {
         ("rope.freq_base", "rope_theta"),
     ]
 
-    /// llama.cpp's query scale for gemma2 as query_pre_attn_scalar: head_dim, except for the
-    /// 46-layer 27B, whose queries it scales by (hidden / heads)^-½.
+    /// llama.cpp's query scale as query_pre_attn_scalar (the 27B has 46 layers).
     static func llamaCppQueryScalar(layers: Int, hidden: Int, heads: Int, headDim: Int) -> Int {
-        layers == 46 ? hidden / max(1, heads) : headDim
+        GGUFArchitecture.gemmaQueryScalar(layers: layers, layers27B: 46, hidden: hidden, heads: heads, headDim: headDim)
     }
 
     static let gguf = GGUFArchitecture(

@@ -231,6 +231,11 @@ extension Gemma3Config {
         ("attention.key_length", "head_dim"), ("attention.sliding_window", "sliding_window"),
     ]
 
+    /// llama.cpp's query scale as query_pre_attn_scalar (the 27B has 62 layers).
+    static func llamaCppQueryScalar(layers: Int, hidden: Int, heads: Int, headDim: Int) -> Int {
+        GGUFArchitecture.gemmaQueryScalar(layers: layers, layers27B: 62, hidden: hidden, heads: heads, headDim: headDim)
+    }
+
     static let gguf = GGUFArchitecture(
         name: "gemma3", layerPrefix: "model.layers.",
         globals: ["token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
@@ -249,11 +254,10 @@ extension Gemma3Config {
             "rope.freq_base_swa", "rope.scaling.type", "rope.scaling.factor"])
         c.merge(GGUFArchitecture.unknownKeys(file, arch: "gemma3", known: known)) { a, _ in a }
         let layers = (c["num_hidden_layers"] as? Int) ?? 0
-        let heads = (c["num_attention_heads"] as? Int) ?? 1
-        let headDim = (c["head_dim"] as? Int) ?? ((c["hidden_size"] as? Int) ?? 0) / max(1, heads)
+        let heads = (c["num_attention_heads"] as? Int) ?? 1, hidden = (c["hidden_size"] as? Int) ?? 0
+        let headDim = (c["head_dim"] as? Int) ?? hidden / max(1, heads)
         c["head_dim"] = headDim
-        // llama.cpp scales queries by head_dim^-½ (query_pre_attn_scalar = head_dim).
-        c["query_pre_attn_scalar"] = headDim
+        c["query_pre_attn_scalar"] = llamaCppQueryScalar(layers: layers, hidden: hidden, heads: heads, headDim: headDim)
         if let dims = m["gemma3.rope.dimension_count"]?.int, dims != headDim { c["gemma3.rope.dimension_count"] = dims }
         // llama.cpp's default period is 6: layers 5, 11, ... are global.
         let period = m["gemma3.attention.sliding_window_pattern"]?.int ?? 6
@@ -273,8 +277,9 @@ extension Gemma3Config {
 
     /// The `gemma3.*` keys llama.cpp's converter writes; settings it has no key for are refused.
     func ggufExport() throws -> GGUFModelExport {
-        guard queryPreAttnScalar == Double(headDim) else {
-            throw SFTError.unsupported("GGUF export of gemma3 with query_pre_attn_scalar \(queryPreAttnScalar) ≠ head_dim \(headDim) (llama.cpp scales queries by head_dim)")
+        let scalar = Self.llamaCppQueryScalar(layers: numLayers, hidden: hiddenSize, heads: numHeads, headDim: headDim)
+        guard queryPreAttnScalar == Double(scalar) else {
+            throw SFTError.unsupported("GGUF export of gemma3 with query_pre_attn_scalar \(queryPreAttnScalar) ≠ \(scalar) (llama.cpp scales queries by head_dim, or hidden / heads at 62 layers)")
         }
         guard !attentionBias else { throw SFTError.unsupported("GGUF export of gemma3 with attention_bias (llama.cpp's gemma3 has no biases)") }
         guard attnLogitSoftcapping == nil, finalLogitSoftcapping == nil else {

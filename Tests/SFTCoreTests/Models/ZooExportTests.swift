@@ -143,6 +143,19 @@ final class ZooExportTests: XCTestCase {
             change(&g)
             XCTAssertThrowsError(try g.ggufExport()) { XCTAssertTrue("\($0)".contains(word), "\($0)") }
         }
+        // llama.cpp scales the 27B's queries (46 gemma2 / 62 gemma3 layers) by (hidden / heads)^-½.
+        var g27 = try gemma2()
+        g27.numLayers = 46
+        g27.layerTypes = (0..<46).map { $0 % 2 == 0 ? "sliding_attention" : "full_attention" }
+        XCTAssertThrowsError(try g27.ggufExport()) { XCTAssertTrue("\($0)".contains("query_pre_attn_scalar"), "\($0)") }
+        g27.queryPreAttnScalar = Double(g27.hiddenSize / g27.numHeads)
+        XCTAssertNoThrow(try g27.ggufExport())
+        var c27 = try Gemma3Config(hf: try Fixtures.json("model/zoo/gemma3/config.json"))
+        c27.numLayers = 62
+        c27.layerTypes = (0..<62).map { ($0 + 1) % 6 == 0 ? "full_attention" : "sliding_attention" }
+        XCTAssertThrowsError(try c27.ggufExport()) { XCTAssertTrue("\($0)".contains("query_pre_attn_scalar"), "\($0)") }
+        c27.queryPreAttnScalar = Double(c27.hiddenSize / c27.numHeads)
+        XCTAssertNoThrow(try c27.ggufExport())
         var p = try Phi3Config(hf: try Fixtures.json("model/zoo/phi3/config.json"))
         p.rope.scaling = RopeScaling(ropeType: "yarn", factor: 2)
         XCTAssertThrowsError(try p.ggufExport()) { XCTAssertTrue("\($0)".contains("yarn"), "\($0)") }
