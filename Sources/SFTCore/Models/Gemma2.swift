@@ -8,6 +8,7 @@
 // GGUF: llama.cpp's "gemma2" (below).
 
 import Foundation
+import SFTKernels
 
 public struct Gemma2Config: Equatable, Decodable {
     public var hiddenSize: Int

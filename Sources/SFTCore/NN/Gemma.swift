@@ -8,6 +8,7 @@
 // Shapes: N = B·T rows, C hidden, H heads, KV kv heads, D head dim, F intermediate, V vocab.
 
 import Foundation
+import SFTKernels
 
 /// Gemma's RMSNorm: x / rms(x) · (1 + w), w stored as in the checkpoint (zero-centred).
 final class GemmaRMSNorm: Module, RowwiseModule {
