@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from export_check import arguments, swift_test, record, FIX
 
 ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "phi3": "phi3",
-        "gemma3_text": "gemma3", "mpt": "mpt"}
+        "gemma2": "gemma2", "gemma3_text": "gemma3", "mpt": "mpt"}
 
 
 def permute(w, heads):
@@ -74,7 +74,7 @@ def main():
             expected = w.astype(np.float32)
             if arch == "llama" and (".attn_q." in g or ".attn_k." in g):
                 expected = permute(expected, heads if ".attn_q." in g else kv_heads)
-            if arch == "gemma3" and g.endswith("norm.weight"):
+            if arch in ("gemma2", "gemma3") and g.endswith("norm.weight"):
                 expected = expected + 1
             if not np.array_equal(stored, expected):
                 problems.append(f"{g}: values differ from {hf_name} (max {np.abs(stored - expected).max()})")
@@ -96,6 +96,11 @@ def main():
         if arch == "gemma3":
             want.update({"attention.sliding_window": cfg["sliding_window"], "attention.key_length": cfg["head_dim"],
                          "rope.freq_base": cfg["rope_parameters"]["full_attention"]["rope_theta"]})
+        if arch == "gemma2":
+            want.update({"attention.sliding_window": cfg["sliding_window"], "attention.key_length": cfg["head_dim"],
+                         "attn_logit_softcapping": cfg["attn_logit_softcapping"],
+                         "final_logit_softcapping": cfg["final_logit_softcapping"],
+                         "rope.freq_base": cfg["rope_parameters"]["rope_theta"]})
         if arch == "phi3":
             want["attention.sliding_window"] = cfg.get("sliding_window") or 0
             rp = cfg.get("rope_parameters") or {}

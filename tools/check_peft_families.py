@@ -68,7 +68,7 @@ def main():
             for name, p in model.named_parameters():
                 if "norm" in name:
                     # Gemma's norms are zero-centred (1 + w).
-                    p.copy_((0.0 if cfg["model_type"] == "gemma3_text" else 1.0) + 0.1 * torch.randn_like(p))
+                    p.copy_((0.0 if cfg["model_type"] in ("gemma2", "gemma3_text") else 1.0) + 0.1 * torch.randn_like(p))
                 else:
                     p.copy_(0.2 * torch.randn_like(p))
         model.save_pretrained(folder)

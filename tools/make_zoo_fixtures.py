@@ -70,6 +70,13 @@ families = {
     "mpt_clip": ("mpt", dict(d_model=16, n_heads=4, n_layers=2, max_seq_len=128, attn_config={"clip_qkv": 0.6})),
     "llama_yarn": ("llama", dict(rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
                                                   "original_max_position_embeddings": 32})),
+    # Gemma 2: as Gemma 3 without QK-norm, one RoPE, attention- and final-logit softcapping small
+    # enough to bite on these logits
+    "gemma2": ("gemma2", dict(num_hidden_layers=3, head_dim=8, query_pre_attn_scalar=8, sliding_window=4,
+                              layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+                              hidden_activation="gelu_pytorch_tanh", attn_logit_softcapping=2.0,
+                              final_logit_softcapping=3.0,
+                              rope_parameters={"rope_type": "default", "rope_theta": 10000.0})),
 }
 
 # Two sequences of token ids: one long enough for windows and RoPE, one short.

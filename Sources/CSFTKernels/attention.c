@@ -1,11 +1,13 @@
 // Causal self-attention on CPU with GQA, packed documents and optional ALiBi; forward and
 // backward, the FlashAttention way (Dao et al. 2022): no T×T matrix is ever stored.
 //
-//   score(t, s) = scale * q_t · k_s - slope_h (t - s)      for s in doc(t), t - window < s <= t
+//   x(t, s)     = scale * q_t · k_s,   y = cap tanh(x / cap) with a softcap (Gemma 2), else x
+//   score(t, s) = y - slope_h (t - s)                      for s in doc(t), t - window < s <= t
 //   p(t, s)     = exp(score - lse_t),  lse_t = log sum_s exp(score(t, s))
 //   o_t         = sum_s p(t, s) v_s
 // Backward, with delta_t = do_t · o_t and dp = do_t · v_s:
-//   ds = p (dp - delta_t);  dq_t += scale ds k_s;  dk_s += scale ds q_t;  dv_s += p do_t
+//   ds = p (dp - delta_t) dy/dx,  dy/dx = 1 - (y / cap)^2 (1 without a softcap);
+//   dq_t += scale ds k_s;  dk_s += scale ds q_t;  dv_s += p do_t
 //
 // Forward walks each block of BQ query rows over tiles of BK keys with an online softmax
 // (running max m, running sum l, output accumulator rescaled when m grows), scores kept
@@ -189,6 +191,12 @@ SFT_INLINE vf vexp(int wide, vf x) {
     r = r - n * 1.428606765330187045e-06f;
     const vi e = ((vi)t - (0x4B400000 - 127)) << 23;
     return SFT_EXP_REDUCED(r) * (vf)e;
+}
+
+/// cap tanh(x / cap) on 16 lanes (attention-logit softcapping), with tanh(y) = 1 - 2 / (e^2y + 1):
+/// exact at both ends (e^2y overflowing to inf, or 0), absolute error about cap · 1e-7 near 0.
+SFT_INLINE vf vsoftcap(int wide, vf x, float cap) {
+    return cap - (2.0f * cap) / (vexp(wide, x * (2.0f / cap)) + 1.0f);
 }
 
 #pragma clang fp reassociate(on)
@@ -387,8 +395,8 @@ SFT_INLINE int sft_attention_fwd_f32_impl(int wide, const float *q, int64_t ldq,
                                           int64_t ldk, const float *v, int64_t ldv, float *o,
                                           int64_t ldo, float *lse, const int32_t *doc,
                                           const float *alibi, int64_t window, int64_t B, int64_t T, int64_t H,
-                                          int64_t KV, int64_t D, float scale, int64_t *next,
-                                          int part, int nparts) {
+                                          int64_t KV, int64_t D, float scale, float softcap,
+                                          int64_t *next, int part, int nparts) {
     if (B <= 0 || T <= 0 || H <= 0) return 0;
     const int64_t G = H / KV, nqb = (T + BQ - 1) / BQ, nunits = B * H * nqb;
     size_t floats = (size_t)(2 * D * BQ + (BK + 8) * BQ + VL * D + 5 * BQ);
@@ -444,8 +452,8 @@ SFT_INLINE int sft_attention_fwd_f32_impl(int wide, const float *q, int64_t ldq,
             // diagonal, and where a document starts inside the block after the tile's start.
             const int masked = s0 + BK > t0 || last_start > s0;
             const float *kk = k + (b * T + s0) * ldk + g * D, *vv = v + (b * T + s0) * ldv + g * D;
-            // Unmasked tiles without ALiBi get their row maxima from the score kernel.
-            const int fused = !masked && !alibi;
+            // Unmasked tiles without ALiBi or softcap get their row maxima from the score kernel.
+            const int fused = !masked && !alibi && softcap <= 0;
             vf tmax[NRV];
             for (int rv = 0; rv < NRV; rv++) tmax[rv] = mv[rv];
             fwd_scores(wide, kk, ldk, qt, D, jend, diag, nrv, pt, fused ? tmax : NULL, kpad);
@@ -459,13 +467,14 @@ SFT_INLINE int sft_attention_fwd_f32_impl(int wide, const float *q, int64_t ldq,
                 for (int64_t j = 0; !fused && j < je; j++) {
                     vf x = *(vf *)(pt + j * BQ + rv * VL);
                     const float sj = (float)(s0 + j);
+                    if (softcap > 0) x = vsoftcap(wide, x, softcap);
                     if (alibi) x -= slope * (tv[rv] - sj);
                     // A masked score is -1e30: exp(-1e30 - max) is 0 once the row has seen a
                     // key; before that (max still -1e30) it counts as 1, but the first key
                     // the row sees (at the latest itself, in the last tile) rescales all of it
                     // by exp(-1e30 - max) = 0.
                     if (masked) x = vsel((sv[rv] <= sj) & (tv[rv] >= sj), x, vsplat(-1e30f));
-                    if (alibi || masked) *(vf *)(pt + j * BQ + rv * VL) = x;
+                    if (alibi || masked || softcap > 0) *(vf *)(pt + j * BQ + rv * VL) = x;
                     mx = vmaxf(mx, x);
                 }
                 const vf c = vexp(wide, mv[rv] - mx);
@@ -503,9 +512,9 @@ SFT_DISPATCH_WIDE(int, sft_attention_fwd_f32,
              (const float *q, int64_t ldq, const float *k, int64_t ldk, const float *v,
               int64_t ldv, float *o, int64_t ldo, float *lse, const int32_t *doc,
               const float *alibi, int64_t window, int64_t B, int64_t T, int64_t H, int64_t KV,
-              int64_t D, float scale, int64_t *next, int part, int nparts),
-             (q, ldq, k, ldk, v, ldv, o, ldo, lse, doc, alibi, window, B, T, H, KV, D, scale, next,
-              part, nparts))
+              int64_t D, float scale, float softcap, int64_t *next, int part, int nparts),
+             (q, ldq, k, ldk, v, ldv, o, ldo, lse, doc, alibi, window, B, T, H, KV, D, scale, softcap,
+              next, part, nparts))
 
 // ---------------------------------------------------------------------------------------------
 // Backward
@@ -627,22 +636,29 @@ SFT_INLINE void tile_tn(int wide, float *acc, const float *w, const float *x, in
     }
 }
 
-/// For one query row against the first ncv vectors of a key tile: p = exp(s - lse) on the
+/// For one query row against the first ncv vectors of a key tile: p = exp(y - lse) on the
 /// visible keys [lo, hi) and 0 elsewhere (without `masked`, every key is visible) and
-/// ds = p (dp - delta) (dq and dk get their factor `scale` when written out); zero past ncv.
+/// ds = p (dp - delta) dy/dx (dq and dk get their factor `scale` when written out); zero past
+/// ncv. y is the softcapped score s when softcap > 0, else s itself.
 SFT_INLINE void probabilities(int wide, int masked, const float *restrict s,
                               const float *restrict dp, int ncv, float lse_t, float delta_t,
-                              float lo, float hi, float slope, float tpos, float *restrict p,
-                              float *restrict ds) {
+                              float lo, float hi, float slope, float tpos, float softcap,
+                              float *restrict p, float *restrict ds) {
     for (int c = 0; c < BK / VL; c++) {
         vf pv = (vf){0}, dv = (vf){0};
         if (c < ncv) {
             const vf j = lane_index + (float)(c * VL);
-            vf x = *(const vf *)(s + c * VL) - lse_t;
+            vf y = *(const vf *)(s + c * VL);
+            if (softcap > 0) y = vsoftcap(wide, y, softcap);
+            vf x = y - lse_t;
             if (slope != 0.0f) x -= slope * (tpos - j);
             pv = vexp(wide, x);
             if (masked) pv = (vf)((vi)pv & ((j >= lo) & (j < hi)));
             dv = pv * (*(const vf *)(dp + c * VL) - delta_t);
+            if (softcap > 0) {
+                const vf u = y * (1.0f / softcap);
+                dv *= 1.0f - u * u;
+            }
         }
         *(vf *)(p + c * VL) = pv;
         *(vf *)(ds + c * VL) = dv;
@@ -719,7 +735,7 @@ SFT_INLINE int sft_attention_bwd_f32_impl(
     const float *o, int64_t ldo, const float *dout, int64_t lddo, const float *lse,
     const int32_t *doc, const float *alibi, int64_t window, float *dq, int64_t lddq, float *dk,
     int64_t lddk, float *dv, int64_t lddv, int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D,
-    float scale, float *work, int64_t *next, int part, int nparts) {
+    float scale, float softcap, float *work, int64_t *next, int part, int nparts) {
     if (B <= 0 || T <= 0 || H <= 0) return 0;
     const int64_t G = H / KV, nqb = (T + BQ - 1) / BQ;
     const int64_t Dp = (D + VL - 1) / VL * VL, TS = BK * Dp;   // TS: floats of one padded tile
@@ -872,10 +888,10 @@ SFT_INLINE int sft_attention_bwd_f32_impl(
                                 const float tpos = (float)(t0 + i - s0);
                                 if (masked)
                                     probabilities(wide, 1, sb + r * BK, dpb + r * BK, ncv, L[i], dl[i],
-                                                  lo[i], hi[i], slope, tpos, pb + i * BK, dsb + i * BK);
+                                                  lo[i], hi[i], slope, tpos, softcap, pb + i * BK, dsb + i * BK);
                                 else
                                     probabilities(wide, 0, sb + r * BK, dpb + r * BK, BK / VL, L[i], dl[i],
-                                                  0, BK, slope, tpos, pb + i * BK, dsb + i * BK);
+                                                  0, BK, slope, tpos, softcap, pb + i * BK, dsb + i * BK);
                             }
                             // dq_t += ds k_s (times scale when written out)
                             rows_w_x(wide, dsb + r0 * BK, direct ? k + (b * T + s0) * ldk + g * D : kp,
@@ -925,7 +941,7 @@ SFT_DISPATCH_WIDE(int, sft_attention_bwd_f32,
               int64_t ldv, const float *o, int64_t ldo, const float *dout, int64_t lddo,
               const float *lse, const int32_t *doc, const float *alibi, int64_t window, float *dq,
               int64_t lddq, float *dk, int64_t lddk, float *dv, int64_t lddv, int64_t B, int64_t T,
-              int64_t H, int64_t KV, int64_t D, float scale, float *work, int64_t *next, int part,
-              int nparts),
+              int64_t H, int64_t KV, int64_t D, float scale, float softcap, float *work, int64_t *next,
+              int part, int nparts),
              (q, ldq, k, ldk, v, ldv, o, ldo, dout, lddo, lse, doc, alibi, window, dq, lddq, dk, lddk,
-              dv, lddv, B, T, H, KV, D, scale, work, next, part, nparts))
+              dv, lddv, B, T, H, KV, D, scale, softcap, work, next, part, nparts))

@@ -1,6 +1,7 @@
 // Attention for generation: a few new query tokens against the KV cache (batch 1).
 // Reference math per query i and head h (kv head g = h / (H/KV)), p = S - Tq + i:
-//   s_j = scale * q_i,h · k_j,g  for j <= p;   o_i,h = sum_j softmax(s)_j v_j,g
+//   x_j = scale * q_i,h · k_j,g,  s_j = cap tanh(x_j / cap) (softcap > 0, else x_j) - slope_h (p - j)
+//   for j <= p;   o_i,h = sum_j softmax(s)_j v_j,g
 // Two passes over the keys (scores, then weighted values); scores live in a heap row.
 //
 // Written so every loop vectorizes without reassociation flags: q·k takes four keys at a time
@@ -71,7 +72,8 @@ SFT_INLINE void weighted_rows(const float *restrict w, const float *restrict v, 
 
 SFT_INLINE void sft_attention_cached_f32_impl(const float *q, const float *kc, const float *vc, float *o,
                                               int64_t Tq, int64_t S, int64_t H, int64_t KV, int64_t D,
-                                              float scale, int part, int nparts) {
+                                              float scale, const float *alibi, float softcap,
+                                              int part, int nparts) {
     const int64_t group = H / KV;
     int64_t h0, h1;
     sft_split(H, part, nparts, &h0, &h1);
@@ -90,6 +92,10 @@ SFT_INLINE void sft_attention_cached_f32_impl(const float *q, const float *kc, c
                 dot4_f32(qi, k[0], k[1], k[2], k[3], D, s4);
                 for (int r = 0; r < 4 && j + r <= p; r++) scores[j + r] = scale * s4[r];
             }
+            if (softcap > 0)
+                for (int64_t j = 0; j <= p; j++) scores[j] = softcap * tanhf(scores[j] / softcap);
+            if (alibi)
+                for (int64_t j = 0; j <= p; j++) scores[j] -= alibi[h] * (float)(p - j);
             float mx = -INFINITY;
             for (int64_t j = 0; j <= p; j++) mx = scores[j] > mx ? scores[j] : mx;
             for (int64_t j = 0; j <= p; j++) scores[j] = sft_expf(scores[j] - mx);
@@ -109,5 +115,6 @@ SFT_INLINE void sft_attention_cached_f32_impl(const float *q, const float *kc, c
 }
 SFT_DISPATCH_VOID(sft_attention_cached_f32,
                   (const float *q, const float *kc, const float *vc, float *o, int64_t Tq, int64_t S,
-                   int64_t H, int64_t KV, int64_t D, float scale, int part, int nparts),
-                  (q, kc, vc, o, Tq, S, H, KV, D, scale, part, nparts))
+                   int64_t H, int64_t KV, int64_t D, float scale, const float *alibi, float softcap,
+                   int part, int nparts),
+                  (q, kc, vc, o, Tq, S, H, KV, D, scale, alibi, softcap, part, nparts))

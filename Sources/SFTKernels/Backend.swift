@@ -14,10 +14,14 @@ public struct AttentionShape: Sendable, Equatable {
     public var ldq: Int, ldk: Int, ldv: Int, ldo: Int
     public var scale: Float
     public var window: Int?
+    /// Attention-logit softcapping (Gemma 2): the scaled score x becomes softcap · tanh(x / softcap)
+    /// before ALiBi and the mask; 0 = off.
+    public var softcap: Float
 
     public init(B: Int, T: Int, H: Int, KV: Int, D: Int, ldq: Int? = nil, ldk: Int? = nil,
-                ldv: Int? = nil, ldo: Int? = nil, scale: Float? = nil, window: Int? = nil) {
+                ldv: Int? = nil, ldo: Int? = nil, scale: Float? = nil, window: Int? = nil, softcap: Float = 0) {
         self.window = window
+        self.softcap = softcap
         self.B = B; self.T = T; self.H = H; self.KV = KV; self.D = D
         self.ldq = ldq ?? H * D
         self.ldk = ldk ?? KV * D
@@ -114,9 +118,10 @@ public protocol Backend: AnyObject, Sendable {
 
     /// Attention of Tq new query tokens against a KV cache of S tokens (batch 1, generation):
     /// query i sits at position S − Tq + i and sees cache rows 0...(S − Tq + i).
-    /// q, o: (Tq, H·D); kCache, vCache: (≥S, KV·D).
+    /// q, o: (Tq, H·D); kCache, vCache: (≥S, KV·D). alibi (H) slopes or nil and softcap (0 = off)
+    /// as in attentionForward, cache row j at position j.
     func attentionCached(q: BufferView, kCache: BufferView, vCache: BufferView, o: BufferView, Tq: Int, S: Int,
-                         H: Int, KV: Int, D: Int, scale: Float) throws
+                         H: Int, KV: Int, D: Int, scale: Float, alibi: BufferView?, softcap: Float) throws
 
     // MARK: swiglu
     func swigluForward(gate: BufferView, up: BufferView, h: BufferView, count n: Int) throws
@@ -151,12 +156,15 @@ public protocol Backend: AnyObject, Sendable {
     /// computed `chunk` rows at a time so the (N × V) logits never exist at once.
     /// When dx/dweight are given, writes dx = gradScale * d loss/dx and accumulates
     /// dweight += gradScale * d loss/dW in the same pass. x: (N, C), weight: (V, C).
+    /// softcap > 0 (Gemma 2's final_logit_softcapping): the loss is over softcap · tanh(x Wᵀ / softcap)
+    /// and the gradients go back through it; 0 = off.
     /// Returns (summed loss, number of counted rows).
     /// `compute` .bf16: its GEMMs run as `gemmBF16` (bf16 products, f32 accumulation; mixed
     /// precision); the softmax and the loss stay f32. `weightType` .bf16: the weight is stored
-    /// bf16 (a frozen LM head; needs compute .bf16 and no dweight).
+    /// bf16 (a frozen LM head; needs compute .bf16 and no dweight). softcap > 0: the logits are
+    /// softcap · tanh(x Wᵀ / softcap) (final-logit softcapping, Gemma 2).
     func crossEntropyLMHead(x: BufferView, weight: BufferView, weightType: DType, targets: BufferView, N: Int,
-                            C: Int, V: Int, ignoreIndex: Int32, chunk: Int, gradScale: Float,
+                            C: Int, V: Int, ignoreIndex: Int32, chunk: Int, gradScale: Float, softcap: Float,
                             dx: BufferView?, dweight: BufferView?, compute: DType) throws -> (loss: Double, count: Int)
 
     // MARK: optimizer
@@ -186,13 +194,13 @@ public protocol Backend: AnyObject, Sendable {
 }
 
 extension Backend {
-    /// The fused LM head + cross-entropy in f32.
+    /// The fused LM head + cross-entropy in f32, without softcapping.
     public func crossEntropyLMHead(x: BufferView, weight: BufferView, targets: BufferView, N: Int,
                                    C: Int, V: Int, ignoreIndex: Int32, chunk: Int, gradScale: Float,
                                    dx: BufferView?, dweight: BufferView?) throws -> (loss: Double, count: Int) {
         try crossEntropyLMHead(x: x, weight: weight, weightType: .f32, targets: targets, N: N, C: C, V: V,
-                               ignoreIndex: ignoreIndex, chunk: chunk, gradScale: gradScale, dx: dx, dweight: dweight,
-                               compute: .f32)
+                               ignoreIndex: ignoreIndex, chunk: chunk, gradScale: gradScale, softcap: 0, dx: dx,
+                               dweight: dweight, compute: .f32)
     }
 
     /// The fused LM head + cross-entropy with an f32 weight, its GEMMs in `compute`.
@@ -200,8 +208,26 @@ extension Backend {
                                    C: Int, V: Int, ignoreIndex: Int32, chunk: Int, gradScale: Float,
                                    dx: BufferView?, dweight: BufferView?, compute: DType) throws -> (loss: Double, count: Int) {
         try crossEntropyLMHead(x: x, weight: weight, weightType: .f32, targets: targets, N: N, C: C, V: V,
-                               ignoreIndex: ignoreIndex, chunk: chunk, gradScale: gradScale, dx: dx, dweight: dweight,
-                               compute: compute)
+                               ignoreIndex: ignoreIndex, chunk: chunk, gradScale: gradScale, softcap: 0, dx: dx,
+                               dweight: dweight, compute: compute)
+    }
+
+    /// The fused LM head + cross-entropy in f32 with final-logit softcapping.
+    public func crossEntropyLMHead(x: BufferView, weight: BufferView, targets: BufferView, N: Int,
+                                   C: Int, V: Int, ignoreIndex: Int32, chunk: Int, gradScale: Float, softcap: Float,
+                                   dx: BufferView?, dweight: BufferView?) throws -> (loss: Double, count: Int) {
+        try crossEntropyLMHead(x: x, weight: weight, weightType: .f32, targets: targets, N: N, C: C, V: V,
+                               ignoreIndex: ignoreIndex, chunk: chunk, gradScale: gradScale, softcap: softcap, dx: dx,
+                               dweight: dweight, compute: .f32)
+    }
+
+    /// The fused LM head + cross-entropy with the weight in `weightType`, without softcapping.
+    public func crossEntropyLMHead(x: BufferView, weight: BufferView, weightType: DType, targets: BufferView, N: Int,
+                                   C: Int, V: Int, ignoreIndex: Int32, chunk: Int, gradScale: Float,
+                                   dx: BufferView?, dweight: BufferView?, compute: DType) throws -> (loss: Double, count: Int) {
+        try crossEntropyLMHead(x: x, weight: weight, weightType: weightType, targets: targets, N: N, C: C, V: V,
+                               ignoreIndex: ignoreIndex, chunk: chunk, gradScale: gradScale, softcap: 0, dx: dx,
+                               dweight: dweight, compute: compute)
     }
 }
 

@@ -121,8 +121,8 @@ extension Backend {
     }
 
     func checkCrossEntropyLMHead(x: BufferView, weight: BufferView, targets: BufferView, N: Int, C: Int,
-                                 V: Int, chunk: Int, dx: BufferView?, dweight: BufferView?, compute: DType = .f32,
-                                 weightType: DType = .f32) throws {
+                                 V: Int, chunk: Int, softcap: Float = 0, dx: BufferView?, dweight: BufferView?,
+                                 compute: DType = .f32, weightType: DType = .f32) throws {
         let op = "crossEntropyLMHead"
         guard compute == .f32 || compute == .bf16 else {
             throw KernelError.invalidArgument(op: op, message: "compute dtype \(compute) (use f32 or bf16)")
@@ -133,6 +133,9 @@ extension Backend {
         try nonNegative(op, ["N": N, "C": C, "V": V])
         guard V > 0, chunk > 0 else {
             throw KernelError.invalidArgument(op: op, message: "V=\(V) and chunk=\(chunk) must be positive")
+        }
+        guard softcap >= 0, softcap.isFinite else {
+            throw KernelError.invalidArgument(op: op, message: "softcap \(softcap) must be ≥ 0 (0 = off)")
         }
         try check(x, count: N * C, op, "x (N=\(N), C=\(C))")
         if weightType == .bf16 {

@@ -27,7 +27,7 @@ final class AttentionCachedTests: XCTestCase {
                     var o = [Float](repeating: .nan, count: c.Tq * c.H * c.D)
                     for part in 0..<nparts {
                         sft_attention_cached_f32(newQ, k, v, &o, Int64(c.Tq), Int64(c.S), Int64(c.H), Int64(c.KV), Int64(c.D),
-                                                 scale, Int32(part), Int32(nparts))
+                                                 scale, nil, 0, Int32(part), Int32(nparts))
                     }
                     assertClose(o, lastRows, rtol: 1e-5, atol: 1e-6, "\(isa) Tq=\(c.Tq) S=\(c.S) H=\(c.H) KV=\(c.KV) D=\(c.D) parts=\(nparts)")
                 }

@@ -256,7 +256,7 @@ final class AttentionTests: XCTestCase {
             for part in 0..<nparts {
                 XCTAssertEqual(sft_attention_fwd_f32(q, Int64(H * D), k, Int64(KV * D), v, Int64(KV * D), &o, Int64(H * D), &lse,
                                                      doc, nil, 0, Int64(B), Int64(T), Int64(H), Int64(KV), Int64(D),
-                                                     1 / Float(D).squareRoot(), nil, part, nparts), 0)
+                                                     1 / Float(D).squareRoot(), 0, nil, part, nparts), 0)
             }
             XCTAssertEqual(o, want.o, "o, \(nparts) parts")
             XCTAssertEqual(lse, want.lse, "lse, \(nparts) parts")
@@ -265,7 +265,7 @@ final class AttentionTests: XCTestCase {
                 XCTAssertEqual(sft_attention_bwd_f32(q, Int64(H * D), k, Int64(KV * D), v, Int64(KV * D), o, Int64(H * D), dout,
                                                      Int64(H * D), lse, doc, nil, 0, &dq, Int64(H * D), &dk, Int64(KV * D), &dv,
                                                      Int64(KV * D), Int64(B), Int64(T), Int64(H), Int64(KV), Int64(D),
-                                                     1 / Float(D).squareRoot(), &work, nil, part, nparts), 0)
+                                                     1 / Float(D).squareRoot(), 0, &work, nil, part, nparts), 0)
             }
             for part in 0..<nparts {
                 sft_attention_bwd_sum_f32(work, &dq, Int64(H * D), Int64(B), Int64(T), Int64(H), Int64(KV), Int64(D), part, nparts)

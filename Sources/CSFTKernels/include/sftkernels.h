@@ -107,6 +107,8 @@ void sft_rope_f32(const float *x, int64_t ldx, float *y, int64_t ldy, const int3
 // each document in one contiguous run); token t attends to s <= t of its own run only.
 // alibi: (H) slopes or NULL; adds -slope * (t - s) to the (scaled) score.
 // window: sliding window (Mistral, Gemma): t sees s only when t - s < window; <= 0: no window.
+// softcap: > 0 replaces the scaled score x by softcap * tanh(x / softcap) before ALiBi and the
+// mask (Gemma 2's attn_logit_softcapping); <= 0: off.
 // lse: (B, H, T) log-sum-exp of the scores, saved for backward.
 // Work is split into units — (b, h, block of query rows) in forward, (b, kv head, run of key
 // tiles) in backward — so every output row has one writer; backward's dq gets a share from
@@ -122,16 +124,16 @@ void sft_rope_f32(const float *x, int64_t ldx, float *y, int64_t ldy, const int3
 int sft_attention_fwd_f32(const float *q, int64_t ldq, const float *k, int64_t ldk,
                           const float *v, int64_t ldv, float *o, int64_t ldo, float *lse,
                           const int32_t *doc, const float *alibi, int64_t window, int64_t B,
-                          int64_t T, int64_t H, int64_t KV, int64_t D, float scale, int64_t *next,
-                          int part, int nparts);
+                          int64_t T, int64_t H, int64_t KV, int64_t D, float scale, float softcap,
+                          int64_t *next, int part, int nparts);
 int sft_attention_bwd_f32(const float *q, int64_t ldq, const float *k, int64_t ldk,
                           const float *v, int64_t ldv, const float *o, int64_t ldo,
                           const float *dout, int64_t lddo, const float *lse,
                           const int32_t *doc, const float *alibi, int64_t window, float *dq,
                           int64_t lddq,
                           float *dk, int64_t lddk, float *dv, int64_t lddv, int64_t B,
-                          int64_t T, int64_t H, int64_t KV, int64_t D, float scale, float *work,
-                          int64_t *next, int part, int nparts);
+                          int64_t T, int64_t H, int64_t KV, int64_t D, float scale, float softcap,
+                          float *work, int64_t *next, int part, int nparts);
 int64_t sft_attention_bwd_work_floats(int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D);
 void sft_attention_bwd_sum_f32(const float *work, float *dq, int64_t lddq, int64_t B, int64_t T,
                                int64_t H, int64_t KV, int64_t D, int part, int nparts);
@@ -191,13 +193,14 @@ double sft_dpbf16_peak(int64_t iters, float *sink);
 // Cross-entropy over one chunk of logit rows (the LM head GEMM produces the chunk).
 // logits: (n, V), overwritten with d(loss)/d(logits) * grad_scale when want_grad != 0.
 // targets: (n); rows whose target == ignore_index (or is outside [0, V): callers check)
-// contribute no loss and zero gradient.
+// contribute no loss and zero gradient. softcap > 0: the loss is over softcap tanh(z / softcap)
+// (final-logit softcapping) and the gradient is taken back through it; <= 0: off.
 // Returns the summed loss (double) over non-ignored rows; *count gets their number.
 // Parallel over rows with (part, nparts); each part returns its own partial sum.
 // ---------------------------------------------------------------------------------------------
 
 double sft_xent_rows_f32(float *logits, const int32_t *targets, int64_t n, int64_t V,
-                         int32_t ignore_index, float grad_scale, int want_grad,
+                         int32_t ignore_index, float grad_scale, int want_grad, float softcap,
                          int64_t *count, int part, int nparts);
 
 // ---------------------------------------------------------------------------------------------
@@ -213,12 +216,13 @@ void sft_adamw_f32(float *p, const float *g, float *m, float *v, int64_t n, floa
 // ---------------------------------------------------------------------------------------------
 // Generation: attention of Tq new tokens against a KV cache of S tokens (batch 1).
 // q, o: (Tq, H, D) rows of H*D floats; kc, vc: (S, KV, D). Query i is at position S-Tq+i and
-// attends to cache rows 0..S-Tq+i. Split over heads with (part, nparts).
+// attends to cache rows 0..S-Tq+i. alibi (H slopes) or NULL and softcap (> 0, else off) as in
+// sft_attention_fwd_f32, with cache row j at position j. Split over heads with (part, nparts).
 // ---------------------------------------------------------------------------------------------
 
 void sft_attention_cached_f32(const float *q, const float *kc, const float *vc, float *o,
                               int64_t Tq, int64_t S, int64_t H, int64_t KV, int64_t D,
-                              float scale, int part, int nparts);
+                              float scale, const float *alibi, float softcap, int part, int nparts);
 
 // ---------------------------------------------------------------------------------------------
 // Dequantization (GGUF blocks, bitsandbytes NF4/FP4). Formats section: owned by the GGUF /

@@ -37,7 +37,7 @@ public struct GGUFArchitecture: Sendable {
     /// Every architecture sft reads, by `general.architecture`.
     public static let all: [String: GGUFArchitecture] = {
         let archs = [LlamaConfig.gguf("llama"), LlamaConfig.gguf("mistral"), LlamaConfig.gguf("qwen2"), LlamaConfig.gguf("qwen3"),
-                     Phi3Config.gguf, Gemma3Config.gguf, MPTConfig.gguf]
+                     Phi3Config.gguf, Gemma2Config.gguf, Gemma3Config.gguf, MPTConfig.gguf]
         return Dictionary(uniqueKeysWithValues: archs.map { ($0.name, $0) })
     }()
 
@@ -140,6 +140,13 @@ public struct GGUFArchitecture: Sendable {
             c["rope_scaling"] = scaling.merging(["rope_type": "default"]) { a, _ in a }
         }
         return c
+    }
+
+    /// llama.cpp's Gemma 2 / 3 query scale as HF's `query_pre_attn_scalar`: head_dim, except
+    /// for a model with the 27B's layer count (`layers27B`: 46 for gemma2, 62 for gemma3), whose
+    /// queries it scales by (hidden / heads)^-½.
+    static func gemmaQueryScalar(layers: Int, layers27B: Int, hidden: Int, heads: Int, headDim: Int) -> Int {
+        layers == layers27B ? hidden / max(1, heads) : headDim
     }
 
     /// `<arch>.*` keys under `prefix` that the family's reader does not know: passed on under

@@ -84,6 +84,9 @@ public protocol CausalLM: Module {
     /// `decode` uses it for the last token's logits when set.
     var packedLMHead: PackedMatrix? { get set }
 
+    /// Final-logit softcapping (Gemma 2): logits are cap · tanh(z / cap); 0 = none.
+    var finalLogitSoftcap: Float { get }
+
     func makeCache(capacity: Int) throws -> KVCache
     /// Runs `ids` after the tokens already in `cache`, appends their keys/values, and returns
     /// the logits (V) of the last one.
@@ -104,10 +107,28 @@ extension CausalLM {
         return namedParameters().first { $0.1 === head }?.0
     }
 
-    /// Logits (V) of one final hidden row (1, C): through the packed LM head when there is one.
+    public var finalLogitSoftcap: Float { 0 }
+
+    /// Logits (V) of one final hidden row (1, C): through the packed LM head when there is one,
+    /// softcapped when the family caps its logits.
     func headLogits(_ last: Tensor) throws -> [Float] {
-        if let packedLMHead { return try packedLMHead.apply(last).floats() }
-        return try Ops.linear(last, lmHeadWeight.value).floats()
+        let z = try packedLMHead?.apply(last).floats() ?? Ops.linear(last, lmHeadWeight.value).floats()
+        return softcapped(z)
+    }
+
+    /// Logits (n, V) of final hidden states h (n, C): the LM head, softcapped when the family
+    /// caps its logits (no gradient: training goes through `loss`).
+    func softcappedLogits(_ h: Tensor) throws -> Tensor {
+        let z = try Ops.linear(h, lmHeadWeight.value)
+        guard finalLogitSoftcap > 0 else { return z }
+        return try Tensor(softcapped(try z.floats()), shape: z.shape, on: z.backend)
+    }
+
+    /// cap · tanh(z / cap) of every logit (cap = `finalLogitSoftcap`; unchanged when 0).
+    private func softcapped(_ z: [Float]) -> [Float] {
+        let cap = finalLogitSoftcap
+        guard cap > 0 else { return z }
+        return z.map { cap * tanh($0 / cap) }
     }
 
     /// Mean next-token loss over `targets` (−100 = ignored), normalized by `normalizer`
@@ -121,7 +142,7 @@ extension CausalLM {
             norm = Float(max(1, counted))
         }
         return try Ops.crossEntropyLMHead(h, weight: lmHeadWeight.value, targets: targets, normalizer: norm,
-                                          precision: matmulPrecision)
+                                          precision: matmulPrecision, softcap: finalLogitSoftcap)
     }
 
     /// Logits (T, V) for every position of one row (no gradient). For tests and evaluation of
@@ -135,8 +156,7 @@ extension CausalLM {
     public func logitsTensor(_ tokens: [Int32]) throws -> Tensor {
         try Autograd.withNoGrad {
             let input = try ModelInput(tokens: tokens, on: lmHeadWeight.value.backend)
-            let h = try hiddenStates(input, checkpointing: false)
-            return try Ops.linear(h, lmHeadWeight.value)
+            return try softcappedLogits(try hiddenStates(input, checkpointing: false))
         }
     }
 }
@@ -153,6 +173,7 @@ public enum ModelRegistry {
         "qwen3": { try LlamaModel(config: LlamaConfig(hf: $0), on: $1) },
         "mpt": { try MPTModel(config: MPTConfig(hf: $0), on: $1) },
         "phi3": { try Phi3Model(config: Phi3Config(hf: $0), on: $1) },
+        "gemma2": { try Gemma2Model(config: Gemma2Config(hf: $0), on: $1) },
         "gemma3_text": { try Gemma3Model(config: Gemma3Config(hf: $0), on: $1) },
     ]
 

@@ -1,10 +1,11 @@
 // Gemma 3, text part (Gemma Team 2025), as HF's modeling_gemma3.py (`gemma3_text`,
-// Gemma3ForCausalLM): embeddings scaled by √C; pre-norm decoder layers with four (1 + w)
-// RMSNorms — input → GQA attention with per-head (1 + w) RMSNorm of q and k, RoPE, softmax scale
-// query_pre_attn_scalar^-½ → post-attention norm → residual; pre-feedforward norm → GeGLU MLP
-// (gelu_pytorch_tanh(gate) · up) → post-feedforward norm → residual; final (1 + w) RMSNorm; LM
-// head tied to the embedding. Layers alternate sliding-window ("sliding_attention", local RoPE
-// θ) and global ("full_attention", global RoPE θ and scaling) attention as `layer_types` says.
+// Gemma3ForCausalLM), on the decoder stack shared with Gemma 2 (NN/Gemma.swift): embeddings
+// scaled by √C; pre-norm decoder layers with four (1 + w) RMSNorms — input → GQA attention with
+// per-head (1 + w) RMSNorm of q and k, RoPE, softmax scale query_pre_attn_scalar^-½ (optional
+// logit softcapping) → post-attention norm → residual; pre-feedforward norm → GeGLU MLP →
+// post-feedforward norm → residual; final (1 + w) RMSNorm; LM head tied to the embedding. Layers
+// alternate sliding-window ("sliding_attention", local RoPE θ) and global ("full_attention",
+// global RoPE θ and scaling) attention as `layer_types` says.
 //
 // Shapes: N = B·T rows, C hidden, H heads, KV kv heads, D head dim, F intermediate, V vocab.
 
@@ -26,6 +27,9 @@ public struct Gemma3Config: Equatable, Decodable {
     public var queryPreAttnScalar: Double
     public var slidingWindow: Int
     public var layerTypes: [String]
+    /// Attention-logit and final-logit softcapping; nil = none.
+    public var attnLogitSoftcapping: Double?
+    public var finalLogitSoftcapping: Double?
     /// RoPE of the global and the sliding layers.
     public var ropeFull: RopeParameters
     public var ropeSliding: RopeParameters
@@ -68,10 +72,10 @@ public struct Gemma3Config: Equatable, Decodable {
         try HFConfig.requireZero(try c.decodeIfPresent(Double.self, forKey: .attentionDropout), "attention_dropout")
         try HFConfig.requireActivation(try c.decodeIfPresent(String.self, forKey: .hiddenActivation) ?? "gelu_pytorch_tanh",
                                        "hidden_activation", ["gelu_pytorch_tanh"])
-        for key in [CodingKeys.attnLogitSoftcapping, .finalLogitSoftcapping] {
-            if let v = try c.decodeIfPresent(Double.self, forKey: key) {
-                throw SFTError.config(field: key.rawValue, message: "\(v): logit softcapping is not implemented for gemma3_text")
-            }
+        attnLogitSoftcapping = try c.decodeIfPresent(Double.self, forKey: .attnLogitSoftcapping)
+        finalLogitSoftcapping = try c.decodeIfPresent(Double.self, forKey: .finalLogitSoftcapping)
+        for (key, v) in [("attn_logit_softcapping", attnLogitSoftcapping), ("final_logit_softcapping", finalLogitSoftcapping)] {
+            if let v, !(v > 0) { throw SFTError.config(field: key, message: "\(v) must be > 0 (or null)") }
         }
         if try c.decodeIfPresent(Bool.self, forKey: .useBidirectionalAttention) == true {
             throw SFTError.config(field: "use_bidirectional_attention", message: "bidirectional attention is not implemented")
@@ -130,136 +134,33 @@ public struct Gemma3Config: Equatable, Decodable {
         ]
         if let bosTokenId { c["bos_token_id"] = bosTokenId }
         if let eosTokenId { c["eos_token_id"] = eosTokenId }
+        if let attnLogitSoftcapping { c["attn_logit_softcapping"] = attnLogitSoftcapping }
+        if let finalLogitSoftcapping { c["final_logit_softcapping"] = finalLogitSoftcapping }
         return c
     }
-}
 
-/// Gemma's RMSNorm: x / rms(x) · (1 + w), w stored as in the checkpoint (zero-centred).
-final class GemmaRMSNorm: Module, RowwiseModule {
-    let weight: Parameter
-    let eps: Float
-    private let one: Tensor
-
-    init(dim: Int, eps: Float, on be: Backend) throws {
-        weight = Parameter(try Tensor.zeros([dim], on: be))
-        one = try Tensor([Float](repeating: 1, count: dim), shape: [dim], on: be)
-        self.eps = eps
-    }
-    override var localParameters: [(String, Parameter)] { [("weight", weight)] }
-    func callAsFunction(_ x: Tensor) throws -> Tensor {
-        try Ops.rmsNorm(x, weight: try Ops.add(weight.value, one), eps: eps)
-    }
-}
-
-final class Gemma3Attention: Module {
-    let qProj, kProj, vProj, oProj: Linear
-    let qNorm, kNorm: GemmaRMSNorm
-    let H: Int, KV: Int, D: Int
-    let window: Int?
-    let sliding: Bool
-    let softmaxScale: Float
-
-    init(_ c: Gemma3Config, layer: Int, on be: Backend) throws {
-        H = c.numHeads; KV = c.numKVHeads; D = c.headDim
-        sliding = c.layerTypes[layer] == "sliding_attention"
-        window = sliding ? c.slidingWindow : nil
-        softmaxScale = Float(1 / c.queryPreAttnScalar.squareRoot())
-        qProj = try Linear(inFeatures: c.hiddenSize, outFeatures: H * D, bias: c.attentionBias, on: be)
-        kProj = try Linear(inFeatures: c.hiddenSize, outFeatures: KV * D, bias: c.attentionBias, on: be)
-        vProj = try Linear(inFeatures: c.hiddenSize, outFeatures: KV * D, bias: c.attentionBias, on: be)
-        oProj = try Linear(inFeatures: H * D, outFeatures: c.hiddenSize, bias: c.attentionBias, on: be)
-        qNorm = try GemmaRMSNorm(dim: D, eps: c.rmsNormEps, on: be)
-        kNorm = try GemmaRMSNorm(dim: D, eps: c.rmsNormEps, on: be)
-    }
-
-    override var children: [(String, Module)] {
-        [("q_proj", qProj), ("k_proj", kProj), ("v_proj", vProj), ("o_proj", oProj), ("q_norm", qNorm), ("k_norm", kNorm)]
-    }
-
-    private func qkv(_ x: Tensor, positions: Tensor, rope: LayerRope) throws -> (Tensor, Tensor, Tensor) {
-        let N = x.shape[0]
-        var q = try qNorm(try qProj(x).reshaped([N * H, D])).reshaped([N, H * D])   // (N·H, D) rows normed
-        var k = try kNorm(try kProj(x).reshaped([N * KV, D])).reshaped([N, KV * D])
-        let v = try vProj(x)                                                           // (N, KV·D)
-        q = try Ops.rope(q, positions: positions, invFreq: rope.invFreq, heads: H)
-        k = try Ops.rope(k, positions: positions, invFreq: rope.invFreq, heads: KV)
-        return (q, k, v)
-    }
-
-    func callAsFunction(_ x: Tensor, _ input: ModelInput, rope: LayerRope) throws -> Tensor {
-        let (q, k, v) = try qkv(x, positions: input.positions, rope: rope)
-        let o = try Ops.attention(q: q, k: k, v: v, docIds: input.docIds, alibi: nil,
-                                  shape: AttentionShape(B: input.B, T: input.T, H: H, KV: KV, D: D,
-                                                        scale: rope.scale(softmaxScale), window: window))
-        return try oProj(o)
-    }
-
-    func decode(_ x: Tensor, positions: Tensor, rope: LayerRope, cache: KVCache, layer: Int) throws -> Tensor {
-        let (q, k, v) = try qkv(x, positions: positions, rope: rope)
-        let o = try cache.attend(q: q, k: k, v: v, layer: layer, H: H, KV: KV, D: D, scale: rope.scale(softmaxScale),
-                                 window: window)
-        return try oProj(o)
-    }
-}
-
-final class Gemma3MLP: Module {
-    let gateProj, upProj, downProj: Linear
-
-    init(_ c: Gemma3Config, on be: Backend) throws {
-        gateProj = try Linear(inFeatures: c.hiddenSize, outFeatures: c.intermediateSize, bias: false, on: be)
-        upProj = try Linear(inFeatures: c.hiddenSize, outFeatures: c.intermediateSize, bias: false, on: be)
-        downProj = try Linear(inFeatures: c.intermediateSize, outFeatures: c.hiddenSize, bias: false, on: be)
-    }
-    override var children: [(String, Module)] { [("gate_proj", gateProj), ("up_proj", upProj), ("down_proj", downProj)] }
-
-    func callAsFunction(_ x: Tensor) throws -> Tensor {
-        try downProj(try Ops.gelu(try gateProj(x), up: try upProj(x), approximate: true))   // (N, F) → (N, C)
-    }
-}
-
-final class Gemma3DecoderLayer: Module {
-    let selfAttn: Gemma3Attention
-    let mlp: Gemma3MLP
-    let inputLayernorm, postAttentionLayernorm, preFeedforwardLayernorm, postFeedforwardLayernorm: GemmaRMSNorm
-
-    init(_ c: Gemma3Config, layer: Int, on be: Backend) throws {
-        selfAttn = try Gemma3Attention(c, layer: layer, on: be)
-        mlp = try Gemma3MLP(c, on: be)
-        inputLayernorm = try GemmaRMSNorm(dim: c.hiddenSize, eps: c.rmsNormEps, on: be)
-        postAttentionLayernorm = try GemmaRMSNorm(dim: c.hiddenSize, eps: c.rmsNormEps, on: be)
-        preFeedforwardLayernorm = try GemmaRMSNorm(dim: c.hiddenSize, eps: c.rmsNormEps, on: be)
-        postFeedforwardLayernorm = try GemmaRMSNorm(dim: c.hiddenSize, eps: c.rmsNormEps, on: be)
-    }
-
-    override var children: [(String, Module)] {
-        [("self_attn", selfAttn), ("mlp", mlp), ("input_layernorm", inputLayernorm),
-         ("post_attention_layernorm", postAttentionLayernorm), ("pre_feedforward_layernorm", preFeedforwardLayernorm),
-         ("post_feedforward_layernorm", postFeedforwardLayernorm)]
-    }
-
-    func callAsFunction(_ x: Tensor, attention: (Tensor) throws -> Tensor) throws -> Tensor {
-        let h = try Ops.add(x, try postAttentionLayernorm(try attention(try inputLayernorm(x))))
-        return try Ops.add(h, try postFeedforwardLayernorm(try mlp(try preFeedforwardLayernorm(h))))
+    /// Layer i of the shared Gemma stack.
+    func layerSpec(_ i: Int) -> GemmaLayerSpec {
+        GemmaLayerSpec(hiddenSize: hiddenSize, intermediateSize: intermediateSize, numHeads: numHeads, numKVHeads: numKVHeads,
+                       headDim: headDim, rmsNormEps: rmsNormEps, attentionBias: attentionBias,
+                       queryPreAttnScalar: queryPreAttnScalar,
+                       window: layerTypes[i] == "sliding_attention" ? slidingWindow : nil, qkNorm: true,
+                       attnSoftcap: Float(attnLogitSoftcapping ?? 0))
     }
 }
 
 public final class Gemma3Model: Module, CausalLM {
     public let config: Gemma3Config
-    let model: DecoderBody<Gemma3DecoderLayer, GemmaRMSNorm>
+    let model: GemmaBody
     let lmHead: Linear?
     let ropeFull, ropeSliding: RotaryEmbedding
-    /// √C in f32, as transformers scales the embedding.
-    let embedScale: Float
 
     public init(config c: Gemma3Config, on be: Backend) throws {
         config = c
-        model = DecoderBody(embedTokens: try Embedding(vocab: c.vocabSize, dim: c.hiddenSize, on: be),
-                            layers: try (0..<c.numLayers).map { try Gemma3DecoderLayer(c, layer: $0, on: be) },
-                            norm: try GemmaRMSNorm(dim: c.hiddenSize, eps: c.rmsNormEps, on: be))
+        model = try GemmaBody.gemma(vocabSize: c.vocabSize, layers: (0..<c.numLayers).map(c.layerSpec), on: be)
         lmHead = c.tieWordEmbeddings ? nil : try Linear(inFeatures: c.hiddenSize, outFeatures: c.vocabSize, bias: false, on: be)
         ropeFull = try RotaryEmbedding(c.ropeFull, headDim: c.headDim, maxPositionEmbeddings: c.maxPositionEmbeddings, on: be)
         ropeSliding = try RotaryEmbedding(c.ropeSliding, headDim: c.headDim, maxPositionEmbeddings: c.maxPositionEmbeddings, on: be)
-        embedScale = Float(Double(c.hiddenSize).squareRoot())
     }
 
     override public var children: [(String, Module)] {
@@ -269,6 +170,7 @@ public final class Gemma3Model: Module, CausalLM {
     }
 
     public var modelType: String { "gemma3_text" }
+    public var finalLogitSoftcap: Float { Float(config.finalLogitSoftcapping ?? 0) }
     public var vocabSize: Int { config.vocabSize }
     public var hiddenSize: Int { config.hiddenSize }
     public var numLayers: Int { config.numLayers }
@@ -290,10 +192,7 @@ public final class Gemma3Model: Module, CausalLM {
     public func hiddenStates(_ input: ModelInput, checkpointing: Bool) throws -> Tensor {
         let needsLength = ropeFull.parameters.dependsOnLength || ropeSliding.parameters.dependsOnLength
         let r = try ropes(maxPosition: needsLength ? Int(try input.positions.ints().max() ?? 0) : 0)
-        let x = try Ops.scale(try model.embedTokens(input.ids, rowLength: input.T), embedScale)          // (N, C)
-        return try model(x, checkpointing: checkpointing) { layer, x in
-            try layer(x) { try layer.selfAttn($0, input, rope: layer.selfAttn.sliding ? r.sliding : r.full) }
-        }
+        return try model.hiddenStates(input, ropes: r, checkpointing: checkpointing)
     }
 
     public func makeCache(capacity: Int) throws -> KVCache {
@@ -302,11 +201,7 @@ public final class Gemma3Model: Module, CausalLM {
     }
 
     public func decode(_ ids: [Int32], cache: KVCache) throws -> [Float] {
-        let r = try ropes(maxPosition: cache.count + ids.count - 1)
-        let last = try model.decode(ids, cache: cache, embed: { try Ops.scale(try model.embedTokens($0), embedScale) }) { i, layer, x, positions in
-            let rope = layer.selfAttn.sliding ? r.sliding : r.full
-            return try layer(x) { try layer.selfAttn.decode($0, positions: positions, rope: rope, cache: cache, layer: i) }
-        }
+        let last = try model.decode(ids, cache: cache, ropes: try ropes(maxPosition: cache.count + ids.count - 1))
         return try Autograd.withNoGrad { try headLogits(last) }
     }
 }
@@ -339,6 +234,11 @@ extension Gemma3Config {
         ("attention.key_length", "head_dim"), ("attention.sliding_window", "sliding_window"),
     ]
 
+    /// llama.cpp's query scale as query_pre_attn_scalar (the 27B has 62 layers).
+    static func llamaCppQueryScalar(layers: Int, hidden: Int, heads: Int, headDim: Int) -> Int {
+        GGUFArchitecture.gemmaQueryScalar(layers: layers, layers27B: 62, hidden: hidden, heads: heads, headDim: headDim)
+    }
+
     static let gguf = GGUFArchitecture(
         name: "gemma3", layerPrefix: "model.layers.",
         globals: ["token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
@@ -357,11 +257,10 @@ extension Gemma3Config {
             "rope.freq_base_swa", "rope.scaling.type", "rope.scaling.factor"])
         c.merge(GGUFArchitecture.unknownKeys(file, arch: "gemma3", known: known)) { a, _ in a }
         let layers = (c["num_hidden_layers"] as? Int) ?? 0
-        let heads = (c["num_attention_heads"] as? Int) ?? 1
-        let headDim = (c["head_dim"] as? Int) ?? ((c["hidden_size"] as? Int) ?? 0) / max(1, heads)
+        let heads = (c["num_attention_heads"] as? Int) ?? 1, hidden = (c["hidden_size"] as? Int) ?? 0
+        let headDim = (c["head_dim"] as? Int) ?? hidden / max(1, heads)
         c["head_dim"] = headDim
-        // llama.cpp scales queries by head_dim^-½ (query_pre_attn_scalar = head_dim).
-        c["query_pre_attn_scalar"] = headDim
+        c["query_pre_attn_scalar"] = llamaCppQueryScalar(layers: layers, hidden: hidden, heads: heads, headDim: headDim)
         if let dims = m["gemma3.rope.dimension_count"]?.int, dims != headDim { c["gemma3.rope.dimension_count"] = dims }
         // llama.cpp's default period is 6: layers 5, 11, ... are global.
         let period = m["gemma3.attention.sliding_window_pattern"]?.int ?? 6
@@ -381,10 +280,14 @@ extension Gemma3Config {
 
     /// The `gemma3.*` keys llama.cpp's converter writes; settings it has no key for are refused.
     func ggufExport() throws -> GGUFModelExport {
-        guard queryPreAttnScalar == Double(headDim) else {
-            throw SFTError.unsupported("GGUF export of gemma3 with query_pre_attn_scalar \(queryPreAttnScalar) ≠ head_dim \(headDim) (llama.cpp scales queries by head_dim)")
+        let scalar = Self.llamaCppQueryScalar(layers: numLayers, hidden: hiddenSize, heads: numHeads, headDim: headDim)
+        guard queryPreAttnScalar == Double(scalar) else {
+            throw SFTError.unsupported("GGUF export of gemma3 with query_pre_attn_scalar \(queryPreAttnScalar) ≠ \(scalar) (llama.cpp scales queries by head_dim, or hidden / heads at 62 layers)")
         }
         guard !attentionBias else { throw SFTError.unsupported("GGUF export of gemma3 with attention_bias (llama.cpp's gemma3 has no biases)") }
+        guard attnLogitSoftcapping == nil, finalLogitSoftcapping == nil else {
+            throw SFTError.unsupported("GGUF export of gemma3 with attn_logit_softcapping or final_logit_softcapping (llama.cpp's gemma3 has no softcaps)")
+        }
         guard ropeSliding.scaling == nil else {
             throw SFTError.unsupported("GGUF export of gemma3 with RoPE scaling on the sliding layers (llama.cpp scales the global layers only)")
         }

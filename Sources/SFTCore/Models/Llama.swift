@@ -313,7 +313,8 @@ final class LlamaDecoderLayer: Module {
         try be.rope(x: k, ldx: kvRow, y: k, ldy: kvRow, positions: s.pos.storage, invFreq: invFreq.storage,
                     N: 1, H: a.KV, D: a.D, inverse: false)
         try be.attentionCached(q: s.q.storage, kCache: cache.keys[layer].storage, vCache: cache.values[layer].storage,
-                               o: s.o.storage, Tq: 1, S: p + 1, H: a.H, KV: a.KV, D: a.D, scale: 1 / Float(a.D).squareRoot())
+                               o: s.o.storage, Tq: 1, S: p + 1, H: a.H, KV: a.KV, D: a.D, scale: 1 / Float(a.D).squareRoot(),
+                               alibi: nil, softcap: 0)
         try PackedMatrix.multiply([(w[3], s.x.storage)], x: s.o.storage, epilogue: .accumulate, on: be)  // x += o_proj(o)
         try be.rmsnormForward(x: s.x.storage, weight: postAttentionLayernorm.weight.value.storage, y: s.xn.storage,
                               rstd: s.rstd.storage, N: 1, C: C, eps: postAttentionLayernorm.eps)

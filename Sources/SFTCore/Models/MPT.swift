@@ -149,21 +149,12 @@ final class MPTAttention: Module {
         return try outProj(o)
     }
 
-    /// Cached step. The cached-attention kernel has no ALiBi, so the new queries run through
-    /// the forward kernel over the whole cache (earlier query rows zero, their outputs unused):
-    /// exact, quadratic in the cache length per step.
+    /// Cached step: the new queries against the KV cache with the ALiBi bias, linear in the
+    /// cache length per token.
     func decode(_ x: Tensor, alibi: Tensor, cache: KVCache, layer: Int) throws -> Tensor {
         let (q, k, v) = try qkv(x)
-        let Tq = x.shape[0], start = cache.count, S = start + Tq, be = x.backend, row = H * D * 4
-        try be.copy(k.storage, to: cache.keys[layer].storage.advanced(byBytes: start * row), bytes: Tq * row)
-        try be.copy(v.storage, to: cache.values[layer].storage.advanced(byBytes: start * row), bytes: Tq * row)
-        let qAll = try Tensor.zeros([S, H * D], on: be)
-        try be.copy(q.storage, to: qAll.storage.advanced(byBytes: start * row), bytes: Tq * row)
-        let o = try Tensor(empty: [S, H * D], on: be), lse = try Tensor(empty: [H, S], on: be)
-        try be.attentionForward(q: qAll.storage, k: cache.keys[layer].storage, v: cache.values[layer].storage, o: o.storage,
-                                lse: lse.storage, docIds: nil, alibi: alibi.storage,
-                                shape: AttentionShape(B: 1, T: S, H: H, KV: H, D: D, scale: scale))
-        return try outProj(try o.rows(start, Tq))
+        return try outProj(try cache.attend(q: q, k: k, v: v, layer: layer, H: H, KV: H, D: D, scale: scale, window: nil,
+                                            alibi: alibi))
     }
 }
 

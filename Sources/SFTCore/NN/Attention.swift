@@ -1,5 +1,6 @@
 // Pieces of attention every family shares: the RoPE of one forward pass with its attention
-// factor, and cached decode attention (KV append + sliding window over the cache).
+// factor, and cached decode attention (KV append + sliding window, ALiBi and softcapping over
+// the cache).
 
 import Foundation
 import SFTKernels
@@ -20,9 +21,11 @@ extension KVCache {
     /// Appends the keys and values of Tq new tokens (rows `count`..<count+Tq of layer `layer`)
     /// and returns their attention output (Tq, H·D) over the cache. With a sliding window,
     /// query i (position count + i) sees only the last `window` rows up to itself, so it runs
-    /// alone on that slice of the cache. `count` is advanced by the model after its last layer.
+    /// alone on that slice of the cache (ALiBi depends on distances only, so a slice keeps it).
+    /// alibi: (H) slopes or nil; softcap: attention-logit softcapping, 0 = off. `count` is
+    /// advanced by the model after its last layer.
     public func attend(q: Tensor, k: Tensor, v: Tensor, layer: Int, H: Int, KV: Int, D: Int, scale: Float,
-                       window: Int?) throws -> Tensor {
+                       window: Int?, alibi: Tensor? = nil, softcap: Float = 0) throws -> Tensor {
         let Tq = q.shape[0], start = count, be = q.backend, rowBytes = KV * D * 4
         try be.copy(k.storage, to: keys[layer].storage.advanced(byBytes: start * rowBytes), bytes: Tq * rowBytes)
         try be.copy(v.storage, to: values[layer].storage.advanced(byBytes: start * rowBytes), bytes: Tq * rowBytes)
@@ -30,7 +33,8 @@ extension KVCache {
         let S = start + Tq
         guard let window, S > window else {
             try be.attentionCached(q: q.storage, kCache: keys[layer].storage, vCache: values[layer].storage,
-                                   o: o.storage, Tq: Tq, S: S, H: H, KV: KV, D: D, scale: scale)
+                                   o: o.storage, Tq: Tq, S: S, H: H, KV: KV, D: D, scale: scale,
+                                   alibi: alibi?.storage, softcap: softcap)
             return o
         }
         let qRow = H * D * 4
@@ -40,7 +44,7 @@ extension KVCache {
                                    kCache: keys[layer].storage.advanced(byBytes: lo * rowBytes),
                                    vCache: values[layer].storage.advanced(byBytes: lo * rowBytes),
                                    o: o.storage.advanced(byBytes: i * qRow), Tq: 1, S: p - lo + 1, H: H, KV: KV, D: D,
-                                   scale: scale)
+                                   scale: scale, alibi: alibi?.storage, softcap: softcap)
         }
         return o
     }

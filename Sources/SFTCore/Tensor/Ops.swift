@@ -240,10 +240,11 @@ public enum Ops {
     /// divided by `normalizer` (the trained-token count of the whole optimizer step, so the
     /// loss is exact under packing and accumulation). Logits are made `chunk` rows at a time.
     /// The input gradient is computed in the same pass (and the weight's, when it trains).
+    /// softcap > 0: the logits are softcap · tanh(x Wᵀ / softcap) (final-logit softcapping).
     /// Returns a scalar tensor and the number of counted tokens.
     public static func crossEntropyLMHead(_ x: Tensor, weight: Tensor, targets: Tensor, normalizer: Float,
                                           ignoreIndex: Int32 = -100, chunk: Int = 256,
-                                          precision: Precision = .f32) throws -> (loss: Tensor, tokens: Int) {
+                                          precision: Precision = .f32, softcap: Float = 0) throws -> (loss: Tensor, tokens: Int) {
         let V = weight.shape[0], C = weight.shape[1], N = targets.count, be = x.backend
         try check(x.count == N * C && targets.dtype == .i32 && normalizer > 0, "cross_entropy",
                   "x \(x.shape), weight \(weight.shape), \(N) targets, normalizer \(normalizer)")
@@ -253,7 +254,8 @@ public enum Ops {
         let (sum, count) = try be.crossEntropyLMHead(x: x.storage, weight: weight.storage, weightType: weight.dtype,
                                                      targets: targets.storage,
                                                      N: N, C: C, V: V, ignoreIndex: ignoreIndex, chunk: chunk,
-                                                     gradScale: 1 / normalizer, dx: dx?.storage, dweight: dw?.storage,
+                                                     gradScale: 1 / normalizer, softcap: softcap, dx: dx?.storage,
+                                                     dweight: dw?.storage,
                                                      compute: precision == .bf16 || weight.dtype == .bf16 ? .bf16 : .f32)
         let loss = try Tensor([Float(sum / Double(normalizer))], shape: [1], on: be)
         if wantGrad {

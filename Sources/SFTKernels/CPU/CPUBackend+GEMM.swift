@@ -105,11 +105,11 @@ extension CPUBackend {
     /// gathered into chunks of `chunk` rows (prompt tokens masked out in SFT are often half the
     /// batch), and ignored rows get dx = 0.
     public func crossEntropyLMHead(x: BufferView, weight: BufferView, weightType: DType, targets: BufferView, N: Int,
-                                   C: Int, V: Int, ignoreIndex: Int32, chunk: Int, gradScale: Float,
+                                   C: Int, V: Int, ignoreIndex: Int32, chunk: Int, gradScale: Float, softcap: Float,
                                    dx: BufferView?, dweight: BufferView?, compute: DType) throws -> (loss: Double, count: Int) {
         let profileStart = OpProfile.begin()
         defer { OpProfile.end("crossEntropyLMHead\(compute == .bf16 ? " bf16" : "")", profileStart) }
-        try checkCrossEntropyLMHead(x: x, weight: weight, targets: targets, N: N, C: C, V: V, chunk: chunk, dx: dx,
+        try checkCrossEntropyLMHead(x: x, weight: weight, targets: targets, N: N, C: C, V: V, chunk: chunk, softcap: softcap, dx: dx,
                                     dweight: dweight, compute: compute, weightType: weightType)
         let pt = targets.i32()
         let active = try countedRows(UnsafeBufferPointer(start: pt, count: N), V: V, ignoreIndex: ignoreIndex)
@@ -164,7 +164,7 @@ extension CPUBackend {
                     let (lo, co) = (lossOut.baseAddress!, countOut.baseAddress!)
                     parallel(nparts) { p, np in
                         lo[Int(p)] = sft_xent_rows_f32(pl, pts, Int64(n), Int64(V), ignoreIndex, gradScale,
-                                                       wantGrad ? 1 : 0, co + Int(p), p, np)
+                                                       wantGrad ? 1 : 0, softcap, co + Int(p), p, np)
                     }
                 }
             }

@@ -175,6 +175,9 @@ extension CPUBackend {
         try check(lse, count: s.B * s.H * s.T, op, "lse (\(shape))")
         if let docIds { try check(docIds, count: rows, op, "docIds (\(shape))") }
         if let alibi { try check(alibi, count: s.H, op, "alibi (\(shape))") }
+        guard s.softcap >= 0, s.softcap.isFinite else {
+            throw KernelError.invalidArgument(op: op, message: "softcap \(s.softcap) must be ≥ 0 (0 = off)")
+        }
     }
 
     /// Parts for attention: its work grows with T² per head.
@@ -211,7 +214,7 @@ extension CPUBackend {
         try runParts("attentionForward", attentionParts(s)) { next, p, np in
             sft_attention_fwd_f32(pq, Int64(s.ldq), pk, Int64(s.ldk), pv, Int64(s.ldv), po, Int64(s.ldo),
                                   pl, pd, pa, Int64(s.window ?? 0), Int64(s.B), Int64(s.T), Int64(s.H), Int64(s.KV),
-                                  Int64(s.D), s.scale, next, p, np)
+                                  Int64(s.D), s.scale, s.softcap, next, p, np)
         }
     }
 
@@ -238,7 +241,7 @@ extension CPUBackend {
         try runParts(op, attentionParts(s)) { next, p, np in
             sft_attention_bwd_f32(pq, Int64(s.ldq), pk, Int64(s.ldk), pv, Int64(s.ldv), po, Int64(s.ldo),
                                   pdo, Int64(s.ldo), pl, pd, pa, Int64(s.window ?? 0), pdq, Int64(s.ldq), pdk, Int64(s.ldk),
-                                  pdv, Int64(s.ldv), B, T, H, KV, D, s.scale, work, next, p, np)
+                                  pdv, Int64(s.ldv), B, T, H, KV, D, s.scale, s.softcap, work, next, p, np)
         }
         if workFloats > 0 {
             parallel(parts(work: s.B * s.T * s.H * s.D)) { p, np in
@@ -306,17 +309,21 @@ extension CPUBackend {
 
 extension CPUBackend {
     public func attentionCached(q: BufferView, kCache: BufferView, vCache: BufferView, o: BufferView, Tq: Int, S: Int,
-                                H: Int, KV: Int, D: Int, scale: Float) throws {
+                                H: Int, KV: Int, D: Int, scale: Float, alibi: BufferView?, softcap: Float) throws {
         let profileStart = OpProfile.begin(); defer { OpProfile.end("attentionCached", profileStart) }
         guard Tq >= 1, S >= Tq, H >= 1, KV >= 1, H % KV == 0, D >= 1 else {
             throw KernelError.invalidArgument(op: "attentionCached", message: "Tq=\(Tq) S=\(S) H=\(H) KV=\(KV) D=\(D)")
         }
-        let (pq, pk, pv, po) = (q.f32(), kCache.f32(), vCache.f32(), o.f32())
+        guard softcap >= 0, softcap.isFinite else {
+            throw KernelError.invalidArgument(op: "attentionCached", message: "softcap \(softcap) must be ≥ 0 (0 = off)")
+        }
+        if let alibi { try check(alibi, count: H, "attentionCached", "alibi (H=\(H))") }
+        let (pq, pk, pv, po, pa) = (q.f32(), kCache.f32(), vCache.f32(), o.f32(), alibi?.f32())
         // Worth splitting over heads once a part has a few microseconds of work (the pool's
         // hand-off costs about one).
         let parts = Tq * S * D >= 1 << 12 ? min(H, threads) : 1
         parallel(parts) { p, np in
-            sft_attention_cached_f32(pq, pk, pv, po, Int64(Tq), Int64(S), Int64(H), Int64(KV), Int64(D), scale, p, np)
+            sft_attention_cached_f32(pq, pk, pv, po, Int64(Tq), Int64(S), Int64(H), Int64(KV), Int64(D), scale, pa, softcap, p, np)
         }
     }
 }

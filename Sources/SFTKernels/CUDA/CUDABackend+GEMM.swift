@@ -73,9 +73,9 @@ extension CUDABackend {
     /// synchronization before the loop), the counted rows gathered into chunks of `chunk`, and
     /// ignored rows get dx = 0. The loss is summed on the GPU and read once at the end.
     public func crossEntropyLMHead(x: BufferView, weight: BufferView, weightType: DType, targets: BufferView, N: Int,
-                                   C: Int, V: Int, ignoreIndex: Int32, chunk: Int, gradScale: Float,
+                                   C: Int, V: Int, ignoreIndex: Int32, chunk: Int, gradScale: Float, softcap: Float,
                                    dx: BufferView?, dweight: BufferView?, compute: DType) throws -> (loss: Double, count: Int) {
-        try checkCrossEntropyLMHead(x: x, weight: weight, targets: targets, N: N, C: C, V: V, chunk: chunk, dx: dx,
+        try checkCrossEntropyLMHead(x: x, weight: weight, targets: targets, N: N, C: C, V: V, chunk: chunk, softcap: softcap, dx: dx,
                                     dweight: dweight, compute: compute, weightType: weightType)
         // bf16: the weight cast once per call; the GEMMs through cuBLASLt's bf16 path.
         let w16 = weightType == .bf16 ? weight : compute == .bf16 ? BufferView(try allocate(bytes: V * C * 2)) : nil
@@ -118,7 +118,7 @@ extension CUDABackend {
             try mm(false, true, n, V, C, xs, C, weightB: true, weight, C, 0, logits, V)
             try launch(tr, "sft_xent_rows_f32", grid: (n, 1, 1), block: 1024,
                        [.ptr(logits), .ptr(ts), .i64(n), .i64(V), .i32(ignoreIndex), .f32(gradScale),
-                        .i32(wantGrad ? 1 : 0), .ptr(rowLoss.advanced(byBytes: r0 * 8))])
+                        .i32(wantGrad ? 1 : 0), .f32(softcap), .ptr(rowLoss.advanced(byBytes: r0 * 8))])
             if let dx, let dxs {
                 // dx rows = dlogits (n, V) · W (V, C), scattered back to their rows
                 try mm(false, false, n, C, V, logits, V, weightB: true, weight, C, 0, dxs, C)

@@ -151,6 +151,9 @@ extension CUDABackend {
         try check(lse, count: s.B * s.H * s.T, op, "lse (\(shape))")
         if let docIds { try check(docIds, count: rows, op, "docIds (\(shape))") }
         if let alibi { try check(alibi, count: s.H, op, "alibi (\(shape))") }
+        guard s.softcap >= 0, s.softcap.isFinite else {
+            throw KernelError.invalidArgument(op: op, message: "softcap \(s.softcap) must be ≥ 0 (0 = off)")
+        }
     }
 
     /// Dims per thread of the attention kernel class for head dim D (4 threads per row).
@@ -180,7 +183,7 @@ extension CUDABackend {
         try launch(CUDAKernels.attention, "sft_attn_fwd_f32_dq\(dq)", grid: ((s.T + 31) / 32, s.H, s.B), block: 128,
                    [.ptr(q), .i64(s.ldq), .ptr(k), .i64(s.ldk), .ptr(v), .i64(s.ldv), .ptr(o), .i64(s.ldo), .ptr(lse),
                     .ptr(start), .optional(alibi), .i32(Int32(s.T)), .i32(Int32(s.H)), .i32(Int32(s.KV)),
-                    .i32(Int32(s.D)), .f32(s.scale)])
+                    .i32(Int32(s.D)), .f32(s.scale), .f32(s.softcap)])
     }
 
     public func attentionBackward(q: BufferView, k: BufferView, v: BufferView, o: BufferView,
@@ -205,18 +208,22 @@ extension CUDABackend {
         let args: [Arg] = [.ptr(q), .i64(s.ldq), .ptr(k), .i64(s.ldk), .ptr(v), .i64(s.ldv), .ptr(dout), .i64(s.ldo),
                            .ptr(lse), .ptr(delta), .ptr(start), .ptr(end), .optional(alibi), .ptr(dq), .i64(s.ldq),
                            .ptr(dk), .i64(s.ldk), .ptr(dv), .i64(s.ldv), .i32(Int32(s.T)), .i32(Int32(s.H)),
-                           .i32(Int32(s.KV)), .i32(Int32(s.D)), .f32(s.scale)]
+                           .i32(Int32(s.KV)), .i32(Int32(s.D)), .f32(s.scale), .f32(s.softcap)]
         let blocksT = (s.T + 31) / 32
         try launch(CUDAKernels.attention, "sft_attn_bwd_dq_f32_dq\(cls)", grid: (blocksT, s.H, s.B), block: 128, args)
         try launch(CUDAKernels.attention, "sft_attn_bwd_dkdv_f32_dq\(cls)", grid: (blocksT, s.KV, s.B), block: 128, args)
     }
 
     public func attentionCached(q: BufferView, kCache: BufferView, vCache: BufferView, o: BufferView, Tq: Int, S: Int,
-                                H: Int, KV: Int, D: Int, scale: Float) throws {
+                                H: Int, KV: Int, D: Int, scale: Float, alibi: BufferView?, softcap: Float) throws {
         let op = "attentionCached"
         guard Tq >= 1, S >= Tq, H >= 1, KV >= 1, H % KV == 0, D >= 1, H <= 65535 else {
             throw KernelError.invalidArgument(op: op, message: "Tq=\(Tq) S=\(S) H=\(H) KV=\(KV) D=\(D)")
         }
+        guard softcap >= 0, softcap.isFinite else {
+            throw KernelError.invalidArgument(op: op, message: "softcap \(softcap) must be ≥ 0 (0 = off)")
+        }
+        if let alibi { try check(alibi, count: H, op, "alibi (H=\(H))") }
         try check(q, count: Tq * H * D, op, "q (Tq=\(Tq), H=\(H), D=\(D))")
         try check(o, count: Tq * H * D, op, "o (Tq=\(Tq), H=\(H), D=\(D))")
         try check(kCache, count: S * KV * D, op, "kCache (S=\(S), KV=\(KV), D=\(D))")
@@ -224,7 +231,7 @@ extension CUDABackend {
         let cls = try attentionClass(op, D: D)
         try launch(CUDAKernels.attention, "sft_attn_cached_f32_dq\(cls)", grid: (Tq, H, 1), block: 128,
                    [.ptr(q), .ptr(kCache), .ptr(vCache), .ptr(o), .i32(Int32(Tq)), .i32(Int32(S)), .i32(Int32(H)),
-                    .i32(Int32(KV)), .i32(Int32(D)), .f32(scale)])
+                    .i32(Int32(KV)), .i32(Int32(D)), .f32(scale), .optional(alibi), .f32(softcap)])
     }
 
     // MARK: swiglu

@@ -47,7 +47,8 @@ final class ZooExportTests: XCTestCase {
         // TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING in peft 0.21 (phi3 has no entry).
         let expected: [String: [String]?] = ["llama": ["q_proj", "v_proj"], "mistral": ["q_proj", "v_proj"],
                                              "qwen2": ["q_proj", "v_proj"], "qwen3": ["q_proj", "v_proj"],
-                                             "gemma3_text": ["q_proj", "v_proj"], "mpt": ["Wqkv"], "phi3": nil]
+                                             "gemma2": ["q_proj", "v_proj"], "gemma3_text": ["q_proj", "v_proj"], "mpt": ["Wqkv"],
+                                             "phi3": nil]
         for family in Self.families {
             let m = try load(family).model
             XCTAssertEqual(m.peftDefaultLoRATargets, expected[m.modelType]!, family)
@@ -79,7 +80,7 @@ final class ZooExportTests: XCTestCase {
         let tokenizer = try Tokenizer(url: Fixtures.url("tokenizers/gpt2"))
         let dir = try Scratch.folder("zoo_gguf_packed")
         defer { Scratch.cleanUp(dir) }
-        for family in ["qwen3", "phi3", "gemma3", "mpt"] {
+        for family in ["qwen3", "phi3", "gemma2", "gemma3", "mpt"] {
             let loaded = try load(family)
             let lm = LanguageModel(model: loaded.model, tokenizer: tokenizer, chatTemplate: nil, source: loaded.source, url: loaded.url)
             let url = dir.appendingPathComponent("\(family)-f16.gguf")
@@ -105,6 +106,9 @@ final class ZooExportTests: XCTestCase {
         defer { Scratch.cleanUp(dir) }
         for (family, hf, gguf, plusOne) in [("gemma3", "model.layers.0.input_layernorm.weight", "blk.0.attn_norm.weight", true),
                                             ("gemma3", "model.layers.1.self_attn.q_norm.weight", "blk.1.attn_q_norm.weight", true),
+                                            ("gemma2", "model.layers.1.pre_feedforward_layernorm.weight", "blk.1.ffn_norm.weight", true),
+                                            ("gemma2", "model.layers.2.post_feedforward_layernorm.weight", "blk.2.post_ffw_norm.weight", true),
+                                            ("gemma2", "model.norm.weight", "output_norm.weight", true),
                                             ("phi3", "model.layers.1.self_attn.qkv_proj.weight", "blk.1.attn_qkv.weight", false),
                                             ("phi3", "model.layers.0.mlp.gate_up_proj.weight", "blk.0.ffn_up.weight", false),
                                             ("mpt", "transformer.blocks.1.attn.Wqkv.weight", "blk.1.attn_qkv.weight", false)] {
@@ -126,6 +130,33 @@ final class ZooExportTests: XCTestCase {
         c = try Gemma3Config(hf: try Fixtures.json("model/zoo/gemma3/config.json"))
         c.layerTypes = ["full_attention", "sliding_attention", "sliding_attention"]
         XCTAssertThrowsError(try c.ggufExport()) { XCTAssertTrue("\($0)".contains("layer_types"), "\($0)") }
+        c = try Gemma3Config(hf: try Fixtures.json("model/zoo/gemma3/config.json"))
+        c.finalLogitSoftcapping = 30
+        XCTAssertThrowsError(try c.ggufExport()) { XCTAssertTrue("\($0)".contains("softcapping"), "\($0)") }
+        func gemma2() throws -> Gemma2Config { try Gemma2Config(hf: try Fixtures.json("model/zoo/gemma2/config.json")) }
+        let refused: [((inout Gemma2Config) -> Void, String)] = [
+            ({ $0.queryPreAttnScalar = 16 }, "query_pre_attn_scalar"),
+            ({ $0.layerTypes = ["full_attention", "sliding_attention", "full_attention"] }, "layer_types"),
+            ({ $0.attnLogitSoftcapping = nil }, "softcapping"),
+            ({ $0.tieWordEmbeddings = false }, "tie_word_embeddings")]
+        for (change, word) in refused {
+            var g = try gemma2()
+            change(&g)
+            XCTAssertThrowsError(try g.ggufExport()) { XCTAssertTrue("\($0)".contains(word), "\($0)") }
+        }
+        // llama.cpp scales the 27B's queries (46 gemma2 / 62 gemma3 layers) by (hidden / heads)^-½.
+        var g27 = try gemma2()
+        g27.numLayers = 46
+        g27.layerTypes = (0..<46).map { $0 % 2 == 0 ? "sliding_attention" : "full_attention" }
+        XCTAssertThrowsError(try g27.ggufExport()) { XCTAssertTrue("\($0)".contains("query_pre_attn_scalar"), "\($0)") }
+        g27.queryPreAttnScalar = Double(g27.hiddenSize / g27.numHeads)
+        XCTAssertNoThrow(try g27.ggufExport())
+        var c27 = try Gemma3Config(hf: try Fixtures.json("model/zoo/gemma3/config.json"))
+        c27.numLayers = 62
+        c27.layerTypes = (0..<62).map { ($0 + 1) % 6 == 0 ? "full_attention" : "sliding_attention" }
+        XCTAssertThrowsError(try c27.ggufExport()) { XCTAssertTrue("\($0)".contains("query_pre_attn_scalar"), "\($0)") }
+        c27.queryPreAttnScalar = Double(c27.hiddenSize / c27.numHeads)
+        XCTAssertNoThrow(try c27.ggufExport())
         var p = try Phi3Config(hf: try Fixtures.json("model/zoo/phi3/config.json"))
         p.rope.scaling = RopeScaling(ropeType: "yarn", factor: 2)
         XCTAssertThrowsError(try p.ggufExport()) { XCTAssertTrue("\($0)".contains("yarn"), "\($0)") }

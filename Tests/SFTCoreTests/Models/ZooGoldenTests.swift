@@ -8,7 +8,8 @@ import XCTest
 import SFTKernels
 
 final class ZooGoldenTests: XCTestCase {
-    static let families = ["llama31", "smollm2", "mistral", "qwen2", "qwen3", "gemma3", "phi3", "mpt", "mpt_clip", "llama_yarn"]
+    static let families = ["llama31", "smollm2", "mistral", "qwen2", "qwen3", "gemma3", "phi3", "mpt", "mpt_clip", "llama_yarn",
+                           "gemma2"]
     let be = CPUBackend.shared
 
     struct Sequence {

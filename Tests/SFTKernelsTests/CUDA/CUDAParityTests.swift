@@ -239,6 +239,45 @@ final class CUDAParityTests: XCTestCase {
         }
     }
 
+    /// Attention-logit softcapping (Gemma 2) in forward and backward, alone and with documents, a
+    /// sliding window and ALiBi; and in the cached decode step with and without ALiBi (MPT).
+    func testSoftcapAttentionMatchesCPU() throws {
+        var rng = RNG(141)
+        for (T, window, docs, alibi, cap, D) in [(40, nil, false, false, Float(2), 16), (70, 16, true, false, 1.5, 64),
+                                                 (33, nil, true, true, 3, 8), (50, 9, false, true, 0.5, 32)] as [(Int, Int?, Bool, Bool, Float, Int)] {
+            let B = 2, H = 4, KV = 2, rows = B * T
+            let shape = AttentionShape(B: B, T: T, H: H, KV: KV, D: D, window: window, softcap: cap)
+            let q = rng.floats(rows * H * D, scale: 2), k = rng.floats(rows * KV * D, scale: 2), v = rng.floats(rows * KV * D)
+            let dout = rng.floats(rows * H * D), slopes = (0..<H).map { Float(0.1 * Double($0 + 1)) }
+            var ids: [Int32] = []
+            for _ in 0..<B { var id: Int32 = 0; for t in 0..<T { if docs && t > 0 && rng.uniform() < 0.1 { id += 1 }; ids.append(id) } }
+            try parity("softcap attention T=\(T) window=\(String(describing: window)) docs=\(docs) alibi=\(alibi) cap=\(cap) D=\(D)",
+                       rtol: 2e-4, atol: 2e-5) { be in
+                let vq = try put(be, q), vk = try put(be, k), vv = try put(be, v)
+                let o = try poisoned(be, rows * H * D), lse = try poisoned(be, B * H * T)
+                let vd = docs ? try put(be, ids) : nil, va = alibi ? try put(be, slopes) : nil
+                try be.attentionForward(q: vq, k: vk, v: vv, o: o, lse: lse, docIds: vd, alibi: va, shape: shape)
+                let gq = try poisoned(be, rows * H * D), gk = try poisoned(be, rows * KV * D), gv = try poisoned(be, rows * KV * D)
+                try be.attentionBackward(q: vq, k: vk, v: vv, o: o, dout: try put(be, dout), lse: lse, docIds: vd,
+                                         alibi: va, dq: gq, dk: gk, dv: gv, shape: shape)
+                return [try get(be, o, rows * H * D), try get(be, lse, B * H * T), try get(be, gq, rows * H * D),
+                        try get(be, gk, rows * KV * D), try get(be, gv, rows * KV * D)]
+            }
+        }
+        for (Tq, S, H, KV, D, cap, alibi) in [(1, 50, 4, 2, 64, Float(2), false), (3, 40, 6, 2, 16, 0, true),
+                                               (2, 37, 4, 4, 128, 1.5, true)] {
+            let q = rng.floats(Tq * H * D, scale: 2), kc = rng.floats(S * KV * D, scale: 2), vc = rng.floats(S * KV * D)
+            let slopes = (0..<H).map { Float(0.1 * Double($0 + 1)) }
+            try parity("attentionCached Tq=\(Tq) S=\(S) softcap=\(cap) alibi=\(alibi)", rtol: 1e-4, atol: 1e-5) { be in
+                let o = try poisoned(be, Tq * H * D)
+                try be.attentionCached(q: try put(be, q), kCache: try put(be, kc), vCache: try put(be, vc), o: o,
+                                       Tq: Tq, S: S, H: H, KV: KV, D: D, scale: 1 / Float(D).squareRoot(),
+                                       alibi: alibi ? try put(be, slopes) : nil, softcap: cap)
+                return [try get(be, o, Tq * H * D)]
+            }
+        }
+    }
+
     /// The model zoo's ops: sliding-window attention (with documents), GELU / GeGLU in both
     /// forms, clamp (MPT's clip_qkv) and column slices of fused projections.
     func testZooOpsMatchCPU() throws {
@@ -297,7 +336,8 @@ final class CUDAParityTests: XCTestCase {
             try parity("attentionCached Tq=\(Tq) S=\(S) H=\(H) KV=\(KV) D=\(D)", rtol: 1e-4, atol: 1e-5) { be in
                 let o = try poisoned(be, Tq * H * D)
                 try be.attentionCached(q: try put(be, q), kCache: try put(be, kc), vCache: try put(be, vc), o: o,
-                                       Tq: Tq, S: S, H: H, KV: KV, D: D, scale: 1 / Float(D).squareRoot())
+                                       Tq: Tq, S: S, H: H, KV: KV, D: D, scale: 1 / Float(D).squareRoot(),
+                                       alibi: nil, softcap: 0)
                 return [try get(be, o, Tq * H * D)]
             }
         }
@@ -428,6 +468,23 @@ final class CUDAParityTests: XCTestCase {
             let dx = try poisoned(be, N * C), dw = try put(be, dw0)
             let r = try be.crossEntropyLMHead(x: try put(be, x), weight: try put(be, w), targets: try put(be, targets), N: N, C: C,
                                               V: V, ignoreIndex: -100, chunk: 8, gradScale: 0.25, dx: dx, dweight: dw)
+            losses.append(r)
+            return [try get(be, dx, N * C), try get(be, dw, V * C)]
+        }
+        XCTAssertEqual(losses[1].1, losses[0].1)
+        XCTAssertEqual(losses[1].0, losses[0].0, accuracy: 1e-4 * abs(losses[0].0))
+    }
+
+    func testSoftcappedLMHeadCrossEntropyMatchesCPU() throws {
+        var rng = RNG(152)
+        let (N, C, V) = (29, 24, 301)
+        let x = rng.floats(N * C), w = rng.floats(V * C), dw0 = rng.floats(V * C)
+        let targets = (0..<N).map { i in i % 4 == 1 ? Int32(-100) : Int32(rng.int(0..<V)) }
+        var losses: [(Double, Int)] = []
+        try parity("crossEntropyLMHead softcap", rtol: 1e-4, atol: 1e-5) { be in
+            let dx = try poisoned(be, N * C), dw = try put(be, dw0)
+            let r = try be.crossEntropyLMHead(x: try put(be, x), weight: try put(be, w), targets: try put(be, targets), N: N, C: C,
+                                              V: V, ignoreIndex: -100, chunk: 8, gradScale: 0.25, softcap: 2.5, dx: dx, dweight: dw)
             losses.append(r)
             return [try get(be, dx, N * C), try get(be, dw, V * C)]
         }

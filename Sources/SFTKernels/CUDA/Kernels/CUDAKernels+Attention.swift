@@ -2,7 +2,8 @@
 // cached (generation) variant — in the FlashAttention way (Dao et al. 2022): scores are made a
 // tile at a time with an online softmax, the (T × T) matrix never exists, lse is saved for the
 // backward pass. Same math and masking as attention.c:
-//   score(t, s) = scale q_t·k_s − slope_h (t − s)   for start(t) <= s <= t
+//   score(t, s) = cap(scale q_t·k_s) − slope_h (t − s)   for start(t) <= s <= t
+// with cap(x) = softcap tanh(x / softcap) when softcap > 0 (Gemma 2), else x.
 // where start(t) is the first token of t's document (a maximal run of equal ids).
 //
 // Work layout (f32 SIMT version): a block is 32 rows × 4 threads ("a quad" per row). A quad
@@ -24,7 +25,7 @@ extension CUDAKernels {
                                                    kernels: attentionKernels)
 
     static var attentionKernels: [String] {
-        let fwd = "plplplplpppiiiif", bwd = "plplplpl" + "ppppp" + "plplpl" + "iiii" + "f", cached = "ppppiiiiif"
+        let fwd = "plplplplpppiiiiff", bwd = "plplplpl" + "ppppp" + "plplpl" + "iiii" + "ff", cached = "ppppiiiiifpf"
         return ["sft_attn_doc_bounds(pppii)", "sft_attn_delta_f32(plplpiiii)"]
             + attentionDQ.flatMap { dq in
                 ["sft_attn_fwd_f32_dq\(dq)(\(fwd))", "sft_attn_bwd_dq_f32_dq\(dq)(\(bwd))",
@@ -123,17 +124,26 @@ extension CUDAKernels {
 
     #define ATTN_FWD_PARAMS const float *q, i64 ldq, const float *k, i64 ldk, const float *v, i64 ldv, \
         float *o, i64 ldo, float *lse, const int *start, const float *alibi, int T, int H, int KV,   \
-        int D, float scale
-    #define ATTN_FWD_ARGS q, ldq, k, ldk, v, ldv, o, ldo, lse, start, alibi, T, H, KV, D, scale
+        int D, float scale, float softcap
+    #define ATTN_FWD_ARGS q, ldq, k, ldk, v, ldv, o, ldo, lse, start, alibi, T, H, KV, D, scale, softcap
     #define ATTN_BWD_PARAMS const float *q, i64 ldq, const float *k, i64 ldk, const float *v, i64 ldv, \
         const float *dout, i64 lddo, const float *lse, const float *delta, const int *start,        \
         const int *end, const float *alibi, float *dq, i64 lddq, float *dk, i64 lddk, float *dv,     \
-        i64 lddv, int T, int H, int KV, int D, float scale
+        i64 lddv, int T, int H, int KV, int D, float scale, float softcap
     #define ATTN_BWD_ARGS q, ldq, k, ldk, v, ldv, dout, lddo, lse, delta, start, end, alibi, dq, lddq, \
-        dk, lddk, dv, lddv, T, H, KV, D, scale
+        dk, lddk, dv, lddv, T, H, KV, D, scale, softcap
     #define ATTN_CACHED_PARAMS const float *q, const float *kc, const float *vc, float *o, int Tq, \
-        int S, int H, int KV, int D, float scale
-    #define ATTN_CACHED_ARGS q, kc, vc, o, Tq, S, H, KV, D, scale
+        int S, int H, int KV, int D, float scale, const float *alibi, float softcap
+    #define ATTN_CACHED_ARGS q, kc, vc, o, Tq, S, H, KV, D, scale, alibi, softcap
+
+    // Attention-logit softcapping: cap tanh(x / cap) for cap > 0, else x; and its slope at the
+    // capped value y, 1 - (y / cap)^2 (1 when off).
+    __device__ __forceinline__ float softcapped(float x, float cap) { return cap > 0.0f ? cap * tanhf(x / cap) : x; }
+    __device__ __forceinline__ float softcap_slope(float y, float cap) {
+        if (cap <= 0.0f) return 1.0f;
+        const float u = y / cap;
+        return 1.0f - u * u;
+    }
 
     // A thread's i-th dim (i < DQ) in its quad: runs of 4 consecutive dims, the quad's 4 threads
     // side by side — thread l4 holds dims 16c + 4·l4 + {0,1,2,3} for c < DQ/4 — so one 16-byte
@@ -228,7 +238,7 @@ extension CUDAKernels {
                 const float dot = quad_dot<DQ>(qr, Ks[j], l4);
                 const int s = s0 + j;
                 const bool vis = valid && s >= my_start && s <= t;
-                sc[j] = vis ? dot - slope * (float)(t - s) : -SFT_INF;
+                sc[j] = vis ? softcapped(dot, softcap) - slope * (float)(t - s) : -SFT_INF;
                 mx = fmaxf(mx, sc[j]);
             }
             if (mx == -SFT_INF) continue;   // nothing visible in this tile (same for the quad)
@@ -284,8 +294,9 @@ extension CUDAKernels {
                 const float dp = quad_dot<DQ>(dor, Vs[j], l4);
                 const int s = s0 + j;
                 const bool vis = valid && s >= my_start && s <= t;
-                const float p = vis ? expf(dot - slope * (float)(t - s) - L) : 0.0f;
-                quad_axpy<DQ>(acc, p * (dp - dl) * scale, Ks[j], l4);
+                const float y = softcapped(dot, softcap);
+                const float p = vis ? expf(y - slope * (float)(t - s) - L) : 0.0f;
+                quad_axpy<DQ>(acc, p * (dp - dl) * scale * softcap_slope(y, softcap), Ks[j], l4);
             }
         }
         if (!valid) return;
@@ -330,9 +341,10 @@ extension CUDAKernels {
                     const float dp = quad_dot<DQ>(vr, Os[j], l4);
                     const int t = q0 + j;
                     const bool vis = valid && t >= s && t < my_end;
-                    const float p = vis ? expf(dot - slope * (float)(t - s) - Ls[j]) : 0.0f;
+                    const float y = softcapped(dot, softcap);
+                    const float p = vis ? expf(y - slope * (float)(t - s) - Ls[j]) : 0.0f;
                     quad_axpy<DQ>(dv_acc, p, Os[j], l4);
-                    quad_axpy<DQ>(dk_acc, p * (dp - Ds[j]) * scale, Qs[j], l4);
+                    quad_axpy<DQ>(dk_acc, p * (dp - Ds[j]) * scale * softcap_slope(y, softcap), Qs[j], l4);
                 }
             }
         }
@@ -349,6 +361,7 @@ extension CUDAKernels {
         __shared__ float Ms[QUAD_ROWS], Ls[QUAD_ROWS], As[QUAD_ROWS][4 * DQ];
         const int i = blockIdx.x, h = blockIdx.y, g = h / (H / KV);
         const int r = threadIdx.x >> 2, l4 = threadIdx.x & 3, last = S - Tq + i;
+        const float slope = alibi ? alibi[h] : 0.0f;
         float qr[DQ], acc[DQ], kv[DQ];
         load_row<DQ>(qr, q + ((i64)i * H + h) * D, l4, D, scale);
         #pragma unroll
@@ -364,7 +377,7 @@ extension CUDAKernels {
             float part = 0.0f;
             #pragma unroll
             for (int c = 0; c < DQ; c++) part += qr[c] * kv[c];
-            const float sc = quad_sum(part);
+            const float sc = softcapped(quad_sum(part), softcap) - slope * (float)(last - j);
             if (!ok) continue;
             const float mx = fmaxf(m, sc), corr = expf(m - mx), p = expf(sc - mx);
             l = l * corr + p;

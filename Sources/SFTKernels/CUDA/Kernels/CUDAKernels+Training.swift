@@ -61,9 +61,11 @@ extension CUDAKernels {
     // Cross-entropy of one chunk of logit rows (a block per row), in place:
     //   loss_r = logsumexp(z_r) - z_r[t_r];  z_r <- grad_scale (softmax(z_r) - onehot(t_r))
     // Rows whose target is ignore_index (or outside [0, V)) get loss 0 and zero gradient.
+    // softcap > 0 (final-logit softcapping): z is first replaced by y = softcap tanh(z / softcap)
+    // and the gradient is (softmax(y) - onehot) (1 - (y / softcap)^2) grad_scale.
     extern "C" __global__ void sft_xent_rows_f32(float *logits, const int *targets, i64 n, i64 V,
                                                  int ignore_index, float grad_scale, int want_grad,
-                                                 double *row_loss) {
+                                                 float softcap, double *row_loss) {
         __shared__ float scratch[32];
         const i64 r = blockIdx.x;
         float *z = logits + r * V;
@@ -72,6 +74,10 @@ extension CUDAKernels {
             if (want_grad) for (i64 j = threadIdx.x; j < V; j += blockDim.x) z[j] = 0.0f;
             if (threadIdx.x == 0) row_loss[r] = 0.0;
             return;
+        }
+        if (softcap > 0.0f) {
+            for (i64 j = threadIdx.x; j < V; j += blockDim.x) z[j] = softcap * tanhf(z[j] / softcap);
+            __syncthreads();   // thread 0 reads z[t] below
         }
         float m = -SFT_INF;
         for (i64 j = threadIdx.x; j < V; j += blockDim.x) m = fmaxf(m, z[j]);
@@ -83,6 +89,14 @@ extension CUDAKernels {
         if (!want_grad) return;
         __syncthreads();   // z[t] is read above before any thread overwrites it
         const float k = grad_scale / s;
+        if (softcap > 0.0f) {
+            const float inv = 1.0f / softcap;
+            for (i64 j = threadIdx.x; j < V; j += blockDim.x) {
+                const float y = z[j], u = y * inv;
+                z[j] = (expf(y - m) * k - (j == t ? grad_scale : 0.0f)) * (1.0f - u * u);
+            }
+            return;
+        }
         for (i64 j = threadIdx.x; j < V; j += blockDim.x) z[j] = expf(z[j] - m) * k;
         __syncthreads();
         if (threadIdx.x == 0) z[t] -= grad_scale;
@@ -144,7 +158,7 @@ extension CUDAKernels {
             adamw_one(t.p, t.g, t.m, t.v, i, lr, b1, b2, eps, t.weight_decay, inv_bc1, inv_bc2);
     }
     """#, kernels: ["sft_swiglu_fwd_f32(pppl)", "sft_swiglu_fwd_bf16(pppl)", "sft_swiglu_bwd_f32(pppppl)",
-                    "sft_embedding_fwd_f32(ppplllp)", "sft_embedding_bwd_f32(ppplllp)", "sft_xent_rows_f32(ppllifip)",
+                    "sft_embedding_fwd_f32(ppplllp)", "sft_embedding_bwd_f32(ppplllp)", "sft_xent_rows_f32(ppllififp)",
                     "sft_gather_rows_f32(pppll)", "sft_scatter_rows_f32(pppll)", "sft_gather_i32(pppl)", "sft_adamw_f32(pppplfffffff)",
                     "sft_adamw_multi_f32(pilffffff)"])
 }
