@@ -102,11 +102,13 @@ public struct Gemma2Config: Equatable, Decodable {
         }
     }
 
-    public init(hf c: [String: Any]) throws {
+    public init(hf c: [String: JSONValue]) throws {
         self = try HFConfig.decode(Gemma2Config.self, from: c, family: "gemma2", understood: CodingKeys.allCases.map(\.rawValue))
     }
 
-    public var hf: [String: Any] {
+    public var hf: [String: JSONValue] { hfValues.mapValues(JSONValue.init(foundation:)) }
+
+    var hfValues: [String: Any] {
         var ropeObject: [String: Any] = ["rope_type": rope.kind, "rope_theta": rope.theta]
         if let s = rope.scaling, let data = try? JSONEncoder().encode(s),
            let o = try? JSONSerialization.jsonObject(with: data) as? [String: Any] { ropeObject.merge(o) { a, _ in a } }
@@ -161,7 +163,7 @@ public final class Gemma2Model: Module, CausalLM {
     public var numLayers: Int { config.numLayers }
     public var tiedEmbeddings: Bool { lmHead == nil }
     public var lmHeadWeight: Parameter { lmHead?.weight ?? model.embedTokens.weight }
-    public var hfConfig: [String: Any] { config.hf }
+    public var hfConfig: [String: JSONValue] { config.hf }
     /// PEFT's default for gemma2.
     public var peftDefaultLoRATargets: [String]? { ["q_proj", "v_proj"] }
     public var finalLogitSoftcap: Float { Float(config.finalLogitSoftcapping ?? 0) }
