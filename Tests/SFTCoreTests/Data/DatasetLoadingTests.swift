@@ -296,7 +296,7 @@ final class DatasetLoadingTests: XCTestCase {
         XCTAssertTrue(reference.contains("all_records \(d.report.records)\n"), "records \(d.report.records)")
         XCTAssertTrue(reference.contains("all_examples \(d.examples.count)\n"), "examples \(d.examples.count)")
         XCTAssertNotNil(d.report.truncated)
-        XCTAssertLessThan(seconds, 5.0)  // 125 MB: ~0.65 s measured on the 2-core dev machine
+        XCTAssertLessThan(seconds, 30.0)  // 125 MB: ~0.65 s measured on a quiet 2-core machine; the bound only catches a pathological (quadratic) reader, not speed (BENCHMARKS.md)
         print("ShareGPT full file: \(d.report.records) records, \(d.examples.count) examples in \(Int(seconds * 1000)) ms")
         let t1 = Date()
         let s = try Dataset.load(Assets.shareGPT, options: DatasetOptions(selection: .sample(1000, seed: 3)))

@@ -2,7 +2,8 @@
 // (Gemma 2): greedy decoding through the KV cache gives, at every step, the logits of the full
 // forward pass over the whole sequence (no cache), and the greedy tokens of transformers.
 import XCTest
-import SFTCore
+@testable import SFTCore
+import SFTKernels
 
 final class CachedDecodeTests: XCTestCase {
     let be = CPUBackend.shared

@@ -4,7 +4,8 @@
 // a model that ignored them); bad settings fail naming their key; packing two documents, the
 // second starting inside the first's last window, gives each document's hidden states alone.
 import XCTest
-import SFTCore
+@testable import SFTCore
+import SFTKernels
 
 final class Gemma2Tests: XCTestCase {
     let be = CPUBackend.shared

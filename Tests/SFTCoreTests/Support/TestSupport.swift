@@ -42,6 +42,9 @@ extension LlamaConfig {
 extension Gemma3Config {
     init(hf c: [String: Any]) throws { try self.init(hf: HFConfig.values(c)) }
 }
+extension Gemma2Config {
+    init(hf c: [String: Any]) throws { try self.init(hf: HFConfig.values(c)) }
+}
 extension Phi3Config {
     init(hf c: [String: Any]) throws { try self.init(hf: HFConfig.values(c)) }
 }
