@@ -161,29 +161,59 @@ extension CausalLM {
     }
 }
 
+/// A family's config as the registry reads it: decoded from an HF-style config object, with the
+/// model's sizes (what the memory estimate needs before any weight is allocated).
+protocol ModelFamilyConfig {
+    init(hf: [String: JSONValue]) throws
+    var layout: ModelLayout { get }
+}
+
+extension LlamaConfig: ModelFamilyConfig {}
+extension MPTConfig: ModelFamilyConfig {}
+extension Phi3Config: ModelFamilyConfig {}
+extension Gemma2Config: ModelFamilyConfig {}
+extension Gemma3Config: ModelFamilyConfig {}
+
+/// One architecture in the registry: how to build its model and how to size it from its config.
+public struct ModelFamily: Sendable {
+    public let build: ModelRegistry.Builder
+    /// The model's sizes from its config alone (the memory estimate before loading).
+    public let layout: @Sendable (_ config: [String: JSONValue]) throws -> ModelLayout
+
+    init<C: ModelFamilyConfig>(_ config: C.Type, _ make: @escaping @Sendable (C, Backend) throws -> CausalLM) {
+        build = { try make(try C(hf: $0), $1) }
+        layout = { try C(hf: $0).layout }
+    }
+}
+
 /// Builds models from an HF-style config object (`config.json` contents).
 public enum ModelRegistry {
     public typealias Builder = @Sendable (_ config: [String: JSONValue], _ backend: Backend) throws -> CausalLM
 
-    /// model_type → builder. One line per architecture.
-    public static let builders: [String: Builder] = [
-        "llama": { try LlamaModel(config: LlamaConfig(hf: $0), on: $1) },
-        "mistral": { try LlamaModel(config: LlamaConfig(hf: $0), on: $1) },
-        "qwen2": { try LlamaModel(config: LlamaConfig(hf: $0), on: $1) },
-        "qwen3": { try LlamaModel(config: LlamaConfig(hf: $0), on: $1) },
-        "mpt": { try MPTModel(config: MPTConfig(hf: $0), on: $1) },
-        "phi3": { try Phi3Model(config: Phi3Config(hf: $0), on: $1) },
-        "gemma2": { try Gemma2Model(config: Gemma2Config(hf: $0), on: $1) },
-        "gemma3_text": { try Gemma3Model(config: Gemma3Config(hf: $0), on: $1) },
+    /// model_type → family. One line per architecture.
+    public static let families: [String: ModelFamily] = [
+        "llama": ModelFamily(LlamaConfig.self) { try LlamaModel(config: $0, on: $1) },
+        "mistral": ModelFamily(LlamaConfig.self) { try LlamaModel(config: $0, on: $1) },
+        "qwen2": ModelFamily(LlamaConfig.self) { try LlamaModel(config: $0, on: $1) },
+        "qwen3": ModelFamily(LlamaConfig.self) { try LlamaModel(config: $0, on: $1) },
+        "mpt": ModelFamily(MPTConfig.self) { try MPTModel(config: $0, on: $1) },
+        "phi3": ModelFamily(Phi3Config.self) { try Phi3Model(config: $0, on: $1) },
+        "gemma2": ModelFamily(Gemma2Config.self) { try Gemma2Model(config: $0, on: $1) },
+        "gemma3_text": ModelFamily(Gemma3Config.self) { try Gemma3Model(config: $0, on: $1) },
     ]
 
-    public static func build(config: [String: JSONValue], on backend: Backend) throws -> CausalLM {
+    /// The family of `config`'s `model_type`; throws naming it when unsupported.
+    public static func family(of config: [String: JSONValue]) throws -> ModelFamily {
         guard let type = config["model_type"]?.stringValue else {
             throw SFTError.config(field: "model_type", message: "missing from the model config")
         }
-        guard let b = builders[type] else {
-            throw SFTError.config(field: "model_type", message: "'\(type)' is not supported (supported: \(builders.keys.sorted().joined(separator: ", ")))")
+        guard let f = families[type] else {
+            throw SFTError.config(field: "model_type", message: "'\(type)' is not supported (supported: \(families.keys.sorted().joined(separator: ", ")))")
         }
-        return try b(config, backend)
+        return f
+    }
+
+    public static func build(config: [String: JSONValue], on backend: Backend) throws -> CausalLM {
+        try family(of: config).build(config, backend)
     }
 }

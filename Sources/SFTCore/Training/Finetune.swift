@@ -73,6 +73,13 @@ public enum Finetune {
         if quantization != nil && config.method == .full {
             throw SFTError.config(field: "quantize", message: "a 4-bit base cannot be fully finetuned; use method qlora")
         }
+        // Before loading: a model (and run) that cannot fit is refused before its weights allocate.
+        if !config.skipMemoryCheck,
+           let before = try FinetuneMemoryCheck.estimate(beforeLoading: URL(fileURLWithPath: config.model), quantization: quantization,
+                                                         config: config, ranks: group.size) {
+            try FinetuneMemoryCheck.check(before, available: FinetuneMemoryCheck.available(on: backend),
+                                          device: "\(config.device)", config: config, loaded: false)
+        }
         let lm = try LanguageModel.load(URL(fileURLWithPath: config.model), on: backend, template: config.template,
                                         quantization: quantization)
         let model = lm.model

@@ -72,4 +72,36 @@ final class MemoryCheckTests: XCTestCase {
             }
         }
     }
+
+    /// A model that cannot even load is refused before its weights are allocated: the estimate
+    /// comes from the file's config alone, weights included. With 200 MiB "available",
+    /// SmolLM2's f32 weights (0.5 GiB) cannot fit; with skip_memory_check the same run trains.
+    func testARunWhoseWeightsCannotFitIsRefusedBeforeLoading() throws {
+        _ = try Assets.require(Assets.smolLM2)
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("sft-memcheck-\(UUID().uuidString)")
+        addTeardownBlock { try? FileManager.default.removeItem(at: out) }
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent()
+        var json: [String: Any] = [
+            "model": Assets.smolLM2.path, "data": root.appendingPathComponent("Examples/data/sharegpt.json").path,
+            "format": "sharegpt", "output_dir": out.path, "max_steps": 1, "max_seq_length": 32, "lora_r": 2,
+        ]
+        // The estimate from the GGUF's config alone equals the loaded model's.
+        let before = try XCTUnwrap(try FinetuneMemoryCheck.estimate(beforeLoading: Assets.smolLM2, quantization: nil,
+                                                                    config: try FinetuneConfig.from(json: json), ranks: 1))
+        let loaded = try XCTUnwrap(try FinetuneMemoryCheck.estimate(model: try RealModel.smolLM2().model, quantization: nil,
+                                                                    config: try FinetuneConfig.from(json: json), ranks: 1))
+        XCTAssertEqual(before.total, loaded.total)
+        XCTAssertGreaterThan(before.weights, 500 << 20)
+        try FinetuneMemoryCheck.$availableOverride.withValue(200 << 20) {
+            XCTAssertThrowsError(try Finetune.run(try FinetuneConfig.from(json: json))) { e in
+                let m = "\(e)"
+                XCTAssertTrue(m.contains("before loading the model") && m.contains("its weights included")
+                              && m.contains("0.20 GiB available") && m.contains("skip_memory_check"), m)
+            }
+            json["skip_memory_check"] = true
+            let r = try Finetune.run(try FinetuneConfig.from(json: json))
+            XCTAssertEqual(r.summary.steps, 1)
+        }
+    }
 }
