@@ -49,7 +49,7 @@ final class ZooFinetuneTests: XCTestCase {
             let fromFull = Array(logits[((ids.count - 1) * V)...])
             XCTAssertLessThan(zip(last, fromFull).map { abs($0 - $1) }.max()!, 1e-4, "\(family): cached decode vs forward")
 
-            for method in ["lora", "full"] {
+            for method in ["lora", "qlora", "full"] {
                 let out = dir.appendingPathComponent("run-\(method)")
                 let object: [String: Any] = [
                     "model": dir.path, "data": packageRoot.appendingPathComponent("Examples/data/dolly.jsonl").path,
