@@ -163,7 +163,7 @@ extension CausalLM {
 
 /// A family's config as the registry reads it: decoded from an HF-style config object, with the
 /// model's sizes (what the memory estimate needs before any weight is allocated).
-protocol ModelFamilyConfig {
+protocol ModelFamilyConfig: SendableMetatype {
     init(hf: [String: JSONValue]) throws
     var layout: ModelLayout { get }
 }
