@@ -30,7 +30,12 @@ public enum ModelConfigLimits {
 
     /// Throws `SFTError.config` naming the key, its value and the allowed range (and `source`,
     /// the file the config came from, when known) unless every size in `config` is sane.
-    public static func check(_ config: [String: Any], source: String? = nil) throws {
+    public static func check(_ config: [String: JSONValue], source: String? = nil) throws {
+        try check(config.mapValues(\.foundationValue) as [String: Any], source: source)
+    }
+
+    /// The same over Foundation values (JSONSerialization's).
+    static func check(_ config: [String: Any], source: String? = nil) throws {
         let from = source.map { " in \($0)" } ?? ""
         func fail(_ key: String, _ message: String) -> SFTError { SFTError.config(field: key, message: message + from) }
         var value: [String: Int] = [:]
