@@ -170,6 +170,9 @@ extension DatasetFormat {
 }
 
 extension DatasetFormat {
+    /// The largest character offset a span may name.
+    static let maxSpanOffset = Double(1 << 40)
+
     /// `loss_masking_spans` or `trained_spans` of a record: a list of `[begin, end]` character
     /// offsets (see LossSpans), for text and prompt/completion records only.
     func lossSpans(of o: [String: RecordValue], endInclusive: Bool) throws -> LossSpans? {
@@ -187,6 +190,10 @@ extension DatasetFormat {
             guard case .array(let pair) = item, pair.count == 2, case .number(let a) = pair[0], case .number(let b) = pair[1],
                   a == a.rounded(), b == b.rounded(), a >= 0 else {
                 throw RecordError("wrong type: \(key)[\(i)] is not [begin, end] with whole numbers")
+            }
+            // Character offsets: anything past 2^40 is no text's (and would not fit an Int).
+            guard a <= Self.maxSpanOffset, b <= Self.maxSpanOffset, b >= -1 else {
+                throw RecordError("bad span: \(key)[\(i)] = [\(a), \(b)] is outside 0...\(Int(Self.maxSpanOffset))")
             }
             let end = Int(b) + (endInclusive ? 1 : 0)
             guard end >= Int(a) else { throw RecordError("bad span: \(key)[\(i)] ends before it begins") }

@@ -87,9 +87,10 @@ public struct MemoryEstimate: Sendable, CustomStringConvertible {
     ///   - lossChunk: rows of logits the fused LM-head loss holds at once.
     ///   - optimizerShards: ranks the AdamW moments are split over (`zero_stage: 1`); the
     ///     estimate is then per rank.
-    public init(layout m: ModelLayout, quantization: QuantizationConfig?, lora: LoRAConfig?, batch: Int, sequence: Int,
+    public init(layout: ModelLayout, quantization: QuantizationConfig?, lora: LoRAConfig?, batch: Int, sequence: Int,
                 checkpointing: Bool, weightBytes: Int = 4, activationBytes: Int = 4, lossChunk: Int = 256,
                 optimizerShards: Int = 1) {
+        let m = layout
         let C = m.hidden, L = m.layers, V = m.vocab
         let linearValues = m.linearWeightValues, otherValues = m.otherValues
         weightsF32 = (linearValues + otherValues) * 4

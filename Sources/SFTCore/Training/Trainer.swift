@@ -121,9 +121,12 @@ public final class Trainer {
     ///   - collective: the ranks of a data-parallel job; `loader`'s plan then holds every rank's
     ///     micro-batches (accumulation × ranks per step) and each rank runs its share.
     ///   - zeroStage: 1 shards AdamW's moments across the ranks (ZeRO stage 1).
+    ///   - bucketBytes: gradient bytes per all-reduce bucket (`ddp_bucket_cap_mb`); buckets
+    ///     start while the backward runs.
     ///   - precision: the matmul precision (`Module.setPrecision`, applied here to the model);
     ///     checkpoints record it, and resuming in another one is refused unless
     ///     `allowPrecisionChange`.
+    ///   - allowPrecisionChange: resume a checkpoint written in the other precision.
     public init(model: CausalLM, config: TrainerConfig, loader: DataLoader, evalBatches: [TrainingBatch],
                 outputDirectory: URL, fingerprint: [String: String] = [:],
                 collective: any Collective = SingleProcessCollective(), zeroStage: Int = 0,

@@ -58,10 +58,14 @@ final class LossSpanTests: XCTestCase {
             #"{"text": "short", "loss_masking_spans": [[2, 40]]}"#,
             #"{"text": "x", "loss_masking_spans": "all"}"#,
             #"{"text": "y", "loss_masking_spans": [[2, 0]]}"#,
+            // Offsets no Int holds (found by tools/fuzz: Int(1e300) trapped).
+            #"{"text": "z", "loss_masking_spans": [[0, 1e300]]}"#,
+            #"{"text": "w", "loss_masking_spans": [[1e19, 1e19]]}"#,
         ])
         let p = try prepare(url, DataConfig(format: .text))
         XCTAssertEqual(p.examples.count, 1)
-        XCTAssertEqual(p.datasetReport.skipped.map(\.location.line), [3, 4])
+        XCTAssertEqual(p.datasetReport.skipped.map(\.location.line), [3, 4, 5, 6])
+        XCTAssertTrue(p.datasetReport.skipped[2].reason.contains("outside 0..."), p.datasetReport.skipped[2].reason)
         XCTAssertEqual(p.formattingReport.skipped.map(\.location.line), [2])
         XCTAssertTrue(p.formattingReport.skipped[0].reason.contains("outside the text"), p.formattingReport.skipped[0].reason)
         // Spans only where the text is the data's own.
