@@ -280,7 +280,7 @@ final class DataParallelTests: XCTestCase {
     /// Rank 1 stops responding in the middle of training (SIGSTOP): rank 0's collective times
     /// out after collective_timeout and the job ends non-zero, naming the step.
     func testStalledRankTimesOutNamingTheStep() throws {
-        try stalledRank([], expect: "summing gradients: all-reduce: no answer from every rank within 10 s")
+        try stalledRank([], expect: "summing gradients: all-reduce: no answer from every rank within 30 s")
     }
 
     /// The same on the emulated GPU with NCCL: rank 0 waits for its NCCL all-reduce (a CUDA
@@ -292,7 +292,7 @@ final class DataParallelTests: XCTestCase {
             throw XCTSkip("needs the emulated GPU and its NCCL (tools/cuda-emulate/build DIR; SFT_CUDA_LIBS=DIR)")
         }
         try stalledRank(["--device", "cuda"], environment: ["SFT_EMU_GPUS": "2"],
-                        expect: "summing gradients: NCCL all-reduce: no answer from every rank within 10 s")
+                        expect: "summing gradients: NCCL all-reduce: no answer from every rank within 30 s")
     }
 
     func stalledRank(_ extra: [String], environment: [String: String] = [:], expect: String) throws {
@@ -303,7 +303,7 @@ final class DataParallelTests: XCTestCase {
         let tag = UUID().uuidString
         var stopped: pid_t? = nil, stoppedAt = Date()
         defer { if let pid = stopped { kill(pid, SIGKILL) } }
-        var args = try arguments(data: data, out: out, accumulation: 1, ["--num_train_epochs", "1000", "--collective_timeout", "10"] + extra)
+        var args = try arguments(data: data, out: out, accumulation: 1, ["--num_train_epochs", "1000", "--collective_timeout", "30"] + extra)
         args[args.firstIndex(of: "--max_steps")! + 1] = "1000"
         let r = try mpi(2, args, environment: environment.merging(["SFT_DP_TEST_TAG": tag]) { a, _ in a }, limit: 400) { _ in
             guard stopped == nil,
@@ -314,11 +314,11 @@ final class DataParallelTests: XCTestCase {
             stopped = pid
             stoppedAt = Date()
         }
-        XCTAssertNotNil(stopped, "rank 1 was never found and stopped")
+        XCTAssertNotNil(stopped, "rank 1 was never found and stopped; the job said:\n" + r.output)
         XCTAssertNotEqual(r.status, 0, r.output)
-        // The 10 s timeout, and the job's end, within a minute of the stall (the runs before it
-        // take long on the emulated GPU of a busy 2-core machine).
-        XCTAssertLessThan(Date().timeIntervalSince(stoppedAt), 60, r.output)
+        // The 30 s timeout, and the job's end, within two minutes of the stall. (At 10 s, a rank
+        // that a busy 2-core machine left unscheduled that long timed out before the stall.)
+        XCTAssertLessThan(Date().timeIntervalSince(stoppedAt), 120, r.output)
         XCTAssertTrue(r.output.contains("rank 0 of 2"), r.output)
         XCTAssertTrue(r.output.range(of: "step [0-9]+, " + expect, options: .regularExpression) != nil, r.output)
     }
