@@ -161,6 +161,7 @@ public final class DataDoctor {
     /// duplicates are found without holding every example's tokens.
     private var seen: [Digest: SourceLocation] = [:]
     struct Digest: Hashable { var a: Int, b: Int }
+    /// The findings so far, over every example inspected.
     public private(set) var report = DoctorReport()
 
     /// - Parameters: the formatter that prepares the examples (its tokenizer and template give
