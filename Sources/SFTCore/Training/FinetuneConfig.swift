@@ -18,10 +18,12 @@ public enum FinetuneMethod: String, CaseIterable, Sendable, ConfigChoice {
 
 /// The device a run trains on.
 public enum FinetuneDevice: Equatable, Sendable, CustomStringConvertible, ConfigValue {
+    /// The CPU backend (OpenBLAS matmuls, `threads` threads).
     case cpu
     /// `cuda`: GPU 0, or under mpirun/srun the rank's GPU on its node; `cuda:N`: GPU N.
     case cuda(Int?)
 
+    /// Parses `cpu`, `cuda` or `cuda:N` (N ≥ 0); anything else is `SFTError.config` for `device`.
     public init(parsing text: String) throws {
         switch text {
         case "cpu": self = .cpu
@@ -273,6 +275,7 @@ public struct FinetuneConfig: Codable, Equatable {
     /// object; see ``DataConfig`` for its keys.
     public var dataConfig = DataConfig()
 
+    /// The defaults: every property at its initial value (`model` and `data` empty, to be set).
     public init() {}
 
     /// Decodes the flat object (see `from(json:)`).
