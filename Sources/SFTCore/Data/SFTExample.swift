@@ -96,7 +96,9 @@ public struct SFTExample: Equatable, Sendable {
 /// prompt + completion; a span `[begin, end]` includes `end` — Fast-LLM's convention — unless
 /// the config sets `span_end: exclusive`. Stored here as half-open ranges.
 public enum LossSpans: Equatable, Sendable {
+    /// `loss_masking_spans`: these ranges get no loss; every other token is trained.
     case masked([Range<Int>])
+    /// `trained_spans`: only tokens overlapping these ranges are trained.
     case trained([Range<Int>])
 }
 

@@ -31,8 +31,8 @@ public final class Tokenizer: @unchecked Sendable {
     public var eosTokenId: Int32? { spec.eosTokenId }
     /// The padding token, nil when the tokenizer files set none.
     public var padTokenId: Int32? { spec.padTokenId }
-    /// The unknown token that stands for text the vocabulary cannot spell, nil when every byte has
-    /// a token.
+    /// The unknown token that stands for text the vocabulary cannot spell, nil when the tokenizer
+    /// files set none.
     public var unkTokenId: Int32? { spec.unkTokenId }
     /// EOS plus the end-of-turn tokens (<|im_end|>, <|eot_id|>, ...) known for this vocabulary:
     /// generation stops at any of them.

@@ -20,9 +20,10 @@ public struct TokenizerSpec {
 
     /// How byte-level text is split before merging.
     public enum PreTokenizer: String, Sendable {
-        /// `none`: the segment is one piece. `gpt2`: GPT-2's split (letters, digit runs,
-        /// punctuation, spaces before words, contractions). `llama3`: Llama-3's split (digits in
-        /// runs of at most three, CRLF kept together). `qwen2`: Llama-3's split with single digits.
+        /// `none`: the segment is one piece. `gpt2`: GPT-2's split (contractions, letter runs,
+        /// digit runs, punctuation runs, each with one leading space; whitespace). `llama3`:
+        /// Llama-3's split (digits in runs of at most three). `qwen2`: Llama-3's split with one
+        /// digit per piece.
         case none, gpt2, llama3, qwen2
         /// Every digit on its own, then GPT-2 (SmolLM, StarCoder).
         case smollm
