@@ -74,6 +74,8 @@ public struct TokenizerSpec {
     /// SentencePiece scores (GGUF "llama" models without merges): a pair merges when its
     /// concatenation is a token; higher score merges first.
     public var scores: [Float]?
+    /// Byte-level: how text is split into pieces before merging (HF `pre_tokenizer`, GGUF
+    /// `tokenizer.ggml.pre`); `none` for SentencePiece.
     public var preTokenizer: PreTokenizer
     /// Byte-level: add a space before text that does not start with one (HF ByteLevel add_prefix_space).
     public var addPrefixSpace: Bool
