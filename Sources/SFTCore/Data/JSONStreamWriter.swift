@@ -11,8 +11,9 @@ import Foundation
 /// value. Call `flush()` at the end. Nesting is not checked: unbalanced calls write invalid JSON.
 ///
 /// ```swift
-/// let w = JSONStreamWriter.standardOutput() w.beginObject(); try w.key("ids"); w.beginArray(); try
-/// w.int(1); try w.endArray(); try w.endObject() try w.flush()   // {"ids":[1]}
+/// let w = JSONStreamWriter.standardOutput()
+/// w.beginObject(); try w.key("ids"); w.beginArray(); try w.int(1); try w.endArray(); try w.endObject()
+/// try w.flush()   // {"ids":[1]}
 /// ```
 public final class JSONStreamWriter {
     private var buffer: [UInt8] = []

@@ -38,7 +38,7 @@ public struct AssistantSpan: Equatable, Sendable {
     /// what the model must produce to stop.
     public var throughEndOfTurn: Range<Int>
 
-    /// A span from its two UTF-8 byte ranges; `throughEndOfTurn` starts where `content` does.
+    /// A span from its two UTF-8 byte ranges (`throughEndOfTurn` starts where `content` does).
     public init(content: Range<Int>, throughEndOfTurn: Range<Int>) {
         self.content = content
         self.throughEndOfTurn = throughEndOfTurn

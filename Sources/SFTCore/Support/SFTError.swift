@@ -26,8 +26,8 @@ public enum SFTError: Error, CustomStringConvertible {
     /// A valid input that sft does not implement (an architecture, a tensor type, a setting); the
     /// message names it.
     case unsupported(String)
-    /// A compute kernel or backend failed (CUDA error, out of memory, a bad launch); the wrapped
-    /// error says which.
+    /// A compute kernel or backend failed (an invalid argument, out of memory, an unavailable
+    /// backend, a CUDA or C library error); the wrapped error says which.
     case kernel(KernelError)
     /// Training diverged (non-finite loss or gradients, or a loss that ran away) at `step`
     /// (1-based), in `microBatch` when one is to blame. No update of that step was applied.

@@ -4,7 +4,7 @@
 import Foundation
 import SFTKernels
 
-/// Tokenizer speed on real chat text (`sftctl bench tokenizer`): ShareGPT message strings encoded
+/// Tokenizer speed on real chat text (`sftctl tokenize --bench`): ShareGPT message strings encoded
 /// one by one on one thread; tools/bench_tokenizer.py times HF tokenizers on the same strings and
 /// compares the ids' checksum.
 public enum TokenizerBenchmark {

@@ -222,7 +222,7 @@ public struct FinetuneConfig: Codable, Equatable {
     /// transformers: `EarlyStoppingCallback(early_stopping_patience:)`.
     public var earlyStoppingPatience: Int? = nil
     /// Write a checkpoint every N optimizer steps. Key `save_steps`, flag `--save-steps`, at least
-    /// 1; nil: only the final save. HF TrainingArguments: `save_steps`.
+    /// 1; nil: no checkpoints during the run. HF TrainingArguments: `save_steps`.
     public var saveSteps: Int? = nil
     /// Write a checkpoint at the end of each epoch. Key `save_each_epoch`, flag
     /// `--save-each-epoch`; default false. HF TrainingArguments: `save_strategy="epoch"`.

@@ -44,7 +44,8 @@ public struct TrainerConfig: Codable, Equatable, Sendable {
     public var saveEachEpoch: Bool = false
     /// Keep at most this many checkpoints (oldest deleted first).
     public var saveTotalLimit: Int? = nil
-    /// Seed for dropout and the data order (`seed`); default 42.
+    /// Seed of the dropout and NEFTune noise stream (`seed`); default 42. The data order has its
+    /// own seed, in `BatchingOptions`.
     public var seed: UInt64 = 42
     /// Stop when the loss runs away: above `Divergence.factor` × its running minimum for
     /// `Divergence.patience` steps in a row, or at ln(vocab) with zero gradient as long.
