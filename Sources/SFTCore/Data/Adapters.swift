@@ -13,10 +13,19 @@ extension Tokenizer: TextTokenizer {
 /// A chat template with the tokenizer's BOS/EOS strings, rendering training conversations.
 /// `bos_token` is what `PromptTokens` says ("" when the tokenizer adds no BOS).
 public struct TemplateRenderer: ChatRenderer {
+    /// The parsed Jinja chat template.
     public let template: ChatTemplate
+    /// The template's `bos_token` variable: the BOS text when the template must write it, "" when
+    /// the tokenizer adds BOS itself or has none (see ``PromptTokens``).
     public let bosToken: String
+    /// The template's `eos_token` variable: the EOS token's text ("" when the tokenizer has none).
     public let eosToken: String
 
+    /// A renderer for `template` with `tokenizer`'s special-token texts.
+    /// - Parameters:
+    ///   - template: the parsed chat template.
+    ///   - tokenizer: supplies `bos_token` (through ``PromptTokens``) and, for a ``Tokenizer``, `eos_token`.
+    ///   - eosToken: overrides the EOS text (tokenizers other than ``Tokenizer`` otherwise get "").
     public init(template: ChatTemplate, tokenizer: any TextTokenizer, eosToken: String? = nil) {
         self.template = template
         bosToken = PromptTokens(tokenizer: tokenizer).templateBOS

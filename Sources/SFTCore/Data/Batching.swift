@@ -39,22 +39,28 @@ public enum BatchLayout: String, CaseIterable, Sendable, Codable {
 public struct BatchingOptions: Equatable, Sendable {
     /// Longest document (and packed row) in tokens.
     public var maxSeqLength: Int
+    /// Packed rows, padding-free rows or padded rows (default packed).
     public var layout: BatchLayout
     /// Packed rows only: let documents in a row attend to each other (one document id per row,
     /// positions running on across documents). Targets still stop at document ends.
     public var crossDocumentAttention: Bool
+    /// What happens to examples longer than `maxSeqLength` (default truncate).
     public var truncation: TruncationPolicy
     /// Rows (packed) or examples (otherwise) per micro-batch.
     public var microBatchSize: Int
     /// Micro-batches per optimizer step.
     public var gradientAccumulation: Int
+    /// Passes over the data (default 1).
     public var epochs: Int
     /// Shuffle the rows / examples each epoch, by `seed` and the epoch number.
     public var shuffle: Bool
+    /// The shuffle seed (default 42); each epoch's order comes from it and the epoch number.
     public var seed: UInt64
     /// Id written in padding slots (never trained: padding is masked by position, not by id).
     public var padId: Int32
 
+    /// Options from their fields; each argument sets the property of the same name. `BatchPlan`
+    /// checks them.
     public init(maxSeqLength: Int = 2048, layout: BatchLayout = .packed, crossDocumentAttention: Bool = false,
                 truncation: TruncationPolicy = .truncate, microBatchSize: Int = 1, gradientAccumulation: Int = 1,
                 epochs: Int = 1, shuffle: Bool = true, seed: UInt64 = 42, padId: Int32 = 0) {
@@ -73,7 +79,9 @@ public struct BatchingOptions: Equatable, Sendable {
 
 /// What truncation and packing did.
 public struct PackingReport: Equatable, Sendable, CustomStringConvertible {
+    /// The `maxSeqLength` the plan was made with (the row length when packed).
     public var maxSeqLength: Int
+    /// The layout the plan was made with.
     public var layout: BatchLayout
     /// Examples given.
     public var examples: Int
@@ -125,7 +133,10 @@ public struct BatchDocument: Equatable, Sendable {
 
 /// A micro-batch, row-major (B, T).
 public struct TrainingBatch: Equatable, Sendable {
+    /// Rows in this micro-batch.
     public var B: Int
+    /// Tokens per row: the longest row (padded layout: the longest example), at most
+    /// `maxSeqLength`.
     public var T: Int
     /// Token ids, B*T.
     public var ids: [Int32]
@@ -149,19 +160,25 @@ public struct TrainingBatch: Equatable, Sendable {
 /// Where the data stream stands: the next micro-batch `index` within `epoch`. Saved with a
 /// checkpoint, it resumes the exact data order.
 public struct DataCursor: Equatable, Hashable, Sendable, Codable {
+    /// 0-based epoch.
     public var epoch: Int
+    /// 0-based micro-batch within the epoch.
     public var index: Int
 
+    /// The cursor at micro-batch `index` of `epoch`.
     public init(epoch: Int = 0, index: Int = 0) {
         self.epoch = epoch
         self.index = index
     }
 
+    /// The first micro-batch of the first epoch.
     public static let start = DataCursor()
 }
 
 /// The micro-batches of one optimizer step.
 public struct OptimizerStep: Sendable {
+    /// The step's micro-batches, in order (fewer than `gradientAccumulation` only at an epoch's
+    /// end).
     public var batches: [TrainingBatch]
     /// The cursor this step started at, and the one after it.
     public var cursor: DataCursor, next: DataCursor
@@ -183,12 +200,18 @@ public struct OptimizerStep: Sendable {
 public struct BatchPlan: Sendable {
     struct Piece: Sendable { var example: Int, start: Int, count: Int }
 
+    /// The options the plan was built with.
     public let options: BatchingOptions
+    /// What truncation and packing did.
     public let report: PackingReport
     let examples: [TokenizedExample]
     /// The shuffled units: one packed row, or one example.
     let units: [[Piece]]
 
+    /// Truncates (or drops, or splits) over-long examples, leaves out documents with no trained
+    /// token, and packs the rest into rows (best-fit decreasing) when the layout is packed.
+    /// - Throws: `SFTError.config` naming the option when `maxSeqLength` is below 2, `microBatchSize` or
+    ///   `gradientAccumulation` below 1, or `epochs` negative.
     public init(examples: [TokenizedExample], options: BatchingOptions) throws {
         guard options.maxSeqLength >= 2 else { throw SFTError.config(field: "max_seq_length", message: "must be at least 2, got \(options.maxSeqLength)") }
         guard options.microBatchSize >= 1 else { throw SFTError.config(field: "micro_batch_size", message: "must be at least 1") }
@@ -298,6 +321,7 @@ public struct BatchPlan: Sendable {
     public var microBatchesPerEpoch: Int { (units.count + options.microBatchSize - 1) / options.microBatchSize }
     /// Optimizer steps in one epoch: the last step of an epoch may have fewer micro-batches.
     public var stepsPerEpoch: Int { (microBatchesPerEpoch + options.gradientAccumulation - 1) / options.gradientAccumulation }
+    /// Optimizer steps over all epochs.
     public var totalSteps: Int { stepsPerEpoch * options.epochs }
 
     /// The order of units in `epoch`.
@@ -378,6 +402,7 @@ public struct BatchPlan: Sendable {
 
 /// Walks a plan's optimizer steps, epoch by epoch, from a cursor; resumable.
 public struct DataLoader: Sendable {
+    /// The plan the loader walks.
     public let plan: BatchPlan
     /// The next micro-batch to hand out.
     public private(set) var cursor: DataCursor

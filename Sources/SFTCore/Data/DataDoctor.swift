@@ -19,10 +19,27 @@
 import Foundation
 import SFTKernels
 
+/// A data doctor check; the raw value is the name `sftctl data --doctor` prints.
 public enum DoctorCheck: String, CaseIterable, Sendable {
-    case bosMissing = "bos_missing", bosDoubled = "bos_doubled", eosNotTrained = "eos_not_trained"
-    case padIsEOSMasked = "pad_is_eos_masked", turnTruncated = "turn_truncated", nothingTrained = "nothing_trained"
-    case foreignSpecialTokens = "foreign_special_tokens", duplicate
+    /// The example's leading BOS is missing where generation puts one in front of the same prompt.
+    case bosMissing = "bos_missing"
+    /// More than one leading BOS, or one where generation adds none.
+    case bosDoubled = "bos_doubled"
+    /// Tokens are trained, but the last trained one is neither EOS nor an end-of-turn marker:
+    /// the model never learns to stop.
+    case eosNotTrained = "eos_not_trained"
+    /// The pad id equals the EOS id and an EOS right after a trained token is masked (the
+    /// classic collator bug; here a sign of masks given in the data).
+    case padIsEOSMasked = "pad_is_eos_masked"
+    /// `truncate` cuts trained tokens off the end of the example.
+    case turnTruncated = "turn_truncated"
+    /// No token of the example is trained.
+    case nothingTrained = "nothing_trained"
+    /// The text holds another model family's special tokens (`<|im_start|>`, `[INST]`, …) that
+    /// this tokenizer splits into pieces.
+    case foreignSpecialTokens = "foreign_special_tokens"
+    /// The same tokens and mask as an earlier example.
+    case duplicate
 
     var summary: String {
         switch self {
@@ -40,14 +57,21 @@ public enum DoctorCheck: String, CaseIterable, Sendable {
 
 /// One token of a finding's display.
 public struct DoctorToken: Equatable, Sendable {
+    /// The token id.
     public var id: Int32
+    /// The token's text ("" for a token that covers no text, such as an added BOS).
     public var text: String
+    /// Whether the loss is computed on it.
     public var trained: Bool
 }
 
+/// One problem the data doctor found in one example.
 public struct DoctorFinding: Sendable {
+    /// Which check found it.
     public var check: DoctorCheck
+    /// The example's record (file line and record index).
     public var location: SourceLocation
+    /// What is wrong, in a sentence.
     public var message: String
     /// The tokens around the problem, with their mask.
     public var tokens: [DoctorToken]
@@ -65,16 +89,24 @@ public struct DoctorFinding: Sendable {
     }
 }
 
+/// The data doctor's result: token counts, how many examples each check flagged, and the first
+/// findings of each. `description` is the text `sftctl data --doctor` prints; `json` its `--json`
+/// form.
 public struct DoctorReport: Sendable, CustomStringConvertible {
+    /// Examples inspected.
     public var examples = 0
+    /// Tokens over all inspected examples.
     public var tokens = 0
+    /// Of those, the trained ones.
     public var trainedTokens = 0
     /// Examples per check.
     public var counts: [DoctorCheck: Int] = [:]
     /// The first findings of each check (at most `DataDoctor.shownPerCheck`).
     public var findings: [DoctorFinding] = []
 
+    /// `trainedTokens / tokens` (0 with no tokens).
     public var trainedShare: Double { tokens == 0 ? 0 : Double(trainedTokens) / Double(tokens) }
+    /// No check flagged any example.
     public var isClean: Bool { counts.values.allSatisfy { $0 == 0 } }
 
     public var description: String {
@@ -91,6 +123,9 @@ public struct DoctorReport: Sendable, CustomStringConvertible {
         return s
     }
 
+    /// The report as a JSON object for JSONSerialization: `examples`, `tokens`, `trained_tokens`,
+    /// `trained_share`, `counts` (every check's name → examples flagged) and `findings` (check,
+    /// line, record, message, first_token, tokens with id/text/trained).
     public var json: [String: Any] {
         var counts: [String: Int] = [:]
         for c in DoctorCheck.allCases { counts[c.rawValue] = self.counts[c] ?? 0 }
@@ -108,6 +143,7 @@ public struct DoctorReport: Sendable, CustomStringConvertible {
 
 /// Inspects formatted examples one at a time; `report` has the result.
 public final class DataDoctor {
+    /// How many findings of each check the report keeps (the counts include all).
     public static let shownPerCheck = 5
     /// Other families' turn markers, looked for in rendered text.
     public static let familyMarkers = [
@@ -125,6 +161,7 @@ public final class DataDoctor {
     /// duplicates are found without holding every example's tokens.
     private var seen: [Digest: SourceLocation] = [:]
     struct Digest: Hashable { var a: Int, b: Int }
+    /// The findings so far, over every example inspected.
     public private(set) var report = DoctorReport()
 
     /// - Parameters: the formatter that prepares the examples (its tokenizer and template give

@@ -8,6 +8,7 @@ import SFTKernels
 public enum SpanEnd: String, CaseIterable, Sendable, ConfigChoice {
     /// Fast-LLM's convention (the default).
     case inclusive
+    /// `end` is the first character after the span (Python slice convention).
     case exclusive
 }
 
@@ -15,41 +16,60 @@ public enum SpanEnd: String, CaseIterable, Sendable, ConfigChoice {
 /// FinetuneConfigKeys.swift; defaults as below).
 public struct DataConfig: Equatable, Sendable {
     /// The dataset format; nil (`auto` in a config) detects it from the records.
+    /// Key `format`, flag `--format`.
     public var format: DatasetFormat?
     /// Key renames, canonical name → key in the file (e.g. {"instruction": "question"}).
+    /// Key `fields`, flag `--fields`.
     public var fields: [String: String]
     /// Fail on the first bad record instead of skipping it.
+    /// Key `strict`, flag `--strict`.
     public var strict: Bool
     /// Read only this many records (the first ones, or a random subset with `subsetSeed`).
+    /// Key `limit`, flag `--limit`.
     public var limit: Int?
     /// With `limit`: choose the records at random with this seed instead of taking the first.
+    /// Key `subset_seed`, flag `--subset-seed`.
     public var subsetSeed: UInt64?
     /// Which tokens train; nil picks per format.
+    /// Key `mask_policy`, flag `--mask-policy`. TRL: `assistant_only_loss` / `completion_only_loss`.
     public var maskPolicy: MaskPolicy?
     /// Train end-of-turn markers / EOS with each trained turn (default true).
+    /// Key `train_end_of_turn`, flag `--train-end-of-turn`.
     public var trainEndOfTurn: Bool
     /// Longest training sequence (default 2048).
+    /// Key `max_seq_length` (alias `max_length`), flag `--max-seq-length`. TRL: `max_length` (formerly `max_seq_length`).
     public var maxSeqLength: Int
     /// Pack examples into rows of `maxSeqLength` (default true).
+    /// Key `packing`, flag `--packing`. TRL: `packing`.
     public var packing: Bool
     /// Without packing: concatenate a micro-batch's examples into one row instead of padding
     /// (default false).
+    /// Key `padding_free`, flag `--padding-free`. TRL: `padding_free`.
     public var paddingFree: Bool
     /// Packed rows: let documents attend across each other (default false).
+    /// Key `cross_document_attention`, flag `--cross-document-attention`.
     public var crossDocumentAttention: Bool
     /// What happens to examples over `maxSeqLength` (default truncate).
+    /// Key `truncation`, flag `--truncation`.
     public var truncation: TruncationPolicy
     /// A prompt with `{field}` placeholders for instruction and prompt/completion records
     /// (replaces the Alpaca prompt and the chat template for them; see PromptTemplate.swift).
+    /// Key `prompt_template`, flag `--prompt-template`.
     public var promptTemplate: String?
     /// Whether the `end` of a data span `[begin, end]` belongs to it (default inclusive).
+    /// Key `span_end`, flag `--span-end`.
     public var spanEnd: SpanEnd
     /// A JSON file with a list of tool schemas, passed to the chat template for every
     /// conversation that has no `tools` of its own.
+    /// Key `tools`, flag `--tools`.
     public var tools: String?
     /// Check the prepared data (DataDoctor) and report the findings before training (default true).
+    /// Key `doctor`, flag `--doctor`.
     public var doctor: Bool
 
+    /// A config from its fields; each argument sets the property of the same name, and the defaults
+    /// are the run defaults. Values are checked when the parts are made (`datasetOptions()`,
+    /// `formatOptions(keepText:)`, `batchingOptions(...)`).
     public init(format: DatasetFormat? = nil, fields: [String: String] = [:], strict: Bool = false, limit: Int? = nil,
                 subsetSeed: UInt64? = nil, maskPolicy: MaskPolicy? = nil, trainEndOfTurn: Bool = true,
                 maxSeqLength: Int = 2048, packing: Bool = true, paddingFree: Bool = false,
@@ -115,7 +135,9 @@ public struct DataConfig: Equatable, Sendable {
 /// Examples that loaded but could not be formatted (a template that rejects a system message,
 /// say), with their locations.
 public struct FormattingReport: Sendable, CustomStringConvertible {
+    /// Examples formatted and tokenized.
     public var formatted: Int
+    /// Examples that could not be formatted, with where they are and why.
     public var skipped: [SkippedRecord]
     /// Tokens over all formatted examples, and of those, trained ones.
     public var tokens: Int, trainedTokens: Int
@@ -132,8 +154,11 @@ public struct FormattingReport: Sendable, CustomStringConvertible {
 
 /// A dataset ready for batching.
 public struct PreparedDataset: Sendable {
+    /// The tokenized examples with their loss masks, in file order.
     public var examples: [TokenizedExample]
+    /// What loading found: the format, records read and skipped.
     public var datasetReport: DatasetReport
+    /// What formatting found.
     public var formattingReport: FormattingReport
     /// The data doctor's findings, when asked for.
     public var doctorReport: DoctorReport?

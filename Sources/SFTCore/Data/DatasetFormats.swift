@@ -16,8 +16,10 @@ import SFTKernels
 /// (`role`, `content`, `from`, `value`, `tool_calls`, `tool_call_id`, `name`) are renamed in each
 /// message of a conversation, every other key in the record itself.
 public struct FieldMapping: Equatable, Sendable, Codable {
+    /// Canonical key → the key the file uses.
     public var renames: [String: String]
 
+    /// A mapping from `[canonical: sourceKey]` pairs (empty: no renames).
     public init(_ renames: [String: String] = [:]) { self.renames = renames }
 
     /// Parses `instruction=question,output=answer` (the `--field` syntax).

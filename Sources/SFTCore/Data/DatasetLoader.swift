@@ -18,6 +18,9 @@ public struct DatasetOptions: Equatable, Sendable {
     /// Tool schemas for every conversation that has none of its own.
     public var tools: JSONValue?
 
+    /// Options from their fields; each argument sets the property of the same name (defaults:
+    /// detect the format, no renames, skip bad records, read all records, inclusive span ends, no
+    /// tools).
     public init(format: DatasetFormat? = nil, fields: FieldMapping = FieldMapping(), strict: Bool = false,
                 selection: RecordSelection = .all, spanEndInclusive: Bool = true, tools: JSONValue? = nil) {
         self.format = format
@@ -37,9 +40,12 @@ public struct DatasetOptions: Equatable, Sendable {
 /// print(ds.report)
 /// ```
 public struct Dataset: Sendable {
+    /// The examples, in file order (bad records left out).
     public var examples: [SFTExample]
+    /// What loading found: format, counts and the skipped records.
     public var report: DatasetReport
 
+    /// A dataset from examples already in memory (tests, generated data).
     public init(examples: [SFTExample], report: DatasetReport) {
         self.examples = examples
         self.report = report

@@ -60,6 +60,7 @@ public struct FormatOptions: Equatable, Sendable {
     /// prompts and the chat template for them (see PromptTemplate.swift).
     public var promptTemplate: PromptTemplate?
 
+    /// Options from their fields; each argument sets the property of the same name.
     public init(maskPolicy: MaskPolicy? = nil, trainEndOfTurn: Bool = true, appendEOS: Bool? = nil, keepText: Bool = false,
                 promptTemplate: PromptTemplate? = nil) {
         self.maskPolicy = maskPolicy
@@ -72,6 +73,7 @@ public struct FormatOptions: Equatable, Sendable {
 
 /// The rendered text behind a tokenized example, for display.
 public struct FormattedText: Equatable, Sendable {
+    /// The rendered text the tokens came from.
     public var text: String
     /// Per token, its UTF-8 byte range in `text` (empty for tokens that cover no text).
     public var offsets: [Range<Int>]
@@ -79,6 +81,7 @@ public struct FormattedText: Equatable, Sendable {
 
 /// One example as token ids with a per-token training mask.
 public struct TokenizedExample: Equatable, Sendable {
+    /// Token ids, BOS included when the tokenizer adds one, EOS when appended.
     public var ids: [Int32]
     /// Per token: whether the model is trained to predict it (HF `labels != -100`).
     public var trained: [Bool]
@@ -87,6 +90,8 @@ public struct TokenizedExample: Equatable, Sendable {
     /// Text and offsets, when `FormatOptions.keepText` is set.
     public var formatted: FormattedText?
 
+    /// An example from ids and a mask of the same length (a precondition: unequal lengths are a bug
+    /// in the caller).
     public init(ids: [Int32], trained: [Bool], source: SourceLocation, formatted: FormattedText? = nil) {
         precondition(ids.count == trained.count, "ids and mask differ in length")
         self.ids = ids
@@ -139,11 +144,14 @@ public struct TokenizedExample: Equatable, Sendable {
 /// t.labels   // ids where trained, -100 elsewhere
 /// ```
 public struct ExampleFormatter {
+    /// The tokenizer that turns rendered text into ids with byte offsets.
     public var tokenizer: any TextTokenizer
     /// The chat template; nil uses the built-in formats (see the file header).
     public var renderer: (any ChatRenderer)?
+    /// Masking, EOS and prompt settings.
     public var options: FormatOptions
 
+    /// A formatter; each argument sets the property of the same name.
     public init(tokenizer: any TextTokenizer, renderer: (any ChatRenderer)?, options: FormatOptions = FormatOptions()) {
         self.tokenizer = tokenizer
         self.renderer = renderer
@@ -159,6 +167,14 @@ public struct ExampleFormatter {
         }
     }
 
+    /// Renders `example`, tokenizes it with byte offsets and marks the tokens that overlap a
+    /// trained span.
+    /// - Parameter example: one loaded record.
+    /// - Returns: its ids and mask, with the rendered text when `options.keepText` is set.
+    /// - Throws: the renderer's or prompt template's errors (`SFTError.template` for a
+    ///   conversation the chat template rejects; `SFTError.unsupported` for tools without a chat
+    ///   template); `SFTError.unsupported` for loss spans on a conversation or instruction record,
+    ///   and an error for loss spans outside the text. Callers add the record's location.
     public func format(_ example: SFTExample) throws -> TokenizedExample {
         var policy = options.maskPolicy ?? Self.defaultPolicy(for: example.content)
         let text: String

@@ -5,6 +5,16 @@
 // written through `value(_:)` sorted, "/" not escaped, no whitespace.
 import Foundation
 
+/// Compact JSON written as it is produced and handed to a sink in chunks of about 64 KiB, so a
+/// report with megabytes of text and millions of ids takes linear time and bounded memory.
+/// Containers open and close with `begin…`/`end…`; inside an object, call `key(_:)` before each
+/// value. Call `flush()` at the end. Nesting is not checked: unbalanced calls write invalid JSON.
+///
+/// ```swift
+/// let w = JSONStreamWriter.standardOutput()
+/// w.beginObject(); try w.key("ids"); w.beginArray(); try w.int(1); try w.endArray(); try w.endObject()
+/// try w.flush()   // {"ids":[1]}
+/// ```
 public final class JSONStreamWriter {
     private var buffer: [UInt8] = []
     private let sink: ([UInt8]) throws -> Void
@@ -43,11 +53,17 @@ public final class JSONStreamWriter {
         buffer.removeAll(keepingCapacity: true)
     }
 
+    /// Opens an object (`{`), as the next value.
     public func beginObject() { separate(); buffer.append(UInt8(ascii: "{")); empty.append(true) }
+    /// Closes the innermost open object (`}`). Throws what the sink throws when a chunk is handed
+    /// on.
     public func endObject() throws { empty.removeLast(); buffer.append(UInt8(ascii: "}")); try flushIfFull() }
+    /// Opens an array (`[`), as the next value.
     public func beginArray() { separate(); buffer.append(UInt8(ascii: "[")); empty.append(true) }
+    /// Closes the innermost open array (`]`). Throws what the sink throws.
     public func endArray() throws { empty.removeLast(); buffer.append(UInt8(ascii: "]")); try flushIfFull() }
 
+    /// Writes an object key (escaped) and its colon; the next call writes its value.
     public func key(_ k: String) throws {
         separate()
         try appendString(k)
@@ -55,9 +71,14 @@ public final class JSONStreamWriter {
         afterKey = true
     }
 
+    /// Writes a string, escaped as RFC 8259 requires ("/" is not escaped). Throws what the sink
+    /// throws.
     public func string(_ s: String) throws { separate(); try appendString(s) }
+    /// Writes an integer. Throws what the sink throws.
     public func int(_ i: Int) throws { separate(); buffer.append(contentsOf: String(i).utf8); try flushIfFull() }
+    /// Writes `true` or `false`. Throws what the sink throws.
     public func bool(_ b: Bool) throws { separate(); buffer.append(contentsOf: (b ? "true" : "false").utf8); try flushIfFull() }
+    /// Writes `null`. Throws what the sink throws.
     public func null() throws { separate(); buffer.append(contentsOf: "null".utf8); try flushIfFull() }
     /// A number; JSON has no NaN or infinity, so those are written as null.
     public func double(_ d: Double) throws {

@@ -11,9 +11,15 @@
 import Foundation
 import SFTKernels
 
+/// A config-given prompt (`prompt_template`) for instruction and prompt/completion records: text
+/// with `{field}` placeholders in Python str.format style (`{{` and `}}` are literal braces).
+/// Fields: `instruction`, `input` (alias `context`) and `output` (alias `response`) for instruction
+/// records; `prompt` and `completion` for prompt/completion records. The last placeholder is the
+/// completion: the `completion` mask policy trains from its value to the end.
 public struct PromptTemplate: Equatable, Sendable {
     enum Piece: Equatable, Sendable { case literal(String), field(String) }
     let pieces: [Piece]
+    /// The template text as given.
     public let source: String
 
     static let known: Set<String> = ["instruction", "input", "context", "output", "response", "prompt", "completion"]

@@ -10,9 +10,15 @@
 import Foundation
 import SFTKernels
 
+/// The one path from rendered text to token ids, for training and generation alike, so a model
+/// trains on exactly the prompt prefix it later sees. When the tokenizer adds BOS the text gets
+/// exactly one (the template's own, or one put in front); when it does not, templates get
+/// `bos_token = ""`. EOS is never added here.
 public struct PromptTokens {
+    /// The tokenizer the text is encoded with.
     public let tokenizer: any TextTokenizer
 
+    /// The prompt path for `tokenizer`.
     public init(tokenizer: any TextTokenizer) { self.tokenizer = tokenizer }
 
     /// The `bos_token` string templates are rendered with: the BOS text when the tokenizer adds

@@ -11,6 +11,7 @@ import SFTKernels
 
 /// Which records of a file to read.
 public enum RecordSelection: Equatable, Sendable {
+    /// Every record of the file.
     case all
     /// The first `n` records of the file.
     case first(Int)

@@ -18,9 +18,12 @@ public protocol ChatRenderer {
 
 /// Rendered training text with the UTF-8 byte spans of its assistant turns, in order.
 public struct RenderedConversation: Equatable, Sendable {
+    /// The rendered text.
     public var text: String
+    /// Where each assistant turn sits in `text`, in conversation order.
     public var assistantTurns: [AssistantSpan]
 
+    /// A rendering from its text and its assistant turns' byte spans.
     public init(text: String, assistantTurns: [AssistantSpan]) {
         self.text = text
         self.assistantTurns = assistantTurns
@@ -35,6 +38,7 @@ public struct AssistantSpan: Equatable, Sendable {
     /// what the model must produce to stop.
     public var throughEndOfTurn: Range<Int>
 
+    /// A span from its two UTF-8 byte ranges (`throughEndOfTurn` starts where `content` does).
     public init(content: Range<Int>, throughEndOfTurn: Range<Int>) {
         self.content = content
         self.throughEndOfTurn = throughEndOfTurn
@@ -50,6 +54,8 @@ public protocol TextTokenizer {
     var eosTokenId: Int32? { get }
     /// Beginning of sequence, and its text as templates write it (`<s>`).
     var bosTokenId: Int32? { get }
+    /// The BOS token's text as templates write it (`<s>`, `<|begin_of_text|>`), nil when there is
+    /// none.
     var bosTokenText: String? { get }
     /// Whether the tokenizer puts BOS in front of a text (HF `add_bos_token`).
     var addsBOS: Bool { get }
@@ -65,9 +71,11 @@ extension TextTokenizer {
 /// for byte, for instruction data (Alpaca, Dolly with `context` as the input) trained without
 /// a chat template. As there, the response follows `### Response:` directly and ends in EOS.
 public enum AlpacaPrompt {
+    /// The prompt for a record without input; `{instruction}` is replaced by the instruction.
     public static let withoutInput = "Below is an instruction that describes a task. "
         + "Write a response that appropriately completes the request.\n\n"
         + "### Instruction:\n{instruction}\n\n### Response:"
+    /// The prompt for a record with input; `{instruction}` and `{input}` are replaced.
     public static let withInput = "Below is an instruction that describes a task, paired with an input that provides further context. "
         + "Write a response that appropriately completes the request.\n\n"
         + "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:"
@@ -87,6 +95,7 @@ public enum AlpacaPrompt {
 /// `### Human: {user}\n### Assistant: {assistant}\n…`, a system message as its own first line.
 /// An assistant turn ends at its newline (the model learns to stop before the next `### Human:`).
 public struct GuanacoRenderer: ChatRenderer {
+    /// The renderer (it has no settings).
     public init() {}
 
     public func renderPrompt(_ messages: [ChatMessage], tools: JSONValue?) throws -> String {

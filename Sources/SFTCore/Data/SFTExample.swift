@@ -13,6 +13,7 @@ public struct SourceLocation: Equatable, Hashable, Sendable, Codable, CustomStri
     /// counted) or the n-th CSV data row (header not counted).
     public var index: Int
 
+    /// A location from a 1-based line and a 0-based record index.
     public init(line: Int, index: Int) {
         self.line = line
         self.index = index
@@ -44,6 +45,8 @@ public enum SFTContent: Equatable, Sendable {
 /// ex.messages.count   // 2
 /// ```
 public struct SFTExample: Equatable, Sendable {
+    /// The example's parts: a conversation, an instruction record, a prompt/completion pair or raw
+    /// text.
     public var content: SFTContent
     /// The record this example came from.
     public var source: SourceLocation
@@ -52,6 +55,7 @@ public struct SFTExample: Equatable, Sendable {
     /// Tool schemas passed to the chat template as `tools` (the record's own, else the dataset's).
     public var tools: JSONValue?
 
+    /// An example; each argument sets the property of the same name.
     public init(content: SFTContent, source: SourceLocation, lossSpans: LossSpans? = nil, tools: JSONValue? = nil) {
         self.content = content
         self.source = source
@@ -92,7 +96,9 @@ public struct SFTExample: Equatable, Sendable {
 /// prompt + completion; a span `[begin, end]` includes `end` — Fast-LLM's convention — unless
 /// the config sets `span_end: exclusive`. Stored here as half-open ranges.
 public enum LossSpans: Equatable, Sendable {
+    /// `loss_masking_spans`: these ranges get no loss; every other token is trained.
     case masked([Range<Int>])
+    /// `trained_spans`: only tokens overlapping these ranges are trained.
     case trained([Range<Int>])
 }
 
@@ -135,7 +141,10 @@ public enum DatasetFormat: String, CaseIterable, Sendable, Codable {
 
 /// A record that loading skipped, and why.
 public struct SkippedRecord: Equatable, Sendable, CustomStringConvertible {
+    /// Where the record is.
     public var location: SourceLocation
+    /// Why it was skipped ("unknown role 'tool'"; the part before a colon groups reasons in the
+    /// report).
     public var reason: String
     public var description: String { "\(location): \(reason)" }
 }
@@ -143,13 +152,17 @@ public struct SkippedRecord: Equatable, Sendable, CustomStringConvertible {
 /// What loading a dataset file found: records read, examples kept, records skipped (with their
 /// locations), and whether the file ended in the middle of a record.
 public struct DatasetReport: Sendable, CustomStringConvertible {
+    /// The dataset file's path.
     public var path: String
+    /// The file kind the records were read as: JSON array, JSON Lines or CSV.
     public var fileFormat: String
+    /// The record format, given or detected.
     public var format: DatasetFormat
     /// Records read (kept + skipped).
     public var records: Int
     /// Examples kept.
     public var examples: Int
+    /// The skipped records, in file order, with their reasons.
     public var skipped: [SkippedRecord]
     /// Kept conversations whose first turn was the assistant's and was dropped (see
     /// DatasetFormats.swift: ShareGPT's split conversations).
@@ -160,6 +173,7 @@ public struct DatasetReport: Sendable, CustomStringConvertible {
     /// Records (kept or skipped) whose bytes are not valid UTF-8: the bad bytes were read as
     /// U+FFFD. `invalidUTF8Lines` holds the lines of the first few.
     public var invalidUTF8Records = 0
+    /// Lines of the first `invalidUTF8LinesShown` records with invalid UTF-8.
     public var invalidUTF8Lines: [Int] = []
     /// How many lines `invalidUTF8Lines` keeps.
     public static let invalidUTF8LinesShown = 5

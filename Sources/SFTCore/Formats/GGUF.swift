@@ -14,8 +14,11 @@ import Synchronization
 
 /// A GGUF metadata value. Integers keep their stored width; use the accessors to read them.
 public indirect enum GGUFValue: Sendable, Equatable, CustomStringConvertible {
+    /// An integer of GGUF's stored width and signedness (type ids 0–5).
     case uint8(UInt8), int8(Int8), uint16(UInt16), int16(Int16), uint32(UInt32), int32(Int32)
+    /// A 64-bit integer (ids 10, 11), a float (ids 6, 12) or a bool (id 7), as stored.
     case uint64(UInt64), int64(Int64), float32(Float), float64(Double), bool(Bool)
+    /// A UTF-8 string (type id 8).
     case string(String)
     /// An array with its declared element type id (elements all have that type).
     case array(elementType: UInt32, [GGUFValue])
@@ -42,8 +45,11 @@ public indirect enum GGUFValue: Sendable, Equatable, CustomStringConvertible {
         default: return int.map(Double.init)
         }
     }
+    /// The value when it is `.bool`, else nil.
     public var bool: Bool? { if case .bool(let v) = self { return v }; return nil }
+    /// The value when it is `.string`, else nil.
     public var string: String? { if case .string(let v) = self { return v }; return nil }
+    /// The elements when it is `.array`, else nil.
     public var array: [GGUFValue]? { if case .array(_, let v) = self { return v }; return nil }
     /// The array as strings (nil unless every element is a string).
     public var strings: [String]? {
@@ -114,6 +120,7 @@ public struct GGUFTensorInfo: Sendable, Equatable {
     public let dims: [Int]
     /// Row-major (HF/PyTorch) shape: `dims` reversed, e.g. [out_features, in_features].
     public var shape: [Int] { dims.reversed() }
+    /// The storage type (F32, F16, BF16, Q4_0, Q4_1, Q8_0, ...).
     public let type: GGMLType
     /// Byte offset of the data from the start of the file.
     public let offset: Int
@@ -131,9 +138,12 @@ public struct GGUFTensorInfo: Sendable, Equatable {
 /// let embed = try gguf.dequantize(gguf.tensor(named: "token_embd.weight")!)
 /// ```
 public final class GGUFFile: @unchecked Sendable {
+    /// The file's location.
     public let url: URL
     /// The format version (2 or 3).
     public let version: Int
+    /// Every metadata key/value pair (`general.architecture`, `llama.block_count`,
+    /// `tokenizer.ggml.tokens`...).
     public let metadata: [String: GGUFValue]
     /// Metadata keys in file order.
     public let metadataKeys: [String]

@@ -8,6 +8,9 @@
 
 import Foundation
 
+/// How one model family is stored in GGUF, as llama.cpp's converter writes it: the
+/// `general.architecture` name, the tensor-name table (GGUF ↔ HF names), the value transforms (q/k
+/// row permutation, norms stored as 1 + w) and the reader of its `<arch>.*` metadata.
 public struct GGUFArchitecture: Sendable {
     /// `general.architecture`.
     public let name: String
@@ -162,6 +165,7 @@ public struct GGUFArchitecture: Sendable {
 
 /// What a model writes into a GGUF file besides its parameters.
 public struct GGUFModelExport {
+    /// The family the file is written as (`general.architecture` and the tensor names).
     public var architecture: GGUFArchitecture
     /// `<arch>.*` hyper-parameters.
     public var metadata: [(String, GGUFValue)]
@@ -170,6 +174,8 @@ public struct GGUFModelExport {
     /// Heads of q and of k, for the row permutation (when the architecture permutes).
     public var heads: (q: Int, kv: Int)
 
+    /// An export description; each argument sets the property of the same name (`heads` matters
+    /// only when the architecture permutes q/k rows).
     public init(architecture: GGUFArchitecture, metadata: [(String, GGUFValue)],
                 derivedTensors: [(name: String, values: [Float])] = [], heads: (q: Int, kv: Int) = (0, 0)) {
         self.architecture = architecture; self.metadata = metadata; self.derivedTensors = derivedTensors; self.heads = heads

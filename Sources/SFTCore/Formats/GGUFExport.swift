@@ -10,10 +10,20 @@
 import Foundation
 import SFTKernels
 
+/// Writes a model as GGUF the way llama.cpp's HF converter does (llama.cpp tensor names, q/k rows
+/// permuted for Llama, `<arch>.*` hyper-parameters, `tokenizer.ggml.*` keys), so llama.cpp, the
+/// Python `gguf` reader, transformers and ``GGUFWeights`` read it back.
 public enum GGUFExport {
     /// How the weights are stored.
     public enum DType: String, CaseIterable, Sendable {
-        case f32, f16, bf16, q8_0
+        /// 32-bit floats everywhere (llama.cpp's ALL_F32).
+        case f32
+        /// IEEE half precision for 2-D weights, 1-D tensors f32 (MOSTLY_F16).
+        case f16
+        /// bfloat16 for 2-D weights, 1-D tensors f32 (MOSTLY_BF16).
+        case bf16
+        /// 8-bit blocks of 32 values with one f16 scale for 2-D weights, 1-D tensors f32 (MOSTLY_Q8_0).
+        case q8_0
 
         /// The GGML type of a 2-D weight.
         var matrixType: GGMLType {

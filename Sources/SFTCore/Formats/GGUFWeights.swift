@@ -10,8 +10,14 @@
 import Foundation
 import SFTKernels
 
+/// A GGUF file as a ``WeightSource``: tensors under their HF checkpoint names, dequantized to f32,
+/// with llama.cpp's q/k row permutation undone and Gemma's 1 + w norms restored. Files of an
+/// architecture sft has no table for are read with Llama's names (enough for summaries).
 public final class GGUFWeights: WeightSource {
+    /// The mapped GGUF file.
     public let file: GGUFFile
+    /// HF names of the tensors that map to one, in file order (GGUF tensors with no HF name, such
+    /// as `rope_freqs`, are left out).
     public let names: [String]
     /// The family's GGUF layout (names, value transforms, config reader).
     public let architecture: GGUFArchitecture
@@ -20,8 +26,13 @@ public final class GGUFWeights: WeightSource {
     /// HF name -> number of heads whose rows must be un-permuted.
     private let permuteHeads: [String: Int]
 
+    /// Opens and maps the GGUF file at `url`; throws what ``GGUFFile/init(url:)`` and
+    /// ``init(file:)`` throw.
     public convenience init(url: URL) throws { try self.init(file: GGUFFile(url: url)) }
 
+    /// Maps `file`'s tensor names to HF names.
+    /// - Throws: `SFTError.format` naming the file when two tensors map to one HF name, or when the
+    ///   head counts needed to undo the q/k permutation are missing or do not divide a tensor's rows.
     public init(file: GGUFFile) throws {
         self.file = file
         let arch = file.metadata["general.architecture"]?.string ?? ""

@@ -36,6 +36,9 @@ public struct GGUFWriter {
     private var tensors: [PendingTensor] = []
     private var tensorIndex: Set<String> = []
 
+    /// An empty file description.
+    /// - Parameter alignment: the data alignment in bytes (written as `general.alignment` when not 32).
+    /// - Throws: `SFTError.config` when `alignment` is not a positive power of two.
     public init(alignment: Int = 32) throws {
         guard alignment > 0, alignment & (alignment - 1) == 0 else {
             throw SFTError.config(field: "general.alignment", message: "\(alignment) is not a power of two")

@@ -6,6 +6,8 @@
 import Foundation
 import SFTKernels
 
+/// Writes a model as an HF folder (config.json, model.safetensors, the tokenizer files,
+/// generation_config.json) that transformers' `from_pretrained` and sft both load.
 public enum HFExport {
     /// Saves `lm`'s weights (LoRA adapters must be merged first) with its config and tokenizer.
     ///
@@ -57,6 +59,14 @@ public enum HFExport {
 /// the tokenizer spec (GGUF sources) as tokenizer.json + tokenizer_config.json +
 /// special_tokens_map.json, with a generation_config.json naming the tokens that end a turn.
 public enum TokenizerExport {
+    /// Writes the tokenizer files of `lm` into `dir`: copies them from an HF source folder, or
+    /// (GGUF sources) writes tokenizer.json, tokenizer_config.json, special_tokens_map.json and a
+    /// generation_config.json whose `eos_token_id` lists every token that ends a turn.
+    /// - Parameters:
+    ///   - lm: the model whose tokenizer and chat template are written.
+    ///   - dir: the export folder (must exist).
+    ///   - modelMaxLength: tokenizer_config's `model_max_length`; nil leaves it out.
+    /// - Throws: `SFTError.io` when a file cannot be copied or written.
     public static func save(_ lm: LanguageModel, to dir: URL, modelMaxLength: Int? = nil) throws {
         let fm = FileManager.default
         if let folder = lm.source as? HFModelFolder {
@@ -87,13 +97,16 @@ public struct MergeReport: Sendable {
     public var mergedLayers: Int
     /// Tokens of the sample text.
     public var tokens: Int
-    /// Largest and mean |logit(merged) − logit(base + adapter)| over all positions and the vocabulary.
+    /// Largest |logit(merged) − logit(base + adapter)| over all positions and the vocabulary.
     public var maxAbsLogitDiff: Float
+    /// Mean |logit(merged) − logit(base + adapter)| over all positions and the vocabulary.
     public var meanAbsLogitDiff: Float
     /// Largest |logit(base + adapter) − logit(base)|: how much the adapter itself changes the
     /// model (0 means the adapter does nothing, e.g. B still zero).
     public var maxAbsAdapterEffect: Float
 
+    /// The report as a JSON object (`merged_layers`, `tokens`, `max_abs_logit_diff`,
+    /// `mean_abs_logit_diff`, `max_abs_adapter_effect`) for JSONSerialization.
     public var jsonObject: [String: Any] {
         ["merged_layers": mergedLayers, "tokens": tokens, "max_abs_logit_diff": Double(maxAbsLogitDiff),
          "mean_abs_logit_diff": Double(meanAbsLogitDiff), "max_abs_adapter_effect": Double(maxAbsAdapterEffect)]

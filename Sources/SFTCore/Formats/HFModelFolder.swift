@@ -7,6 +7,7 @@ import SFTKernels
 
 /// Tensors spread over one or more safetensors files.
 public final class SafetensorsWeights: WeightSource {
+    /// The mapped safetensors files, in the order given.
     public let files: [SafetensorsFile]
     public let names: [String]
     public let config: [String: JSONValue]
@@ -53,6 +54,7 @@ public final class SafetensorsWeights: WeightSource {
 
 /// A Hugging Face model folder.
 public final class HFModelFolder: WeightSource {
+    /// The folder.
     public let url: URL
     /// config.json, parsed.
     public let config: [String: JSONValue]
@@ -62,8 +64,15 @@ public final class HFModelFolder: WeightSource {
     public let tokenizerConfigURL: URL?
     /// generation_config.json, when present.
     public let generationConfigURL: URL?
+    /// The tensors of model.safetensors, of the shards model.safetensors.index.json lists, or else
+    /// of every other *.safetensors file in the folder (adapter_* files excluded).
     public let weights: SafetensorsWeights
 
+    /// Opens the folder at `url`: reads config.json and maps the weights.
+    /// - Throws: `SFTError.io` when config.json, a listed shard or every weights file is missing;
+    ///   `SFTError.format` naming the file for invalid JSON, a config that is not an object, or an
+    ///   index without a usable `weight_map`; `SFTError.weights` naming a tensor that is in two
+    ///   shards or not where the index says.
     public init(url: URL) throws {
         self.url = url
         let fm = FileManager.default

@@ -5,12 +5,19 @@
 import Foundation
 import SFTKernels
 
+/// What `sftctl inspect` shows about a model file or folder: format, architecture, parameter count,
+/// stored types, the config values models care about, and the tokenizer's kind, special tokens and
+/// chat template.
 public struct ModelSummary {
     /// "GGUF v3" or "HF folder" or "safetensors".
     public var format: String
+    /// GGUF `general.architecture` or config.json's `model_type` ("llama", "qwen2"), when present.
     public var architecture: String?
+    /// GGUF `general.name`, or config.json's `_name_or_path` (else the folder name).
     public var name: String?
+    /// Values over all tensors.
     public var parameterCount: Int
+    /// Number of tensors.
     public var tensorCount: Int
     /// Stored element type (GGML type or safetensors dtype) -> number of tensors.
     public var typeCounts: [String: Int]
@@ -19,9 +26,11 @@ public struct ModelSummary {
     /// Tokenizer kind: GGUF `tokenizer.ggml.model` ("gpt2", "llama") or tokenizer.json's
     /// model type ("BPE").
     public var tokenizerKind: String?
+    /// Tokens in the vocabulary, when the tokenizer could be read.
     public var vocabularySize: Int?
     /// Special token role ("bos", "eos", "unknown", "padding" ...) -> (id when known, text).
     public var specialTokens: [String: (id: Int?, text: String?)]
+    /// Whether the tokenizer files carry a chat template.
     public var hasChatTemplate: Bool
     /// Other metadata worth showing (GGUF keys such as tokenizer.ggml.pre, general.file_type).
     public var extra: [String: String]

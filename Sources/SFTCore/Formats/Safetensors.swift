@@ -13,9 +13,14 @@ import SFTKernels
 
 /// Element types of safetensors files.
 public enum SafetensorsDType: String, Sendable, CaseIterable {
+    /// Floats: IEEE double, single and half precision, and bfloat16 (the raw value is the header's
+    /// `dtype`).
     case f64 = "F64", f32 = "F32", f16 = "F16", bf16 = "BF16"
+    /// Signed little-endian integers (two's complement).
     case i64 = "I64", i32 = "I32", i16 = "I16", i8 = "I8"
+    /// Unsigned little-endian integers, and one-byte booleans (0 or 1).
     case u64 = "U64", u32 = "U32", u16 = "U16", u8 = "U8", bool = "BOOL"
+    /// 8-bit floats (OCP FP8 E4M3 and E5M2); read, but not converted to f32.
     case f8e4m3 = "F8_E4M3", f8e5m2 = "F8_E5M2"
 
     /// Bytes per element.
@@ -46,18 +51,23 @@ public enum SafetensorsDType: String, Sendable, CaseIterable {
 
 /// One tensor's entry in a safetensors file.
 public struct SafetensorsTensorInfo: Sendable, Equatable {
+    /// The tensor's name in the header (`model.layers.0.self_attn.q_proj.weight`).
     public let name: String
+    /// The stored element type.
     public let dtype: SafetensorsDType
     /// Row-major shape.
     public let shape: [Int]
     /// Absolute byte offset of the data in the file.
     public let offset: Int
+    /// Bytes of data (elements × dtype size).
     public let byteCount: Int
+    /// Number of elements (product of `shape`; 1 for a scalar).
     public var elementCount: Int { shape.reduce(1, *) }
 }
 
 /// A memory-mapped, fully validated safetensors file.
 public final class SafetensorsFile: @unchecked Sendable {
+    /// The file's location.
     public let url: URL
     /// The `__metadata__` map (empty when absent).
     public let metadata: [String: String]
@@ -69,6 +79,11 @@ public final class SafetensorsFile: @unchecked Sendable {
     /// Largest header accepted (the reference implementation's limit).
     public static let maxHeaderBytes = 100_000_000
 
+    /// Maps and validates the file at `url`.
+    /// - Throws: `SFTError.io` when it cannot be opened; `SFTError.format` naming the file and byte
+    ///   offset for a header that is too long, not UTF-8, not a JSON object, or has an unknown dtype, a
+    ///   shape that does not match its byte range, or data ranges that overlap, leave holes or run
+    ///   past the end.
     public init(url: URL) throws {
         self.url = url
         file = try MappedFile(url: url)
@@ -155,8 +170,10 @@ public final class SafetensorsFile: @unchecked Sendable {
         index = idx
     }
 
+    /// Tensor names in data order.
     public var names: [String] { tensors.map(\.name) }
 
+    /// The entry for `name`, or nil when the file has no such tensor.
     public func tensor(named name: String) -> SafetensorsTensorInfo? { index[name].map { tensors[$0] } }
 
     /// The stored bytes of a tensor: a view into the mapping, valid while this object lives.
@@ -185,6 +202,8 @@ public final class SafetensorsFile: @unchecked Sendable {
         }
     }
 
+    /// The tensor `name` converted to f32, row-major.
+    /// - Throws: `SFTError.weights` naming the tensor when it is missing or its dtype has no f32 conversion.
     public func loadF32(_ name: String) throws -> [Float] {
         guard let info = tensor(named: name) else { throw SFTError.weights(key: name, message: "no such tensor in \(url.path)") }
         return try [Float](unsafeUninitializedCapacity: info.elementCount) { buf, n in
@@ -225,8 +244,11 @@ func firstInvalidUTF8(_ bytes: UnsafeRawBufferPointer) -> Int? {
 
 /// A tensor to write: dtype, row-major shape and little-endian bytes.
 public struct SafetensorsTensor: Sendable {
+    /// The element type of `data`.
     public let dtype: SafetensorsDType
+    /// Row-major shape.
     public let shape: [Int]
+    /// The elements' little-endian bytes (shape product × dtype size).
     public let data: [UInt8]
 
     /// Raw bytes; their count must be shape x dtype size.
@@ -250,12 +272,15 @@ public struct SafetensorsTensor: Sendable {
         try self.init(dtype: dtype, shape: shape, data: bytes)
     }
 
+    /// `values` stored as I64. Throws `SFTError.shape` when their count does not match `shape`.
     public init(_ values: [Int64], shape: [Int]) throws {
         try self.init(dtype: .i64, shape: shape, data: values.withUnsafeBytes { Array($0) })
     }
+    /// `values` stored as I32. Throws `SFTError.shape` when their count does not match `shape`.
     public init(_ values: [Int32], shape: [Int]) throws {
         try self.init(dtype: .i32, shape: shape, data: values.withUnsafeBytes { Array($0) })
     }
+    /// `values` stored as U8. Throws `SFTError.shape` when their count does not match `shape`.
     public init(_ values: [UInt8], shape: [Int]) throws {
         try self.init(dtype: .u8, shape: shape, data: values)
     }
@@ -268,6 +293,7 @@ func bf16Bits(_ x: Float) -> UInt16 {
     return UInt16(truncatingIfNeeded: (b &+ 0x7FFF &+ ((b >> 16) & 1)) >> 16)
 }
 
+/// Writing safetensors files (reading is ``SafetensorsFile``).
 public enum Safetensors {
     /// Writes `tensors` (in the given order) with optional `__metadata__` to `url`, via a
     /// temporary file renamed into place. The header is padded with spaces to a multiple of 8.

@@ -2,6 +2,8 @@
 import Foundation
 import SFTKernels
 
+/// The real model and dataset files tests, benchmarks and examples use (fetched by
+/// scripts/fetch-assets into `.assets/`, never committed).
 public enum Assets {
     /// The assets folder: $SFT_ASSETS, else the nearest `.assets` folder at or above the
     /// current directory, else `.assets` under the package root this file was compiled in.

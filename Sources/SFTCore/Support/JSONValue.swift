@@ -17,13 +17,17 @@ import SFTKernels
 /// v.serialized()                 // {"b":1,"a":[true,2.5,null]}
 /// ```
 public enum JSONValue: Sendable {
+    /// JSON `null`.
     case null
+    /// `true` or `false`.
     case bool(Bool)
     /// A number written without fraction or exponent that fits in Int.
     case int(Int)
     /// Any other number.
     case double(Double)
+    /// A string, unescaped.
     case string(String)
+    /// An array, in order.
     case array([JSONValue])
     /// Key/value pairs in document order; keys are unique.
     case object([(String, JSONValue)])
@@ -44,8 +48,11 @@ extension JSONValue {
         return items[index]
     }
 
+    /// The string when this is `.string`, else nil.
     public var stringValue: String? { if case .string(let s) = self { return s }; return nil }
+    /// The Bool when this is `.bool`, else nil.
     public var boolValue: Bool? { if case .bool(let b) = self { return b }; return nil }
+    /// The integer when this is `.int`, else nil (`.double(1.0)` gives nil; see `doubleValue`).
     public var intValue: Int? { if case .int(let i) = self { return i }; return nil }
     /// The number as Double (integers convert).
     public var doubleValue: Double? {
@@ -55,8 +62,11 @@ extension JSONValue {
         default: return nil
         }
     }
+    /// The elements when this is `.array`, else nil.
     public var arrayValue: [JSONValue]? { if case .array(let a) = self { return a }; return nil }
+    /// The key/value pairs, in document order, when this is `.object`, else nil.
     public var objectValue: [(String, JSONValue)]? { if case .object(let o) = self { return o }; return nil }
+    /// Whether this is `.null`.
     public var isNull: Bool { if case .null = self { return true }; return false }
 }
 
@@ -360,12 +370,18 @@ extension JSONValue {
         /// The text repeated once per nesting level at the start of each line; nil writes
         /// everything on one line ("" still breaks lines, as Python's indent=0 does).
         public var indent: String?
+        /// Written between array elements and between object pairs (Python's first `separators`
+        /// item).
         public var itemSeparator: String
+        /// Written between an object key and its value (Python's second `separators` item).
         public var keySeparator: String
+        /// Write object keys in sorted order instead of document order (Python's sort_keys).
         public var sortKeys: Bool
         /// Escape every non-ASCII character as \uXXXX (Python's ensure_ascii).
         public var escapeNonASCII: Bool
 
+        /// A layout with the given separators; the other settings default to Python's (no indent,
+        /// keys in document order, non-ASCII written as is).
         public init(indent: String? = nil, itemSeparator: String, keySeparator: String, sortKeys: Bool = false,
                     escapeNonASCII: Bool = false) {
             self.indent = indent
@@ -375,6 +391,7 @@ extension JSONValue {
             self.escapeNonASCII = escapeNonASCII
         }
 
+        /// No spaces and no line breaks: `{"a":[1,2]}`.
         public static let compact = Style(itemSeparator: ",", keySeparator: ":")
 
         /// Python's `json.dumps(x, ensure_ascii=False, indent=indent)`.

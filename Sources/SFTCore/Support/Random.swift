@@ -1,7 +1,11 @@
 // A small seeded generator (SplitMix64) for reproducible initialization, shuffling and
 // sampling. Its whole state is one UInt64, so checkpoints save and restore it exactly.
+/// A small seeded generator (SplitMix64) for reproducible initialization, shuffling, dropout and
+/// sampling. Its whole state is one UInt64, so checkpoints save and restore it exactly.
 public struct SeededRandom: RandomNumberGenerator, Codable, Equatable, Sendable {
+    /// The generator's whole state; advances by a fixed odd constant per `next()`.
     public var state: UInt64
+    /// A generator whose sequence is fixed by `seed` (equal seeds give equal sequences).
     public init(seed: UInt64) { state = seed }
 
     public mutating func next() -> UInt64 {

@@ -3,10 +3,12 @@
 import Foundation
 import SFTKernels
 
+/// The library's error type: every case carries the context a user needs to act (file, line, tensor
+/// key, config key, op and shapes). The library never exits on user input; it throws one of these.
 public enum SFTError: Error, CustomStringConvertible {
     /// A file could not be read or written.
     case io(path: String, message: String)
-    /// A file is malformed: `offset` is a byte offset (or line number, when `line` is true).
+    /// A file is malformed: `offset` is the byte offset of the problem in `path`, nil when unknown.
     case format(path: String, offset: Int?, message: String)
     /// A model's weights do not match its architecture.
     case weights(key: String, message: String)
@@ -18,8 +20,14 @@ public enum SFTError: Error, CustomStringConvertible {
     case data(path: String, line: Int, message: String)
     /// A chat template failed to parse or render.
     case template(line: Int, column: Int, message: String)
+    /// A file the caller asked for (usually under ``Assets``) is not there; `hint` says how to get
+    /// it.
     case missingAsset(path: String, hint: String)
+    /// A valid input that sft does not implement (an architecture, a tensor type, a setting); the
+    /// message names it.
     case unsupported(String)
+    /// A compute kernel or backend failed (an invalid argument, out of memory, an unavailable
+    /// backend, a CUDA or C library error); the wrapped error says which.
     case kernel(KernelError)
     /// Training diverged (non-finite loss or gradients, or a loss that ran away) at `step`
     /// (1-based), in `microBatch` when one is to blame. No update of that step was applied.

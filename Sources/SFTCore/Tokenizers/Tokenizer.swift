@@ -21,10 +21,18 @@ import SFTKernels
 public final class Tokenizer: @unchecked Sendable {
     /// The spec this tokenizer was built from.
     public let spec: TokenizerSpec
+    /// The number of token ids (ids run from 0 to vocabSize - 1), added and special tokens
+    /// included.
     public var vocabSize: Int { spec.tokens.count }
+    /// The beginning-of-sequence token (`<s>`, `<|begin_of_text|>`), nil when the vocabulary has
+    /// none.
     public var bosTokenId: Int32? { spec.bosTokenId }
+    /// The end-of-sequence token, nil when the vocabulary has none; see also `eosTokenIds`.
     public var eosTokenId: Int32? { spec.eosTokenId }
+    /// The padding token, nil when the tokenizer files set none.
     public var padTokenId: Int32? { spec.padTokenId }
+    /// The unknown token that stands for text the vocabulary cannot spell, nil when the tokenizer
+    /// files set none.
     public var unkTokenId: Int32? { spec.unkTokenId }
     /// EOS plus the end-of-turn tokens (<|im_end|>, <|eot_id|>, ...) known for this vocabulary:
     /// generation stops at any of them.
@@ -491,6 +499,10 @@ public struct StreamingDecoder {
     private var pending: [UInt8] = []
     private var first = true
 
+    /// A decoder with nothing pending.
+    /// - Parameters:
+    ///   - tokenizer: the tokenizer whose ids will be pushed.
+    ///   - skipSpecialTokens: leave control tokens out of the text, as `decode(_:skipSpecialTokens:)` does.
     public init(tokenizer: Tokenizer, skipSpecialTokens: Bool = false) {
         self.tokenizer = tokenizer
         self.skipSpecialTokens = skipSpecialTokens

@@ -4,6 +4,9 @@
 import Foundation
 import SFTKernels
 
+/// Tokenizer speed on real chat text (`sftctl tokenize --bench`): ShareGPT message strings encoded
+/// one by one on one thread; tools/bench_tokenizer.py times HF tokenizers on the same strings and
+/// compares the ids' checksum.
 public enum TokenizerBenchmark {
     /// Message texts from a ShareGPT JSON file: the string after each `"value": ` in file order,
     /// until their UTF-8 size reaches `minBytes`. The file is scanned, not parsed (the asset is
@@ -106,17 +109,24 @@ public enum TokenizerBenchmark {
 
     /// Timing of `runs` passes over the texts (one encode call per text, no special tokens).
     public struct Result: Sendable {
+        /// How many strings each pass encodes.
         public var texts: Int
+        /// Their total UTF-8 size in bytes.
         public var bytes: Int
+        /// Token ids the first pass produced (no special tokens added).
         public var tokens: Int
         /// Seconds per pass; the first pass starts with an empty word cache.
         public var seconds: [Double]
         /// FNV-1a over all ids, to compare with another tokenizer's output.
         public var checksum: UInt64
+        /// The median of `seconds`.
         public var medianSeconds: Double { seconds.sorted()[seconds.count / 2] }
+        /// `tokens` / `medianSeconds`.
         public var tokensPerSecond: Double { Double(tokens) / medianSeconds }
     }
 
+    /// Encodes every text `runs` times (at least once) with `encode(_:addSpecialTokens: false)`,
+    /// timing each pass; the token count and checksum come from the first pass.
     public static func run(_ tokenizer: Tokenizer, texts: [String], runs: Int = 5) -> Result {
         var seconds: [Double] = []
         var tokens = 0

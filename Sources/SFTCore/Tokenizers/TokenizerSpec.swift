@@ -20,6 +20,10 @@ public struct TokenizerSpec {
 
     /// How byte-level text is split before merging.
     public enum PreTokenizer: String, Sendable {
+        /// `none`: the segment is one piece. `gpt2`: GPT-2's split (contractions, letter runs,
+        /// digit runs, punctuation runs, each with one leading space; whitespace). `llama3`:
+        /// Llama-3's split (digits in runs of at most three). `qwen2`: Llama-3's split with one
+        /// digit per piece.
         case none, gpt2, llama3, qwen2
         /// Every digit on its own, then GPT-2 (SmolLM, StarCoder).
         case smollm
@@ -27,11 +31,16 @@ public struct TokenizerSpec {
 
     /// Token types, with GGUF's numbering (also SentencePiece's).
     public enum TokenType: Int32, Sendable {
+        /// `normal`: an ordinary piece, merged from text. `unknown`: the unknown token. `control`:
+        /// a special token (BOS, EOS, chat markers), matched in text and dropped when skipping
+        /// special tokens. `userDefined`: an added token matched in text and kept when decoding.
+        /// `unused`: never produced. `byte`: a `<0xXX>` byte-fallback token.
         case normal = 1, unknown = 2, control = 3, userDefined = 4, unused = 5, byte = 6
     }
 
     /// Where SentencePiece models put the "▁" that makes the first word look like a later one.
     public enum SpacePrefix: String, Sendable {
+        /// No "▁" is prepended (HF Metaspace "never").
         case never
         /// Before every text segment (between special tokens): sentencepiece, llama.cpp, and HF's
         /// legacy normalizer `Prepend("▁")`.
@@ -47,10 +56,13 @@ public struct TokenizerSpec {
     public struct AddedTokenOptions: Sendable, Equatable {
         /// Swallow whitespace on the left / right of the match.
         public var lstrip: Bool
+        /// Swallow whitespace on the right of the match.
         public var rstrip: Bool
+        /// Options with the given strip flags (both off by default, as HF AddedToken).
         public init(lstrip: Bool = false, rstrip: Bool = false) { self.lstrip = lstrip; self.rstrip = rstrip }
     }
 
+    /// Byte-level BPE or SentencePiece-style BPE.
     public var model: Model
     /// Token strings by id, as stored (byte-level mapped for `byteLevelBPE`: "Ġthe").
     public var tokens: [String]
@@ -62,6 +74,8 @@ public struct TokenizerSpec {
     /// SentencePiece scores (GGUF "llama" models without merges): a pair merges when its
     /// concatenation is a token; higher score merges first.
     public var scores: [Float]?
+    /// Byte-level: how text is split into pieces before merging (HF `pre_tokenizer`, GGUF
+    /// `tokenizer.ggml.pre`); `none` for SentencePiece.
     public var preTokenizer: PreTokenizer
     /// Byte-level: add a space before text that does not start with one (HF ByteLevel add_prefix_space).
     public var addPrefixSpace: Bool
@@ -76,18 +90,31 @@ public struct TokenizerSpec {
     public var fuseUnknown: Bool
     /// A piece that is itself a token is emitted without merging (HF ignore_merges; Llama-3).
     public var ignoreMerges: Bool
+    /// The BOS token (tokenizer_config's `bos_token`, GGUF `tokenizer.ggml.bos_token_id`).
     public var bosTokenId: Int32?
+    /// The EOS token (`eos_token`, GGUF `tokenizer.ggml.eos_token_id`).
     public var eosTokenId: Int32?
+    /// The padding token (`pad_token`, GGUF `tokenizer.ggml.padding_token_id`).
     public var padTokenId: Int32?
+    /// The unknown token (`unk_token`, GGUF `tokenizer.ggml.unknown_token_id`).
     public var unkTokenId: Int32?
     /// Further tokens that end a generation (end of turn, end of message), besides EOS.
     public var endOfTurnTokenIds: [Int32]
+    /// Encoding with special tokens puts BOS first (`add_bos_token`, GGUF
+    /// `tokenizer.ggml.add_bos_token`).
     public var addBosToken: Bool
+    /// Encoding with special tokens puts EOS last (`add_eos_token`, GGUF
+    /// `tokenizer.ggml.add_eos_token`).
     public var addEosToken: Bool
+    /// The Jinja chat template (tokenizer_config's `chat_template`, GGUF
+    /// `tokenizer.chat_template`), nil when the model has none.
     public var chatTemplate: String?
     /// lstrip/rstrip for added tokens that have them (by id).
     public var addedTokenOptions: [Int32: AddedTokenOptions]
 
+    /// A spec from its fields; each argument sets the property of the same name. `tokenTypes` nil
+    /// makes every token `normal`. No consistency check here: `Tokenizer(spec:)` validates (ids in
+    /// range, BOS set when `addBosToken` asks for it) and throws naming the field.
     public init(model: Model, tokens: [String], tokenTypes: [TokenType]? = nil, merges: [(String, String)] = [],
                 scores: [Float]? = nil, preTokenizer: PreTokenizer = .none, addPrefixSpace: Bool = false,
                 spacePrefix: SpacePrefix = .never, splitOnSpace: Bool = false, byteFallback: Bool = false,

@@ -25,13 +25,22 @@
 import Foundation
 import SFTKernels
 
+/// Exact data parallelism for one rank of an mpirun/srun job: N ranks train as one process with N×
+/// gradient accumulation. Gradients are all-reduced in buckets while the backward runs (as PyTorch
+/// DDP); with `zero_stage` 1 AdamW's moments are sharded across ranks by whole parameters. Rank 0
+/// writes every file. The file header (DataParallel.swift) gives the whole scheme.
 public final class DataParallel {
+    /// The communicator shared by the ranks (MPI, or `SingleProcessCollective` alone).
     public let collective: any Collective
+    /// 0: every rank keeps all AdamW states; 1: each rank keeps and updates only the parameters it
+    /// owns.
     public let zeroStage: Int
     /// Owner rank of each trainable parameter (by position in the trainer's parameter list).
     let owners: [Int]
 
+    /// This process's rank, 0 ..< `size`.
     public var rank: Int { collective.rank }
+    /// The number of ranks.
     public var size: Int { collective.size }
     /// Rank 0 writes the run's files.
     public var isWriter: Bool { collective.rank == 0 }
@@ -39,6 +48,13 @@ public final class DataParallel {
     /// The step's gradient all-reduces, started during the last micro-batch's backward.
     let buckets: GradientBuckets
 
+    /// Sets up the gradient buckets and, for ZeRO stage 1, which rank owns each parameter.
+    /// - Parameters:
+    ///   - collective: the ranks' communicator.
+    ///   - zeroStage: 0 or 1 (config key `zero_stage`).
+    ///   - parameters: the trainer's trainable parameters, in its order (the same on every rank).
+    ///   - bucketBytes: gradient bytes per all-reduce bucket (`ddp_bucket_cap_mb` × 2^20; default 25 MiB).
+    /// - Throws: `SFTError.config` for `zero_stage` other than 0 or 1.
     public init(collective: any Collective, zeroStage: Int = 0, parameters: [(String, Parameter)],
                 bucketBytes: Int = 25 << 20) throws {
         guard zeroStage == 0 || zeroStage == 1 else {
@@ -147,8 +163,11 @@ public final class DataParallel {
 
 /// A collective that failed during training, with the step and what it was doing.
 public struct DataParallelError: Error, CustomStringConvertible {
+    /// The optimizer step (1-based) during which the collective failed; 0 before training starts.
     public var step: Int
+    /// What the rank was doing ("summing gradients", "sharing updated parameters", ...).
     public var operation: String
+    /// The collective's own error (a timeout, a failed operation, an unusable library).
     public var underlying: CollectiveError
     public var description: String { "data parallel: step \(step), \(operation): \(underlying)" }
 }

@@ -4,14 +4,22 @@
 import Foundation
 import SFTKernels
 
+/// Mean next-token cross-entropy (nats per token) and perplexity of a model on text or a dataset
+/// (`sftctl eval`).
 public struct EvalReport: CustomStringConvertible {
+    /// Mean cross-entropy over all predicted tokens, in nats.
     public var meanLoss: Double
+    /// Tokens predicted (each has a token before it).
     public var tokens: Int
     /// Over the trained (assistant) tokens, for chat datasets.
     public var trainedMeanLoss: Double?
+    /// How many trained tokens `trainedMeanLoss` averages over.
     public var trainedTokens: Int?
+    /// exp(`meanLoss`).
     public var perplexity: Double { Foundation.exp(meanLoss) }
 
+    /// The report as a JSON object: `mean_loss`, `tokens`, `perplexity`, and for datasets
+    /// `assistant_mean_loss`, `assistant_perplexity`, `assistant_tokens`.
     public var jsonObject: [String: Any] {
         var o: [String: Any] = ["mean_loss": meanLoss, "tokens": tokens, "perplexity": perplexity]
         if let t = trainedMeanLoss { o["assistant_mean_loss"] = t; o["assistant_perplexity"] = Foundation.exp(t) }

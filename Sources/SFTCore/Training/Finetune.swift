@@ -11,7 +11,9 @@ import SFTKernels
 /// An event handler's answer: go on, or stop the run at this step boundary (the result is
 /// then written from the last step, as when `max_steps` is reached).
 public enum RunControl: Sendable {
+    /// Go on training.
     case `continue`
+    /// Stop after this step: the result is written as when `max_steps` is reached.
     case stop
 }
 

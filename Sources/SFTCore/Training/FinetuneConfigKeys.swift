@@ -15,6 +15,7 @@ public struct ConfigKey {
     public let name: String
     /// Other accepted spellings (the HF / TRL / PEFT names where they differ).
     public let aliases: [String]
+    /// One line for `sftctl finetune --help`: what the key does.
     public let help: String
     /// The value's shape for `--help`: "integer", "one of: a | b", "list of text".
     public let kind: String
@@ -74,7 +75,9 @@ public struct ConfigKey {
 
 /// An interval of allowed numbers.
 public struct ConfigRange: CustomStringConvertible {
+    /// The interval's ends (`upper` ∞ when unbounded).
     public var lower: Double, upper: Double = .infinity
+    /// Whether each end is excluded (default: lower included, upper excluded).
     public var lowerOpen = false, upperOpen = true
 
     static func atLeast(_ x: Double) -> ConfigRange { ConfigRange(lower: x) }

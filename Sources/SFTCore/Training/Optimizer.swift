@@ -5,21 +5,35 @@
 import Foundation
 import SFTKernels
 
+/// AdamW's hyper-parameters (HF TrainingArguments `adam_beta1`, `adam_beta2`, `adam_epsilon`,
+/// `weight_decay`).
 public struct AdamWConfig: Codable, Equatable, Sendable {
+    /// Decay of the first moment (mean of gradients); default 0.9.
     public var beta1: Double = 0.9
+    /// Decay of the second moment (mean of squared gradients); default 0.999.
     public var beta2: Double = 0.999
+    /// Added to the square root of the second moment before dividing; default 1e-8.
     public var eps: Double = 1e-8
+    /// Decoupled weight decay per step, times the learning rate (not applied to norms and biases);
+    /// default 0.
     public var weightDecay: Double = 0
+    /// A config; each argument sets the property of the same name.
     public init(beta1: Double = 0.9, beta2: Double = 0.999, eps: Double = 1e-8, weightDecay: Double = 0) {
         self.beta1 = beta1; self.beta2 = beta2; self.eps = eps; self.weightDecay = weightDecay
     }
 }
 
+/// AdamW (Loshchilov & Hutter 2019) over trainable parameters, with bias-corrected moments kept as
+/// f32 tensors on each parameter's device and decoupled weight decay that skips norms and biases
+/// (as HF Trainer).
 public final class AdamW {
+    /// The hyper-parameters.
     public let config: AdamWConfig
+    /// The parameters it updates, by name, in the trainer's order.
     public let parameters: [(String, Parameter)]
     /// Moments by parameter name.
     public private(set) var m: [String: Tensor] = [:]
+    /// Second moments by parameter name (same shape as the parameter).
     public private(set) var v: [String: Tensor] = [:]
     /// Optimizer steps taken.
     public private(set) var step = 0
@@ -91,14 +105,29 @@ public func clipGradients(_ parameters: [(String, Parameter)], maxNorm: Double) 
 
 /// Learning-rate schedules with linear warmup (names as in HF `lr_scheduler_type`).
 public struct LRSchedule: Codable, Equatable, Sendable {
-    public enum Kind: String, Codable, Sendable, CaseIterable { case constant, constantWithWarmup = "constant_with_warmup", cosine, linear }
+    /// The schedule's shape; raw values are HF's `lr_scheduler_type` names.
+    public enum Kind: String, Codable, Sendable, CaseIterable {
+        /// The peak rate throughout; warmup is ignored (as HF's `constant`).
+        case constant
+        /// Linear warmup to the peak, then the peak.
+        case constantWithWarmup = "constant_with_warmup"
+        /// Linear warmup, then half a cosine from the peak down to `minRatio` × peak at the last step.
+        case cosine
+        /// Linear warmup, then a straight line from the peak to 0 at the last step.
+        case linear
+    }
+    /// The schedule after warmup.
     public var kind: Kind
+    /// The peak learning rate (`learning_rate`).
     public var peak: Double
+    /// Optimizer steps of linear warmup from 0 to `peak`.
     public var warmupSteps: Int
+    /// Optimizer steps in the whole run (where linear and cosine reach their end).
     public var totalSteps: Int
     /// Floor of cosine decay as a fraction of the peak (cosine_with_min_lr).
     public var minRatio: Double
 
+    /// A schedule; each argument sets the property of the same name.
     public init(kind: Kind, peak: Double, warmupSteps: Int, totalSteps: Int, minRatio: Double = 0) {
         self.kind = kind; self.peak = peak; self.warmupSteps = warmupSteps; self.totalSteps = totalSteps
         self.minRatio = minRatio

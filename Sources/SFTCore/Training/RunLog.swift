@@ -5,20 +5,34 @@
 import Foundation
 import SFTKernels
 
+/// One line of metrics.jsonl: a training log entry (loss, learning rate, gradient norm, speed) or
+/// an evaluation entry (`eval_loss`). JSON keys are snake_case; nil fields are left out.
 public struct StepMetrics: Codable, Equatable, Sendable {
+    /// Optimizer steps done (1-based; the step this entry follows).
     public var step: Int
+    /// Fractional epoch reached: whole epochs plus the share of the current one.
     public var epoch: Double
+    /// The step's training loss: mean cross-entropy over its trained tokens, in nats (nil in eval
+    /// entries).
     public var loss: Double?
+    /// Mean validation loss over trained tokens, in nats (eval entries only).
     public var evalLoss: Double?
+    /// The learning rate the step used.
     public var lr: Double?
+    /// The global L2 norm of the gradients before clipping.
     public var gradNorm: Double?
+    /// Tokens processed per second since the last log line (rows × row length, padding included).
     public var tokensPerSecond: Double?
+    /// Trained tokens since the start of the run.
     public var trainedTokens: Int?
     /// Trained (loss-bearing) tokens over all tokens of the steps since the last log line.
     public var trainedTokenShare: Double?
+    /// Wall-clock seconds of training so far (a resumed run counts its earlier time too).
     public var elapsedSeconds: Double
+    /// The backend's peak allocated memory in bytes (`Backend.memoryStats.peakBytes`).
     public var peakMemoryBytes: Int?
 
+    /// An entry; each argument sets the property of the same name.
     public init(step: Int, epoch: Double, loss: Double? = nil, evalLoss: Double? = nil, lr: Double? = nil,
                 gradNorm: Double? = nil, tokensPerSecond: Double? = nil, trainedTokens: Int? = nil,
                 trainedTokenShare: Double? = nil, elapsedSeconds: Double, peakMemoryBytes: Int? = nil) {
@@ -38,13 +52,17 @@ public struct StepMetrics: Codable, Equatable, Sendable {
 
 /// Where a run's metrics go besides metrics.jsonl (always written: resume reads it).
 public enum LogSink: String, Codable, CaseIterable, Sendable {
+    /// `jsonl`: metrics.jsonl only (always on); `tensorboard`: also TensorBoard event files in
+    /// output_dir/tensorboard, scalars under `train/` and `eval/`.
     case jsonl, tensorboard
 }
 
 /// Appends metrics to `metrics.jsonl` in the run folder and redraws `loss.svg`; with a
 /// TensorBoard writer, also writes each entry as scalars under `train/` and `eval/`.
 public final class RunLog {
+    /// The run folder holding metrics.jsonl and loss.svg.
     public let directory: URL
+    /// Every entry so far, those of the earlier run included when resumed.
     public private(set) var history: [StepMetrics] = []
     private let handle: FileHandle
     private let tensorBoard: TensorBoardWriter?
@@ -88,6 +106,8 @@ public final class RunLog {
         handle.write(data)
     }
 
+    /// Appends `m` to metrics.jsonl (and to the TensorBoard events when on) and redraws loss.svg.
+    /// - Throws: the TensorBoard writer's `SFTError.io`, or an encoding error.
     public func append(_ m: StepMetrics) throws {
         history.append(m)
         let encoder = JSONEncoder()

@@ -8,10 +8,12 @@ import Synchronization
 public final class StopFlag: Sendable {
     private let raised = Atomic<Bool>(false)
 
+    /// A flag not yet raised.
     public init() {}
 
     /// Asks the run to stop (safe from a signal handler: a single lock-free store).
     public func raise() { raised.store(true, ordering: .relaxed) }
 
+    /// Whether `raise()` has been called (the trainer checks at each step boundary).
     public var isRaised: Bool { raised.load(ordering: .relaxed) }
 }

@@ -13,17 +13,26 @@ import SFTKernels
 /// The optimizer, schedule, logging, evaluation and checkpoint settings of a `Trainer`
 /// (`FinetuneConfig.trainer()` derives them from a run's configuration).
 public struct TrainerConfig: Codable, Equatable, Sendable {
+    /// Peak learning rate (`learning_rate`); default 2e-4.
     public var learningRate: Double = 2e-4
+    /// Schedule after warmup (`lr_scheduler_type`); default linear.
     public var schedule: LRSchedule.Kind = .linear
+    /// Warmup as a fraction of the total steps (`warmup_ratio`); default 0.
     public var warmupRatio: Double = 0
+    /// Warmup steps; overrides `warmupRatio` when above 0 (`warmup_steps`).
     public var warmupSteps: Int = 0
     /// Floor of the cosine schedule, as a fraction of the peak.
     public var minLRRatio: Double = 0
+    /// AdamW's betas, epsilon and weight decay.
     public var adamw = AdamWConfig()
+    /// Clip gradients to this global L2 norm; 0: no clipping (`max_grad_norm`); default 1.
     public var maxGradNorm: Double = 1
     /// Stop after this many optimizer steps (nil: run every epoch of the data plan).
     public var maxSteps: Int? = nil
+    /// Recompute each decoder layer in the backward pass instead of keeping its activations
+    /// (`gradient_checkpointing`).
     public var gradientCheckpointing: Bool = false
+    /// Log metrics every N optimizer steps (`logging_steps`); default 1.
     public var loggingSteps: Int = 1
     /// Evaluate every N steps (nil: only at the end, when eval data exists).
     public var evalSteps: Int? = nil
@@ -31,9 +40,12 @@ public struct TrainerConfig: Codable, Equatable, Sendable {
     public var earlyStoppingPatience: Int? = nil
     /// Save a checkpoint every N steps (nil: never during the run).
     public var saveSteps: Int? = nil
+    /// Also checkpoint at the end of each epoch (`save_each_epoch`).
     public var saveEachEpoch: Bool = false
     /// Keep at most this many checkpoints (oldest deleted first).
     public var saveTotalLimit: Int? = nil
+    /// Seed of the dropout and NEFTune noise stream (`seed`); default 42. The data order has its
+    /// own seed, in `BatchingOptions`.
     public var seed: UInt64 = 42
     /// Stop when the loss runs away: above `Divergence.factor` × its running minimum for
     /// `Divergence.patience` steps in a row, or at ln(vocab) with zero gradient as long.
@@ -44,24 +56,38 @@ public struct TrainerConfig: Codable, Equatable, Sendable {
     /// NEFTune: uniform noise on the input embeddings while training (Embedding.neftuneNoiseAlpha).
     public var neftuneNoiseAlpha: Double? = nil
 
+    /// The defaults above (those of `FinetuneConfig`).
     public init() {}
 }
 
 /// What the trainer reports while it runs.
 public enum TrainerEvent {
+    /// A logged optimizer step: its metrics, and the steps the run will take in all.
     case step(StepMetrics, totalSteps: Int)
+    /// An evaluation after `step` optimizer steps: the mean validation loss (nats per trained
+    /// token).
     case eval(step: Int, loss: Double)
+    /// A checkpoint folder was written.
     case checkpoint(URL)
+    /// A line for the user (early stopping, resumption, warnings).
     case message(String)
 }
 
+/// How a `Trainer.train()` run ended.
 public struct TrainSummary: Sendable {
+    /// Optimizer steps done in all (a resumed run counts the earlier ones).
     public var steps: Int
+    /// The last step's training loss (nil when no step ran).
     public var finalLoss: Double?
+    /// The lowest validation loss seen (nil without evaluation).
     public var bestEvalLoss: Double?
+    /// Whether early stopping ended the run.
     public var stoppedEarly: Bool
+    /// Trained tokens over the run.
     public var trainedTokens: Int
+    /// Wall-clock seconds of training (a resumed run counts its earlier time too).
     public var seconds: Double
+    /// The backend's peak allocated memory in bytes.
     public var peakMemoryBytes: Int
 }
 
@@ -69,15 +95,23 @@ public struct TrainSummary: Sendable {
 /// clipping, AdamW and the learning-rate schedule, with evaluation, logs, checkpoints and exact
 /// resumption. `Finetune.run` builds one; use it directly to train a model built in code.
 public final class Trainer {
+    /// The model being trained.
     public let model: CausalLM
+    /// The trainer's settings.
     public let config: TrainerConfig
+    /// The trainable parameters by name (adapters for LoRA; unfrozen weights for full finetuning).
     public let parameters: [(String, Parameter)]
+    /// The optimizer over `parameters`.
     public let optimizer: AdamW
     /// The ranks this trainer runs with (one process: a single-process group).
     public let parallel: DataParallel
+    /// The training data stream; its cursor is where the next step starts (saved in checkpoints).
     public internal(set) var loader: DataLoader
+    /// The validation micro-batches (empty: no evaluation).
     public let evalBatches: [TrainingBatch]
+    /// The learning-rate schedule over the run's total steps.
     public let schedule: LRSchedule
+    /// The run folder: metrics, checkpoints.
     public let outputDirectory: URL
     /// Identifies the data and settings a checkpoint belongs to (resume refuses a mismatch).
     public let fingerprint: [String: String]
@@ -171,6 +205,7 @@ public final class Trainer {
         self.fingerprint = fp
     }
 
+    /// Optimizer steps the run takes in all: every epoch of the plan, or `maxSteps` when smaller.
     public var totalSteps: Int { schedule.totalSteps }
 
     static func describe(_ c: TrainerConfig) -> String {

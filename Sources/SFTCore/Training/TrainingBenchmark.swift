@@ -5,25 +5,39 @@
 import Foundation
 import SFTKernels
 
+/// Wall-clock seconds of one training step, by phase (the device synchronized after each).
 public struct StepTiming: Sendable {
+    /// Forward pass and loss.
     public var forward: Double
+    /// Backward pass.
     public var backward: Double
+    /// Gradient clipping and the AdamW update.
     public var optimizer: Double
+    /// All three phases.
     public var total: Double { forward + backward + optimizer }
 }
 
+/// What `TrainingBenchmark.run` measured (`sftctl bench train`).
 public struct TrainBenchResult: Sendable {
+    /// Tokens per step (the row length).
     public var tokens: Int
+    /// The timed steps, warm-up excluded.
     public var steps: [StepTiming]
+    /// The backend's peak allocated memory over the warm-up and timed steps, in bytes.
     public var peakMemoryBytes: Int
+    /// The process's peak resident set size, in bytes.
     public var peakRSSBytes: Int
+    /// Each phase's median over `steps` (so `median.total` need not be the median of totals).
     public var median: StepTiming {
         func med(_ f: (StepTiming) -> Double) -> Double { let s = steps.map(f).sorted(); return s[s.count / 2] }
         return StepTiming(forward: med(\.forward), backward: med(\.backward), optimizer: med(\.optimizer))
     }
+    /// `tokens` / `median.total`.
     public var tokensPerSecond: Double { Double(tokens) / median.total }
 }
 
+/// Measured training speed on a real model, for `sftctl bench train` and BENCHMARKS.md: median step
+/// time after a warm-up, tokens per second, forward/backward split and peak memory.
 public enum TrainingBenchmark {
     /// Times `steps` optimizer steps (after one warm-up) of batch 1 × `seq` random tokens.
     /// With `documents` > 1 the row is packed: that many equal documents, positions restarting

@@ -100,6 +100,43 @@ final class FinetuneConfigKeysTests: XCTestCase {
         }
     }
 
+    /// The doc comments of FinetuneConfig's and DataConfig's properties name each key, its flag
+    /// and its aliases ("Key `lora_r` (alias `r`), flag `--lora-r`"), once, right above a
+    /// property, and a default they state is the table's; a key added, renamed or given another
+    /// default without its doc comment fails here.
+    func testEveryKeyIsDocumentedOnItsPropertyWithItsFlagAndDefault() throws {
+        let sources = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../../Sources/SFTCore")
+        var blocks: [String] = []  // each doc comment that sits directly above a `public var`
+        for file in ["Training/FinetuneConfig.swift", "Data/DataPipeline.swift"] {
+            var doc: [String] = []
+            for line in try String(contentsOf: sources.appendingPathComponent(file), encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false) {
+                let t = line.trimmingCharacters(in: .whitespaces)
+                if t.hasPrefix("///") { doc.append(String(t.dropFirst(3)).trimmingCharacters(in: .whitespaces)); continue }
+                if t.hasPrefix("public var "), !doc.isEmpty { blocks.append(doc.joined(separator: " ")) }
+                doc = []
+            }
+        }
+        var documented: [String] = []
+        for block in blocks {
+            guard let r = block.range(of: #"Key `([a-z0-9_]+)`"#, options: .regularExpression) else { continue }
+            documented.append(String(block[r].dropFirst(5).dropLast()))
+        }
+        XCTAssertEqual(documented.sorted(), FinetuneConfig.keys.map(\.name).sorted(), "keys named in doc comments vs the key table")
+        for k in FinetuneConfig.keys {
+            guard let block = blocks.first(where: { $0.contains("Key `\(k.name)`") }) else { continue }
+            XCTAssertTrue(block.contains("flag `--\(k.name.replacingOccurrences(of: "_", with: "-"))`"), "\(k.name): flag")
+            for a in k.aliases { XCTAssertTrue(block.contains("alias `\(a)`"), "\(k.name): alias \(a)") }
+            // "default X": a number equal to the table's default, or the same word.
+            guard let r = block.range(of: #"default [^ ;,()]+"#, options: .regularExpression), let table = k.defaultText else { continue }
+            let stated = block[r].dropFirst(8).trimmingCharacters(in: CharacterSet(charactersIn: "."))
+            if let a = Double(stated), let b = Double(table) {
+                XCTAssertEqual(a, b, "\(k.name): doc says default \(stated), the table \(table)")
+            } else if !stated.hasPrefix("[") && stated != "none" && stated != "empty" {
+                XCTAssertEqual(stated, table, "\(k.name): default")
+            }
+        }
+    }
+
     func testUnknownKeysAreNamedWithTheNearestKnownKey() {
         func refusal(_ body: () throws -> FinetuneConfig) -> (String, String)? {
             do { _ = try body(); return nil } catch SFTError.config(let field, let message) { return (field, message) } catch { return ("?", "\(error)") }
