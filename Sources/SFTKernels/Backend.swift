@@ -10,14 +10,34 @@
 /// `window` (sliding-window attention, Mistral / Gemma): token t sees keys s with
 /// t − window < s ≤ t (and in its document); nil: every earlier key.
 public struct AttentionShape: Sendable, Equatable {
+    /// Batch rows B, tokens per row T, query heads H, key/value heads KV (a divisor of H) and
+    /// head width D.
     public var B: Int, T: Int, H: Int, KV: Int, D: Int
+    /// Floats between consecutive tokens' rows of q, k, v and o (defaults H·D, KV·D, KV·D, H·D;
+    /// larger when they are column slices of a fused buffer).
     public var ldq: Int, ldk: Int, ldv: Int, ldo: Int
+    /// Multiplies q·k before the softmax (default D^-½).
     public var scale: Float
+    /// Sliding window in tokens, the query's own included; nil: full causal attention.
     public var window: Int?
     /// Attention-logit softcapping (Gemma 2): the scaled score x becomes softcap · tanh(x / softcap)
     /// before ALiBi and the mask; 0 = off.
     public var softcap: Float
 
+    /// A shape with packed rows and D^-½ scaling unless given.
+    /// - Parameters:
+    ///   - B: Batch rows.
+    ///   - T: Tokens per row.
+    ///   - H: Query heads.
+    ///   - KV: Key/value heads.
+    ///   - D: Head width.
+    ///   - ldq: q row stride in floats; nil: H·D.
+    ///   - ldk: k row stride; nil: KV·D.
+    ///   - ldv: v row stride; nil: KV·D.
+    ///   - ldo: Output row stride; nil: H·D.
+    ///   - scale: Score scale; nil: D^-½.
+    ///   - window: Sliding window; nil: none.
+    ///   - softcap: Logit softcap; 0: none.
     public init(B: Int, T: Int, H: Int, KV: Int, D: Int, ldq: Int? = nil, ldk: Int? = nil,
                 ldv: Int? = nil, ldo: Int? = nil, scale: Float? = nil, window: Int? = nil, softcap: Float = 0) {
         self.window = window
@@ -33,8 +53,19 @@ public struct AttentionShape: Sendable, Equatable {
 
 /// Hyper-parameters of one AdamW step (bias corrections computed by the caller from the step).
 public struct AdamWStep: Sendable, Equatable {
+    /// Learning rate; the moment decay rates β1, β2; the ε added to √v̂; and the decoupled weight
+    /// decay (p −= lr · weightDecay · p).
     public var lr: Float, beta1: Float, beta2: Float, eps: Float, weightDecay: Float
+    /// 1 − β1^step and 1 − β2^step, which divide the moments.
     public var biasCorrection1: Float, biasCorrection2: Float
+    /// The hyper-parameters of step `step` (1-based), with its bias corrections.
+    /// - Parameters:
+    ///   - lr: Learning rate of this step (after the schedule).
+    ///   - beta1: First-moment decay (`adam_beta1`).
+    ///   - beta2: Second-moment decay (`adam_beta2`).
+    ///   - eps: Denominator epsilon (`adam_epsilon`).
+    ///   - weightDecay: Decoupled weight decay (`weight_decay`).
+    ///   - step: The 1-based optimizer step.
     public init(lr: Float, beta1: Float, beta2: Float, eps: Float, weightDecay: Float, step: Int) {
         self.lr = lr; self.beta1 = beta1; self.beta2 = beta2; self.eps = eps
         self.weightDecay = weightDecay
