@@ -31,9 +31,15 @@ public struct GenerationConfig: Equatable, Sendable {
 
 /// The generated tokens and text, why generation stopped, and its timings.
 public struct GenerationResult: Equatable, Sendable {
-    /// Why generation ended: an end-of-sequence/end-of-turn or stop token ("eos"), a stop string
-    /// ("stop_string"), or the `maxNewTokens` budget ("length").
-    public enum StopReason: String, Sendable { case endOfSequence = "eos", stopString = "stop_string", length }
+    /// Why generation ended (the raw values are the `stop_reason` of `sftctl generate --json`).
+    public enum StopReason: String, Sendable {
+        /// "eos": the model produced an end-of-sequence, end-of-turn or extra stop token.
+        case endOfSequence = "eos"
+        /// "stop_string": the text ended with one of `GenerationConfig.stopStrings`.
+        case stopString = "stop_string"
+        /// "length": `GenerationConfig.maxNewTokens` tokens were generated.
+        case length
+    }
     /// The new tokens (the stop token itself excluded).
     public var ids: [Int32]
     /// The decoded text of `ids` (a matched stop string removed).

@@ -157,6 +157,9 @@ public final class LayerNorm: Module {
         if let bias { p.append(("bias", bias)) }
         return p
     }
+    /// Normalizes each row of x (N, C); returns (N, C).
+    /// - Parameter x: Input rows.
+    /// - Throws: On a shape mismatch or a backend failure.
     public func callAsFunction(_ x: Tensor) throws -> Tensor {
         try Ops.layerNorm(x, weight: weight.value, bias: bias?.value, eps: eps)
     }
