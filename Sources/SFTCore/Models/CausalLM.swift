@@ -9,7 +9,7 @@ import SFTKernels
 public struct ModelInput {
     /// Token ids, (B·T) i32, row-major: row b's tokens are `ids[b·T ..< (b+1)·T]`.
     public var ids: Tensor
-    /// Position of each token for RoPE/ALiBi, (B·T) i32, restarting at 0 for each packed document.
+    /// Position of each token for RoPE, (B·T) i32, restarting at 0 for each packed document.
     public var positions: Tensor
     /// Document index of each token, (B·T) i32, for packed rows: attention never crosses
     /// documents. nil: every row is one document.

@@ -53,10 +53,11 @@ public struct Gemma2Config: Equatable, Decodable {
     /// Final-logit softcapping: logits become cap · tanh(z / cap) (HF
     /// `final_logit_softcapping`); nil: none.
     public var finalLogitSoftcapping: Double?
-    /// HF `bos_token_id`, when the config names one (informational; the tokenizer's is used).
+    /// HF `bos_token_id`, when the config names one (written back to a saved config.json;
+    /// tokenization and generation use the tokenizer's).
     public var bosTokenId: Int?
-    /// HF `eos_token_id`, when the config names a single one (informational; the tokenizer's is
-    /// used).
+    /// HF `eos_token_id`, when the config names a single one (written back to a saved
+    /// config.json; tokenization and generation use the tokenizer's).
     public var eosTokenId: Int?
 
     enum CodingKeys: String, CodingKey, CaseIterable {

@@ -58,10 +58,11 @@ public struct Gemma3Config: Equatable, Decodable {
     /// RoPE of the sliding-window layers: θ from HF `rope_local_base_freq` (or
     /// `rope_parameters.sliding_attention`), without scaling.
     public var ropeSliding: RopeParameters
-    /// HF `bos_token_id`, when the config names one (informational; the tokenizer's is used).
+    /// HF `bos_token_id`, when the config names one (written back to a saved config.json;
+    /// tokenization and generation use the tokenizer's).
     public var bosTokenId: Int?
-    /// HF `eos_token_id`, when the config names a single one (informational; the tokenizer's is
-    /// used).
+    /// HF `eos_token_id`, when the config names a single one (written back to a saved
+    /// config.json; tokenization and generation use the tokenizer's).
     public var eosTokenId: Int?
 
     enum CodingKeys: String, CodingKey, CaseIterable {

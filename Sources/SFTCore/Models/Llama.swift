@@ -49,9 +49,11 @@ public struct LlamaConfig: Equatable, Decodable, Sendable {
     public var maxPositionEmbeddings: Int
     /// The HF `model_type`: "llama", "mistral", "qwen2" or "qwen3".
     public var modelType: String
-    /// HF `bos_token_id`, when the config names one (informational; the tokenizer's is used).
+    /// HF `bos_token_id`, when the config names one (written back to a saved config.json;
+    /// tokenization and generation use the tokenizer's).
     public var bosTokenId: Int?
-    /// HF `eos_token_id`, when the config names a single one (informational; the tokenizer's is used).
+    /// HF `eos_token_id`, when the config names a single one (written back to a saved
+    /// config.json; tokenization and generation use the tokenizer's).
     public var eosTokenId: Int?
     /// Keys attend to at most this many tokens back, themselves included (Mistral; Qwen2 on
     /// the layers `layerTypes` marks "sliding_attention"); nil: full causal attention.

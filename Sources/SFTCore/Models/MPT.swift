@@ -28,8 +28,9 @@ public struct MPTConfig: Equatable, Decodable {
     public var maxSeqLen: Int
     /// The epsilon of every LayerNorm (HF `layer_norm_epsilon`, default 1e-5).
     public var layerNormEpsilon: Float
-    /// ALiBi's largest bias: head h (1-based) gets slope 2^(−h·max/H') with H' the next power of
-    /// two (HF `attn_config.alibi_bias_max`, default 8).
+    /// ALiBi's largest bias: with H a power of two, head h (1-based) gets slope 2^(−h·max/H)
+    /// (other H: MPT's interleaving of the next power of two's slopes; HF
+    /// `attn_config.alibi_bias_max`, default 8).
     public var alibiBiasMax: Double
     /// Scale of the attention scores (HF `attn_config.softmax_scale`); nil: D^-½.
     public var softmaxScale: Double?
@@ -37,10 +38,11 @@ public struct MPTConfig: Equatable, Decodable {
     public var clipQKV: Double?
     /// Whether the LM head is `wte` (HF `tie_word_embeddings`, default true).
     public var tieWordEmbeddings: Bool
-    /// HF `bos_token_id`, when the config names one (informational; the tokenizer's is used).
+    /// HF `bos_token_id`, when the config names one (written back to a saved config.json;
+    /// tokenization and generation use the tokenizer's).
     public var bosTokenId: Int?
-    /// HF `eos_token_id`, when the config names a single one (informational; the tokenizer's is
-    /// used).
+    /// HF `eos_token_id`, when the config names a single one (written back to a saved
+    /// config.json; tokenization and generation use the tokenizer's).
     public var eosTokenId: Int?
 
     enum CodingKeys: String, CodingKey, CaseIterable {

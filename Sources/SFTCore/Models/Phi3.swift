@@ -44,10 +44,11 @@ public struct Phi3Config: Equatable, Decodable {
     /// RoPE θ and scaling (HF `rope_theta`/`rope_scaling`, or `rope_parameters`), including
     /// LongRoPE's short and long factors.
     public var rope: RopeParameters
-    /// HF `bos_token_id`, when the config names one (informational; the tokenizer's is used).
+    /// HF `bos_token_id`, when the config names one (written back to a saved config.json;
+    /// tokenization and generation use the tokenizer's).
     public var bosTokenId: Int?
-    /// HF `eos_token_id`, when the config names a single one (informational; the tokenizer's is
-    /// used).
+    /// HF `eos_token_id`, when the config names a single one (written back to a saved
+    /// config.json; tokenization and generation use the tokenizer's).
     public var eosTokenId: Int?
 
     enum CodingKeys: String, CodingKey, CaseIterable {

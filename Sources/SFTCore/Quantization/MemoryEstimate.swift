@@ -164,7 +164,8 @@ public struct MemoryEstimate: Sendable, CustomStringConvertible {
                   lossChunk: lossChunk, optimizerShards: optimizerShards)
     }
 
-    /// The estimate by part and in total, in MiB/GiB, one part per line.
+    /// A table for the log: the summary line, then weights, adapters, gradients, optimizer,
+    /// activations and total in MiB or GiB, one per line.
     public var description: String {
         func gib(_ b: Int) -> String {
             let g = Double(b) / Double(1 << 30)

@@ -61,7 +61,8 @@ public final class QuantizedWeight {
     public struct DoubleQuantizedScales {
         /// Absmax codes per f32 scale (bitsandbytes' second-level block size).
         public static let blockSize = 256
-        /// u8, one code per 4-bit block: the block's absmax minus `offset`, as an index into `code`.
+        /// u8, one per 4-bit block: its absmax minus `offset`, as an index into `code` (scaled by
+        /// the group's `absmax`).
         public let codes: Tensor
         /// f32, one scale per 256 codes.
         public let absmax: Tensor
@@ -109,7 +110,7 @@ public final class QuantizedWeight {
         }
     }
 
-    /// Wraps already quantized data (e.g. a bitsandbytes checkpoint's) without checking it.
+    /// Wraps codes and scales quantized elsewhere, without checking them.
     /// - Parameters:
     ///   - type: The code book.
     ///   - shape: (out, in).

@@ -10,7 +10,8 @@ import Foundation
 import SFTKernels
 
 /// An n-dimensional, contiguous, row-major array in one backend's memory, with an optional
-/// autograd node (f32 for values, i32 for ids and positions, bf16/f16 for stored weights).
+/// autograd node (f32 for values, i32 for ids and positions, bf16/f16 for stored weights, u8
+/// for packed 4-bit codes).
 public final class Tensor: CustomStringConvertible {
     /// The dimensions, outermost first (e.g. (N, C) for N rows of width C).
     public let shape: [Int]
