@@ -10,14 +10,34 @@
 /// `window` (sliding-window attention, Mistral / Gemma): token t sees keys s with
 /// t − window < s ≤ t (and in its document); nil: every earlier key.
 public struct AttentionShape: Sendable, Equatable {
+    /// Batch rows B, tokens per row T, query heads H, key/value heads KV (a divisor of H) and
+    /// head width D.
     public var B: Int, T: Int, H: Int, KV: Int, D: Int
+    /// Floats between consecutive tokens' rows of q, k, v and o (defaults H·D, KV·D, KV·D, H·D;
+    /// larger when they are column slices of a fused buffer).
     public var ldq: Int, ldk: Int, ldv: Int, ldo: Int
+    /// Multiplies q·k before the softmax (default D^-½).
     public var scale: Float
+    /// Sliding window in tokens, the query's own included; nil: full causal attention.
     public var window: Int?
     /// Attention-logit softcapping (Gemma 2): the scaled score x becomes softcap · tanh(x / softcap)
     /// before ALiBi and the mask; 0 = off.
     public var softcap: Float
 
+    /// A shape with packed rows and D^-½ scaling unless given.
+    /// - Parameters:
+    ///   - B: Batch rows.
+    ///   - T: Tokens per row.
+    ///   - H: Query heads.
+    ///   - KV: Key/value heads.
+    ///   - D: Head width.
+    ///   - ldq: q row stride in floats; nil: H·D.
+    ///   - ldk: k row stride; nil: KV·D.
+    ///   - ldv: v row stride; nil: KV·D.
+    ///   - ldo: Output row stride; nil: H·D.
+    ///   - scale: Score scale; nil: D^-½.
+    ///   - window: Sliding window; nil: none.
+    ///   - softcap: Logit softcap; 0: none.
     public init(B: Int, T: Int, H: Int, KV: Int, D: Int, ldq: Int? = nil, ldk: Int? = nil,
                 ldv: Int? = nil, ldo: Int? = nil, scale: Float? = nil, window: Int? = nil, softcap: Float = 0) {
         self.window = window
@@ -33,8 +53,19 @@ public struct AttentionShape: Sendable, Equatable {
 
 /// Hyper-parameters of one AdamW step (bias corrections computed by the caller from the step).
 public struct AdamWStep: Sendable, Equatable {
+    /// Learning rate; the moment decay rates β1, β2; the ε added to √v̂; and the decoupled weight
+    /// decay (p −= lr · weightDecay · p).
     public var lr: Float, beta1: Float, beta2: Float, eps: Float, weightDecay: Float
+    /// 1 − β1^step and 1 − β2^step, which divide the moments.
     public var biasCorrection1: Float, biasCorrection2: Float
+    /// The hyper-parameters of step `step` (1-based), with its bias corrections.
+    /// - Parameters:
+    ///   - lr: Learning rate of this step (after the schedule).
+    ///   - beta1: First-moment decay (`adam_beta1`).
+    ///   - beta2: Second-moment decay (`adam_beta2`).
+    ///   - eps: Denominator epsilon (`adam_epsilon`).
+    ///   - weightDecay: Decoupled weight decay (`weight_decay`).
+    ///   - step: The 1-based optimizer step.
     public init(lr: Float, beta1: Float, beta2: Float, eps: Float, weightDecay: Float, step: Int) {
         self.lr = lr; self.beta1 = beta1; self.beta2 = beta2; self.eps = eps
         self.weightDecay = weightDecay
@@ -47,17 +78,25 @@ import Foundation
 
 /// A compute backend: memory, transfers, a stream, and the op set.
 public protocol Backend: AnyObject, Sendable {
+    /// The device this backend's buffers live on and its ops run on.
     var device: Device { get }
 
     // MARK: memory and transfers
+    /// A buffer of at least `bytes` bytes (contents undefined) from the caching allocator.
+    /// Throws `KernelError.outOfMemory` when the device has no room even after emptying the cache.
     func allocate(bytes: Int) throws -> Buffer
+    /// Copies `bytes` bytes from host memory `src` into the device buffer at `dst`.
     func upload(_ src: UnsafeRawPointer, to dst: BufferView, bytes: Int) throws
+    /// Copies `bytes` bytes from the device buffer at `src` into host memory `dst`, after the ops
+    /// enqueued before it have written them.
     func download(_ src: BufferView, to dst: UnsafeMutableRawPointer, bytes: Int) throws
     /// Device-to-device copy.
     func copy(_ src: BufferView, to dst: BufferView, bytes: Int) throws
     /// Waits until every enqueued op has finished.
     func synchronize() throws
+    /// Current, peak and cached bytes of this backend's allocator.
     var memoryStats: MemoryStats { get }
+    /// Sets the peak of `memoryStats` to the current bytes (to measure one phase of a run).
     func resetPeakMemory()
     /// Bytes the device can still allocate, as its driver reports them; nil when the backend
     /// does not say (the CPU: the caller reads the system's available memory).
@@ -78,29 +117,48 @@ public protocol Backend: AnyObject, Sendable {
                   beta: Float, C: BufferView, ldc: Int) throws
 
     // MARK: elementwise (n elements, f32)
+    /// y[i] = value for i < n.
     func fill(_ y: BufferView, value: Float, count n: Int) throws
+    /// y = a + b elementwise (y may alias a or b).
     func add(_ a: BufferView, _ b: BufferView, into y: BufferView, count n: Int) throws
+    /// y += alpha · x elementwise (BLAS axpy; gradient accumulation).
     func axpy(alpha: Float, _ x: BufferView, _ y: BufferView, count n: Int) throws
+    /// y = alpha · x elementwise (y may alias x).
     func scale(alpha: Float, _ x: BufferView, into y: BufferView, count n: Int) throws
+    /// y = a · b elementwise (y may alias a or b).
     func mul(_ a: BufferView, _ b: BufferView, into y: BufferView, count n: Int) throws
+    /// Σ x[i]², accumulated in f64 (gradient norms for clipping).
     func sumOfSquares(_ x: BufferView, count n: Int) throws -> Double
     /// Converts between storage dtypes (f32, bf16, f16).
     func cast(_ x: BufferView, from: DType, into y: BufferView, to: DType, count n: Int) throws
+    /// Inverted dropout: y = x · keep / (1 − p), `keep` drawn from a counter-based hash of
+    /// (seed, offset + i), so every backend and chunking draws the same mask; `mask` (optional, u8)
+    /// gets the 0/1 keeps. Backward is the same call on dy with the same seed and offset.
     func dropout(_ x: BufferView, into y: BufferView, mask: BufferView?, count n: Int, p: Float,
                  seed: UInt64, offset: UInt64) throws
 
     // MARK: normalization; backward accumulates dw/db (+=), writes dx
+    /// y = x · rstd · weight per row of x (N, C), with rstd = 1 / √(mean(x²) + eps) written to
+    /// `rstd` (N) for backward.
     func rmsnormForward(x: BufferView, weight: BufferView, y: BufferView, rstd: BufferView,
                         N: Int, C: Int, eps: Float) throws
+    /// Writes dx (N, C) from dy and the forward's x and rstd; accumulates dweight (C) += when given.
     func rmsnormBackward(dy: BufferView, x: BufferView, weight: BufferView, rstd: BufferView,
                          dx: BufferView, dweight: BufferView?, N: Int, C: Int) throws
+    /// y = (x − mean) · rstd · weight (+ bias) per row of x (N, C), writing each row's mean and
+    /// rstd = 1 / √(var + eps) (N) for backward.
     func layernormForward(x: BufferView, weight: BufferView, bias: BufferView?, y: BufferView,
                           mean: BufferView, rstd: BufferView, N: Int, C: Int, eps: Float) throws
+    /// Writes dx (N, C) from dy and the forward's x, mean and rstd; accumulates dweight and dbias
+    /// (C) += when given.
     func layernormBackward(dy: BufferView, x: BufferView, weight: BufferView, mean: BufferView,
                            rstd: BufferView, dx: BufferView, dweight: BufferView?,
                            dbias: BufferView?, N: Int, C: Int) throws
 
     // MARK: rope (rotate-half); inverse = backward
+    /// Rotary embedding in the rotate-half layout: for each of the N tokens (rows `ldx`/`ldy`
+    /// floats apart) and H heads of width D, pairs (i, i + D/2) rotate by positions[n] · invFreq[i]
+    /// (positions i32 (N), invFreq f32 (D/2)); `inverse` rotates back (the backward). y may be x.
     func rope(x: BufferView, ldx: Int, y: BufferView, ldy: Int, positions: BufferView,
               invFreq: BufferView, N: Int, H: Int, D: Int, inverse: Bool) throws
 
@@ -111,6 +169,8 @@ public protocol Backend: AnyObject, Sendable {
     func attentionForward(q: BufferView, k: BufferView, v: BufferView, o: BufferView,
                           lse: BufferView, docIds: BufferView?, alibi: BufferView?,
                           shape: AttentionShape) throws
+    /// The gradients of `attentionForward`: writes dq, dk, dv from dout, the forward's inputs, its
+    /// output o and its lse, with the same shape, documents and slopes.
     func attentionBackward(q: BufferView, k: BufferView, v: BufferView, o: BufferView,
                            dout: BufferView, lse: BufferView, docIds: BufferView?,
                            alibi: BufferView?, dq: BufferView, dk: BufferView, dv: BufferView,
@@ -124,7 +184,9 @@ public protocol Backend: AnyObject, Sendable {
                          H: Int, KV: Int, D: Int, scale: Float, alibi: BufferView?, softcap: Float) throws
 
     // MARK: swiglu
+    /// h = silu(gate) · up elementwise (the SwiGLU MLP's activation).
     func swigluForward(gate: BufferView, up: BufferView, h: BufferView, count n: Int) throws
+    /// Writes dgate and dup from dh and the forward's gate and up.
     func swigluBackward(dh: BufferView, gate: BufferView, up: BufferView, dgate: BufferView,
                         dup: BufferView, count n: Int) throws
 
@@ -136,18 +198,23 @@ public protocol Backend: AnyObject, Sendable {
     // MARK: clamp
     /// y = min(max(x, −limit), limit) (MPT's clip_qkv); backward: dx = dy where −limit ≤ x ≤ limit, else 0.
     func clampForward(_ x: BufferView, into y: BufferView, count n: Int, limit: Float) throws
+    /// The backward of `clampForward`: dx = dy where −limit ≤ x ≤ limit, else 0.
     func clampBackward(dy: BufferView, x: BufferView, dx: BufferView, count n: Int, limit: Float) throws
 
     // MARK: gelu
     /// y = gelu(x), or gelu(x) · up (GeGLU) when `up` is given; `approximate`: the tanh form
     /// (PyTorch's approximate="tanh"), else the exact erf form. Backward writes dx (and dup).
     func geluForward(x: BufferView, up: BufferView?, y: BufferView, count n: Int, approximate: Bool) throws
+    /// The backward of `geluForward`: writes dx, and dup when `up` was given.
     func geluBackward(dy: BufferView, x: BufferView, up: BufferView?, dx: BufferView, dup: BufferView?,
                       count n: Int, approximate: Bool) throws
 
     // MARK: embedding
+    /// out[n] = table[ids[n]] for the N ids (i32) into a (V, C) table; throws naming the row when
+    /// an id is outside 0..<V.
     func embeddingForward(ids: BufferView, table: BufferView, out: BufferView, N: Int, C: Int,
                           V: Int) throws
+    /// dtable[ids[n]] += dout[n] for the N rows of dout (N, C) (repeated ids accumulate).
     func embeddingBackward(ids: BufferView, dout: BufferView, dtable: BufferView, N: Int,
                            C: Int) throws
 
@@ -168,6 +235,8 @@ public protocol Backend: AnyObject, Sendable {
                             dx: BufferView?, dweight: BufferView?, compute: DType) throws -> (loss: Double, count: Int)
 
     // MARK: optimizer
+    /// One AdamW update of n values in place: m and v take the moments of grad, then
+    /// param −= lr · (m̂ / (√v̂ + eps) + weightDecay · param), with the bias corrections of `step`.
     func adamw(param: BufferView, grad: BufferView, m: BufferView, v: BufferView, count n: Int,
                step: AdamWStep) throws
 

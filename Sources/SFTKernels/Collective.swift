@@ -15,15 +15,18 @@ import Foundation
 public protocol Collective: AnyObject {
     /// This process's index, 0 ..< size. Rank 0 writes the run's files.
     var rank: Int { get }
+    /// Number of ranks in the group (1 for a single process).
     var size: Int { get }
     /// Seconds a collective waits for every rank before it throws `CollectiveError.timeout`
     /// (0: forever).
     var timeout: Double { get set }
     /// Replaces `values` on every rank by their sum over all ranks.
     func allReduceSum(_ values: UnsafeMutableBufferPointer<Float>) throws
+    /// Replaces `values` on every rank by their f64 sum over all ranks (loss and token totals).
     func allReduceSum(_ values: UnsafeMutableBufferPointer<Double>) throws
     /// Copies rank `root`'s bytes into every rank's `bytes` (same length everywhere).
     func broadcast(_ bytes: UnsafeMutableRawBufferPointer, root: Int) throws
+    /// Returns once every rank has called it (throws `CollectiveError.timeout` past `timeout`).
     func barrier() throws
     /// Ends every rank of the job with exit status `code`.
     func abort(code: Int32) -> Never
@@ -53,18 +56,22 @@ public protocol PendingReduction: AnyObject {
 
 /// A reduction that was done before it was returned.
 public final class CompletedReduction: PendingReduction {
+    /// A reduction that is already complete.
     public init() {}
     public func progress() {}
     public func wait() {}
 }
 
+/// Why a collective operation failed.
 public enum CollectiveError: Error, CustomStringConvertible, Equatable {
     /// A rank did not join a collective within the timeout.
     case timeout(operation: String, seconds: Double)
+    /// The library reported an error in `operation` (its message).
     case failed(operation: String, message: String)
     /// The environment asks for a job (mpirun/srun) but its library cannot be used.
     case unavailable(String)
 
+    /// The failure in words, naming the operation (and the `collective_timeout` key for timeouts).
     public var description: String {
         switch self {
         case .timeout(let op, let s):
@@ -77,6 +84,7 @@ public enum CollectiveError: Error, CustomStringConvertible, Equatable {
 
 /// One process alone: rank 0 of 1.
 public final class SingleProcessCollective: Collective {
+    /// The group of this process alone.
     public init() {}
     public var rank: Int { 0 }
     public var size: Int { 1 }
@@ -92,8 +100,11 @@ public final class SingleProcessCollective: Collective {
 
 /// MPI_COMM_WORLD of an Open MPI job.
 public final class MPICollective: Collective {
+    /// This process's MPI rank in MPI_COMM_WORLD.
     public let rank: Int
+    /// The number of MPI ranks in MPI_COMM_WORLD.
     public let size: Int
+    /// Seconds a collective waits for every rank (`collective_timeout`; 0: forever).
     public var timeout: Double
 
     /// Loads libmpi and initializes MPI (once per process).
@@ -219,6 +230,7 @@ public enum MPILibrary {
     public static var path: String? {
         sft_mpi_load() == 0 ? String(cString: sft_mpi_lib_path()) : nil
     }
+    /// Why libmpi could not be loaded ("" when it was).
     public static var loadError: String { _ = sft_mpi_load(); return String(cString: sft_mpi_load_error()) }
     /// "Open MPI v4.1.4", or nil when no library loads.
     public static var version: String? {

@@ -10,6 +10,8 @@ import Foundation
 
 /// Element types of stored tensors. Compute is f32 on CPU; bf16/f16 are storage types.
 public enum DType: String, Sendable, Hashable, Codable, CaseIterable {
+    /// f32: compute and master weights; bf16/f16: stored weights and GPU compute types; i32: token
+    /// ids, positions, document ids; u8: packed 4-bit codes and raw bytes.
     case f32, bf16, f16, i32, u8
 
     /// Bytes per element.
@@ -24,9 +26,13 @@ public enum DType: String, Sendable, Hashable, Codable, CaseIterable {
 
 /// Where a buffer lives.
 public enum Device: Hashable, Sendable, CustomStringConvertible {
+    /// The host, through CPUBackend (OpenBLAS and the C kernels).
     case cpu
+    /// The CUDA GPU of this ordinal (0-based, as CUDA_VISIBLE_DEVICES leaves them), through
+    /// CUDABackend.
     case cuda(Int)
 
+    /// "cpu" or "cuda:N", the form `init(parsing:)` reads.
     public var description: String {
         switch self {
         case .cpu: return "cpu"
@@ -45,11 +51,16 @@ public enum Device: Hashable, Sendable, CustomStringConvertible {
 
 /// Errors from the kernel layer. They carry the op name and the offending shapes.
 public enum KernelError: Error, CustomStringConvertible, Equatable {
+    /// An op was called with shapes, strides or values it does not accept.
     case invalidArgument(op: String, message: String)
+    /// The allocator could not get `bytes` more on `device`, even after emptying its cache.
     case outOfMemory(device: Device, bytes: Int)
+    /// The device's backend cannot be used here (no driver, no GPU, a missing library), with why.
     case backendUnavailable(Device, reason: String)
+    /// A native library (CUDA driver, cuBLASLt, NVRTC, OpenBLAS) reported an error in `op`.
     case native(op: String, message: String)
 
+    /// The error in words, naming the op or device.
     public var description: String {
         switch self {
         case .invalidArgument(let op, let m): return "\(op): \(m)"
@@ -62,15 +73,19 @@ public enum KernelError: Error, CustomStringConvertible, Equatable {
 
 /// Current and peak bytes held by a backend's allocator.
 public struct MemoryStats: Sendable, Equatable {
+    /// Bytes of buffers currently allocated and in use.
     public var currentBytes: Int = 0
+    /// The largest `currentBytes` since the backend started or last reset its statistics.
     public var peakBytes: Int = 0
     /// Bytes kept in the cache for reuse (not counted in currentBytes).
     public var cachedBytes: Int = 0
+    /// All zero.
     public init() {}
 }
 
 /// A block of device memory. Released to its backend's cache when the last reference goes.
 public final class Buffer: @unchecked Sendable {
+    /// The device the memory is on.
     public let device: Device
     /// Usable size in bytes.
     public let bytes: Int
@@ -78,6 +93,12 @@ public final class Buffer: @unchecked Sendable {
     public let address: UnsafeMutableRawPointer
     let release: (UnsafeMutableRawPointer, Int) -> Void
 
+    /// Wraps memory a backend allocated; `release` gives it back when the buffer is freed.
+    /// - Parameters:
+    ///   - device: Where the memory is.
+    ///   - bytes: Its usable size.
+    ///   - address: Its first byte.
+    ///   - release: Called with the address and size from `deinit`.
     public init(device: Device, bytes: Int, address: UnsafeMutableRawPointer,
                 release: @escaping (UnsafeMutableRawPointer, Int) -> Void) {
         self.device = device
@@ -91,20 +112,31 @@ public final class Buffer: @unchecked Sendable {
 
 /// A typed position inside a buffer: what ops take as arguments.
 public struct BufferView: @unchecked Sendable {
+    /// The buffer viewed into (kept alive by the view).
     public let buffer: Buffer
     /// Offset in bytes from the buffer's start.
     public let byteOffset: Int
 
+    /// A view `byteOffset` bytes into `buffer`.
+    /// - Parameters:
+    ///   - buffer: The buffer.
+    ///   - byteOffset: Bytes from its start.
     public init(_ buffer: Buffer, byteOffset: Int = 0) {
         self.buffer = buffer
         self.byteOffset = byteOffset
     }
 
+    /// The address of the view's first byte (host pointer on CPU, device address on CUDA).
     public var raw: UnsafeMutableRawPointer { buffer.address + byteOffset }
     /// Host-visible typed pointer. Valid only for CPU buffers.
     public func f32() -> UnsafeMutablePointer<Float> { raw.assumingMemoryBound(to: Float.self) }
+    /// Host-visible Int32 pointer. Valid only for CPU buffers.
     public func i32() -> UnsafeMutablePointer<Int32> { raw.assumingMemoryBound(to: Int32.self) }
+    /// Host-visible UInt16 pointer (bf16/f16 bit patterns). Valid only for CPU buffers.
     public func u16() -> UnsafeMutablePointer<UInt16> { raw.assumingMemoryBound(to: UInt16.self) }
+    /// Host-visible byte pointer. Valid only for CPU buffers.
     public func u8() -> UnsafeMutablePointer<UInt8> { raw.assumingMemoryBound(to: UInt8.self) }
+    /// The view `n` bytes further into the same buffer.
+    /// - Parameter n: Byte offset to add (may be 0).
     public func advanced(byBytes n: Int) -> BufferView { BufferView(buffer, byteOffset: byteOffset + n) }
 }

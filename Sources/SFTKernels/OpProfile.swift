@@ -6,6 +6,7 @@
 import Foundation
 import Synchronization
 
+/// Per-op wall time and flops of the CPU backend (`sftctl bench train --profile`); off by default.
 public enum OpProfile {
     private static let on = Atomic<Bool>(false)
     private static let table = Mutex<[String: Entry]>([:])
@@ -18,8 +19,11 @@ public enum OpProfile {
 
     /// Totals of one op name.
     public struct Entry: Sendable {
+        /// Times the op ran.
         public var calls = 0
+        /// Total wall-clock seconds in the op.
         public var seconds = 0.0
+        /// Total floating-point operations counted (GEMMs only; 0 for other ops).
         public var flops = 0.0
     }
 
@@ -28,6 +32,7 @@ public enum OpProfile {
         table.withLock { $0.map { ($0.key, $0.value) } }.sorted { $0.entry.seconds > $1.entry.seconds }
     }
 
+    /// Clears every total (e.g. after warm-up steps).
     public static func reset() { table.withLock { $0 = [:] } }
 
     /// The start time of an op, for `end`; 0 when profiling is off.

@@ -8,13 +8,20 @@ import SFTKernels
 /// How much to generate and how: length, sampling, and extra stop strings and tokens (the
 /// model's end-of-sequence tokens always stop).
 public struct GenerationConfig: Equatable, Sendable {
+    /// Most tokens to generate after the prompt (`--max-new-tokens`, default 128).
     public var maxNewTokens: Int = 128
+    /// How each token is picked (default: greedy).
     public var sampling = SamplingConfig()
     /// Generation ends when the text ends with one of these (the stop string is removed).
     public var stopStrings: [String] = []
     /// Extra stop tokens besides the tokenizer's EOS / end-of-turn ids.
     public var stopTokenIds: [Int32] = []
 
+    /// - Parameters:
+    ///   - maxNewTokens: Token budget.
+    ///   - sampling: Sampling settings.
+    ///   - stopStrings: Texts that end generation.
+    ///   - stopTokenIds: Extra token ids that end generation.
     public init(maxNewTokens: Int = 128, sampling: SamplingConfig = SamplingConfig(), stopStrings: [String] = [],
                 stopTokenIds: [Int32] = []) {
         self.maxNewTokens = maxNewTokens; self.sampling = sampling; self.stopStrings = stopStrings
@@ -24,23 +31,40 @@ public struct GenerationConfig: Equatable, Sendable {
 
 /// The generated tokens and text, why generation stopped, and its timings.
 public struct GenerationResult: Equatable, Sendable {
-    public enum StopReason: String, Sendable { case endOfSequence = "eos", stopString = "stop_string", length }
+    /// Why generation ended (the raw values are the `stop_reason` of `sftctl generate --json`).
+    public enum StopReason: String, Sendable {
+        /// "eos": the model produced an end-of-sequence, end-of-turn or extra stop token.
+        case endOfSequence = "eos"
+        /// "stop_string": the text ended with one of `GenerationConfig.stopStrings`.
+        case stopString = "stop_string"
+        /// "length": `GenerationConfig.maxNewTokens` tokens were generated.
+        case length
+    }
     /// The new tokens (the stop token itself excluded).
     public var ids: [Int32]
+    /// The decoded text of `ids` (a matched stop string removed).
     public var text: String
+    /// Why generation ended.
     public var stopReason: StopReason
+    /// Number of tokens in the prompt.
     public var promptTokens: Int
     /// Seconds for the prompt, and for the decode steps.
     public var prefillSeconds: Double
+    /// Wall-clock seconds of the decode steps after the prompt.
     public var decodeSeconds: Double
 }
 
 /// Greedy or sampled generation with a KV cache, streaming text as it is decoded. Get one from
 /// `LanguageModel.generator`.
 public final class Generator {
+    /// The model generating.
     public let model: CausalLM
+    /// The tokenizer that decodes the generated ids to text.
     public let tokenizer: Tokenizer
 
+    /// - Parameters:
+    ///   - model: The model to run.
+    ///   - tokenizer: Its tokenizer (stop tokens and decoding).
     public init(model: CausalLM, tokenizer: Tokenizer) {
         self.model = model
         self.tokenizer = tokenizer

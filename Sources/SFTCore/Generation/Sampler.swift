@@ -4,16 +4,31 @@
 import Foundation
 import SFTKernels
 
+/// How the next token is picked (transformers' generate parameters; sftctl's `--temperature`,
+/// `--top-k`, `--top-p`, `--min-p`, `--repetition-penalty`, `--seed`). The defaults are greedy
+/// decoding.
 public struct SamplingConfig: Codable, Equatable, Sendable {
     /// 0 = greedy.
     public var temperature: Double = 0
+    /// Keep only the K most likely tokens before drawing; 0 = no limit.
     public var topK: Int = 0
+    /// Nucleus sampling: keep the most likely tokens until their probability sums to at least P;
+    /// 1 = keep all.
     public var topP: Double = 1
+    /// Drop tokens less likely than P times the most likely one; 0 = keep all.
     public var minP: Double = 0
     /// > 1 discourages tokens already in the context (CTRL-style, as transformers).
     public var repetitionPenalty: Double = 1
+    /// Seed of the draws: the same seed, prompt and model give the same text.
     public var seed: UInt64 = 0
 
+    /// - Parameters:
+    ///   - temperature: Softmax temperature; 0 = greedy.
+    ///   - topK: Top-k limit; 0 = none.
+    ///   - topP: Top-p mass; 1 = none.
+    ///   - minP: Min-p ratio; 0 = none.
+    ///   - repetitionPenalty: Penalty for tokens in the context; 1 = none.
+    ///   - seed: Seed of the draws.
     public init(temperature: Double = 0, topK: Int = 0, topP: Double = 1, minP: Double = 0,
                 repetitionPenalty: Double = 1, seed: UInt64 = 0) {
         self.temperature = temperature; self.topK = topK; self.topP = topP; self.minP = minP
@@ -21,10 +36,14 @@ public struct SamplingConfig: Codable, Equatable, Sendable {
     }
 }
 
+/// Picks next tokens from logits under a `SamplingConfig`, with its own seeded random stream.
 public struct Sampler {
+    /// The settings in use.
     public let config: SamplingConfig
     var rng: SeededRandom
 
+    /// A sampler whose random stream starts at `config.seed`.
+    /// - Parameter config: The settings.
     public init(_ config: SamplingConfig) {
         self.config = config
         rng = SeededRandom(seed: config.seed)

@@ -25,6 +25,11 @@ public enum LoRAInit: Equatable, Sendable, Codable, CustomStringConvertible {
     /// The first r columns of W's QR go into B (Q) and A (R); the base keeps the residual.
     case olora
 
+    /// Parses a PEFT `init_lora_weights` value as JSONSerialization gives it: nil/null or true →
+    /// `.kaiming`, false → `.random`, or one of the names "gaussian", "pissa", "pissa_niter_K",
+    /// "olora".
+    /// - Parameter value: The JSON value.
+    /// - Throws: `SFTError.config` naming `init_lora_weights` for any other value.
     public init(peft value: Any?) throws {
         switch value {
         case nil, is NSNull: self = .kaiming
@@ -59,6 +64,7 @@ public enum LoRAInit: Equatable, Sendable, Codable, CustomStringConvertible {
         }
     }
 
+    /// The PEFT value as text: "true", "false", "gaussian", "pissa", "pissa_niter_K" or "olora".
     public var description: String { "\(peftValue)" }
 
     /// PiSSA and OLoRA move part of W into the adapter: the base weight is changed.
@@ -76,23 +82,44 @@ public enum LoRAInit: Equatable, Sendable, Codable, CustomStringConvertible {
     }
 }
 
+/// The LoRA settings, with PEFT's `LoraConfig` names as coding keys (what adapter_config.json and
+/// the training config's `lora:` section contain). Defaults: r 16, alpha 16, dropout 0.05, every
+/// Linear but the LM head.
 public struct LoRAConfig: Codable, Equatable, Sendable {
+    /// Rank of every adapter (PEFT `r`), unless `rankPattern` gives a module its own.
     public var r: Int = 16
+    /// PEFT `lora_alpha`: the update is scaled by alpha / r (alpha / √r with rsLoRA).
     public var alpha: Double = 16
+    /// PEFT `lora_dropout`: probability of zeroing each input element of the adapter path while
+    /// training.
     public var dropout: Double = 0.05
     /// Module names (last path component, e.g. "q_proj") or ["all-linear"] (every Linear but the LM head).
     public var targetModules: [String] = ["all-linear"]
+    /// PEFT `use_rslora`: scale by alpha / √r instead of alpha / r.
     public var useRSLoRA: Bool = false
     /// Modules trained fully and saved whole with the adapter (e.g. "embed_tokens", "lm_head").
     public var modulesToSave: [String] = []
     /// Per-module rank / alpha: a key is a regular expression matched against the end of the
     /// module's dotted name at a dot boundary (PEFT's `(.*\.)?(key)$`), the first matching key wins.
     public var rankPattern: [String: Int] = [:]
+    /// PEFT `alpha_pattern`: per-module alpha, keys matched like `rankPattern`'s.
     public var alphaPattern: [String: Double] = [:]
+    /// PEFT `init_lora_weights`: how A and B start (default Kaiming-uniform A, zero B).
     public var initWeights: LoRAInit = .kaiming
     /// DoRA: a trained magnitude per output row (DoRA.swift).
     public var useDoRA: Bool = false
 
+    /// - Parameters:
+    ///   - r: Rank.
+    ///   - alpha: Scaling numerator.
+    ///   - dropout: Adapter-input dropout probability.
+    ///   - targetModules: Module names to adapt, or ["all-linear"].
+    ///   - useRSLoRA: Whether to scale by alpha / √r.
+    ///   - modulesToSave: Modules trained fully and saved with the adapter.
+    ///   - rankPattern: Per-module ranks.
+    ///   - alphaPattern: Per-module alphas.
+    ///   - initWeights: The initialization.
+    ///   - useDoRA: Whether to add DoRA's magnitude vector.
     public init(r: Int = 16, alpha: Double = 16, dropout: Double = 0.05, targetModules: [String] = ["all-linear"],
                 useRSLoRA: Bool = false, modulesToSave: [String] = [], rankPattern: [String: Int] = [:],
                 alphaPattern: [String: Double] = [:], initWeights: LoRAInit = .kaiming, useDoRA: Bool = false) {
@@ -109,6 +136,8 @@ public struct LoRAConfig: Codable, Equatable, Sendable {
         case useDoRA = "use_dora"
     }
 
+    /// s, the factor of the low-rank update for the default rank and alpha: alpha / r, or
+    /// alpha / √r with rsLoRA.
     public var scaling: Float { scaling(r: r, alpha: alpha) }
 
     func scaling(r: Int, alpha: Double) -> Float { Float(useRSLoRA ? alpha / Double(r).squareRoot() : alpha / Double(r)) }
@@ -133,6 +162,8 @@ public struct LoRAConfig: Codable, Equatable, Sendable {
         return (r, a)
     }
 
+    /// Checks the settings that have no valid meaning otherwise.
+    /// - Throws: `SFTError.config` naming `r` or `rank_pattern` when a rank is not positive.
     public func validate() throws {
         guard r > 0 else { throw SFTError.config(field: "r", message: "LoRA rank must be positive, got \(r)") }
         for (k, v) in rankPattern where v <= 0 {
@@ -141,12 +172,20 @@ public struct LoRAConfig: Codable, Equatable, Sendable {
     }
 }
 
+/// One Linear layer's low-rank update s · B A (PEFT's `lora_A`/`lora_B` pair), applied as
+/// y += s · dropout(x) Aᵀ Bᵀ.
 public final class LoRAAdapter {
+    /// A, (r, in): PEFT's `lora_A` (named `….lora_A.weight`).
     public let a: WeightOnly
+    /// B, (out, r): PEFT's `lora_B` (named `….lora_B.weight`).
     public let b: WeightOnly
+    /// s: alpha / r, or alpha / √r with rsLoRA.
     public let scaling: Float
+    /// Dropout probability on the adapter's input while training.
     public let dropout: Float
+    /// r, this adapter's rank (after `rank_pattern`).
     public let rank: Int
+    /// This adapter's alpha (after `alpha_pattern`).
     public let alpha: Double
     /// DoRA's magnitude vector (out), `lora_magnitude_vector` in PEFT; nil for plain LoRA.
     public var magnitude: WeightOnly?
@@ -184,6 +223,14 @@ public final class LoRAAdapter {
         dropout = Float(config.dropout)
     }
 
+    /// An adapter with the config's default rank and alpha.
+    /// - Parameters:
+    ///   - inFeatures: The layer's input width.
+    ///   - outFeatures: The layer's output width.
+    ///   - config: The LoRA settings.
+    ///   - rng: The random stream the initialization draws from.
+    ///   - backend: The device the adapter lives on.
+    /// - Throws: When allocation fails.
     public convenience init(inFeatures: Int, outFeatures: Int, config: LoRAConfig, rng: inout SeededRandom, on backend: Backend) throws {
         try self.init(inFeatures: inFeatures, outFeatures: outFeatures, r: config.r, alpha: config.alpha, config: config,
                       rng: &rng, on: backend)

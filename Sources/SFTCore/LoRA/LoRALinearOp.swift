@@ -10,6 +10,18 @@ import Foundation
 import SFTKernels
 
 extension Ops {
+    /// y = x Wᵀ (+ b) + s · dropout(x) Aᵀ Bᵀ as one fused op, forward and backward, with the
+    /// adapter product accumulated into y by the GEMM. Returns (N, M).
+    /// - Parameters:
+    ///   - x: Input, (N, K).
+    ///   - weight: W, (M, K); takes a gradient only when it requires one.
+    ///   - bias: b, (M), or nil.
+    ///   - a: A, (r, K).
+    ///   - b: B, (M, r).
+    ///   - s: The LoRA scaling.
+    ///   - p: Dropout probability on the adapter's input (applied only while training).
+    ///   - precision: What the base product computes in.
+    /// - Throws: `SFTError.shape` naming "lora_linear" when the shapes do not fit.
     public static func loraLinear(_ x: Tensor, weight: Tensor, bias: Tensor?, a: Tensor, b: Tensor,
                                   scaling s: Float, dropout p: Float, precision: Precision = .f32) throws -> Tensor {
         let K = weight.shape.last ?? 0, M = weight.shape.first ?? 0, r = a.shape.first ?? 0

@@ -7,12 +7,25 @@ import SFTKernels
 
 /// One batch of token rows as the model sees it. Tokens are flattened rows of B·T.
 public struct ModelInput {
-    public var ids: Tensor          // (B·T) i32
-    public var positions: Tensor    // (B·T) i32, restarting at 0 for each packed document
-    public var docIds: Tensor?      // (B·T) i32; nil: every row is one document
+    /// Token ids, (B·T) i32, row-major: row b's tokens are `ids[b·T ..< (b+1)·T]`.
+    public var ids: Tensor
+    /// Position of each token for RoPE, (B·T) i32, restarting at 0 for each packed document.
+    public var positions: Tensor
+    /// Document index of each token, (B·T) i32, for packed rows: attention never crosses
+    /// documents. nil: every row is one document.
+    public var docIds: Tensor?
+    /// Batch size: the number of rows.
     public var B: Int
+    /// Tokens per row (every row has the same length; padding is the caller's).
     public var T: Int
 
+    /// A batch from prepared tensors; all three are (B·T) i32 on the model's backend.
+    /// - Parameters:
+    ///   - ids: Token ids, (B·T).
+    ///   - positions: Position of each token within its document, (B·T).
+    ///   - docIds: Document index of each token for packed rows; nil when rows are not packed.
+    ///   - B: Number of rows.
+    ///   - T: Tokens per row.
     public init(ids: Tensor, positions: Tensor, docIds: Tensor?, B: Int, T: Int) {
         self.ids = ids; self.positions = positions; self.docIds = docIds; self.B = B; self.T = T
     }
@@ -28,20 +41,33 @@ public struct ModelInput {
 
 /// Keys and values of past tokens for one sequence, per layer, in device memory.
 public final class KVCache {
-    public let keys: [Tensor]     // per layer (capacity, KV·D)
+    /// Keys per layer, each (capacity, KV·D) f32 (KV kv heads of head dim D);
+    /// rows `0..<count` are filled.
+    public let keys: [Tensor]
+    /// Values per layer, each (capacity, KV·D) f32; rows `0..<count` are filled.
     public let values: [Tensor]
+    /// Most tokens the cache holds (prompt plus generated); `checkRoom(for:)` throws past it.
     public let capacity: Int
     /// Tokens stored so far.
     public internal(set) var count = 0
     /// Buffers a model reuses across one-token decode steps of this sequence (its own type).
     var stepBuffers: AnyObject?
 
+    /// Allocates empty key and value buffers (uninitialized device memory; nothing is stored yet).
+    /// Models make theirs with `CausalLM.makeCache(capacity:)`, which knows the sizes.
+    /// - Parameters:
+    ///   - layers: Number of decoder layers.
+    ///   - capacity: Most tokens the cache will hold.
+    ///   - kvDim: KV·D, the width of one token's keys (and values) in one layer.
+    ///   - backend: The device the buffers live on (the model's).
+    /// - Throws: When the device cannot allocate the buffers.
     public init(layers: Int, capacity: Int, kvDim: Int, on backend: Backend) throws {
         keys = try (0..<layers).map { _ in try Tensor(empty: [capacity, kvDim], on: backend) }
         values = try (0..<layers).map { _ in try Tensor(empty: [capacity, kvDim], on: backend) }
         self.capacity = capacity
     }
 
+    /// Forgets every stored token (keeps the buffers) so the cache can serve a new sequence.
     public func reset() { count = 0 }
 
     /// Throws unless `n` (≥ 1) more tokens fit: the check every family's `decode` starts with.
@@ -55,9 +81,13 @@ public final class KVCache {
 
 /// A decoder-only causal language model.
 public protocol CausalLM: Module {
+    /// The HF `model_type` of the family, e.g. "llama", "qwen2", "gemma3_text".
     var modelType: String { get }
+    /// V, the number of token ids (rows of the embedding, columns of the logits).
     var vocabSize: Int { get }
+    /// C, the width of the residual stream (HF `hidden_size`; MPT `d_model`).
     var hiddenSize: Int { get }
+    /// Number of decoder layers.
     var numLayers: Int { get }
     /// The (V, C) matrix of the LM head (the embedding when tied).
     var lmHeadWeight: Parameter { get }
@@ -87,6 +117,9 @@ public protocol CausalLM: Module {
     /// Final-logit softcapping (Gemma 2): logits are cap · tanh(z / cap); 0 = none.
     var finalLogitSoftcap: Float { get }
 
+    /// An empty KV cache for one sequence of at most `capacity` tokens, sized for this model, on
+    /// its backend. Pass it to `decode(_:cache:)`.
+    /// - Parameter capacity: Most tokens (prompt plus generated) the cache will hold.
     func makeCache(capacity: Int) throws -> KVCache
     /// Runs `ids` after the tokens already in `cache`, appends their keys/values, and returns
     /// the logits (V) of the last one.
@@ -107,6 +140,7 @@ extension CausalLM {
         return namedParameters().first { $0.1 === head }?.0
     }
 
+    /// No softcapping (0), for families without `final_logit_softcapping`.
     public var finalLogitSoftcap: Float { 0 }
 
     /// Logits (V) of one final hidden row (1, C): through the packed LM head when there is one,
@@ -176,6 +210,7 @@ extension Gemma3Config: ModelFamilyConfig {}
 
 /// One architecture in the registry: how to build its model and how to size it from its config.
 public struct ModelFamily: Sendable {
+    /// Builds the model, with freshly allocated (uninitialized) weights, from an HF config object.
     public let build: ModelRegistry.Builder
     /// The model's sizes from its config alone (the memory estimate before loading).
     public let layout: @Sendable (_ config: [String: JSONValue]) throws -> ModelLayout
@@ -188,6 +223,8 @@ public struct ModelFamily: Sendable {
 
 /// Builds models from an HF-style config object (`config.json` contents).
 public enum ModelRegistry {
+    /// Makes a model with unloaded weights from an HF config.json object on a backend; throws
+    /// naming the config field that is missing, inconsistent or not implemented.
     public typealias Builder = @Sendable (_ config: [String: JSONValue], _ backend: Backend) throws -> CausalLM
 
     /// model_type → family. One line per architecture.
@@ -213,6 +250,12 @@ public enum ModelRegistry {
         return f
     }
 
+    /// Builds the model `config`'s `model_type` names, with allocated but not yet loaded weights.
+    /// - Parameters:
+    ///   - config: An HF config.json object.
+    ///   - backend: The device the weights are allocated on.
+    /// - Throws: `SFTError.config` naming the field when `model_type` is missing or unsupported,
+    ///   or when the family rejects the config.
     public static func build(config: [String: JSONValue], on backend: Backend) throws -> CausalLM {
         try family(of: config).build(config, backend)
     }

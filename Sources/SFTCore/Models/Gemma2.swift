@@ -10,26 +10,54 @@
 import Foundation
 import SFTKernels
 
+/// The config of Gemma 2 (`model_type` gemma2) as read from an HF config.json or a GGUF's
+/// `gemma2.*` keys; decoding refuses settings sft does not implement, naming the field.
 public struct Gemma2Config: Equatable, Decodable {
+    /// C, the width of the residual stream (HF `hidden_size`).
     public var hiddenSize: Int
+    /// F, the width of the gated MLP's gate and up projections (HF `intermediate_size`).
     public var intermediateSize: Int
+    /// Number of decoder layers (HF `num_hidden_layers`).
     public var numLayers: Int
+    /// H, the number of query heads (HF `num_attention_heads`).
     public var numHeads: Int
+    /// KV, the number of key/value heads (HF `num_key_value_heads`, default H); H must be a
+    /// multiple of it.
     public var numKVHeads: Int
+    /// D, the width of one head (HF `head_dim`, default 256); must be even for RoPE.
     public var headDim: Int
+    /// V, the number of token ids (HF `vocab_size`).
     public var vocabSize: Int
+    /// The epsilon in every (1 + w) RMSNorm (HF `rms_norm_eps`, default 1e-6).
     public var rmsNormEps: Float
+    /// The pretraining context length (HF `max_position_embeddings`).
     public var maxPositionEmbeddings: Int
+    /// Whether the LM head reuses the embedding matrix (HF `tie_word_embeddings`).
     public var tieWordEmbeddings: Bool
+    /// Whether q/k/v/o projections have biases (HF `attention_bias`, default false).
     public var attentionBias: Bool
+    /// Attention scores are scaled by this^-½ instead of D^-½ (HF `query_pre_attn_scalar`,
+    /// default 256).
     public var queryPreAttnScalar: Double
+    /// Window of the sliding-attention layers: keys at most this many tokens back, themselves
+    /// included (HF `sliding_window`, default 4096).
     public var slidingWindow: Int
+    /// Per layer "sliding_attention" or "full_attention" (HF `layer_types`; derived from the
+    /// sliding-window pattern when the config predates it).
     public var layerTypes: [String]
+    /// RoPE θ and scaling, the same for every layer (HF `rope_theta`/`rope_scaling`, or
+    /// `rope_parameters`).
     public var rope: RopeParameters
     /// Attention-logit and final-logit softcapping; nil = none (null in config.json).
     public var attnLogitSoftcapping: Double?
+    /// Final-logit softcapping: logits become cap · tanh(z / cap) (HF
+    /// `final_logit_softcapping`); nil: none.
     public var finalLogitSoftcapping: Double?
+    /// HF `bos_token_id`, when the config names one (written back to a saved config.json;
+    /// tokenization and generation use the tokenizer's).
     public var bosTokenId: Int?
+    /// HF `eos_token_id`, when the config names a single one (written back to a saved
+    /// config.json; tokenization and generation use the tokenizer's).
     public var eosTokenId: Int?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
@@ -102,10 +130,15 @@ public struct Gemma2Config: Equatable, Decodable {
         }
     }
 
+    /// From an HF config.json object (snake_case keys, transformers 4 or 5 layout). Keys that
+    /// are neither read nor harmless (`HFConfig.harmless`) are errors naming them.
+    /// - Parameter c: The config.json contents.
+    /// - Throws: `SFTError.config` naming the first key that is missing, inconsistent or not implemented.
     public init(hf c: [String: JSONValue]) throws {
         self = try HFConfig.decode(Gemma2Config.self, from: c, family: "gemma2", understood: CodingKeys.allCases.map(\.rawValue))
     }
 
+    /// The config as an HF config.json object (what a merged model's config.json contains).
     public var hf: [String: JSONValue] { hfValues.mapValues(JSONValue.init(foundation:)) }
 
     var hfValues: [String: Any] {
@@ -138,12 +171,20 @@ public struct Gemma2Config: Equatable, Decodable {
     }
 }
 
+/// Gemma 2 with parameter names as in HF's `Gemma2ForCausalLM`; its LM head is the
+/// embedding unless the config unties them.
 public final class Gemma2Model: Module, CausalLM {
+    /// The config the model was built from.
     public let config: Gemma2Config
     let model: GemmaBody
     let lmHead: Linear?
     let rotary: RotaryEmbedding
 
+    /// Allocates the model's parameters (not initialized: load weights before use).
+    /// - Parameters:
+    ///   - c: The model's config.
+    ///   - be: The device the parameters live on.
+    /// - Throws: When allocation fails or the RoPE settings are invalid.
     public init(config c: Gemma2Config, on be: Backend) throws {
         config = c
         model = try GemmaBody.gemma(vocabSize: c.vocabSize, layers: (0..<c.numLayers).map(c.layerSpec), on: be)

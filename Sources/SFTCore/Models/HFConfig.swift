@@ -7,6 +7,8 @@
 import Foundation
 import SFTKernels
 
+/// Strict decoding of HF config.json objects into the family configs: every key must be read by
+/// the family or be listed in `harmless`, otherwise decoding throws naming the key.
 public enum HFConfig {
     /// Keys that never change the forward or backward pass of a decoder-only model: metadata,
     /// token ids, generation and framework switches. (Dropout rates are not here: the family

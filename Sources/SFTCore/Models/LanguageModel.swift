@@ -8,13 +8,24 @@ import SFTKernels
 /// A model with its tokenizer and chat template: what a user holds to evaluate, generate,
 /// merge and export. Load one with `load(_:on:adapter:template:packedDecode:quantization:)`.
 public final class LanguageModel {
+    /// The network, with its weights (and LoRA adapters, when one was attached).
     public let model: CausalLM
+    /// The tokenizer read from the same GGUF file or HF folder.
     public let tokenizer: Tokenizer
     /// The chat template in use: the one asked for, else the model's own, else nil.
     public let chatTemplate: ChatTemplate?
+    /// The opened GGUF file or HF folder the model was read from.
     public let source: WeightSource
+    /// The path the model was loaded from.
     public let url: URL
 
+    /// Puts together a model and what came with it (as `load` does after reading them).
+    /// - Parameters:
+    ///   - model: The network.
+    ///   - tokenizer: Its tokenizer.
+    ///   - chatTemplate: The chat template to use; nil when there is none.
+    ///   - source: The weights the model was read from.
+    ///   - url: Where they were read from.
     public init(model: CausalLM, tokenizer: Tokenizer, chatTemplate: ChatTemplate?, source: WeightSource, url: URL) {
         self.model = model; self.tokenizer = tokenizer; self.chatTemplate = chatTemplate
         self.source = source; self.url = url
@@ -93,7 +104,11 @@ public final class LanguageModel {
         return try ChatTemplate(source: text)
     }
 
+    /// The text of the tokenizer's beginning-of-sequence token ("" when it has none); chat
+    /// templates read it as `bos_token`.
     public var bosToken: String { tokenizer.bosTokenId.flatMap { tokenizer.tokenString($0) } ?? "" }
+    /// The text of the tokenizer's end-of-sequence token ("" when it has none); chat templates
+    /// read it as `eos_token`.
     public var eosToken: String { tokenizer.eosTokenId.flatMap { tokenizer.tokenString($0) } ?? "" }
 
     /// Renders a conversation with the chat template, ending in the assistant's generation
@@ -113,5 +128,6 @@ public final class LanguageModel {
         PromptTokens.ids(text, tokenizer: tokenizer)
     }
 
+    /// A new generator over this model and tokenizer (greedy or sampled decoding with a KV cache).
     public var generator: Generator { Generator(model: model, tokenizer: tokenizer) }
 }

@@ -9,23 +9,51 @@
 import Foundation
 import SFTKernels
 
+/// The config of the Llama-shaped families (`model_type` llama, mistral, qwen2, qwen3), as read
+/// from an HF config.json or a GGUF's `llama.*`/`qwen2.*` keys. Decoding checks the settings sft
+/// does not implement (`hidden_act` other than silu, nonzero `attention_dropout`, unknown RoPE
+/// types) and throws naming the field.
 public struct LlamaConfig: Equatable, Decodable, Sendable {
+    /// C, the width of the residual stream (HF `hidden_size`).
     public var hiddenSize: Int
+    /// F, the width of the SwiGLU MLP's gate and up projections (HF `intermediate_size`).
     public var intermediateSize: Int
+    /// Number of decoder layers (HF `num_hidden_layers`).
     public var numLayers: Int
+    /// H, the number of query heads (HF `num_attention_heads`).
     public var numHeads: Int
+    /// KV, the number of key/value heads (HF `num_key_value_heads`, default `numHeads`); H must
+    /// be a multiple of it (grouped-query attention).
     public var numKVHeads: Int
+    /// D, the width of one head (HF `head_dim`, default C / H); must be even for RoPE.
     public var headDim: Int
+    /// V, the number of token ids (HF `vocab_size`).
     public var vocabSize: Int
+    /// The epsilon added to the mean square in every RMSNorm (HF `rms_norm_eps`, default 1e-6).
     public var rmsNormEps: Float
+    /// RoPE's base θ: head-dim pair i rotates at θ^(−2i/D) per position (HF `rope_theta`, or
+    /// `rope_parameters.rope_theta` in transformers 5).
     public var ropeTheta: Double
+    /// How RoPE's frequencies are scaled for long contexts (HF `rope_scaling` /
+    /// `rope_parameters`); nil: plain RoPE.
     public var ropeScaling: RopeScaling?
+    /// Whether the LM head reuses the embedding matrix (HF `tie_word_embeddings`, default false).
     public var tieWordEmbeddings: Bool
+    /// Whether q/k/v projections have biases (HF `attention_bias`; default true for qwen2, false
+    /// otherwise).
     public var attentionBias: Bool
+    /// Whether gate/up/down projections have biases (HF `mlp_bias`, default false).
     public var mlpBias: Bool
+    /// The pretraining context length (HF `max_position_embeddings`, default 2048); RoPE scaling
+    /// types that depend on it read it from here.
     public var maxPositionEmbeddings: Int
+    /// The HF `model_type`: "llama", "mistral", "qwen2" or "qwen3".
     public var modelType: String
+    /// HF `bos_token_id`, when the config names one (written back to a saved config.json;
+    /// tokenization and generation use the tokenizer's).
     public var bosTokenId: Int?
+    /// HF `eos_token_id`, when the config names a single one (written back to a saved
+    /// config.json; tokenization and generation use the tokenizer's).
     public var eosTokenId: Int?
     /// Keys attend to at most this many tokens back, themselves included (Mistral; Qwen2 on
     /// the layers `layerTypes` marks "sliding_attention"); nil: full causal attention.
@@ -36,6 +64,28 @@ public struct LlamaConfig: Equatable, Decodable, Sendable {
     /// Qwen3: RMSNorm over each head's q and k (`q_norm`, `k_norm`) before RoPE.
     public var qkNorm: Bool
 
+    /// A config from its sizes, for tests and models built in code; defaults are Llama's.
+    /// - Parameters:
+    ///   - hiddenSize: C, the residual width.
+    ///   - intermediateSize: F, the MLP width.
+    ///   - numLayers: Number of decoder layers.
+    ///   - numHeads: H, query heads.
+    ///   - numKVHeads: KV, key/value heads (a divisor of H).
+    ///   - headDim: D; nil: hiddenSize / numHeads.
+    ///   - vocabSize: V.
+    ///   - rmsNormEps: RMSNorm epsilon.
+    ///   - ropeTheta: RoPE base.
+    ///   - ropeScaling: RoPE scaling; nil: none.
+    ///   - tieWordEmbeddings: Whether the LM head is the embedding.
+    ///   - attentionBias: Whether q/k/v have biases.
+    ///   - mlpBias: Whether the MLP projections have biases.
+    ///   - maxPositionEmbeddings: Pretraining context length.
+    ///   - modelType: The HF `model_type`.
+    ///   - bosTokenId: Beginning-of-sequence id, if any.
+    ///   - eosTokenId: End-of-sequence id, if any.
+    ///   - slidingWindow: Attention window in tokens; nil: full attention.
+    ///   - layerTypes: Per layer "full_attention" or "sliding_attention"; nil: all alike.
+    ///   - qkNorm: Whether q and k get a per-head RMSNorm (Qwen3).
     public init(hiddenSize: Int, intermediateSize: Int, numLayers: Int, numHeads: Int, numKVHeads: Int,
                 headDim: Int? = nil, vocabSize: Int, rmsNormEps: Float = 1e-5, ropeTheta: Double = 10000,
                 ropeScaling: RopeScaling? = nil, tieWordEmbeddings: Bool = false, attentionBias: Bool = false,
@@ -140,6 +190,7 @@ public struct LlamaConfig: Equatable, Decodable, Sendable {
         return layerTypes[i] == "sliding_attention" ? slidingWindow : nil
     }
 
+    /// `ropeTheta` and `ropeScaling` together, as the rotary embedding takes them.
     public var rope: RopeParameters { RopeParameters(theta: ropeTheta, scaling: ropeScaling) }
 
     /// Sizes for the memory estimate. Activations per token and layer (what sft's ops save for
@@ -349,7 +400,10 @@ final class LlamaStepBuffers {
     }
 }
 
+/// A Llama-shaped decoder (Llama, Mistral, Qwen2, Qwen3), with parameter names as in HF's
+/// `LlamaForCausalLM` (`model.layers.N.self_attn.q_proj.weight`, …).
 public final class LlamaModel: Module, CausalLM {
+    /// The config the model was built from.
     public let config: LlamaConfig
     /// The `model.` sub-tree of HF's LlamaForCausalLM.
     let model: DecoderBody<LlamaDecoderLayer, RMSNorm>
@@ -360,6 +414,11 @@ public final class LlamaModel: Module, CausalLM {
     /// The LM head in GGUF block form for generation (the embedding's blocks when tied).
     public var packedLMHead: PackedMatrix?
 
+    /// Allocates the model's parameters (not initialized: load weights before use).
+    /// - Parameters:
+    ///   - c: The model's config.
+    ///   - be: The device the parameters live on.
+    /// - Throws: When allocation fails or the RoPE settings are invalid.
     public init(config c: LlamaConfig, on be: Backend) throws {
         config = c
         model = DecoderBody(embedTokens: try Embedding(vocab: c.vocabSize, dim: c.hiddenSize, on: be),

@@ -39,11 +39,17 @@ extension Tensor {
 
 /// A model loaded from disk with what came with it.
 public struct LoadedModel {
+    /// The model, with its weights loaded.
     public let model: CausalLM
+    /// The opened GGUF file or HF folder the weights came from (its config, tokenizer data and
+    /// tensors stay readable).
     public let source: WeightSource
+    /// The path the model was loaded from.
     public let url: URL
 }
 
+/// Loads a model's architecture and weights from a GGUF file or an HF folder (without its
+/// tokenizer; `LanguageModel.load` loads both).
 public enum ModelLoader {
     /// Builds the architecture `source.config` names and loads its weights.
     public static func load(_ source: WeightSource, on backend: Backend) throws -> CausalLM {

@@ -12,19 +12,37 @@
 import Foundation
 import SFTKernels
 
+/// The config of MPT (`model_type` mpt) as read from an HF config.json (with its nested
+/// `attn_config`) or a GGUF's `mpt.*` keys; settings sft does not implement (`qk_ln`,
+/// `prefix_lm`, `logit_scale`, nonzero dropouts, `expansion_ratio` ≠ 4) are errors naming them.
 public struct MPTConfig: Equatable, Decodable {
+    /// C, the width of the residual stream (HF `d_model`).
     public var dModel: Int
+    /// H, the number of attention heads (HF `n_heads`); D = C / H.
     public var nHeads: Int
+    /// Number of blocks (HF `n_layers`).
     public var nLayers: Int
+    /// V, the number of token ids (HF `vocab_size`).
     public var vocabSize: Int
+    /// The pretraining context length (HF `max_seq_len`, default 2048).
     public var maxSeqLen: Int
+    /// The epsilon of every LayerNorm (HF `layer_norm_epsilon`, default 1e-5).
     public var layerNormEpsilon: Float
+    /// ALiBi's largest bias: with H a power of two, head h (1-based) gets slope 2^(−h·max/H)
+    /// (other H: MPT's interleaving of the next power of two's slopes; HF
+    /// `attn_config.alibi_bias_max`, default 8).
     public var alibiBiasMax: Double
+    /// Scale of the attention scores (HF `attn_config.softmax_scale`); nil: D^-½.
     public var softmaxScale: Double?
     /// Clamp of the fused q/k/v projection to [−clip_qkv, clip_qkv].
     public var clipQKV: Double?
+    /// Whether the LM head is `wte` (HF `tie_word_embeddings`, default true).
     public var tieWordEmbeddings: Bool
+    /// HF `bos_token_id`, when the config names one (written back to a saved config.json;
+    /// tokenization and generation use the tokenizer's).
     public var bosTokenId: Int?
+    /// HF `eos_token_id`, when the config names a single one (written back to a saved
+    /// config.json; tokenization and generation use the tokenizer's).
     public var eosTokenId: Int?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
@@ -85,10 +103,15 @@ public struct MPTConfig: Equatable, Decodable {
         }
     }
 
+    /// From an HF config.json object. Keys that are neither read nor harmless
+    /// (`HFConfig.harmless`) are errors naming them.
+    /// - Parameter c: The config.json contents.
+    /// - Throws: `SFTError.config` naming the first key that is missing, inconsistent or not implemented.
     public init(hf c: [String: JSONValue]) throws {
         self = try HFConfig.decode(MPTConfig.self, from: c, family: "mpt", understood: CodingKeys.allCases.map(\.rawValue))
     }
 
+    /// The config as an HF config.json object (what a merged model's config.json contains).
     public var hf: [String: JSONValue] { hfValues.mapValues(JSONValue.init(foundation:)) }
 
     var hfValues: [String: Any] {
@@ -192,7 +215,9 @@ final class MPTBlock: Module {
     }
 }
 
+/// MPT with parameter names as in HF's `MptForCausalLM` (`transformer.blocks.N.attn.Wqkv`, …).
 public final class MPTModel: Module, CausalLM {
+    /// The config the model was built from.
     public let config: MPTConfig
     /// The `transformer.` sub-tree of HF's MptForCausalLM (wte, blocks, norm_f).
     let transformer: DecoderBody<MPTBlock, LayerNorm>
@@ -200,6 +225,12 @@ public final class MPTModel: Module, CausalLM {
     /// (H) ALiBi slopes.
     let alibi: Tensor
 
+    /// Allocates the model's parameters (not initialized: load weights before use) and its ALiBi
+    /// slopes.
+    /// - Parameters:
+    ///   - c: The model's config.
+    ///   - be: The device the parameters live on.
+    /// - Throws: When allocation fails.
     public init(config c: MPTConfig, on be: Backend) throws {
         config = c
         transformer = DecoderBody(embedTokens: try Embedding(vocab: c.vocabSize, dim: c.dModel, on: be),

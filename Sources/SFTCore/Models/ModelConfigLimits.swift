@@ -7,6 +7,9 @@
 // parameter count is then checked with overflow-reporting arithmetic against its own cap.
 import Foundation
 
+/// Upper bounds on the sizes a model config states, checked before any model is built so that
+/// a hostile or corrupt config ends in an error naming the key rather than a trap or a huge
+/// allocation.
 public enum ModelConfigLimits {
     /// Integer size keys (HF names for every family sft builds) and the largest value accepted.
     /// Each must also be at least 1 where present (0 is accepted only where noted by `zeroOK`).

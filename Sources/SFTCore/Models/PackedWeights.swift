@@ -12,8 +12,11 @@ import SFTKernels
 /// (made only where `backend.supports(.ggufBlocks)`; elsewhere the model keeps its exact
 /// weights and never builds one).
 public final class PackedMatrix {
+    /// The GGML block format of the weight (e.g. `.q4_1`, `.q8_0`).
     public var type: GGMLType { blocks.type }
+    /// Output features: the length of y = W x.
     public var rows: Int { blocks.rows }
+    /// Input features: the length of x (a multiple of the format's block size).
     public var cols: Int { blocks.cols }
     /// How products read x: `.quantized` (default) rounds it to integer blocks per product
     /// like llama.cpp; `.f32` keeps it exact (see `MatVecActivations`).

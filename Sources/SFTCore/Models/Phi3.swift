@@ -9,21 +9,46 @@
 import Foundation
 import SFTKernels
 
+/// The config of Phi-3 / Phi-3.5 (`model_type` phi3) as read from an HF config.json or a
+/// GGUF's `phi3.*` keys. Decoding refuses what sft does not implement (`hidden_act` other than
+/// silu, nonzero dropouts, `partial_rotary_factor` ≠ 1) naming the field.
 public struct Phi3Config: Equatable, Decodable {
+    /// C, the width of the residual stream (HF `hidden_size`).
     public var hiddenSize: Int
+    /// F, the width of the gated MLP's gate and up projections (HF `intermediate_size`).
     public var intermediateSize: Int
+    /// Number of decoder layers (HF `num_hidden_layers`).
     public var numLayers: Int
+    /// H, the number of query heads (HF `num_attention_heads`).
     public var numHeads: Int
+    /// KV, the number of key/value heads (HF `num_key_value_heads`, default H); H must be a
+    /// multiple of it.
     public var numKVHeads: Int
+    /// D, the width of one head (HF `head_dim`, default C / H); must be even for RoPE.
     public var headDim: Int
+    /// V, the number of token ids (HF `vocab_size`).
     public var vocabSize: Int
+    /// The epsilon in every RMSNorm (HF `rms_norm_eps`, default 1e-5).
     public var rmsNormEps: Float
+    /// The context length the model supports (HF `max_position_embeddings`, default 4096);
+    /// LongRoPE switches to its long factors past `originalMaxPositionEmbeddings`.
     public var maxPositionEmbeddings: Int
+    /// The pretraining context length LongRoPE's short factors cover (HF
+    /// `original_max_position_embeddings`); nil when the config has none.
     public var originalMaxPositionEmbeddings: Int?
+    /// Whether the LM head reuses the embedding matrix (HF `tie_word_embeddings`).
     public var tieWordEmbeddings: Bool
+    /// Keys attend to at most this many tokens back, themselves included (HF `sliding_window`);
+    /// nil: full causal attention.
     public var slidingWindow: Int?
+    /// RoPE θ and scaling (HF `rope_theta`/`rope_scaling`, or `rope_parameters`), including
+    /// LongRoPE's short and long factors.
     public var rope: RopeParameters
+    /// HF `bos_token_id`, when the config names one (written back to a saved config.json;
+    /// tokenization and generation use the tokenizer's).
     public var bosTokenId: Int?
+    /// HF `eos_token_id`, when the config names a single one (written back to a saved
+    /// config.json; tokenization and generation use the tokenizer's).
     public var eosTokenId: Int?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
@@ -71,10 +96,15 @@ public struct Phi3Config: Equatable, Decodable {
         }
     }
 
+    /// From an HF config.json object (snake_case keys, transformers 4 or 5 layout). Keys that
+    /// are neither read nor harmless (`HFConfig.harmless`) are errors naming them.
+    /// - Parameter c: The config.json contents.
+    /// - Throws: `SFTError.config` naming the first key that is missing, inconsistent or not implemented.
     public init(hf c: [String: JSONValue]) throws {
         self = try HFConfig.decode(Phi3Config.self, from: c, family: "phi3", understood: CodingKeys.allCases.map(\.rawValue))
     }
 
+    /// The config as an HF config.json object (what a merged model's config.json contains).
     public var hf: [String: JSONValue] { hfValues.mapValues(JSONValue.init(foundation:)) }
 
     var hfValues: [String: Any] {
@@ -174,12 +204,20 @@ final class Phi3DecoderLayer: Module {
     }
 }
 
+/// Phi-3 / Phi-3.5 with parameter names as in HF's `Phi3ForCausalLM` (fused
+/// `self_attn.qkv_proj` and `mlp.gate_up_proj`).
 public final class Phi3Model: Module, CausalLM {
+    /// The config the model was built from.
     public let config: Phi3Config
     let model: DecoderBody<Phi3DecoderLayer, RMSNorm>
     let lmHead: Linear?
     let rotary: RotaryEmbedding
 
+    /// Allocates the model's parameters (not initialized: load weights before use).
+    /// - Parameters:
+    ///   - c: The model's config.
+    ///   - be: The device the parameters live on.
+    /// - Throws: When allocation fails or the RoPE settings are invalid.
     public init(config c: Phi3Config, on be: Backend) throws {
         config = c
         model = DecoderBody(embedTokens: try Embedding(vocab: c.vocabSize, dim: c.hiddenSize, on: be),

@@ -8,20 +8,31 @@
 import Foundation
 import SFTKernels
 
+/// A named weight of a module: a reference box around a tensor, so loaders, LoRA and the
+/// optimizer can replace or update the tensor without the module knowing.
 public final class Parameter {
+    /// The current tensor (its shape is the HF checkpoint's).
     public var value: Tensor
     /// Trainable parameters accumulate gradients and are updated by the optimizer.
     public var trainable: Bool {
         get { value.requiresGrad }
         set { value.requiresGrad = newValue; if !newValue { value.grad = nil } }
     }
+    /// Boxes `value`.
+    /// - Parameters:
+    ///   - value: The tensor.
+    ///   - trainable: Whether it takes gradients (sets `value.requiresGrad`).
     public init(_ value: Tensor, trainable: Bool = false) {
         self.value = value
         self.value.requiresGrad = trainable
     }
 }
 
+/// A node of a model's tree: its own parameters and named children, from which dotted HF-style
+/// names (`model.layers.0.self_attn.q_proj.weight`) are derived for loading, saving, LoRA
+/// targeting and freezing. Subclasses override `children` and `localParameters`.
 open class Module {
+    /// An empty module (subclasses set up their parameters and children).
     public init() {}
 
     /// Sub-modules by their local checkpoint name (`self_attn`, `layers.3`, `q_proj`).
@@ -50,6 +61,7 @@ open class Module {
         for (n, c) in children { c.walk(prefix: join(prefix, n), visit) }
     }
 
+    /// The parameters under this module that take gradients, with their dotted names.
     public var trainableParameters: [(String, Parameter)] { namedParameters().filter { $0.1.trainable } }
 
     /// Number of scalar parameters (all, or only trainable).

@@ -12,9 +12,14 @@
 import Foundation
 import SFTKernels
 
+/// What the matmuls of Linear layers compute in: the `precision` config key and `--precision`
+/// flag (see this file's header for what bf16 changes).
 public enum Precision: String, Sendable, Codable, CaseIterable, CustomStringConvertible {
+    /// f32: every product in f32 (exact, the default). bf16: bf16 products with f32 accumulation,
+    /// frozen dense weights stored bf16.
     case f32, bf16
 
+    /// The config value: "f32" or "bf16".
     public var description: String { rawValue }
 
     /// Parses a `precision` value, naming the key in the error.

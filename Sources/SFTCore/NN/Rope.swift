@@ -22,18 +22,41 @@ import SFTKernels
 /// The scaling part of a RoPE configuration (`rope_scaling`, or `rope_parameters` less
 /// `rope_theta`). Keys are transformers' snake_case names.
 public struct RopeScaling: Codable, Equatable, Sendable {
+    /// HF `rope_type` (older configs: `type`): one of `kinds` — "default", "linear", "dynamic",
+    /// "llama3", "yarn", "longrope".
     public var ropeType: String
+    /// HF `factor`: how much longer than the pretraining length the context is scaled to
+    /// (linear, dynamic, llama3, yarn; longrope derives its attention factor from it).
     public var factor: Double?
+    /// HF `low_freq_factor` (llama3): wavelengths longer than original length / this are divided by
+    /// `factor` in full.
     public var lowFreqFactor: Double?
+    /// HF `high_freq_factor` (llama3): wavelengths shorter than original length / this are kept;
+    /// those between the two are interpolated.
     public var highFreqFactor: Double?
+    /// HF `original_max_position_embeddings`: the pretraining length the scaling is relative to
+    /// (llama3, yarn, longrope).
     public var originalMaxPositionEmbeddings: Int?
+    /// HF `attention_factor` (yarn, longrope): multiplies q and k after rotation; nil: derived
+    /// from `factor` as transformers does.
     public var attentionFactor: Double?
+    /// HF `beta_fast` (yarn): rotations per context above which dimensions are extrapolated
+    /// (default 32).
     public var betaFast: Double?
+    /// HF `beta_slow` (yarn): rotations per context below which dimensions are interpolated
+    /// (default 1).
     public var betaSlow: Double?
+    /// HF `mscale` (yarn, DeepSeek style): numerator of the derived attention factor.
     public var mscale: Double?
+    /// HF `mscale_all_dim` (yarn, DeepSeek style): denominator of the derived attention factor.
     public var mscaleAllDim: Double?
+    /// HF `truncate` (yarn): whether the correction range is rounded to whole dimensions (default
+    /// true).
     public var truncate: Bool?
+    /// HF `short_factor` (longrope): D/2 divisors of the frequencies for sequences within the
+    /// original length.
     public var shortFactor: [Double]?
+    /// HF `long_factor` (longrope): D/2 divisors of the frequencies for longer sequences.
     public var longFactor: [Double]?
     /// Divisors of each inverse frequency stored by llama.cpp as the `rope_freqs` tensor (its
     /// way of writing Llama 3.1's scaling); sft's own key, never in an HF config.
@@ -48,6 +71,23 @@ public struct RopeScaling: Codable, Equatable, Sendable {
         case shortFactor = "short_factor", longFactor = "long_factor", freqFactors = "freq_factors"
     }
 
+    /// A scaling from its fields (HF names in each property's documentation); nil fields are
+    /// absent from the config.
+    /// - Parameters:
+    ///   - ropeType: The scaling kind.
+    ///   - factor: Context scaling factor.
+    ///   - lowFreqFactor: llama3's low-frequency bound.
+    ///   - highFreqFactor: llama3's high-frequency bound.
+    ///   - originalMaxPositionEmbeddings: The pretraining length.
+    ///   - attentionFactor: Explicit attention factor.
+    ///   - betaFast: yarn's fast boundary.
+    ///   - betaSlow: yarn's slow boundary.
+    ///   - mscale: yarn's mscale.
+    ///   - mscaleAllDim: yarn's mscale_all_dim.
+    ///   - truncate: yarn's truncation switch.
+    ///   - shortFactor: longrope's short factors.
+    ///   - longFactor: longrope's long factors.
+    ///   - freqFactors: llama.cpp's `rope_freqs` divisors.
     public init(ropeType: String, factor: Double? = nil, lowFreqFactor: Double? = nil, highFreqFactor: Double? = nil,
                 originalMaxPositionEmbeddings: Int? = nil, attentionFactor: Double? = nil, betaFast: Double? = nil,
                 betaSlow: Double? = nil, mscale: Double? = nil, mscaleAllDim: Double? = nil, truncate: Bool? = nil,
@@ -65,11 +105,17 @@ public struct RopeScaling: Codable, Equatable, Sendable {
 
 /// θ and the scaling of one RoPE, with the lengths the dynamic kinds depend on.
 public struct RopeParameters: Equatable, Sendable {
+    /// The base θ: pair i of a head rotates by position · θ^(−2i/D) (HF `rope_theta`).
     public var theta: Double
+    /// The long-context scaling; nil: plain RoPE.
     public var scaling: RopeScaling?
 
+    /// - Parameters:
+    ///   - theta: The base θ.
+    ///   - scaling: The scaling; nil for plain RoPE.
     public init(theta: Double, scaling: RopeScaling?) { self.theta = theta; self.scaling = scaling }
 
+    /// The scaling kind, "default" when there is none.
     public var kind: String { scaling?.ropeType ?? "default" }
 
     /// Whether the frequencies depend on the length of the sequence being run.
@@ -249,14 +295,25 @@ public struct RopeParameters: Equatable, Sendable {
 /// The RoPE of one attention layer on a device: frequencies made once, or per sequence
 /// length for the kinds that depend on it (dynamic, longrope), and the attention factor.
 public final class RotaryEmbedding {
+    /// θ and scaling this embedding was made from.
     public let parameters: RopeParameters
+    /// D, the rotated head width (D/2 frequencies).
     public let headDim: Int
+    /// The model's `max_position_embeddings` (the dynamic kinds change frequencies past it).
     public let maxPositionEmbeddings: Int
     /// Frequencies for sequences no longer than the pretraining length, (D/2).
     public let invFreq: Tensor
     /// Multiplies q and k after rotation (1 except for yarn and longrope).
     public let attentionFactor: Float
 
+    /// Computes the frequencies for sequences within the pretraining length and uploads them.
+    /// - Parameters:
+    ///   - p: θ and scaling.
+    ///   - headDim: D (even).
+    ///   - maxPositionEmbeddings: The model's context length.
+    ///   - backend: The device the frequencies live on.
+    /// - Throws: `SFTError.config` naming the RoPE field when the scaling is incomplete or
+    ///   inconsistent with D.
     public init(_ p: RopeParameters, headDim: Int, maxPositionEmbeddings: Int, on backend: Backend) throws {
         parameters = p; self.headDim = headDim; self.maxPositionEmbeddings = maxPositionEmbeddings
         let (inv, a) = try p.frequencies(headDim: headDim, maxPositionEmbeddings: maxPositionEmbeddings)

@@ -17,17 +17,30 @@ import SFTKernels
 public struct ModelLayout: Equatable, Sendable {
     /// A Linear of one decoder layer: its HF leaf name (what LoRA's target_modules match), shape and bias.
     public struct LinearShape: Equatable, Sendable {
+        /// The HF leaf name, e.g. "q_proj" (what LoRA's `target_modules` match).
         public var name: String
+        /// Input width.
         public var inFeatures: Int
+        /// Output width.
         public var outFeatures: Int
+        /// Whether the Linear has a bias (out values).
         public var bias: Bool
+        /// - Parameters:
+        ///   - name: The HF leaf name.
+        ///   - inFeatures: Input width.
+        ///   - outFeatures: Output width.
+        ///   - bias: Whether it has a bias.
         public init(_ name: String, _ inFeatures: Int, _ outFeatures: Int, bias: Bool = false) {
             self.name = name; self.inFeatures = inFeatures; self.outFeatures = outFeatures; self.bias = bias
         }
     }
+    /// Number of decoder layers.
     public var layers: Int
+    /// C, the residual width (and embedding width).
     public var hidden: Int
+    /// V, the vocabulary size (rows of the embedding and of the LM head).
     public var vocab: Int
+    /// Whether the LM head is the embedding (counted once).
     public var tiedEmbeddings: Bool
     /// The Linears of one decoder layer.
     public var linears: [LinearShape]
@@ -38,6 +51,15 @@ public struct ModelLayout: Equatable, Sendable {
     /// Values one decoder layer keeps per token for backward, adapters excluded.
     public var activationsPerToken: Int
 
+    /// - Parameters:
+    ///   - layers: Number of decoder layers.
+    ///   - hidden: Residual width C.
+    ///   - vocab: Vocabulary size V.
+    ///   - tiedEmbeddings: Whether the LM head is the embedding.
+    ///   - linears: The Linears of one decoder layer.
+    ///   - layerNormValues: Other parameter values per layer.
+    ///   - finalNormValues: Parameter values outside the layers besides embedding and LM head.
+    ///   - activationsPerToken: Values one layer keeps per token for backward.
     public init(layers: Int, hidden: Int, vocab: Int, tiedEmbeddings: Bool, linears: [LinearShape],
                 layerNormValues: Int, finalNormValues: Int, activationsPerToken: Int) {
         self.layers = layers; self.hidden = hidden; self.vocab = vocab; self.tiedEmbeddings = tiedEmbeddings
@@ -56,19 +78,27 @@ public struct ModelLayout: Equatable, Sendable {
     public var parameterCount: Int { linearWeightValues + otherValues }
 }
 
+/// An estimate, in bytes, of the device memory a finetuning run takes, by part (printed before
+/// training next to the measured peak). Estimates, not measurements.
 public struct MemoryEstimate: Sendable, CustomStringConvertible {
     /// Bytes of the frozen (or, for full finetuning, trained) base weights as stored.
     public var weights: Int
     /// Bytes the base weights would take in f32 (for comparison).
     public var weightsF32: Int
+    /// Bytes of the LoRA adapters' A and B (f32); 0 for full finetuning.
     public var adapters: Int
     /// Gradient buffers of the trainable parameters (f32).
     public var gradients: Int
     /// AdamW's two f32 moments per trainable parameter.
     public var optimizer: Int
+    /// Bytes of the activations the autograd tape keeps for one micro-batch without checkpointing.
     public var activations: Int
+    /// Bytes of the activations with gradient checkpointing: each layer's input plus one layer's
+    /// tape during its recomputation.
     public var activationsCheckpointed: Int
+    /// Whether the run checkpoints (which activation figure `total` counts).
     public var checkpointing: Bool
+    /// One line naming the method (full finetuning, LoRA, QLoRA …) and the run's shape.
     public var summary: String
 
     /// Total with the configured checkpointing.
@@ -134,6 +164,8 @@ public struct MemoryEstimate: Sendable, CustomStringConvertible {
                   lossChunk: lossChunk, optimizerShards: optimizerShards)
     }
 
+    /// A table for the log: the summary line, then weights, adapters, gradients, optimizer,
+    /// activations and total in MiB or GiB, one per line.
     public var description: String {
         func gib(_ b: Int) -> String {
             let g = Double(b) / Double(1 << 30)

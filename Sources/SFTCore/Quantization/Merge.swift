@@ -9,11 +9,17 @@ import SFTKernels
 
 /// |Δ| between two logit arrays over the same tokens.
 public struct LogitsDifference: Sendable, CustomStringConvertible {
+    /// Largest |reference − candidate| (+∞ when a difference is NaN).
     public let maxAbs: Float
+    /// Mean |reference − candidate| over all compared logits.
     public let meanAbs: Double
     /// Number of logits compared (tokens × vocab).
     public let count: Int
 
+    /// Compares two arrays of the same length (a precondition).
+    /// - Parameters:
+    ///   - reference: Logits of the unmerged model.
+    ///   - candidate: Logits of the merged one.
     public init(reference: [Float], candidate: [Float]) {
         precondition(reference.count == candidate.count, "logit arrays of different sizes")
         var mx: Float = 0, sum = 0.0
@@ -25,11 +31,14 @@ public struct LogitsDifference: Sendable, CustomStringConvertible {
         maxAbs = mx; meanAbs = reference.isEmpty ? 0 : sum / Double(reference.count); count = reference.count
     }
 
+    /// "max |Δ logits| …, mean |Δ logits| … over N logits".
     public var description: String {
         "max |Δ logits| \(maxAbs), mean |Δ logits| \(Float(meanAbs)) over \(count) logits"
     }
 }
 
+/// Folding LoRA adapters (and 4-bit bases) into plain f32 weights for deployment, and measuring
+/// what the merge and the saved dtype change in the logits.
 public enum QLoRAMerge {
     /// Dequantizes every 4-bit Linear under `model` and folds LoRA adapters into the f32
     /// weights (4-bit or not). Returns the names of the Linears that changed.

@@ -13,6 +13,7 @@ import SFTKernels
 
 /// How to quantize the frozen base weights (`--quantize nf4|fp4 --double-quant --compute-dtype`).
 public struct QuantizationConfig: Codable, Equatable, Sendable {
+    /// The 4-bit code book: NF4 (QLoRA's default) or FP4 (`quant_type`, `--quantize`).
     public var type: QuantType
     /// Values per absmax block: a power of two from 32 to 4096 (bitsandbytes' range); 64 is
     /// the QLoRA setting.
@@ -24,6 +25,11 @@ public struct QuantizationConfig: Codable, Equatable, Sendable {
     /// backends always compute in f32.
     public var computeDType: DType
 
+    /// - Parameters:
+    ///   - type: NF4 or FP4.
+    ///   - blockSize: Values per absmax block.
+    ///   - doubleQuant: Whether to quantize the absmax values too.
+    ///   - computeDType: The GPU compute dtype.
     public init(type: QuantType = .nf4, blockSize: Int = 64, doubleQuant: Bool = false, computeDType: DType = .f32) {
         self.type = type; self.blockSize = blockSize; self.doubleQuant = doubleQuant; self.computeDType = computeDType
     }
@@ -53,30 +59,47 @@ public final class QuantizedWeight {
     /// The absmax values of a double-quantized weight: 8-bit codes into `code` (the dynamic
     /// map) with one f32 scale per 256 of them, plus `offset` (their mean before quantization).
     public struct DoubleQuantizedScales {
+        /// Absmax codes per f32 scale (bitsandbytes' second-level block size).
         public static let blockSize = 256
-        public let codes: Tensor      // u8, one per 4-bit block
-        public let absmax: Tensor     // f32, one per 256 codes
+        /// u8, one per 4-bit block: its absmax minus `offset`, as an index into `code` (scaled by
+        /// the group's `absmax`).
+        public let codes: Tensor
+        /// f32, one scale per 256 codes.
+        public let absmax: Tensor
+        /// Added back to every decoded absmax (the mean the codes were centered on).
         public let offset: Float
-        public let code: [Float]      // 256 ascending values (one shared array)
+        /// The 256 ascending values of bitsandbytes' dynamic 8-bit map (one shared array).
+        public let code: [Float]
     }
 
+    /// The per-block scales of the 4-bit codes.
     public enum Scales {
-        case absmax(Tensor)                      // f32, one per block
+        /// f32, one absmax per block.
+        case absmax(Tensor)
+        /// The absmax values themselves quantized to 8 bits (QLoRA's double quantization).
         case doubleQuantized(DoubleQuantizedScales)
     }
 
+    /// The 4-bit code book of `packed`.
     public let type: QuantType
     /// (out, in), as the f32 weight it replaces.
     public let shape: [Int]
+    /// Values per absmax block.
     public let blockSize: Int
+    /// The dtype GPU kernels multiply the dequantized tiles in.
     public let computeDType: DType
     /// u8, (count + 1) / 2 bytes; value 2i in the high nibble of byte i.
     public let packed: Tensor
+    /// The absmax of every block, plain or double-quantized.
     public let scales: Scales
 
+    /// Number of weight values: the product of `shape`.
     public var count: Int { shape.reduce(1, *) }
+    /// Number of absmax blocks (the last may be partial).
     public var blockCount: Int { (count + blockSize - 1) / blockSize }
+    /// The backend holding the codes.
     public var backend: Backend { packed.backend }
+    /// Whether the scales are double-quantized.
     public var isDoubleQuantized: Bool { if case .doubleQuantized = scales { return true } else { return false } }
 
     /// Bytes held: packed codes plus scales (the 8-bit code table is shared by all weights).
@@ -87,6 +110,14 @@ public final class QuantizedWeight {
         }
     }
 
+    /// Wraps codes and scales quantized elsewhere, without checking them.
+    /// - Parameters:
+    ///   - type: The code book.
+    ///   - shape: (out, in).
+    ///   - blockSize: Values per block.
+    ///   - computeDType: The GPU compute dtype.
+    ///   - packed: u8 codes, two per byte.
+    ///   - scales: The block scales.
     public init(type: QuantType, shape: [Int], blockSize: Int, computeDType: DType, packed: Tensor, scales: Scales) {
         self.type = type; self.shape = shape; self.blockSize = blockSize; self.computeDType = computeDType
         self.packed = packed; self.scales = scales
@@ -102,6 +133,13 @@ public final class QuantizedWeight {
                   packed: packed, scales: scales)
     }
 
+    /// Quantizes f32 `values` (row-major for `shape`) with `config`; see the buffer-pointer overload.
+    /// - Parameters:
+    ///   - values: The weight, row-major.
+    ///   - shape: (out, in).
+    ///   - config: Code book, block size, double quantization and compute dtype.
+    ///   - backend: Where the quantized weight lives.
+    /// - Throws: When the config is invalid or the count does not match `shape`.
     public convenience init(quantizing values: [Float], shape: [Int], config: QuantizationConfig, on backend: Backend) throws {
         let (packed, scales) = try values.withUnsafeBufferPointer { try Self.quantize($0, shape: shape, config: config, on: backend) }
         self.init(type: config.type, shape: shape, blockSize: config.blockSize, computeDType: config.computeDType,

@@ -6,6 +6,7 @@ import SFTKernels
 public struct ChatMessage: Equatable, Sendable, Codable {
     /// "system", "user", "assistant" or "tool" (datasets' human/gpt are mapped to these).
     public var role: String
+    /// The message text ("" when a dataset or tool-call message has none).
     public var content: String
     /// OpenAI-style tool calls of an assistant message, passed to templates as `tool_calls`,
     /// e.g. `[{"type": "function", "function": {"name": "f", "arguments": {"x": 1}}}]`.
@@ -14,6 +15,11 @@ public struct ChatMessage: Equatable, Sendable, Codable {
     /// passed to the template after role, content and tool_calls, sorted by key.
     public var extra: [String: JSONValue]
 
+    /// - Parameters:
+    ///   - role: "system", "user", "assistant" or "tool".
+    ///   - content: The text.
+    ///   - toolCalls: The assistant's tool calls, if any.
+    ///   - extra: Other fields for the template.
     public init(role: String, content: String, toolCalls: JSONValue? = nil, extra: [String: JSONValue] = [:]) {
         self.role = role
         self.content = content

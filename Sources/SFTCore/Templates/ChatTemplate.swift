@@ -33,6 +33,9 @@ public struct ChatTemplate: Sendable {
     /// The clock behind `strftime_now` (tests fix it).
     public var now: @Sendable () -> Date = { Date() }
 
+    /// The end-of-turn strings of the common chat formats (ChatML's `<|im_end|>`, Llama 3's
+    /// `<|eot_id|>`, Phi's `<|end|>`, Gemma's `<end_of_turn>`, `</s>`, …): the default
+    /// `endOfTurnMarkers`.
     public static let defaultEndOfTurnMarkers = [
         "<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|end_of_text|>", "<|end_of_turn|>",
         "<|endoftext|>", "</s>", "<|EOT|>", "<｜end▁of▁sentence｜>",

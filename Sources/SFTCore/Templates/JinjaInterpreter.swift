@@ -29,6 +29,13 @@ public struct TemplateLimits: Sendable {
     /// list twice counts it twice). Its string bytes are bounded by `maxOutputBytes`.
     public var maxValueElements: Int
 
+    /// Bounds with defaults generous enough for every published chat template.
+    /// - Parameters:
+    ///   - maxSteps: Evaluation steps (default 5 million).
+    ///   - maxCallDepth: Nested macro calls (default 64).
+    ///   - maxOutputBytes: Bytes of rendered text or any built string (default 64 MiB).
+    ///   - maxStackBytes: Machine stack the recursion may use (default 1 MiB).
+    ///   - maxValueElements: List and dict entries one value may hold (default 4 Mi).
     public init(maxSteps: Int = 5_000_000, maxCallDepth: Int = 64, maxOutputBytes: Int = 64 << 20,
                 maxStackBytes: Int = 1 << 20, maxValueElements: Int = 1 << 22) {
         self.maxSteps = maxSteps

@@ -6,8 +6,12 @@ import SFTKernels
 
 /// What rendering with a model's own template needs.
 public struct ModelChatTemplate: Sendable {
+    /// The model's own template (`chat_template` in tokenizer_config.json or
+    /// `tokenizer.chat_template` in the GGUF).
     public var template: ChatTemplate
+    /// The text of the tokenizer's BOS token, what templates read as `bos_token` ("" when none).
     public var bosToken: String
+    /// The text of the tokenizer's EOS token, what templates read as `eos_token` ("" when none).
     public var eosToken: String
 
     /// Reads the template of the model at `url`: a folder with tokenizer_config.json, or a

@@ -23,9 +23,14 @@ import Synchronization
 /// the offset per micro-batch (so the masks do not depend on the number of ranks), a checkpoint
 /// saves it, and checkpoint recomputation rewinds it to redraw the same masks.
 public final class RandomStream: Sendable {
+    /// The run's seed (the `seed` config key).
     public let seed: UInt64
     private let position: Mutex<UInt64>
 
+    /// A stream at `offset` values past the start of `seed`'s sequence.
+    /// - Parameters:
+    ///   - seed: The run's seed.
+    ///   - offset: Values already drawn (a resumed run's saved offset).
     public init(seed: UInt64, offset: UInt64 = 0) {
         self.seed = seed
         position = Mutex(offset)
@@ -78,6 +83,9 @@ protocol LeafGradientObserver: AnyObject, Sendable {
     func gradientAdded(_ leaf: Tensor) throws
 }
 
+/// Reverse-mode differentiation: ops record their backward on the tensors they make, and
+/// `backward` runs them. Recording and the training mode are task-local, so they apply to the
+/// current task (and its children) only.
 public enum Autograd {
     @TaskLocal static var recording = true
     @TaskLocal static var trainingStream: RandomStream? = nil

@@ -9,6 +9,9 @@ import SFTKernels
     if !ok { throw SFTError.shape(op: op, message: message()) }
 }
 
+/// The differentiable operations models are built from. Each checks shapes (throwing
+/// `SFTError.shape` naming the op), runs on its inputs' backend and records its backward when
+/// autograd is recording.
 public enum Ops {
     // MARK: linear
 
@@ -59,6 +62,11 @@ public enum Ops {
 
     // MARK: elementwise
 
+    /// a + b elementwise; both must have the same number of elements (the result has a's shape).
+    /// - Parameters:
+    ///   - a: First operand.
+    ///   - b: Second operand.
+    /// - Throws: `SFTError.shape` when the element counts differ.
     public static func add(_ a: Tensor, _ b: Tensor) throws -> Tensor {
         try check(a.count == b.count, "add", "\(a.shape) + \(b.shape)")
         let y = try Tensor(empty: a.shape, on: a.backend)
@@ -77,6 +85,11 @@ public enum Ops {
         return try Tensor(values, shape: x.shape, on: x.backend)
     }
 
+    /// alpha · x elementwise.
+    /// - Parameters:
+    ///   - x: The input.
+    ///   - alpha: The factor.
+    /// - Throws: When the backend fails.
     public static func scale(_ x: Tensor, _ alpha: Float) throws -> Tensor {
         let y = try Tensor(empty: x.shape, on: x.backend)
         try x.backend.scale(alpha: alpha, x.storage, into: y.storage, count: y.count)

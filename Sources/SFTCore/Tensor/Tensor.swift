@@ -9,10 +9,16 @@
 import Foundation
 import SFTKernels
 
+/// An n-dimensional, contiguous, row-major array in one backend's memory, with an optional
+/// autograd node (f32 for values, i32 for ids and positions, bf16/f16 for stored weights, u8
+/// for packed 4-bit codes).
 public final class Tensor: CustomStringConvertible {
+    /// The dimensions, outermost first (e.g. (N, C) for N rows of width C).
     public let shape: [Int]
+    /// The element type of the storage.
     public let dtype: DType
     let storage: BufferView
+    /// The device backend that holds the storage and runs this tensor's ops.
     public let backend: Backend
     /// Leaves: whether to accumulate a gradient. Non-leaves: whether any input needed one.
     public var requiresGrad: Bool
@@ -21,8 +27,12 @@ public final class Tensor: CustomStringConvertible {
     /// The op that produced this tensor, when it was recorded for backward.
     var node: GradNode?
 
+    /// Number of elements: the product of `shape`.
     public var count: Int { shape.reduce(1, *) }
+    /// The device the tensor lives on (its backend's).
     public var device: Device { backend.device }
+    /// Whether the tensor was made directly (a parameter or an input) rather than recorded as the
+    /// output of an op.
     public var isLeaf: Bool { node == nil }
 
     init(shape: [Int], dtype: DType = .f32, storage: BufferView, backend: Backend,
@@ -149,5 +159,6 @@ public final class Tensor: CustomStringConvertible {
                       storage: storage.advanced(byBytes: start * rowElems * dtype.size), backend: backend)
     }
 
+    /// "Tensor(shape, dtype, device)", without the values.
     public var description: String { "Tensor(\(shape), \(dtype), \(device))" }
 }

@@ -282,9 +282,20 @@ extension CUDABackend {
 
     /// One tensor of a multi-tensor AdamW step, with its own weight decay.
     public struct AdamWTensor {
+        /// The f32 parameter (updated in place), its gradient, and its first and second moments
+        /// (updated in place), each `count` values on this GPU.
         public var param: BufferView, grad: BufferView, m: BufferView, v: BufferView
+        /// Number of values in each of the four buffers.
         public var count: Int
+        /// This tensor's decoupled weight decay (0 for tensors excluded from decay).
         public var weightDecay: Float
+        /// - Parameters:
+        ///   - param: The parameter.
+        ///   - grad: Its gradient.
+        ///   - m: First moment.
+        ///   - v: Second moment.
+        ///   - count: Values in each.
+        ///   - weightDecay: Its weight decay.
         public init(param: BufferView, grad: BufferView, m: BufferView, v: BufferView, count: Int, weightDecay: Float) {
             self.param = param; self.grad = grad; self.m = m; self.v = v
             self.count = count; self.weightDecay = weightDecay

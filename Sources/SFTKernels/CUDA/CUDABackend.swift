@@ -22,6 +22,7 @@ import Foundation
 /// ```
 public final class CUDABackend: Backend, @unchecked Sendable {
     public let device: Device
+    /// The GPU this backend runs on: its name, compute capability, SM count and memory.
     public let gpu: CUDAStatus.GPU
     /// The NVRTC target the kernels are compiled for ("sm_90a" on an H100).
     public let arch: String

@@ -35,17 +35,25 @@ public struct CUDAStatus: Sendable {
 
     /// One GPU the driver reports.
     public struct GPU: Sendable, Equatable {
+        /// The device ordinal (`cuda:N`).
         public let ordinal: Int
+        /// The product name, e.g. "NVIDIA H100 80GB HBM3".
         public let name: String
+        /// Compute capability (e.g. 9.0 for Hopper).
         public let major: Int, minor: Int
+        /// Number of streaming multiprocessors.
         public let multiprocessors: Int
+        /// Total device memory in bytes.
         public let memoryBytes: Int
         /// The NVRTC target the kernels are built for: "sm_80", "sm_86", "sm_90a", ...
         public var arch: String { CUDAStatus.arch(major: major, minor: minor) }
     }
 
+    /// The CUDA driver library (libcuda).
     public let driver: Library
+    /// NVRTC, which compiles the kernels at run time.
     public let nvrtc: Library
+    /// cuBLASLt, which runs the GEMMs.
     public let cublasLt: Library
     /// CUDA version the driver supports (e.g. 13000 for 13.0), when the driver loaded.
     public let driverVersion: Int?
@@ -55,6 +63,7 @@ public struct CUDAStatus: Sendable {
     public let cublasLtVersion: Int?
     /// Why cuInit or device enumeration failed, when the driver loaded but is unusable.
     public let driverError: String?
+    /// The GPUs the driver reports (empty when it did not load or cuInit failed).
     public let gpus: [GPU]
     /// The value of $SFT_CUDA_LIBS when the libraries were searched.
     public let searchPath: String?

@@ -17,8 +17,12 @@
 import CSFTKernels
 import Foundation
 
+/// A collective whose device-buffer reductions run in GPU memory over NCCL (one GPU per rank);
+/// host-memory operations, rank and size are the wrapped host group's.
 public final class NCCLCollective: Collective {
+    /// The process group (MPI) NCCL was bootstrapped over; it carries host-memory collectives.
     public let host: any Collective
+    /// The GPU this rank's communicator and reductions run on.
     public let backend: CUDABackend
     private var comm: UnsafeMutableRawPointer?
     /// Recorded after enqueued collectives to see from the host when they are done.

@@ -71,12 +71,15 @@ public final class CUDAKernelCache: @unchecked Sendable {
         return nil
     }
 
+    /// A cache in `directory` (created when first written).
+    /// - Parameter directory: Where compiled modules are kept; nil keeps nothing.
     public init(directory: URL? = CUDAKernelCache.defaultDirectory) {
         self.directory = directory
     }
 
     /// Modules read from disk / compiled, since this cache was made.
     public var hits: Int { lock.lock(); defer { lock.unlock() }; return hitCount }
+    /// Modules compiled because no cached file matched, since this cache was made.
     public var misses: Int { lock.lock(); defer { lock.unlock() }; return missCount }
 
     /// The cache file name for a module: name, arch and a 64-bit FNV-1a hash of the key.

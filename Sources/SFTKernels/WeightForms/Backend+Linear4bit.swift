@@ -104,6 +104,8 @@ extension Backend {
 public enum Linear4bitTiling {
     private static let values = Atomic<Int>(1 << 24)
 
+    /// Most weight values decoded into one f32 tile (default 2^24 = 64 MiB); an atomic, settable
+    /// from any thread.
     public static var acceleratorTileValues: Int {
         get { values.load(ordering: .relaxed) }
         set { values.store(newValue, ordering: .relaxed) }

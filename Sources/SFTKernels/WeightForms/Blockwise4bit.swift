@@ -56,6 +56,14 @@ public enum BlockwiseQuant {
         return (packed, absmax)
     }
 
+    /// Quantizes `values` to 4-bit codes in blocks (the array form of the buffer-pointer overload).
+    /// - Parameters:
+    ///   - values: The values, in order.
+    ///   - type: NF4 or FP4.
+    ///   - blockSize: Values per absmax block.
+    ///   - reference: Whether to use the readable reference kernel instead of the vectorized one.
+    /// - Returns: The codes, two per byte, and one absmax per block.
+    /// - Throws: `KernelError.invalidArgument` for an invalid block size.
     public static func quantize4bit(_ values: [Float], type: QuantType, blockSize: Int,
                                     reference: Bool = false) throws -> (packed: [UInt8], absmax: [Float]) {
         try values.withUnsafeBufferPointer { try quantize4bit($0, type: type, blockSize: blockSize, reference: reference) }

@@ -44,12 +44,23 @@ public enum MatVecEpilogue: Sendable {
 /// One matrix of `quantizedMatVecs`: W (rows, x's cols) in GGML type `type`, rows contiguous
 /// (or `interleaved`, see `interleaveForMatVec`), and its output y (rows).
 public struct QuantizedMatVecOutput {
+    /// The block format of `weights`.
     public var type: GGMLType
+    /// The GGML blocks of W, row after row (or interleaved).
     public var weights: UnsafeRawPointer
+    /// Output length: W's rows.
     public var rows: Int
+    /// Where the rows' products go (f32, `rows` values).
     public var y: UnsafeMutablePointer<Float>?
+    /// Whether `weights` is in the 8-row interleaved layout of `interleaveForMatVec`.
     public var interleaved: Bool
 
+    /// - Parameters:
+    ///   - type: The block format.
+    ///   - weights: The blocks.
+    ///   - rows: W's rows.
+    ///   - y: The output.
+    ///   - interleaved: Whether the blocks are interleaved.
     public init(_ type: GGMLType, weights: UnsafeRawPointer, rows: Int, y: UnsafeMutablePointer<Float>?, interleaved: Bool = false) {
         self.type = type; self.weights = weights; self.rows = rows; self.y = y; self.interleaved = interleaved
     }

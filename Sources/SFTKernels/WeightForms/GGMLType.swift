@@ -7,28 +7,51 @@ import CSFTKernels
 /// A GGML tensor element type (quantization format), identified by its numeric id in GGUF.
 /// Known ids carry their block geometry; `canDequantize` says whether sft can decode it.
 public struct GGMLType: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    /// GGML's numeric type id, as stored in a GGUF tensor's header.
     public let rawValue: UInt32
+    /// The type with id `rawValue` (known or not; see `isKnown`).
+    /// - Parameter rawValue: The GGML type id.
     public init(rawValue: UInt32) { self.rawValue = rawValue }
 
+    /// id 0: 32-bit floats.
     public static let f32 = GGMLType(rawValue: 0)
+    /// id 1: IEEE half floats.
     public static let f16 = GGMLType(rawValue: 1)
+    /// id 2: blocks of 32 4-bit codes with one f16 scale (18 bytes).
     public static let q4_0 = GGMLType(rawValue: 2)
+    /// id 3: blocks of 32 4-bit codes with an f16 scale and minimum (20 bytes).
     public static let q4_1 = GGMLType(rawValue: 3)
+    /// id 6: blocks of 32 5-bit codes with one f16 scale (22 bytes).
     public static let q5_0 = GGMLType(rawValue: 6)
+    /// id 7: blocks of 32 5-bit codes with an f16 scale and minimum (24 bytes).
     public static let q5_1 = GGMLType(rawValue: 7)
+    /// id 8: blocks of 32 8-bit codes with one f16 scale (34 bytes).
     public static let q8_0 = GGMLType(rawValue: 8)
+    /// id 10: k-quant super-blocks of 256 2-bit values (84 bytes).
     public static let q2_K = GGMLType(rawValue: 10)
+    /// id 11: k-quant super-blocks of 256 3-bit values (110 bytes).
     public static let q3_K = GGMLType(rawValue: 11)
+    /// id 12: k-quant super-blocks of 256 4-bit values (144 bytes).
     public static let q4_K = GGMLType(rawValue: 12)
+    /// id 13: k-quant super-blocks of 256 5-bit values (176 bytes).
     public static let q5_K = GGMLType(rawValue: 13)
+    /// id 14: k-quant super-blocks of 256 6-bit values (210 bytes).
     public static let q6_K = GGMLType(rawValue: 14)
+    /// id 15: k-quant super-blocks of 256 8-bit values (292 bytes; llama.cpp's intermediate type).
     public static let q8_K = GGMLType(rawValue: 15)
+    /// id 20: blocks of 32 4-bit non-linear codes with one f16 scale (18 bytes).
     public static let iq4_nl = GGMLType(rawValue: 20)
+    /// id 24: 8-bit integers.
     public static let i8 = GGMLType(rawValue: 24)
+    /// id 25: 16-bit integers.
     public static let i16 = GGMLType(rawValue: 25)
+    /// id 26: 32-bit integers.
     public static let i32 = GGMLType(rawValue: 26)
+    /// id 27: 64-bit integers.
     public static let i64 = GGMLType(rawValue: 27)
+    /// id 28: 64-bit floats.
     public static let f64 = GGMLType(rawValue: 28)
+    /// id 30: bfloat16.
     public static let bf16 = GGMLType(rawValue: 30)
 
     /// (name, elements per block, bytes per block) for every id whose layout is known.
@@ -49,6 +72,7 @@ public struct GGMLType: RawRepresentable, Hashable, Sendable, CustomStringConver
     public var isKnown: Bool { Self.table[rawValue] != nil }
     /// GGML's name ("Q4_1"), or "type N" for an unknown id.
     public var name: String { Self.table[rawValue]?.0 ?? "type \(rawValue)" }
+    /// GGML's name of the type, as `name`.
     public var description: String { name }
     /// Elements per block (1 for plain types); nil when unknown.
     public var blockSize: Int? { Self.table[rawValue]?.1 }

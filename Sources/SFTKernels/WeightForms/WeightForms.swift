@@ -38,25 +38,43 @@ public struct QuantizedMatrix: @unchecked Sendable {
     /// Codes per f32 scale of double quantization.
     public static let doubleQuantBlockSize = 256
 
+    /// The 4-bit code book (NF4 or FP4).
     public let type: QuantType
+    /// Output features (the matrix's rows).
     public let rows: Int
+    /// Input features (the matrix's columns).
     public let cols: Int
+    /// Values per absmax block (a power of two, 32…4096).
     public let blockSize: Int
+    /// The codes, two per byte, (count + 1) / 2 bytes.
     public let packed: BufferView
+    /// The block scales, plain or double-quantized.
     public let scales: Scales
     /// What decoded tiles are multiplied in: f32, or bf16 / f16 (x and the tile rounded to
     /// it, f32 accumulation and output) where the backend implements that (CUDA). The CPU
     /// always computes in f32.
     public let computeDType: DType
 
+    /// Views over buffers the caller keeps alive; checked when an op uses them.
+    /// - Parameters:
+    ///   - type: NF4 or FP4.
+    ///   - rows: Output features.
+    ///   - cols: Input features.
+    ///   - blockSize: Values per absmax block.
+    ///   - packed: The codes.
+    ///   - scales: The block scales.
+    ///   - computeDType: What decoded tiles are multiplied in (default f32).
     public init(type: QuantType, rows: Int, cols: Int, blockSize: Int, packed: BufferView, scales: Scales,
                 computeDType: DType = .f32) {
         self.type = type; self.rows = rows; self.cols = cols; self.blockSize = blockSize
         self.packed = packed; self.scales = scales; self.computeDType = computeDType
     }
 
+    /// Number of values, rows · cols.
     public var count: Int { rows * cols }
+    /// Number of absmax blocks (the last may be partial).
     public var blockCount: Int { (count + blockSize - 1) / max(1, blockSize) }
+    /// The device the codes are on.
     public var device: Device { packed.buffer.device }
 
     /// Throws unless every buffer is on `backend`'s device and large enough.
@@ -80,27 +98,43 @@ public struct QuantizedMatrix: @unchecked Sendable {
 /// (`Backend.packBlocks`) for its matrix-vector kernel: GGML rows, or for Q4_0 / Q4_1 / Q8_0 on
 /// the CPU the interleaved layout its integer kernels read fastest (`interleaveForMatVec`).
 public final class PackedBlocks: @unchecked Sendable {
+    /// The GGML block format.
     public let type: GGMLType
+    /// Output features.
     public let rows: Int
+    /// Input features (a multiple of the format's block size).
     public let cols: Int
     /// The blocks in the backend's memory.
     public let buffer: Buffer
     /// Whether `buffer` holds the interleaved layout.
     public let interleaved: Bool
 
+    /// Wraps blocks a backend laid out (`Backend.packBlocks` makes these).
+    /// - Parameters:
+    ///   - type: The block format.
+    ///   - rows: Output features.
+    ///   - cols: Input features.
+    ///   - buffer: The blocks in the backend's memory.
+    ///   - interleaved: Whether they are in the interleaved layout.
     public init(type: GGMLType, rows: Int, cols: Int, buffer: Buffer, interleaved: Bool) {
         self.type = type; self.rows = rows; self.cols = cols; self.buffer = buffer; self.interleaved = interleaved
     }
 
+    /// The device holding the blocks.
     public var device: Device { buffer.device }
 }
 
 /// One matrix of `Backend.packedMatVec` and the f32 output y (rows) it writes (nil: the second
 /// matrix of a SwiGLU pair, whose product is not stored).
 public struct PackedProduct {
+    /// The matrix.
     public var blocks: PackedBlocks
+    /// Where its product goes (f32, rows values); nil for the up matrix of a SwiGLU pair.
     public var y: BufferView?
 
+    /// - Parameters:
+    ///   - blocks: The matrix.
+    ///   - y: Its output, or nil.
     public init(_ blocks: PackedBlocks, y: BufferView?) {
         self.blocks = blocks; self.y = y
     }
