@@ -106,4 +106,28 @@ SFT_INLINE float sft_expf(float x) {
     return x < lo ? 0.0f : y;
 }
 
+/// bf16 load and store for the kernels that read and write bf16 activations: a bf16 is the top
+/// 16 bits of an f32; storing rounds to nearest even and keeps NaN a quiet NaN (as sft_f32_to_bf16).
+SFT_INLINE float sft_bf16_load(uint16_t x) {
+    uint32_t u = (uint32_t)x << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+SFT_INLINE uint16_t sft_bf16_round(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : rounded);
+}
+/// Chunk length of the bf16 kernels that widen a run of elements to f32 on the stack, run the
+/// f32 math on it and round the results back.
+enum { SFT_BF16_CHUNK = 256 };
+SFT_INLINE void sft_bf16_widen(const uint16_t *x, float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = sft_bf16_load(x[i]);
+}
+SFT_INLINE void sft_bf16_narrow(const float *x, uint16_t *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = sft_bf16_round(x[i]);
+}
+
 #endif // SFT_CPU_H

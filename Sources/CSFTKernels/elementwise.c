@@ -13,6 +13,12 @@ SFT_INLINE void sft_add_f32_impl(const float *a, const float *b, float *y, int64
 }
 SFT_DISPATCH_VOID(sft_add_f32, (const float *a, const float *b, float *y, int64_t n), (a, b, y, n))
 
+// The residual add of mixed precision: y (f32) = a (f32) + b (bf16, widened exactly).
+SFT_INLINE void sft_add_f32_bf16_impl(const float *a, const uint16_t *b, float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = a[i] + sft_bf16_load(b[i]);
+}
+SFT_DISPATCH_VOID(sft_add_f32_bf16, (const float *a, const uint16_t *b, float *y, int64_t n), (a, b, y, n))
+
 SFT_INLINE void sft_axpy_f32_impl(float alpha, const float *x, float *y, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] += alpha * x[i];
 }

@@ -64,3 +64,35 @@ SFT_DISPATCH_VOID(sft_gelu_bwd_f32,
                   (const float *dy, const float *x, const float *u, float *dx, float *du, int64_t n,
                    int tanh_form),
                   (dy, x, u, dx, du, n, tanh_form))
+
+// bf16 activations (mixed precision): x (and up) read as bf16 and widened on a stack chunk, the
+// f32 math above, y rounded to bf16 (nearest even). Backward: f32 dy, bf16 x / up, f32 dx / du.
+SFT_INLINE void sft_gelu_fwd_bf16_impl(const uint16_t *restrict x, const uint16_t *restrict u,
+                                       uint16_t *restrict y, int64_t n, int tanh_form) {
+    float xf[SFT_BF16_CHUNK], uf[SFT_BF16_CHUNK], yf[SFT_BF16_CHUNK];
+    for (int64_t s = 0; s < n; s += SFT_BF16_CHUNK) {
+        const int64_t m = n - s < SFT_BF16_CHUNK ? n - s : SFT_BF16_CHUNK;
+        sft_bf16_widen(x + s, xf, m);
+        if (u) sft_bf16_widen(u + s, uf, m);
+        sft_gelu_fwd_f32_impl(xf, u ? uf : NULL, yf, m, tanh_form);
+        sft_bf16_narrow(yf, y + s, m);
+    }
+}
+SFT_DISPATCH_VOID(sft_gelu_fwd_bf16, (const uint16_t *x, const uint16_t *u, uint16_t *y, int64_t n, int tanh_form),
+                  (x, u, y, n, tanh_form))
+
+SFT_INLINE void sft_gelu_bwd_bf16_impl(const float *restrict dy, const uint16_t *restrict x,
+                                       const uint16_t *restrict u, float *restrict dx, float *restrict du,
+                                       int64_t n, int tanh_form) {
+    float xf[SFT_BF16_CHUNK], uf[SFT_BF16_CHUNK];
+    for (int64_t s = 0; s < n; s += SFT_BF16_CHUNK) {
+        const int64_t m = n - s < SFT_BF16_CHUNK ? n - s : SFT_BF16_CHUNK;
+        sft_bf16_widen(x + s, xf, m);
+        if (u) sft_bf16_widen(u + s, uf, m);
+        sft_gelu_bwd_f32_impl(dy + s, xf, u ? uf : NULL, dx + s, du ? du + s : NULL, m, tanh_form);
+    }
+}
+SFT_DISPATCH_VOID(sft_gelu_bwd_bf16,
+                  (const float *dy, const uint16_t *x, const uint16_t *u, float *dx, float *du, int64_t n,
+                   int tanh_form),
+                  (dy, x, u, dx, du, n, tanh_form))

@@ -234,6 +234,23 @@ public protocol Backend: AnyObject, Sendable {
                             C: Int, V: Int, ignoreIndex: Int32, chunk: Int, gradScale: Float, softcap: Float,
                             dx: BufferView?, dweight: BufferView?, compute: DType) throws -> (loss: Double, count: Int)
 
+    // MARK: bf16 activations (BackendActivationTypes.swift: which operands `dtype` covers;
+    // defaults widen into f32 scratch)
+    func add(_ a: BufferView, _ b: BufferView, bType: DType, into y: BufferView, count n: Int) throws
+    func rope(x: BufferView, ldx: Int, y: BufferView, ldy: Int, positions: BufferView, invFreq: BufferView,
+              N: Int, H: Int, D: Int, inverse: Bool, dtype: DType) throws
+    func attentionForward(q: BufferView, k: BufferView, v: BufferView, o: BufferView, lse: BufferView,
+                          docIds: BufferView?, alibi: BufferView?, shape: AttentionShape, dtype: DType) throws
+    func attentionBackward(q: BufferView, k: BufferView, v: BufferView, o: BufferView, dout: BufferView,
+                           lse: BufferView, docIds: BufferView?, alibi: BufferView?, dq: BufferView,
+                           dk: BufferView, dv: BufferView, shape: AttentionShape, dtype: DType) throws
+    func swigluForward(gate: BufferView, up: BufferView, h: BufferView, count n: Int, dtype: DType) throws
+    func swigluBackward(dh: BufferView, gate: BufferView, up: BufferView, dgate: BufferView, dup: BufferView,
+                        count n: Int, dtype: DType) throws
+    func geluForward(x: BufferView, up: BufferView?, y: BufferView, count n: Int, approximate: Bool, dtype: DType) throws
+    func geluBackward(dy: BufferView, x: BufferView, up: BufferView?, dx: BufferView, dup: BufferView?,
+                      count n: Int, approximate: Bool, dtype: DType) throws
+
     // MARK: optimizer
     /// One AdamW update of n values in place: m and v take the moments of grad, then
     /// param −= lr · (m̂ / (√v̂ + eps) + weightDecay · param), with the bias corrections of `step`.

@@ -46,6 +46,8 @@ void sft_parallel_for(int64_t n, int threads, void (*fn)(void *ctx, int64_t i), 
 void sft_fill_f32(float *y, float value, int64_t n);
 /// y = a + b
 void sft_add_f32(const float *a, const float *b, float *y, int64_t n);
+/// y (f32) = a (f32) + b (bf16): the residual add of mixed precision.
+void sft_add_f32_bf16(const float *a, const uint16_t *b, float *y, int64_t n);
 /// y += alpha * x
 void sft_axpy_f32(float alpha, const float *x, float *y, int64_t n);
 /// y = alpha * x
@@ -98,6 +100,10 @@ void sft_layernorm_bwd_f32(const float *dy, const float *x, const float *w, cons
 void sft_rope_f32(const float *x, int64_t ldx, float *y, int64_t ldy, const int32_t *pos,
                   const float *inv_freq, int64_t N, int64_t H, int64_t D, int inverse,
                   int part, int nparts);
+/// The same over bf16 x and y (mixed precision): rotation in f32, results rounded to bf16.
+void sft_rope_bf16(const uint16_t *x, int64_t ldx, uint16_t *y, int64_t ldy, const int32_t *pos,
+                   const float *inv_freq, int64_t N, int64_t H, int64_t D, int inverse,
+                   int part, int nparts);
 
 // ---------------------------------------------------------------------------------------------
 // Causal attention with GQA, packed documents and optional ALiBi.
@@ -147,6 +153,10 @@ void sft_attention_bwd_sum_f32(const float *work, float *dq, int64_t lddq, int64
 void sft_gelu_fwd_f32(const float *x, const float *u, float *y, int64_t n, int tanh_form);
 void sft_gelu_bwd_f32(const float *dy, const float *x, const float *u, float *dx, float *du, int64_t n,
                       int tanh_form);
+/// bf16 activations: x, u, y bf16 (y rounded to nearest even); backward dy, dx, du f32.
+void sft_gelu_fwd_bf16(const uint16_t *x, const uint16_t *u, uint16_t *y, int64_t n, int tanh_form);
+void sft_gelu_bwd_bf16(const float *dy, const uint16_t *x, const uint16_t *u, float *dx, float *du, int64_t n,
+                       int tanh_form);
 
 // Clamp to [-limit, limit]; backward passes dy where -limit <= x <= limit (clamp.c).
 void sft_clamp_fwd_f32(const float *x, float *y, int64_t n, float limit);
@@ -155,6 +165,10 @@ void sft_clamp_bwd_f32(const float *dy, const float *x, float *dx, int64_t n, fl
 void sft_swiglu_fwd_f32(const float *g, const float *u, float *h, int64_t n);
 void sft_swiglu_bwd_f32(const float *dh, const float *g, const float *u, float *dg, float *du,
                         int64_t n);
+/// bf16 activations: g, u, h bf16 (h rounded to nearest even); backward dh, dg, du f32.
+void sft_swiglu_fwd_bf16(const uint16_t *g, const uint16_t *u, uint16_t *h, int64_t n);
+void sft_swiglu_bwd_bf16(const float *dh, const uint16_t *g, const uint16_t *u, float *dg, float *du,
+                         int64_t n);
 
 // ---------------------------------------------------------------------------------------------
 // Embedding: out[i] = table[ids[i]] (N, C). Backward: dtable[ids[i]] += dout[i].

@@ -5,6 +5,10 @@
 // Backward, with h = dropout(x) Aᵀ (N × r) saved from forward:
 //   dB += s gᵀ h          dh = s g B          dA += dhᵀ dropout(x)
 //   dx  = g W + dropoutᵀ(dh A)                 dW += gᵀ x  (only when the base trains)
+//
+// Precision bf16: the base weight's GEMMs are bf16 (f32 accumulation) and y is stored bf16; a
+// bf16 x (a bf16 activation) feeds them as it is, and is widened for the adapter, whose GEMMs
+// stay f32 (PEFT keeps adapters f32).
 
 import Foundation
 import SFTKernels
@@ -27,17 +31,25 @@ extension Ops {
         let K = weight.shape.last ?? 0, M = weight.shape.first ?? 0, r = a.shape.first ?? 0
         try check(weight.shape.count == 2 && x.shape.last == K && a.shape == [r, K] && b.shape == [M, r],
                   "lora_linear", "x \(x.shape), weight \(weight.shape), A \(a.shape), B \(b.shape)")
-        let N = x.count / max(1, K), be = x.backend
+        let N = x.count / max(1, K), be = x.backend, xt = x.dtype
+        /// x as f32 (a bf16 x widened into a new buffer), for the adapter's f32 GEMMs.
+        func wide(_ x: Tensor) throws -> Tensor {
+            guard x.dtype == .bf16 else { return x }
+            let t = try Tensor(empty: x.shape, on: be)
+            try be.cast(x.storage, from: .bf16, into: t.storage, to: .f32, count: x.count)
+            return t
+        }
         // The adapter's input: dropout(x), with a mask drawn from the (seed, offset) counter.
-        var xd = x.storage
-        var dropOffset: UInt64 = 0
         var xdTensor: Tensor? = nil
         let random = p > 0 ? Autograd.random : nil, seed = random?.seed ?? 0
         let dropping = random != nil
+        var dropOffset: UInt64 = 0
+        let xAdapter = try wide(x)
+        var xd = xAdapter.storage
         if let random {
             let t = try Tensor(empty: x.shape, on: be)
             dropOffset = random.take(x.count)
-            try be.dropout(x.storage, into: t.storage, mask: nil, count: x.count, p: p, seed: seed, offset: dropOffset)
+            try be.dropout(xAdapter.storage, into: t.storage, mask: nil, count: x.count, p: p, seed: seed, offset: dropOffset)
             xd = t.storage
             xdTensor = t
         }
@@ -49,7 +61,7 @@ extension Ops {
             for row in 0..<N { try be.copy(bias.storage, to: y.storage.advanced(byBytes: row * M * 4), bytes: M * 4) }
         }
         let wt = weight.dtype
-        try linearGEMM(be, precision, transA: false, transB: true, M: N, N: M, K: K, A: x.storage, lda: K,
+        try linearGEMM(be, precision, transA: false, transB: true, M: N, N: M, K: K, A: x.storage, aType: xt, lda: K,
                        B: weight.storage, bType: wt, ldb: K, beta: bias == nil ? 0 : 1, C: y.storage, ldc: M)
         try be.gemm(transA: false, transB: true, M: N, N: M, K: r, alpha: s, A: h.storage, lda: r, strideA: 0,
                     B: b.storage, ldb: r, strideB: 0, beta: 1, C: y.storage, ldc: M, strideC: 0, batch: 1)
@@ -68,13 +80,13 @@ extension Ops {
             try be.gemm(transA: false, transB: false, M: N, N: r, K: M, alpha: s, A: g.storage, lda: M, strideA: 0,
                         B: b.storage, ldb: r, strideB: 0, beta: 0, C: dh.storage, ldc: r, strideC: 0, batch: 1)
             if a.requiresGrad {  // dA += dhᵀ dropout(x)
-                let xin = xdTensor?.storage ?? savedX!.storage
+                let xin = try xdTensor ?? wide(savedX!)
                 try be.gemm(transA: true, transB: false, M: r, N: K, K: N, alpha: 1, A: dh.storage, lda: r, strideA: 0,
-                            B: xin, ldb: K, strideB: 0, beta: 1, C: try a.gradBuffer().storage, ldc: K, strideC: 0, batch: 1)
+                            B: xin.storage, ldb: K, strideB: 0, beta: 1, C: try a.gradBuffer().storage, ldc: K, strideC: 0, batch: 1)
             }
             if let savedX, weight.requiresGrad {  // dW += gᵀ x
                 try linearGEMM(be, precision, transA: true, transB: false, M: M, N: K, K: N, A: g.storage, lda: M,
-                               B: savedX.storage, ldb: K, beta: 1, C: try weight.gradBuffer().storage, ldc: K)
+                               B: savedX.storage, bType: xt, ldb: K, beta: 1, C: try weight.gradBuffer().storage, ldc: K)
             }
             if trainsBias, let bias {
                 let db = try bias.gradBuffer()
@@ -96,6 +108,6 @@ extension Ops {
             }
             return [dx, nil, nil, nil, nil]
         }
-        return y
+        return try activation(y, precision)
     }
 }

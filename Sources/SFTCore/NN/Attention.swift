@@ -26,6 +26,8 @@ extension KVCache {
     /// advanced by the model after its last layer.
     public func attend(q: Tensor, k: Tensor, v: Tensor, layer: Int, H: Int, KV: Int, D: Int, scale: Float,
                        window: Int?, alibi: Tensor? = nil, softcap: Float = 0) throws -> Tensor {
+        // The cache is f32: bf16 activations (precision bf16) are widened as they enter it.
+        let q = try Ops.widened(q), k = try Ops.widened(k), v = try Ops.widened(v)
         let Tq = q.shape[0], start = count, be = q.backend, rowBytes = KV * D * 4
         try be.copy(k.storage, to: keys[layer].storage.advanced(byBytes: start * rowBytes), bytes: Tq * rowBytes)
         try be.copy(v.storage, to: values[layer].storage.advanced(byBytes: start * rowBytes), bytes: Tq * rowBytes)

@@ -65,8 +65,9 @@ public final class Linear: Module {
             return try Ops.loraLinear(x, weight: weight.value, bias: bias?.value, a: lora.a.weight.value,
                                       b: lora.b.weight.value, scaling: lora.scaling, dropout: lora.dropout, precision: precision)
         }
-        let y = try quantized.map { try Ops.quantizedLinear(x, $0, bias: bias?.value) }
-            ?? packedOutput(x) ?? Ops.linear(x, weight.value, bias: bias?.value, precision: precision)
+        // 4-bit and packed GGUF weights take f32 inputs (a bf16 activation is widened).
+        let y = try quantized.map { try Ops.quantizedLinear(try Ops.widened(x), $0, bias: bias?.value) }
+            ?? (packed == nil ? nil : packedOutput(try Ops.widened(x))) ?? Ops.linear(x, weight.value, bias: bias?.value, precision: precision)
         guard let lora else { return y }
         return try Ops.add(y, try lora(x))
     }

@@ -5,8 +5,11 @@
 //   - every GEMM of a Linear (forward, input gradient, weight gradient) runs with bf16 products
 //     and f32 accumulation (`Backend.gemmBF16`; f32 operands are rounded to bf16 as they are
 //     read); LoRA adapters stay f32, as PEFT keeps them;
-//   - activations stay f32 between ops, and norms, softmax, attention, the fused LM head + loss,
-//     gradient norms and the optimizer compute in f32 (no loss scaling is needed for bf16).
+//   - the outputs of Linear layers are stored bf16 (bf16 activations: q, k, v, attention output,
+//     gate, up, h), read as they are by RoPE, attention, SwiGLU / GeGLU and the residual add,
+//     which compute in f32 (Tensor/ActivationTypes.swift); the residual stream, norms, softmax,
+//     the fused LM head + loss, every gradient, gradient norms and the optimizer stay f32 (no
+//     loss scaling is needed for bf16).
 // 4-bit (QLoRA) bases keep their own compute dtype; DoRA is refused in bf16 (not implemented).
 
 import Foundation

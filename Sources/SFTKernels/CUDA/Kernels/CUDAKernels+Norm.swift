@@ -119,9 +119,10 @@ extension CUDAKernels {
     // RoPE, rotate-half (HF Llama): for i < D/2 with angle = pos f_i (negated when inverse),
     //   y[i] = x[i] cos - x[i+D/2] sin;   y[i+D/2] = x[i+D/2] cos + x[i] sin.
     // One thread per (token, head, pair); it reads both halves before writing: x == y is fine.
-    extern "C" __global__ void sft_rope_f32(const float *x, i64 ldx, float *y, i64 ldy,
-                                            const int *pos, const float *inv_freq, i64 N, i64 H,
-                                            i64 D, int inverse) {
+    // T: float, or u16 for bf16 x and y (rotation in f32, results rounded to bf16).
+    template <typename T>
+    __device__ __forceinline__ void rope_body(const T *x, i64 ldx, T *y, i64 ldy, const int *pos,
+                                              const float *inv_freq, i64 N, i64 H, i64 D, int inverse) {
         const i64 half = D / 2;
         GRID_STRIDE(e, N * H * half) {
             const i64 i = e % half, h = (e / half) % H, n = e / (half * H);
@@ -129,14 +130,23 @@ extension CUDAKernels {
             float sn, cs;
             sincosf(angle, &sn, &cs);
             if (inverse) sn = -sn;
-            const float *xh = x + n * ldx + h * D;
-            float *yh = y + n * ldy + h * D;
-            const float a = xh[i], b = xh[i + half];
-            yh[i] = a * cs - b * sn;
-            yh[i + half] = b * cs + a * sn;
+            const T *xh = x + n * ldx + h * D;
+            T *yh = y + n * ldy + h * D;
+            const float a = load_act(xh, i), b = load_act(xh, i + half);
+            store_act(yh, i, a * cs - b * sn);
+            store_act(yh, i + half, b * cs + a * sn);
         }
+    }
+    extern "C" __global__ void sft_rope_f32(const float *x, i64 ldx, float *y, i64 ldy, const int *pos,
+                                            const float *inv_freq, i64 N, i64 H, i64 D, int inverse) {
+        rope_body(x, ldx, y, ldy, pos, inv_freq, N, H, D, inverse);
+    }
+    extern "C" __global__ void sft_rope_bf16(const u16 *x, i64 ldx, u16 *y, i64 ldy, const int *pos,
+                                             const float *inv_freq, i64 N, i64 H, i64 D, int inverse) {
+        rope_body(x, ldx, y, ldy, pos, inv_freq, N, H, D, inverse);
     }
     """#, kernels: ["sft_rmsnorm_fwd_f32(ppppllf)", "sft_rmsnorm_fwd_bf16(ppppllf)", "sft_rmsnorm_bwd_dx_f32(pppppll)",
                     "sft_layernorm_fwd_f32(ppppppllf)", "sft_layernorm_bwd_dx_f32(ppppppll)", "sft_norm_dw_partial_f32(pppppplll)",
-                    "sft_colsum_add_f32(pllp)", "sft_rope_f32(plplppllli)"])
+                    "sft_colsum_add_f32(pllp)", "sft_rope_f32(plplppllli)",
+                    "sft_rope_bf16(plplppllli)"])
 }

@@ -19,13 +19,23 @@ extension CUDAKernels {
             h[i] = f32_to_bf16(gi * sig * bf16_to_f32(u[i]));
         }
     }
-    extern "C" __global__ void sft_swiglu_bwd_f32(const float *dh, const float *g, const float *u,
-                                                  float *dg, float *du, i64 n) {
+    // T: float, or u16 for bf16 gate and up (f32 dh, dg, du).
+    template <typename T>
+    __device__ __forceinline__ void swiglu_bwd_body(const float *dh, const T *g, const T *u, float *dg, float *du, i64 n) {
         GRID_STRIDE(i, n) {
-            const float sig = 1.0f / (1.0f + expf(-g[i])), silu = g[i] * sig;
-            dg[i] = dh[i] * u[i] * sig * (1.0f + g[i] * (1.0f - sig));
+            const float gi = load_act(g, i), ui = load_act(u, i);
+            const float sig = 1.0f / (1.0f + expf(-gi)), silu = gi * sig;
+            dg[i] = dh[i] * ui * sig * (1.0f + gi * (1.0f - sig));
             du[i] = dh[i] * silu;
         }
+    }
+    extern "C" __global__ void sft_swiglu_bwd_f32(const float *dh, const float *g, const float *u,
+                                                  float *dg, float *du, i64 n) {
+        swiglu_bwd_body(dh, g, u, dg, du, n);
+    }
+    extern "C" __global__ void sft_swiglu_bwd_bf16(const float *dh, const u16 *g, const u16 *u,
+                                                   float *dg, float *du, i64 n) {
+        swiglu_bwd_body(dh, g, u, dg, du, n);
     }
 
     // out[n] = table[ids[n]] (a block per row). An id outside [0, V) writes a zero row and is
@@ -157,7 +167,7 @@ extension CUDAKernels {
         for (i64 i = base + threadIdx.x; i < stop; i += blockDim.x)
             adamw_one(t.p, t.g, t.m, t.v, i, lr, b1, b2, eps, t.weight_decay, inv_bc1, inv_bc2);
     }
-    """#, kernels: ["sft_swiglu_fwd_f32(pppl)", "sft_swiglu_fwd_bf16(pppl)", "sft_swiglu_bwd_f32(pppppl)",
+    """#, kernels: ["sft_swiglu_fwd_f32(pppl)", "sft_swiglu_fwd_bf16(pppl)", "sft_swiglu_bwd_f32(pppppl)", "sft_swiglu_bwd_bf16(pppppl)",
                     "sft_embedding_fwd_f32(ppplllp)", "sft_embedding_bwd_f32(ppplllp)", "sft_xent_rows_f32(ppllififp)",
                     "sft_gather_rows_f32(pppll)", "sft_scatter_rows_f32(pppll)", "sft_gather_i32(pppl)", "sft_adamw_f32(pppplfffffff)",
                     "sft_adamw_multi_f32(pilffffff)"])

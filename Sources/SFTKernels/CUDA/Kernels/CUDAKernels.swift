@@ -63,6 +63,12 @@ public enum CUDAKernels {
         if ((u & 0x7fffffffu) > 0x7f800000u) return (u16)((u >> 16) | 0x40u);
         return (u16)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
     }
+    // Element loads and stores of the kernels templated on the activation type (float or bf16
+    // as u16): values are f32 in registers, a bf16 store rounds to nearest even.
+    __device__ __forceinline__ float load_act(const float *p, i64 i) { return p[i]; }
+    __device__ __forceinline__ float load_act(const u16 *p, i64 i) { return bf16_to_f32(p[i]); }
+    __device__ __forceinline__ void store_act(float *p, i64 i, float v) { p[i] = v; }
+    __device__ __forceinline__ void store_act(u16 *p, i64 i, float v) { p[i] = f32_to_bf16(v); }
     // IEEE binary16 through the hardware conversions (round to nearest even). Built for the host
     // (the CPU emulation of the tests), the same conversions in integer arithmetic.
     #ifdef __CUDA_ARCH__
@@ -163,6 +169,10 @@ public enum CUDAKernels {
     extern "C" __global__ void sft_mul_f32(const float *a, const float *b, float *y, i64 n) {
         GRID_STRIDE(i, n) y[i] = a[i] * b[i];
     }
+    // The residual add of mixed precision: y (f32) = a (f32) + b (bf16).
+    extern "C" __global__ void sft_add_f32_bf16(const float *a, const u16 *b, float *y, i64 n) {
+        GRID_STRIDE(i, n) y[i] = a[i] + bf16_to_f32(b[i]);
+    }
     extern "C" __global__ void sft_add_bf16(const u16 *a, const u16 *b, u16 *y, i64 n) {
         GRID_STRIDE(i, n) y[i] = f32_to_bf16(bf16_to_f32(a[i]) + bf16_to_f32(b[i]));
     }
@@ -241,7 +251,7 @@ public enum CUDAKernels {
         }
     }
     """#, kernels: ["sft_fill_f32(pfl)", "sft_add_f32(pppl)", "sft_axpy_f32(fppl)", "sft_scale_f32(fppl)", "sft_mul_f32(pppl)",
-                    "sft_add_bf16(pppl)", "sft_sumsq_f32(plp)", "sft_sum_f64(plp)", "sft_cast_f32_bf16(ppl)",
+                    "sft_add_bf16(pppl)", "sft_add_f32_bf16(pppl)", "sft_sumsq_f32(plp)", "sft_sum_f64(plp)", "sft_cast_f32_bf16(ppl)",
                     "sft_cast_bf16_f32(ppl)", "sft_cast_f32_f16(ppl)", "sft_cast_f16_f32(ppl)", "sft_cast_bf16_f16(ppl)",
                     "sft_cast_f16_bf16(ppl)", "sft_dropout_f32(ppplfuu)", "sft_scale_strided_f32(plllllf)"])
 }
