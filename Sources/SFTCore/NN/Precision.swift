@@ -48,6 +48,9 @@ extension Module {
             guard linear.quantized == nil, w.count > 0 else { continue }
             let target: DType = precision == .bf16 && !linear.weight.trainable ? .bf16 : .f32
             guard w.dtype != target else { continue }
+            if precision == .bf16 && w.dtype == .bf16 {
+                throw SFTError.config(field: "precision", message: "\(name).weight was loaded bf16 but trains; its f32 values are gone (load it f32)")
+            }
             let t = try Tensor(empty: w.shape, dtype: target, on: be)
             try be.cast(w.storage, from: w.dtype, into: t.storage, to: target, count: w.count)
             linear.weight.value = t

@@ -45,8 +45,8 @@ public struct QuantizedMatrix: @unchecked Sendable {
     public let packed: BufferView
     public let scales: Scales
     /// What decoded tiles are multiplied in: f32, or bf16 / f16 (x and the tile rounded to
-    /// it, f32 accumulation and output) where the backend implements that (CUDA). The CPU
-    /// always computes in f32.
+    /// it, f32 accumulation and output) where the backend implements that (CUDA: both; the
+    /// CPU: bf16 through its bf16 GEMM, f16 computed in f32).
     public let computeDType: DType
 
     public init(type: QuantType, rows: Int, cols: Int, blockSize: Int, packed: BufferView, scales: Scales,
