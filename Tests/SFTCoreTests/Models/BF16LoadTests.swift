@@ -65,6 +65,22 @@ final class BF16LoadTests: XCTestCase {
         }
     }
 
+    /// On an accelerator (the emulated GPU on CI) the bf16 load gives the CPU's bits: the cast
+    /// runs on that device, the bf16 bytes are uploaded as they are.
+    func testBF16LoadOnEveryDeviceEqualsTheCPUs() throws {
+        let sources: [WeightSource] = [try openWeights(at: Fixtures.url("model/zoo/qwen2")), try SyntheticWeights(shape: "tiny")]
+        for source in sources {
+            let want = try snapshot(try ModelLoader.load(source, on: CPUBackend.shared, bf16Linears: { _ in true }))
+            for device in try TestDevices.all() where device != .cpu {
+                let got = try snapshot(try ModelLoader.load(source, on: try SFTKernels.backend(for: device), bf16Linears: { _ in true }))
+                for (name, (dtype, bits)) in want {
+                    XCTAssertEqual(got[name]?.0, dtype, "\(device) \(name)")
+                    XCTAssertTrue(got[name]?.1 == bits, "\(device) \(name): values differ from the CPU's")
+                }
+            }
+        }
+    }
+
     func testModulesToSaveAndFullFreezeDecideWhatLoadsBF16() throws {
         let source = try openWeights(at: Fixtures.url("model/zoo/llama31"))
         var c = loraConfig()
