@@ -54,6 +54,8 @@ public final class SafetensorsWeights: WeightSource {
         guard let l = location[name], l.info.dtype == .bf16 else { return nil }
         return files[l.file].rawBytes(of: l.info)
     }
+
+    public func releaseResidentPages() { for f in files { f.releaseResidentPages() } }
 }
 
 /// A Hugging Face model folder.
@@ -121,6 +123,7 @@ public final class HFModelFolder: WeightSource {
     public func shape(of name: String) -> [Int]? { weights.shape(of: name) }
     public func loadF32(_ name: String, into out: UnsafeMutablePointer<Float>) throws { try weights.loadF32(name, into: out) }
     public func storedBF16(_ name: String) -> UnsafeRawBufferPointer? { weights.storedBF16(name) }
+    public func releaseResidentPages() { weights.releaseResidentPages() }
 
     /// Reads a JSON file whose top level is an object.
     static func readJSONObject(_ url: URL) throws -> [String: Any] {

@@ -19,6 +19,10 @@ public protocol WeightSource: AnyObject {
     /// `shape(of:)`), valid while the source lives, so a bf16 load copies them as they are;
     /// nil for any other stored type (the default), which loads through `loadF32`.
     func storedBF16(_ name: String) -> UnsafeRawBufferPointer?
+    /// Gives back the pages of the file that reading the tensors made resident (a mapped file's
+    /// pages count in the process's RSS as long as they stay); later reads still work. The
+    /// loader calls it once the model holds its weights. Default: nothing to give back.
+    func releaseResidentPages()
     /// The model's configuration with HF `config.json` keys (`hidden_size`, `model_type` ...):
     /// the file itself for HF folders, mapped from metadata for GGUF.
     var config: [String: JSONValue] { get }
@@ -26,6 +30,7 @@ public protocol WeightSource: AnyObject {
 
 extension WeightSource {
     public func storedBF16(_ name: String) -> UnsafeRawBufferPointer? { nil }
+    public func releaseResidentPages() {}
 
     /// Loads a tensor into a new array (row-major for `shape(of:)`).
     public func loadF32(_ name: String) throws -> [Float] {

@@ -34,6 +34,8 @@ extension Module {
         if let key = unused.sorted().first {
             throw SFTError.weights(key: key, message: "not used by the model (\(unused.count) unused tensors)")
         }
+        // The weights are in the model now: the file's pages read for them leave the RSS.
+        source.releaseResidentPages()
     }
 }
 

@@ -150,6 +150,21 @@ final class BF16LoadTests: XCTestCase {
         XCTAssertLessThan(modelBytes, f32Bytes * 2 / 3)
     }
 
+    /// After loading, the file's resident pages are given back (they counted in the RSS); the
+    /// mapping stays readable, for GGUF and safetensors alike.
+    func testFilePagesGivenBackAfterLoadingStayReadable() throws {
+        let folder = try openWeights(at: Fixtures.url("model/zoo/smollm2"))
+        let m = try ModelLoader.load(folder, on: CPUBackend.shared)
+        let embed = "model.embed_tokens.weight"
+        let p = try XCTUnwrap(m.namedParameters().first { $0.0 == embed }?.1)
+        XCTAssertEqual(try folder.loadF32(embed), try p.value.floats())
+        let gguf = try GGUFWeights(url: Fixtures.url("formats/permute.gguf"))
+        let name = try XCTUnwrap(gguf.names.first)
+        let before = try gguf.loadF32(name)
+        gguf.releaseResidentPages()
+        XCTAssertEqual(try gguf.loadF32(name).map(\.bitPattern), before.map(\.bitPattern))
+    }
+
     func testABF16WeightThatTrainsIsRefused() throws {
         let m = try ModelLoader.load(try SyntheticWeights(shape: "tiny"), on: CPUBackend.shared, bf16Linears: { _ in true })
         m.setTrainable(true)
