@@ -7,7 +7,10 @@
 //     read); LoRA adapters stay f32, as PEFT keeps them;
 //   - activations stay f32 between ops, and norms, softmax, attention, the fused LM head + loss,
 //     gradient norms and the optimizer compute in f32 (no loss scaling is needed for bf16).
-// 4-bit (QLoRA) bases keep their own compute dtype; DoRA is refused in bf16 (not implemented).
+// The frozen Linears can load straight into bf16 (`ModelLoader.load(_:on:bf16Linears:)`, as
+// `finetune` does), bit for bit what `setPrecision(.bf16)` makes of an f32 load. 4-bit (QLoRA)
+// bases get bf16 as their compute dtype (`FinetuneConfig.quantization()`); DoRA is refused in
+// bf16 (not implemented).
 
 import Foundation
 import SFTKernels
