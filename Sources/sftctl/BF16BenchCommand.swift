@@ -33,6 +33,7 @@ func runBF16Bench(_ args: Arguments) throws {
         ("mlp down", 512, 1536, 576, true),
         ("mlp up dx", 512, 1536, 576, false),
         ("lm head", 512, 576, 49152, true),
+        ("lm head dx", 512, 49152, 576, false),
     ]
     var variants = ["avx512bf16", "avx512", "avx2"].filter { (try? CPUBackend.setGEMMBF16Variant($0)) != nil }
     try CPUBackend.setGEMMBF16Variant("auto")

@@ -30,15 +30,22 @@ func runTrainBench(_ args: Arguments) throws {
     let (json, device) = try finishBenchArguments(args)
     guard (path == nil) != (shape == nil) else { throw UsageError(description: "give --model PATH or --shape NAME (one of them)") }
     if layers != nil && shape == nil { throw UsageError(description: "--layers applies to --shape only") }
-    let quantization: QuantizationConfig? = method == "qlora" ? QuantizationConfig(type: .nf4, blockSize: 64, doubleQuant: doubleQuant) : nil
+    let quantization: QuantizationConfig? = method == "qlora" ? QuantizationConfig(type: .nf4, blockSize: 64, doubleQuant: doubleQuant,
+                                                                                       computeDType: precision == .bf16 ? .bf16 : .f32) : nil
     if doubleQuant && quantization == nil { throw UsageError(description: "--double-quant applies to --method qlora only") }
     let backend = try SFTKernels.backend(for: device)
+    // bf16: the frozen Linears (a LoRA base: all of them) load straight into bf16.
+    let bf16Linears: ((String) -> Bool)? = precision == .bf16 && method != "full" ? { _ in true } : nil
     let model: CausalLM, source: WeightSource
     if let shape {
         source = try SyntheticWeights(shape: shape, layers: layers)
-        model = try quantization.map { try ModelLoader.load(source, on: backend, quantization: $0) } ?? ModelLoader.load(source, on: backend)
+        if let quantization {
+            model = try ModelLoader.load(source, on: backend, quantization: quantization, bf16Linears: bf16Linears ?? { _ in false })
+        } else {
+            model = try bf16Linears.map { try ModelLoader.load(source, on: backend, bf16Linears: $0) } ?? ModelLoader.load(source, on: backend)
+        }
     } else {
-        let lm = try LanguageModel.load(URL(fileURLWithPath: path!), on: backend, quantization: quantization)
+        let lm = try LanguageModel.load(URL(fileURLWithPath: path!), on: backend, quantization: quantization, bf16Linears: bf16Linears)
         model = lm.model; source = lm.source
     }
     switch method {

@@ -6,6 +6,10 @@
 # (`sftctl bench bf16`: GFLOP/s per micro-kernel and the vdpbf16ps peak).
 # Run it on a quiet machine: every other process's load lands in the numbers.
 #
+# Prints the whole BENCHMARKS.md section (tools/bench-bf16/summarize.py); LOSS100=1 also runs
+# the 100-step quality check (tools/bench-bf16/loss-100.sh, f32 and bf16 one after the other)
+# and adds its output.
+#
 # Usage: tools/bench-bf16/run.sh [ROUNDS=5] [STEPS=3] [THREADS=2]   (after swift build -c release)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -15,6 +19,9 @@ MODEL=${MODEL:-.assets/SmolLM2-135M-Instruct.Q4_1.gguf}
 OUT=${OUT:-$(mktemp -d)/bench-bf16.jsonl}
 : > "$OUT"
 echo "results: $OUT" >&2
+CPU=$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //' || echo unknown)
+printf '{"kind": "meta", "args": "%s %s %s", "rounds": %s, "steps": %s, "threads": %s, "cpu": "%s", "date": "%s"}\n' \
+  "$ROUNDS" "$STEPS" "$THREADS" "$ROUNDS" "$STEPS" "$THREADS" "$CPU" "$(date -u +%Y-%m-%d)" >> "$OUT"
 "$SFTCTL" bench bf16 --threads "$THREADS" --runs 5 --json | sed 's/^/{"kind": "gemm", "row": /; s/$/}/' >> "$OUT"
 for round in $(seq 1 "$ROUNDS"); do
   for method in lora full; do
@@ -29,4 +36,9 @@ for round in $(seq 1 "$ROUNDS"); do
     done
   done
 done
-python3 tools/bench-bf16/summarize.py "$OUT"
+LOSS=""
+if [ "${LOSS100:-0}" = 1 ]; then
+  LOSS="${OUT%.jsonl}-loss100.txt"
+  tools/bench-bf16/loss-100.sh 100 "$THREADS" > "$LOSS"
+fi
+python3 tools/bench-bf16/summarize.py "$OUT" $LOSS

@@ -156,6 +156,9 @@ public final class GGUFFile: @unchecked Sendable {
     private let file: MappedFile
     private let index: [String: Int]
 
+    /// Gives back the mapping's resident pages (see `MappedFile.releaseResidentPages`).
+    public func releaseResidentPages() { file.releaseResidentPages() }
+
     /// Deepest nesting of arrays accepted (guards the parser's recursion).
     static let maxArrayDepth = 16
 

@@ -82,6 +82,8 @@ public final class GGUFWeights: WeightSource {
 
     public func shape(of name: String) -> [Int]? { infos[name]?.shape }
 
+    public func releaseResidentPages() { file.releaseResidentPages() }
+
     public func loadF32(_ name: String, into out: UnsafeMutablePointer<Float>) throws {
         guard let info = infos[name] else { throw SFTError.weights(key: name, message: "no such tensor in \(file.url.path)") }
         if architecture.storesPlusOne(hf: name) {

@@ -50,6 +50,13 @@ public final class SafetensorsWeights: WeightSource {
         guard let l = location[name] else { throw SFTError.weights(key: name, message: "no such tensor") }
         try files[l.file].loadF32(l.info, into: out)
     }
+
+    public func storedBF16(_ name: String) -> UnsafeRawBufferPointer? {
+        guard let l = location[name], l.info.dtype == .bf16 else { return nil }
+        return files[l.file].rawBytes(of: l.info)
+    }
+
+    public func releaseResidentPages() { for f in files { f.releaseResidentPages() } }
 }
 
 /// A Hugging Face model folder.
@@ -124,6 +131,8 @@ public final class HFModelFolder: WeightSource {
     public var names: [String] { weights.names }
     public func shape(of name: String) -> [Int]? { weights.shape(of: name) }
     public func loadF32(_ name: String, into out: UnsafeMutablePointer<Float>) throws { try weights.loadF32(name, into: out) }
+    public func storedBF16(_ name: String) -> UnsafeRawBufferPointer? { weights.storedBF16(name) }
+    public func releaseResidentPages() { weights.releaseResidentPages() }
 
     /// Reads a JSON file whose top level is an object.
     static func readJSONObject(_ url: URL) throws -> [String: Any] {

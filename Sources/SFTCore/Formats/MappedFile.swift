@@ -48,6 +48,12 @@ final class MappedFile: @unchecked Sendable {
         if let base = bytes.baseAddress { munmap(UnsafeMutableRawPointer(mutating: base), bytes.count) }
     }
 
+    /// Gives back the resident pages of the mapping (they stop counting in the process's RSS);
+    /// the mapping stays valid and a later read faults them in again from the file.
+    public func releaseResidentPages() {
+        if let base = bytes.baseAddress { _ = madvise(UnsafeMutableRawPointer(mutating: base), bytes.count, Int32(MADV_DONTNEED)) }
+    }
+
     /// The bytes in `offset ..< offset + count`, after checking they lie inside the file.
     public func slice(offset: Int, count: Int) throws -> UnsafeRawBufferPointer {
         guard offset >= 0, count >= 0, offset <= bytes.count, count <= bytes.count - offset else {

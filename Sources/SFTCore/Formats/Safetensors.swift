@@ -76,6 +76,9 @@ public final class SafetensorsFile: @unchecked Sendable {
     private let index: [String: Int]
     private let file: MappedFile
 
+    /// Gives back the mapping's resident pages (see `MappedFile.releaseResidentPages`).
+    public func releaseResidentPages() { file.releaseResidentPages() }
+
     /// Largest header accepted (the reference implementation's limit).
     public static let maxHeaderBytes = 100_000_000
 

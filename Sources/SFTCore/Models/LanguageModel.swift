@@ -44,21 +44,29 @@ public final class LanguageModel {
     ///   - quantization: quantize the Linear layers to 4 bits on load (QLoRA base).
     ///   - packedDecode: generate from the GGUF's quantized blocks (fast, like llama.cpp)
     ///     instead of the dequantized f32 weights (exact; what the golden tests compare).
+    ///   - bf16Linears: the Linears (by module name) to store bf16 straight from the file —
+    ///     those a `precision: bf16` run keeps frozen (`ModelLoader.load(_:on:bf16Linears:)`).
     public static func load(_ url: URL, on device: Device = .cpu, adapter: URL? = nil,
                             template: String? = nil, packedDecode: Bool = false,
-                            quantization: QuantizationConfig? = nil) throws -> LanguageModel {
+                            quantization: QuantizationConfig? = nil, bf16Linears: ((String) -> Bool)? = nil) throws -> LanguageModel {
         try load(url, on: try backend(for: device), adapter: adapter, template: template, packedDecode: packedDecode,
-                 quantization: quantization)
+                 quantization: quantization, bf16Linears: bf16Linears)
     }
 
     /// Loads the model at `url` onto `backend` (see `load(_:on:...)` with a `Device`).
     public static func load(_ url: URL, on backend: Backend, adapter: URL? = nil,
                             template: String? = nil, packedDecode: Bool = false,
-                            quantization: QuantizationConfig? = nil) throws -> LanguageModel {
+                            quantization: QuantizationConfig? = nil, bf16Linears: ((String) -> Bool)? = nil) throws -> LanguageModel {
         let source = try openWeights(at: url)
         let tokenizer = try loadTokenizer(source: source, url: url)
-        let model = try quantization.map { try ModelLoader.load(source, on: backend, quantization: $0) }
-            ?? ModelLoader.load(source, on: backend)
+        let model: CausalLM
+        if let quantization {
+            model = try ModelLoader.load(source, on: backend, quantization: quantization, bf16Linears: bf16Linears ?? { _ in false })
+        } else if let bf16Linears {
+            model = try ModelLoader.load(source, on: backend, bf16Linears: bf16Linears)
+        } else {
+            model = try ModelLoader.load(source, on: backend)
+        }
         // Packed decode where the backend runs GGUF blocks; elsewhere (CUDA) the model decodes
         // on its exact weights (the documented fallback, see WeightForms.swift).
         if packedDecode, quantization == nil, backend.supports(.ggufBlocks), let g = source as? GGUFWeights {

@@ -10,7 +10,10 @@
 //     which compute in f32 (Tensor/ActivationTypes.swift); the residual stream, norms, softmax,
 //     the fused LM head + loss, every gradient, gradient norms and the optimizer stay f32 (no
 //     loss scaling is needed for bf16).
-// 4-bit (QLoRA) bases keep their own compute dtype; DoRA is refused in bf16 (not implemented).
+// The frozen Linears can load straight into bf16 (`ModelLoader.load(_:on:bf16Linears:)`, as
+// `finetune` does), bit for bit what `setPrecision(.bf16)` makes of an f32 load. 4-bit (QLoRA)
+// bases get bf16 as their compute dtype (`FinetuneConfig.quantization()`); DoRA is refused in
+// bf16 (not implemented).
 
 import Foundation
 import SFTKernels
@@ -56,6 +59,9 @@ extension Module {
             guard linear.quantized == nil, w.count > 0 else { continue }
             let target: DType = precision == .bf16 && !linear.weight.trainable ? .bf16 : .f32
             guard w.dtype != target else { continue }
+            if precision == .bf16 && w.dtype == .bf16 {
+                throw SFTError.config(field: "precision", message: "\(name).weight was loaded bf16 but trains; its f32 values are gone (load it f32)")
+            }
             let t = try Tensor(empty: w.shape, dtype: target, on: be)
             try be.cast(w.storage, from: w.dtype, into: t.storage, to: target, count: w.count)
             linear.weight.value = t

@@ -100,8 +100,9 @@ extension Module {
 }
 
 /// Quantizes every Linear of `model` not named in `skip` from `source`, one tensor at a time:
-/// read as f32, quantize, drop the f32. Skipped Linears whose weight was deferred get an f32
-/// zero weight for the loader to fill. Returns the quantized module names.
+/// read as f32, quantize, drop the f32. Skipped Linears whose weight was deferred get a zero
+/// weight for the loader to fill: bf16 where `bf16Linears` selects them (frozen in a bf16 run),
+/// else f32. Returns the quantized module names.
 ///
 /// ```swift
 /// let model = try Linear.deferringWeights { try ModelRegistry.build(config: source.config, on: cpu) }
@@ -111,14 +112,9 @@ extension Module {
 /// (`ModelLoader.load(_:on:quantization:)` does all three.)
 @discardableResult
 public func quantizeLinears(in model: Module, from source: WeightSource, config: QuantizationConfig,
-                            skip: [String] = ["lm_head"]) throws -> [String] {
+                            skip: [String] = ["lm_head"], bf16Linears: (String) -> Bool = { _ in false }) throws -> [String] {
     try config.validate()
     let selected = try model.selectedLinears(skip: skip)
-    let selectedIDs = Set(selected.map { ObjectIdentifier($0.1) })
-    for (_, m) in model.namedModules() {
-        guard let linear = m as? Linear, !selectedIDs.contains(ObjectIdentifier(linear)), linear.hasPlaceholderWeight else { continue }
-        linear.weight.value = try Tensor.zeros([linear.outFeatures, linear.inFeatures], on: linear.weight.value.backend)
-    }
     var done: [String] = []
     for (name, linear) in selected {
         let key = join(name, "weight")
@@ -136,6 +132,7 @@ public func quantizeLinears(in model: Module, from source: WeightSource, config:
         try linear.setQuantized(UnsafeBufferPointer(buffer), config: config)
         done.append(name)
     }
+    try model.allocateDeferredWeights(bf16: bf16Linears)
     // Blocks freed by dropped f32 weights go back to the system, not to the allocator's cache.
     model.weightBackend?.emptyCache()
     return done
@@ -143,11 +140,12 @@ public func quantizeLinears(in model: Module, from source: WeightSource, config:
 
 extension ModelLoader {
     /// Builds the architecture `source.config` names with its Linears (but `skip`) in 4 bits,
-    /// quantized while loading, then loads the remaining weights strictly.
+    /// quantized while loading, then loads the remaining weights strictly (the skipped Linears
+    /// `bf16Linears` selects straight into bf16, as `load(_:on:bf16Linears:)`).
     public static func load(_ source: WeightSource, on backend: Backend, quantization: QuantizationConfig,
-                            skip: [String] = ["lm_head"]) throws -> CausalLM {
+                            skip: [String] = ["lm_head"], bf16Linears: (String) -> Bool = { _ in false }) throws -> CausalLM {
         let model = try Linear.deferringWeights { try ModelRegistry.build(config: source.config, on: backend) }
-        try quantizeLinears(in: model, from: source, config: quantization, skip: skip)
+        try quantizeLinears(in: model, from: source, config: quantization, skip: skip, bf16Linears: bf16Linears)
         var ignoring = model.quantizedWeightNames()
         if model.tiedEmbeddings { ignoring.insert("lm_head.weight") }
         try model.loadWeights(from: source, ignoring: ignoring)

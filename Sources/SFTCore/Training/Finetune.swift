@@ -82,8 +82,10 @@ public enum Finetune {
             try FinetuneMemoryCheck.check(before, available: FinetuneMemoryCheck.available(on: backend),
                                           device: "\(config.device)", config: config, loaded: false)
         }
+        // bf16: the Linears that stay frozen load straight into bf16 (no f32 copy of the model).
         let lm = try LanguageModel.load(URL(fileURLWithPath: config.model), on: backend, template: config.template,
-                                        quantization: quantization)
+                                        quantization: quantization,
+                                        bf16Linears: config.precision == .bf16 ? { config.loadsBF16(linear: $0) } : nil)
         let model = lm.model
         // Before LoRA, data and training allocate: refuse a run that cannot fit.
         if let estimate = try FinetuneMemoryCheck.estimate(model: model, quantization: quantization, config: config, ranks: group.size) {

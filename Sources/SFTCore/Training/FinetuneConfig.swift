@@ -311,10 +311,31 @@ public struct FinetuneConfig: Codable, Equatable {
                    alphaPattern: alphaPattern, initWeights: initLoRAWeights, useDoRA: useDoRA)
     }
 
-    /// The 4-bit base, for method qlora (or any method with `quantize` set).
+    /// Whether the Linear named `name` is loaded straight into bf16: `precision` is bf16 and
+    /// the layer stays frozen — a LoRA base outside `modules_to_save`, or a `freeze` match in
+    /// full finetuning — as `setPrecision(.bf16)` will find it. PiSSA/OLoRA (they rewrite the
+    /// base from its f32 values) and DoRA (refused in bf16) load f32.
+    public func loadsBF16(linear name: String) -> Bool {
+        guard precision == .bf16 else { return false }
+        switch method {
+        case .full:
+            let key = name.isEmpty ? "weight" : name + ".weight"
+            return freeze.contains { key.contains($0) }
+        case .lora, .qlora:
+            if useDoRA || initLoRAWeights.mutatesBase { return false }
+            // modules_to_save trains a module and everything under it: any enclosing name matches.
+            let parts = name.split(separator: ".").map(String.init)
+            let enclosing = parts.indices.map { parts[...$0].joined(separator: ".") }
+            return !enclosing.contains { m in modulesToSave.contains { m == $0 || m.hasSuffix("." + $0) } }
+        }
+    }
+
+    /// The 4-bit base, for method qlora (or any method with `quantize` set); `precision: bf16`
+    /// makes bf16 its compute dtype (4-bit tiles decoded to bf16 for the bf16 GEMMs).
     public func quantization() throws -> QuantizationConfig? {
         guard method == .qlora || quantize != nil else { return nil }
-        let q = QuantizationConfig(type: quantize ?? .nf4, blockSize: quantBlockSize, doubleQuant: doubleQuant)
+        let q = QuantizationConfig(type: quantize ?? .nf4, blockSize: quantBlockSize, doubleQuant: doubleQuant,
+                                   computeDType: precision == .bf16 ? .bf16 : .f32)
         try q.validate()
         return q
     }

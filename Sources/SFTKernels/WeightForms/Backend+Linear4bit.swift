@@ -23,8 +23,8 @@ extension Backend {
     }
 
     /// y (N, M) = x (N, K) · Wᵀ (+ bias (M) on every row): f32 tiles. A 16-bit compute dtype
-    /// is an error here off the CPU (which always computes in f32): a backend that implements
-    /// 16-bit tiles overrides this op (CUDABackend+Quantized.swift).
+    /// is an error here off the CPU (which computes f16 in f32): a backend that implements
+    /// 16-bit tiles overrides this op (CUDABackend+Quantized.swift, CPUBackend+BF16.swift).
     public func linear4bit(x: BufferView, weight w: QuantizedMatrix, bias: BufferView?, y: BufferView, N: Int) throws {
         try require32BitCompute(w, "linear4bit")
         try linear4bitF32(x: x, weight: w, bias: bias, y: y, N: N)

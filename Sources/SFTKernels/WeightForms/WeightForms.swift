@@ -51,8 +51,8 @@ public struct QuantizedMatrix: @unchecked Sendable {
     /// The block scales, plain or double-quantized.
     public let scales: Scales
     /// What decoded tiles are multiplied in: f32, or bf16 / f16 (x and the tile rounded to
-    /// it, f32 accumulation and output) where the backend implements that (CUDA). The CPU
-    /// always computes in f32.
+    /// it, f32 accumulation and output) where the backend implements that (CUDA: both; the
+    /// CPU: bf16 through its bf16 GEMM, f16 computed in f32).
     public let computeDType: DType
 
     /// Views over buffers the caller keeps alive; checked when an op uses them.
