@@ -28,8 +28,8 @@ public struct ModelInput {
 
 /// Keys and values of past tokens for one sequence, per layer, in device memory.
 public final class KVCache {
-    public let keys: [Tensor]     // per layer (capacity, KV·D)
-    public let values: [Tensor]
+    let keys: [Tensor]     // per layer (capacity, KV·D)
+    let values: [Tensor]
     public let capacity: Int
     /// Tokens stored so far.
     public internal(set) var count = 0
@@ -80,10 +80,6 @@ public protocol CausalLM: Module {
     /// How the model is written as GGUF: llama.cpp's architecture, its `<arch>.*` keys and
     /// derived tensors; throws naming what llama.cpp cannot express.
     func ggufExport() throws -> GGUFModelExport
-    /// The LM head in GGUF block form for packed decode (the embedding's blocks when tied);
-    /// `decode` uses it for the last token's logits when set.
-    var packedLMHead: PackedMatrix? { get set }
-
     /// Final-logit softcapping (Gemma 2): logits are cap · tanh(z / cap); 0 = none.
     var finalLogitSoftcap: Float { get }
 

@@ -10,17 +10,8 @@
 import Foundation
 import SFTKernels
 
-public struct Gemma2Config: Equatable, Decodable {
-    public var hiddenSize: Int
-    public var intermediateSize: Int
-    public var numLayers: Int
-    public var numHeads: Int
-    public var numKVHeads: Int
-    public var headDim: Int
-    public var vocabSize: Int
-    public var rmsNormEps: Float
-    public var maxPositionEmbeddings: Int
-    public var tieWordEmbeddings: Bool
+public struct Gemma2Config: Equatable, Decodable, DecoderShaped {
+    public var shape: DecoderShape
     public var attentionBias: Bool
     public var queryPreAttnScalar: Double
     public var slidingWindow: Int
@@ -29,42 +20,24 @@ public struct Gemma2Config: Equatable, Decodable {
     /// Attention-logit and final-logit softcapping; nil = none (null in config.json).
     public var attnLogitSoftcapping: Double?
     public var finalLogitSoftcapping: Double?
-    public var bosTokenId: Int?
-    public var eosTokenId: Int?
 
+    /// The keys Gemma 2 reads besides `DecoderShape`'s.
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case hiddenSize = "hidden_size", intermediateSize = "intermediate_size", numLayers = "num_hidden_layers"
-        case numHeads = "num_attention_heads", numKVHeads = "num_key_value_heads", headDim = "head_dim"
-        case vocabSize = "vocab_size", rmsNormEps = "rms_norm_eps", maxPositionEmbeddings = "max_position_embeddings"
-        case tieWordEmbeddings = "tie_word_embeddings", attentionBias = "attention_bias"
-        case attentionDropout = "attention_dropout", hiddenActivation = "hidden_activation", hiddenAct = "hidden_act"
+        case attentionBias = "attention_bias", hiddenActivation = "hidden_activation", hiddenAct = "hidden_act"
         case queryPreAttnScalar = "query_pre_attn_scalar", slidingWindow = "sliding_window", layerTypes = "layer_types"
         case slidingWindowSize = "sliding_window_size", cacheImplementation = "cache_implementation"
-        case ropeParameters = "rope_parameters", ropeTheta = "rope_theta", ropeScaling = "rope_scaling"
         case attnLogitSoftcapping = "attn_logit_softcapping", finalLogitSoftcapping = "final_logit_softcapping"
         case useBidirectionalAttention = "use_bidirectional_attention"
-        case modelType = "model_type", bosTokenId = "bos_token_id", eosTokenId = "eos_token_id"
     }
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         let all = try [String: JSONValue](from: decoder)
-        hiddenSize = try c.decode(Int.self, forKey: .hiddenSize)
-        intermediateSize = try c.decode(Int.self, forKey: .intermediateSize)
-        numLayers = try c.decode(Int.self, forKey: .numLayers)
-        numHeads = try c.decode(Int.self, forKey: .numHeads)
-        numKVHeads = try c.decodeIfPresent(Int.self, forKey: .numKVHeads) ?? numHeads
-        headDim = try c.decodeIfPresent(Int.self, forKey: .headDim) ?? 256
-        vocabSize = try c.decode(Int.self, forKey: .vocabSize)
-        rmsNormEps = Float(try c.decodeIfPresent(Double.self, forKey: .rmsNormEps) ?? 1e-6)
-        maxPositionEmbeddings = try c.decodeIfPresent(Int.self, forKey: .maxPositionEmbeddings) ?? 8192
-        tieWordEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings) ?? true
+        shape = try DecoderShape(from: decoder, defaults: .init(headDim: 256, rmsNormEps: 1e-6, maxPositionEmbeddings: 8192,
+                                                                tieWordEmbeddings: true))
         attentionBias = try c.decodeIfPresent(Bool.self, forKey: .attentionBias) ?? false
         queryPreAttnScalar = try c.decodeIfPresent(Double.self, forKey: .queryPreAttnScalar) ?? 256
         slidingWindow = try c.decodeIfPresent(Int.self, forKey: .slidingWindow) ?? 4096
-        bosTokenId = try? c.decodeIfPresent(Int.self, forKey: .bosTokenId)
-        eosTokenId = try? c.decodeIfPresent(Int.self, forKey: .eosTokenId)
-        try HFConfig.requireZero(try c.decodeIfPresent(Double.self, forKey: .attentionDropout), "attention_dropout")
         for key in [CodingKeys.hiddenActivation, .hiddenAct] {
             try HFConfig.requireActivation(try c.decodeIfPresent(String.self, forKey: key), key.rawValue, ["gelu_pytorch_tanh"])
         }
@@ -87,58 +60,36 @@ public struct Gemma2Config: Equatable, Decodable {
             layerTypes = t
         } else {
             // transformers 4: layer i slides when i is even.
-            layerTypes = (0..<numLayers).map { $0 % 2 == 0 ? "sliding_attention" : "full_attention" }
+            layerTypes = (0..<shape.numLayers).map { $0 % 2 == 0 ? "sliding_attention" : "full_attention" }
         }
-        guard layerTypes.count == numLayers else {
-            throw SFTError.config(field: "layer_types", message: "\(layerTypes.count) entries for \(numLayers) layers")
-        }
-        if let bad = layerTypes.first(where: { $0 != "full_attention" && $0 != "sliding_attention" }) {
-            throw SFTError.config(field: "layer_types", message: "'\(bad)' is not implemented (full_attention, sliding_attention)")
-        }
+        try HFConfig.checkLayerTypes(layerTypes, layers: shape.numLayers)
         rope = try RopeParameters.fromHF(all, defaultTheta: 10000)
-        guard hiddenSize > 0, numLayers > 0, numHeads > 0, numKVHeads > 0, numHeads % numKVHeads == 0, vocabSize > 0,
-              headDim > 0, headDim % 2 == 0, slidingWindow > 0, queryPreAttnScalar > 0 else {
-            throw SFTError.config(field: "num_key_value_heads", message: "inconsistent shape: hidden \(hiddenSize), heads \(numHeads), kv heads \(numKVHeads), head_dim \(headDim), query_pre_attn_scalar \(queryPreAttnScalar)")
-        }
+        try shape.checkSizes()
+        try GemmaLayerSpec.checkWindow(slidingWindow, queryPreAttnScalar: queryPreAttnScalar)
     }
 
     public init(hf c: [String: JSONValue]) throws {
-        self = try HFConfig.decode(Gemma2Config.self, from: c, family: "gemma2", understood: CodingKeys.allCases.map(\.rawValue))
+        self = try HFConfig.decode(Gemma2Config.self, from: c, family: "gemma2", understood: DecoderShape.keyNames + CodingKeys.allCases.map(\.rawValue))
     }
 
-    public var hf: [String: JSONValue] { hfValues.mapValues(JSONValue.init(foundation:)) }
-
-    var hfValues: [String: Any] {
-        var ropeObject: [String: Any] = ["rope_type": rope.kind, "rope_theta": rope.theta]
-        if let s = rope.scaling, let data = try? JSONEncoder().encode(s),
-           let o = try? JSONSerialization.jsonObject(with: data) as? [String: Any] { ropeObject.merge(o) { a, _ in a } }
-        var c: [String: Any] = [
-            "architectures": ["Gemma2ForCausalLM"], "model_type": "gemma2", "hidden_size": hiddenSize,
-            "intermediate_size": intermediateSize, "num_hidden_layers": numLayers, "num_attention_heads": numHeads,
-            "num_key_value_heads": numKVHeads, "head_dim": headDim, "vocab_size": vocabSize, "rms_norm_eps": Double(rmsNormEps),
-            "max_position_embeddings": maxPositionEmbeddings, "tie_word_embeddings": tieWordEmbeddings,
-            "attention_bias": attentionBias, "hidden_activation": "gelu_pytorch_tanh",
-            "query_pre_attn_scalar": queryPreAttnScalar, "sliding_window": slidingWindow, "layer_types": layerTypes,
-            "rope_parameters": ropeObject, "torch_dtype": "float32",
-            "attn_logit_softcapping": attnLogitSoftcapping.map { $0 as Any } ?? NSNull(),
-            "final_logit_softcapping": finalLogitSoftcapping.map { $0 as Any } ?? NSNull(),
-        ]
-        if let bosTokenId { c["bos_token_id"] = bosTokenId }
-        if let eosTokenId { c["eos_token_id"] = eosTokenId }
+    public var hf: [String: JSONValue] {
+        var c = shape.hf(modelType: "gemma2", architecture: "Gemma2ForCausalLM")
+        c.merge(GemmaLayerSpec.hf(attentionBias: attentionBias, queryPreAttnScalar: queryPreAttnScalar, slidingWindow: slidingWindow,
+                        layerTypes: layerTypes)) { a, _ in a }
+        c["rope_parameters"] = rope.hfParameters
+        c["attn_logit_softcapping"] = attnLogitSoftcapping.map(JSONValue.double) ?? .null
+        c["final_logit_softcapping"] = finalLogitSoftcapping.map(JSONValue.double) ?? .null
         return c
     }
 
     /// Layer i of the shared Gemma stack.
     func layerSpec(_ i: Int) -> GemmaLayerSpec {
-        GemmaLayerSpec(hiddenSize: hiddenSize, intermediateSize: intermediateSize, numHeads: numHeads, numKVHeads: numKVHeads,
-                       headDim: headDim, rmsNormEps: rmsNormEps, attentionBias: attentionBias,
-                       queryPreAttnScalar: queryPreAttnScalar,
-                       window: layerTypes[i] == "sliding_attention" ? slidingWindow : nil, qkNorm: false,
-                       attnSoftcap: Float(attnLogitSoftcapping ?? 0))
+        GemmaLayerSpec(shape, attentionBias: attentionBias, queryPreAttnScalar: queryPreAttnScalar, layerType: layerTypes[i],
+                       slidingWindow: slidingWindow, qkNorm: false, attnSoftcap: attnLogitSoftcapping)
     }
 }
 
-public final class Gemma2Model: Module, CausalLM {
+public final class Gemma2Model: Module, CausalLM, PackedHeadModel {
     public let config: Gemma2Config
     let model: GemmaBody
     let lmHead: Linear?
@@ -169,7 +120,7 @@ public final class Gemma2Model: Module, CausalLM {
     public var finalLogitSoftcap: Float { Float(config.finalLogitSoftcapping ?? 0) }
     public var layout: ModelLayout { config.layout }
     public func ggufExport() throws -> GGUFModelExport { try config.ggufExport() }
-    public var packedLMHead: PackedMatrix?
+    var packedHead: PackedMatrix?
 
     /// The RoPE of a forward whose longest position is `maxPosition`.
     private func layerRope(maxPosition: Int) throws -> LayerRope {

@@ -37,7 +37,8 @@ extension Tensor {
     }
 }
 
-/// A model loaded from disk with what came with it.
+/// A model loaded from disk with what came with it: the network alone, below `LanguageModel`
+/// (which adds the tokenizer and chat template and is what a user holds).
 public struct LoadedModel {
     public let model: CausalLM
     public let source: WeightSource

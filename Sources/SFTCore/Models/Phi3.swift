@@ -9,54 +9,28 @@
 import Foundation
 import SFTKernels
 
-public struct Phi3Config: Equatable, Decodable {
-    public var hiddenSize: Int
-    public var intermediateSize: Int
-    public var numLayers: Int
-    public var numHeads: Int
-    public var numKVHeads: Int
-    public var headDim: Int
-    public var vocabSize: Int
-    public var rmsNormEps: Float
-    public var maxPositionEmbeddings: Int
+public struct Phi3Config: Equatable, Decodable, DecoderShaped {
+    public var shape: DecoderShape
     public var originalMaxPositionEmbeddings: Int?
-    public var tieWordEmbeddings: Bool
     public var slidingWindow: Int?
     public var rope: RopeParameters
-    public var bosTokenId: Int?
-    public var eosTokenId: Int?
 
+    /// The keys Phi-3 reads besides `DecoderShape`'s.
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case hiddenSize = "hidden_size", intermediateSize = "intermediate_size", numLayers = "num_hidden_layers"
-        case numHeads = "num_attention_heads", numKVHeads = "num_key_value_heads", headDim = "head_dim"
-        case vocabSize = "vocab_size", rmsNormEps = "rms_norm_eps", maxPositionEmbeddings = "max_position_embeddings"
         case originalMaxPositionEmbeddings = "original_max_position_embeddings"
-        case tieWordEmbeddings = "tie_word_embeddings", slidingWindow = "sliding_window", hiddenAct = "hidden_act"
-        case attentionDropout = "attention_dropout", residPdrop = "resid_pdrop", embdPdrop = "embd_pdrop"
+        case slidingWindow = "sliding_window", hiddenAct = "hidden_act"
+        case residPdrop = "resid_pdrop", embdPdrop = "embd_pdrop"
         case partialRotaryFactor = "partial_rotary_factor"
-        case ropeParameters = "rope_parameters", ropeTheta = "rope_theta", ropeScaling = "rope_scaling"
-        case modelType = "model_type", bosTokenId = "bos_token_id", eosTokenId = "eos_token_id"
     }
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         var all = try [String: JSONValue](from: decoder)
-        hiddenSize = try c.decode(Int.self, forKey: .hiddenSize)
-        intermediateSize = try c.decode(Int.self, forKey: .intermediateSize)
-        numLayers = try c.decode(Int.self, forKey: .numLayers)
-        numHeads = try c.decode(Int.self, forKey: .numHeads)
-        numKVHeads = try c.decodeIfPresent(Int.self, forKey: .numKVHeads) ?? numHeads
-        headDim = try c.decodeIfPresent(Int.self, forKey: .headDim) ?? hiddenSize / max(1, numHeads)
-        vocabSize = try c.decode(Int.self, forKey: .vocabSize)
-        rmsNormEps = Float(try c.decodeIfPresent(Double.self, forKey: .rmsNormEps) ?? 1e-5)
-        maxPositionEmbeddings = try c.decodeIfPresent(Int.self, forKey: .maxPositionEmbeddings) ?? 4096
+        shape = try DecoderShape(from: decoder, defaults: .init(rmsNormEps: 1e-5, maxPositionEmbeddings: 4096, tieWordEmbeddings: false))
         originalMaxPositionEmbeddings = try c.decodeIfPresent(Int.self, forKey: .originalMaxPositionEmbeddings)
-        tieWordEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings) ?? false
         slidingWindow = try c.decodeIfPresent(Int.self, forKey: .slidingWindow)
-        bosTokenId = try? c.decodeIfPresent(Int.self, forKey: .bosTokenId)
-        eosTokenId = try? c.decodeIfPresent(Int.self, forKey: .eosTokenId)
         try HFConfig.requireActivation(try c.decodeIfPresent(String.self, forKey: .hiddenAct), "hidden_act", ["silu"])
-        for key in [CodingKeys.attentionDropout, .residPdrop, .embdPdrop] {
+        for key in [CodingKeys.residPdrop, .embdPdrop] {
             try HFConfig.requireZero(try c.decodeIfPresent(Double.self, forKey: key), key.rawValue)
         }
         if let p = try c.decodeIfPresent(Double.self, forKey: .partialRotaryFactor), p != 1 {
@@ -65,33 +39,21 @@ public struct Phi3Config: Equatable, Decodable {
         all.removeValue(forKey: "partial_rotary_factor")
         rope = try RopeParameters.fromHF(all)
         if let w = slidingWindow, w <= 0 { throw SFTError.config(field: "sliding_window", message: "\(w) must be positive") }
-        guard hiddenSize > 0, numLayers > 0, numHeads > 0, numKVHeads > 0, numHeads % numKVHeads == 0, vocabSize > 0,
-              headDim % 2 == 0 else {
-            throw SFTError.config(field: "num_key_value_heads", message: "inconsistent shape: hidden \(hiddenSize), heads \(numHeads), kv heads \(numKVHeads), head_dim \(headDim)")
-        }
+        try shape.checkSizes()
     }
 
     public init(hf c: [String: JSONValue]) throws {
-        self = try HFConfig.decode(Phi3Config.self, from: c, family: "phi3", understood: CodingKeys.allCases.map(\.rawValue))
+        self = try HFConfig.decode(Phi3Config.self, from: c, family: "phi3",
+                                   understood: DecoderShape.keyNames + CodingKeys.allCases.map(\.rawValue))
     }
 
-    public var hf: [String: JSONValue] { hfValues.mapValues(JSONValue.init(foundation:)) }
-
-    var hfValues: [String: Any] {
-        var c: [String: Any] = [
-            "architectures": ["Phi3ForCausalLM"], "model_type": "phi3", "hidden_size": hiddenSize,
-            "intermediate_size": intermediateSize, "num_hidden_layers": numLayers, "num_attention_heads": numHeads,
-            "num_key_value_heads": numKVHeads, "vocab_size": vocabSize, "rms_norm_eps": Double(rmsNormEps),
-            "max_position_embeddings": maxPositionEmbeddings, "tie_word_embeddings": tieWordEmbeddings,
-            "hidden_act": "silu", "rope_theta": rope.theta, "torch_dtype": "float32",
-        ]
-        if let originalMaxPositionEmbeddings { c["original_max_position_embeddings"] = originalMaxPositionEmbeddings }
-        if let slidingWindow { c["sliding_window"] = slidingWindow }
-        if let s = rope.scaling, let d = try? JSONEncoder().encode(s), let o = try? JSONSerialization.jsonObject(with: d) {
-            c["rope_scaling"] = o
-        }
-        if let bosTokenId { c["bos_token_id"] = bosTokenId }
-        if let eosTokenId { c["eos_token_id"] = eosTokenId }
+    public var hf: [String: JSONValue] {
+        var c = shape.hf(modelType: "phi3", architecture: "Phi3ForCausalLM", writesHeadDim: false)
+        c["hidden_act"] = "silu"
+        c["rope_theta"] = .double(rope.theta)
+        c["rope_scaling"] = rope.hfScaling
+        if let originalMaxPositionEmbeddings { c["original_max_position_embeddings"] = .int(originalMaxPositionEmbeddings) }
+        if let slidingWindow { c["sliding_window"] = .int(slidingWindow) }
         return c
     }
 }
@@ -174,7 +136,7 @@ final class Phi3DecoderLayer: Module {
     }
 }
 
-public final class Phi3Model: Module, CausalLM {
+public final class Phi3Model: Module, CausalLM, PackedHeadModel {
     public let config: Phi3Config
     let model: DecoderBody<Phi3DecoderLayer, RMSNorm>
     let lmHead: Linear?
@@ -206,7 +168,7 @@ public final class Phi3Model: Module, CausalLM {
     public var peftDefaultLoRATargets: [String]? { nil }
     public var layout: ModelLayout { config.layout }
     public func ggufExport() throws -> GGUFModelExport { try config.ggufExport() }
-    public var packedLMHead: PackedMatrix?
+    var packedHead: PackedMatrix?
 
     public func hiddenStates(_ input: ModelInput, checkpointing: Bool) throws -> Tensor {
         let rope = LayerRope(invFreq: try rotary.invFreq(for: input), attentionFactor: rotary.attentionFactor)

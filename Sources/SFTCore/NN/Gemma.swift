@@ -41,6 +41,34 @@ struct GemmaLayerSpec {
     var attnSoftcap: Float
 }
 
+extension GemmaLayerSpec {
+    /// A layer of a Gemma 2 / 3 config: its shared sizes, the window when `layerType` is
+    /// "sliding_attention", the attention softcap (nil: off).
+    init(_ shape: DecoderShape, attentionBias: Bool, queryPreAttnScalar: Double, layerType: String, slidingWindow: Int,
+         qkNorm: Bool, attnSoftcap: Double?) {
+        self.init(hiddenSize: shape.hiddenSize, intermediateSize: shape.intermediateSize, numHeads: shape.numHeads,
+                  numKVHeads: shape.numKVHeads, headDim: shape.headDim, rmsNormEps: shape.rmsNormEps,
+                  attentionBias: attentionBias, queryPreAttnScalar: queryPreAttnScalar,
+                  window: layerType == "sliding_attention" ? slidingWindow : nil, qkNorm: qkNorm,
+                  attnSoftcap: Float(attnSoftcap ?? 0))
+    }
+
+    /// The keys Gemma 2 and 3 write alike besides `DecoderShape.hf`.
+    static func hf(attentionBias: Bool, queryPreAttnScalar: Double, slidingWindow: Int, layerTypes: [String]) -> [String: JSONValue] {
+        ["attention_bias": .bool(attentionBias), "hidden_activation": "gelu_pytorch_tanh",
+         "query_pre_attn_scalar": .double(queryPreAttnScalar), "sliding_window": .int(slidingWindow),
+         "layer_types": .array(layerTypes.map(JSONValue.string))]
+    }
+
+    /// Throws unless the sliding window and the softmax scale's `query_pre_attn_scalar` are positive.
+    static func checkWindow(_ slidingWindow: Int, queryPreAttnScalar: Double) throws {
+        guard slidingWindow > 0 else { throw SFTError.config(field: "sliding_window", message: "\(slidingWindow) must be positive") }
+        guard queryPreAttnScalar > 0 else {
+            throw SFTError.config(field: "query_pre_attn_scalar", message: "\(queryPreAttnScalar) must be positive")
+        }
+    }
+}
+
 final class GemmaAttention: Module {
     let qProj, kProj, vProj, oProj: Linear
     let qNorm, kNorm: GemmaRMSNorm?
