@@ -149,20 +149,8 @@ public final class Gemma2Model: Module, CausalLM, PackedHeadModel {
 // scaled by head_dim^-½ — by (hidden / heads)^-½ for the 46-layer 27B)
 
 extension Gemma2Config {
-    /// Sizes for the memory estimate. Activations per token and layer: the layer input, four
-    /// norm outputs, two residual sums and the attention and MLP outputs (8C, plus the four
-    /// (1 + w) weights, negligible); q, k, v (Q + 2KVd), q/k after RoPE (Q + KVd); the attention
-    /// output (Q) and softmax statistics (H); gate, up and their GeGLU product (3F).
-    public var layout: ModelLayout {
-        let C = hiddenSize, F = intermediateSize, Q = numHeads * headDim, KVd = numKVHeads * headDim
-        return ModelLayout(
-            layers: numLayers, hidden: C, vocab: vocabSize, tiedEmbeddings: tieWordEmbeddings,
-            linears: [.init("q_proj", C, Q, bias: attentionBias), .init("k_proj", C, KVd, bias: attentionBias),
-                      .init("v_proj", C, KVd, bias: attentionBias), .init("o_proj", Q, C, bias: attentionBias),
-                      .init("gate_proj", C, F), .init("up_proj", C, F), .init("down_proj", F, C)],
-            layerNormValues: 4 * C, finalNormValues: C,
-            activationsPerToken: 8 * C + (Q + 2 * KVd) + (Q + KVd) + Q + numHeads + 3 * F)
-    }
+    /// Sizes for the memory estimate (`GemmaLayerSpec.layout`: the Gemma stack).
+    public var layout: ModelLayout { GemmaLayerSpec.layout(shape, attentionBias: attentionBias, qkNorm: false) }
 
     static let ggufKeys: [(gguf: String, hf: String)] = [
         ("block_count", "num_hidden_layers"), ("embedding_length", "hidden_size"),
