@@ -37,6 +37,6 @@ let evalCommand = Command(
         } else {
             throw UsageError(description: "give --text-file or --data")
         }
-        if json { printJSON(report.jsonObject) } else { print(report) }
+        if json { printJSON(report.json.foundationValue) } else { print(report) }
     }
 )

@@ -52,7 +52,7 @@ let exportCommand = Command(
         let bytes = sizeOnDisk(out)
         if json {
             var o: [String: Any] = ["format": format, "output": output, "dtype": ggufType!.rawValue, "bytes": bytes]
-            if let report { o["merge"] = report.jsonObject }
+            if let report { o["merge"] = report.json.foundationValue }
             printJSON(o)
         } else {
             if let report { printMergeReport(report) }

@@ -40,7 +40,7 @@ let inspectCommand = Command(
         try args.finish()
         let summary = try ModelSummary(url: URL(fileURLWithPath: path))
         if json {
-            var o = summary.jsonObject
+            var o = summary.json.foundationValue as! [String: Any]
             o["path"] = path
             printJSON(o)
         } else {

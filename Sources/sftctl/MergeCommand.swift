@@ -38,7 +38,7 @@ let mergeCommand = Command(
         let report = try lm.mergeAdapters()
         try HFExport.saveModel(lm, to: URL(fileURLWithPath: output), dtype: dtype)
         if json {
-            var o = report.jsonObject
+            var o = report.json.foundationValue as! [String: Any]
             o["output"] = output
             o["dtype"] = dtype.rawValue.lowercased()
             printJSON(o)

@@ -123,21 +123,21 @@ public struct DoctorReport: Sendable, CustomStringConvertible {
         return s
     }
 
-    /// The report as a JSON object for JSONSerialization: `examples`, `tokens`, `trained_tokens`,
+    /// The report as one JSON object (keys sorted): `examples`, `tokens`, `trained_tokens`,
     /// `trained_share`, `counts` (every check's name → examples flagged) and `findings` (check,
     /// line, record, message, first_token, tokens with id/text/trained).
-    public var json: [String: Any] {
-        var counts: [String: Int] = [:]
-        for c in DoctorCheck.allCases { counts[c.rawValue] = self.counts[c] ?? 0 }
-        return [
-            "examples": examples, "tokens": tokens, "trained_tokens": trainedTokens, "trained_share": trainedShare,
-            "counts": counts,
-            "findings": findings.map { f -> [String: Any] in
-                ["check": f.check.rawValue, "line": f.location.line, "record": f.location.index, "message": f.message,
-                 "first_token": f.firstToken,
-                 "tokens": f.tokens.map { ["id": Int($0.id), "text": $0.text, "trained": $0.trained] as [String: Any] }]
-            },
-        ]
+    public var json: JSONValue {
+        var counts: [String: JSONValue] = [:]
+        for c in DoctorCheck.allCases { counts[c.rawValue] = .int(self.counts[c] ?? 0) }
+        return .sortedObject([
+            "examples": .int(examples), "tokens": .int(tokens), "trained_tokens": .int(trainedTokens),
+            "trained_share": .double(trainedShare), "counts": .sortedObject(counts),
+            "findings": .array(findings.map { f in
+                .sortedObject(["check": .string(f.check.rawValue), "line": .int(f.location.line), "record": .int(f.location.index),
+                               "message": .string(f.message), "first_token": .int(f.firstToken),
+                               "tokens": .array(f.tokens.map { .sortedObject(["id": .int(Int($0.id)), "text": .string($0.text), "trained": .bool($0.trained)]) })])
+            }),
+        ])
     }
 }
 

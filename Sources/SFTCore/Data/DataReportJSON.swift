@@ -34,10 +34,10 @@ extension PreparedDataset {
         packing["total_steps"] = plan.totalSteps
 
         w.beginObject()
-        try w.key("dataset"); try w.value(dataset)
+        try w.key("dataset"); try w.value(foundation: dataset)
         if let doctor = doctorReport { try w.key("doctor"); try w.value(doctor.json) }
-        try w.key("formatting"); try w.value(formatting)
-        try w.key("packing"); try w.value(packing)
+        try w.key("formatting"); try w.value(foundation: formatting)
+        try w.key("packing"); try w.value(foundation: packing)
         try w.key("samples")
         w.beginArray()
         for t in samples {

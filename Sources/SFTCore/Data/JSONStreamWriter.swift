@@ -88,9 +88,28 @@ public final class JSONStreamWriter {
         try flushIfFull()
     }
 
+    /// Writes a JSON value (objects keep their key order).
+    public func value(_ v: JSONValue) throws {
+        switch v {
+        case .null: try null()
+        case .bool(let b): try bool(b)
+        case .int(let i): try int(i)
+        case .double(let d): try double(d)
+        case .string(let s): try string(s)
+        case .array(let a):
+            beginArray()
+            for x in a { try value(x) }
+            try endArray()
+        case .object(let o):
+            beginObject()
+            for (k, x) in o { try key(k); try value(x) }
+            try endObject()
+        }
+    }
+
     /// Writes a value made of String, Bool, Int, Double, NSNull, arrays and string-keyed
     /// dictionaries (keys sorted). Anything else is written as its description, a string.
-    public func value(_ v: Any) throws {
+    func value(foundation v: Any) throws {
         switch v {
         case let s as String: try string(s)
         case let b as Bool where type(of: v) == Bool.self: try bool(b)
@@ -100,11 +119,11 @@ public final class JSONStreamWriter {
         case is NSNull: try null()
         case let a as [Any]:
             beginArray()
-            for x in a { try value(x) }
+            for x in a { try value(foundation: x) }
             try endArray()
         case let o as [String: Any]:
             beginObject()
-            for k in o.keys.sorted() { try key(k); try value(o[k]!) }
+            for k in o.keys.sorted() { try key(k); try value(foundation: o[k]!) }
             try endObject()
         case let n as NSNumber: try double(n.doubleValue)
         default: try string("\(v)")

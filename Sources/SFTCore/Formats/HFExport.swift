@@ -105,11 +105,10 @@ public struct MergeReport: Sendable {
     /// model (0 means the adapter does nothing, e.g. B still zero).
     public var maxAbsAdapterEffect: Float
 
-    /// The report as a JSON object (`merged_layers`, `tokens`, `max_abs_logit_diff`,
-    /// `mean_abs_logit_diff`, `max_abs_adapter_effect`) for JSONSerialization.
-    public var jsonObject: [String: Any] {
-        ["merged_layers": mergedLayers, "tokens": tokens, "max_abs_logit_diff": Double(maxAbsLogitDiff),
-         "mean_abs_logit_diff": Double(meanAbsLogitDiff), "max_abs_adapter_effect": Double(maxAbsAdapterEffect)]
+    /// The report as one JSON object.
+    public var json: JSONValue {
+        ["max_abs_adapter_effect": .double(Double(maxAbsAdapterEffect)), "max_abs_logit_diff": .double(Double(maxAbsLogitDiff)),
+         "mean_abs_logit_diff": .double(Double(meanAbsLogitDiff)), "merged_layers": .int(mergedLayers), "tokens": .int(tokens)]
     }
 }
 

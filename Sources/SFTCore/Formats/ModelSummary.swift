@@ -117,28 +117,29 @@ public struct ModelSummary {
         if let e = f.config["eos_token_id"]?.intValue { specialTokens["eos", default: (nil, nil)].id = e }
     }
 
-    /// A JSON-ready dictionary.
-    public var jsonObject: [String: Any] {
-        var o: [String: Any] = [
-            "format": format, "parameters": parameterCount, "tensors": tensorCount, "types": typeCounts,
-            "config": config.mapValues(\.foundationValue), "chat_template": hasChatTemplate,
+    /// The summary as one JSON object (keys sorted).
+    public var json: JSONValue {
+        var o: [String: JSONValue] = [
+            "format": .string(format), "parameters": .int(parameterCount), "tensors": .int(tensorCount),
+            "types": .sortedObject(typeCounts.mapValues(JSONValue.int)), "config": .sortedObject(config),
+            "chat_template": .bool(hasChatTemplate),
         ]
-        if let architecture { o["architecture"] = architecture }
-        if let name { o["name"] = name }
-        var tok: [String: Any] = [:]
-        if let tokenizerKind { tok["kind"] = tokenizerKind }
-        if let vocabularySize { tok["vocab_size"] = vocabularySize }
-        var special: [String: Any] = [:]
+        if let architecture { o["architecture"] = .string(architecture) }
+        if let name { o["name"] = .string(name) }
+        var tok: [String: JSONValue] = [:]
+        if let tokenizerKind { tok["kind"] = .string(tokenizerKind) }
+        if let vocabularySize { tok["vocab_size"] = .int(vocabularySize) }
+        var special: [String: JSONValue] = [:]
         for (role, t) in specialTokens {
-            var s: [String: Any] = [:]
-            if let id = t.id { s["id"] = id }
-            if let text = t.text { s["text"] = text }
-            special[role] = s
+            var s: [String: JSONValue] = [:]
+            if let id = t.id { s["id"] = .int(id) }
+            if let text = t.text { s["text"] = .string(text) }
+            special[role] = .sortedObject(s)
         }
-        tok["special_tokens"] = special
-        o["tokenizer"] = tok
-        if !extra.isEmpty { o["metadata"] = extra }
-        return o
+        tok["special_tokens"] = .sortedObject(special)
+        o["tokenizer"] = .sortedObject(tok)
+        if !extra.isEmpty { o["metadata"] = .sortedObject(extra.mapValues(JSONValue.string)) }
+        return .sortedObject(o)
     }
 
     /// Human-readable lines.

@@ -15,7 +15,7 @@ import SFTKernels
 /// repeats a fixed pool of 65 536 normal values (σ = 0.02) from an offset hashed from its name.
 public final class SyntheticWeights: WeightSource {
     /// The named shapes: HF config keys of each.
-    public static var shapes: [String: [String: Any]] { [
+    public static var shapes: [String: [String: JSONValue]] { [
         "tiny": llama(hidden: 64, intermediate: 160, layers: 2, heads: 4, kvHeads: 2, vocab: 512),
         "1b": llama(hidden: 2048, intermediate: 8192, layers: 16, heads: 32, kvHeads: 8, vocab: 128_256),
         "7b": llama(hidden: 4096, intermediate: 11008, layers: 32, heads: 32, kvHeads: 32, vocab: 32000),
@@ -37,11 +37,11 @@ public final class SyntheticWeights: WeightSource {
         }
         if let layers {
             guard layers > 0 else { throw SFTError.config(field: "layers", message: "must be at least 1") }
-            c["num_hidden_layers"] = layers
+            c["num_hidden_layers"] = .int(layers)
         }
-        config = c.mapValues(JSONValue.init(foundation:))
-        let C = c["hidden_size"] as! Int, F = c["intermediate_size"] as! Int, L = c["num_hidden_layers"] as! Int
-        let H = c["num_attention_heads"] as! Int, KV = c["num_key_value_heads"] as! Int, V = c["vocab_size"] as! Int
+        config = c
+        let C = c["hidden_size"]!.intValue!, F = c["intermediate_size"]!.intValue!, L = c["num_hidden_layers"]!.intValue!
+        let H = c["num_attention_heads"]!.intValue!, KV = c["num_key_value_heads"]!.intValue!, V = c["vocab_size"]!.intValue!
         let D = C / H
         var s: [String: [Int]] = ["model.embed_tokens.weight": [V, C], "model.norm.weight": [C], "lm_head.weight": [V, C]]
         for l in 0..<L {
@@ -83,10 +83,10 @@ public final class SyntheticWeights: WeightSource {
         }
     }
 
-    private static func llama(hidden: Int, intermediate: Int, layers: Int, heads: Int, kvHeads: Int, vocab: Int) -> [String: Any] {
-        ["model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": hidden,
-         "intermediate_size": intermediate, "num_hidden_layers": layers, "num_attention_heads": heads,
-         "num_key_value_heads": kvHeads, "vocab_size": vocab, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+    private static func llama(hidden: Int, intermediate: Int, layers: Int, heads: Int, kvHeads: Int, vocab: Int) -> [String: JSONValue] {
+        ["model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": .int(hidden),
+         "intermediate_size": .int(intermediate), "num_hidden_layers": .int(layers), "num_attention_heads": .int(heads),
+         "num_key_value_heads": .int(kvHeads), "vocab_size": .int(vocab), "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
          "max_position_embeddings": 4096, "tie_word_embeddings": false]
     }
 }

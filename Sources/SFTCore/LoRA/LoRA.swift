@@ -25,16 +25,16 @@ public enum LoRAInit: Equatable, Sendable, Codable, CustomStringConvertible {
     /// The first r columns of W's QR go into B (Q) and A (R); the base keeps the residual.
     case olora
 
-    /// Parses a PEFT `init_lora_weights` value as JSONSerialization gives it: nil/null or true →
+    /// Parses a PEFT `init_lora_weights` value (adapter_config.json): nil/null or true →
     /// `.kaiming`, false → `.random`, or one of the names "gaussian", "pissa", "pissa_niter_K",
     /// "olora".
     /// - Parameter value: The JSON value.
     /// - Throws: `SFTError.config` naming `init_lora_weights` for any other value.
-    public init(peft value: Any?) throws {
+    public init(peft value: JSONValue?) throws {
         switch value {
-        case nil, is NSNull: self = .kaiming
-        case let b as Bool: self = b ? .kaiming : .random
-        case let s as String:
+        case nil, .null?: self = .kaiming
+        case .bool(let b)?: self = b ? .kaiming : .random
+        case .string(let s)?:
             switch s {
             case "true", "True": self = .kaiming
             case "false", "False": self = .random
@@ -48,24 +48,24 @@ public enum LoRAInit: Equatable, Sendable, Codable, CustomStringConvertible {
                     throw SFTError.config(field: "init_lora_weights", message: "'\(s)' is not one of true, false, gaussian, pissa, pissa_niter_K, olora")
                 }
             }
-        default:
-            throw SFTError.config(field: "init_lora_weights", message: "expected true, false or a name, got \(value!)")
+        case let other?:
+            throw SFTError.config(field: "init_lora_weights", message: "expected true, false or a name, got \(other)")
         }
     }
 
     /// The value PEFT writes in adapter_config.json.
-    public var peftValue: Any {
+    public var peftValue: JSONValue {
         switch self {
         case .kaiming: return true
         case .random: return false
         case .gaussian: return "gaussian"
-        case .pissa(let k): return k.map { "pissa_niter_\($0)" } ?? "pissa"
+        case .pissa(let k): return .string(k.map { "pissa_niter_\($0)" } ?? "pissa")
         case .olora: return "olora"
         }
     }
 
     /// The PEFT value as text: "true", "false", "gaussian", "pissa", "pissa_niter_K" or "olora".
-    public var description: String { "\(peftValue)" }
+    public var description: String { peftValue.stringValue ?? "\(peftValue)" }
 
     /// PiSSA and OLoRA move part of W into the adapter: the base weight is changed.
     public var mutatesBase: Bool {
@@ -74,11 +74,11 @@ public enum LoRAInit: Equatable, Sendable, Codable, CustomStringConvertible {
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.singleValueContainer()
-        if let b = try? c.decode(Bool.self) { try self.init(peft: b) } else { try self.init(peft: try c.decode(String.self)) }
+        if let b = try? c.decode(Bool.self) { try self.init(peft: .bool(b)) } else { try self.init(peft: .string(try c.decode(String.self))) }
     }
     public func encode(to encoder: Encoder) throws {
         var c = encoder.singleValueContainer()
-        if let b = peftValue as? Bool { try c.encode(b) } else { try c.encode(peftValue as! String) }
+        try c.encode(peftValue)
     }
 }
 

@@ -55,7 +55,7 @@ public enum PEFTAdapter {
             "lora_dropout": config.dropout, "target_modules": targets.sorted(), "use_rslora": config.useRSLoRA,
             "modules_to_save": config.modulesToSave.isEmpty ? NSNull() : config.modulesToSave as Any, "bias": "none",
             "base_model_name_or_path": baseModel, "fan_in_fan_out": false, "inference_mode": true,
-            "init_lora_weights": converted ? true : config.initWeights.peftValue, "use_dora": config.useDoRA,
+            "init_lora_weights": converted ? true : config.initWeights.peftValue.foundationValue, "use_dora": config.useDoRA,
             "rank_pattern": config.rankPattern.mapValues { $0 * Int(grow) },
             "alpha_pattern": config.alphaPattern.mapValues { $0 * grow }, "revision": NSNull(),
         ]
@@ -124,7 +124,7 @@ public enum PEFTAdapter {
             guard let a = (v as? NSNumber)?.doubleValue else { throw SFTError.format(path: url.path, offset: nil, message: "alpha_pattern['\(k)'] is not a number") }
             c.alphaPattern[k] = a
         }
-        do { c.initWeights = try LoRAInit(peft: o["init_lora_weights"]) } catch {
+        do { c.initWeights = try LoRAInit(peft: o["init_lora_weights"].map(JSONValue.init(foundation:))) } catch {
             throw SFTError.format(path: url.path, offset: nil, message: "\(error)")
         }
         for key in ["layers_to_transform", "layers_pattern", "megatron_config", "loftq_config", "eva_config", "corda_config", "trainable_token_indices"] {

@@ -43,9 +43,9 @@ public struct ModelInput {
 public final class KVCache {
     /// Keys per layer, each (capacity, KV·D) f32 (KV kv heads of head dim D);
     /// rows `0..<count` are filled.
-    public let keys: [Tensor]
+    let keys: [Tensor]
     /// Values per layer, each (capacity, KV·D) f32; rows `0..<count` are filled.
-    public let values: [Tensor]
+    let values: [Tensor]
     /// Most tokens the cache holds (prompt plus generated); `checkRoom(for:)` throws past it.
     public let capacity: Int
     /// Tokens stored so far.
@@ -110,10 +110,6 @@ public protocol CausalLM: Module {
     /// How the model is written as GGUF: llama.cpp's architecture, its `<arch>.*` keys and
     /// derived tensors; throws naming what llama.cpp cannot express.
     func ggufExport() throws -> GGUFModelExport
-    /// The LM head in GGUF block form for packed decode (the embedding's blocks when tied);
-    /// `decode` uses it for the last token's logits when set.
-    var packedLMHead: PackedMatrix? { get set }
-
     /// Final-logit softcapping (Gemma 2): logits are cap · tanh(z / cap); 0 = none.
     var finalLogitSoftcap: Float { get }
 

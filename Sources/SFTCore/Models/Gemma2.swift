@@ -12,28 +12,8 @@ import SFTKernels
 
 /// The config of Gemma 2 (`model_type` gemma2) as read from an HF config.json or a GGUF's
 /// `gemma2.*` keys; decoding refuses settings sft does not implement, naming the field.
-public struct Gemma2Config: Equatable, Decodable {
-    /// C, the width of the residual stream (HF `hidden_size`).
-    public var hiddenSize: Int
-    /// F, the width of the gated MLP's gate and up projections (HF `intermediate_size`).
-    public var intermediateSize: Int
-    /// Number of decoder layers (HF `num_hidden_layers`).
-    public var numLayers: Int
-    /// H, the number of query heads (HF `num_attention_heads`).
-    public var numHeads: Int
-    /// KV, the number of key/value heads (HF `num_key_value_heads`, default H); H must be a
-    /// multiple of it.
-    public var numKVHeads: Int
-    /// D, the width of one head (HF `head_dim`, default 256); must be even for RoPE.
-    public var headDim: Int
-    /// V, the number of token ids (HF `vocab_size`).
-    public var vocabSize: Int
-    /// The epsilon in every (1 + w) RMSNorm (HF `rms_norm_eps`, default 1e-6).
-    public var rmsNormEps: Float
-    /// The pretraining context length (HF `max_position_embeddings`).
-    public var maxPositionEmbeddings: Int
-    /// Whether the LM head reuses the embedding matrix (HF `tie_word_embeddings`).
-    public var tieWordEmbeddings: Bool
+public struct Gemma2Config: Equatable, Decodable, DecoderShaped {
+    public var shape: DecoderShape
     /// Whether q/k/v/o projections have biases (HF `attention_bias`, default false).
     public var attentionBias: Bool
     /// Attention scores are scaled by this^-½ instead of D^-½ (HF `query_pre_attn_scalar`,
@@ -53,46 +33,24 @@ public struct Gemma2Config: Equatable, Decodable {
     /// Final-logit softcapping: logits become cap · tanh(z / cap) (HF
     /// `final_logit_softcapping`); nil: none.
     public var finalLogitSoftcapping: Double?
-    /// HF `bos_token_id`, when the config names one (written back to a saved config.json;
-    /// tokenization and generation use the tokenizer's).
-    public var bosTokenId: Int?
-    /// HF `eos_token_id`, when the config names a single one (written back to a saved
-    /// config.json; tokenization and generation use the tokenizer's).
-    public var eosTokenId: Int?
 
+    /// The keys Gemma 2 reads besides `DecoderShape`'s.
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case hiddenSize = "hidden_size", intermediateSize = "intermediate_size", numLayers = "num_hidden_layers"
-        case numHeads = "num_attention_heads", numKVHeads = "num_key_value_heads", headDim = "head_dim"
-        case vocabSize = "vocab_size", rmsNormEps = "rms_norm_eps", maxPositionEmbeddings = "max_position_embeddings"
-        case tieWordEmbeddings = "tie_word_embeddings", attentionBias = "attention_bias"
-        case attentionDropout = "attention_dropout", hiddenActivation = "hidden_activation", hiddenAct = "hidden_act"
+        case attentionBias = "attention_bias", hiddenActivation = "hidden_activation", hiddenAct = "hidden_act"
         case queryPreAttnScalar = "query_pre_attn_scalar", slidingWindow = "sliding_window", layerTypes = "layer_types"
         case slidingWindowSize = "sliding_window_size", cacheImplementation = "cache_implementation"
-        case ropeParameters = "rope_parameters", ropeTheta = "rope_theta", ropeScaling = "rope_scaling"
         case attnLogitSoftcapping = "attn_logit_softcapping", finalLogitSoftcapping = "final_logit_softcapping"
         case useBidirectionalAttention = "use_bidirectional_attention"
-        case modelType = "model_type", bosTokenId = "bos_token_id", eosTokenId = "eos_token_id"
     }
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         let all = try [String: JSONValue](from: decoder)
-        hiddenSize = try c.decode(Int.self, forKey: .hiddenSize)
-        intermediateSize = try c.decode(Int.self, forKey: .intermediateSize)
-        numLayers = try c.decode(Int.self, forKey: .numLayers)
-        numHeads = try c.decode(Int.self, forKey: .numHeads)
-        numKVHeads = try c.decodeIfPresent(Int.self, forKey: .numKVHeads) ?? numHeads
-        headDim = try c.decodeIfPresent(Int.self, forKey: .headDim) ?? 256
-        vocabSize = try c.decode(Int.self, forKey: .vocabSize)
-        rmsNormEps = Float(try c.decodeIfPresent(Double.self, forKey: .rmsNormEps) ?? 1e-6)
-        maxPositionEmbeddings = try c.decodeIfPresent(Int.self, forKey: .maxPositionEmbeddings) ?? 8192
-        tieWordEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings) ?? true
+        shape = try DecoderShape(from: decoder, defaults: .init(headDim: 256, rmsNormEps: 1e-6, maxPositionEmbeddings: 8192,
+                                                                tieWordEmbeddings: true))
         attentionBias = try c.decodeIfPresent(Bool.self, forKey: .attentionBias) ?? false
         queryPreAttnScalar = try c.decodeIfPresent(Double.self, forKey: .queryPreAttnScalar) ?? 256
         slidingWindow = try c.decodeIfPresent(Int.self, forKey: .slidingWindow) ?? 4096
-        bosTokenId = try? c.decodeIfPresent(Int.self, forKey: .bosTokenId)
-        eosTokenId = try? c.decodeIfPresent(Int.self, forKey: .eosTokenId)
-        try HFConfig.requireZero(try c.decodeIfPresent(Double.self, forKey: .attentionDropout), "attention_dropout")
         for key in [CodingKeys.hiddenActivation, .hiddenAct] {
             try HFConfig.requireActivation(try c.decodeIfPresent(String.self, forKey: key), key.rawValue, ["gelu_pytorch_tanh"])
         }
@@ -115,19 +73,12 @@ public struct Gemma2Config: Equatable, Decodable {
             layerTypes = t
         } else {
             // transformers 4: layer i slides when i is even.
-            layerTypes = (0..<numLayers).map { $0 % 2 == 0 ? "sliding_attention" : "full_attention" }
+            layerTypes = (0..<shape.numLayers).map { $0 % 2 == 0 ? "sliding_attention" : "full_attention" }
         }
-        guard layerTypes.count == numLayers else {
-            throw SFTError.config(field: "layer_types", message: "\(layerTypes.count) entries for \(numLayers) layers")
-        }
-        if let bad = layerTypes.first(where: { $0 != "full_attention" && $0 != "sliding_attention" }) {
-            throw SFTError.config(field: "layer_types", message: "'\(bad)' is not implemented (full_attention, sliding_attention)")
-        }
+        try HFConfig.checkLayerTypes(layerTypes, layers: shape.numLayers)
         rope = try RopeParameters.fromHF(all, defaultTheta: 10000)
-        guard hiddenSize > 0, numLayers > 0, numHeads > 0, numKVHeads > 0, numHeads % numKVHeads == 0, vocabSize > 0,
-              headDim > 0, headDim % 2 == 0, slidingWindow > 0, queryPreAttnScalar > 0 else {
-            throw SFTError.config(field: "num_key_value_heads", message: "inconsistent shape: hidden \(hiddenSize), heads \(numHeads), kv heads \(numKVHeads), head_dim \(headDim), query_pre_attn_scalar \(queryPreAttnScalar)")
-        }
+        try shape.checkSizes()
+        try GemmaLayerSpec.checkWindow(slidingWindow, queryPreAttnScalar: queryPreAttnScalar)
     }
 
     /// From an HF config.json object (snake_case keys, transformers 4 or 5 layout). Keys that
@@ -135,45 +86,30 @@ public struct Gemma2Config: Equatable, Decodable {
     /// - Parameter c: The config.json contents.
     /// - Throws: `SFTError.config` naming the first key that is missing, inconsistent or not implemented.
     public init(hf c: [String: JSONValue]) throws {
-        self = try HFConfig.decode(Gemma2Config.self, from: c, family: "gemma2", understood: CodingKeys.allCases.map(\.rawValue))
+        self = try HFConfig.decode(Gemma2Config.self, from: c, family: "gemma2", understood: DecoderShape.keyNames + CodingKeys.allCases.map(\.rawValue))
     }
 
     /// The config as an HF config.json object (what a merged model's config.json contains).
-    public var hf: [String: JSONValue] { hfValues.mapValues(JSONValue.init(foundation:)) }
-
-    var hfValues: [String: Any] {
-        var ropeObject: [String: Any] = ["rope_type": rope.kind, "rope_theta": rope.theta]
-        if let s = rope.scaling, let data = try? JSONEncoder().encode(s),
-           let o = try? JSONSerialization.jsonObject(with: data) as? [String: Any] { ropeObject.merge(o) { a, _ in a } }
-        var c: [String: Any] = [
-            "architectures": ["Gemma2ForCausalLM"], "model_type": "gemma2", "hidden_size": hiddenSize,
-            "intermediate_size": intermediateSize, "num_hidden_layers": numLayers, "num_attention_heads": numHeads,
-            "num_key_value_heads": numKVHeads, "head_dim": headDim, "vocab_size": vocabSize, "rms_norm_eps": Double(rmsNormEps),
-            "max_position_embeddings": maxPositionEmbeddings, "tie_word_embeddings": tieWordEmbeddings,
-            "attention_bias": attentionBias, "hidden_activation": "gelu_pytorch_tanh",
-            "query_pre_attn_scalar": queryPreAttnScalar, "sliding_window": slidingWindow, "layer_types": layerTypes,
-            "rope_parameters": ropeObject, "torch_dtype": "float32",
-            "attn_logit_softcapping": attnLogitSoftcapping.map { $0 as Any } ?? NSNull(),
-            "final_logit_softcapping": finalLogitSoftcapping.map { $0 as Any } ?? NSNull(),
-        ]
-        if let bosTokenId { c["bos_token_id"] = bosTokenId }
-        if let eosTokenId { c["eos_token_id"] = eosTokenId }
+    public var hf: [String: JSONValue] {
+        var c = shape.hf(modelType: "gemma2", architecture: "Gemma2ForCausalLM")
+        c.merge(GemmaLayerSpec.hf(attentionBias: attentionBias, queryPreAttnScalar: queryPreAttnScalar, slidingWindow: slidingWindow,
+                        layerTypes: layerTypes)) { a, _ in a }
+        c["rope_parameters"] = rope.hfParameters
+        c["attn_logit_softcapping"] = attnLogitSoftcapping.map(JSONValue.double) ?? .null
+        c["final_logit_softcapping"] = finalLogitSoftcapping.map(JSONValue.double) ?? .null
         return c
     }
 
     /// Layer i of the shared Gemma stack.
     func layerSpec(_ i: Int) -> GemmaLayerSpec {
-        GemmaLayerSpec(hiddenSize: hiddenSize, intermediateSize: intermediateSize, numHeads: numHeads, numKVHeads: numKVHeads,
-                       headDim: headDim, rmsNormEps: rmsNormEps, attentionBias: attentionBias,
-                       queryPreAttnScalar: queryPreAttnScalar,
-                       window: layerTypes[i] == "sliding_attention" ? slidingWindow : nil, qkNorm: false,
-                       attnSoftcap: Float(attnLogitSoftcapping ?? 0))
+        GemmaLayerSpec(shape, attentionBias: attentionBias, queryPreAttnScalar: queryPreAttnScalar, layerType: layerTypes[i],
+                       slidingWindow: slidingWindow, qkNorm: false, attnSoftcap: attnLogitSoftcapping)
     }
 }
 
 /// Gemma 2 with parameter names as in HF's `Gemma2ForCausalLM`; its LM head is the
 /// embedding unless the config unties them.
-public final class Gemma2Model: Module, CausalLM {
+public final class Gemma2Model: Module, CausalLM, PackedHeadModel {
     /// The config the model was built from.
     public let config: Gemma2Config
     let model: GemmaBody
@@ -210,7 +146,7 @@ public final class Gemma2Model: Module, CausalLM {
     public var finalLogitSoftcap: Float { Float(config.finalLogitSoftcapping ?? 0) }
     public var layout: ModelLayout { config.layout }
     public func ggufExport() throws -> GGUFModelExport { try config.ggufExport() }
-    public var packedLMHead: PackedMatrix?
+    var packedHead: PackedMatrix?
 
     /// The RoPE of a forward whose longest position is `maxPosition`.
     private func layerRope(maxPosition: Int) throws -> LayerRope {
@@ -239,20 +175,8 @@ public final class Gemma2Model: Module, CausalLM {
 // scaled by head_dim^-½ — by (hidden / heads)^-½ for the 46-layer 27B)
 
 extension Gemma2Config {
-    /// Sizes for the memory estimate. Activations per token and layer: the layer input, four
-    /// norm outputs, two residual sums and the attention and MLP outputs (8C, plus the four
-    /// (1 + w) weights, negligible); q, k, v (Q + 2KVd), q/k after RoPE (Q + KVd); the attention
-    /// output (Q) and softmax statistics (H); gate, up and their GeGLU product (3F).
-    public var layout: ModelLayout {
-        let C = hiddenSize, F = intermediateSize, Q = numHeads * headDim, KVd = numKVHeads * headDim
-        return ModelLayout(
-            layers: numLayers, hidden: C, vocab: vocabSize, tiedEmbeddings: tieWordEmbeddings,
-            linears: [.init("q_proj", C, Q, bias: attentionBias), .init("k_proj", C, KVd, bias: attentionBias),
-                      .init("v_proj", C, KVd, bias: attentionBias), .init("o_proj", Q, C, bias: attentionBias),
-                      .init("gate_proj", C, F), .init("up_proj", C, F), .init("down_proj", F, C)],
-            layerNormValues: 4 * C, finalNormValues: C,
-            activationsPerToken: 8 * C + (Q + 2 * KVd) + (Q + KVd) + Q + numHeads + 3 * F)
-    }
+    /// Sizes for the memory estimate (`GemmaLayerSpec.layout`: the Gemma stack).
+    public var layout: ModelLayout { GemmaLayerSpec.layout(shape, attentionBias: attentionBias, qkNorm: false) }
 
     static let ggufKeys: [(gguf: String, hf: String)] = [
         ("block_count", "num_hidden_layers"), ("embedding_length", "hidden_size"),

@@ -13,48 +13,20 @@ import SFTKernels
 /// from an HF config.json or a GGUF's `llama.*`/`qwen2.*` keys. Decoding checks the settings sft
 /// does not implement (`hidden_act` other than silu, nonzero `attention_dropout`, unknown RoPE
 /// types) and throws naming the field.
-public struct LlamaConfig: Equatable, Decodable, Sendable {
-    /// C, the width of the residual stream (HF `hidden_size`).
-    public var hiddenSize: Int
-    /// F, the width of the SwiGLU MLP's gate and up projections (HF `intermediate_size`).
-    public var intermediateSize: Int
-    /// Number of decoder layers (HF `num_hidden_layers`).
-    public var numLayers: Int
-    /// H, the number of query heads (HF `num_attention_heads`).
-    public var numHeads: Int
-    /// KV, the number of key/value heads (HF `num_key_value_heads`, default `numHeads`); H must
-    /// be a multiple of it (grouped-query attention).
-    public var numKVHeads: Int
-    /// D, the width of one head (HF `head_dim`, default C / H); must be even for RoPE.
-    public var headDim: Int
-    /// V, the number of token ids (HF `vocab_size`).
-    public var vocabSize: Int
-    /// The epsilon added to the mean square in every RMSNorm (HF `rms_norm_eps`, default 1e-6).
-    public var rmsNormEps: Float
+public struct LlamaConfig: Equatable, Decodable, Sendable, DecoderShaped {
+    public var shape: DecoderShape
     /// RoPE's base θ: head-dim pair i rotates at θ^(−2i/D) per position (HF `rope_theta`, or
     /// `rope_parameters.rope_theta` in transformers 5).
     public var ropeTheta: Double
     /// How RoPE's frequencies are scaled for long contexts (HF `rope_scaling` /
     /// `rope_parameters`); nil: plain RoPE.
     public var ropeScaling: RopeScaling?
-    /// Whether the LM head reuses the embedding matrix (HF `tie_word_embeddings`, default false).
-    public var tieWordEmbeddings: Bool
     /// Whether q/k/v projections have biases (HF `attention_bias`; default true for qwen2, false
     /// otherwise).
     public var attentionBias: Bool
     /// Whether gate/up/down projections have biases (HF `mlp_bias`, default false).
     public var mlpBias: Bool
-    /// The pretraining context length (HF `max_position_embeddings`, default 2048); RoPE scaling
-    /// types that depend on it read it from here.
-    public var maxPositionEmbeddings: Int
-    /// The HF `model_type`: "llama", "mistral", "qwen2" or "qwen3".
     public var modelType: String
-    /// HF `bos_token_id`, when the config names one (written back to a saved config.json;
-    /// tokenization and generation use the tokenizer's).
-    public var bosTokenId: Int?
-    /// HF `eos_token_id`, when the config names a single one (written back to a saved
-    /// config.json; tokenization and generation use the tokenizer's).
-    public var eosTokenId: Int?
     /// Keys attend to at most this many tokens back, themselves included (Mistral; Qwen2 on
     /// the layers `layerTypes` marks "sliding_attention"); nil: full causal attention.
     public var slidingWindow: Int?
@@ -92,25 +64,20 @@ public struct LlamaConfig: Equatable, Decodable, Sendable {
                 mlpBias: Bool = false, maxPositionEmbeddings: Int = 2048, modelType: String = "llama",
                 bosTokenId: Int? = nil, eosTokenId: Int? = nil, slidingWindow: Int? = nil,
                 layerTypes: [String]? = nil, qkNorm: Bool = false) {
-        self.hiddenSize = hiddenSize; self.intermediateSize = intermediateSize; self.numLayers = numLayers
-        self.numHeads = numHeads; self.numKVHeads = numKVHeads; self.headDim = headDim ?? hiddenSize / numHeads
-        self.vocabSize = vocabSize; self.rmsNormEps = rmsNormEps; self.ropeTheta = ropeTheta
-        self.ropeScaling = ropeScaling; self.tieWordEmbeddings = tieWordEmbeddings
-        self.attentionBias = attentionBias; self.mlpBias = mlpBias
-        self.maxPositionEmbeddings = maxPositionEmbeddings; self.modelType = modelType
-        self.bosTokenId = bosTokenId; self.eosTokenId = eosTokenId
+        shape = DecoderShape(hiddenSize: hiddenSize, intermediateSize: intermediateSize, numLayers: numLayers, numHeads: numHeads,
+                             numKVHeads: numKVHeads, headDim: headDim, vocabSize: vocabSize, rmsNormEps: rmsNormEps,
+                             maxPositionEmbeddings: maxPositionEmbeddings, tieWordEmbeddings: tieWordEmbeddings,
+                             bosTokenId: bosTokenId, eosTokenId: eosTokenId)
+        self.ropeTheta = ropeTheta; self.ropeScaling = ropeScaling
+        self.attentionBias = attentionBias; self.mlpBias = mlpBias; self.modelType = modelType
         self.slidingWindow = slidingWindow; self.layerTypes = layerTypes; self.qkNorm = qkNorm
     }
 
+    /// The keys Llama-shaped families read besides `DecoderShape`'s.
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case hiddenSize = "hidden_size", intermediateSize = "intermediate_size", numLayers = "num_hidden_layers"
-        case numHeads = "num_attention_heads", numKVHeads = "num_key_value_heads", headDim = "head_dim"
-        case vocabSize = "vocab_size", rmsNormEps = "rms_norm_eps", tieWordEmbeddings = "tie_word_embeddings"
-        case attentionBias = "attention_bias", mlpBias = "mlp_bias", maxPositionEmbeddings = "max_position_embeddings"
-        case modelType = "model_type", bosTokenId = "bos_token_id", eosTokenId = "eos_token_id"
+        case attentionBias = "attention_bias", mlpBias = "mlp_bias", modelType = "model_type"
         case slidingWindow = "sliding_window", useSlidingWindow = "use_sliding_window", maxWindowLayers = "max_window_layers"
-        case layerTypes = "layer_types", hiddenAct = "hidden_act", attentionDropout = "attention_dropout"
-        case ropeTheta = "rope_theta", ropeScaling = "rope_scaling", ropeParameters = "rope_parameters"
+        case layerTypes = "layer_types", hiddenAct = "hidden_act"
     }
 
     /// Families built from this config, with their defaults where their HF configs differ.
@@ -125,23 +92,11 @@ public struct LlamaConfig: Equatable, Decodable, Sendable {
         guard let family = LlamaConfig.families[modelType] else {
             throw SFTError.config(field: "model_type", message: "'\(modelType)' is not a Llama-shaped family")
         }
-        hiddenSize = try c.decode(Int.self, forKey: .hiddenSize)
-        intermediateSize = try c.decode(Int.self, forKey: .intermediateSize)
-        numLayers = try c.decode(Int.self, forKey: .numLayers)
-        numHeads = try c.decode(Int.self, forKey: .numHeads)
-        numKVHeads = try c.decodeIfPresent(Int.self, forKey: .numKVHeads) ?? numHeads
-        headDim = try c.decodeIfPresent(Int.self, forKey: .headDim) ?? hiddenSize / max(1, numHeads)
-        vocabSize = try c.decode(Int.self, forKey: .vocabSize)
-        rmsNormEps = Float(try c.decodeIfPresent(Double.self, forKey: .rmsNormEps) ?? 1e-6)
-        tieWordEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings) ?? false
+        shape = try DecoderShape(from: decoder, defaults: .init(rmsNormEps: 1e-6, maxPositionEmbeddings: 2048, tieWordEmbeddings: false))
         attentionBias = try c.decodeIfPresent(Bool.self, forKey: .attentionBias) ?? family.qkvBias
         mlpBias = try c.decodeIfPresent(Bool.self, forKey: .mlpBias) ?? false
-        maxPositionEmbeddings = try c.decodeIfPresent(Int.self, forKey: .maxPositionEmbeddings) ?? 2048
-        bosTokenId = try? c.decodeIfPresent(Int.self, forKey: .bosTokenId)
-        eosTokenId = try? c.decodeIfPresent(Int.self, forKey: .eosTokenId)
         qkNorm = family.qkNorm
         try HFConfig.requireActivation(try c.decodeIfPresent(String.self, forKey: .hiddenAct), "hidden_act", ["silu"])
-        try HFConfig.requireZero(try c.decodeIfPresent(Double.self, forKey: .attentionDropout), "attention_dropout")
         let rope = try RopeParameters.fromHF(all)
         ropeTheta = rope.theta
         ropeScaling = rope.scaling
@@ -153,34 +108,26 @@ public struct LlamaConfig: Equatable, Decodable, Sendable {
             let use = try c.decodeIfPresent(Bool.self, forKey: .useSlidingWindow) ?? false
             slidingWindow = use ? window : nil
             if use, layerTypes == nil, let from = try c.decodeIfPresent(Int.self, forKey: .maxWindowLayers) {
-                layerTypes = (0..<numLayers).map { $0 >= from ? "sliding_attention" : "full_attention" }
+                layerTypes = (0..<shape.numLayers).map { $0 >= from ? "sliding_attention" : "full_attention" }
             }
         } else {
             slidingWindow = window
         }
         if let t = layerTypes {
-            guard t.count == numLayers else {
-                throw SFTError.config(field: "layer_types", message: "\(t.count) entries for \(numLayers) layers")
-            }
-            if let bad = t.first(where: { $0 != "full_attention" && $0 != "sliding_attention" }) {
-                throw SFTError.config(field: "layer_types", message: "'\(bad)' is not implemented (full_attention, sliding_attention)")
-            }
+            try HFConfig.checkLayerTypes(t, layers: shape.numLayers)
             if t.contains("sliding_attention"), slidingWindow == nil {
                 throw SFTError.config(field: "sliding_window", message: "layer_types has sliding layers but no window is set")
             }
         }
         if let w = slidingWindow, w <= 0 { throw SFTError.config(field: "sliding_window", message: "\(w) must be positive") }
-        guard hiddenSize > 0, numLayers > 0, numHeads > 0, numKVHeads > 0, numHeads % numKVHeads == 0,
-              vocabSize > 0, headDim % 2 == 0 else {
-            throw SFTError.config(field: "num_key_value_heads", message: "inconsistent shape: hidden \(hiddenSize), heads \(numHeads), kv heads \(numKVHeads), head_dim \(headDim)")
-        }
+        try shape.checkSizes()
     }
 
     /// From an HF config.json object (snake_case keys, transformers 4 or 5 layout). Keys that
     /// are neither read nor harmless are errors naming them.
     public init(hf c: [String: JSONValue]) throws {
         self = try HFConfig.decode(LlamaConfig.self, from: c, family: c["model_type"]?.stringValue ?? "llama",
-                                   understood: CodingKeys.allCases.map(\.rawValue))
+                                   understood: DecoderShape.keyNames + CodingKeys.allCases.map(\.rawValue))
     }
 
     /// The sliding window of layer `i` (nil: full attention).
@@ -215,26 +162,18 @@ public struct LlamaConfig: Equatable, Decodable, Sendable {
 
     /// The config as transformers 4 writes it (rope_theta / rope_scaling at top level), which
     /// transformers 5 and llama.cpp's converter also read.
-    public var hf: [String: JSONValue] { hfValues.mapValues(JSONValue.init(foundation:)) }
-
-    var hfValues: [String: Any] {
-        var c: [String: Any] = [
-            "architectures": [LlamaConfig.architectures[modelType] ?? "LlamaForCausalLM"],
-            "model_type": modelType, "hidden_size": hiddenSize, "intermediate_size": intermediateSize,
-            "num_hidden_layers": numLayers, "num_attention_heads": numHeads, "num_key_value_heads": numKVHeads,
-            "head_dim": headDim, "vocab_size": vocabSize, "rms_norm_eps": Double(rmsNormEps), "rope_theta": ropeTheta,
-            "tie_word_embeddings": tieWordEmbeddings, "attention_bias": attentionBias, "mlp_bias": mlpBias,
-            "max_position_embeddings": maxPositionEmbeddings, "hidden_act": "silu", "torch_dtype": "float32",
-        ]
-        if let bosTokenId { c["bos_token_id"] = bosTokenId }
-        if let eosTokenId { c["eos_token_id"] = eosTokenId }
+    public var hf: [String: JSONValue] {
+        var c = shape.hf(modelType: modelType, architecture: LlamaConfig.architectures[modelType] ?? "LlamaForCausalLM")
+        c["rope_theta"] = .double(ropeTheta)
+        c["attention_bias"] = .bool(attentionBias)
+        c["mlp_bias"] = .bool(mlpBias)
+        c["hidden_act"] = "silu"
         if let slidingWindow {
-            c["sliding_window"] = slidingWindow
+            c["sliding_window"] = .int(slidingWindow)
             if modelType == "qwen2" || modelType == "qwen3" { c["use_sliding_window"] = true }
         }
-        if let layerTypes { c["layer_types"] = layerTypes }
-        if let s = ropeScaling, let d = try? JSONEncoder().encode(s),
-           let o = try? JSONSerialization.jsonObject(with: d) { c["rope_scaling"] = o }
+        if let layerTypes { c["layer_types"] = .array(layerTypes.map(JSONValue.string)) }
+        c["rope_scaling"] = rope.hfScaling
         return c
     }
 }
@@ -402,7 +341,7 @@ final class LlamaStepBuffers {
 
 /// A Llama-shaped decoder (Llama, Mistral, Qwen2, Qwen3), with parameter names as in HF's
 /// `LlamaForCausalLM` (`model.layers.N.self_attn.q_proj.weight`, …).
-public final class LlamaModel: Module, CausalLM {
+public final class LlamaModel: Module, CausalLM, PackedHeadModel {
     /// The config the model was built from.
     public let config: LlamaConfig
     /// The `model.` sub-tree of HF's LlamaForCausalLM.
@@ -412,7 +351,7 @@ public final class LlamaModel: Module, CausalLM {
     /// The frequencies for sequences within the pretraining length.
     var invFreq: Tensor { rotary.invFreq }
     /// The LM head in GGUF block form for generation (the embedding's blocks when tied).
-    public var packedLMHead: PackedMatrix?
+    var packedHead: PackedMatrix?
 
     /// Allocates the model's parameters (not initialized: load weights before use).
     /// - Parameters:
@@ -508,9 +447,9 @@ public final class LlamaModel: Module, CausalLM {
         cache.count += 1
         try be.rmsnormForward(x: s.x.storage, weight: model.norm.weight.value.storage, y: s.xn.storage,
                               rstd: s.rstd.storage, N: 1, C: C, eps: model.norm.eps)
-        guard let packedLMHead else { return try Ops.linear(s.xn, lmHeadWeight.value).floats() }
+        guard let packedHead else { return try Ops.linear(s.xn, lmHeadWeight.value).floats() }
         let logits = try s.logits(vocab: V)
-        try PackedMatrix.multiply([(packedLMHead, logits.storage)], x: s.xn.storage, on: be)
+        try PackedMatrix.multiply([(packedHead, logits.storage)], x: s.xn.storage, on: be)
         return try logits.floats()
     }
 }

@@ -76,7 +76,8 @@ extension Tensor {
     }
 }
 
-/// A model loaded from disk with what came with it.
+/// A model loaded from disk with what came with it: the network alone, below `LanguageModel`
+/// (which adds the tokenizer and chat template and is what a user holds).
 public struct LoadedModel {
     /// The model, with its weights loaded.
     public let model: CausalLM

@@ -112,21 +112,20 @@ public struct MPTConfig: Equatable, Decodable {
     }
 
     /// The config as an HF config.json object (what a merged model's config.json contains).
-    public var hf: [String: JSONValue] { hfValues.mapValues(JSONValue.init(foundation:)) }
-
-    var hfValues: [String: Any] {
-        var attn: [String: Any] = ["alibi": true, "alibi_bias_max": alibiBiasMax, "attn_pdrop": 0,
-                                   "attn_type": "multihead_attention", "clip_qkv": clipQKV ?? NSNull(), "qk_ln": false,
-                                   "prefix_lm": false, "softmax_scale": NSNull()]
-        if let softmaxScale { attn["softmax_scale"] = softmaxScale }
-        var c: [String: Any] = [
-            "architectures": ["MptForCausalLM"], "model_type": "mpt", "d_model": dModel, "n_heads": nHeads,
-            "n_layers": nLayers, "vocab_size": vocabSize, "max_seq_len": maxSeqLen, "expansion_ratio": 4,
-            "layer_norm_epsilon": Double(layerNormEpsilon), "no_bias": true, "attn_config": attn,
-            "tie_word_embeddings": tieWordEmbeddings, "torch_dtype": "float32",
+    public var hf: [String: JSONValue] {
+        let attn: JSONValue = [
+            "alibi": true, "alibi_bias_max": .double(alibiBiasMax), "attn_pdrop": 0, "attn_type": "multihead_attention",
+            "clip_qkv": clipQKV.map(JSONValue.double) ?? .null, "prefix_lm": false, "qk_ln": false,
+            "softmax_scale": softmaxScale.map(JSONValue.double) ?? .null,
         ]
-        if let bosTokenId { c["bos_token_id"] = bosTokenId }
-        if let eosTokenId { c["eos_token_id"] = eosTokenId }
+        var c: [String: JSONValue] = [
+            "architectures": ["MptForCausalLM"], "model_type": "mpt", "d_model": .int(dModel), "n_heads": .int(nHeads),
+            "n_layers": .int(nLayers), "vocab_size": .int(vocabSize), "max_seq_len": .int(maxSeqLen), "expansion_ratio": 4,
+            "layer_norm_epsilon": .double(Double(layerNormEpsilon)), "no_bias": true, "attn_config": attn,
+            "tie_word_embeddings": .bool(tieWordEmbeddings), "torch_dtype": "float32",
+        ]
+        c["bos_token_id"] = bosTokenId.map(JSONValue.int)
+        c["eos_token_id"] = eosTokenId.map(JSONValue.int)
         return c
     }
 
@@ -216,7 +215,7 @@ final class MPTBlock: Module {
 }
 
 /// MPT with parameter names as in HF's `MptForCausalLM` (`transformer.blocks.N.attn.Wqkv`, …).
-public final class MPTModel: Module, CausalLM {
+public final class MPTModel: Module, CausalLM, PackedHeadModel {
     /// The config the model was built from.
     public let config: MPTConfig
     /// The `transformer.` sub-tree of HF's MptForCausalLM (wte, blocks, norm_f).
@@ -258,7 +257,7 @@ public final class MPTModel: Module, CausalLM {
     public var peftDefaultLoRATargets: [String]? { ["Wqkv"] }
     public var layout: ModelLayout { config.layout }
     public func ggufExport() throws -> GGUFModelExport { try config.ggufExport() }
-    public var packedLMHead: PackedMatrix?
+    var packedHead: PackedMatrix?
 
     public func hiddenStates(_ input: ModelInput, checkpointing: Bool) throws -> Tensor {
         try transformer(try transformer.embedTokens(input.ids, rowLength: input.T), checkpointing: checkpointing) { [alibi] block, x in

@@ -10,10 +10,10 @@ import Foundation
 /// Upper bounds on the sizes a model config states, checked before any model is built so that
 /// a hostile or corrupt config ends in an error naming the key rather than a trap or a huge
 /// allocation.
-public enum ModelConfigLimits {
+enum ModelConfigLimits {
     /// Integer size keys (HF names for every family sft builds) and the largest value accepted.
     /// Each must also be at least 1 where present (0 is accepted only where noted by `zeroOK`).
-    public static let caps: [String: Int] = [
+    static let caps: [String: Int] = [
         "hidden_size": 1 << 17, "d_model": 1 << 17,
         "intermediate_size": 1 << 20,
         "num_hidden_layers": 1 << 12, "n_layers": 1 << 12,
@@ -29,11 +29,11 @@ public enum ModelConfigLimits {
     /// Token id keys: each id below `vocab_size` cap (lists allowed, as HF writes eos lists).
     static let idKeys = ["bos_token_id", "eos_token_id", "pad_token_id"]
     /// The most parameters a config may describe (2^40, about 1.1 trillion).
-    public static let maxParameters = 1 << 40
+    static let maxParameters = 1 << 40
 
     /// Throws `SFTError.config` naming the key, its value and the allowed range (and `source`,
     /// the file the config came from, when known) unless every size in `config` is sane.
-    public static func check(_ config: [String: JSONValue], source: String? = nil) throws {
+    static func check(_ config: [String: JSONValue], source: String? = nil) throws {
         try check(config.mapValues(\.foundationValue) as [String: Any], source: source)
     }
 

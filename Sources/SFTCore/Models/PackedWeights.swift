@@ -11,22 +11,19 @@ import SFTKernels
 /// A weight matrix (rows, cols) in a GGML block format, held by the backend as `PackedBlocks`
 /// (made only where `backend.supports(.ggufBlocks)`; elsewhere the model keeps its exact
 /// weights and never builds one).
-public final class PackedMatrix {
-    /// The GGML block format of the weight (e.g. `.q4_1`, `.q8_0`).
-    public var type: GGMLType { blocks.type }
-    /// Output features: the length of y = W x.
-    public var rows: Int { blocks.rows }
-    /// Input features: the length of x (a multiple of the format's block size).
-    public var cols: Int { blocks.cols }
+final class PackedMatrix {
+    var type: GGMLType { blocks.type }
+    var rows: Int { blocks.rows }
+    var cols: Int { blocks.cols }
     /// How products read x: `.quantized` (default) rounds it to integer blocks per product
     /// like llama.cpp; `.f32` keeps it exact (see `MatVecActivations`).
-    public var activations: MatVecActivations = .quantized
+    var activations: MatVecActivations = .quantized
     /// The blocks in the backend's memory and layout.
-    public let blocks: PackedBlocks
+    let blocks: PackedBlocks
 
     /// Copies `bytes` (GGML rows) into `backend`'s packed form. Throws where the backend does
     /// not support GGUF blocks.
-    public init(type: GGMLType, rows: Int, cols: Int, bytes: [UInt8], on backend: Backend) throws {
+    init(type: GGMLType, rows: Int, cols: Int, bytes: [UInt8], on backend: Backend) throws {
         blocks = try bytes.withUnsafeBytes { try backend.packBlocks(type, rows: rows, cols: cols, bytes: $0) }
     }
 
@@ -89,7 +86,20 @@ extension Module {
     }
 }
 
+/// A model whose decode can take its LM head in GGUF block form (every family in the zoo).
+protocol PackedHeadModel: AnyObject {
+    /// The LM head in GGUF block form for packed decode (the embedding's blocks when tied);
+    /// `decode` uses it for the last token's logits when set.
+    var packedHead: PackedMatrix? { get set }
+}
+
 extension CausalLM {
+    /// The packed LM head of a model that takes one (`PackedHeadModel`); nil for others.
+    var packedLMHead: PackedMatrix? {
+        get { (self as? PackedHeadModel)?.packedHead }
+        set { (self as? PackedHeadModel)?.packedHead = newValue }
+    }
+
     /// Sets how every packed product of this model reads x (`PackedMatrix.activations`),
     /// the LM head's included.
     public func setPackedActivations(_ activations: MatVecActivations) {
@@ -100,5 +110,5 @@ extension CausalLM {
 
 enum PackedWeights {
     /// GGML types whose quantized matvec is worth using (others fall back to f32 weights).
-    public static let supported: Set<String> = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K", "F16"]
+    static let supported: Set<String> = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K", "F16"]
 }

@@ -12,76 +12,32 @@ import SFTKernels
 /// The config of Phi-3 / Phi-3.5 (`model_type` phi3) as read from an HF config.json or a
 /// GGUF's `phi3.*` keys. Decoding refuses what sft does not implement (`hidden_act` other than
 /// silu, nonzero dropouts, `partial_rotary_factor` ≠ 1) naming the field.
-public struct Phi3Config: Equatable, Decodable {
-    /// C, the width of the residual stream (HF `hidden_size`).
-    public var hiddenSize: Int
-    /// F, the width of the gated MLP's gate and up projections (HF `intermediate_size`).
-    public var intermediateSize: Int
-    /// Number of decoder layers (HF `num_hidden_layers`).
-    public var numLayers: Int
-    /// H, the number of query heads (HF `num_attention_heads`).
-    public var numHeads: Int
-    /// KV, the number of key/value heads (HF `num_key_value_heads`, default H); H must be a
-    /// multiple of it.
-    public var numKVHeads: Int
-    /// D, the width of one head (HF `head_dim`, default C / H); must be even for RoPE.
-    public var headDim: Int
-    /// V, the number of token ids (HF `vocab_size`).
-    public var vocabSize: Int
-    /// The epsilon in every RMSNorm (HF `rms_norm_eps`, default 1e-5).
-    public var rmsNormEps: Float
-    /// The context length the model supports (HF `max_position_embeddings`, default 4096);
-    /// LongRoPE switches to its long factors past `originalMaxPositionEmbeddings`.
-    public var maxPositionEmbeddings: Int
-    /// The pretraining context length LongRoPE's short factors cover (HF
-    /// `original_max_position_embeddings`); nil when the config has none.
+public struct Phi3Config: Equatable, Decodable, DecoderShaped {
+    public var shape: DecoderShape
     public var originalMaxPositionEmbeddings: Int?
-    /// Whether the LM head reuses the embedding matrix (HF `tie_word_embeddings`).
-    public var tieWordEmbeddings: Bool
     /// Keys attend to at most this many tokens back, themselves included (HF `sliding_window`);
     /// nil: full causal attention.
     public var slidingWindow: Int?
     /// RoPE θ and scaling (HF `rope_theta`/`rope_scaling`, or `rope_parameters`), including
     /// LongRoPE's short and long factors.
     public var rope: RopeParameters
-    /// HF `bos_token_id`, when the config names one (written back to a saved config.json;
-    /// tokenization and generation use the tokenizer's).
-    public var bosTokenId: Int?
-    /// HF `eos_token_id`, when the config names a single one (written back to a saved
-    /// config.json; tokenization and generation use the tokenizer's).
-    public var eosTokenId: Int?
 
+    /// The keys Phi-3 reads besides `DecoderShape`'s.
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case hiddenSize = "hidden_size", intermediateSize = "intermediate_size", numLayers = "num_hidden_layers"
-        case numHeads = "num_attention_heads", numKVHeads = "num_key_value_heads", headDim = "head_dim"
-        case vocabSize = "vocab_size", rmsNormEps = "rms_norm_eps", maxPositionEmbeddings = "max_position_embeddings"
         case originalMaxPositionEmbeddings = "original_max_position_embeddings"
-        case tieWordEmbeddings = "tie_word_embeddings", slidingWindow = "sliding_window", hiddenAct = "hidden_act"
-        case attentionDropout = "attention_dropout", residPdrop = "resid_pdrop", embdPdrop = "embd_pdrop"
+        case slidingWindow = "sliding_window", hiddenAct = "hidden_act"
+        case residPdrop = "resid_pdrop", embdPdrop = "embd_pdrop"
         case partialRotaryFactor = "partial_rotary_factor"
-        case ropeParameters = "rope_parameters", ropeTheta = "rope_theta", ropeScaling = "rope_scaling"
-        case modelType = "model_type", bosTokenId = "bos_token_id", eosTokenId = "eos_token_id"
     }
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         var all = try [String: JSONValue](from: decoder)
-        hiddenSize = try c.decode(Int.self, forKey: .hiddenSize)
-        intermediateSize = try c.decode(Int.self, forKey: .intermediateSize)
-        numLayers = try c.decode(Int.self, forKey: .numLayers)
-        numHeads = try c.decode(Int.self, forKey: .numHeads)
-        numKVHeads = try c.decodeIfPresent(Int.self, forKey: .numKVHeads) ?? numHeads
-        headDim = try c.decodeIfPresent(Int.self, forKey: .headDim) ?? hiddenSize / max(1, numHeads)
-        vocabSize = try c.decode(Int.self, forKey: .vocabSize)
-        rmsNormEps = Float(try c.decodeIfPresent(Double.self, forKey: .rmsNormEps) ?? 1e-5)
-        maxPositionEmbeddings = try c.decodeIfPresent(Int.self, forKey: .maxPositionEmbeddings) ?? 4096
+        shape = try DecoderShape(from: decoder, defaults: .init(rmsNormEps: 1e-5, maxPositionEmbeddings: 4096, tieWordEmbeddings: false))
         originalMaxPositionEmbeddings = try c.decodeIfPresent(Int.self, forKey: .originalMaxPositionEmbeddings)
-        tieWordEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings) ?? false
         slidingWindow = try c.decodeIfPresent(Int.self, forKey: .slidingWindow)
-        bosTokenId = try? c.decodeIfPresent(Int.self, forKey: .bosTokenId)
-        eosTokenId = try? c.decodeIfPresent(Int.self, forKey: .eosTokenId)
         try HFConfig.requireActivation(try c.decodeIfPresent(String.self, forKey: .hiddenAct), "hidden_act", ["silu"])
-        for key in [CodingKeys.attentionDropout, .residPdrop, .embdPdrop] {
+        for key in [CodingKeys.residPdrop, .embdPdrop] {
             try HFConfig.requireZero(try c.decodeIfPresent(Double.self, forKey: key), key.rawValue)
         }
         if let p = try c.decodeIfPresent(Double.self, forKey: .partialRotaryFactor), p != 1 {
@@ -90,10 +46,7 @@ public struct Phi3Config: Equatable, Decodable {
         all.removeValue(forKey: "partial_rotary_factor")
         rope = try RopeParameters.fromHF(all)
         if let w = slidingWindow, w <= 0 { throw SFTError.config(field: "sliding_window", message: "\(w) must be positive") }
-        guard hiddenSize > 0, numLayers > 0, numHeads > 0, numKVHeads > 0, numHeads % numKVHeads == 0, vocabSize > 0,
-              headDim % 2 == 0 else {
-            throw SFTError.config(field: "num_key_value_heads", message: "inconsistent shape: hidden \(hiddenSize), heads \(numHeads), kv heads \(numKVHeads), head_dim \(headDim)")
-        }
+        try shape.checkSizes()
     }
 
     /// From an HF config.json object (snake_case keys, transformers 4 or 5 layout). Keys that
@@ -101,27 +54,18 @@ public struct Phi3Config: Equatable, Decodable {
     /// - Parameter c: The config.json contents.
     /// - Throws: `SFTError.config` naming the first key that is missing, inconsistent or not implemented.
     public init(hf c: [String: JSONValue]) throws {
-        self = try HFConfig.decode(Phi3Config.self, from: c, family: "phi3", understood: CodingKeys.allCases.map(\.rawValue))
+        self = try HFConfig.decode(Phi3Config.self, from: c, family: "phi3",
+                                   understood: DecoderShape.keyNames + CodingKeys.allCases.map(\.rawValue))
     }
 
     /// The config as an HF config.json object (what a merged model's config.json contains).
-    public var hf: [String: JSONValue] { hfValues.mapValues(JSONValue.init(foundation:)) }
-
-    var hfValues: [String: Any] {
-        var c: [String: Any] = [
-            "architectures": ["Phi3ForCausalLM"], "model_type": "phi3", "hidden_size": hiddenSize,
-            "intermediate_size": intermediateSize, "num_hidden_layers": numLayers, "num_attention_heads": numHeads,
-            "num_key_value_heads": numKVHeads, "vocab_size": vocabSize, "rms_norm_eps": Double(rmsNormEps),
-            "max_position_embeddings": maxPositionEmbeddings, "tie_word_embeddings": tieWordEmbeddings,
-            "hidden_act": "silu", "rope_theta": rope.theta, "torch_dtype": "float32",
-        ]
-        if let originalMaxPositionEmbeddings { c["original_max_position_embeddings"] = originalMaxPositionEmbeddings }
-        if let slidingWindow { c["sliding_window"] = slidingWindow }
-        if let s = rope.scaling, let d = try? JSONEncoder().encode(s), let o = try? JSONSerialization.jsonObject(with: d) {
-            c["rope_scaling"] = o
-        }
-        if let bosTokenId { c["bos_token_id"] = bosTokenId }
-        if let eosTokenId { c["eos_token_id"] = eosTokenId }
+    public var hf: [String: JSONValue] {
+        var c = shape.hf(modelType: "phi3", architecture: "Phi3ForCausalLM", writesHeadDim: false)
+        c["hidden_act"] = "silu"
+        c["rope_theta"] = .double(rope.theta)
+        c["rope_scaling"] = rope.hfScaling
+        if let originalMaxPositionEmbeddings { c["original_max_position_embeddings"] = .int(originalMaxPositionEmbeddings) }
+        if let slidingWindow { c["sliding_window"] = .int(slidingWindow) }
         return c
     }
 }
@@ -206,7 +150,7 @@ final class Phi3DecoderLayer: Module {
 
 /// Phi-3 / Phi-3.5 with parameter names as in HF's `Phi3ForCausalLM` (fused
 /// `self_attn.qkv_proj` and `mlp.gate_up_proj`).
-public final class Phi3Model: Module, CausalLM {
+public final class Phi3Model: Module, CausalLM, PackedHeadModel {
     /// The config the model was built from.
     public let config: Phi3Config
     let model: DecoderBody<Phi3DecoderLayer, RMSNorm>
@@ -244,7 +188,7 @@ public final class Phi3Model: Module, CausalLM {
     public var peftDefaultLoRATargets: [String]? { nil }
     public var layout: ModelLayout { config.layout }
     public func ggufExport() throws -> GGUFModelExport { try config.ggufExport() }
-    public var packedLMHead: PackedMatrix?
+    var packedHead: PackedMatrix?
 
     public func hiddenStates(_ input: ModelInput, checkpointing: Bool) throws -> Tensor {
         let rope = LayerRope(invFreq: try rotary.invFreq(for: input), attentionFactor: rotary.attentionFactor)

@@ -41,6 +41,51 @@ struct GemmaLayerSpec {
     var attnSoftcap: Float
 }
 
+extension GemmaLayerSpec {
+    /// A layer of a Gemma 2 / 3 config: its shared sizes, the window when `layerType` is
+    /// "sliding_attention", the attention softcap (nil: off).
+    init(_ shape: DecoderShape, attentionBias: Bool, queryPreAttnScalar: Double, layerType: String, slidingWindow: Int,
+         qkNorm: Bool, attnSoftcap: Double?) {
+        self.init(hiddenSize: shape.hiddenSize, intermediateSize: shape.intermediateSize, numHeads: shape.numHeads,
+                  numKVHeads: shape.numKVHeads, headDim: shape.headDim, rmsNormEps: shape.rmsNormEps,
+                  attentionBias: attentionBias, queryPreAttnScalar: queryPreAttnScalar,
+                  window: layerType == "sliding_attention" ? slidingWindow : nil, qkNorm: qkNorm,
+                  attnSoftcap: Float(attnSoftcap ?? 0))
+    }
+
+    /// Sizes of a Gemma 2 / 3 model for the memory estimate. Activations per token and layer: the
+    /// layer input, four norm outputs, two residual sums and the attention and MLP outputs (8C,
+    /// plus the four (1 + w) weights, negligible); q, k, v (Q + 2KVd), q/k after RoPE (Q + KVd)
+    /// and, with `qkNorm` (Gemma 3), after their norms too (another Q + KVd); the attention
+    /// output (Q) and softmax statistics (H); gate, up and their GeGLU product (3F).
+    static func layout(_ shape: DecoderShape, attentionBias: Bool, qkNorm: Bool) -> ModelLayout {
+        let C = shape.hiddenSize, F = shape.intermediateSize, D = shape.headDim
+        let Q = shape.numHeads * D, KVd = shape.numKVHeads * D
+        return ModelLayout(
+            layers: shape.numLayers, hidden: C, vocab: shape.vocabSize, tiedEmbeddings: shape.tieWordEmbeddings,
+            linears: [.init("q_proj", C, Q, bias: attentionBias), .init("k_proj", C, KVd, bias: attentionBias),
+                      .init("v_proj", C, KVd, bias: attentionBias), .init("o_proj", Q, C, bias: attentionBias),
+                      .init("gate_proj", C, F), .init("up_proj", C, F), .init("down_proj", F, C)],
+            layerNormValues: 4 * C + (qkNorm ? 2 * D : 0), finalNormValues: C,
+            activationsPerToken: 8 * C + (Q + 2 * KVd) + (qkNorm ? 2 : 1) * (Q + KVd) + Q + shape.numHeads + 3 * F)
+    }
+
+    /// The keys Gemma 2 and 3 write alike besides `DecoderShape.hf`.
+    static func hf(attentionBias: Bool, queryPreAttnScalar: Double, slidingWindow: Int, layerTypes: [String]) -> [String: JSONValue] {
+        ["attention_bias": .bool(attentionBias), "hidden_activation": "gelu_pytorch_tanh",
+         "query_pre_attn_scalar": .double(queryPreAttnScalar), "sliding_window": .int(slidingWindow),
+         "layer_types": .array(layerTypes.map(JSONValue.string))]
+    }
+
+    /// Throws unless the sliding window and the softmax scale's `query_pre_attn_scalar` are positive.
+    static func checkWindow(_ slidingWindow: Int, queryPreAttnScalar: Double) throws {
+        guard slidingWindow > 0 else { throw SFTError.config(field: "sliding_window", message: "\(slidingWindow) must be positive") }
+        guard queryPreAttnScalar > 0 else {
+            throw SFTError.config(field: "query_pre_attn_scalar", message: "\(queryPreAttnScalar) must be positive")
+        }
+    }
+}
+
 final class GemmaAttention: Module {
     let qProj, kProj, vProj, oProj: Linear
     let qNorm, kNorm: GemmaRMSNorm?

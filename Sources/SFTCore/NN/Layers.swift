@@ -21,7 +21,7 @@ public final class Linear: Module {
     /// The adapter, when LoRA is applied to this layer.
     public var lora: LoRAAdapter?
     /// The weight in GGUF block form, used by batch-1 generation (see PackedWeights.swift).
-    public var packed: PackedMatrix?
+    var packed: PackedMatrix?
     /// The frozen 4-bit base weight, when quantized (`quantize(_:)`, `quantizeLinears`).
     public var quantized: QuantizedWeight?
     /// What the dense matmuls compute in (`Module.setPrecision`, Precision.swift); in bf16 a

@@ -294,17 +294,14 @@ public struct RopeParameters: Equatable, Sendable {
 
 /// The RoPE of one attention layer on a device: frequencies made once, or per sequence
 /// length for the kinds that depend on it (dynamic, longrope), and the attention factor.
-public final class RotaryEmbedding {
-    /// θ and scaling this embedding was made from.
-    public let parameters: RopeParameters
-    /// D, the rotated head width (D/2 frequencies).
-    public let headDim: Int
-    /// The model's `max_position_embeddings` (the dynamic kinds change frequencies past it).
-    public let maxPositionEmbeddings: Int
+final class RotaryEmbedding {
+    let parameters: RopeParameters
+    let headDim: Int
+    let maxPositionEmbeddings: Int
     /// Frequencies for sequences no longer than the pretraining length, (D/2).
-    public let invFreq: Tensor
+    let invFreq: Tensor
     /// Multiplies q and k after rotation (1 except for yarn and longrope).
-    public let attentionFactor: Float
+    let attentionFactor: Float
 
     /// Computes the frequencies for sequences within the pretraining length and uploads them.
     /// - Parameters:
@@ -314,7 +311,7 @@ public final class RotaryEmbedding {
     ///   - backend: The device the frequencies live on.
     /// - Throws: `SFTError.config` naming the RoPE field when the scaling is incomplete or
     ///   inconsistent with D.
-    public init(_ p: RopeParameters, headDim: Int, maxPositionEmbeddings: Int, on backend: Backend) throws {
+    init(_ p: RopeParameters, headDim: Int, maxPositionEmbeddings: Int, on backend: Backend) throws {
         parameters = p; self.headDim = headDim; self.maxPositionEmbeddings = maxPositionEmbeddings
         let (inv, a) = try p.frequencies(headDim: headDim, maxPositionEmbeddings: maxPositionEmbeddings)
         invFreq = try Tensor(inv, shape: [inv.count], on: backend)
@@ -323,7 +320,7 @@ public final class RotaryEmbedding {
 
     /// The frequencies for a sequence whose largest position is `maxPosition` (transformers:
     /// `max(position_ids) + 1` is the length).
-    public func invFreq(maxPosition: Int) throws -> Tensor {
+    func invFreq(maxPosition: Int) throws -> Tensor {
         guard parameters.dependsOnLength else { return invFreq }
         let (inv, _) = try parameters.frequencies(headDim: headDim, maxPositionEmbeddings: maxPositionEmbeddings,
                                                   seqLen: maxPosition + 1)
@@ -331,7 +328,7 @@ public final class RotaryEmbedding {
     }
 
     /// The frequencies for the positions of `input`.
-    public func invFreq(for input: ModelInput) throws -> Tensor {
+    func invFreq(for input: ModelInput) throws -> Tensor {
         guard parameters.dependsOnLength else { return invFreq }
         return try invFreq(maxPosition: Int(try input.positions.ints().max() ?? 0))
     }

@@ -595,6 +595,13 @@ extension JSONValue: Codable {
     }
 }
 
+extension JSONValue {
+    /// An object with `dictionary`'s pairs in sorted key order (reports built in code).
+    static func sortedObject(_ dictionary: [String: JSONValue]) -> JSONValue {
+        .object(dictionary.keys.sorted().map { ($0, dictionary[$0]!) })
+    }
+}
+
 // MARK: - Foundation values (internal: the public API speaks JSONValue, not Any)
 
 extension JSONValue {
@@ -623,8 +630,8 @@ extension JSONValue {
         }
     }
 
-    /// The value as Foundation objects (for JSONSerialization).
-    var foundationValue: Any {
+    /// The value as Foundation objects (for JSONSerialization; sftctl prints through it).
+    package var foundationValue: Any {
         switch self {
         case .null: return NSNull()
         case .bool(let b): return b

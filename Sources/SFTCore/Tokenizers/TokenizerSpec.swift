@@ -218,9 +218,22 @@ extension TokenizerSpec {
     }
 
     /// Builds the spec from parsed tokenizer.json / tokenizer_config.json / generation_config.json
-    /// objects. `path` names the file in errors.
-    public init(tokenizerJSON json: [String: Any], config: [String: Any] = [:],
-                generationConfig: [String: Any] = [:], path: String = "tokenizer.json") throws {
+    /// documents (each a JSON object). `path` names the file in errors.
+    public init(tokenizerJSON json: JSONValue, config: JSONValue = [:], generationConfig: JSONValue = [:],
+                path: String = "tokenizer.json") throws {
+        func object(_ v: JSONValue, _ name: String) throws -> [String: Any] {
+            guard case .object = v, let o = v.foundationValue as? [String: Any] else {
+                throw SFTError.format(path: path, offset: nil, message: "\(name) is not a JSON object")
+            }
+            return o
+        }
+        try self.init(tokenizerJSON: try object(json, "tokenizer.json"), config: try object(config, "tokenizer_config.json"),
+                      generationConfig: try object(generationConfig, "generation_config.json"), path: path)
+    }
+
+    /// The same from JSONSerialization's objects (what `init(huggingFace:)` reads).
+    init(tokenizerJSON json: [String: Any], config: [String: Any] = [:],
+         generationConfig: [String: Any] = [:], path: String = "tokenizer.json") throws {
         func fail(_ m: String) -> SFTError { SFTError.format(path: path, offset: nil, message: m) }
         guard let model = json["model"] as? [String: Any] else { throw fail("no \"model\" object") }
         guard (model["type"] as? String ?? "BPE") == "BPE" else {

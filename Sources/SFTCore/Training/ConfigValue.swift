@@ -182,7 +182,7 @@ extension LoRAInit: ConfigValue {
         switch j {
         case .bool(let b): self = b ? .kaiming : .random
         case .string(let s):
-            do { try self.init(peft: s) } catch { throw ConfigValueError("'\(s)' is not one of \(Self.configKind)") }
+            do { try self.init(peft: .string(s)) } catch { throw ConfigValueError("'\(s)' is not one of \(Self.configKind)") }
         default: throw expected("true, false or a name", j)
         }
     }

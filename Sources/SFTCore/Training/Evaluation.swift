@@ -18,13 +18,12 @@ public struct EvalReport: CustomStringConvertible {
     /// exp(`meanLoss`).
     public var perplexity: Double { Foundation.exp(meanLoss) }
 
-    /// The report as a JSON object: `mean_loss`, `tokens`, `perplexity`, and for datasets
-    /// `assistant_mean_loss`, `assistant_perplexity`, `assistant_tokens`.
-    public var jsonObject: [String: Any] {
-        var o: [String: Any] = ["mean_loss": meanLoss, "tokens": tokens, "perplexity": perplexity]
-        if let t = trainedMeanLoss { o["assistant_mean_loss"] = t; o["assistant_perplexity"] = Foundation.exp(t) }
-        if let n = trainedTokens { o["assistant_tokens"] = n }
-        return o
+    /// The report as one JSON object (keys sorted).
+    public var json: JSONValue {
+        var o: [String: JSONValue] = ["mean_loss": .double(meanLoss), "tokens": .int(tokens), "perplexity": .double(perplexity)]
+        if let t = trainedMeanLoss { o["assistant_mean_loss"] = .double(t); o["assistant_perplexity"] = .double(Foundation.exp(t)) }
+        if let n = trainedTokens { o["assistant_tokens"] = .int(n) }
+        return .sortedObject(o)
     }
 
     public var description: String {

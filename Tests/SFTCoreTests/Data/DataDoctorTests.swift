@@ -49,8 +49,8 @@ final class DataDoctorTests: XCTestCase {
         XCTAssertTrue(r.findings.first { $0.check == .foreignSpecialTokens }!.message.contains("<|start_header_id|>"))
         XCTAssertTrue(r.description.contains("[pad_is_eos_masked]"), r.description)
         let json = r.json
-        XCTAssertEqual((json["findings"] as? [[String: Any]])?.count, 7)
-        XCTAssertEqual((json["counts"] as? [String: Int])?["turn_truncated"], 1)
+        XCTAssertEqual(json["findings"]?.arrayValue?.count, 7)
+        XCTAssertEqual(json["counts"]?["turn_truncated"]?.intValue, 1)
     }
 
     func testACleanDatasetHasNoFinding() throws {

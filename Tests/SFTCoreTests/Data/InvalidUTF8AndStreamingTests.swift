@@ -67,9 +67,15 @@ final class InvalidUTF8AndStreamingTests: XCTestCase {
         var out: [UInt8] = []
         let w = JSONStreamWriter { out += $0 }
         let value: [String: Any] = ["b": [1, 2.5, true, NSNull(), "q\"\\\n\u{1}/é"] as [Any], "a": ["x": -3], "c": Double.nan]
-        try w.value(value)
+        try w.value(foundation: value)
         try w.flush()
         XCTAssertEqual(String(decoding: out, as: UTF8.self), #"{"a":{"x":-3},"b":[1,2.5,true,null,"q\"\\\n\u0001/é"],"c":null}"#)
+        // The public form: a JSONValue, written in its own key order.
+        var typed: [UInt8] = []
+        let tw = JSONStreamWriter { typed += $0 }
+        try tw.value(["a": ["x": -3], "b": [1, 2.5, true, nil, "q\"\\\n\u{1}/é"], "c": .double(.nan)])
+        try tw.flush()
+        XCTAssertEqual(typed, out)
         let parsed = try JSONSerialization.jsonObject(with: Data(out)) as? [String: Any]
         XCTAssertEqual((parsed?["b"] as? [Any])?.last as? String, "q\"\\\n\u{1}/é")
     }

@@ -66,6 +66,6 @@ final class MergeTests: XCTestCase {
         // magnitude ~20, as PEFT's own merge_and_unload (tools/check_peft_roundtrip.py records both).
         XCTAssertLessThanOrEqual(report.maxAbsLogitDiff, 2e-4)
         XCTAssertLessThanOrEqual(report.meanAbsLogitDiff, 2e-5)
-        print("SmolLM2 merge report:", report.jsonObject)
+        print("SmolLM2 merge report:", report.json)
     }
 }

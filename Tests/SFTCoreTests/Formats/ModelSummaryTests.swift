@@ -19,7 +19,7 @@ final class ModelSummaryTests: XCTestCase {
         XCTAssertEqual(s.config["rms_norm_eps"]?.doubleValue, 1e-5)
         XCTAssertEqual(s.extra["tokenizer.ggml.pre"], "smollm")
         XCTAssertTrue(s.lines.contains("parameters:    134,515,008 (134.5M)"), "\(s.lines)")
-        XCTAssertTrue(JSONSerialization.isValidJSONObject(s.jsonObject))
+        XCTAssertTrue(JSONSerialization.isValidJSONObject(s.json.foundationValue))
     }
 
     func testHFFolderSummary() throws {
@@ -30,6 +30,6 @@ final class ModelSummaryTests: XCTestCase {
         XCTAssertEqual(s.specialTokens["bos"]?.text, "<s>")
         XCTAssertTrue(s.hasChatTemplate)
         XCTAssertEqual(s.config["hidden_size"]?.intValue, 4)
-        XCTAssertTrue(JSONSerialization.isValidJSONObject(s.jsonObject))
+        XCTAssertTrue(JSONSerialization.isValidJSONObject(s.json.foundationValue))
     }
 }

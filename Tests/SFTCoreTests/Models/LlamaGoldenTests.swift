@@ -1,7 +1,7 @@
 // SmolLM2-135M-Instruct against transformers in float32 on the same dequantized GGUF weights
 // (fixture made by tools/make_model_fixtures.py): mean loss, top-5 logits, greedy continuation.
 import XCTest
-import SFTCore
+@testable import SFTCore
 import SFTKernels
 
 final class LlamaGoldenTests: XCTestCase {
