@@ -236,18 +236,32 @@ public protocol Backend: AnyObject, Sendable {
 
     // MARK: bf16 activations (BackendActivationTypes.swift: which operands `dtype` covers;
     // defaults widen into f32 scratch)
+    /// y (f32) = a (f32) + b, with b stored as `bType` (f32, or bf16: the residual add of a bf16
+    /// activation).
     func add(_ a: BufferView, _ b: BufferView, bType: DType, into y: BufferView, count n: Int) throws
+    /// `rope(x:ldx:y:ldy:positions:invFreq:N:H:D:inverse:)` with x and y stored as `dtype` (f32
+    /// or bf16); the rotation computes in f32 and a bf16 y is rounded once.
     func rope(x: BufferView, ldx: Int, y: BufferView, ldy: Int, positions: BufferView, invFreq: BufferView,
               N: Int, H: Int, D: Int, inverse: Bool, dtype: DType) throws
+    /// `attentionForward(q:k:v:o:lse:docIds:alibi:shape:)` with q, k, v and o stored as `dtype`
+    /// (f32 or bf16); lse and the softmax stay f32.
     func attentionForward(q: BufferView, k: BufferView, v: BufferView, o: BufferView, lse: BufferView,
                           docIds: BufferView?, alibi: BufferView?, shape: AttentionShape, dtype: DType) throws
+    /// `attentionBackward(q:k:v:o:dout:lse:docIds:alibi:dq:dk:dv:shape:)` with q, k, v and o
+    /// stored as `dtype` (f32 or bf16); dout, lse, dq, dk and dv are f32.
     func attentionBackward(q: BufferView, k: BufferView, v: BufferView, o: BufferView, dout: BufferView,
                            lse: BufferView, docIds: BufferView?, alibi: BufferView?, dq: BufferView,
                            dk: BufferView, dv: BufferView, shape: AttentionShape, dtype: DType) throws
+    /// `swigluForward(gate:up:h:count:)` with gate, up and h stored as `dtype` (f32 or bf16).
     func swigluForward(gate: BufferView, up: BufferView, h: BufferView, count n: Int, dtype: DType) throws
+    /// `swigluBackward(dh:gate:up:dgate:dup:count:)` with gate and up stored as `dtype` (f32 or
+    /// bf16); dh, dgate and dup are f32.
     func swigluBackward(dh: BufferView, gate: BufferView, up: BufferView, dgate: BufferView, dup: BufferView,
                         count n: Int, dtype: DType) throws
+    /// `geluForward(x:up:y:count:approximate:)` with x, up and y stored as `dtype` (f32 or bf16).
     func geluForward(x: BufferView, up: BufferView?, y: BufferView, count n: Int, approximate: Bool, dtype: DType) throws
+    /// `geluBackward(dy:x:up:dx:dup:count:approximate:)` with x and up stored as `dtype` (f32 or
+    /// bf16); dy, dx and dup are f32.
     func geluBackward(dy: BufferView, x: BufferView, up: BufferView?, dx: BufferView, dup: BufferView?,
                       count n: Int, approximate: Bool, dtype: DType) throws
 

@@ -8,17 +8,29 @@ import SFTKernels
 
 /// The sizes and settings every HF-style decoder config shares.
 public struct DecoderShape: Equatable, Sendable {
+    /// C, the width of the residual stream (HF `hidden_size`).
     public var hiddenSize: Int
+    /// F, the width of the MLP's gate and up projections (HF `intermediate_size`).
     public var intermediateSize: Int
+    /// Number of decoder layers (HF `num_hidden_layers`).
     public var numLayers: Int
+    /// H, the number of query heads (HF `num_attention_heads`).
     public var numHeads: Int
+    /// KV, the number of key/value heads (HF `num_key_value_heads`, default H); H is a multiple of it (grouped-query attention).
     public var numKVHeads: Int
+    /// D, the width of one head (HF `head_dim`, default C / H); even, for RoPE.
     public var headDim: Int
+    /// V, the number of token ids (HF `vocab_size`).
     public var vocabSize: Int
+    /// The epsilon added to the mean square in every RMSNorm (HF `rms_norm_eps`).
     public var rmsNormEps: Float
+    /// The pretraining context length (HF `max_position_embeddings`); RoPE scalings that depend on it read it here.
     public var maxPositionEmbeddings: Int
+    /// Whether the LM head reuses the embedding matrix (HF `tie_word_embeddings`).
     public var tieWordEmbeddings: Bool
+    /// HF `bos_token_id` when the config names one (written back to a saved config.json; tokenization uses the tokenizer's).
     public var bosTokenId: Int?
+    /// HF `eos_token_id` when the config names a single one (written back to a saved config.json; generation uses the tokenizer's).
     public var eosTokenId: Int?
 
     /// `headDim` nil: hidden / heads.
@@ -104,17 +116,29 @@ public protocol DecoderShaped {
 
 /// `shape`'s fields, read and written as the config's own.
 extension DecoderShaped {
+    /// C, the width of the residual stream (HF `hidden_size`) (`shape`'s field).
     public var hiddenSize: Int { get { shape.hiddenSize } set { shape.hiddenSize = newValue } }
+    /// F, the width of the MLP's gate and up projections (HF `intermediate_size`) (`shape`'s field).
     public var intermediateSize: Int { get { shape.intermediateSize } set { shape.intermediateSize = newValue } }
+    /// Number of decoder layers (HF `num_hidden_layers`) (`shape`'s field).
     public var numLayers: Int { get { shape.numLayers } set { shape.numLayers = newValue } }
+    /// H, the number of query heads (HF `num_attention_heads`) (`shape`'s field).
     public var numHeads: Int { get { shape.numHeads } set { shape.numHeads = newValue } }
+    /// KV, the number of key/value heads (HF `num_key_value_heads`, default H); H is a multiple of it (grouped-query attention) (`shape`'s field).
     public var numKVHeads: Int { get { shape.numKVHeads } set { shape.numKVHeads = newValue } }
+    /// D, the width of one head (HF `head_dim`, default C / H); even, for RoPE (`shape`'s field).
     public var headDim: Int { get { shape.headDim } set { shape.headDim = newValue } }
+    /// V, the number of token ids (HF `vocab_size`) (`shape`'s field).
     public var vocabSize: Int { get { shape.vocabSize } set { shape.vocabSize = newValue } }
+    /// The epsilon added to the mean square in every RMSNorm (HF `rms_norm_eps`) (`shape`'s field).
     public var rmsNormEps: Float { get { shape.rmsNormEps } set { shape.rmsNormEps = newValue } }
+    /// The pretraining context length (HF `max_position_embeddings`); RoPE scalings that depend on it read it here (`shape`'s field).
     public var maxPositionEmbeddings: Int { get { shape.maxPositionEmbeddings } set { shape.maxPositionEmbeddings = newValue } }
+    /// Whether the LM head reuses the embedding matrix (HF `tie_word_embeddings`) (`shape`'s field).
     public var tieWordEmbeddings: Bool { get { shape.tieWordEmbeddings } set { shape.tieWordEmbeddings = newValue } }
+    /// HF `bos_token_id` when the config names one (written back to a saved config.json; tokenization uses the tokenizer's) (`shape`'s field).
     public var bosTokenId: Int? { get { shape.bosTokenId } set { shape.bosTokenId = newValue } }
+    /// HF `eos_token_id` when the config names a single one (written back to a saved config.json; generation uses the tokenizer's) (`shape`'s field).
     public var eosTokenId: Int? { get { shape.eosTokenId } set { shape.eosTokenId = newValue } }
 }
 

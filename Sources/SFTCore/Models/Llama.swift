@@ -14,6 +14,7 @@ import SFTKernels
 /// does not implement (`hidden_act` other than silu, nonzero `attention_dropout`, unknown RoPE
 /// types) and throws naming the field.
 public struct LlamaConfig: Equatable, Decodable, Sendable, DecoderShaped {
+    /// The sizes and settings every HF-style decoder config shares (read through `DecoderShaped`).
     public var shape: DecoderShape
     /// RoPE's base θ: head-dim pair i rotates at θ^(−2i/D) per position (HF `rope_theta`, or
     /// `rope_parameters.rope_theta` in transformers 5).
@@ -26,6 +27,7 @@ public struct LlamaConfig: Equatable, Decodable, Sendable, DecoderShaped {
     public var attentionBias: Bool
     /// Whether gate/up/down projections have biases (HF `mlp_bias`, default false).
     public var mlpBias: Bool
+    /// The HF `model_type`: "llama", "mistral", "qwen2" or "qwen3".
     public var modelType: String
     /// Keys attend to at most this many tokens back, themselves included (Mistral; Qwen2 on
     /// the layers `layerTypes` marks "sliding_attention"); nil: full causal attention.

@@ -13,7 +13,10 @@ import SFTKernels
 /// GGUF's `phi3.*` keys. Decoding refuses what sft does not implement (`hidden_act` other than
 /// silu, nonzero dropouts, `partial_rotary_factor` ≠ 1) naming the field.
 public struct Phi3Config: Equatable, Decodable, DecoderShaped {
+    /// The sizes and settings every HF-style decoder config shares (read through `DecoderShaped`).
     public var shape: DecoderShape
+    /// The pretraining context length LongRoPE's short factors cover (HF
+    /// `original_max_position_embeddings`); nil when the config has none.
     public var originalMaxPositionEmbeddings: Int?
     /// Keys attend to at most this many tokens back, themselves included (HF `sliding_window`);
     /// nil: full causal attention.
