@@ -15,14 +15,15 @@
 // gets a zero partner), so the micro-kernels always run whole MR × NR tiles and mask only their
 // stores. The panels live in a per-thread buffer kept between calls.
 //
-// Tuning (Zen 4, one core, the LoRA-step shapes M = 512, K, N ∈ {576, 1536, 49152}): the
-// micro-kernel alone runs at ~98% of the vdpbf16ps peak; what it lost was around it. KC = 576
-// (one depth block for K = 576: C stays in registers for the whole sum), packing an f32 row by
-// rounding it into a contiguous bf16 row first (a loop that vectorizes) and, with AVX-512,
-// spreading rows into panels by 16 × 16 register transposes, and reusing the panel buffer (a
-// fresh one is fresh pages, whose faults cost as much as the packing) took those shapes from
-// 61–75% to 78–87% of the peak. Each change keeps the panels word for word (the transposing
-// packer equals pack_generic), so only KC moved the f32 summation order.
+// Tuning (Zen 4, the LoRA-step shapes M = 512, K, N ∈ {576, 1536, 49152}; BENCHMARKS.md):
+// the row loops of the micro-kernels are unrolled in full (UNROLL_ROWS) so the accumulators stay
+// in registers — without it the compiler kept them on the stack and the GEMM ran at sgemm's
+// speed. KC = 576 (one depth block for K = 576: C stays in registers for the whole sum), packing
+// an f32 row by rounding it into a contiguous bf16 row first (a loop that vectorizes) and, with
+// AVX-512, spreading rows into panels by 16 × 16 register transposes, and reusing the panel
+// buffer (a fresh one is fresh pages, whose faults cost as much as the packing). Measured on 2
+// threads: 69–84% of the vdpbf16ps peak, 1.8–2.1× sgemm. Each change keeps the panels word for
+// word (the transposing packer equals pack_generic), so only KC moved the f32 summation order.
 //
 // Micro-kernels (MR = 12 rows × NR = 32 columns, 24 accumulators of 16 floats):
 //   avx512bf16  vdpbf16ps on the packed pairs (twice the multiply-adds of an f32 FMA)
