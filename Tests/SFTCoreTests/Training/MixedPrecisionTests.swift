@@ -118,12 +118,12 @@ final class MixedPrecisionTests: XCTestCase {
 
     // MARK: the finetune job
 
-    func finetuneConfig(precision: Precision, device: Device = .cpu, out: URL, steps: Int) throws -> FinetuneConfig {
+    func finetuneConfig(precision: Precision, device: Device = .cpu, out: URL, steps: Int, sequence: Int = 64) throws -> FinetuneConfig {
         try FinetuneConfig.from(json: [
             "model": Assets.smolLM2.path, "data": packageRoot.appendingPathComponent("Examples/data/sharegpt.json").path,
             "format": "sharegpt", "output_dir": out.path, "method": "lora", "lora_r": 8, "lora_alpha": 16,
-            "lora_dropout": 0.0, "max_seq_length": 64, "packing": true, "learning_rate": 1e-3, "max_steps": steps,
-            "num_train_epochs": 3, "logging_steps": 1, "save_steps": 2, "seed": 5, "device": device.description,
+            "lora_dropout": 0.0, "max_seq_length": sequence, "packing": true, "learning_rate": 1e-3, "max_steps": steps,
+            "num_train_epochs": 10, "logging_steps": 1, "save_steps": 2, "seed": 5, "device": device.description,
             "precision": precision.rawValue, "lr_scheduler_type": "constant",
         ])
     }
@@ -135,25 +135,31 @@ final class MixedPrecisionTests: XCTestCase {
     }
 
     /// A short bf16 LoRA finetune of SmolLM2 tracks the f32 run step by step (within 2%), and on
-    /// an accelerator gives the CPU's bf16 losses: step 1 within 5e-3 relative, the next ones
-    /// within 2e-2.
+    /// an accelerator gives the CPU's bf16 losses within 1e-2 relative at every step.
+    ///
+    /// Why 256 tokens a step: two bf16 implementations never give the same bits. Their f32
+    /// sums differ in the last bits (another summation order), so now and then an activation
+    /// rounds to the neighbouring bf16 value, and 30 layers spread that: on one 64-token
+    /// forward of SmolLM2 the hidden states of the CPU and the emulated GPU are 0.76% apart
+    /// (RMS), exactly as far as the CPU's own AVX512_BF16 and AVX-512F GEMMs are from each
+    /// other (0.76%), and both about as far as bf16 is from f32 (0.9%). A step's loss averages
+    /// that over its target tokens: with 64-token steps (a handful of targets) the CPU's two
+    /// GEMMs were 0.5% apart at step 1 and the GPU 1.55% at step 4; with 256 every pair stayed
+    /// within 0.3% (measured 2026-12-07), so 1e-2 is a margin of three, not luck.
     func testBF16LoRAFinetuneTracksF32PerStep() throws {
         _ = try Assets.require(Assets.smolLM2)
-        let f32 = try losses(try finetuneConfig(precision: .f32, out: scratch("f32"), steps: 4))
-        let bf16 = try losses(try finetuneConfig(precision: .bf16, out: scratch("bf16"), steps: 4))
+        let f32 = try losses(try finetuneConfig(precision: .f32, out: scratch("f32"), steps: 4, sequence: 256))
+        let bf16 = try losses(try finetuneConfig(precision: .bf16, out: scratch("bf16"), steps: 4, sequence: 256))
         XCTAssertEqual(Array(bf16.keys).sorted(), [1, 2, 3, 4])
         for (s, w) in f32 {
             XCTAssertEqual(bf16[s] ?? .nan, w, accuracy: 2e-2 * abs(w), "step \(s)")
             XCTAssertNotEqual(bf16[s], w, "step \(s): bf16 must not be the f32 run")
         }
         for device in try TestDevices.accelerators() {
-            let got = try losses(try finetuneConfig(precision: .bf16, device: device, out: scratch("dev-bf16"), steps: 4))
-            // Step 1 is the same forward on the same weights (measured 0.24% apart on the
-            // emulated GPU); after it the runs' bf16 roundings of activations that differ in
-            // their last f32 bits (another summation order) compound: 1.55% by step 4 with
-            // the GEMM tuned and bf16 activations. The 1e-2 is met at steps 1–3, not 4.
+            let got = try losses(try finetuneConfig(precision: .bf16, device: device, out: scratch("dev-bf16"), steps: 4, sequence: 256))
+            XCTAssertEqual(Array(got.keys).sorted(), [1, 2, 3, 4], "\(device)")
             for (s, w) in bf16 {
-                XCTAssertEqual(got[s] ?? .nan, w, accuracy: (s == 1 ? 5e-3 : 2e-2) * abs(w), "\(device) bf16 step \(s)")
+                XCTAssertEqual(got[s] ?? .nan, w, accuracy: 1e-2 * abs(w), "\(device) bf16 step \(s)")
             }
         }
     }
