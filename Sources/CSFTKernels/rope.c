@@ -6,6 +6,18 @@
 
 enum { ROPE_CHUNK = 128 };   // frequencies handled per pass (cos/sin kept on the stack)
 
+/// cos and sin (negated for the inverse rotation) of position * inv_freq[i] for m frequencies:
+/// the angle in f32 like the HF reference, then one sincosf for both (glibc's sinf and cosf give
+/// the same values; without -fno-math-errno the compiler would not merge two calls into it).
+SFT_INLINE void rope_angles(int32_t position, const float *inv_freq, int64_t m, int inverse,
+                            float *cs, float *sn) {
+    for (int64_t i = 0; i < m; i++) {
+        float angle = (float)position * inv_freq[i], s;
+        sincosf(angle, &s, &cs[i]);
+        sn[i] = inverse ? -s : s;
+    }
+}
+
 SFT_INLINE void sft_rope_f32_impl(const float *x, int64_t ldx, float *y, int64_t ldy,
                                   const int32_t *pos, const float *inv_freq, int64_t N,
                                   int64_t H, int64_t D, int inverse, int part, int nparts) {
@@ -16,14 +28,7 @@ SFT_INLINE void sft_rope_f32_impl(const float *x, int64_t ldx, float *y, int64_t
     for (int64_t n = lo; n < hi; n++) {
         for (int64_t i0 = 0; i0 < half; i0 += ROPE_CHUNK) {
             const int64_t m = half - i0 < ROPE_CHUNK ? half - i0 : ROPE_CHUNK;
-            // Angle in f32 like the HF reference (position * inv_freq), then cos/sin.
-            for (int64_t i = 0; i < m; i++) {
-                float angle = (float)pos[n] * inv_freq[i0 + i], s;
-                // One sincosf for both (glibc's sinf and cosf give the same values): without
-                // -fno-math-errno the compiler would not merge two calls into it.
-                sincosf(angle, &s, &cs[i]);
-                sn[i] = inverse ? -s : s;
-            }
+            rope_angles(pos[n], inv_freq + i0, m, inverse, cs, sn);
             for (int64_t h = 0; h < H; h++) {
                 const float *xh = x + n * ldx + h * D + i0;
                 float *yh = y + n * ldy + h * D + i0;
@@ -57,11 +62,7 @@ SFT_INLINE void sft_rope_bf16_impl(const uint16_t *x, int64_t ldx, uint16_t *y, 
     for (int64_t n = lo; n < hi; n++) {
         for (int64_t i0 = 0; i0 < half; i0 += ROPE_CHUNK) {
             const int64_t m = half - i0 < ROPE_CHUNK ? half - i0 : ROPE_CHUNK;
-            for (int64_t i = 0; i < m; i++) {
-                float angle = (float)pos[n] * inv_freq[i0 + i], s;
-                sincosf(angle, &s, &cs[i]);
-                sn[i] = inverse ? -s : s;
-            }
+            rope_angles(pos[n], inv_freq + i0, m, inverse, cs, sn);
             for (int64_t h = 0; h < H; h++) {
                 const uint16_t *xh = x + n * ldx + h * D + i0;
                 uint16_t *yh = y + n * ldy + h * D + i0;

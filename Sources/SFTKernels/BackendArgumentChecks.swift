@@ -60,15 +60,21 @@ extension Backend {
         if let dbias { try check(dbias, count: C, op, "dbias (C=\(C))") }
     }
 
+    /// RoPE's arguments, with x and y in `dtype` (f32, or bf16 activations).
     func checkRope(x: BufferView, ldx: Int, y: BufferView, ldy: Int, positions: BufferView,
-                   invFreq: BufferView, N: Int, H: Int, D: Int) throws {
+                   invFreq: BufferView, N: Int, H: Int, D: Int, dtype: DType = .f32) throws {
         let op = "rope"
         try nonNegative(op, ["N": N, "H": H, "D": D])
         guard D % 2 == 0 else {
             throw KernelError.invalidArgument(op: op, message: "head dim D=\(D) must be even (rotate-half pairs i with i+D/2)")
         }
-        try check(x, rows: N, width: H * D, ld: ldx, op, "x (N=\(N), H=\(H), D=\(D))")
-        try check(y, rows: N, width: H * D, ld: ldy, op, "y (N=\(N), H=\(H), D=\(D))")
+        let (bytes, tag) = dtype == .bf16 ? (2, " bf16") : (4, "")
+        for (view, ld, name) in [(x, ldx, "x"), (y, ldy, "y")] {
+            guard ld >= H * D else {
+                throw KernelError.invalidArgument(op: op, message: "\(name)\(tag): row stride \(ld) < row width H·D=\(H * D)")
+            }
+            try check(view, bytes: Self.span(rows: N, width: H * D, ld: ld) * bytes, op, "\(name)\(tag) (N=\(N), H=\(H), D=\(D))")
+        }
         try check(positions, count: N, op, "positions (N=\(N))")
         try check(invFreq, count: D / 2, op, "invFreq (D/2=\(D / 2))")
     }

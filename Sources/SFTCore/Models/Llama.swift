@@ -156,7 +156,8 @@ public struct LlamaConfig: Equatable, Decodable, Sendable, DecoderShaped {
                       .init("gate_proj", C, F, bias: mlpBias), .init("up_proj", C, F, bias: mlpBias),
                       .init("down_proj", F, C, bias: mlpBias)],
             layerNormValues: 2 * C + (qkNorm ? 2 * headDim : 0), finalNormValues: C,
-            activationsPerToken: 6 * C + 3 * Q + 3 * KVd + numHeads + 3 * F + (qkNorm ? Q + KVd : 0))
+            activationsPerToken: 6 * C + 3 * Q + 3 * KVd + numHeads + 3 * F + (qkNorm ? Q + KVd : 0),
+            bf16ActivationsPerToken: 2 * C + (qkNorm ? Q + 2 * KVd : 3 * Q + 3 * KVd) + 3 * F)
     }
 
     static let architectures = ["llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",

@@ -291,7 +291,8 @@ extension MPTConfig {
             layers: nLayers, hidden: C, vocab: vocabSize, tiedEmbeddings: tieWordEmbeddings,
             linears: [.init("Wqkv", C, 3 * C), .init("out_proj", C, C), .init("up_proj", C, 4 * C), .init("down_proj", 4 * C, C)],
             layerNormValues: 2 * C, finalNormValues: C,
-            activationsPerToken: 7 * C + (clipQKV == nil ? 6 : 9) * C + C + nHeads + 8 * C)
+            activationsPerToken: 7 * C + (clipQKV == nil ? 6 : 9) * C + C + nHeads + 8 * C,
+            bf16ActivationsPerToken: 2 * C + 3 * C + (clipQKV == nil ? 4 * C : 0) + 8 * C)
     }
 
     static let gguf = GGUFArchitecture(

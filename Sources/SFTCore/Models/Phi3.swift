@@ -230,7 +230,8 @@ extension Phi3Config {
             linears: [.init("qkv_proj", C, Q + 2 * KVd), .init("o_proj", Q, C), .init("gate_up_proj", C, 2 * F),
                       .init("down_proj", F, C)],
             layerNormValues: 2 * C, finalNormValues: C,
-            activationsPerToken: 6 * C + 2 * (Q + 2 * KVd) + Q + KVd + Q + numHeads + 5 * F)
+            activationsPerToken: 6 * C + 2 * (Q + 2 * KVd) + Q + KVd + Q + numHeads + 5 * F,
+            bf16ActivationsPerToken: 2 * C + 2 * (Q + 2 * KVd) + 2 * Q + KVd + 5 * F)
     }
 
     static let ggufKeys: [(gguf: String, hf: String)] = [

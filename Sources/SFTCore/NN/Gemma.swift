@@ -67,7 +67,8 @@ extension GemmaLayerSpec {
                       .init("v_proj", C, KVd, bias: attentionBias), .init("o_proj", Q, C, bias: attentionBias),
                       .init("gate_proj", C, F), .init("up_proj", C, F), .init("down_proj", F, C)],
             layerNormValues: 4 * C + (qkNorm ? 2 * D : 0), finalNormValues: C,
-            activationsPerToken: 8 * C + (Q + 2 * KVd) + (qkNorm ? 2 : 1) * (Q + KVd) + Q + shape.numHeads + 3 * F)
+            activationsPerToken: 8 * C + (Q + 2 * KVd) + (qkNorm ? 2 : 1) * (Q + KVd) + Q + shape.numHeads + 3 * F,
+            bf16ActivationsPerToken: 2 * C + (Q + 2 * KVd) + (qkNorm ? 0 : 2 * Q + KVd) + 3 * F)
     }
 
     /// The keys Gemma 2 and 3 write alike besides `DecoderShape.hf`.

@@ -50,6 +50,10 @@ public struct ModelLayout: Equatable, Sendable {
     public var finalNormValues: Int
     /// Values one decoder layer keeps per token for backward, adapters excluded.
     public var activationsPerToken: Int
+    /// The part of `activationsPerToken` that `precision: bf16` stores bf16: the Linear outputs
+    /// and what the ops reading them keep in their type (RoPE, attention, SwiGLU/GeGLU, column
+    /// copies); the rest (residual stream, norm outputs, statistics) stays f32.
+    public var bf16ActivationsPerToken: Int
 
     /// - Parameters:
     ///   - layers: Number of decoder layers.
@@ -60,11 +64,12 @@ public struct ModelLayout: Equatable, Sendable {
     ///   - layerNormValues: Other parameter values per layer.
     ///   - finalNormValues: Parameter values outside the layers besides embedding and LM head.
     ///   - activationsPerToken: Values one layer keeps per token for backward.
+    ///   - bf16ActivationsPerToken: The part of them stored bf16 in `precision: bf16`.
     public init(layers: Int, hidden: Int, vocab: Int, tiedEmbeddings: Bool, linears: [LinearShape],
-                layerNormValues: Int, finalNormValues: Int, activationsPerToken: Int) {
+                layerNormValues: Int, finalNormValues: Int, activationsPerToken: Int, bf16ActivationsPerToken: Int) {
         self.layers = layers; self.hidden = hidden; self.vocab = vocab; self.tiedEmbeddings = tiedEmbeddings
         self.linears = linears; self.layerNormValues = layerNormValues; self.finalNormValues = finalNormValues
-        self.activationsPerToken = activationsPerToken
+        self.activationsPerToken = activationsPerToken; self.bf16ActivationsPerToken = bf16ActivationsPerToken
     }
 
     /// Weight values of the decoder layers' Linears (what 4-bit quantization packs).
@@ -117,9 +122,11 @@ public struct MemoryEstimate: Sendable, CustomStringConvertible {
     ///   - lossChunk: rows of logits the fused LM-head loss holds at once.
     ///   - optimizerShards: ranks the AdamW moments are split over (`zero_stage: 1`); the
     ///     estimate is then per rank.
+    ///   - precision: bf16 stores the frozen Linear weights (LoRA's base, an untied LM head)
+    ///     and the layout's `bf16ActivationsPerToken` in 2 bytes (see NN/Precision.swift).
     public init(layout: ModelLayout, quantization: QuantizationConfig?, lora: LoRAConfig?, batch: Int, sequence: Int,
                 checkpointing: Bool, weightBytes: Int = 4, activationBytes: Int = 4, lossChunk: Int = 256,
-                optimizerShards: Int = 1) {
+                optimizerShards: Int = 1, precision: Precision = .f32) {
         let m = layout
         let C = m.hidden, L = m.layers, V = m.vocab
         let linearValues = m.linearWeightValues, otherValues = m.otherValues
@@ -129,6 +136,10 @@ public struct MemoryEstimate: Sendable, CustomStringConvertible {
             let blocks = Double(linearValues) / Double(q.blockSize)
             let scaleBytes = q.doubleQuant ? blocks * (1 + 4.0 / 256) : blocks * 4
             weights = Int(Double(linearValues) / 2 + scaleBytes) + otherValues * weightBytes
+        } else if precision == .bf16, lora != nil {
+            // The frozen base: every Linear bf16 (an untied LM head too); embedding, norms, biases as they are.
+            let head = m.tiedEmbeddings ? 0 : V * C
+            weights = (linearValues + head) * 2 + (otherValues - head) * weightBytes
         } else {
             weights = (linearValues + otherValues) * weightBytes
         }
@@ -144,24 +155,26 @@ public struct MemoryEstimate: Sendable, CustomStringConvertible {
         gradients = trainable * 4
         optimizer = (trainable * 8 + optimizerShards - 1) / max(1, optimizerShards)
         let tokens = batch * sequence
-        let perLayer = m.activationsPerToken + loraActivations
-        let head = tokens * 2 * C + min(lossChunk, tokens) * V      // final norm in/out, one logits chunk
-        activations = (L * perLayer * tokens + head) * activationBytes
-        activationsCheckpointed = ((L * C + perLayer) * tokens + head) * activationBytes
+        // Bytes one layer keeps per token: in bf16 its Linear outputs and their readers' in 2.
+        let half = precision == .bf16 ? m.bf16ActivationsPerToken : 0
+        let perLayer = (m.activationsPerToken - half + loraActivations) * activationBytes + half * 2
+        let head = (tokens * 2 * C + min(lossChunk, tokens) * V) * activationBytes  // final norm in/out, one logits chunk
+        activations = L * perLayer * tokens + head
+        activationsCheckpointed = (L * C * activationBytes + perLayer) * tokens + head
         self.checkpointing = checkpointing
         let method = quantization.map { "QLoRA \($0.type.rawValue)\($0.doubleQuant ? " + double quant" : "")" }
             ?? (lora == nil ? "full finetuning" : "LoRA")
-        summary = "\(method), \(L) layers × hidden \(C), batch \(batch) × \(sequence) tokens"
+        summary = "\(method)\(precision == .bf16 ? " in bf16" : ""), \(L) layers × hidden \(C), batch \(batch) × \(sequence) tokens"
             + (optimizerShards > 1 ? ", per rank with AdamW states sharded over \(optimizerShards) ranks" : "")
     }
 
     /// The estimate for `model` (its `layout`); see `init(layout:...)`.
     public init(model: any CausalLM, quantization: QuantizationConfig?, lora: LoRAConfig?, batch: Int, sequence: Int,
                 checkpointing: Bool, weightBytes: Int = 4, activationBytes: Int = 4, lossChunk: Int = 256,
-                optimizerShards: Int = 1) {
+                optimizerShards: Int = 1, precision: Precision = .f32) {
         self.init(layout: model.layout, quantization: quantization, lora: lora, batch: batch, sequence: sequence,
                   checkpointing: checkpointing, weightBytes: weightBytes, activationBytes: activationBytes,
-                  lossChunk: lossChunk, optimizerShards: optimizerShards)
+                  lossChunk: lossChunk, optimizerShards: optimizerShards, precision: precision)
     }
 
     /// A table for the log: the summary line, then weights, adapters, gradients, optimizer,

@@ -47,7 +47,8 @@ enum FinetuneMemoryCheck {
             throw SFTError.config(field: field, message: message + "; lower it, or set skip_memory_check to run anyway")
         }
         return MemoryEstimate(layout: layout, quantization: quantization, lora: lora, batch: batch, sequence: sequence,
-                              checkpointing: config.gradientCheckpointing, optimizerShards: config.zeroStage == 1 ? ranks : 1)
+                              checkpointing: config.gradientCheckpointing, optimizerShards: config.zeroStage == 1 ? ranks : 1,
+                              precision: config.precision)
     }
 
     /// Replaces the available-memory figure (tests).

@@ -27,15 +27,7 @@ extension CPUBackend {
                             inverse: inverse)
         }
         let profileStart = OpProfile.begin(); defer { OpProfile.end("rope bf16", profileStart) }
-        let op = "rope"
-        try nonNegative(op, ["N": N, "H": H, "D": D])
-        guard D % 2 == 0, ldx >= H * D, ldy >= H * D else {
-            throw KernelError.invalidArgument(op: op, message: "D=\(D) must be even and ldx=\(ldx), ldy=\(ldy) ≥ H·D=\(H * D)")
-        }
-        try check(x, bytes: Self.span(rows: N, width: H * D, ld: ldx) * 2, op, "x bf16 (N=\(N), H=\(H), D=\(D))")
-        try check(y, bytes: Self.span(rows: N, width: H * D, ld: ldy) * 2, op, "y bf16 (N=\(N), H=\(H), D=\(D))")
-        try check(positions, count: N, op, "positions (N=\(N))")
-        try check(invFreq, count: D / 2, op, "invFreq (D/2=\(D / 2))")
+        try checkRope(x: x, ldx: ldx, y: y, ldy: ldy, positions: positions, invFreq: invFreq, N: N, H: H, D: D, dtype: .bf16)
         let (px, py, pp, pf) = (x.u16(), y.u16(), positions.i32(), invFreq.f32())
         parallel(parts(work: N * H * D, grain: 1 << 14)) { p, np in
             sft_rope_bf16(px, Int64(ldx), py, Int64(ldy), pp, pf, Int64(N), Int64(H), Int64(D), inverse ? 1 : 0, p, np)

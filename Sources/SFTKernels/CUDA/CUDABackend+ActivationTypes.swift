@@ -21,15 +21,7 @@ extension CUDABackend {
             return try rope(x: x, ldx: ldx, y: y, ldy: ldy, positions: positions, invFreq: invFreq, N: N, H: H, D: D,
                             inverse: inverse)
         }
-        let op = "rope"
-        try nonNegative(op, ["N": N, "H": H, "D": D])
-        guard D % 2 == 0, ldx >= H * D, ldy >= H * D else {
-            throw KernelError.invalidArgument(op: op, message: "D=\(D) must be even and ldx=\(ldx), ldy=\(ldy) ≥ H·D=\(H * D)")
-        }
-        try check(x, bytes: Self.span(rows: N, width: H * D, ld: ldx) * 2, op, "x bf16 (N=\(N), H=\(H), D=\(D))")
-        try check(y, bytes: Self.span(rows: N, width: H * D, ld: ldy) * 2, op, "y bf16 (N=\(N), H=\(H), D=\(D))")
-        try check(positions, count: N, op, "positions (N=\(N))")
-        try check(invFreq, count: D / 2, op, "invFreq (D/2=\(D / 2))")
+        try checkRope(x: x, ldx: ldx, y: y, ldy: ldy, positions: positions, invFreq: invFreq, N: N, H: H, D: D, dtype: .bf16)
         let n = N * H * (D / 2)
         try launch(CUDAKernels.norm, "sft_rope_bf16", grid: (blocks(n), 1, 1), block: 256,
                    [.ptr(x), .i64(ldx), .ptr(y), .i64(ldy), .ptr(positions), .ptr(invFreq), .i64(N), .i64(H),

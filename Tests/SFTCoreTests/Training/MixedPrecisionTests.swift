@@ -280,3 +280,40 @@ final class MixedPrecisionTests: XCTestCase {
         }
     }
 }
+
+extension MixedPrecisionTests {
+    /// The memory estimate knows what bf16 stores in half the bytes: frozen Linear weights (equal
+    /// to what the model holds) and the Linear outputs among the activations. The estimate is
+    /// deliberately high on these tiny models (measured 1.25–1.67× what a LoRA forward's tape
+    /// holds, its logits chunk aside); what this checks is that bf16 is counted as well as f32:
+    /// on every family the bf16 estimate over the bf16 tape is within 10% of the same ratio in
+    /// f32 (measured within 8%; counting bf16 activations as f32 would make it 1.4–1.6× larger).
+    func testMemoryEstimateCountsBF16ActivationsAndWeights() throws {
+        let be = CPUBackend.shared
+        let T = 48
+        for family in ZooGoldenTests.families {
+            var ratio: [Precision: Double] = [:], held: [Precision: Int] = [:]
+            for p in Precision.allCases {
+                let model = try ModelRegistry.build(config: try Fixtures.json("model/zoo/\(family)/config.json"), on: be)
+                let lora = LoRAConfig(r: 4, alpha: 8, dropout: 0)
+                try model.applyLoRA(lora, seed: 9)
+                try model.setPrecision(p)
+                let e = MemoryEstimate(model: model, quantization: nil, lora: lora, batch: 1, sequence: T, checkpointing: false, precision: p)
+                let frozen = model.namedParameters().filter { !$0.1.trainable }.reduce(0) { $0 + $1.1.value.count * ($1.1.value.dtype == .bf16 ? 2 : 4) }
+                XCTAssertEqual(e.weights, frozen, "\(family) \(p): frozen weights as stored")
+                let ids = TinyLlama.tokens(T, seed: 4).map { $0 % Int32(model.vocabSize) }
+                let input = try ModelInput(tokens: ids, on: be)
+                let targets = try Tensor(ints: Array(ids.dropFirst()) + [-100], shape: [T], on: be)
+                let before = be.memoryStats.currentBytes
+                let (l, _) = try model.loss(input, targets: targets)
+                held[p] = be.memoryStats.currentBytes - before
+                try Autograd.backward(l)
+                let logitsChunk = min(256, T) * model.vocabSize * 4
+                ratio[p] = Double(e.activations - logitsChunk) / Double(held[p]!)
+            }
+            XCTAssertLessThan(held[.bf16]!, held[.f32]!, family)
+            XCTAssertEqual(ratio[.bf16]!, ratio[.f32]!, accuracy: 0.1 * ratio[.f32]!,
+                           "\(family): estimate / held activations, bf16 vs f32 (\(ratio))")
+        }
+    }
+}
