@@ -1,7 +1,8 @@
 // bf16 activations on CUDA (BackendActivationTypes.swift): the residual add, RoPE, SwiGLU and
 // GELU / GeGLU kernels are templated on the activation type (Kernels/: `load_act` /
-// `store_act`), so bf16 operands are read and written in place. Attention uses the protocol's
-// default (q, k, v, o widened into f32 scratch for the call).
+// `store_act`), so bf16 operands are read and written in place; so are attention's q, k, v and
+// o (`attentionForward` / `attentionBackward(dtype:)` live beside the f32 entries in
+// CUDABackend+Ops.swift, one launch path for both types).
 
 extension CUDABackend {
     private func checkBF16(count n: Int, _ op: String, _ views: KeyValuePairs<String, BufferView>) throws {

@@ -133,9 +133,11 @@ extension CUDABackend {
 
     // MARK: attention
 
+    /// q, k, v, o of `dtype` (f32 or bf16, whose kernels are `_f32_` / `_bf16_`); lse, the doc
+    /// ids and the ALiBi slopes 4-byte.
     private func checkAttention(_ op: String, _ s: AttentionShape, q: BufferView, k: BufferView,
                                 v: BufferView, o: BufferView, lse: BufferView, docIds: BufferView?,
-                                alibi: BufferView?) throws {
+                                alibi: BufferView?, dtype: DType) throws {
         let shape = "B=\(s.B) T=\(s.T) H=\(s.H) KV=\(s.KV) D=\(s.D)"
         guard s.B >= 0, s.T >= 0, s.H > 0, s.KV > 0, s.D > 0, s.H % s.KV == 0 else {
             throw KernelError.invalidArgument(op: op, message: "bad shape \(shape): sizes must be positive and H a multiple of KV")
@@ -143,17 +145,30 @@ extension CUDABackend {
         guard s.B <= 65535, s.H <= 65535, s.T < Int(Int32.max) / 2 else {
             throw KernelError.invalidArgument(op: op, message: "shape \(shape) exceeds the CUDA kernels' grid (B, H ≤ 65535)")
         }
-        let rows = s.B * s.T
-        try check(q, rows: rows, width: s.H * s.D, ld: s.ldq, op, "q (\(shape), ldq=\(s.ldq))")
-        try check(k, rows: rows, width: s.KV * s.D, ld: s.ldk, op, "k (\(shape), ldk=\(s.ldk))")
-        try check(v, rows: rows, width: s.KV * s.D, ld: s.ldv, op, "v (\(shape), ldv=\(s.ldv))")
-        try check(o, rows: rows, width: s.H * s.D, ld: s.ldo, op, "o (\(shape), ldo=\(s.ldo))")
+        let rows = s.B * s.T, t = dtype == .bf16 ? " bf16" : ""
+        try checkActivation(q, dtype, rows: rows, width: s.H * s.D, ld: s.ldq, op, "q\(t) (\(shape), ldq=\(s.ldq))")
+        try checkActivation(k, dtype, rows: rows, width: s.KV * s.D, ld: s.ldk, op, "k\(t) (\(shape), ldk=\(s.ldk))")
+        try checkActivation(v, dtype, rows: rows, width: s.KV * s.D, ld: s.ldv, op, "v\(t) (\(shape), ldv=\(s.ldv))")
+        try checkActivation(o, dtype, rows: rows, width: s.H * s.D, ld: s.ldo, op, "o\(t) (\(shape), ldo=\(s.ldo))")
         try check(lse, count: s.B * s.H * s.T, op, "lse (\(shape))")
         if let docIds { try check(docIds, count: rows, op, "docIds (\(shape))") }
         if let alibi { try check(alibi, count: s.H, op, "alibi (\(shape))") }
         guard s.softcap >= 0, s.softcap.isFinite else {
             throw KernelError.invalidArgument(op: op, message: "softcap \(s.softcap) must be ≥ 0 (0 = off)")
         }
+    }
+
+    /// `rows` rows of `width` elements of `dtype` (f32: 4-byte aligned; bf16: 2), `ld` elements apart.
+    private func checkActivation(_ view: BufferView, _ dtype: DType, rows: Int, width: Int, ld: Int, _ op: String,
+                                 _ name: @autoclosure () -> String) throws {
+        if dtype != .bf16 { return try check(view, rows: rows, width: width, ld: ld, op, name()) }
+        guard ld >= width else {
+            throw KernelError.invalidArgument(op: op, message: "\(name()): row stride \(ld) < row width \(width)")
+        }
+        guard view.byteOffset % 2 == 0 else {
+            throw KernelError.invalidArgument(op: op, message: "\(name()): byte offset \(view.byteOffset) is not a multiple of 2")
+        }
+        try check(view, bytes: Self.span(rows: rows, width: width, ld: ld) * 2, op, name())
     }
 
     /// Dims per thread of the attention kernel class for head dim D (4 threads per row).
@@ -175,12 +190,20 @@ extension CUDABackend {
     public func attentionForward(q: BufferView, k: BufferView, v: BufferView, o: BufferView,
                                  lse: BufferView, docIds: BufferView?, alibi: BufferView?,
                                  shape s: AttentionShape) throws {
+        try attentionForward(q: q, k: k, v: v, o: o, lse: lse, docIds: docIds, alibi: alibi, shape: s, dtype: .f32)
+    }
+
+    /// The forward with q, k, v, o of `dtype` (f32 or bf16) read and written in place by the
+    /// kernels (no widening scratch); lse f32.
+    public func attentionForward(q: BufferView, k: BufferView, v: BufferView, o: BufferView, lse: BufferView,
+                                 docIds: BufferView?, alibi: BufferView?, shape s: AttentionShape, dtype: DType) throws {
         let op = "attentionForward"
-        try checkAttention(op, s, q: q, k: k, v: v, o: o, lse: lse, docIds: docIds, alibi: alibi)
+        _ = try activationType(dtype, op)
+        try checkAttention(op, s, q: q, k: k, v: v, o: o, lse: lse, docIds: docIds, alibi: alibi, dtype: dtype)
         if s.B == 0 || s.T == 0 { return }
         let dq = try attentionClass(op, D: s.D)
         let (start, _) = try documentBounds(docIds, B: s.B, T: s.T, window: s.window)
-        try launch(CUDAKernels.attention, "sft_attn_fwd_f32_dq\(dq)", grid: ((s.T + 31) / 32, s.H, s.B), block: 128,
+        try launch(CUDAKernels.attention, "sft_attn_fwd_\(dtype)_dq\(dq)", grid: ((s.T + 31) / 32, s.H, s.B), block: 128,
                    [.ptr(q), .i64(s.ldq), .ptr(k), .i64(s.ldk), .ptr(v), .i64(s.ldv), .ptr(o), .i64(s.ldo), .ptr(lse),
                     .ptr(start), .optional(alibi), .i32(Int32(s.T)), .i32(Int32(s.H)), .i32(Int32(s.KV)),
                     .i32(Int32(s.D)), .f32(s.scale), .f32(s.softcap)])
@@ -190,8 +213,18 @@ extension CUDABackend {
                                   dout: BufferView, lse: BufferView, docIds: BufferView?,
                                   alibi: BufferView?, dq: BufferView, dk: BufferView, dv: BufferView,
                                   shape s: AttentionShape) throws {
+        try attentionBackward(q: q, k: k, v: v, o: o, dout: dout, lse: lse, docIds: docIds, alibi: alibi, dq: dq, dk: dk,
+                              dv: dv, shape: s, dtype: .f32)
+    }
+
+    /// The backward with q, k, v, o of `dtype` (f32 or bf16) read in place by the kernels (no
+    /// widening scratch); dout, lse, dq, dk, dv f32.
+    public func attentionBackward(q: BufferView, k: BufferView, v: BufferView, o: BufferView, dout: BufferView,
+                                  lse: BufferView, docIds: BufferView?, alibi: BufferView?, dq: BufferView,
+                                  dk: BufferView, dv: BufferView, shape s: AttentionShape, dtype: DType) throws {
         let op = "attentionBackward"
-        try checkAttention(op, s, q: q, k: k, v: v, o: o, lse: lse, docIds: docIds, alibi: alibi)
+        _ = try activationType(dtype, op)
+        try checkAttention(op, s, q: q, k: k, v: v, o: o, lse: lse, docIds: docIds, alibi: alibi, dtype: dtype)
         let rows = s.B * s.T
         try check(dout, rows: rows, width: s.H * s.D, ld: s.ldo, op, "dout (ldo=\(s.ldo))")
         try check(dq, rows: rows, width: s.H * s.D, ld: s.ldq, op, "dq (ldq=\(s.ldq))")
@@ -202,7 +235,7 @@ extension CUDABackend {
         let (start, end) = try documentBounds(docIds, B: s.B, T: s.T, window: s.window)
         let delta = BufferView(try allocate(bytes: s.B * s.H * s.T * 4))
         let deltaRows = s.B * s.T * s.H
-        try launch(CUDAKernels.attention, "sft_attn_delta_f32", grid: ((deltaRows + 3) / 4, 1, 1), block: 128,
+        try launch(CUDAKernels.attention, "sft_attn_delta_\(dtype)", grid: ((deltaRows + 3) / 4, 1, 1), block: 128,
                    [.ptr(o), .i64(s.ldo), .ptr(dout), .i64(s.ldo), .ptr(delta), .i32(Int32(s.B)), .i32(Int32(s.T)),
                     .i32(Int32(s.H)), .i32(Int32(s.D))])
         let args: [Arg] = [.ptr(q), .i64(s.ldq), .ptr(k), .i64(s.ldk), .ptr(v), .i64(s.ldv), .ptr(dout), .i64(s.ldo),
@@ -210,8 +243,8 @@ extension CUDABackend {
                            .ptr(dk), .i64(s.ldk), .ptr(dv), .i64(s.ldv), .i32(Int32(s.T)), .i32(Int32(s.H)),
                            .i32(Int32(s.KV)), .i32(Int32(s.D)), .f32(s.scale), .f32(s.softcap)]
         let blocksT = (s.T + 31) / 32
-        try launch(CUDAKernels.attention, "sft_attn_bwd_dq_f32_dq\(cls)", grid: (blocksT, s.H, s.B), block: 128, args)
-        try launch(CUDAKernels.attention, "sft_attn_bwd_dkdv_f32_dq\(cls)", grid: (blocksT, s.KV, s.B), block: 128, args)
+        try launch(CUDAKernels.attention, "sft_attn_bwd_dq_\(dtype)_dq\(cls)", grid: (blocksT, s.H, s.B), block: 128, args)
+        try launch(CUDAKernels.attention, "sft_attn_bwd_dkdv_\(dtype)_dq\(cls)", grid: (blocksT, s.KV, s.B), block: 128, args)
     }
 
     public func attentionCached(q: BufferView, kCache: BufferView, vCache: BufferView, o: BufferView, Tq: Int, S: Int,

@@ -1,8 +1,10 @@
 // The bf16-activation ops (Backend `dtype:` variants) on CUDA against the CPU backend on the same
 // bf16 inputs: the residual add, RoPE on strided slices, SwiGLU, GELU / GeGLU forward and
 // backward, and attention forward and backward. bf16 outputs agree within one bf16 step (both
-// round an f32 result whose last bits may differ), f32 outputs within f32 tolerances. Runs
-// where a GPU (or the emulated one) is usable; elsewhere skipped.
+// round an f32 result whose last bits may differ), f32 outputs within f32 tolerances. The
+// native bf16 attention kernels are also held to the CPU's f32 attention and to CUDA's own f32
+// kernels on the same (widened) inputs, and checked to allocate no f32 copies of q, k, v, o.
+// Runs where a GPU (or the emulated one) is usable; elsewhere skipped.
 
 import Foundation
 import SFTKernels
@@ -107,6 +109,101 @@ final class CUDAActivationBF16ParityTests: XCTestCase {
                                      dv: dqkv.advanced(byBytes: (H + KV) * D * 4), shape: shape, dtype: .bf16)
             return [([], try get(be, o, N * H * D, as: UInt16.self)), (try get(be, lse, B * H * T, as: Float.self), nil),
                     (try get(be, dqkv, N * ld, as: Float.self), nil)]
+        }
+    }
+
+    /// The native bf16 attention (q, k, v, o read and written as bf16 by the kernels) against
+    /// the CPU's f32 attention on the same bf16 values widened: o is the f32 result rounded to
+    /// bf16 (within one step), lse and the f32 gradients within 1e-5 relative; against CUDA's
+    /// own f32 kernels on the widened inputs it is bit for bit the same (the same template, only
+    /// the loads differ). Causal, documents, GQA, ALiBi, softcap, sliding window, a head dim
+    /// padded inside its class, and q, k, v as strided slices of one fused buffer. The calls
+    /// must allocate less than one f32 copy of q (what widening would cost): only document
+    /// bounds and delta.
+    func testNativeBF16AttentionMatchesF32Attention() throws {
+        var rng = RNG(122)
+        let cases: [(B: Int, T: Int, H: Int, KV: Int, D: Int, docs: Bool, alibi: Bool, cap: Float, window: Int?, fused: Bool)] = [
+            (1, 37, 2, 2, 16, false, false, 0, nil, false),     // causal
+            (2, 29, 4, 2, 32, true, false, 0, nil, false),      // documents, GQA
+            (1, 40, 4, 1, 16, false, true, 0, nil, true),       // ALiBi, GQA 4:1, fused
+            (2, 33, 2, 1, 64, true, false, 1.5, 9, false),      // softcap, window, documents
+            (1, 45, 4, 2, 20, true, true, 2, 12, true),         // everything, D padded (class 32)
+        ]
+        for c in cases {
+            let what = "bf16 attention \(c)"
+            let rows = c.B * c.T, qw = c.H * c.D, kw = c.KV * c.D
+            let width = c.fused ? qw + 2 * kw : 0
+            let shape = c.fused
+                ? AttentionShape(B: c.B, T: c.T, H: c.H, KV: c.KV, D: c.D, ldq: width, ldk: width, ldv: width,
+                                 window: c.window, softcap: c.cap)
+                : AttentionShape(B: c.B, T: c.T, H: c.H, KV: c.KV, D: c.D, window: c.window, softcap: c.cap)
+            // One bf16 buffer per operand (fused: q, k, v columns of one buffer).
+            let sizes = c.fused ? [rows * width] : [rows * qw, rows * kw, rows * kw]
+            let inputs = sizes.map { bf16Randoms(&rng, $0, scale: 2).0 }
+            let dout = rng.floats(rows * qw)
+            let docs = packedDocs(&rng, B: c.B, T: c.T)
+            let slopes = (0..<c.H).map { Float(0.1 * Double($0 + 1)) }
+            let gradSizes = c.fused ? [rows * width] : [rows * qw, rows * kw, rows * kw]
+
+            /// q, k, v views over buffers holding `inputs` as bf16 or widened to f32.
+            func operands(_ be: any Backend, bf16: Bool) throws -> (BufferView, BufferView, BufferView) {
+                let e = bf16 ? 2 : 4
+                let bufs = try inputs.map { bf16 ? try put(be, $0) : try put(be, $0.map(bf16Value)) }
+                return c.fused ? (bufs[0], bufs[0].advanced(byBytes: qw * e), bufs[0].advanced(byBytes: (qw + kw) * e))
+                               : (bufs[0], bufs[1], bufs[2])
+            }
+            func gradients(_ be: any Backend) throws -> ([BufferView], BufferView, BufferView, BufferView) {
+                let g = try gradSizes.map { try poisoned(be, $0, bf16: false) }
+                return c.fused ? (g, g[0], g[0].advanced(byBytes: qw * 4), g[0].advanced(byBytes: (qw + kw) * 4))
+                               : (g, g[0], g[1], g[2])
+            }
+            func extras(_ be: any Backend) throws -> (BufferView?, BufferView?) {
+                (c.docs ? try put(be, docs) : nil, c.alibi ? try put(be, slopes) : nil)
+            }
+
+            // The native path on the GPU: forward, then backward from its own bf16 o and lse.
+            let (oBits, lseG, gradsG, scratch): ([UInt16], [Float], [[Float]], Int) = try {
+                let (q, k, v) = try operands(gpu, bf16: true), (d, a) = try extras(gpu)
+                let o = try poisoned(gpu, rows * qw, bf16: true), lse = try poisoned(gpu, c.B * c.H * c.T, bf16: false)
+                let (g, dq, dk, dv) = try gradients(gpu), dO = try put(gpu, dout)
+                try gpu.synchronize()
+                let before = gpu.memoryStats.currentBytes
+                gpu.resetPeakMemory()
+                try gpu.attentionForward(q: q, k: k, v: v, o: o, lse: lse, docIds: d, alibi: a, shape: shape, dtype: .bf16)
+                try gpu.attentionBackward(q: q, k: k, v: v, o: o, dout: dO, lse: lse, docIds: d, alibi: a, dq: dq, dk: dk,
+                                          dv: dv, shape: shape, dtype: .bf16)
+                try gpu.synchronize()
+                let scratch = gpu.memoryStats.peakBytes - before
+                return (try get(gpu, o, rows * qw, as: UInt16.self), try get(gpu, lse, c.B * c.H * c.T, as: Float.self),
+                        try zip(g, gradSizes).map { try get(gpu, $0, $1, as: Float.self) }, scratch)
+            }()
+            XCTAssertLessThan(scratch, rows * qw * 4, "\(what): allocated \(scratch) bytes, as much as an f32 copy of q")
+
+            // f32 attention on the widened values, on `be`: o, lse, and the gradients from the
+            // GPU's bf16 o (widened) and this backend's lse.
+            func f32Attention(_ be: any Backend) throws -> ([Float], [Float], [[Float]]) {
+                let (q, k, v) = try operands(be, bf16: false), (d, a) = try extras(be)
+                let o = try poisoned(be, rows * qw, bf16: false), lse = try poisoned(be, c.B * c.H * c.T, bf16: false)
+                try be.attentionForward(q: q, k: k, v: v, o: o, lse: lse, docIds: d, alibi: a, shape: shape)
+                let (g, dq, dk, dv) = try gradients(be)
+                try be.attentionBackward(q: q, k: k, v: v, o: try put(be, oBits.map(bf16Value)), dout: try put(be, dout),
+                                         lse: lse, docIds: d, alibi: a, dq: dq, dk: dk, dv: dv, shape: shape)
+                return (try get(be, o, rows * qw, as: Float.self), try get(be, lse, c.B * c.H * c.T, as: Float.self),
+                        try zip(g, gradSizes).map { try get(be, $0, $1, as: Float.self) })
+            }
+            let (oRef, lseRef, gradsRef) = try f32Attention(cpu)
+            assertBF16Rounding(oBits, of: oRef, "\(what): o vs the CPU's f32 o")
+            assertClose(lseG, lseRef.doubles, rtol: 1e-5, atol: 1e-6, "\(what): lse vs the CPU")
+            for (i, (g, w)) in zip(gradsG, gradsRef).enumerated() {
+                XCTAssertFalse(w.contains { $0.isNaN }, "\(what): CPU gradient \(i) has NaN (test bug)")
+                assertClose(g, w.doubles, rtol: 1e-5, atol: 1e-5, "\(what): gradient \(i) vs the CPU")
+            }
+            let (o32, lse32, grads32) = try f32Attention(gpu)
+            XCTAssertEqual(oBits, o32.map(bf16Bits), "\(what): o is not CUDA's f32 o rounded")
+            XCTAssertEqual(lseG, lse32, "\(what): lse differs from CUDA's f32 kernel")
+            for (i, (g, w)) in zip(gradsG, grads32).enumerated() {
+                XCTAssertEqual(g, w, "\(what): gradient \(i) differs from CUDA's f32 kernel")
+            }
         }
     }
 }

@@ -6,6 +6,11 @@
 // with cap(x) = softcap tanh(x / softcap) when softcap > 0 (Gemma 2), else x.
 // where start(t) is the first token of t's document (a maximal run of equal ids).
 //
+// Activation type: q, k, v and o are float or bf16 (u16) — the same templates instantiated
+// twice (`load_act` / `store_act`), `_f32_` and `_bf16_` entries; values are f32 in registers
+// and shared memory, o is rounded to bf16 once. lse, dout, dq, dk, dv and the cached-decode
+// kernel are f32 only.
+//
 // Work layout (f32 SIMT version): a block is 32 rows × 4 threads ("a quad" per row). A quad
 // splits the head dimension four ways in runs of 4 dims (see quad_dim), so its dot products end
 // in two shuffles and shared-memory tiles are read 16 bytes at a time, conflict-free.
@@ -24,29 +29,48 @@ extension CUDAKernels {
     public static let attention = CUDAModuleSource(name: "attention", body: attentionBody,
                                                    kernels: attentionKernels)
 
+    /// Element types of q, k, v and o the attention kernels are built for: the `_f32_` and
+    /// `_bf16_` entry names, with the CUDA C type of each.
+    static let attentionTypes = [("f32", "float"), ("bf16", "u16")]
+
     static var attentionKernels: [String] {
         let fwd = "plplplplpppiiiiff", bwd = "plplplpl" + "ppppp" + "plplpl" + "iiii" + "ff", cached = "ppppiiiiifpf"
-        return ["sft_attn_doc_bounds(pppii)", "sft_attn_delta_f32(plplpiiii)"]
+        return ["sft_attn_doc_bounds(pppii)"]
+            + attentionTypes.map { t, _ in "sft_attn_delta_\(t)(plplpiiii)" }
             + attentionDQ.flatMap { dq in
-                ["sft_attn_fwd_f32_dq\(dq)(\(fwd))", "sft_attn_bwd_dq_f32_dq\(dq)(\(bwd))",
-                 "sft_attn_bwd_dkdv_f32_dq\(dq)(\(bwd))", "sft_attn_cached_f32_dq\(dq)(\(cached))"]
+                attentionTypes.flatMap { t, _ in
+                    ["sft_attn_fwd_\(t)_dq\(dq)(\(fwd))", "sft_attn_bwd_dq_\(t)_dq\(dq)(\(bwd))",
+                     "sft_attn_bwd_dkdv_\(t)_dq\(dq)(\(bwd))"]
+                } + ["sft_attn_cached_f32_dq\(dq)(\(cached))"]
             }
     }
 
     static var attentionBody: String {
-        attentionTemplates + attentionDQ.map { dq in
+        attentionTemplates + attentionTypes.map { t, a in
+            """
+            extern "C" __global__ void sft_attn_delta_\(t)(const \(a) *o, i64 ldo, const float *dout, i64 lddo,
+                                                       float *delta, int B, int T, int H, int D) {
+                attn_delta(o, ldo, dout, lddo, delta, B, T, H, D);
+            }
+
+            """
+        }.joined() + attentionDQ.map { dq in
             // Shared-memory tiles are 2 · BK · 4·DQ floats: BK = 16 keeps the widest class at 32 KB.
             let bk = dq > 32 ? 16 : 32
-            return """
-            extern "C" __global__ void __launch_bounds__(128) sft_attn_fwd_f32_dq\(dq)(ATTN_FWD_PARAMS) {
-                attn_fwd<\(dq), \(bk)>(ATTN_FWD_ARGS);
-            }
-            extern "C" __global__ void __launch_bounds__(128) sft_attn_bwd_dq_f32_dq\(dq)(ATTN_BWD_PARAMS) {
-                attn_bwd_dq<\(dq), \(bk)>(ATTN_BWD_ARGS);
-            }
-            extern "C" __global__ void __launch_bounds__(128) sft_attn_bwd_dkdv_f32_dq\(dq)(ATTN_BWD_PARAMS) {
-                attn_bwd_dkdv<\(dq), \(bk)>(ATTN_BWD_ARGS);
-            }
+            return attentionTypes.map { t, a in
+                """
+                extern "C" __global__ void __launch_bounds__(128) sft_attn_fwd_\(t)_dq\(dq)(ATTN_FWD_PARAMS(\(a))) {
+                    attn_fwd<\(dq), \(bk)>(ATTN_FWD_ARGS);
+                }
+                extern "C" __global__ void __launch_bounds__(128) sft_attn_bwd_dq_\(t)_dq\(dq)(ATTN_BWD_PARAMS(\(a))) {
+                    attn_bwd_dq<\(dq), \(bk)>(ATTN_BWD_ARGS);
+                }
+                extern "C" __global__ void __launch_bounds__(128) sft_attn_bwd_dkdv_\(t)_dq\(dq)(ATTN_BWD_PARAMS(\(a))) {
+                    attn_bwd_dkdv<\(dq), \(bk)>(ATTN_BWD_ARGS);
+                }
+
+                """
+            }.joined() + """
             extern "C" __global__ void __launch_bounds__(128) sft_attn_cached_f32_dq\(dq)(ATTN_CACHED_PARAMS) {
                 attn_cached<\(dq)>(ATTN_CACHED_ARGS);
             }
@@ -109,24 +133,28 @@ extension CUDAKernels {
     }
 
     // delta[b][h][t] = dout_t,h · o_t,h (one warp per row), used by both backward kernels.
-    extern "C" __global__ void sft_attn_delta_f32(const float *o, i64 ldo, const float *dout, i64 lddo,
-                                                  float *delta, int B, int T, int H, int D) {
+    // A: the element type of o (float, or u16 for bf16).
+    template <typename A>
+    __device__ __forceinline__ void attn_delta(const A *o, i64 ldo, const float *dout, i64 lddo,
+                                               float *delta, int B, int T, int H, int D) {
         const i64 row = ((i64)blockIdx.x * blockDim.x + threadIdx.x) >> 5;   // (b, t, h)
         const int lane = threadIdx.x & 31;
         if (row >= (i64)B * T * H) return;
         const i64 h = row % H, bt = row / H, b = bt / T, t = bt % T;
-        const float *orow = o + bt * ldo + h * D, *drow = dout + bt * lddo + h * D;
+        const A *orow = o + bt * ldo + h * D;
+        const float *drow = dout + bt * lddo + h * D;
         float s = 0;
-        for (int d = lane; d < D; d += 32) s += orow[d] * drow[d];
+        for (int d = lane; d < D; d += 32) s += load_act(orow, d) * drow[d];
         s = warp_sum(s);
         if (lane == 0) delta[(b * H + h) * T + t] = s;
     }
 
-    #define ATTN_FWD_PARAMS const float *q, i64 ldq, const float *k, i64 ldk, const float *v, i64 ldv, \
-        float *o, i64 ldo, float *lse, const int *start, const float *alibi, int T, int H, int KV,   \
+    // A: the element type of q, k, v (and o in the forward).
+    #define ATTN_FWD_PARAMS(A) const A *q, i64 ldq, const A *k, i64 ldk, const A *v, i64 ldv, \
+        A *o, i64 ldo, float *lse, const int *start, const float *alibi, int T, int H, int KV,   \
         int D, float scale, float softcap
     #define ATTN_FWD_ARGS q, ldq, k, ldk, v, ldv, o, ldo, lse, start, alibi, T, H, KV, D, scale, softcap
-    #define ATTN_BWD_PARAMS const float *q, i64 ldq, const float *k, i64 ldk, const float *v, i64 ldv, \
+    #define ATTN_BWD_PARAMS(A) const A *q, i64 ldq, const A *k, i64 ldk, const A *v, i64 ldv,         \
         const float *dout, i64 lddo, const float *lse, const float *delta, const int *start,        \
         const int *end, const float *alibi, float *dq, i64 lddq, float *dk, i64 lddk, float *dv,     \
         i64 lddv, int T, int H, int KV, int D, float scale, float softcap
@@ -152,33 +180,33 @@ extension CUDAKernels {
     __device__ __forceinline__ int quad_dim(int i, int l4) { return 16 * (i >> 2) + 4 * l4 + (i & 3); }
 
     // Loads rows [r0, r0 + ROWS) (those < rmax) of one head of a (B·T, ld) matrix into a
-    // (ROWS, 4·DQ) shared tile of float4, zero-padded.
-    template <int DQ, int ROWS>
-    __device__ __forceinline__ void load_tile(float4 (*tile)[DQ], const float *base, i64 ld,
+    // (ROWS, 4·DQ) shared tile of float4, zero-padded. E: float, or u16 (bf16, widened).
+    template <int DQ, int ROWS, typename E>
+    __device__ __forceinline__ void load_tile(float4 (*tile)[DQ], const E *base, i64 ld,
                                               int r0, int rmax, int D) {
         for (int e = threadIdx.x; e < ROWS * 4 * DQ; e += blockDim.x) {
             const int j = e / (4 * DQ), d = e % (4 * DQ), r = r0 + j;
-            reinterpret_cast<float *>(tile[j])[d] = (r < rmax && d < D) ? base[(i64)r * ld + d] : 0.0f;
+            reinterpret_cast<float *>(tile[j])[d] = (r < rmax && d < D) ? load_act(base, (i64)r * ld + d) : 0.0f;
         }
     }
 
     // This thread's dims of one row, zero past D, times `mul`.
-    template <int DQ>
-    __device__ __forceinline__ void load_row(float *out, const float *row, int l4, int D, float mul) {
+    template <int DQ, typename E>
+    __device__ __forceinline__ void load_row(float *out, const E *row, int l4, int D, float mul) {
         #pragma unroll
         for (int i = 0; i < DQ; i++) {
             const int d = quad_dim(i, l4);
-            out[i] = d < D ? row[d] * mul : 0.0f;
+            out[i] = d < D ? load_act(row, d) * mul : 0.0f;
         }
     }
 
-    // Stores this thread's dims of a row (those < D).
-    template <int DQ>
-    __device__ __forceinline__ void store_row(float *row, const float *v, int l4, int D) {
+    // Stores this thread's dims of a row (those < D), rounded to bf16 when E is u16.
+    template <int DQ, typename E>
+    __device__ __forceinline__ void store_row(E *row, const float *v, int l4, int D) {
         #pragma unroll
         for (int i = 0; i < DQ; i++) {
             const int d = quad_dim(i, l4);
-            if (d < D) row[d] = v[i];
+            if (d < D) store_act(row, d, v[i]);
         }
     }
 
@@ -209,8 +237,8 @@ extension CUDAKernels {
 
     // Forward. grid (query blocks, H, B); block: 32 query rows × 4. Blocks are numbered so the
     // longest rows (latest queries) start first.
-    template <int DQ, int BK>
-    __device__ __forceinline__ void attn_fwd(ATTN_FWD_PARAMS) {
+    template <int DQ, int BK, typename A>
+    __device__ __forceinline__ void attn_fwd(ATTN_FWD_PARAMS(A)) {
         __shared__ float4 Ks[BK][DQ], Vs[BK][DQ];
         const int b = blockIdx.z, h = blockIdx.y, g = h / (H / KV);
         const int t0 = (gridDim.x - 1 - blockIdx.x) * QUAD_ROWS;
@@ -263,8 +291,8 @@ extension CUDAKernels {
 
     // dq for one block of 32 query rows of head h:
     //   p = exp(score - lse_t), ds = scale p (do_t·v_s - delta_t), dq_t = sum_s ds k_s.
-    template <int DQ, int BK>
-    __device__ __forceinline__ void attn_bwd_dq(ATTN_BWD_PARAMS) {
+    template <int DQ, int BK, typename A>
+    __device__ __forceinline__ void attn_bwd_dq(ATTN_BWD_PARAMS(A)) {
         __shared__ float4 Ks[BK][DQ], Vs[BK][DQ];
         const int b = blockIdx.z, h = blockIdx.y, g = h / (H / KV);
         const int t0 = (gridDim.x - 1 - blockIdx.x) * QUAD_ROWS;
@@ -306,8 +334,8 @@ extension CUDAKernels {
     // dk, dv for one block of 32 key rows of kv head g: every query t that sees key s (s <= t <
     // end(s)), for every head of the group, adds dv_s += p do_t and dk_s += ds q_t.
     // grid (key blocks, KV, B); query tiles of BK rows go through shared memory.
-    template <int DQ, int BK>
-    __device__ __forceinline__ void attn_bwd_dkdv(ATTN_BWD_PARAMS) {
+    template <int DQ, int BK, typename A>
+    __device__ __forceinline__ void attn_bwd_dkdv(ATTN_BWD_PARAMS(A)) {
         __shared__ float4 Qs[BK][DQ], Os[BK][DQ];
         __shared__ float Ls[BK], Ds[BK];
         const int b = blockIdx.z, g = blockIdx.y, G = H / KV;
