@@ -33,9 +33,10 @@
 // chosen at run time from cpuid (and lowered by sft_cpu_set_isa, or forced for tests and
 // benchmarks with sft_gemm_bf16_set_variant / the env var SFT_GEMM_BF16).
 //
-// Threads: a call computes part `part` of `nparts` of C (blocks of columns when C is at least
-// as wide as tall, else blocks of rows, on multiples of NR / MR) and packs its own panels, so the
-// Swift side runs the parts on the backend's pool like the other kernels. Every element of C is
+// Threads: a call computes part `part` of `nparts` of C (blocks of columns or of rows, on
+// multiples of NR / MR: whichever leaves the cheaper operand to be packed by every part) and
+// packs its own panels, so the Swift side runs the parts on the backend's pool like the other
+// kernels. Every element of C is
 // summed in the same order whatever the number of parts.
 #include "cpu.h"
 #include <stdlib.h>
@@ -496,15 +497,20 @@ int sft_gemm_bf16(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, flo
     if (M < 0 || N < 0 || K < 0) return sft_set_error("gemm_bf16: negative size M=%lld N=%lld K=%lld",
                                                        (long long)M, (long long)N, (long long)K);
     if (nparts < 1) nparts = 1;
-    // This part's block of C, on multiples of the tile.
+    // This part's block of C, on multiples of the tile. Each part packs all of the operand
+    // along the dimension it does not split, so the parts split the dimension that leaves the
+    // cheaper operand to pack twice (an f32 operand costs about twice a bf16 one: it is rounded,
+    // then spread), as long as it has a tile for every part.
     int64_t m0 = 0, m1 = M, n0 = 0, n1 = N;
-    if (N >= M) {
-        int64_t tiles = (N + NR - 1) / NR;
-        n0 = tiles * part / nparts * NR; n1 = tiles * (part + 1) / nparts * NR;
+    double cost_a = (double)M * (double)K * (a_bf16 ? 1 : 2), cost_b = (double)N * (double)K * (b_bf16 ? 1 : 2);
+    int64_t mtiles = (M + MR - 1) / MR, ntiles = (N + NR - 1) / NR;
+    int split_n = cost_a <= cost_b;   // splitting N packs A in every part
+    if ((split_n ? ntiles : mtiles) < nparts) split_n = ntiles >= mtiles;
+    if (split_n) {
+        n0 = ntiles * part / nparts * NR; n1 = ntiles * (part + 1) / nparts * NR;
         if (n1 > N) n1 = N;
     } else {
-        int64_t tiles = (M + MR - 1) / MR;
-        m0 = tiles * part / nparts * MR; m1 = tiles * (part + 1) / nparts * MR;
+        m0 = mtiles * part / nparts * MR; m1 = mtiles * (part + 1) / nparts * MR;
         if (m1 > M) m1 = M;
     }
     if (m1 <= m0 || n1 <= n0) return 0;
@@ -524,7 +530,7 @@ int sft_gemm_bf16(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, flo
     size_t abytes = (size_t)(apanels * MR * (KC / 2)) * 4, bbytes = (size_t)(bpanels * NR * (KC / 2)) * 4;
     uint32_t *ap = panel_buffer(abytes + bbytes), *bp = ap + abytes / 4;
     if (!ap) return sft_set_error("gemm_bf16: out of memory for packed panels (%lld × %lld)", (long long)rows, (long long)cols);
-    // Depth blocks of equal (even) size up to KC: K = 576 runs as 2 × 288, not 256 + 256 + 64.
+    // Depth blocks of equal (even) size up to KC: K = 1536 runs as 3 × 512, not 576 + 576 + 384.
     int64_t kblocks = (K + KC - 1) / KC, kstep = ((K + kblocks - 1) / kblocks + 1) / 2 * 2;
     for (int64_t k0 = 0; k0 < K; k0 += kstep) {
         int64_t kc = K - k0 < kstep ? K - k0 : kstep, pairs = (kc + 1) / 2;
