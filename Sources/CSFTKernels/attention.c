@@ -116,30 +116,75 @@ SFT_INLINE void transpose16(vf r[VL]) {
     }
 }
 
+typedef int32_t vi __attribute__((vector_size(64)));
+typedef uint32_t vu __attribute__((vector_size(64)));
+typedef uint16_t vhu __attribute__((vector_size(32), aligned(2)));   // 16 bf16 at any address
+// Helpers below pass 64-byte vectors by value; they are always inlined, so the calling
+// convention clang warns about for the non-AVX-512 variants never applies.
+#pragma clang diagnostic ignored "-Wpsabi"
+
+// ---------------------------------------------------------------------------------------------
+// Element types. q, k, v and o are f32, or bf16 in the mixed-precision entry points (`bf`: a
+// constant in every compiled kernel, so the tests below fold away). bf16 values are widened
+// exactly to f32 as a tile is loaded (never a whole tensor) and o is rounded to nearest even
+// as it is stored; everything in between (scores, max, sums, lse, p, dS) is the f32 kernel's.
+// ---------------------------------------------------------------------------------------------
+
+/// The address of element i of an operand of element type f32 or bf16.
+SFT_INLINE const void *elem_at(int bf, const void *p, int64_t i) {
+    return (const char *)p + i * (bf ? 2 : 4);
+}
+/// Element i as f32.
+SFT_INLINE float elem(int bf, const void *p, int64_t i) {
+    return bf ? sft_bf16_load(((const uint16_t *)p)[i]) : ((const float *)p)[i];
+}
+/// Elements [i, i + 16) as f32 (any alignment).
+SFT_INLINE vf vload(int bf, const void *p, int64_t i) {
+    if (!bf) return *(const vfu *)((const float *)p + i);
+    return (vf)(__builtin_convertvector(*(const vhu *)((const uint16_t *)p + i), vu) << 16);
+}
+/// Stores x to element i (rounded to nearest even when bf16, NaN kept a quiet NaN).
+SFT_INLINE void elem_store(int bf, void *p, int64_t i, float x) {
+    if (bf) ((uint16_t *)p)[i] = sft_bf16_round(x);
+    else ((float *)p)[i] = x;
+}
+/// Stores the 16 lanes of x to elements [i, i + 16), rounded as elem_store.
+SFT_INLINE void vstore(int bf, void *p, int64_t i, vf x) {
+    if (!bf) {
+        *(vfu *)((float *)p + i) = x;
+        return;
+    }
+    const vu u = (vu)x, rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16, nan = (u >> 16) | 0x40u;
+    const vu isnan = (vu)((vi)(u & 0x7fffffffu) > 0x7f800000);
+    *(vhu *)((uint16_t *)p + i) = __builtin_convertvector((rounded & ~isnan) | (nan & isnan), vhu);
+}
+
 /// xt[d][j] = alpha x[j][d] for j < n rows of a (n, D) slice with row stride ld; zero for
 /// j >= n. With `wide` (AVX-512 two-source permutes), whole 16 x 16 blocks go through registers.
-SFT_INLINE void transpose_tile(int wide, const float *restrict x, int64_t ld, int64_t n,
+SFT_INLINE void transpose_tile(int wide, int bf, const void *restrict x, int64_t ld, int64_t n,
                                int64_t D, float alpha, float *restrict xt) {
     int64_t d0 = 0;
     for (; wide && d0 + VL <= D; d0 += VL)
         for (int64_t j0 = 0; j0 < BK; j0 += VL) {
             vf r[VL];
             for (int i = 0; i < VL; i++)
-                r[i] = j0 + i < n ? *(const vfu *)(x + (j0 + i) * ld + d0) : (vf){0};
+                r[i] = j0 + i < n ? vload(bf, x, (j0 + i) * ld + d0) : (vf){0};
             transpose16(r);
             for (int i = 0; i < VL; i++) *(vf *)(xt + (d0 + i) * BK + j0) = r[i] * alpha;
         }
     for (int64_t d = d0; d < D; d++) {
         float *row = xt + d * BK;
-        for (int64_t j = 0; j < n; j++) row[j] = alpha * x[j * ld + d];
+        for (int64_t j = 0; j < n; j++) row[j] = alpha * elem(bf, x, j * ld + d);
         for (int64_t j = n; j < BK; j++) row[j] = 0;
     }
 }
 
-typedef int32_t vi __attribute__((vector_size(64)));
-// Helpers below pass 64-byte vectors by value; they are always inlined, so the calling
-// convention clang warns about for the non-AVX-512 variants never applies.
-#pragma clang diagnostic ignored "-Wpsabi"
+/// dst (n rows of D floats) = the n rows of a bf16 slice (rows ld apart), widened: the bf16
+/// forward's K and V tiles, converted once per tile.
+SFT_INLINE void widen_tile(const uint16_t *restrict x, int64_t ld, int64_t n, int64_t D,
+                           float *restrict dst) {
+    for (int64_t j = 0; j < n; j++) sft_bf16_widen(x + j * ld, dst + j * D, D);
+}
 
 SFT_INLINE vf vsplat(float x) { return (vf){0} + x; }
 /// a where m is set (all ones), b where it is clear.
@@ -200,9 +245,9 @@ SFT_INLINE vf vsoftcap(int wide, vf x, float cap) {
 }
 
 #pragma clang fp reassociate(on)
-SFT_INLINE float dot(const float *restrict a, const float *restrict b, int64_t n) {
+SFT_INLINE float dot(const float *restrict a, int bf, const void *restrict b, int64_t n) {
     float s = 0;
-    for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
+    for (int64_t i = 0; i < n; i++) s += a[i] * elem(bf, b, i);
     return s;
 }
 #pragma clang fp reassociate(off)
@@ -217,19 +262,19 @@ SFT_INLINE void visible(const int32_t *start, int64_t t, int64_t s0, int64_t s1,
 /// 64-byte aligned scratch (vector tiles), rounded up to whole lines.
 static void *scratch(size_t bytes) { return aligned_alloc(64, (bytes + 63) / 64 * 64); }
 
-/// Asks for the cache lines of x[0, n).
-SFT_INLINE void prefetch_row(const float *x, int64_t n) {
-    const char *p = (const char *)x, *e = (const char *)(x + n);
+/// Asks for the cache lines of the n bytes at x.
+SFT_INLINE void prefetch_row(const void *x, int64_t n) {
+    const char *p = (const char *)x, *e = p + n;
     for (p -= (uintptr_t)p % 64; p < e; p += 64) __builtin_prefetch(p);
 }
 
-/// dst[0, n) = alpha src[0, n) (0 when src is NULL) and dst[n, np) = 0: rows of q, dO, dq, dk,
-/// with the softmax scale applied on the way where it is due.
-SFT_INLINE void copy_row(float *restrict dst, const float *restrict src, int64_t n, int64_t np,
+/// dst[0, n) = alpha src[0, n) (0 when src is NULL; src f32, or bf16 when bf) and
+/// dst[n, np) = 0: rows of q, dO, dq, dk, with the softmax scale applied on the way where due.
+SFT_INLINE void copy_row(float *restrict dst, int bf, const void *restrict src, int64_t n, int64_t np,
                          float alpha) {
     int64_t i = 0;
     if (src)
-        for (; i < n; i++) dst[i] = alpha * src[i];
+        for (; i < n; i++) dst[i] = alpha * elem(bf, src, i);
     for (; i < np; i++) dst[i] = 0.0f;
 }
 
@@ -376,8 +421,8 @@ SFT_INLINE void fwd_pv(int wide, float *ot, const float *v, int64_t ldv, const f
 
 /// o rows: o_i[d] = ot[d][i] * inv[i] for the block's nr rows; 16 x 16 blocks of o^T through
 /// registers with AVX-512, the rest element by element.
-SFT_INLINE void write_rows(int wide, const float *restrict ot, const float *restrict inv,
-                           int64_t nr, int64_t D, float *restrict o, int64_t ldo) {
+SFT_INLINE void write_rows(int wide, int bf, const float *restrict ot, const float *restrict inv,
+                           int64_t nr, int64_t D, void *restrict o, int64_t ldo) {
     int64_t d0 = 0;
     for (; wide && d0 + VL <= D; d0 += VL)
         for (int64_t i0 = 0; i0 < nr; i0 += VL) {
@@ -385,21 +430,21 @@ SFT_INLINE void write_rows(int wide, const float *restrict ot, const float *rest
             for (int i = 0; i < VL; i++) r[i] = *(const vf *)(ot + (d0 + i) * BQ + i0);
             transpose16(r);
             for (int i = 0; i < VL && i0 + i < nr; i++)
-                *(vfu *)(o + (i0 + i) * ldo + d0) = r[i] * inv[i0 + i];
+                vstore(bf, o, (i0 + i) * ldo + d0, r[i] * inv[i0 + i]);
         }
     for (; d0 < D; d0++)
-        for (int64_t i = 0; i < nr; i++) o[i * ldo + d0] = ot[d0 * BQ + i] * inv[i];
+        for (int64_t i = 0; i < nr; i++) elem_store(bf, o, i * ldo + d0, ot[d0 * BQ + i] * inv[i]);
 }
 
-SFT_INLINE int sft_attention_fwd_f32_impl(int wide, const float *q, int64_t ldq, const float *k,
-                                          int64_t ldk, const float *v, int64_t ldv, float *o,
-                                          int64_t ldo, float *lse, const int32_t *doc,
-                                          const float *alibi, int64_t window, int64_t B, int64_t T, int64_t H,
-                                          int64_t KV, int64_t D, float scale, float softcap,
-                                          int64_t *next, int part, int nparts) {
+/// The forward for q, k, v, o of element type f32 or bf16 (bf).
+SFT_INLINE int attention_fwd(int wide, int bf, const void *q, int64_t ldq, const void *k,
+                             int64_t ldk, const void *v, int64_t ldv, void *o, int64_t ldo,
+                             float *lse, const int32_t *doc, const float *alibi, int64_t window,
+                             int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D, float scale,
+                             float softcap, int64_t *next, int part, int nparts) {
     if (B <= 0 || T <= 0 || H <= 0) return 0;
     const int64_t G = H / KV, nqb = (T + BQ - 1) / BQ, nunits = B * H * nqb;
-    size_t floats = (size_t)(2 * D * BQ + (BK + 8) * BQ + VL * D + 5 * BQ);
+    size_t floats = (size_t)(2 * D * BQ + (BK + 8) * BQ + VL * D + 5 * BQ + (bf ? 2 * BK * D : 0));
     size_t bytes = floats * sizeof(float) + (size_t)(2 * B * T) * sizeof(int32_t) +
                    (size_t)nunits * sizeof(unit_t) + (size_t)nparts * sizeof(int64_t);
     char *mem = scratch(bytes);
@@ -407,11 +452,11 @@ SFT_INLINE int sft_attention_fwd_f32_impl(int wide, const float *q, int64_t ldq,
     // Per block: Q^T and o^T (D, BQ), P^T (BK + 8, BQ: see fwd_scores), the last few keys of a
     // tile (VL rows of D, so what follows stays 64-byte aligned for vector loads); per row:
     // running max m, running sum l, the tile's rescaling, the row's position and its
-    // document's start (as floats for vector compares).
+    // document's start (as floats for vector compares); with bf16, the tile's K and V widened.
     float *qt = (float *)mem, *ot = qt + D * BQ, *pt = ot + D * BQ, *kpad = pt + (BK + 8) * BQ;
     float *m = kpad + VL * D, *l = m + BQ, *corr = l + BQ;
-    float *tpos = corr + BQ, *spos = tpos + BQ;
-    int32_t *start = (int32_t *)(spos + BQ), *end = start + B * T;
+    float *tpos = corr + BQ, *spos = tpos + BQ, *kw = spos + BQ, *vw = kw + (bf ? BK * D : 0);
+    int32_t *start = (int32_t *)(vw + (bf ? BK * D : 0)), *end = start + B * T;
     unit_t *units = (unit_t *)(end + B * T);
     int64_t *load = (int64_t *)(units + nunits);
 
@@ -433,7 +478,7 @@ SFT_INLINE int sft_attention_fwd_f32_impl(int wide, const float *q, int64_t ldq,
         const int32_t *st = start + b * T;
         const float slope = alibi ? alibi[h] : 0.0f;
         const int nrv = (int)((nr + VL - 1) / VL);   // row vectors holding rows of the block
-        transpose_tile(wide, q + (b * T + t0) * ldq + h * D, ldq, nr, D, scale, qt);   // rows past nr: 0
+        transpose_tile(wide, bf, elem_at(bf, q, (b * T + t0) * ldq + h * D), ldq, nr, D, scale, qt);   // rows past nr: 0
         memset(ot, 0, (size_t)(D * BQ) * sizeof(float));
         // Rows past T get position -1: no key is ever visible to them.
         for (int64_t i = 0; i < BQ; i++) {
@@ -451,12 +496,19 @@ SFT_INLINE int sft_attention_fwd_f32_impl(int wide, const float *q, int64_t ldq,
             // Scores need masking where some row of the block does not see some key: on the
             // diagonal, and where a document starts inside the block after the tile's start.
             const int masked = s0 + BK > t0 || last_start > s0;
-            const float *kk = k + (b * T + s0) * ldk + g * D, *vv = v + (b * T + s0) * ldv + g * D;
+            const float *kk = (const float *)k + (b * T + s0) * ldk + g * D;
+            const float *vv = (const float *)v + (b * T + s0) * ldv + g * D;
+            int64_t ldkt = ldk, ldvt = ldv;   // row strides of the tile as read
+            if (bf) {
+                widen_tile((const uint16_t *)k + (b * T + s0) * ldk + g * D, ldk, jend, D, kw);
+                widen_tile((const uint16_t *)v + (b * T + s0) * ldv + g * D, ldv, jend, D, vw);
+                kk = kw, vv = vw, ldkt = ldvt = D;
+            }
             // Unmasked tiles without ALiBi or softcap get their row maxima from the score kernel.
             const int fused = !masked && !alibi && softcap <= 0;
             vf tmax[NRV];
             for (int rv = 0; rv < NRV; rv++) tmax[rv] = mv[rv];
-            fwd_scores(wide, kk, ldk, qt, D, jend, diag, nrv, pt, fused ? tmax : NULL, kpad);
+            fwd_scores(wide, kk, ldkt, qt, D, jend, diag, nrv, pt, fused ? tmax : NULL, kpad);
             // Online softmax, one vector of 16 rows at a time.
             for (int rv = 0; rv < nrv; rv++) {
                 // Keys past the vector's last row are invisible to all of its rows.
@@ -489,13 +541,13 @@ SFT_INLINE int sft_attention_fwd_f32_impl(int wide, const float *q, int64_t ldq,
                 cv[rv] = c;
             }
             if (!diag) {
-                fwd_pv(wide, ot, vv, ldv, pt, D, 0, nrv, 0, jend, cv);
+                fwd_pv(wide, ot, vv, ldvt, pt, D, 0, nrv, 0, jend, cv);
             } else {
                 // Keys [16 c, 16 c + 16) reach row vectors c and later only.
-                fwd_pv(wide, ot, vv, ldv, pt, D, 0, nrv, 0, jend < VL ? jend : VL, cv);
+                fwd_pv(wide, ot, vv, ldvt, pt, D, 0, nrv, 0, jend < VL ? jend : VL, cv);
                 for (int c = 1; c < nrv && c * VL < jend; c++) {
                     const int64_t jb = (c + 1) * VL < jend ? (c + 1) * VL : jend;
-                    fwd_pv(wide, ot, vv, ldv, pt, D, c, nrv, c * VL, jb, NULL);
+                    fwd_pv(wide, ot, vv, ldvt, pt, D, c, nrv, c * VL, jb, NULL);
                 }
             }
         }
@@ -503,11 +555,36 @@ SFT_INLINE int sft_attention_fwd_f32_impl(int wide, const float *q, int64_t ldq,
             lse[(b * H + h) * T + t0 + i] = m[i] + logf(l[i]);
             l[i] = 1.0f / l[i];
         }
-        write_rows(wide, ot, l, nr, D, o + (b * T + t0) * ldo + h * D, ldo);
+        write_rows(wide, bf, ot, l, nr, D, (void *)elem_at(bf, o, (b * T + t0) * ldo + h * D), ldo);
     }
     free(mem);
     return 0;
 }
+SFT_INLINE int sft_attention_fwd_f32_impl(int wide, const float *q, int64_t ldq, const float *k,
+                                          int64_t ldk, const float *v, int64_t ldv, float *o,
+                                          int64_t ldo, float *lse, const int32_t *doc,
+                                          const float *alibi, int64_t window, int64_t B, int64_t T,
+                                          int64_t H, int64_t KV, int64_t D, float scale, float softcap,
+                                          int64_t *next, int part, int nparts) {
+    return attention_fwd(wide, 0, q, ldq, k, ldk, v, ldv, o, ldo, lse, doc, alibi, window, B, T, H, KV,
+                         D, scale, softcap, next, part, nparts);
+}
+SFT_INLINE int sft_attention_fwd_bf16_impl(int wide, const uint16_t *q, int64_t ldq, const uint16_t *k,
+                                           int64_t ldk, const uint16_t *v, int64_t ldv, uint16_t *o,
+                                           int64_t ldo, float *lse, const int32_t *doc,
+                                           const float *alibi, int64_t window, int64_t B, int64_t T,
+                                           int64_t H, int64_t KV, int64_t D, float scale, float softcap,
+                                           int64_t *next, int part, int nparts) {
+    return attention_fwd(wide, 1, q, ldq, k, ldk, v, ldv, o, ldo, lse, doc, alibi, window, B, T, H, KV,
+                         D, scale, softcap, next, part, nparts);
+}
+SFT_DISPATCH_WIDE(int, sft_attention_fwd_bf16,
+             (const uint16_t *q, int64_t ldq, const uint16_t *k, int64_t ldk, const uint16_t *v,
+              int64_t ldv, uint16_t *o, int64_t ldo, float *lse, const int32_t *doc,
+              const float *alibi, int64_t window, int64_t B, int64_t T, int64_t H, int64_t KV,
+              int64_t D, float scale, float softcap, int64_t *next, int part, int nparts),
+             (q, ldq, k, ldk, v, ldv, o, ldo, lse, doc, alibi, window, B, T, H, KV, D, scale, softcap,
+              next, part, nparts))
 SFT_DISPATCH_WIDE(int, sft_attention_fwd_f32,
              (const float *q, int64_t ldq, const float *k, int64_t ldk, const float *v,
               int64_t ldv, float *o, int64_t ldo, float *lse, const int32_t *doc,
@@ -730,9 +807,10 @@ void sft_attention_bwd_sum_f32(const float *work, float *dq, int64_t lddq, int64
     }
 }
 
-SFT_INLINE int sft_attention_bwd_f32_impl(
-    int wide, const float *q, int64_t ldq, const float *k, int64_t ldk, const float *v, int64_t ldv,
-    const float *o, int64_t ldo, const float *dout, int64_t lddo, const float *lse,
+/// The backward for q, k, v, o of element type f32 or bf16 (bf); dout, dq, dk, dv are f32.
+SFT_INLINE int attention_bwd(
+    int wide, int bf, const void *q, int64_t ldq, const void *k, int64_t ldk, const void *v, int64_t ldv,
+    const void *o, int64_t ldo, const float *dout, int64_t lddo, const float *lse,
     const int32_t *doc, const float *alibi, int64_t window, float *dq, int64_t lddq, float *dk,
     int64_t lddk, float *dv, int64_t lddv, int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D,
     float scale, float softcap, float *work, int64_t *next, int part, int nparts) {
@@ -741,7 +819,8 @@ SFT_INLINE int sft_attention_bwd_f32_impl(
     const int64_t Dp = (D + VL - 1) / VL * VL, TS = BK * Dp;   // TS: floats of one padded tile
     // With whole vectors per row, q, dO and K rows are read in place; otherwise they are copied
     // with zero padding (vector loads must not run past a row, nor past the end of a buffer).
-    const int direct = D % VL == 0;
+    // bf16 q and K rows are always copied (widened on the way).
+    const int direct = !bf && D % VL == 0;
     chunks_t ch;
     plan_chunks(B, T, H, KV, D, &ch);
     const int64_t nunits = B * KV * ch.n;
@@ -796,13 +875,13 @@ SFT_INLINE int sft_attention_bwd_f32_impl(
             int64_t rend = 0;   // one past the last query row that sees a key of the stripe
             for (int64_t kb = k0; kb < k1; kb++) {
                 const int64_t s0 = kb * BK, nk = (s0 + BK < T ? s0 + BK : T) - s0;
-                const float *kg = k + (b * T + s0) * ldk + g * D, *vg = v + (b * T + s0) * ldv + g * D;
+                const int64_t ko = (b * T + s0) * ldk + g * D;
                 float *kt = tiles + (kb - k0) * 5 * TS, *vt = kt + TS, *kp = vt + TS;
-                transpose_tile(wide, kg, ldk, nk, D, 1.0f, kt);
-                transpose_tile(wide, vg, ldv, nk, D, 1.0f, vt);
+                transpose_tile(wide, bf, elem_at(bf, k, ko), ldk, nk, D, 1.0f, kt);
+                transpose_tile(wide, bf, elem_at(bf, v, (b * T + s0) * ldv + g * D), ldv, nk, D, 1.0f, vt);
                 if (!direct)
                     for (int64_t j = 0; j < BK; j++)
-                        copy_row(kp + j * Dp, j < nk ? kg + j * ldk : NULL, D, Dp, 1.0f);
+                        copy_row(kp + j * Dp, bf, j < nk ? elem_at(bf, k, ko + j * ldk) : NULL, D, Dp, 1.0f);
                 memset(kp + TS, 0, (size_t)(2 * TS) * sizeof(float));   // dK and dV sums
                 rend = en[s0 + nk - 1] > rend ? en[s0 + nk - 1] : rend;
             }
@@ -813,20 +892,21 @@ SFT_INLINE int sft_attention_bwd_f32_impl(
                 for (int64_t t0 = k0 * BK; t0 < rend; t0 += BQ) {
                     if (!have[(b * H + h) * nqb + t0 / BQ]) {
                         for (int64_t t = t0; t < t0 + BQ && t < T; t++)
-                            dh[t] = dot(dout + (b * T + t) * lddo + h * D, o + (b * T + t) * ldo + h * D, D);
+                            dh[t] = dot(dout + (b * T + t) * lddo + h * D, bf, elem_at(bf, o, (b * T + t) * ldo + h * D), D);
                         have[(b * H + h) * nqb + t0 / BQ] = 1;
                     }
                     const int64_t t1 = t0 + BQ < rend ? t0 + BQ : rend, nr = t1 - t0;
                     const int64_t nrr = (nr + R - 1) / R * R;
                     // The block's q and dO rows: in place, or copied with their rows padded to
                     // Dp columns (zeros) and the block to whole groups of R rows.
-                    const float *qb0 = q + (b * T + t0) * ldq + h * D;
+                    const int64_t qo = (b * T + t0) * ldq + h * D;
+                    const float *qb0 = (const float *)q + qo;
                     const float *db0 = dout + (b * T + t0) * lddo + h * D;
                     int64_t lq = ldq, ld = lddo;
                     if (!direct) {
                         for (int64_t i = 0; i < nrr; i++) {
-                            copy_row(qp + i * Dp, i < nr ? qb0 + i * ldq : NULL, D, Dp, 1.0f);
-                            copy_row(dop + i * Dp, i < nr ? db0 + i * lddo : NULL, D, Dp, 1.0f);
+                            copy_row(qp + i * Dp, bf, i < nr ? elem_at(bf, q, qo + i * ldq) : NULL, D, Dp, 1.0f);
+                            copy_row(dop + i * Dp, 0, i < nr ? db0 + i * lddo : NULL, D, Dp, 1.0f);
                         }
                         qb0 = qp, db0 = dop, lq = ld = Dp;
                     }
@@ -837,9 +917,11 @@ SFT_INLINE int sft_attention_bwd_f32_impl(
                     // The next block's rows arrive while this one is computed (rows of a head
                     // are strided, which the hardware prefetchers pick up too late).
                     for (int64_t t = t1; t < t1 + BQ && t < rend; t++) {
-                        prefetch_row(q + (b * T + t) * ldq + h * D, D);
-                        prefetch_row(dout + (b * T + t) * lddo + h * D, D);
-                        if (!have[(b * H + h) * nqb + t / BQ]) prefetch_row(o + (b * T + t) * ldo + h * D, D);
+                        const int64_t es = bf ? 2 : 4;
+                        prefetch_row(elem_at(bf, q, (b * T + t) * ldq + h * D), D * es);
+                        prefetch_row(dout + (b * T + t) * lddo + h * D, D * 4);
+                        if (!have[(b * H + h) * nqb + t / BQ])
+                            prefetch_row(elem_at(bf, o, (b * T + t) * ldo + h * D), D * es);
                     }
                     memset(dqa, 0, (size_t)(nrr * Dp) * sizeof(float));
                     int touched = 0;
@@ -894,7 +976,7 @@ SFT_INLINE int sft_attention_bwd_f32_impl(
                                                   0, BK, slope, tpos, softcap, pb + i * BK, dsb + i * BK);
                             }
                             // dq_t += ds k_s (times scale when written out)
-                            rows_w_x(wide, dsb + r0 * BK, direct ? k + (b * T + s0) * ldk + g * D : kp,
+                            rows_w_x(wide, dsb + r0 * BK, direct ? (const float *)k + (b * T + s0) * ldk + g * D : kp,
                                      direct ? ldk : Dp, Dp, (int64_t)jmin, (int64_t)jmax, dqa + r0 * Dp);
                         }
                         tile_tn(wide, dva, pb, db0, ld, Dp, nk, nr, t0 - s0);    // dv_s += p do_t
@@ -911,7 +993,7 @@ SFT_INLINE int sft_attention_bwd_f32_impl(
                     for (int64_t t = t0; t < (first ? bend : t1); t++) {
                         float *dst = tgt + t * tld + hl * D;
                         const float *src = dqa + (t - t0) * Dp;
-                        if (first) copy_row(dst, t < t1 ? src : NULL, D, D, scale);
+                        if (first) copy_row(dst, 0, t < t1 ? src : NULL, D, D, scale);
                         else for (int64_t d = 0; d < D; d++) dst[d] += scale * src[d];
                     }
                 }
@@ -920,8 +1002,8 @@ SFT_INLINE int sft_attention_bwd_f32_impl(
                 const int64_t s0 = kb * BK, nk = (s0 + BK < T ? s0 + BK : T) - s0;
                 const float *dka = tiles + (kb - k0) * 5 * TS + 3 * TS, *dva = dka + TS;
                 for (int64_t j = 0; j < nk; j++) {
-                    copy_row(dk + (b * T + s0 + j) * lddk + g * D, dka + j * Dp, D, D, scale);
-                    copy_row(dv + (b * T + s0 + j) * lddv + g * D, dva + j * Dp, D, D, 1.0f);
+                    copy_row(dk + (b * T + s0 + j) * lddk + g * D, 0, dka + j * Dp, D, D, scale);
+                    copy_row(dv + (b * T + s0 + j) * lddv + g * D, 0, dva + j * Dp, D, D, 1.0f);
                 }
             }
         }
@@ -936,6 +1018,33 @@ SFT_INLINE int sft_attention_bwd_f32_impl(
     free(mem);
     return 0;
 }
+SFT_INLINE int sft_attention_bwd_f32_impl(
+    int wide, const float *q, int64_t ldq, const float *k, int64_t ldk, const float *v, int64_t ldv,
+    const float *o, int64_t ldo, const float *dout, int64_t lddo, const float *lse,
+    const int32_t *doc, const float *alibi, int64_t window, float *dq, int64_t lddq, float *dk,
+    int64_t lddk, float *dv, int64_t lddv, int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D,
+    float scale, float softcap, float *work, int64_t *next, int part, int nparts) {
+    return attention_bwd(wide, 0, q, ldq, k, ldk, v, ldv, o, ldo, dout, lddo, lse, doc, alibi, window,
+                         dq, lddq, dk, lddk, dv, lddv, B, T, H, KV, D, scale, softcap, work, next, part, nparts);
+}
+SFT_INLINE int sft_attention_bwd_bf16_impl(
+    int wide, const uint16_t *q, int64_t ldq, const uint16_t *k, int64_t ldk, const uint16_t *v,
+    int64_t ldv, const uint16_t *o, int64_t ldo, const float *dout, int64_t lddo, const float *lse,
+    const int32_t *doc, const float *alibi, int64_t window, float *dq, int64_t lddq, float *dk,
+    int64_t lddk, float *dv, int64_t lddv, int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D,
+    float scale, float softcap, float *work, int64_t *next, int part, int nparts) {
+    return attention_bwd(wide, 1, q, ldq, k, ldk, v, ldv, o, ldo, dout, lddo, lse, doc, alibi, window,
+                         dq, lddq, dk, lddk, dv, lddv, B, T, H, KV, D, scale, softcap, work, next, part, nparts);
+}
+SFT_DISPATCH_WIDE(int, sft_attention_bwd_bf16,
+             (const uint16_t *q, int64_t ldq, const uint16_t *k, int64_t ldk, const uint16_t *v,
+              int64_t ldv, const uint16_t *o, int64_t ldo, const float *dout, int64_t lddo,
+              const float *lse, const int32_t *doc, const float *alibi, int64_t window, float *dq,
+              int64_t lddq, float *dk, int64_t lddk, float *dv, int64_t lddv, int64_t B, int64_t T,
+              int64_t H, int64_t KV, int64_t D, float scale, float softcap, float *work, int64_t *next,
+              int part, int nparts),
+             (q, ldq, k, ldk, v, ldv, o, ldo, dout, lddo, lse, doc, alibi, window, dq, lddq, dk, lddk,
+              dv, lddv, B, T, H, KV, D, scale, softcap, work, next, part, nparts))
 SFT_DISPATCH_WIDE(int, sft_attention_bwd_f32,
              (const float *q, int64_t ldq, const float *k, int64_t ldk, const float *v,
               int64_t ldv, const float *o, int64_t ldo, const float *dout, int64_t lddo,
