@@ -148,15 +148,16 @@ SFT_INLINE void elem_store(int bf, void *p, int64_t i, float x) {
     if (bf) ((uint16_t *)p)[i] = sft_bf16_round(x);
     else ((float *)p)[i] = x;
 }
-/// Stores the 16 lanes of x to elements [i, i + 16), rounded as elem_store.
-SFT_INLINE void vstore(int bf, void *p, int64_t i, vf x) {
-    if (!bf) {
-        *(vfu *)((float *)p + i) = x;
-        return;
-    }
+/// The bf16 bits of the 16 lanes of x (rounded as sft_bf16_round), in the low halves of words.
+SFT_INLINE vu vround_bf16(vf x) {
     const vu u = (vu)x, rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16, nan = (u >> 16) | 0x40u;
     const vu isnan = (vu)((vi)(u & 0x7fffffffu) > 0x7f800000);
-    *(vhu *)((uint16_t *)p + i) = __builtin_convertvector((rounded & ~isnan) | (nan & isnan), vhu);
+    return (rounded & ~isnan) | (nan & isnan);
+}
+/// Stores the 16 lanes of x to elements [i, i + 16), rounded as elem_store.
+SFT_INLINE void vstore(int bf, void *p, int64_t i, vf x) {
+    if (bf) *(vhu *)((uint16_t *)p + i) = __builtin_convertvector(vround_bf16(x), vhu);
+    else *(vfu *)((float *)p + i) = x;
 }
 
 /// xt[d][j] = alpha x[j][d] for j < n rows of a (n, D) slice with row stride ld; zero for
@@ -436,15 +437,191 @@ SFT_INLINE void write_rows(int wide, int bf, const float *restrict ot, const flo
         for (int64_t i = 0; i < nr; i++) elem_store(bf, o, i * ldo + d0, ot[d0 * BQ + i] * inv[i]);
 }
 
-/// The forward for q, k, v, o of element type f32 or bf16 (bf).
-SFT_INLINE int attention_fwd(int wide, int bf, const void *q, int64_t ldq, const void *k,
+// ---------------------------------------------------------------------------------------------
+// The forward's products with vdpbf16ps (AVX512_BF16; bf16 inputs, even D). The instruction
+// multiplies pairs of bf16 — one 32-bit word (x[2p], x[2p + 1]), the lower index in the low
+// half — and adds both products to an f32 lane, so each product is laid out in pairs along its
+// sum: S = K Q^T sums over d, with Q^T packed as pairs of columns (qt2: D/2 rows of BQ words)
+// and each key's word broadcast straight from its bf16 row; O^T += V^T P^T sums over keys, with
+// P rounded to bf16 (as FlashAttention and torch's bf16 SDPA do; the running sum l stays the
+// f32 p's) into pairs of keys (pt2: BK/2 rows of BQ words) and V^T packed as pairs of keys
+// (vt2: D rows of BK/2 words). Products of two bf16 are exact in f32 and the sums are f32, so S
+// differs from the widening kernel's only in summation order; o by P's rounding (relative
+// 2^-9 of each term). These functions carry the instruction's target and are not inlined into
+// the other variants; they run only when the bf16 GEMM's variant is avx512bf16.
+// ---------------------------------------------------------------------------------------------
+
+/// One 32-bit word from two consecutive bf16 (any alignment).
+SFT_INLINE uint32_t pair_at(const uint16_t *x) {
+    uint32_t w;
+    memcpy(&w, x, 4);
+    return w;
+}
+
+/// qt2[p][i] = (q_i[2p], q_i[2p + 1]) for the block's nr rows (rows ldq apart), 0 for i >= nr.
+SFT_INLINE void pack_q_pairs(const uint16_t *restrict q, int64_t ldq, int64_t nr, int64_t D,
+                             uint32_t *restrict qt2) {
+    for (int64_t i = 0; i < BQ; i++)
+        for (int64_t p = 0; p < D / 2; p++) qt2[p * BQ + i] = i < nr ? pair_at(q + i * ldq + 2 * p) : 0;
+}
+
+/// vt2[d][p] = (v_2p[d], v_2p+1[d]) for the tile's keys [0, n) (rows ldv apart), 0 past n.
+SFT_INLINE void pack_v_pairs(const uint16_t *restrict v, int64_t ldv, int64_t n, int64_t D,
+                             uint32_t *restrict vt2) {
+    for (int64_t p = 0; p < (n + 1) / 2; p++) {
+        const uint16_t *v0 = v + 2 * p * ldv, *v1 = v0 + ldv;
+        const int two = 2 * p + 1 < n;
+        for (int64_t d = 0; d < D; d++) vt2[d * (BK / 2) + p] = v0[d] | (two ? (uint32_t)v1[d] << 16 : 0u);
+    }
+}
+
+/// pt2[p][rv] = P^T rows 2p and 2p + 1 (0 past n) rounded to bf16 and paired, for row vectors
+/// [0, nrv).
+SFT_INLINE void pack_p_pairs(const float *restrict pt, int64_t n, int nrv, uint32_t *restrict pt2) {
+    for (int64_t p = 0; p < (n + 1) / 2; p++)
+        for (int rv = 0; rv < nrv; rv++) {
+            const vu lo = vround_bf16(*(const vf *)(pt + 2 * p * BQ + rv * VL));
+            const vu hi = 2 * p + 1 < n ? vround_bf16(*(const vf *)(pt + (2 * p + 1) * BQ + rv * VL)) : (vu){0};
+            *(vu *)(pt2 + p * BQ + rv * VL) = lo | hi << 16;
+        }
+}
+
+#if SFT_HAS_VARIANTS
+#define SFT_TARGET_AVX512BF16 \
+    __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,f16c,avx512bf16")))
+
+/// fwd_scores_blk with vdpbf16ps: st[j][rv] = scale sum_p k_j[2p, 2p+1] . qt2[p][rv].
+SFT_TARGET_AVX512BF16 SFT_INLINE void fwd_scores_dp_blk(const uint16_t *restrict kj, int64_t ldk, const uint32_t *restrict qt2,
+                                  int64_t D, int JN, int RV0, int RV1, float scale, float *restrict st,
+                                  vf *restrict mx) {
+    __m512 acc[6][NRV];
+    for (int jj = 0; jj < JN; jj++)
+        for (int rv = RV0; rv < RV1; rv++) acc[jj][rv] = _mm512_setzero_ps();
+    for (int64_t p = 0; p < D / 2; p++) {
+        const __m512i *qrow = (const __m512i *)(qt2 + p * BQ);
+        for (int jj = 0; jj < JN; jj++) {
+            const __m512bh kw = (__m512bh)_mm512_set1_epi32((int)pair_at(kj + jj * ldk + 2 * p));
+            for (int rv = RV0; rv < RV1; rv++) acc[jj][rv] = _mm512_dpbf16_ps(acc[jj][rv], (__m512bh)qrow[rv], kw);
+        }
+    }
+    for (int jj = 0; jj < JN; jj++)
+        for (int rv = RV0; rv < RV1; rv++) *(vf *)(st + jj * BQ + rv * VL) = (vf)acc[jj][rv] * scale;
+    if (mx)
+        for (int rv = RV0; rv < RV1; rv++) {
+            __m512 m = (__m512)mx[rv];
+            for (int jj = 0; jj < JN; jj++) m = _mm512_max_ps(m, (__m512)((vf)acc[jj][rv] * scale));
+            mx[rv] = (vf)m;
+        }
+}
+
+/// fwd_scores with vdpbf16ps (the same schedule; kpad: 6 rows of D bf16).
+SFT_TARGET_AVX512BF16 static void fwd_scores_dp(const uint16_t *k, int64_t ldk, const uint32_t *qt2,
+                                                int64_t D, int64_t jend, int diag, int nrv, float scale,
+                                                float *st, vf *mx, uint16_t *kpad) {
+    for (int64_t j0 = 0; j0 < jend;) {
+        const int rv0 = diag ? (int)(j0 / VL) : 0;
+        const uint16_t *kj = k + j0 * ldk;
+        int64_t lk = ldk;
+        int jn = 6;
+        float *s = st + j0 * BQ;
+        if (j0 + 4 == jend) {
+            jn = 4;
+        } else if (j0 + 6 > jend) {
+            for (int jj = 0; jj < 6; jj++)
+                for (int64_t d = 0; d < D; d++) kpad[jj * D + d] = j0 + jj < jend ? kj[jj * ldk + d] : 0;
+            kj = kpad, lk = D;
+        }
+        if (nrv == NRV) {
+            switch (rv0 * 2 + (jn == 6)) {
+            case 0: fwd_scores_dp_blk(kj, lk, qt2, D, 4, 0, NRV, scale, s, mx); break;
+            case 1: fwd_scores_dp_blk(kj, lk, qt2, D, 6, 0, NRV, scale, s, mx); break;
+            case 2: fwd_scores_dp_blk(kj, lk, qt2, D, 4, 1, NRV, scale, s, mx); break;
+            case 3: fwd_scores_dp_blk(kj, lk, qt2, D, 6, 1, NRV, scale, s, mx); break;
+            case 4: fwd_scores_dp_blk(kj, lk, qt2, D, 4, 2, NRV, scale, s, mx); break;
+            case 5: fwd_scores_dp_blk(kj, lk, qt2, D, 6, 2, NRV, scale, s, mx); break;
+            case 6: fwd_scores_dp_blk(kj, lk, qt2, D, 4, 3, NRV, scale, s, mx); break;
+            default: fwd_scores_dp_blk(kj, lk, qt2, D, 6, 3, NRV, scale, s, mx); break;
+            }
+        } else {
+            for (int rv = rv0; rv < nrv; rv++) {
+                if (jn == 6) fwd_scores_dp_blk(kj, lk, qt2, D, 6, rv, rv + 1, scale, s, mx);
+                else fwd_scores_dp_blk(kj, lk, qt2, D, 4, rv, rv + 1, scale, s, mx);
+            }
+        }
+        j0 += jn;
+    }
+}
+
+/// fwd_pv_blk with vdpbf16ps over the key pairs [pa, pb).
+SFT_TARGET_AVX512BF16 SFT_INLINE void fwd_pv_dp_blk(float *restrict ot, const uint32_t *restrict vt2, const uint32_t *restrict pt2,
+                              int64_t d0, int ND, int RV0, int RV1, int64_t pa, int64_t pb, const vf *corr) {
+    __m512 acc[6][NRV];
+    for (int dd = 0; dd < ND; dd++)
+        for (int rv = RV0; rv < RV1; rv++) {
+            vf a = *(const vf *)(ot + (d0 + dd) * BQ + rv * VL);
+            if (corr) a *= corr[rv];
+            acc[dd][rv] = (__m512)a;
+        }
+    for (int64_t p = pa; p < pb; p++) {
+        const __m512i *prow = (const __m512i *)(pt2 + p * BQ);
+        for (int dd = 0; dd < ND; dd++) {
+            const __m512bh vw = (__m512bh)_mm512_set1_epi32((int)vt2[(d0 + dd) * (BK / 2) + p]);
+            for (int rv = RV0; rv < RV1; rv++) acc[dd][rv] = _mm512_dpbf16_ps(acc[dd][rv], (__m512bh)prow[rv], vw);
+        }
+    }
+    for (int dd = 0; dd < ND; dd++)
+        for (int rv = RV0; rv < RV1; rv++) *(vf *)(ot + (d0 + dd) * BQ + rv * VL) = (vf)acc[dd][rv];
+}
+
+/// fwd_pv with vdpbf16ps: keys [ja, jb) (ja even; a key past the tile's last is a zero pair).
+SFT_TARGET_AVX512BF16 static void fwd_pv_dp(float *ot, const uint32_t *vt2, const uint32_t *pt2, int64_t D,
+                                            int RV0, int nrv, int64_t ja, int64_t jb, const vf *corr) {
+    const int64_t pa = ja / 2, pb = (jb + 1) / 2;
+    int64_t d0 = 0;
+    if (nrv == NRV) {
+#define PV_DP_RV(ND)                                                                           \
+    switch (RV0) {                                                                             \
+    case 0: fwd_pv_dp_blk(ot, vt2, pt2, d0, ND, 0, NRV, pa, pb, corr); break;                 \
+    case 1: fwd_pv_dp_blk(ot, vt2, pt2, d0, ND, 1, NRV, pa, pb, corr); break;                 \
+    case 2: fwd_pv_dp_blk(ot, vt2, pt2, d0, ND, 2, NRV, pa, pb, corr); break;                 \
+    default: fwd_pv_dp_blk(ot, vt2, pt2, d0, ND, 3, NRV, pa, pb, corr); break;                \
+    }
+        for (; d0 + 6 <= D; d0 += 6) PV_DP_RV(6)
+        for (; d0 < D; d0++) PV_DP_RV(1)
+#undef PV_DP_RV
+        return;
+    }
+    for (int rv = RV0; rv < nrv; rv++) {
+        for (d0 = 0; d0 + 6 <= D; d0 += 6) fwd_pv_dp_blk(ot, vt2, pt2, d0, 6, rv, rv + 1, pa, pb, corr);
+        for (; d0 < D; d0++) fwd_pv_dp_blk(ot, vt2, pt2, d0, 1, rv, rv + 1, pa, pb, corr);
+    }
+}
+#endif
+
+/// O^T (+)= V^T P^T for keys [ja, jb) and row vectors [RV0, nrv) (see fwd_pv), with vdpbf16ps
+/// on the packed pairs when dp.
+SFT_INLINE void tile_pv(int wide, int dp, float *ot, const float *v, int64_t ldv, const float *pt,
+                        const uint32_t *vt2, const uint32_t *pt2, int64_t D, int RV0, int nrv,
+                        int64_t ja, int64_t jb, const vf *corr) {
+#if SFT_HAS_VARIANTS
+    if (dp) {
+        fwd_pv_dp(ot, vt2, pt2, D, RV0, nrv, ja, jb, corr);
+        return;
+    }
+#endif
+    (void)vt2, (void)pt2;
+    fwd_pv(wide, ot, v, ldv, pt, D, RV0, nrv, ja, jb, corr);
+}
+
+/// The forward for q, k, v, o of element type f32 or bf16 (bf); dp: with vdpbf16ps (bf16, even D).
+SFT_INLINE int attention_fwd(int wide, int bf, int dp, const void *q, int64_t ldq, const void *k,
                              int64_t ldk, const void *v, int64_t ldv, void *o, int64_t ldo,
                              float *lse, const int32_t *doc, const float *alibi, int64_t window,
                              int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D, float scale,
                              float softcap, int64_t *next, int part, int nparts) {
     if (B <= 0 || T <= 0 || H <= 0) return 0;
     const int64_t G = H / KV, nqb = (T + BQ - 1) / BQ, nunits = B * H * nqb;
-    size_t floats = (size_t)(2 * D * BQ + (BK + 8) * BQ + VL * D + 5 * BQ + (bf ? 2 * BK * D : 0));
+    size_t floats = (size_t)(2 * D * BQ + (BK + 8) * BQ + VL * D + 5 * BQ + (bf ? 2 * BK * D + BK / 2 * BQ : 0));
     size_t bytes = floats * sizeof(float) + (size_t)(2 * B * T) * sizeof(int32_t) +
                    (size_t)nunits * sizeof(unit_t) + (size_t)nparts * sizeof(int64_t);
     char *mem = scratch(bytes);
@@ -452,11 +629,13 @@ SFT_INLINE int attention_fwd(int wide, int bf, const void *q, int64_t ldq, const
     // Per block: Q^T and o^T (D, BQ), P^T (BK + 8, BQ: see fwd_scores), the last few keys of a
     // tile (VL rows of D, so what follows stays 64-byte aligned for vector loads); per row:
     // running max m, running sum l, the tile's rescaling, the row's position and its
-    // document's start (as floats for vector compares); with bf16, the tile's K and V widened.
+    // document's start (as floats for vector compares); with bf16, the tile's K and V widened
+    // (with dp: the last keys of a tile as bf16 and V^T in pairs) and P^T in pairs (dp).
     float *qt = (float *)mem, *ot = qt + D * BQ, *pt = ot + D * BQ, *kpad = pt + (BK + 8) * BQ;
     float *m = kpad + VL * D, *l = m + BQ, *corr = l + BQ;
     float *tpos = corr + BQ, *spos = tpos + BQ, *kw = spos + BQ, *vw = kw + (bf ? BK * D : 0);
-    int32_t *start = (int32_t *)(vw + (bf ? BK * D : 0)), *end = start + B * T;
+    uint32_t *pt2 = (uint32_t *)(vw + (bf ? BK * D : 0)), *qt2 = (uint32_t *)qt, *vt2 = (uint32_t *)vw;
+    int32_t *start = (int32_t *)(pt2 + (bf ? BK / 2 * BQ : 0)), *end = start + B * T;
     unit_t *units = (unit_t *)(end + B * T);
     int64_t *load = (int64_t *)(units + nunits);
 
@@ -478,7 +657,10 @@ SFT_INLINE int attention_fwd(int wide, int bf, const void *q, int64_t ldq, const
         const int32_t *st = start + b * T;
         const float slope = alibi ? alibi[h] : 0.0f;
         const int nrv = (int)((nr + VL - 1) / VL);   // row vectors holding rows of the block
-        transpose_tile(wide, bf, elem_at(bf, q, (b * T + t0) * ldq + h * D), ldq, nr, D, scale, qt);   // rows past nr: 0
+        if (dp)   // the scale is applied to the scores (q stays exactly bf16)
+            pack_q_pairs((const uint16_t *)q + (b * T + t0) * ldq + h * D, ldq, nr, D, qt2);
+        else
+            transpose_tile(wide, bf, elem_at(bf, q, (b * T + t0) * ldq + h * D), ldq, nr, D, scale, qt);   // rows past nr: 0
         memset(ot, 0, (size_t)(D * BQ) * sizeof(float));
         // Rows past T get position -1: no key is ever visible to them.
         for (int64_t i = 0; i < BQ; i++) {
@@ -499,7 +681,9 @@ SFT_INLINE int attention_fwd(int wide, int bf, const void *q, int64_t ldq, const
             const float *kk = (const float *)k + (b * T + s0) * ldk + g * D;
             const float *vv = (const float *)v + (b * T + s0) * ldv + g * D;
             int64_t ldkt = ldk, ldvt = ldv;   // row strides of the tile as read
-            if (bf) {
+            if (dp) {
+                pack_v_pairs((const uint16_t *)v + (b * T + s0) * ldv + g * D, ldv, jend, D, vt2);
+            } else if (bf) {
                 widen_tile((const uint16_t *)k + (b * T + s0) * ldk + g * D, ldk, jend, D, kw);
                 widen_tile((const uint16_t *)v + (b * T + s0) * ldv + g * D, ldv, jend, D, vw);
                 kk = kw, vv = vw, ldkt = ldvt = D;
@@ -508,7 +692,13 @@ SFT_INLINE int attention_fwd(int wide, int bf, const void *q, int64_t ldq, const
             const int fused = !masked && !alibi && softcap <= 0;
             vf tmax[NRV];
             for (int rv = 0; rv < NRV; rv++) tmax[rv] = mv[rv];
-            fwd_scores(wide, kk, ldkt, qt, D, jend, diag, nrv, pt, fused ? tmax : NULL, kpad);
+#if SFT_HAS_VARIANTS
+            if (dp)
+                fwd_scores_dp((const uint16_t *)k + (b * T + s0) * ldk + g * D, ldk, qt2, D, jend, diag, nrv,
+                              scale, pt, fused ? tmax : NULL, (uint16_t *)kw);
+            else
+#endif
+                fwd_scores(wide, kk, ldkt, qt, D, jend, diag, nrv, pt, fused ? tmax : NULL, kpad);
             // Online softmax, one vector of 16 rows at a time.
             for (int rv = 0; rv < nrv; rv++) {
                 // Keys past the vector's last row are invisible to all of its rows.
@@ -540,14 +730,15 @@ SFT_INLINE int attention_fwd(int wide, int bf, const void *q, int64_t ldq, const
                 lv[rv] = sum;
                 cv[rv] = c;
             }
+            if (dp) pack_p_pairs(pt, jend, nrv, pt2);
             if (!diag) {
-                fwd_pv(wide, ot, vv, ldvt, pt, D, 0, nrv, 0, jend, cv);
+                tile_pv(wide, dp, ot, vv, ldvt, pt, vt2, pt2, D, 0, nrv, 0, jend, cv);
             } else {
                 // Keys [16 c, 16 c + 16) reach row vectors c and later only.
-                fwd_pv(wide, ot, vv, ldvt, pt, D, 0, nrv, 0, jend < VL ? jend : VL, cv);
+                tile_pv(wide, dp, ot, vv, ldvt, pt, vt2, pt2, D, 0, nrv, 0, jend < VL ? jend : VL, cv);
                 for (int c = 1; c < nrv && c * VL < jend; c++) {
                     const int64_t jb = (c + 1) * VL < jend ? (c + 1) * VL : jend;
-                    fwd_pv(wide, ot, vv, ldvt, pt, D, c, nrv, c * VL, jb, NULL);
+                    tile_pv(wide, dp, ot, vv, ldvt, pt, vt2, pt2, D, c, nrv, c * VL, jb, NULL);
                 }
             }
         }
@@ -560,31 +751,51 @@ SFT_INLINE int attention_fwd(int wide, int bf, const void *q, int64_t ldq, const
     free(mem);
     return 0;
 }
+
 SFT_INLINE int sft_attention_fwd_f32_impl(int wide, const float *q, int64_t ldq, const float *k,
                                           int64_t ldk, const float *v, int64_t ldv, float *o,
                                           int64_t ldo, float *lse, const int32_t *doc,
                                           const float *alibi, int64_t window, int64_t B, int64_t T,
                                           int64_t H, int64_t KV, int64_t D, float scale, float softcap,
                                           int64_t *next, int part, int nparts) {
-    return attention_fwd(wide, 0, q, ldq, k, ldk, v, ldv, o, ldo, lse, doc, alibi, window, B, T, H, KV,
+    return attention_fwd(wide, 0, 0, q, ldq, k, ldk, v, ldv, o, ldo, lse, doc, alibi, window, B, T, H, KV,
                          D, scale, softcap, next, part, nparts);
 }
-SFT_INLINE int sft_attention_fwd_bf16_impl(int wide, const uint16_t *q, int64_t ldq, const uint16_t *k,
+SFT_INLINE int sft_attention_fwd_bf16_widened_impl(int wide, const uint16_t *q, int64_t ldq, const uint16_t *k,
                                            int64_t ldk, const uint16_t *v, int64_t ldv, uint16_t *o,
                                            int64_t ldo, float *lse, const int32_t *doc,
                                            const float *alibi, int64_t window, int64_t B, int64_t T,
                                            int64_t H, int64_t KV, int64_t D, float scale, float softcap,
                                            int64_t *next, int part, int nparts) {
-    return attention_fwd(wide, 1, q, ldq, k, ldk, v, ldv, o, ldo, lse, doc, alibi, window, B, T, H, KV,
+    return attention_fwd(wide, 1, 0, q, ldq, k, ldk, v, ldv, o, ldo, lse, doc, alibi, window, B, T, H, KV,
                          D, scale, softcap, next, part, nparts);
 }
-SFT_DISPATCH_WIDE(int, sft_attention_fwd_bf16,
-             (const uint16_t *q, int64_t ldq, const uint16_t *k, int64_t ldk, const uint16_t *v,
-              int64_t ldv, uint16_t *o, int64_t ldo, float *lse, const int32_t *doc,
-              const float *alibi, int64_t window, int64_t B, int64_t T, int64_t H, int64_t KV,
-              int64_t D, float scale, float softcap, int64_t *next, int part, int nparts),
-             (q, ldq, k, ldk, v, ldv, o, ldo, lse, doc, alibi, window, B, T, H, KV, D, scale, softcap,
-              next, part, nparts))
+#define FWD_BF16_PARAMS                                                                        \
+    (const uint16_t *q, int64_t ldq, const uint16_t *k, int64_t ldk, const uint16_t *v, int64_t ldv, \
+     uint16_t *o, int64_t ldo, float *lse, const int32_t *doc, const float *alibi, int64_t window,   \
+     int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D, float scale, float softcap,            \
+     int64_t *next, int part, int nparts)
+#define FWD_BF16_ARGS                                                                          \
+    (q, ldq, k, ldk, v, ldv, o, ldo, lse, doc, alibi, window, B, T, H, KV, D, scale, softcap, next, \
+     part, nparts)
+// The bf16 forward: sft_attention_fwd_bf16_widened (per instruction set, widening to f32), or
+// with vdpbf16ps when the bf16 GEMM's variant is avx512bf16 (cpuid, lowered by sft_cpu_set_isa
+// and sft_gemm_bf16_set_variant / SFT_GEMM_BF16) and D is even.
+SFT_DISPATCH_WIDE(int, sft_attention_fwd_bf16_widened, FWD_BF16_PARAMS, FWD_BF16_ARGS)
+#if SFT_HAS_VARIANTS
+SFT_TARGET_AVX512BF16 static int attention_fwd_bf16_dp FWD_BF16_PARAMS {
+    return attention_fwd(1, 1, 1, q, ldq, k, ldk, v, ldv, o, ldo, lse, doc, alibi, window, B, T, H, KV,
+                         D, scale, softcap, next, part, nparts);
+}
+#endif
+int sft_attention_fwd_bf16 FWD_BF16_PARAMS {
+#if SFT_HAS_VARIANTS
+    if (D % 2 == 0 && strcmp(sft_gemm_bf16_variant(), "avx512bf16") == 0) return attention_fwd_bf16_dp FWD_BF16_ARGS;
+#endif
+    return sft_attention_fwd_bf16_widened FWD_BF16_ARGS;
+}
+#undef FWD_BF16_PARAMS
+#undef FWD_BF16_ARGS
 SFT_DISPATCH_WIDE(int, sft_attention_fwd_f32,
              (const float *q, int64_t ldq, const float *k, int64_t ldk, const float *v,
               int64_t ldv, float *o, int64_t ldo, float *lse, const int32_t *doc,
