@@ -18,6 +18,11 @@
 // vector extension for every instruction set (`wide` picks the register blocking for
 // AVX-512's 32 registers). Parts share only a counter to take the next unit (largest first).
 //
+// bf16 (mixed precision): sft_attention_fwd_bf16 / _bwd_bf16 are this kernel with q, k, v, o read
+// as bf16 (widened as each tile is loaded) and o rounded as stored, so the f32 kernel on the
+// same values widened is their reference; with AVX512_BF16, the products that read bf16 use
+// vdpbf16ps (see "The forward's products with vdpbf16ps").
+//
 // Documents are the maximal runs of equal ids in `doc`: a query sees keys from the start of its
 // run (or of its sliding window, when later), so tiles before that start are never touched.
 #include "cpu.h"
