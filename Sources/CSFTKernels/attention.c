@@ -1023,50 +1023,9 @@ void sft_attention_bwd_sum_f32(const float *work, float *dq, int64_t lddq, int64
     }
 }
 
-
-#if SFT_HAS_VARIANTS
-/// mm_rows_xt_cb with vdpbf16ps: a_r bf16 rows, xt2 (D/2 rows of BK words) a tile transposed
-/// in pairs of columns (see pack_t_pairs).
-SFT_TARGET_AVX512BF16 SFT_INLINE void mm_rows_xt_dp_cb(const uint16_t *const a[R], const uint32_t *restrict xt2,
-                                                       int64_t D, int CB, float alpha, float *restrict out) {
-    __m512 acc[R][4];
-    for (int r = 0; r < R; r++)
-        for (int c = 0; c < CB; c++) acc[r][c] = _mm512_setzero_ps();
-    for (int64_t p = 0; p < D / 2; p++) {
-        const __m512i *row = (const __m512i *)(xt2 + p * BK);
-        for (int r = 0; r < R; r++) {
-            const __m512bh ar = (__m512bh)_mm512_set1_epi32((int)pair_at(a[r] + 2 * p));
-            for (int c = 0; c < CB; c++) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], (__m512bh)row[c], ar);
-        }
-    }
-    for (int r = 0; r < R; r++)
-        for (int c = 0; c < CB; c++) *(vf *)(out + r * BK + c * VL) = (vf)acc[r][c] * alpha;
-}
-
-/// mm_rows_xt with vdpbf16ps (S = Q K^T and dP = dO V^T of the bf16 backward).
-SFT_TARGET_AVX512BF16 static void mm_rows_xt_dp(const uint16_t *const a[R], const uint32_t *xt2, int64_t D,
-                                                int ncv, float alpha, float *out) {
-    switch (ncv) {
-    case 1: mm_rows_xt_dp_cb(a, xt2, D, 1, alpha, out); break;
-    case 2: mm_rows_xt_dp_cb(a, xt2, D, 2, alpha, out); break;
-    case 3: mm_rows_xt_dp_cb(a, xt2, D, 3, alpha, out); break;
-    default: mm_rows_xt_dp_cb(a, xt2, D, 4, alpha, out); break;
-    }
-}
-#endif
-
-/// xt2[p][j] = (x_j[2p], x_j[2p + 1]) for the n bf16 rows of a tile (rows ld apart), 0 for
-/// j >= n: the backward's K^T and V^T in pairs for vdpbf16ps.
-SFT_INLINE void pack_t_pairs(const uint16_t *restrict x, int64_t ld, int64_t n, int64_t D,
-                             uint32_t *restrict xt2) {
-    for (int64_t j = 0; j < BK; j++)
-        for (int64_t p = 0; p < D / 2; p++) xt2[p * BK + j] = j < n ? pair_at(x + j * ld + 2 * p) : 0;
-}
-
 /// The backward for q, k, v, o of element type f32 or bf16 (bf); dout, dq, dk, dv are f32.
-/// dp: S and dP with vdpbf16ps (bf16, even D; dO rounded to bf16 for dP, as autocast does).
 SFT_INLINE int attention_bwd(
-    int wide, int bf, int dp, const void *q, int64_t ldq, const void *k, int64_t ldk, const void *v, int64_t ldv,
+    int wide, int bf, const void *q, int64_t ldq, const void *k, int64_t ldk, const void *v, int64_t ldv,
     const void *o, int64_t ldo, const float *dout, int64_t lddo, const float *lse,
     const int32_t *doc, const float *alibi, int64_t window, float *dq, int64_t lddq, float *dk,
     int64_t lddk, float *dv, int64_t lddv, int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D,
@@ -1082,8 +1041,7 @@ SFT_INLINE int attention_bwd(
     plan_chunks(B, T, H, KV, D, &ch);
     const int64_t nunits = B * KV * ch.n;
     const int64_t DT = (B * H * T + VL - 1) / VL * VL;   // delta, padded: what follows stays aligned
-    size_t floats = (size_t)(5 * NS * TS + 3 * BQ * Dp + 2 * BQ * BK + 2 * R * BK + 4 * BQ + DT +
-                             (dp ? BQ * Dp / 2 : 0));
+    size_t floats = (size_t)(5 * NS * TS + 3 * BQ * Dp + 2 * BQ * BK + 2 * R * BK + 4 * BQ + DT);
     size_t bytes = floats * sizeof(float) + (size_t)(2 * B * T) * sizeof(int32_t) +
                    (size_t)nunits * sizeof(unit_t) + (size_t)nparts * sizeof(int64_t) +
                    (size_t)(G * nqb + B * H * nqb);
@@ -1093,8 +1051,7 @@ SFT_INLINE int attention_bwd(
     float *tiles = (float *)mem, *qp = tiles + 5 * NS * TS, *dop = qp + BQ * Dp, *dqa = dop + BQ * Dp;
     float *pb = dqa + BQ * Dp, *dsb = pb + BQ * BK, *sb = dsb + BQ * BK, *dpb = sb + R * BK;
     float *L = dpb + R * BK, *dl = L + BQ, *lo = dl + BQ, *hi = lo + BQ, *delta = hi + BQ;
-    uint16_t *dop16 = (uint16_t *)(delta + DT);   // dp: the block's dO rows rounded to bf16
-    int32_t *start = (int32_t *)(delta + DT + (dp ? BQ * Dp / 2 : 0)), *end = start + B * T;
+    int32_t *start = (int32_t *)(delta + DT), *end = start + B * T;
     unit_t *units = (unit_t *)(end + B * T);
     int64_t *load = (int64_t *)(units + nunits);
     unsigned char *written = (unsigned char *)(load + nparts), *have = written + G * nqb;
@@ -1136,13 +1093,8 @@ SFT_INLINE int attention_bwd(
                 const int64_t s0 = kb * BK, nk = (s0 + BK < T ? s0 + BK : T) - s0;
                 const int64_t ko = (b * T + s0) * ldk + g * D;
                 float *kt = tiles + (kb - k0) * 5 * TS, *vt = kt + TS, *kp = vt + TS;
-                if (dp) {   // K^T and V^T in pairs of columns
-                    pack_t_pairs((const uint16_t *)k + ko, ldk, nk, D, (uint32_t *)kt);
-                    pack_t_pairs((const uint16_t *)v + (b * T + s0) * ldv + g * D, ldv, nk, D, (uint32_t *)vt);
-                } else {
-                    transpose_tile(wide, bf, elem_at(bf, k, ko), ldk, nk, D, 1.0f, kt);
-                    transpose_tile(wide, bf, elem_at(bf, v, (b * T + s0) * ldv + g * D), ldv, nk, D, 1.0f, vt);
-                }
+                transpose_tile(wide, bf, elem_at(bf, k, ko), ldk, nk, D, 1.0f, kt);
+                transpose_tile(wide, bf, elem_at(bf, v, (b * T + s0) * ldv + g * D), ldv, nk, D, 1.0f, vt);
                 if (!direct)
                     for (int64_t j = 0; j < BK; j++)
                         copy_row(kp + j * Dp, bf, j < nk ? elem_at(bf, k, ko + j * ldk) : NULL, D, Dp, 1.0f);
@@ -1174,9 +1126,6 @@ SFT_INLINE int attention_bwd(
                         }
                         qb0 = qp, db0 = dop, lq = ld = Dp;
                     }
-                    for (int64_t i = 0; dp && i < nrr; i++)
-                        for (int64_t d = 0; d < D; d++)
-                            dop16[i * D + d] = i < nr ? sft_bf16_round(dout[(b * T + t0 + i) * lddo + h * D + d]) : 0;
                     for (int64_t i = 0; i < nrr; i++) {
                         L[i] = i < nr ? lse[(b * H + h) * T + t0 + i] : 0.0f;
                         dl[i] = i < nr ? dh[t0 + i] : 0.0f;
@@ -1230,22 +1179,8 @@ SFT_INLINE int attention_bwd(
                                 qr[r] = qb0 + i * lq;
                                 dr[r] = db0 + i * ld;
                             }
-#if SFT_HAS_VARIANTS
-                            if (dp) {
-                                const uint16_t *q16[R], *d16[R];
-                                for (int r = 0; r < R; r++) {
-                                    const int64_t i = r0 + r < nr ? r0 + r : r0;
-                                    q16[r] = (const uint16_t *)q + qo + i * ldq;
-                                    d16[r] = dop16 + i * D;
-                                }
-                                mm_rows_xt_dp(q16, (const uint32_t *)kt, D, ncv, scale, sb);
-                                mm_rows_xt_dp(d16, (const uint32_t *)vt, D, ncv, 1.0f, dpb);
-                            } else
-#endif
-                            {
-                                mm_rows_xt(wide, qr, kt, D, ncv, scale, sb);
-                                mm_rows_xt(wide, dr, vt, D, ncv, 1.0f, dpb);
-                            }
+                            mm_rows_xt(wide, qr, kt, D, ncv, scale, sb);
+                            mm_rows_xt(wide, dr, vt, D, ncv, 1.0f, dpb);
                             for (int r = 0; r < R; r++) {
                                 const int64_t i = r0 + r;
                                 const float tpos = (float)(t0 + i - s0);
@@ -1305,43 +1240,27 @@ SFT_INLINE int sft_attention_bwd_f32_impl(
     const int32_t *doc, const float *alibi, int64_t window, float *dq, int64_t lddq, float *dk,
     int64_t lddk, float *dv, int64_t lddv, int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D,
     float scale, float softcap, float *work, int64_t *next, int part, int nparts) {
-    return attention_bwd(wide, 0, 0, q, ldq, k, ldk, v, ldv, o, ldo, dout, lddo, lse, doc, alibi, window,
+    return attention_bwd(wide, 0, q, ldq, k, ldk, v, ldv, o, ldo, dout, lddo, lse, doc, alibi, window,
                          dq, lddq, dk, lddk, dv, lddv, B, T, H, KV, D, scale, softcap, work, next, part, nparts);
 }
-SFT_INLINE int sft_attention_bwd_bf16_widened_impl(
+SFT_INLINE int sft_attention_bwd_bf16_impl(
     int wide, const uint16_t *q, int64_t ldq, const uint16_t *k, int64_t ldk, const uint16_t *v,
     int64_t ldv, const uint16_t *o, int64_t ldo, const float *dout, int64_t lddo, const float *lse,
     const int32_t *doc, const float *alibi, int64_t window, float *dq, int64_t lddq, float *dk,
     int64_t lddk, float *dv, int64_t lddv, int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D,
     float scale, float softcap, float *work, int64_t *next, int part, int nparts) {
-    return attention_bwd(wide, 1, 0, q, ldq, k, ldk, v, ldv, o, ldo, dout, lddo, lse, doc, alibi, window,
+    return attention_bwd(wide, 1, q, ldq, k, ldk, v, ldv, o, ldo, dout, lddo, lse, doc, alibi, window,
                          dq, lddq, dk, lddk, dv, lddv, B, T, H, KV, D, scale, softcap, work, next, part, nparts);
 }
-#define BWD_BF16_PARAMS                                                                        \
-    (const uint16_t *q, int64_t ldq, const uint16_t *k, int64_t ldk, const uint16_t *v, int64_t ldv, \
-     const uint16_t *o, int64_t ldo, const float *dout, int64_t lddo, const float *lse,             \
-     const int32_t *doc, const float *alibi, int64_t window, float *dq, int64_t lddq, float *dk,    \
-     int64_t lddk, float *dv, int64_t lddv, int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D, \
-     float scale, float softcap, float *work, int64_t *next, int part, int nparts)
-#define BWD_BF16_ARGS                                                                          \
-    (q, ldq, k, ldk, v, ldv, o, ldo, dout, lddo, lse, doc, alibi, window, dq, lddq, dk, lddk, dv,  \
-     lddv, B, T, H, KV, D, scale, softcap, work, next, part, nparts)
-// The bf16 backward: widening per instruction set, or with vdpbf16ps as the bf16 forward.
-SFT_DISPATCH_WIDE(int, sft_attention_bwd_bf16_widened, BWD_BF16_PARAMS, BWD_BF16_ARGS)
-#if SFT_HAS_VARIANTS
-SFT_TARGET_AVX512BF16 static int attention_bwd_bf16_dp BWD_BF16_PARAMS {
-    return attention_bwd(1, 1, 1, q, ldq, k, ldk, v, ldv, o, ldo, dout, lddo, lse, doc, alibi, window, dq,
-                         lddq, dk, lddk, dv, lddv, B, T, H, KV, D, scale, softcap, work, next, part, nparts);
-}
-#endif
-int sft_attention_bwd_bf16 BWD_BF16_PARAMS {
-#if SFT_HAS_VARIANTS
-    if (D % 2 == 0 && strcmp(sft_gemm_bf16_variant(), "avx512bf16") == 0) return attention_bwd_bf16_dp BWD_BF16_ARGS;
-#endif
-    return sft_attention_bwd_bf16_widened BWD_BF16_ARGS;
-}
-#undef BWD_BF16_PARAMS
-#undef BWD_BF16_ARGS
+SFT_DISPATCH_WIDE(int, sft_attention_bwd_bf16,
+             (const uint16_t *q, int64_t ldq, const uint16_t *k, int64_t ldk, const uint16_t *v,
+              int64_t ldv, const uint16_t *o, int64_t ldo, const float *dout, int64_t lddo,
+              const float *lse, const int32_t *doc, const float *alibi, int64_t window, float *dq,
+              int64_t lddq, float *dk, int64_t lddk, float *dv, int64_t lddv, int64_t B, int64_t T,
+              int64_t H, int64_t KV, int64_t D, float scale, float softcap, float *work, int64_t *next,
+              int part, int nparts),
+             (q, ldq, k, ldk, v, ldv, o, ldo, dout, lddo, lse, doc, alibi, window, dq, lddq, dk, lddk,
+              dv, lddv, B, T, H, KV, D, scale, softcap, work, next, part, nparts))
 SFT_DISPATCH_WIDE(int, sft_attention_bwd_f32,
              (const float *q, int64_t ldq, const float *k, int64_t ldk, const float *v,
               int64_t ldv, const float *o, int64_t ldo, const float *dout, int64_t lddo,

@@ -13,11 +13,8 @@
 // forced off with "avx512"), which rounds P to bf16 for O = P V: each term p_j v_j / l moves by
 // at most 2^-9 of itself, so o moves by at most 2^-9 max|v| before its own rounding (half a
 // bf16 ulp, at most 2^-8 |o|); there o is checked against the f32 kernel within those bounds
-// (times 1.25), lse within 1e-5 (S differs only in f32 summation order). Its backward runs S and
-// dP = dO V^T with vdpbf16ps too, dO rounded to bf16: each dp moves by up to 2^-9 sum_d |dO_d v_d|,
-// which for random signs is about 2^-9 sqrt(D) |dp|, and ds = p (dp - delta) carries it into dq
-// and dk: they are checked within 2e-2 of the largest entry (≈ 10 · 2^-9, D ≤ 64 here); dv
-// (P^T dO in f32) within 1e-4.
+// (times 1.25), lse within 1e-5 (S differs only in f32 summation order) and the gradients
+// within 1e-4 (they see that lse).
 
 @testable import SFTKernels
 import XCTest
@@ -119,7 +116,7 @@ final class AttentionBF16Tests: XCTestCase {
                 let what = "case \(n) \(c) \(variant)"
                 let b = try run(x, .bf16)
                 let f = try run(x, .f32, oBits: b.oBits)
-                let tol = dp ? 2e-2 : 1e-5
+                let tol = dp ? 1e-4 : 1e-5
                 if dp {
                     let vmax = Double(x.qkv.map { abs(bf16Value($0)) }.max()!)   // over q, k, v: ≥ max|v|
                     assertClose(b.o, f.o.map(Double.init), rtol: 0x1p-8 * 1.25, atol: 0x1p-9 * vmax * 1.25, what + " o")
@@ -130,7 +127,7 @@ final class AttentionBF16Tests: XCTestCase {
                 }
                 assertGradient(b.dq.map(Double.init), f.dq.map(Double.init), tol: tol, what + " dq")
                 assertGradient(b.dk.map(Double.init), f.dk.map(Double.init), tol: tol, what + " dk")
-                assertGradient(b.dv.map(Double.init), f.dv.map(Double.init), tol: dp ? 1e-4 : 1e-5, what + " dv")
+                assertGradient(b.dv.map(Double.init), f.dv.map(Double.init), tol: tol, what + " dv")
             }
         }
     }
