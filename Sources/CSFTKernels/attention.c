@@ -783,9 +783,15 @@ SFT_INLINE int sft_attention_fwd_bf16_widened_impl(int wide, const uint16_t *q, 
 #define FWD_BF16_ARGS                                                                          \
     (q, ldq, k, ldk, v, ldv, o, ldo, lse, doc, alibi, window, B, T, H, KV, D, scale, softcap, next, \
      part, nparts)
-// The bf16 forward: sft_attention_fwd_bf16_widened (per instruction set, widening to f32), or
-// with vdpbf16ps when the bf16 GEMM's variant is avx512bf16 (cpuid, lowered by sft_cpu_set_isa
-// and sft_gemm_bf16_set_variant / SFT_GEMM_BF16) and D is even.
+// The bf16 forward: sft_attention_fwd_bf16_widened (per instruction set, widening to f32), or,
+// opted into with SFT_ATTENTION_BF16=dpbf16, with vdpbf16ps when the bf16 GEMM's variant is
+// avx512bf16 (cpuid, lowered by sft_cpu_set_isa and sft_gemm_bf16_set_variant / SFT_GEMM_BF16)
+// and D is even. Opt-in: rounding P moves the gradients by about one bf16 step, which the CUDA
+// backend (f32 math on widened values) does not, and it gained only ~1.2x on the forward.
+static int use_dpbf16(int64_t D) {
+    const char *opt = getenv("SFT_ATTENTION_BF16");
+    return D % 2 == 0 && opt && strcmp(opt, "dpbf16") == 0 && strcmp(sft_gemm_bf16_variant(), "avx512bf16") == 0;
+}
 SFT_DISPATCH_WIDE(int, sft_attention_fwd_bf16_widened, FWD_BF16_PARAMS, FWD_BF16_ARGS)
 #if SFT_HAS_VARIANTS
 SFT_TARGET_AVX512BF16 static int attention_fwd_bf16_dp FWD_BF16_PARAMS {
@@ -795,7 +801,7 @@ SFT_TARGET_AVX512BF16 static int attention_fwd_bf16_dp FWD_BF16_PARAMS {
 #endif
 int sft_attention_fwd_bf16 FWD_BF16_PARAMS {
 #if SFT_HAS_VARIANTS
-    if (D % 2 == 0 && strcmp(sft_gemm_bf16_variant(), "avx512bf16") == 0) return attention_fwd_bf16_dp FWD_BF16_ARGS;
+    if (use_dpbf16(D)) return attention_fwd_bf16_dp FWD_BF16_ARGS;
 #endif
     return sft_attention_fwd_bf16_widened FWD_BF16_ARGS;
 }

@@ -172,9 +172,7 @@ final class ActivationBF16Tests: XCTestCase {
             let (vq, vk, vvv) = (try Dev.upload(qb), try Dev.upload(kb), try Dev.upload(vb))
             try cpu.attentionForward(q: vq, k: vk, v: vvv, o: vo, lse: lse, docIds: vdoc, alibi: nil, shape: shape, dtype: .bf16)
             let o = try Dev.halves(vo, qb.count)
-            // With vdpbf16ps (AVX512_BF16) P is rounded to bf16 for O = P V: o moves by up to
-            // 2^-9 max|v| (|v| <= 1 here) besides its own rounding (AttentionBF16Tests).
-            assertClose(o.map(bf16Value), ref.o, rtol: 8e-3, atol: 0x1p-9 * 1.25, "attention bf16 o \(isa)")
+            assertClose(o.map(bf16Value), ref.o, rtol: 8e-3, atol: 1e-4, "attention bf16 o \(isa)")
             assertClose(try Dev.floats(lse, B * H * T), ref.lse, rtol: 1e-5, atol: 1e-5, "attention bf16 lse (f32) \(isa)")
             let dq = try Dev.zeros(qb.count), dk = try Dev.zeros(kb.count), dv = try Dev.zeros(vb.count)
             try cpu.attentionBackward(q: vq, k: vk, v: vvv, o: vo, dout: try Dev.upload(dout), lse: lse, docIds: vdoc, alibi: nil,

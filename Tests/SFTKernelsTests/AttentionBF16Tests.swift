@@ -9,13 +9,13 @@
 // backward must match them within bf16 tolerance (the saved o is bf16, so delta = dO · o carries
 // a relative error up to 2^-9 of |dO| |o|; 1e-2 of the largest entry covers it with margin).
 //
-// With AVX512_BF16 the forward also runs with vdpbf16ps (the bf16 GEMM's variant avx512bf16;
-// forced off with "avx512"), which rounds P to bf16 for O = P V: each term p_j v_j / l moves by
+// With AVX512_BF16 and SFT_ATTENTION_BF16=dpbf16 (opt-in) the forward runs with vdpbf16ps, which rounds P to bf16 for O = P V: each term p_j v_j / l moves by
 // at most 2^-9 of itself, so o moves by at most 2^-9 max|v| before its own rounding (half a
 // bf16 ulp, at most 2^-8 |o|); there o is checked against the f32 kernel within those bounds
 // (times 1.25), lse within 1e-5 (S differs only in f32 summation order) and the gradients
 // within 1e-4 (they see that lse).
 
+import Foundation
 @testable import SFTKernels
 import XCTest
 
@@ -102,8 +102,11 @@ final class AttentionBF16Tests: XCTestCase {
         defer { try? CPUBackend.setGEMMBF16Variant("auto") }
         try forEachISA { isa in
             guard isa == "avx512" else { return try body(isa, false) }
-            for v in ["avx512bf16", "avx512"] where (try? CPUBackend.setGEMMBF16Variant(v)) != nil {
-                try body(v, v == "avx512bf16")
+            try body(isa, false)   // the default: widening
+            if (try? CPUBackend.setGEMMBF16Variant("avx512bf16")) != nil {
+                setenv("SFT_ATTENTION_BF16", "dpbf16", 1)   // the opt-in vdpbf16ps path
+                defer { unsetenv("SFT_ATTENTION_BF16") }
+                try body("avx512bf16", true)
             }
             try CPUBackend.setGEMMBF16Variant("auto")
         }
