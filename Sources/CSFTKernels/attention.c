@@ -20,8 +20,8 @@
 //
 // bf16 (mixed precision): sft_attention_fwd_bf16 / _bwd_bf16 are this kernel with q, k, v, o read
 // as bf16 (widened as each tile is loaded) and o rounded as stored, so the f32 kernel on the
-// same values widened is their reference; with AVX512_BF16, the products that read bf16 use
-// vdpbf16ps (see "The forward's products with vdpbf16ps").
+// same values widened is their reference; with AVX512_BF16 and SFT_ATTENTION_BF16=dpbf16, the
+// forward's products use vdpbf16ps (see "The forward's products with vdpbf16ps").
 //
 // Documents are the maximal runs of equal ids in `doc`: a query sees keys from the start of its
 // run (or of its sliding window, when later), so tiles before that start are never touched.
@@ -453,7 +453,7 @@ SFT_INLINE void write_rows(int wide, int bf, const float *restrict ot, const flo
 // (vt2: D rows of BK/2 words). Products of two bf16 are exact in f32 and the sums are f32, so S
 // differs from the widening kernel's only in summation order; o by P's rounding (relative
 // 2^-9 of each term). These functions carry the instruction's target and are not inlined into
-// the other variants; they run only when the bf16 GEMM's variant is avx512bf16.
+// the other variants; they run only when opted into (see sft_attention_fwd_bf16 below).
 // ---------------------------------------------------------------------------------------------
 
 /// One 32-bit word from two consecutive bf16 (any alignment).

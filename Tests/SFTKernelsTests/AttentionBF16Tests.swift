@@ -9,9 +9,10 @@
 // backward must match them within bf16 tolerance (the saved o is bf16, so delta = dO · o carries
 // a relative error up to 2^-9 of |dO| |o|; 1e-2 of the largest entry covers it with margin).
 //
-// With AVX512_BF16 and SFT_ATTENTION_BF16=dpbf16 (opt-in) the forward runs with vdpbf16ps, which rounds P to bf16 for O = P V: each term p_j v_j / l moves by
-// at most 2^-9 of itself, so o moves by at most 2^-9 max|v| before its own rounding (half a
-// bf16 ulp, at most 2^-8 |o|); there o is checked against the f32 kernel within those bounds
+// With AVX512_BF16 and SFT_ATTENTION_BF16=dpbf16 (opt-in) the forward runs with vdpbf16ps,
+// which rounds P to bf16 for O = P V: each term p_j v_j / l moves by at most 2^-9 of itself,
+// so o moves by at most 2^-9 max|v| before its own rounding (half a bf16 ulp, at most 2^-8 |o|);
+// there o is checked against the f32 kernel within those bounds
 // (times 1.25), lse within 1e-5 (S differs only in f32 summation order) and the gradients
 // within 1e-4 (they see that lse).
 

@@ -2,7 +2,7 @@
 // GELU / GeGLU read and write bf16 in their own loops (elementwise.c, rope.c, swiglu.c, gelu.c:
 // each bf16 kernel beside its f32 reference, with the same per-ISA variants). Attention's bf16
 // entry points (attention.c) run the f32 kernel's tiles on q, k, v, o widened tile by tile, or
-// vdpbf16ps for the products that read bf16 where the bf16 GEMM's variant is avx512bf16.
+// opted into with SFT_ATTENTION_BF16=dpbf16, vdpbf16ps for the forward's products (AVX512_BF16).
 
 import CSFTKernels
 
