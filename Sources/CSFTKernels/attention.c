@@ -18,6 +18,11 @@
 // vector extension for every instruction set (`wide` picks the register blocking for
 // AVX-512's 32 registers). Parts share only a counter to take the next unit (largest first).
 //
+// bf16 (mixed precision): sft_attention_fwd_bf16 / _bwd_bf16 are this kernel with q, k, v, o read
+// as bf16 (widened as each tile is loaded) and o rounded as stored, so the f32 kernel on the
+// same values widened is their reference; with AVX512_BF16 and SFT_ATTENTION_BF16=dpbf16, the
+// forward's products use vdpbf16ps (see "The forward's products with vdpbf16ps").
+//
 // Documents are the maximal runs of equal ids in `doc`: a query sees keys from the start of its
 // run (or of its sliding window, when later), so tiles before that start are never touched.
 #include "cpu.h"
@@ -116,30 +121,76 @@ SFT_INLINE void transpose16(vf r[VL]) {
     }
 }
 
+typedef int32_t vi __attribute__((vector_size(64)));
+typedef uint32_t vu __attribute__((vector_size(64)));
+typedef uint16_t vhu __attribute__((vector_size(32), aligned(2)));   // 16 bf16 at any address
+// Helpers below pass 64-byte vectors by value; they are always inlined, so the calling
+// convention clang warns about for the non-AVX-512 variants never applies.
+#pragma clang diagnostic ignored "-Wpsabi"
+
+// ---------------------------------------------------------------------------------------------
+// Element types. q, k, v and o are f32, or bf16 in the mixed-precision entry points (`bf`: a
+// constant in every compiled kernel, so the tests below fold away). bf16 values are widened
+// exactly to f32 as a tile is loaded (never a whole tensor) and o is rounded to nearest even
+// as it is stored; everything in between (scores, max, sums, lse, p, dS) is the f32 kernel's.
+// ---------------------------------------------------------------------------------------------
+
+/// The address of element i of an operand of element type f32 or bf16.
+SFT_INLINE const void *elem_at(int bf, const void *p, int64_t i) {
+    return (const char *)p + i * (bf ? 2 : 4);
+}
+/// Element i as f32.
+SFT_INLINE float elem(int bf, const void *p, int64_t i) {
+    return bf ? sft_bf16_load(((const uint16_t *)p)[i]) : ((const float *)p)[i];
+}
+/// Elements [i, i + 16) as f32 (any alignment).
+SFT_INLINE vf vload(int bf, const void *p, int64_t i) {
+    if (!bf) return *(const vfu *)((const float *)p + i);
+    return (vf)(__builtin_convertvector(*(const vhu *)((const uint16_t *)p + i), vu) << 16);
+}
+/// Stores x to element i (rounded to nearest even when bf16, NaN kept a quiet NaN).
+SFT_INLINE void elem_store(int bf, void *p, int64_t i, float x) {
+    if (bf) ((uint16_t *)p)[i] = sft_bf16_round(x);
+    else ((float *)p)[i] = x;
+}
+/// The bf16 bits of the 16 lanes of x (rounded as sft_bf16_round), in the low halves of words.
+SFT_INLINE vu vround_bf16(vf x) {
+    const vu u = (vu)x, rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16, nan = (u >> 16) | 0x40u;
+    const vu isnan = (vu)((vi)(u & 0x7fffffffu) > 0x7f800000);
+    return (rounded & ~isnan) | (nan & isnan);
+}
+/// Stores the 16 lanes of x to elements [i, i + 16), rounded as elem_store.
+SFT_INLINE void vstore(int bf, void *p, int64_t i, vf x) {
+    if (bf) *(vhu *)((uint16_t *)p + i) = __builtin_convertvector(vround_bf16(x), vhu);
+    else *(vfu *)((float *)p + i) = x;
+}
+
 /// xt[d][j] = alpha x[j][d] for j < n rows of a (n, D) slice with row stride ld; zero for
 /// j >= n. With `wide` (AVX-512 two-source permutes), whole 16 x 16 blocks go through registers.
-SFT_INLINE void transpose_tile(int wide, const float *restrict x, int64_t ld, int64_t n,
+SFT_INLINE void transpose_tile(int wide, int bf, const void *restrict x, int64_t ld, int64_t n,
                                int64_t D, float alpha, float *restrict xt) {
     int64_t d0 = 0;
     for (; wide && d0 + VL <= D; d0 += VL)
         for (int64_t j0 = 0; j0 < BK; j0 += VL) {
             vf r[VL];
             for (int i = 0; i < VL; i++)
-                r[i] = j0 + i < n ? *(const vfu *)(x + (j0 + i) * ld + d0) : (vf){0};
+                r[i] = j0 + i < n ? vload(bf, x, (j0 + i) * ld + d0) : (vf){0};
             transpose16(r);
             for (int i = 0; i < VL; i++) *(vf *)(xt + (d0 + i) * BK + j0) = r[i] * alpha;
         }
     for (int64_t d = d0; d < D; d++) {
         float *row = xt + d * BK;
-        for (int64_t j = 0; j < n; j++) row[j] = alpha * x[j * ld + d];
+        for (int64_t j = 0; j < n; j++) row[j] = alpha * elem(bf, x, j * ld + d);
         for (int64_t j = n; j < BK; j++) row[j] = 0;
     }
 }
 
-typedef int32_t vi __attribute__((vector_size(64)));
-// Helpers below pass 64-byte vectors by value; they are always inlined, so the calling
-// convention clang warns about for the non-AVX-512 variants never applies.
-#pragma clang diagnostic ignored "-Wpsabi"
+/// dst (n rows of D floats) = the n rows of a bf16 slice (rows ld apart), widened: the bf16
+/// forward's K and V tiles, converted once per tile.
+SFT_INLINE void widen_tile(const uint16_t *restrict x, int64_t ld, int64_t n, int64_t D,
+                           float *restrict dst) {
+    for (int64_t j = 0; j < n; j++) sft_bf16_widen(x + j * ld, dst + j * D, D);
+}
 
 SFT_INLINE vf vsplat(float x) { return (vf){0} + x; }
 /// a where m is set (all ones), b where it is clear.
@@ -200,9 +251,9 @@ SFT_INLINE vf vsoftcap(int wide, vf x, float cap) {
 }
 
 #pragma clang fp reassociate(on)
-SFT_INLINE float dot(const float *restrict a, const float *restrict b, int64_t n) {
+SFT_INLINE float dot(const float *restrict a, int bf, const void *restrict b, int64_t n) {
     float s = 0;
-    for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
+    for (int64_t i = 0; i < n; i++) s += a[i] * elem(bf, b, i);
     return s;
 }
 #pragma clang fp reassociate(off)
@@ -217,19 +268,19 @@ SFT_INLINE void visible(const int32_t *start, int64_t t, int64_t s0, int64_t s1,
 /// 64-byte aligned scratch (vector tiles), rounded up to whole lines.
 static void *scratch(size_t bytes) { return aligned_alloc(64, (bytes + 63) / 64 * 64); }
 
-/// Asks for the cache lines of x[0, n).
-SFT_INLINE void prefetch_row(const float *x, int64_t n) {
-    const char *p = (const char *)x, *e = (const char *)(x + n);
+/// Asks for the cache lines of the n bytes at x.
+SFT_INLINE void prefetch_row(const void *x, int64_t n) {
+    const char *p = (const char *)x, *e = p + n;
     for (p -= (uintptr_t)p % 64; p < e; p += 64) __builtin_prefetch(p);
 }
 
-/// dst[0, n) = alpha src[0, n) (0 when src is NULL) and dst[n, np) = 0: rows of q, dO, dq, dk,
-/// with the softmax scale applied on the way where it is due.
-SFT_INLINE void copy_row(float *restrict dst, const float *restrict src, int64_t n, int64_t np,
+/// dst[0, n) = alpha src[0, n) (0 when src is NULL; src f32, or bf16 when bf) and
+/// dst[n, np) = 0: rows of q, dO, dq, dk, with the softmax scale applied on the way where due.
+SFT_INLINE void copy_row(float *restrict dst, int bf, const void *restrict src, int64_t n, int64_t np,
                          float alpha) {
     int64_t i = 0;
     if (src)
-        for (; i < n; i++) dst[i] = alpha * src[i];
+        for (; i < n; i++) dst[i] = alpha * elem(bf, src, i);
     for (; i < np; i++) dst[i] = 0.0f;
 }
 
@@ -376,8 +427,8 @@ SFT_INLINE void fwd_pv(int wide, float *ot, const float *v, int64_t ldv, const f
 
 /// o rows: o_i[d] = ot[d][i] * inv[i] for the block's nr rows; 16 x 16 blocks of o^T through
 /// registers with AVX-512, the rest element by element.
-SFT_INLINE void write_rows(int wide, const float *restrict ot, const float *restrict inv,
-                           int64_t nr, int64_t D, float *restrict o, int64_t ldo) {
+SFT_INLINE void write_rows(int wide, int bf, const float *restrict ot, const float *restrict inv,
+                           int64_t nr, int64_t D, void *restrict o, int64_t ldo) {
     int64_t d0 = 0;
     for (; wide && d0 + VL <= D; d0 += VL)
         for (int64_t i0 = 0; i0 < nr; i0 += VL) {
@@ -385,21 +436,197 @@ SFT_INLINE void write_rows(int wide, const float *restrict ot, const float *rest
             for (int i = 0; i < VL; i++) r[i] = *(const vf *)(ot + (d0 + i) * BQ + i0);
             transpose16(r);
             for (int i = 0; i < VL && i0 + i < nr; i++)
-                *(vfu *)(o + (i0 + i) * ldo + d0) = r[i] * inv[i0 + i];
+                vstore(bf, o, (i0 + i) * ldo + d0, r[i] * inv[i0 + i]);
         }
     for (; d0 < D; d0++)
-        for (int64_t i = 0; i < nr; i++) o[i * ldo + d0] = ot[d0 * BQ + i] * inv[i];
+        for (int64_t i = 0; i < nr; i++) elem_store(bf, o, i * ldo + d0, ot[d0 * BQ + i] * inv[i]);
 }
 
-SFT_INLINE int sft_attention_fwd_f32_impl(int wide, const float *q, int64_t ldq, const float *k,
-                                          int64_t ldk, const float *v, int64_t ldv, float *o,
-                                          int64_t ldo, float *lse, const int32_t *doc,
-                                          const float *alibi, int64_t window, int64_t B, int64_t T, int64_t H,
-                                          int64_t KV, int64_t D, float scale, float softcap,
-                                          int64_t *next, int part, int nparts) {
+// ---------------------------------------------------------------------------------------------
+// The forward's products with vdpbf16ps (AVX512_BF16; bf16 inputs, even D). The instruction
+// multiplies pairs of bf16 — one 32-bit word (x[2p], x[2p + 1]), the lower index in the low
+// half — and adds both products to an f32 lane, so each product is laid out in pairs along its
+// sum: S = K Q^T sums over d, with Q^T packed as pairs of columns (qt2: D/2 rows of BQ words)
+// and each key's word broadcast straight from its bf16 row; O^T += V^T P^T sums over keys, with
+// P rounded to bf16 (as FlashAttention and torch's bf16 SDPA do; the running sum l stays the
+// f32 p's) into pairs of keys (pt2: BK/2 rows of BQ words) and V^T packed as pairs of keys
+// (vt2: D rows of BK/2 words). Products of two bf16 are exact in f32 and the sums are f32, so S
+// differs from the widening kernel's only in summation order; o by P's rounding (relative
+// 2^-9 of each term). These functions carry the instruction's target and are not inlined into
+// the other variants; they run only when opted into (see sft_attention_fwd_bf16 below).
+// ---------------------------------------------------------------------------------------------
+
+/// One 32-bit word from two consecutive bf16 (any alignment).
+SFT_INLINE uint32_t pair_at(const uint16_t *x) {
+    uint32_t w;
+    memcpy(&w, x, 4);
+    return w;
+}
+
+/// qt2[p][i] = (q_i[2p], q_i[2p + 1]) for the block's nr rows (rows ldq apart), 0 for i >= nr.
+SFT_INLINE void pack_q_pairs(const uint16_t *restrict q, int64_t ldq, int64_t nr, int64_t D,
+                             uint32_t *restrict qt2) {
+    for (int64_t i = 0; i < BQ; i++)
+        for (int64_t p = 0; p < D / 2; p++) qt2[p * BQ + i] = i < nr ? pair_at(q + i * ldq + 2 * p) : 0;
+}
+
+/// vt2[d][p] = (v_2p[d], v_2p+1[d]) for the tile's keys [0, n) (rows ldv apart), 0 past n.
+SFT_INLINE void pack_v_pairs(const uint16_t *restrict v, int64_t ldv, int64_t n, int64_t D,
+                             uint32_t *restrict vt2) {
+    for (int64_t p = 0; p < (n + 1) / 2; p++) {
+        const uint16_t *v0 = v + 2 * p * ldv, *v1 = v0 + ldv;
+        const int two = 2 * p + 1 < n;
+        for (int64_t d = 0; d < D; d++) vt2[d * (BK / 2) + p] = v0[d] | (two ? (uint32_t)v1[d] << 16 : 0u);
+    }
+}
+
+/// pt2[p][rv] = P^T rows 2p and 2p + 1 (0 past n) rounded to bf16 and paired, for row vectors
+/// [0, nrv).
+SFT_INLINE void pack_p_pairs(const float *restrict pt, int64_t n, int nrv, uint32_t *restrict pt2) {
+    for (int64_t p = 0; p < (n + 1) / 2; p++)
+        for (int rv = 0; rv < nrv; rv++) {
+            const vu lo = vround_bf16(*(const vf *)(pt + 2 * p * BQ + rv * VL));
+            const vu hi = 2 * p + 1 < n ? vround_bf16(*(const vf *)(pt + (2 * p + 1) * BQ + rv * VL)) : (vu){0};
+            *(vu *)(pt2 + p * BQ + rv * VL) = lo | hi << 16;
+        }
+}
+
+#if SFT_HAS_VARIANTS
+#define SFT_TARGET_AVX512BF16 \
+    __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,f16c,avx512bf16")))
+
+/// fwd_scores_blk with vdpbf16ps: st[j][rv] = scale sum_p k_j[2p, 2p+1] . qt2[p][rv].
+SFT_TARGET_AVX512BF16 SFT_INLINE void fwd_scores_dp_blk(const uint16_t *restrict kj, int64_t ldk, const uint32_t *restrict qt2,
+                                  int64_t D, int JN, int RV0, int RV1, float scale, float *restrict st,
+                                  vf *restrict mx) {
+    __m512 acc[6][NRV];
+    for (int jj = 0; jj < JN; jj++)
+        for (int rv = RV0; rv < RV1; rv++) acc[jj][rv] = _mm512_setzero_ps();
+    for (int64_t p = 0; p < D / 2; p++) {
+        const __m512i *qrow = (const __m512i *)(qt2 + p * BQ);
+        for (int jj = 0; jj < JN; jj++) {
+            const __m512bh kw = (__m512bh)_mm512_set1_epi32((int)pair_at(kj + jj * ldk + 2 * p));
+            for (int rv = RV0; rv < RV1; rv++) acc[jj][rv] = _mm512_dpbf16_ps(acc[jj][rv], (__m512bh)qrow[rv], kw);
+        }
+    }
+    for (int jj = 0; jj < JN; jj++)
+        for (int rv = RV0; rv < RV1; rv++) *(vf *)(st + jj * BQ + rv * VL) = (vf)acc[jj][rv] * scale;
+    if (mx)
+        for (int rv = RV0; rv < RV1; rv++) {
+            __m512 m = (__m512)mx[rv];
+            for (int jj = 0; jj < JN; jj++) m = _mm512_max_ps(m, (__m512)((vf)acc[jj][rv] * scale));
+            mx[rv] = (vf)m;
+        }
+}
+
+/// fwd_scores with vdpbf16ps (the same schedule; kpad: 6 rows of D bf16).
+SFT_TARGET_AVX512BF16 static void fwd_scores_dp(const uint16_t *k, int64_t ldk, const uint32_t *qt2,
+                                                int64_t D, int64_t jend, int diag, int nrv, float scale,
+                                                float *st, vf *mx, uint16_t *kpad) {
+    for (int64_t j0 = 0; j0 < jend;) {
+        const int rv0 = diag ? (int)(j0 / VL) : 0;
+        const uint16_t *kj = k + j0 * ldk;
+        int64_t lk = ldk;
+        int jn = 6;
+        float *s = st + j0 * BQ;
+        if (j0 + 4 == jend) {
+            jn = 4;
+        } else if (j0 + 6 > jend) {
+            for (int jj = 0; jj < 6; jj++)
+                for (int64_t d = 0; d < D; d++) kpad[jj * D + d] = j0 + jj < jend ? kj[jj * ldk + d] : 0;
+            kj = kpad, lk = D;
+        }
+        if (nrv == NRV) {
+            switch (rv0 * 2 + (jn == 6)) {
+            case 0: fwd_scores_dp_blk(kj, lk, qt2, D, 4, 0, NRV, scale, s, mx); break;
+            case 1: fwd_scores_dp_blk(kj, lk, qt2, D, 6, 0, NRV, scale, s, mx); break;
+            case 2: fwd_scores_dp_blk(kj, lk, qt2, D, 4, 1, NRV, scale, s, mx); break;
+            case 3: fwd_scores_dp_blk(kj, lk, qt2, D, 6, 1, NRV, scale, s, mx); break;
+            case 4: fwd_scores_dp_blk(kj, lk, qt2, D, 4, 2, NRV, scale, s, mx); break;
+            case 5: fwd_scores_dp_blk(kj, lk, qt2, D, 6, 2, NRV, scale, s, mx); break;
+            case 6: fwd_scores_dp_blk(kj, lk, qt2, D, 4, 3, NRV, scale, s, mx); break;
+            default: fwd_scores_dp_blk(kj, lk, qt2, D, 6, 3, NRV, scale, s, mx); break;
+            }
+        } else {
+            for (int rv = rv0; rv < nrv; rv++) {
+                if (jn == 6) fwd_scores_dp_blk(kj, lk, qt2, D, 6, rv, rv + 1, scale, s, mx);
+                else fwd_scores_dp_blk(kj, lk, qt2, D, 4, rv, rv + 1, scale, s, mx);
+            }
+        }
+        j0 += jn;
+    }
+}
+
+/// fwd_pv_blk with vdpbf16ps over the key pairs [pa, pb).
+SFT_TARGET_AVX512BF16 SFT_INLINE void fwd_pv_dp_blk(float *restrict ot, const uint32_t *restrict vt2, const uint32_t *restrict pt2,
+                              int64_t d0, int ND, int RV0, int RV1, int64_t pa, int64_t pb, const vf *corr) {
+    __m512 acc[6][NRV];
+    for (int dd = 0; dd < ND; dd++)
+        for (int rv = RV0; rv < RV1; rv++) {
+            vf a = *(const vf *)(ot + (d0 + dd) * BQ + rv * VL);
+            if (corr) a *= corr[rv];
+            acc[dd][rv] = (__m512)a;
+        }
+    for (int64_t p = pa; p < pb; p++) {
+        const __m512i *prow = (const __m512i *)(pt2 + p * BQ);
+        for (int dd = 0; dd < ND; dd++) {
+            const __m512bh vw = (__m512bh)_mm512_set1_epi32((int)vt2[(d0 + dd) * (BK / 2) + p]);
+            for (int rv = RV0; rv < RV1; rv++) acc[dd][rv] = _mm512_dpbf16_ps(acc[dd][rv], (__m512bh)prow[rv], vw);
+        }
+    }
+    for (int dd = 0; dd < ND; dd++)
+        for (int rv = RV0; rv < RV1; rv++) *(vf *)(ot + (d0 + dd) * BQ + rv * VL) = (vf)acc[dd][rv];
+}
+
+/// fwd_pv with vdpbf16ps: keys [ja, jb) (ja even; a key past the tile's last is a zero pair).
+SFT_TARGET_AVX512BF16 static void fwd_pv_dp(float *ot, const uint32_t *vt2, const uint32_t *pt2, int64_t D,
+                                            int RV0, int nrv, int64_t ja, int64_t jb, const vf *corr) {
+    const int64_t pa = ja / 2, pb = (jb + 1) / 2;
+    int64_t d0 = 0;
+    if (nrv == NRV) {
+#define PV_DP_RV(ND)                                                                           \
+    switch (RV0) {                                                                             \
+    case 0: fwd_pv_dp_blk(ot, vt2, pt2, d0, ND, 0, NRV, pa, pb, corr); break;                 \
+    case 1: fwd_pv_dp_blk(ot, vt2, pt2, d0, ND, 1, NRV, pa, pb, corr); break;                 \
+    case 2: fwd_pv_dp_blk(ot, vt2, pt2, d0, ND, 2, NRV, pa, pb, corr); break;                 \
+    default: fwd_pv_dp_blk(ot, vt2, pt2, d0, ND, 3, NRV, pa, pb, corr); break;                \
+    }
+        for (; d0 + 6 <= D; d0 += 6) PV_DP_RV(6)
+        for (; d0 < D; d0++) PV_DP_RV(1)
+#undef PV_DP_RV
+        return;
+    }
+    for (int rv = RV0; rv < nrv; rv++) {
+        for (d0 = 0; d0 + 6 <= D; d0 += 6) fwd_pv_dp_blk(ot, vt2, pt2, d0, 6, rv, rv + 1, pa, pb, corr);
+        for (; d0 < D; d0++) fwd_pv_dp_blk(ot, vt2, pt2, d0, 1, rv, rv + 1, pa, pb, corr);
+    }
+}
+#endif
+
+/// O^T (+)= V^T P^T for keys [ja, jb) and row vectors [RV0, nrv) (see fwd_pv), with vdpbf16ps
+/// on the packed pairs when dp.
+SFT_INLINE void tile_pv(int wide, int dp, float *ot, const float *v, int64_t ldv, const float *pt,
+                        const uint32_t *vt2, const uint32_t *pt2, int64_t D, int RV0, int nrv,
+                        int64_t ja, int64_t jb, const vf *corr) {
+#if SFT_HAS_VARIANTS
+    if (dp) {
+        fwd_pv_dp(ot, vt2, pt2, D, RV0, nrv, ja, jb, corr);
+        return;
+    }
+#endif
+    (void)vt2, (void)pt2;
+    fwd_pv(wide, ot, v, ldv, pt, D, RV0, nrv, ja, jb, corr);
+}
+
+/// The forward for q, k, v, o of element type f32 or bf16 (bf); dp: with vdpbf16ps (bf16, even D).
+SFT_INLINE int attention_fwd(int wide, int bf, int dp, const void *q, int64_t ldq, const void *k,
+                             int64_t ldk, const void *v, int64_t ldv, void *o, int64_t ldo,
+                             float *lse, const int32_t *doc, const float *alibi, int64_t window,
+                             int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D, float scale,
+                             float softcap, int64_t *next, int part, int nparts) {
     if (B <= 0 || T <= 0 || H <= 0) return 0;
     const int64_t G = H / KV, nqb = (T + BQ - 1) / BQ, nunits = B * H * nqb;
-    size_t floats = (size_t)(2 * D * BQ + (BK + 8) * BQ + VL * D + 5 * BQ);
+    size_t floats = (size_t)(2 * D * BQ + (BK + 8) * BQ + VL * D + 5 * BQ + (bf ? 2 * BK * D + BK / 2 * BQ : 0));
     size_t bytes = floats * sizeof(float) + (size_t)(2 * B * T) * sizeof(int32_t) +
                    (size_t)nunits * sizeof(unit_t) + (size_t)nparts * sizeof(int64_t);
     char *mem = scratch(bytes);
@@ -407,11 +634,13 @@ SFT_INLINE int sft_attention_fwd_f32_impl(int wide, const float *q, int64_t ldq,
     // Per block: Q^T and o^T (D, BQ), P^T (BK + 8, BQ: see fwd_scores), the last few keys of a
     // tile (VL rows of D, so what follows stays 64-byte aligned for vector loads); per row:
     // running max m, running sum l, the tile's rescaling, the row's position and its
-    // document's start (as floats for vector compares).
+    // document's start (as floats for vector compares); with bf16, the tile's K and V widened
+    // (with dp: the last keys of a tile as bf16 and V^T in pairs) and P^T in pairs (dp).
     float *qt = (float *)mem, *ot = qt + D * BQ, *pt = ot + D * BQ, *kpad = pt + (BK + 8) * BQ;
     float *m = kpad + VL * D, *l = m + BQ, *corr = l + BQ;
-    float *tpos = corr + BQ, *spos = tpos + BQ;
-    int32_t *start = (int32_t *)(spos + BQ), *end = start + B * T;
+    float *tpos = corr + BQ, *spos = tpos + BQ, *kw = spos + BQ, *vw = kw + (bf ? BK * D : 0);
+    uint32_t *pt2 = (uint32_t *)(vw + (bf ? BK * D : 0)), *qt2 = (uint32_t *)qt, *vt2 = (uint32_t *)vw;
+    int32_t *start = (int32_t *)(pt2 + (bf ? BK / 2 * BQ : 0)), *end = start + B * T;
     unit_t *units = (unit_t *)(end + B * T);
     int64_t *load = (int64_t *)(units + nunits);
 
@@ -433,7 +662,10 @@ SFT_INLINE int sft_attention_fwd_f32_impl(int wide, const float *q, int64_t ldq,
         const int32_t *st = start + b * T;
         const float slope = alibi ? alibi[h] : 0.0f;
         const int nrv = (int)((nr + VL - 1) / VL);   // row vectors holding rows of the block
-        transpose_tile(wide, q + (b * T + t0) * ldq + h * D, ldq, nr, D, scale, qt);   // rows past nr: 0
+        if (dp)   // the scale is applied to the scores (q stays exactly bf16)
+            pack_q_pairs((const uint16_t *)q + (b * T + t0) * ldq + h * D, ldq, nr, D, qt2);
+        else
+            transpose_tile(wide, bf, elem_at(bf, q, (b * T + t0) * ldq + h * D), ldq, nr, D, scale, qt);   // rows past nr: 0
         memset(ot, 0, (size_t)(D * BQ) * sizeof(float));
         // Rows past T get position -1: no key is ever visible to them.
         for (int64_t i = 0; i < BQ; i++) {
@@ -451,12 +683,27 @@ SFT_INLINE int sft_attention_fwd_f32_impl(int wide, const float *q, int64_t ldq,
             // Scores need masking where some row of the block does not see some key: on the
             // diagonal, and where a document starts inside the block after the tile's start.
             const int masked = s0 + BK > t0 || last_start > s0;
-            const float *kk = k + (b * T + s0) * ldk + g * D, *vv = v + (b * T + s0) * ldv + g * D;
+            const float *kk = (const float *)k + (b * T + s0) * ldk + g * D;
+            const float *vv = (const float *)v + (b * T + s0) * ldv + g * D;
+            int64_t ldkt = ldk, ldvt = ldv;   // row strides of the tile as read
+            if (dp) {
+                pack_v_pairs((const uint16_t *)v + (b * T + s0) * ldv + g * D, ldv, jend, D, vt2);
+            } else if (bf) {
+                widen_tile((const uint16_t *)k + (b * T + s0) * ldk + g * D, ldk, jend, D, kw);
+                widen_tile((const uint16_t *)v + (b * T + s0) * ldv + g * D, ldv, jend, D, vw);
+                kk = kw, vv = vw, ldkt = ldvt = D;
+            }
             // Unmasked tiles without ALiBi or softcap get their row maxima from the score kernel.
             const int fused = !masked && !alibi && softcap <= 0;
             vf tmax[NRV];
             for (int rv = 0; rv < NRV; rv++) tmax[rv] = mv[rv];
-            fwd_scores(wide, kk, ldk, qt, D, jend, diag, nrv, pt, fused ? tmax : NULL, kpad);
+#if SFT_HAS_VARIANTS
+            if (dp)
+                fwd_scores_dp((const uint16_t *)k + (b * T + s0) * ldk + g * D, ldk, qt2, D, jend, diag, nrv,
+                              scale, pt, fused ? tmax : NULL, (uint16_t *)kw);
+            else
+#endif
+                fwd_scores(wide, kk, ldkt, qt, D, jend, diag, nrv, pt, fused ? tmax : NULL, kpad);
             // Online softmax, one vector of 16 rows at a time.
             for (int rv = 0; rv < nrv; rv++) {
                 // Keys past the vector's last row are invisible to all of its rows.
@@ -488,14 +735,15 @@ SFT_INLINE int sft_attention_fwd_f32_impl(int wide, const float *q, int64_t ldq,
                 lv[rv] = sum;
                 cv[rv] = c;
             }
+            if (dp) pack_p_pairs(pt, jend, nrv, pt2);
             if (!diag) {
-                fwd_pv(wide, ot, vv, ldv, pt, D, 0, nrv, 0, jend, cv);
+                tile_pv(wide, dp, ot, vv, ldvt, pt, vt2, pt2, D, 0, nrv, 0, jend, cv);
             } else {
                 // Keys [16 c, 16 c + 16) reach row vectors c and later only.
-                fwd_pv(wide, ot, vv, ldv, pt, D, 0, nrv, 0, jend < VL ? jend : VL, cv);
+                tile_pv(wide, dp, ot, vv, ldvt, pt, vt2, pt2, D, 0, nrv, 0, jend < VL ? jend : VL, cv);
                 for (int c = 1; c < nrv && c * VL < jend; c++) {
                     const int64_t jb = (c + 1) * VL < jend ? (c + 1) * VL : jend;
-                    fwd_pv(wide, ot, vv, ldv, pt, D, c, nrv, c * VL, jb, NULL);
+                    tile_pv(wide, dp, ot, vv, ldvt, pt, vt2, pt2, D, c, nrv, c * VL, jb, NULL);
                 }
             }
         }
@@ -503,11 +751,62 @@ SFT_INLINE int sft_attention_fwd_f32_impl(int wide, const float *q, int64_t ldq,
             lse[(b * H + h) * T + t0 + i] = m[i] + logf(l[i]);
             l[i] = 1.0f / l[i];
         }
-        write_rows(wide, ot, l, nr, D, o + (b * T + t0) * ldo + h * D, ldo);
+        write_rows(wide, bf, ot, l, nr, D, (void *)elem_at(bf, o, (b * T + t0) * ldo + h * D), ldo);
     }
     free(mem);
     return 0;
 }
+
+SFT_INLINE int sft_attention_fwd_f32_impl(int wide, const float *q, int64_t ldq, const float *k,
+                                          int64_t ldk, const float *v, int64_t ldv, float *o,
+                                          int64_t ldo, float *lse, const int32_t *doc,
+                                          const float *alibi, int64_t window, int64_t B, int64_t T,
+                                          int64_t H, int64_t KV, int64_t D, float scale, float softcap,
+                                          int64_t *next, int part, int nparts) {
+    return attention_fwd(wide, 0, 0, q, ldq, k, ldk, v, ldv, o, ldo, lse, doc, alibi, window, B, T, H, KV,
+                         D, scale, softcap, next, part, nparts);
+}
+SFT_INLINE int sft_attention_fwd_bf16_widened_impl(int wide, const uint16_t *q, int64_t ldq, const uint16_t *k,
+                                           int64_t ldk, const uint16_t *v, int64_t ldv, uint16_t *o,
+                                           int64_t ldo, float *lse, const int32_t *doc,
+                                           const float *alibi, int64_t window, int64_t B, int64_t T,
+                                           int64_t H, int64_t KV, int64_t D, float scale, float softcap,
+                                           int64_t *next, int part, int nparts) {
+    return attention_fwd(wide, 1, 0, q, ldq, k, ldk, v, ldv, o, ldo, lse, doc, alibi, window, B, T, H, KV,
+                         D, scale, softcap, next, part, nparts);
+}
+#define FWD_BF16_PARAMS                                                                        \
+    (const uint16_t *q, int64_t ldq, const uint16_t *k, int64_t ldk, const uint16_t *v, int64_t ldv, \
+     uint16_t *o, int64_t ldo, float *lse, const int32_t *doc, const float *alibi, int64_t window,   \
+     int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D, float scale, float softcap,            \
+     int64_t *next, int part, int nparts)
+#define FWD_BF16_ARGS                                                                          \
+    (q, ldq, k, ldk, v, ldv, o, ldo, lse, doc, alibi, window, B, T, H, KV, D, scale, softcap, next, \
+     part, nparts)
+// The bf16 forward: sft_attention_fwd_bf16_widened (per instruction set, widening to f32), or,
+// opted into with SFT_ATTENTION_BF16=dpbf16, with vdpbf16ps when the bf16 GEMM's variant is
+// avx512bf16 (cpuid, lowered by sft_cpu_set_isa and sft_gemm_bf16_set_variant / SFT_GEMM_BF16)
+// and D is even. Opt-in: rounding P moves the gradients by about one bf16 step, which the CUDA
+// backend (f32 math on widened values) does not, and it gained only ~1.2x on the forward.
+static int use_dpbf16(int64_t D) {
+    const char *opt = getenv("SFT_ATTENTION_BF16");
+    return D % 2 == 0 && opt && strcmp(opt, "dpbf16") == 0 && strcmp(sft_gemm_bf16_variant(), "avx512bf16") == 0;
+}
+SFT_DISPATCH_WIDE(int, sft_attention_fwd_bf16_widened, FWD_BF16_PARAMS, FWD_BF16_ARGS)
+#if SFT_HAS_VARIANTS
+SFT_TARGET_AVX512BF16 static int attention_fwd_bf16_dp FWD_BF16_PARAMS {
+    return attention_fwd(1, 1, 1, q, ldq, k, ldk, v, ldv, o, ldo, lse, doc, alibi, window, B, T, H, KV,
+                         D, scale, softcap, next, part, nparts);
+}
+#endif
+int sft_attention_fwd_bf16 FWD_BF16_PARAMS {
+#if SFT_HAS_VARIANTS
+    if (use_dpbf16(D)) return attention_fwd_bf16_dp FWD_BF16_ARGS;
+#endif
+    return sft_attention_fwd_bf16_widened FWD_BF16_ARGS;
+}
+#undef FWD_BF16_PARAMS
+#undef FWD_BF16_ARGS
 SFT_DISPATCH_WIDE(int, sft_attention_fwd_f32,
              (const float *q, int64_t ldq, const float *k, int64_t ldk, const float *v,
               int64_t ldv, float *o, int64_t ldo, float *lse, const int32_t *doc,
@@ -730,9 +1029,10 @@ void sft_attention_bwd_sum_f32(const float *work, float *dq, int64_t lddq, int64
     }
 }
 
-SFT_INLINE int sft_attention_bwd_f32_impl(
-    int wide, const float *q, int64_t ldq, const float *k, int64_t ldk, const float *v, int64_t ldv,
-    const float *o, int64_t ldo, const float *dout, int64_t lddo, const float *lse,
+/// The backward for q, k, v, o of element type f32 or bf16 (bf); dout, dq, dk, dv are f32.
+SFT_INLINE int attention_bwd(
+    int wide, int bf, const void *q, int64_t ldq, const void *k, int64_t ldk, const void *v, int64_t ldv,
+    const void *o, int64_t ldo, const float *dout, int64_t lddo, const float *lse,
     const int32_t *doc, const float *alibi, int64_t window, float *dq, int64_t lddq, float *dk,
     int64_t lddk, float *dv, int64_t lddv, int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D,
     float scale, float softcap, float *work, int64_t *next, int part, int nparts) {
@@ -741,7 +1041,8 @@ SFT_INLINE int sft_attention_bwd_f32_impl(
     const int64_t Dp = (D + VL - 1) / VL * VL, TS = BK * Dp;   // TS: floats of one padded tile
     // With whole vectors per row, q, dO and K rows are read in place; otherwise they are copied
     // with zero padding (vector loads must not run past a row, nor past the end of a buffer).
-    const int direct = D % VL == 0;
+    // bf16 q and K rows are always copied (widened on the way).
+    const int direct = !bf && D % VL == 0;
     chunks_t ch;
     plan_chunks(B, T, H, KV, D, &ch);
     const int64_t nunits = B * KV * ch.n;
@@ -796,13 +1097,13 @@ SFT_INLINE int sft_attention_bwd_f32_impl(
             int64_t rend = 0;   // one past the last query row that sees a key of the stripe
             for (int64_t kb = k0; kb < k1; kb++) {
                 const int64_t s0 = kb * BK, nk = (s0 + BK < T ? s0 + BK : T) - s0;
-                const float *kg = k + (b * T + s0) * ldk + g * D, *vg = v + (b * T + s0) * ldv + g * D;
+                const int64_t ko = (b * T + s0) * ldk + g * D;
                 float *kt = tiles + (kb - k0) * 5 * TS, *vt = kt + TS, *kp = vt + TS;
-                transpose_tile(wide, kg, ldk, nk, D, 1.0f, kt);
-                transpose_tile(wide, vg, ldv, nk, D, 1.0f, vt);
+                transpose_tile(wide, bf, elem_at(bf, k, ko), ldk, nk, D, 1.0f, kt);
+                transpose_tile(wide, bf, elem_at(bf, v, (b * T + s0) * ldv + g * D), ldv, nk, D, 1.0f, vt);
                 if (!direct)
                     for (int64_t j = 0; j < BK; j++)
-                        copy_row(kp + j * Dp, j < nk ? kg + j * ldk : NULL, D, Dp, 1.0f);
+                        copy_row(kp + j * Dp, bf, j < nk ? elem_at(bf, k, ko + j * ldk) : NULL, D, Dp, 1.0f);
                 memset(kp + TS, 0, (size_t)(2 * TS) * sizeof(float));   // dK and dV sums
                 rend = en[s0 + nk - 1] > rend ? en[s0 + nk - 1] : rend;
             }
@@ -813,20 +1114,21 @@ SFT_INLINE int sft_attention_bwd_f32_impl(
                 for (int64_t t0 = k0 * BK; t0 < rend; t0 += BQ) {
                     if (!have[(b * H + h) * nqb + t0 / BQ]) {
                         for (int64_t t = t0; t < t0 + BQ && t < T; t++)
-                            dh[t] = dot(dout + (b * T + t) * lddo + h * D, o + (b * T + t) * ldo + h * D, D);
+                            dh[t] = dot(dout + (b * T + t) * lddo + h * D, bf, elem_at(bf, o, (b * T + t) * ldo + h * D), D);
                         have[(b * H + h) * nqb + t0 / BQ] = 1;
                     }
                     const int64_t t1 = t0 + BQ < rend ? t0 + BQ : rend, nr = t1 - t0;
                     const int64_t nrr = (nr + R - 1) / R * R;
                     // The block's q and dO rows: in place, or copied with their rows padded to
                     // Dp columns (zeros) and the block to whole groups of R rows.
-                    const float *qb0 = q + (b * T + t0) * ldq + h * D;
+                    const int64_t qo = (b * T + t0) * ldq + h * D;
+                    const float *qb0 = (const float *)q + qo;
                     const float *db0 = dout + (b * T + t0) * lddo + h * D;
                     int64_t lq = ldq, ld = lddo;
                     if (!direct) {
                         for (int64_t i = 0; i < nrr; i++) {
-                            copy_row(qp + i * Dp, i < nr ? qb0 + i * ldq : NULL, D, Dp, 1.0f);
-                            copy_row(dop + i * Dp, i < nr ? db0 + i * lddo : NULL, D, Dp, 1.0f);
+                            copy_row(qp + i * Dp, bf, i < nr ? elem_at(bf, q, qo + i * ldq) : NULL, D, Dp, 1.0f);
+                            copy_row(dop + i * Dp, 0, i < nr ? db0 + i * lddo : NULL, D, Dp, 1.0f);
                         }
                         qb0 = qp, db0 = dop, lq = ld = Dp;
                     }
@@ -837,9 +1139,11 @@ SFT_INLINE int sft_attention_bwd_f32_impl(
                     // The next block's rows arrive while this one is computed (rows of a head
                     // are strided, which the hardware prefetchers pick up too late).
                     for (int64_t t = t1; t < t1 + BQ && t < rend; t++) {
-                        prefetch_row(q + (b * T + t) * ldq + h * D, D);
-                        prefetch_row(dout + (b * T + t) * lddo + h * D, D);
-                        if (!have[(b * H + h) * nqb + t / BQ]) prefetch_row(o + (b * T + t) * ldo + h * D, D);
+                        const int64_t es = bf ? 2 : 4;
+                        prefetch_row(elem_at(bf, q, (b * T + t) * ldq + h * D), D * es);
+                        prefetch_row(dout + (b * T + t) * lddo + h * D, D * 4);
+                        if (!have[(b * H + h) * nqb + t / BQ])
+                            prefetch_row(elem_at(bf, o, (b * T + t) * ldo + h * D), D * es);
                     }
                     memset(dqa, 0, (size_t)(nrr * Dp) * sizeof(float));
                     int touched = 0;
@@ -894,7 +1198,7 @@ SFT_INLINE int sft_attention_bwd_f32_impl(
                                                   0, BK, slope, tpos, softcap, pb + i * BK, dsb + i * BK);
                             }
                             // dq_t += ds k_s (times scale when written out)
-                            rows_w_x(wide, dsb + r0 * BK, direct ? k + (b * T + s0) * ldk + g * D : kp,
+                            rows_w_x(wide, dsb + r0 * BK, direct ? (const float *)k + (b * T + s0) * ldk + g * D : kp,
                                      direct ? ldk : Dp, Dp, (int64_t)jmin, (int64_t)jmax, dqa + r0 * Dp);
                         }
                         tile_tn(wide, dva, pb, db0, ld, Dp, nk, nr, t0 - s0);    // dv_s += p do_t
@@ -911,7 +1215,7 @@ SFT_INLINE int sft_attention_bwd_f32_impl(
                     for (int64_t t = t0; t < (first ? bend : t1); t++) {
                         float *dst = tgt + t * tld + hl * D;
                         const float *src = dqa + (t - t0) * Dp;
-                        if (first) copy_row(dst, t < t1 ? src : NULL, D, D, scale);
+                        if (first) copy_row(dst, 0, t < t1 ? src : NULL, D, D, scale);
                         else for (int64_t d = 0; d < D; d++) dst[d] += scale * src[d];
                     }
                 }
@@ -920,8 +1224,8 @@ SFT_INLINE int sft_attention_bwd_f32_impl(
                 const int64_t s0 = kb * BK, nk = (s0 + BK < T ? s0 + BK : T) - s0;
                 const float *dka = tiles + (kb - k0) * 5 * TS + 3 * TS, *dva = dka + TS;
                 for (int64_t j = 0; j < nk; j++) {
-                    copy_row(dk + (b * T + s0 + j) * lddk + g * D, dka + j * Dp, D, D, scale);
-                    copy_row(dv + (b * T + s0 + j) * lddv + g * D, dva + j * Dp, D, D, 1.0f);
+                    copy_row(dk + (b * T + s0 + j) * lddk + g * D, 0, dka + j * Dp, D, D, scale);
+                    copy_row(dv + (b * T + s0 + j) * lddv + g * D, 0, dva + j * Dp, D, D, 1.0f);
                 }
             }
         }
@@ -936,6 +1240,33 @@ SFT_INLINE int sft_attention_bwd_f32_impl(
     free(mem);
     return 0;
 }
+SFT_INLINE int sft_attention_bwd_f32_impl(
+    int wide, const float *q, int64_t ldq, const float *k, int64_t ldk, const float *v, int64_t ldv,
+    const float *o, int64_t ldo, const float *dout, int64_t lddo, const float *lse,
+    const int32_t *doc, const float *alibi, int64_t window, float *dq, int64_t lddq, float *dk,
+    int64_t lddk, float *dv, int64_t lddv, int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D,
+    float scale, float softcap, float *work, int64_t *next, int part, int nparts) {
+    return attention_bwd(wide, 0, q, ldq, k, ldk, v, ldv, o, ldo, dout, lddo, lse, doc, alibi, window,
+                         dq, lddq, dk, lddk, dv, lddv, B, T, H, KV, D, scale, softcap, work, next, part, nparts);
+}
+SFT_INLINE int sft_attention_bwd_bf16_impl(
+    int wide, const uint16_t *q, int64_t ldq, const uint16_t *k, int64_t ldk, const uint16_t *v,
+    int64_t ldv, const uint16_t *o, int64_t ldo, const float *dout, int64_t lddo, const float *lse,
+    const int32_t *doc, const float *alibi, int64_t window, float *dq, int64_t lddq, float *dk,
+    int64_t lddk, float *dv, int64_t lddv, int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D,
+    float scale, float softcap, float *work, int64_t *next, int part, int nparts) {
+    return attention_bwd(wide, 1, q, ldq, k, ldk, v, ldv, o, ldo, dout, lddo, lse, doc, alibi, window,
+                         dq, lddq, dk, lddk, dv, lddv, B, T, H, KV, D, scale, softcap, work, next, part, nparts);
+}
+SFT_DISPATCH_WIDE(int, sft_attention_bwd_bf16,
+             (const uint16_t *q, int64_t ldq, const uint16_t *k, int64_t ldk, const uint16_t *v,
+              int64_t ldv, const uint16_t *o, int64_t ldo, const float *dout, int64_t lddo,
+              const float *lse, const int32_t *doc, const float *alibi, int64_t window, float *dq,
+              int64_t lddq, float *dk, int64_t lddk, float *dv, int64_t lddv, int64_t B, int64_t T,
+              int64_t H, int64_t KV, int64_t D, float scale, float softcap, float *work, int64_t *next,
+              int part, int nparts),
+             (q, ldq, k, ldk, v, ldv, o, ldo, dout, lddo, lse, doc, alibi, window, dq, lddq, dk, lddk,
+              dv, lddv, B, T, H, KV, D, scale, softcap, work, next, part, nparts))
 SFT_DISPATCH_WIDE(int, sft_attention_bwd_f32,
              (const float *q, int64_t ldq, const float *k, int64_t ldk, const float *v,
               int64_t ldv, const float *o, int64_t ldo, const float *dout, int64_t lddo,

@@ -140,6 +140,25 @@ int sft_attention_bwd_f32(const float *q, int64_t ldq, const float *k, int64_t l
                           float *dk, int64_t lddk, float *dv, int64_t lddv, int64_t B,
                           int64_t T, int64_t H, int64_t KV, int64_t D, float scale, float softcap,
                           float *work, int64_t *next, int part, int nparts);
+/// The forward over bf16 q, k, v and o (mixed precision; uint16 bits, leading dimensions in
+/// elements): the f32 kernel's math on the values widened exactly, tile by tile, with o rounded
+/// to nearest even; lse f32. Its reference is sft_attention_fwd_f32 on the same values widened.
+/// Opt-in (SFT_ATTENTION_BF16=dpbf16), where sft_gemm_bf16_variant() is "avx512bf16" and D is
+/// even, S = Q K^T and O += P V run on vdpbf16ps, P rounded to bf16 for the latter (attention.c).
+int sft_attention_fwd_bf16(const uint16_t *q, int64_t ldq, const uint16_t *k, int64_t ldk,
+                           const uint16_t *v, int64_t ldv, uint16_t *o, int64_t ldo, float *lse,
+                           const int32_t *doc, const float *alibi, int64_t window, int64_t B,
+                           int64_t T, int64_t H, int64_t KV, int64_t D, float scale, float softcap,
+                           int64_t *next, int part, int nparts);
+/// The backward over bf16 q, k, v and o (as sft_attention_fwd_bf16); dout, lse, dq, dk, dv and
+/// `work` are f32, and the dq shares are summed by sft_attention_bwd_sum_f32 as for f32.
+int sft_attention_bwd_bf16(const uint16_t *q, int64_t ldq, const uint16_t *k, int64_t ldk,
+                           const uint16_t *v, int64_t ldv, const uint16_t *o, int64_t ldo,
+                           const float *dout, int64_t lddo, const float *lse,
+                           const int32_t *doc, const float *alibi, int64_t window, float *dq,
+                           int64_t lddq, float *dk, int64_t lddk, float *dv, int64_t lddv, int64_t B,
+                           int64_t T, int64_t H, int64_t KV, int64_t D, float scale, float softcap,
+                           float *work, int64_t *next, int part, int nparts);
 int64_t sft_attention_bwd_work_floats(int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D);
 void sft_attention_bwd_sum_f32(const float *work, float *dq, int64_t lddq, int64_t B, int64_t T,
                                int64_t H, int64_t KV, int64_t D, int part, int nparts);

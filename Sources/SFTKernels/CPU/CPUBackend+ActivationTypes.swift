@@ -1,7 +1,8 @@
 // bf16 activations on the CPU (BackendActivationTypes.swift): the residual add, RoPE, SwiGLU and
 // GELU / GeGLU read and write bf16 in their own loops (elementwise.c, rope.c, swiglu.c, gelu.c:
-// each bf16 kernel beside its f32 reference, with the same per-ISA variants). Attention uses
-// the protocol's default (q, k, v, o widened into f32 scratch for the call).
+// each bf16 kernel beside its f32 reference, with the same per-ISA variants). Attention's bf16
+// entry points (attention.c) run the f32 kernel's tiles on q, k, v, o widened tile by tile, or
+// opted into with SFT_ATTENTION_BF16=dpbf16, vdpbf16ps for the forward's products (AVX512_BF16).
 
 import CSFTKernels
 
@@ -31,6 +32,52 @@ extension CPUBackend {
         let (px, py, pp, pf) = (x.u16(), y.u16(), positions.i32(), invFreq.f32())
         parallel(parts(work: N * H * D, grain: 1 << 14)) { p, np in
             sft_rope_bf16(px, Int64(ldx), py, Int64(ldy), pp, pf, Int64(N), Int64(H), Int64(D), inverse ? 1 : 0, p, np)
+        }
+    }
+
+    public func attentionForward(q: BufferView, k: BufferView, v: BufferView, o: BufferView, lse: BufferView,
+                                 docIds: BufferView?, alibi: BufferView?, shape s: AttentionShape, dtype: DType) throws {
+        guard try activationType(dtype, "attentionForward") == .bf16 else {
+            return try attentionForward(q: q, k: k, v: v, o: o, lse: lse, docIds: docIds, alibi: alibi, shape: s)
+        }
+        let profileStart = OpProfile.begin(); defer { OpProfile.end("attentionForward bf16", profileStart) }
+        try checkAttention("attentionForward", s, q: q, k: k, v: v, o: o, lse: lse, docIds: docIds, alibi: alibi,
+                           bf16: true)
+        let (pq, pk, pv, po, pl) = (q.u16(), k.u16(), v.u16(), o.u16(), lse.f32())
+        let (pd, pa) = (docIds?.i32(), alibi?.f32())
+        try runParts("attentionForward", attentionParts(s)) { next, p, np in
+            sft_attention_fwd_bf16(pq, Int64(s.ldq), pk, Int64(s.ldk), pv, Int64(s.ldv), po, Int64(s.ldo),
+                                   pl, pd, pa, Int64(s.window ?? 0), Int64(s.B), Int64(s.T), Int64(s.H), Int64(s.KV),
+                                   Int64(s.D), s.scale, s.softcap, next, p, np)
+        }
+    }
+
+    public func attentionBackward(q: BufferView, k: BufferView, v: BufferView, o: BufferView, dout: BufferView,
+                                  lse: BufferView, docIds: BufferView?, alibi: BufferView?, dq: BufferView,
+                                  dk: BufferView, dv: BufferView, shape s: AttentionShape, dtype: DType) throws {
+        guard try activationType(dtype, "attentionBackward") == .bf16 else {
+            return try attentionBackward(q: q, k: k, v: v, o: o, dout: dout, lse: lse, docIds: docIds, alibi: alibi,
+                                         dq: dq, dk: dk, dv: dv, shape: s)
+        }
+        let profileStart = OpProfile.begin(); defer { OpProfile.end("attentionBackward bf16", profileStart) }
+        let op = "attentionBackward"
+        try checkAttention(op, s, q: q, k: k, v: v, o: o, lse: lse, docIds: docIds, alibi: alibi, bf16: true)
+        try checkAttentionGradients(op, s, dout: dout, dq: dq, dk: dk, dv: dv)
+        let (pq, pk, pv, po, pdo, pl) = (q.u16(), k.u16(), v.u16(), o.u16(), dout.f32(), lse.f32())
+        let (pd, pa, pdq, pdk, pdv) = (docIds?.i32(), alibi?.f32(), dq.f32(), dk.f32(), dv.f32())
+        let (B, T, H, KV, D) = (Int64(s.B), Int64(s.T), Int64(s.H), Int64(s.KV), Int64(s.D))
+        let workFloats = Int(sft_attention_bwd_work_floats(B, T, H, KV, D))
+        let work = UnsafeMutablePointer<Float>.allocate(capacity: max(1, workFloats))
+        defer { work.deallocate() }
+        try runParts(op, attentionParts(s)) { next, p, np in
+            sft_attention_bwd_bf16(pq, Int64(s.ldq), pk, Int64(s.ldk), pv, Int64(s.ldv), po, Int64(s.ldo),
+                                   pdo, Int64(s.ldo), pl, pd, pa, Int64(s.window ?? 0), pdq, Int64(s.ldq), pdk, Int64(s.ldk),
+                                   pdv, Int64(s.ldv), B, T, H, KV, D, s.scale, s.softcap, work, next, p, np)
+        }
+        if workFloats > 0 {
+            parallel(parts(work: s.B * s.T * s.H * s.D)) { p, np in
+                sft_attention_bwd_sum_f32(work, pdq, Int64(s.ldq), B, T, H, KV, D, p, np)
+            }
         }
     }
 

@@ -160,18 +160,28 @@ extension CPUBackend {
 
     // MARK: attention
 
-    private func checkAttention(_ op: String, _ s: AttentionShape, q: BufferView, k: BufferView,
-                                v: BufferView, o: BufferView, lse: BufferView, docIds: BufferView?,
-                                alibi: BufferView?) throws {
+    /// The attention ops' argument checks; q, k, v and o hold f32, or bf16 with `bf16`.
+    func checkAttention(_ op: String, _ s: AttentionShape, q: BufferView, k: BufferView,
+                        v: BufferView, o: BufferView, lse: BufferView, docIds: BufferView?,
+                        alibi: BufferView?, bf16: Bool = false) throws {
         let shape = "B=\(s.B) T=\(s.T) H=\(s.H) KV=\(s.KV) D=\(s.D)"
         guard s.B >= 0, s.T >= 0, s.H > 0, s.KV > 0, s.D > 0, s.H % s.KV == 0 else {
             throw KernelError.invalidArgument(op: op, message: "bad shape \(shape): sizes must be positive and H a multiple of KV")
         }
         let rows = s.B * s.T
-        try check(q, rows: rows, width: s.H * s.D, ld: s.ldq, op, "q (\(shape), ldq=\(s.ldq))")
-        try check(k, rows: rows, width: s.KV * s.D, ld: s.ldk, op, "k (\(shape), ldk=\(s.ldk))")
-        try check(v, rows: rows, width: s.KV * s.D, ld: s.ldv, op, "v (\(shape), ldv=\(s.ldv))")
-        try check(o, rows: rows, width: s.H * s.D, ld: s.ldo, op, "o (\(shape), ldo=\(s.ldo))")
+        let type = bf16 ? " bf16" : ""
+        for (name, view, width, ld) in [("q", q, s.H * s.D, s.ldq), ("k", k, s.KV * s.D, s.ldk),
+                                        ("v", v, s.KV * s.D, s.ldv), ("o", o, s.H * s.D, s.ldo)] {
+            if !bf16 {
+                try check(view, rows: rows, width: width, ld: ld, op, "\(name) (\(shape), ld\(name)=\(ld))")
+                continue
+            }
+            guard ld >= width, view.byteOffset % 2 == 0 else {
+                throw KernelError.invalidArgument(
+                    op: op, message: "\(name)\(type) (\(shape)): row stride \(ld) < row width \(width) or odd byte offset \(view.byteOffset)")
+            }
+            try check(view, bytes: Self.span(rows: rows, width: width, ld: ld) * 2, op, "\(name)\(type) (\(shape), ld\(name)=\(ld))")
+        }
         try check(lse, count: s.B * s.H * s.T, op, "lse (\(shape))")
         if let docIds { try check(docIds, count: rows, op, "docIds (\(shape))") }
         if let alibi { try check(alibi, count: s.H, op, "alibi (\(shape))") }
@@ -180,15 +190,26 @@ extension CPUBackend {
         }
     }
 
+    /// The backward's f32 gradients share the layout (and leading dimensions) of what they
+    /// differentiate.
+    func checkAttentionGradients(_ op: String, _ s: AttentionShape, dout: BufferView, dq: BufferView,
+                                 dk: BufferView, dv: BufferView) throws {
+        let rows = s.B * s.T
+        try check(dout, rows: rows, width: s.H * s.D, ld: s.ldo, op, "dout (ldo=\(s.ldo))")
+        try check(dq, rows: rows, width: s.H * s.D, ld: s.ldq, op, "dq (ldq=\(s.ldq))")
+        try check(dk, rows: rows, width: s.KV * s.D, ld: s.ldk, op, "dk (ldk=\(s.ldk))")
+        try check(dv, rows: rows, width: s.KV * s.D, ld: s.ldv, op, "dv (ldv=\(s.ldv))")
+    }
+
     /// Parts for attention: its work grows with T² per head.
-    private func attentionParts(_ s: AttentionShape) -> Int {
+    func attentionParts(_ s: AttentionShape) -> Int {
         parts(work: s.B * s.H * s.T * s.T * s.D / 16, grain: 1 << 14)
     }
 
     /// Runs a C kernel returning a status in parts, giving them a shared work counter, and
     /// throws the first failure's message (read on the thread that failed: the C side keeps it
     /// thread-local).
-    private func runParts(_ op: String, _ nparts: Int,
+    func runParts(_ op: String, _ nparts: Int,
                           _ body: (UnsafeMutablePointer<Int64>, Int32, Int32) -> Int32) throws {
         let failure = NSLock()
         var message: String?
@@ -225,12 +246,7 @@ extension CPUBackend {
         let profileStart = OpProfile.begin(); defer { OpProfile.end("attentionBackward", profileStart) }
         let op = "attentionBackward"
         try checkAttention(op, s, q: q, k: k, v: v, o: o, lse: lse, docIds: docIds, alibi: alibi)
-        // Gradients share the layout (and leading dimensions) of what they differentiate.
-        let rows = s.B * s.T
-        try check(dout, rows: rows, width: s.H * s.D, ld: s.ldo, op, "dout (ldo=\(s.ldo))")
-        try check(dq, rows: rows, width: s.H * s.D, ld: s.ldq, op, "dq (ldq=\(s.ldq))")
-        try check(dk, rows: rows, width: s.KV * s.D, ld: s.ldk, op, "dk (ldk=\(s.ldk))")
-        try check(dv, rows: rows, width: s.KV * s.D, ld: s.ldv, op, "dv (ldv=\(s.ldv))")
+        try checkAttentionGradients(op, s, dout: dout, dq: dq, dk: dk, dv: dv)
         let (pq, pk, pv, po, pdo, pl) = (q.f32(), k.f32(), v.f32(), o.f32(), dout.f32(), lse.f32())
         let (pd, pa, pdq, pdk, pdv) = (docIds?.i32(), alibi?.f32(), dq.f32(), dk.f32(), dv.f32())
         // dq shares of all but the first run of key tiles wait in `work` until every part is done.
