@@ -21,9 +21,11 @@
 // speed. KC = 576 (one depth block for K = 576: C stays in registers for the whole sum), packing
 // an f32 row by rounding it into a contiguous bf16 row first (a loop that vectorizes) and, with
 // AVX-512, spreading rows into panels by 16 × 16 register transposes, and reusing the panel
-// buffer (a fresh one is fresh pages, whose faults cost as much as the packing). Measured on 2
-// threads: 69–84% of the vdpbf16ps peak, 1.8–2.1× sgemm. Each change keeps the panels word for
-// word (the transposing packer equals pack_generic), so only KC moved the f32 summation order.
+// buffer (a fresh one is fresh pages, whose faults cost as much as the packing), and splitting C
+// between threads so that the cheaper operand is the one every part packs. Measured on 2
+// threads: 72–84% of the vdpbf16ps peak, 1.7–2.1× sgemm (quiet runs, BENCHMARKS.md). Each
+// change keeps the panels word for word (the transposing packer equals pack_generic), so only KC
+// moved the f32 summation order.
 //
 // Micro-kernels (MR = 12 rows × NR = 32 columns, 24 accumulators of 16 floats):
 //   avx512bf16  vdpbf16ps on the packed pairs (twice the multiply-adds of an f32 FMA)

@@ -12,8 +12,8 @@
 //
 // The defaults here widen the bf16 operands into f32 scratch (`cast`), run the f32 op and round
 // the bf16 result: correct on every backend, and the activations the tape keeps are still
-// bf16 (the scratch lives for the call only). Backends override them with native kernels
-// (CPUBackend: rope, swiglu, gelu and the add read and write bf16 in their loops).
+// bf16 (the scratch lives for the call only). Backends override them with native kernels:
+// CPUBackend and CUDABackend read and write bf16 in every one of these ops, attention included.
 
 import Foundation
 
