@@ -65,19 +65,11 @@ extension CPUBackend {
         try checkAttentionGradients(op, s, dout: dout, dq: dq, dk: dk, dv: dv)
         let (pq, pk, pv, po, pdo, pl) = (q.u16(), k.u16(), v.u16(), o.u16(), dout.f32(), lse.f32())
         let (pd, pa, pdq, pdk, pdv) = (docIds?.i32(), alibi?.f32(), dq.f32(), dk.f32(), dv.f32())
-        let (B, T, H, KV, D) = (Int64(s.B), Int64(s.T), Int64(s.H), Int64(s.KV), Int64(s.D))
-        let workFloats = Int(sft_attention_bwd_work_floats(B, T, H, KV, D))
-        let work = UnsafeMutablePointer<Float>.allocate(capacity: max(1, workFloats))
-        defer { work.deallocate() }
-        try runParts(op, attentionParts(s)) { next, p, np in
+        try runAttentionBackward(op, s, dq: pdq) { work, next, p, np in
             sft_attention_bwd_bf16(pq, Int64(s.ldq), pk, Int64(s.ldk), pv, Int64(s.ldv), po, Int64(s.ldo),
                                    pdo, Int64(s.ldo), pl, pd, pa, Int64(s.window ?? 0), pdq, Int64(s.ldq), pdk, Int64(s.ldk),
-                                   pdv, Int64(s.ldv), B, T, H, KV, D, s.scale, s.softcap, work, next, p, np)
-        }
-        if workFloats > 0 {
-            parallel(parts(work: s.B * s.T * s.H * s.D)) { p, np in
-                sft_attention_bwd_sum_f32(work, pdq, Int64(s.ldq), B, T, H, KV, D, p, np)
-            }
+                                   pdv, Int64(s.ldv), Int64(s.B), Int64(s.T), Int64(s.H), Int64(s.KV), Int64(s.D),
+                                   s.scale, s.softcap, work, next, p, np)
         }
     }
 
