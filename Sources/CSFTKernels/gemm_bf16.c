@@ -81,16 +81,32 @@ SFT_INLINE uint16_t element(const void *p, int is_bf16, int64_t ld, int64_t r, i
 void sft_gemm_bf16_ref(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                        const void *A, int a_bf16, int64_t lda, const void *B, int b_bf16, int64_t ldb,
                        float beta, float *C, int64_t ldc) {
+    sft_gemm_bf16_pair_ref(trans_a, trans_b, M, N, K, alpha, A, a_bf16, lda, B, b_bf16, ldb, 0, NULL, 0, 0, NULL, 0, 0,
+                           beta, C, 0, ldc);
+}
+
+/// The pair: the sum runs over the K values of the first product, then the K2 of the second.
+void sft_gemm_bf16_pair_ref(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                            const void *A, int a_bf16, int64_t lda, const void *B, int b_bf16, int64_t ldb,
+                            int64_t K2, const void *A2, int a2_bf16, int64_t lda2, const void *B2, int b2_bf16,
+                            int64_t ldb2, float beta, void *C, int c_bf16, int64_t ldc) {
     for (int64_t i = 0; i < M; i++) {
         for (int64_t j = 0; j < N; j++) {
             float acc = 0;
-            for (int64_t k = 0; k < K; k++) {
-                float a = from_bf16(trans_a ? element(A, a_bf16, lda, k, i) : element(A, a_bf16, lda, i, k));
-                float b = from_bf16(trans_b ? element(B, b_bf16, ldb, j, k) : element(B, b_bf16, ldb, k, j));
-                acc += a * b;
+            for (int64_t k = 0; k < K + K2; k++) {
+                const void *a = k < K ? A : A2, *b = k < K ? B : B2;
+                int ab = k < K ? a_bf16 : a2_bf16, bb = k < K ? b_bf16 : b2_bf16;
+                int64_t la = k < K ? lda : lda2, lb = k < K ? ldb : ldb2, kk = k < K ? k : k - K;
+                float x = from_bf16(trans_a ? element(a, ab, la, kk, i) : element(a, ab, la, i, kk));
+                float y = from_bf16(trans_b ? element(b, bb, lb, j, kk) : element(b, bb, lb, kk, j));
+                acc += x * y;
             }
-            float *c = &C[i * ldc + j];
-            *c = beta == 0 ? alpha * acc : alpha * acc + beta * *c;
+            if (c_bf16) {
+                ((uint16_t *)C)[i * ldc + j] = to_bf16(alpha * acc);
+            } else {
+                float *c = (float *)C + i * ldc + j;
+                *c = beta == 0 ? alpha * acc : alpha * acc + beta * *c;
+            }
         }
     }
 }
@@ -100,13 +116,15 @@ void sft_gemm_bf16_ref(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K
 // ---------------------------------------------------------------------------------------------
 
 /// Packs rows [r0, r0 + rows) × depth [k0, k0 + kc) of an operand into panels of `width` rows:
-/// panel q, pair t, row s at dst[(q · pairs + t) · width + s], zero-padded. Reads go along
-/// memory: along k for rows stored contiguously, across rows when the operand is transposed.
+/// panel q, pair t, row s at dst[(q · stride + t) · width + s], zero-padded, where a panel holds
+/// `stride` >= (kc + 1) / 2 pairs (more when a second product's pairs follow in the same panel,
+/// packed by another call at dst + pairs · width). Reads go along memory: along k for rows
+/// stored contiguously, across rows when the operand is transposed.
 SFT_INLINE void pack_panels_impl(const void *p, int is_bf16, int trans, int64_t ld, int64_t r0, int64_t rows,
-                                 int64_t k0, int64_t kc, int width, uint32_t *dst) {
+                                 int64_t k0, int64_t kc, int width, int64_t stride, uint32_t *dst) {
     int64_t pairs = (kc + 1) / 2, panels = (rows + width - 1) / width, even = kc / 2;
     for (int64_t q = 0; q < panels; q++) {
-        uint32_t *panel = dst + q * pairs * width;
+        uint32_t *panel = dst + q * stride * width;
         int64_t live = rows - q * width < width ? rows - q * width : width, rq = r0 + q * width;
         if (live < width || kc % 2)
             for (int64_t i = 0; i < pairs * width; i++) panel[i] = 0;
@@ -147,10 +165,10 @@ SFT_INLINE void pack_panels_impl(const void *p, int is_bf16, int trans, int64_t 
 }
 
 typedef void (*packer)(const void *p, int is_bf16, int trans, int64_t ld, int64_t r0, int64_t rows,
-                       int64_t k0, int64_t kc, int width, uint32_t *dst);
+                       int64_t k0, int64_t kc, int width, int64_t stride, uint32_t *dst);
 #define PACK_PARAMS (const void *p, int is_bf16, int trans, int64_t ld, int64_t r0, int64_t rows, \
-                     int64_t k0, int64_t kc, int width, uint32_t *dst)
-#define PACK_ARGS (p, is_bf16, trans, ld, r0, rows, k0, kc, width, dst)
+                     int64_t k0, int64_t kc, int width, int64_t stride, uint32_t *dst)
+#define PACK_ARGS (p, is_bf16, trans, ld, r0, rows, k0, kc, width, stride, dst)
 static void pack_generic PACK_PARAMS { pack_panels_impl PACK_ARGS; }
 
 // ---------------------------------------------------------------------------------------------
@@ -231,11 +249,11 @@ TARGET_AVX512 SFT_INLINE void transpose16_store(const uint32_t *const *rows, int
 /// pack_panels_impl for operands read along k (not transposed), 16 rows × 16 pairs at a time
 /// through transpose16_store; the same panels, word for word.
 TARGET_AVX512 static void pack_rows_avx512(const void *p, int is_bf16, int64_t ld, int64_t r0, int64_t rows,
-                                           int64_t k0, int64_t kc, int width, uint32_t *dst) {
+                                           int64_t k0, int64_t kc, int width, int64_t stride, uint32_t *dst) {
     int64_t pairs = (kc + 1) / 2, panels = (rows + width - 1) / width, even = kc / 2, vec = even / 16 * 16;
     uint16_t rounded[16][KC];
     for (int64_t q = 0; q < panels; q++) {
-        uint32_t *panel = dst + q * pairs * width;
+        uint32_t *panel = dst + q * stride * width;
         int64_t live = rows - q * width < width ? rows - q * width : width, rq = r0 + q * width;
         if (live < width || kc % 2)
             for (int64_t i = 0; i < pairs * width; i++) panel[i] = 0;
@@ -267,7 +285,7 @@ TARGET_AVX512 static void pack_rows_avx512(const void *p, int is_bf16, int64_t l
 
 TARGET_AVX512 static void pack_avx512 PACK_PARAMS {
     if (trans) pack_panels_impl PACK_ARGS;
-    else pack_rows_avx512(p, is_bf16, ld, r0, rows, k0, kc, width, dst);
+    else pack_rows_avx512(p, is_bf16, ld, r0, rows, k0, kc, width, stride, dst);
 }
 TARGET_AVX2 static void pack_avx2 PACK_PARAMS { pack_panels_impl PACK_ARGS; }
 
@@ -496,8 +514,18 @@ static uint32_t *panel_buffer(size_t bytes) {
 int sft_gemm_bf16(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                   const void *A, int a_bf16, int64_t lda, const void *B, int b_bf16, int64_t ldb,
                   float beta, float *C, int64_t ldc, int part, int nparts) {
-    if (M < 0 || N < 0 || K < 0) return sft_set_error("gemm_bf16: negative size M=%lld N=%lld K=%lld",
-                                                       (long long)M, (long long)N, (long long)K);
+    return sft_gemm_bf16_pair(trans_a, trans_b, M, N, K, alpha, A, a_bf16, lda, B, b_bf16, ldb,
+                              0, NULL, 0, 0, NULL, 0, 0, beta, C, 0, ldc, part, nparts);
+}
+
+int sft_gemm_bf16_pair(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                       const void *A, int a_bf16, int64_t lda, const void *B, int b_bf16, int64_t ldb,
+                       int64_t K2, const void *A2, int a2_bf16, int64_t lda2, const void *B2, int b2_bf16, int64_t ldb2,
+                       float beta, void *C, int c_bf16, int64_t ldc, int part, int nparts) {
+    if (M < 0 || N < 0 || K < 0 || K2 < 0 || K2 > KC)
+        return sft_set_error("gemm_bf16: sizes M=%lld N=%lld K=%lld K2=%lld (each >= 0, K2 <= %d)",
+                             (long long)M, (long long)N, (long long)K, (long long)K2, (int)KC);
+    if (c_bf16 && beta != 0) return sft_set_error("gemm_bf16: a bf16 C takes beta 0 (got %g)", (double)beta);
     if (nparts < 1) nparts = 1;
     // This part's block of C, on multiples of the tile. Each part packs all of the operand
     // along the dimension it does not split, so the parts split the dimension that leaves the
@@ -516,42 +544,61 @@ int sft_gemm_bf16(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, flo
         if (m1 > M) m1 = M;
     }
     if (m1 <= m0 || n1 <= n0) return 0;
-    if (K == 0) {
+    int64_t rows = m1 - m0, cols = n1 - n0;
+    // A bf16 C is summed in an f32 block of this part's rows × cols (after the panels in the
+    // thread's buffer) and rounded once at the end.
+    size_t cbytes = c_bf16 ? (size_t)(rows * cols) * 4 : 0;
+    if (K == 0 && K2 == 0) {
         for (int64_t i = m0; i < m1; i++)
-            for (int64_t j = n0; j < n1; j++) C[i * ldc + j] = beta == 0 ? 0 : beta * C[i * ldc + j];
+            for (int64_t j = n0; j < n1; j++) {
+                if (c_bf16) ((uint16_t *)C)[i * ldc + j] = 0;
+                else ((float *)C)[i * ldc + j] = beta == 0 ? 0 : beta * ((float *)C)[i * ldc + j];
+            }
         return 0;
     }
     int variant = current_variant();
     micro_kernel kernel = kernel_for(variant);
     packer pack_panels = packer_for(variant);
-    int64_t rows = m1 - m0, cols = n1 - n0;
-    int64_t apanels = (rows + MR - 1) / MR;
+    int64_t apanels = (rows + MR - 1) / MR, pairs2 = (K2 + 1) / 2;
     // Column blocks of equal size up to NC, on multiples of NR: N = 576 runs as 2 × 288.
     int64_t nblocks = (cols + NC - 1) / NC, ncstep = ((cols + nblocks - 1) / nblocks + NR - 1) / NR * NR;
     int64_t ncmax = cols < ncstep ? cols : ncstep, bpanels = (ncmax + NR - 1) / NR;
-    size_t abytes = (size_t)(apanels * MR * (KC / 2)) * 4, bbytes = (size_t)(bpanels * NR * (KC / 2)) * 4;
-    uint32_t *ap = panel_buffer(abytes + bbytes), *bp = ap + abytes / 4;
+    size_t abytes = (size_t)(apanels * MR * (KC / 2 + pairs2)) * 4, bbytes = (size_t)(bpanels * NR * (KC / 2 + pairs2)) * 4;
+    uint32_t *ap = panel_buffer(abytes + bbytes + cbytes), *bp = ap + abytes / 4;
     if (!ap) return sft_set_error("gemm_bf16: out of memory for packed panels (%lld × %lld)", (long long)rows, (long long)cols);
+    float *cf = c_bf16 ? (float *)(void *)(bp + bbytes / 4) : (float *)C + m0 * ldc + n0;
+    int64_t ldcf = c_bf16 ? cols : ldc;
     // Depth blocks of equal (even) size up to KC: K = 1536 runs as 3 × 512, not 576 + 576 + 384.
-    int64_t kblocks = (K + KC - 1) / KC, kstep = ((K + kblocks - 1) / kblocks + 1) / 2 * 2;
-    for (int64_t k0 = 0; k0 < K; k0 += kstep) {
-        int64_t kc = K - k0 < kstep ? K - k0 : kstep, pairs = (kc + 1) / 2;
-        float b_eff = k0 == 0 ? beta : 1;
-        pack_panels(A, a_bf16, trans_a, lda, m0, rows, k0, kc, MR, ap);
+    // The second product's K2 pairs follow the last block's in the same panels, so C takes both
+    // sums in one pass (a LoRA adapter's product in its Linear's).
+    int64_t kblocks = K > 0 ? (K + KC - 1) / KC : 1, kstep = ((K + kblocks - 1) / kblocks + 1) / 2 * 2;
+    for (int64_t kb = 0; kb < kblocks; kb++) {
+        int64_t k0 = kb * kstep, kc = K - k0 < kstep ? K - k0 : kstep, pairs1 = (kc + 1) / 2;
+        int64_t extra = kb == kblocks - 1 ? pairs2 : 0, pairs = pairs1 + extra;
+        float b_eff = kb == 0 && !c_bf16 ? beta : kb == 0 ? 0 : 1;
+        if (kc > 0) pack_panels(A, a_bf16, trans_a, lda, m0, rows, k0, kc, MR, pairs, ap);
+        if (extra) pack_panels(A2, a2_bf16, trans_a, lda2, m0, rows, 0, K2, MR, pairs, ap + pairs1 * MR);
         for (int64_t j0 = n0; j0 < n1; j0 += ncstep) {
             int64_t nc = n1 - j0 < ncstep ? n1 - j0 : ncstep;
             // op(B) column j is row j of Bᵀ: B stored (N, K) when trans_b, so its op-rows need
             // the transposed read exactly when trans_b is false.
-            pack_panels(B, b_bf16, !trans_b, ldb, j0, nc, k0, kc, NR, bp);
+            if (kc > 0) pack_panels(B, b_bf16, !trans_b, ldb, j0, nc, k0, kc, NR, pairs, bp);
+            if (extra) pack_panels(B2, b2_bf16, !trans_b, ldb2, j0, nc, 0, K2, NR, pairs, bp + pairs1 * NR);
             for (int64_t p = 0; p < apanels; p++) {
                 int mr = (int)(rows - p * MR < MR ? rows - p * MR : MR);
                 for (int64_t q = 0; q * NR < nc; q++) {
                     int nr = (int)(nc - q * NR < NR ? nc - q * NR : NR);
                     kernel(pairs, ap + p * pairs * MR, bp + q * pairs * NR,
-                           C + (m0 + p * MR) * ldc + j0 + q * NR, ldc, mr, nr, alpha, b_eff);
+                           cf + p * MR * ldcf + (j0 - n0) + q * NR, ldcf, mr, nr, alpha, b_eff);
                 }
             }
         }
     }
+    if (c_bf16)
+        for (int64_t i = 0; i < rows; i++) {
+            uint16_t *out = (uint16_t *)C + (m0 + i) * ldc + n0;
+            const float *in = cf + i * cols;
+            for (int64_t j = 0; j < cols; j++) out[j] = to_bf16(in[j]);
+        }
     return 0;
 }

@@ -116,6 +116,16 @@ public protocol Backend: AnyObject, Sendable {
                   A: BufferView, aType: DType, lda: Int, B: BufferView, bType: DType, ldb: Int,
                   beta: Float, C: BufferView, ldc: Int) throws
 
+    /// Two bf16 GEMMs summed in one pass over C — a Linear's product and its LoRA adapter's
+    /// (`Ops.loraLinear`): C = alpha · (op(A) op(B) + op(A2) op(B2)) + beta · C, op(A2) (M×K2)
+    /// and op(B2) (K2×N) with the same transposes, K2 ≤ 512, operands as `gemmBF16`. C is f32 or
+    /// bf16 (`cType`; summed in f32 and rounded once, beta must be 0). Backends without their
+    /// own run two `gemmBF16` and a cast (DenseBF16.swift).
+    func gemmBF16Pair(transA: Bool, transB: Bool, M: Int, N: Int, K: Int, alpha: Float,
+                      A: BufferView, aType: DType, lda: Int, B: BufferView, bType: DType, ldb: Int,
+                      K2: Int, A2: BufferView, a2Type: DType, lda2: Int, B2: BufferView, b2Type: DType, ldb2: Int,
+                      beta: Float, C: BufferView, cType: DType, ldc: Int) throws
+
     // MARK: elementwise (n elements, f32)
     /// y[i] = value for i < n.
     func fill(_ y: BufferView, value: Float, count n: Int) throws

@@ -117,6 +117,85 @@ final class GemmBF16Tests: XCTestCase {
                                                         chunk: 16, gradScale: 1, dx: nil, dweight: nil, compute: .f16))
     }
 
+    /// The pair (a Linear's product and its LoRA adapter's in one pass over C) on every
+    /// micro-kernel: against the Double reference of both products on the bf16-rounded inputs,
+    /// and against two `gemmBF16` (the unfused default) — f32 C with beta, and bf16 C rounded
+    /// once; K across depth blocks, K = 0, K2 = 0, odd K and K2, all four transposes.
+    func testPairMatchesTwoGEMMsOnEveryVariant() throws {
+        var rng = RNG(61)
+        try forEachVariant { variant in
+            for (M, N, K, K2) in [(5, 7, 9, 3), (13, 33, 3, 1), (37, 70, 600, 16), (30, 40, 0, 16), (12, 32, 2, 0),
+                                  (100, 40, 1200, 33)] {
+                for transA in [false, true] {
+                    for transB in [false, true] {
+                        for cType in [DType.f32, .bf16] {
+                            let (aType, bType): (DType, DType) = rng.pick([(.f32, .bf16), (.bf16, .f32), (.bf16, .bf16)])
+                            let lda = max(1, (transA ? M : K) + rng.int(0..<3)), ldb = max(1, (transB ? K : N) + rng.int(0..<3))
+                            let lda2 = (transA ? M : K2) + 1, ldb2 = (transB ? K2 : N) + 1, ldc = N + rng.int(0..<3)
+                            let A = rng.floats((transA ? K : M) * lda), B = rng.floats((transB ? N : K) * ldb)
+                            let A2 = rng.floats((transA ? K2 : M) * lda2), B2 = rng.floats((transB ? N : K2) * ldb2)
+                            let C0 = rng.floats(M * ldc), beta: Float = cType == .bf16 ? 0 : rng.pick([0, -0.5])
+                            func operand(_ x: [Float], _ t: DType) throws -> BufferView {
+                                t == .bf16 ? try Dev.upload(x.map { Ref.bf16($0) }) : try Dev.upload(x)
+                            }
+                            let (va, vb, va2, vb2) = (try operand(A, aType), try operand(B, bType), try Dev.upload(A2), try Dev.upload(B2))
+                            func run(fused: Bool) throws -> [Float] {
+                                let c = try operand(C0, cType)
+                                if fused {
+                                    try cpu.gemmBF16Pair(transA: transA, transB: transB, M: M, N: N, K: K, alpha: 0.75, A: va,
+                                                         aType: aType, lda: lda, B: vb, bType: bType, ldb: ldb, K2: K2, A2: va2,
+                                                         a2Type: .f32, lda2: lda2, B2: vb2, b2Type: .f32, ldb2: ldb2, beta: beta,
+                                                         C: c, cType: cType, ldc: ldc)
+                                } else {
+                                    try cpu.gemmBF16PairUnfused(transA: transA, transB: transB, M: M, N: N, K: K, alpha: 0.75, A: va,
+                                                                aType: aType, lda: lda, B: vb, bType: bType, ldb: ldb, K2: K2, A2: va2,
+                                                                a2Type: .f32, lda2: lda2, B2: vb2, b2Type: .f32, ldb2: ldb2, beta: beta,
+                                                                C: c, cType: cType, ldc: ldc)
+                                }
+                                let raw = cType == .bf16 ? try Dev.halves(c, M * ldc).map { Float(bitPattern: UInt32($0) << 16) }
+                                    : try Dev.floats(c, M * ldc)
+                                return (0..<M).flatMap { raw[$0 * ldc..<$0 * ldc + N] }
+                            }
+                            let what = "\(variant) M=\(M) N=\(N) K=\(K) K2=\(K2) transA=\(transA) transB=\(transB) C \(cType) beta \(beta)"
+                            let first = Ref.gemm(transA: transA, transB: transB, M: M, N: N, K: K, alpha: 0.75,
+                                                 A: roundedToBF16(A), aOffset: 0, lda: lda, B: roundedToBF16(B), bOffset: 0,
+                                                 ldb: ldb, beta: Double(beta), C: C0, cOffset: 0, ldc: ldc)
+                            let second = Ref.gemm(transA: transA, transB: transB, M: M, N: N, K: K2, alpha: 0.75,
+                                                  A: roundedToBF16(A2), aOffset: 0, lda: lda2, B: roundedToBF16(B2), bOffset: 0,
+                                                  ldb: ldb2, beta: 0, C: C0, cOffset: 0, ldc: ldc)
+                            let exact = zip(first, second).map { $0 + $1 }
+                            let fused = try run(fused: true), two = try run(fused: false)
+                            // A bf16 C is rounded once: within half a bf16 step (2⁻⁹ relative) of the sum.
+                            let rtol = cType == .bf16 ? 4e-3 : 1e-4
+                            assertClose(fused, exact, rtol: rtol, atol: 1e-5 * Double(K + K2), what + " vs reference")
+                            assertClose(fused, two.doubles, rtol: cType == .bf16 ? 8e-3 : 1e-4, atol: 1e-5 * Double(K + K2),
+                                        what + " vs two GEMMs")
+                        }
+                    }
+                }
+            }
+        }
+        // The second product really enters: with it the result moves.
+        let x = try Dev.upload([Float](repeating: 1, count: 16)), c = try Dev.zeros(4)
+        try cpu.gemmBF16Pair(transA: false, transB: true, M: 2, N: 2, K: 4, alpha: 1, A: x, aType: .f32, lda: 4,
+                             B: x, bType: .f32, ldb: 4, K2: 2, A2: x, a2Type: .f32, lda2: 2, B2: x, b2Type: .f32, ldb2: 2,
+                             beta: 0, C: c, cType: .f32, ldc: 2)
+        XCTAssertEqual(try Dev.floats(c, 4), [6, 6, 6, 6])
+    }
+
+    func testPairBadArgumentsThrow() throws {
+        let x = try Dev.zeros(4096)
+        func call(K2: Int = 2, beta: Float = 0, cType: DType = .bf16) throws {
+            try cpu.gemmBF16Pair(transA: false, transB: true, M: 4, N: 4, K: 4, alpha: 1, A: x, aType: .f32, lda: 4,
+                                 B: x, bType: .f32, ldb: 4, K2: K2, A2: x, a2Type: .f32, lda2: max(K2, 1), B2: x,
+                                 b2Type: .f32, ldb2: max(K2, 1), beta: beta, C: x, cType: cType, ldc: 4)
+        }
+        XCTAssertNoThrow(try call())
+        for bad in [{ try call(K2: 600) }, { try call(beta: 1) }, { try call(cType: .f16) }] {
+            XCTAssertThrowsError(try bad()) { XCTAssertTrue("\($0)".contains("gemmBF16"), "\($0)") }
+        }
+    }
+
     func testBadArgumentsThrowNamingGemmBF16() throws {
         let x = try Dev.zeros(64)
         func call(aType: DType = .f32, bType: DType = .bf16, K: Int = 4, lda: Int = 4) throws {

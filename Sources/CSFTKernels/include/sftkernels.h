@@ -213,6 +213,19 @@ int sft_gemm_bf16(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, flo
 void sft_gemm_bf16_ref(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                        const void *A, int a_bf16, int64_t lda, const void *B, int b_bf16, int64_t ldb,
                        float beta, float *C, int64_t ldc);
+/// Two products summed in one pass over C (a Linear's and its LoRA adapter's): C = alpha ·
+/// (op(A) op(B) + op(A2) op(B2)) + beta · C, op(A2) M×K2 and op(B2) K2×N with the same
+/// transposes, K2 <= 576 (its pairs follow the last depth block's in the same panels). C is
+/// f32, or bf16 (c_bf16: summed in f32 and rounded once, nearest even; beta must be 0).
+int sft_gemm_bf16_pair(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                       const void *A, int a_bf16, int64_t lda, const void *B, int b_bf16, int64_t ldb,
+                       int64_t K2, const void *A2, int a2_bf16, int64_t lda2, const void *B2, int b2_bf16, int64_t ldb2,
+                       float beta, void *C, int c_bf16, int64_t ldc, int part, int nparts);
+/// The pair's readable reference (one thread).
+void sft_gemm_bf16_pair_ref(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                            const void *A, int a_bf16, int64_t lda, const void *B, int b_bf16, int64_t ldb,
+                            int64_t K2, const void *A2, int a2_bf16, int64_t lda2, const void *B2, int b2_bf16,
+                            int64_t ldb2, float beta, void *C, int c_bf16, int64_t ldc);
 /// The micro-kernel in use: "avx512bf16", "avx512", "avx2" or "generic".
 const char *sft_gemm_bf16_variant(void);
 /// Forces a micro-kernel (or "auto") for tests and benchmarks; fails when the CPU lacks it.

@@ -2,13 +2,16 @@
 // product accumulated straight into y by the GEMM (beta = 1, alpha = s) — no separate scale,
 // add or (N × out) temporary, in forward or backward.
 //
-// Backward, with h = dropout(x) Aᵀ (N × r) saved from forward:
-//   dB += s gᵀ h          dh = s g B          dA += dhᵀ dropout(x)
+// Backward, with h = s · dropout(x) Aᵀ (N × r, the scaling folded in once) saved from forward:
+//   dB += gᵀ h            dh = s g B          dA += dhᵀ dropout(x)
 //   dx  = g W + dropoutᵀ(dh A)                 dW += gᵀ x  (only when the base trains)
 //
 // Precision bf16: the base weight's GEMMs are bf16 (f32 accumulation) and y is stored bf16; a
-// bf16 x (a bf16 activation) feeds them as it is, and is widened for the adapter, whose GEMMs
-// stay f32 (PEFT keeps adapters f32).
+// bf16 x (a bf16 activation) feeds them as it is, and is widened for the adapter's own GEMMs
+// (h, dh, dA, dB), which stay f32 (PEFT keeps adapters f32). Without a bias, the adapter's
+// product joins its Linear's in one bf16 GEMM (`Backend.gemmBF16Pair`, the two summed along K
+// in one pass over C, as torch.autocast runs it in bf16 too): y = x Wᵀ + h Bᵀ, rounded to bf16
+// once, and (without dropout) dx = g W + dh A.
 
 import Foundation
 import SFTKernels
@@ -54,17 +57,25 @@ extension Ops {
             xdTensor = t
         }
         let h = try Tensor(empty: [N, r], on: be)                                         // (N, r)
-        try be.gemm(transA: false, transB: true, M: N, N: r, K: K, alpha: 1, A: xd, lda: K, strideA: 0,
+        try be.gemm(transA: false, transB: true, M: N, N: r, K: K, alpha: s, A: xd, lda: K, strideA: 0,
                     B: a.storage, ldb: K, strideB: 0, beta: 0, C: h.storage, ldc: r, strideC: 0, batch: 1)
-        let y = try Tensor(empty: Array(x.shape.dropLast()) + [M], on: be)
-        if let bias {
-            for row in 0..<N { try be.copy(bias.storage, to: y.storage.advanced(byBytes: row * M * 4), bytes: M * 4) }
+        let wt = weight.dtype, yShape = Array(x.shape.dropLast()) + [M]
+        // One bf16 GEMM for the Linear and its adapter (y stored bf16 as it is summed).
+        let paired = precision == .bf16 && bias == nil && r <= 512
+        let y = try Tensor(empty: yShape, dtype: paired ? .bf16 : .f32, on: be)
+        if paired {
+            try be.gemmBF16Pair(transA: false, transB: true, M: N, N: M, K: K, alpha: 1, A: x.storage, aType: xt, lda: K,
+                                B: weight.storage, bType: wt, ldb: K, K2: r, A2: h.storage, a2Type: .f32, lda2: r,
+                                B2: b.storage, b2Type: .f32, ldb2: r, beta: 0, C: y.storage, cType: .bf16, ldc: M)
+        } else {
+            if let bias {
+                for row in 0..<N { try be.copy(bias.storage, to: y.storage.advanced(byBytes: row * M * 4), bytes: M * 4) }
+            }
+            try linearGEMM(be, precision, transA: false, transB: true, M: N, N: M, K: K, A: x.storage, aType: xt, lda: K,
+                           B: weight.storage, bType: wt, ldb: K, beta: bias == nil ? 0 : 1, C: y.storage, ldc: M)
+            try be.gemm(transA: false, transB: true, M: N, N: M, K: r, alpha: 1, A: h.storage, lda: r, strideA: 0,
+                        B: b.storage, ldb: r, strideB: 0, beta: 1, C: y.storage, ldc: M, strideC: 0, batch: 1)
         }
-        let wt = weight.dtype
-        try linearGEMM(be, precision, transA: false, transB: true, M: N, N: M, K: K, A: x.storage, aType: xt, lda: K,
-                       B: weight.storage, bType: wt, ldb: K, beta: bias == nil ? 0 : 1, C: y.storage, ldc: M)
-        try be.gemm(transA: false, transB: true, M: N, N: M, K: r, alpha: s, A: h.storage, lda: r, strideA: 0,
-                    B: b.storage, ldb: r, strideB: 0, beta: 1, C: y.storage, ldc: M, strideC: 0, batch: 1)
 
         var inputs = [x, weight, a, b]
         if let bias { inputs.append(bias) }
@@ -72,8 +83,8 @@ extension Ops {
         let savedX: Tensor? = weight.requiresGrad || (a.requiresGrad && !dropping) ? x : nil
         let trainsBias = bias?.requiresGrad ?? false
         Autograd.record(y, op: "lora_linear", inputs: inputs) { g in
-            if b.requiresGrad {  // dB += s gᵀ h
-                try be.gemm(transA: true, transB: false, M: M, N: r, K: N, alpha: s, A: g.storage, lda: M, strideA: 0,
+            if b.requiresGrad {  // dB += gᵀ h
+                try be.gemm(transA: true, transB: false, M: M, N: r, K: N, alpha: 1, A: g.storage, lda: M, strideA: 0,
                             B: h.storage, ldb: r, strideB: 0, beta: 1, C: try b.gradBuffer().storage, ldc: r, strideC: 0, batch: 1)
             }
             let dh = try Tensor(empty: [N, r], on: be)                                    // s g B
@@ -94,6 +105,12 @@ extension Ops {
             }
             guard xNeedsGrad else { return [nil, nil, nil, nil, nil] }
             let dx = try Tensor(empty: xShape, on: be)                                     // g W
+            if paired && !dropping {  // + dh A in the same bf16 GEMM
+                try be.gemmBF16Pair(transA: false, transB: false, M: N, N: K, K: M, alpha: 1, A: g.storage, aType: .f32, lda: M,
+                                    B: weight.storage, bType: wt, ldb: K, K2: r, A2: dh.storage, a2Type: .f32, lda2: r,
+                                    B2: a.storage, b2Type: .f32, ldb2: K, beta: 0, C: dx.storage, cType: .f32, ldc: K)
+                return [dx, nil, nil, nil, nil]
+            }
             try linearGEMM(be, precision, transA: false, transB: false, M: N, N: K, K: M, A: g.storage, lda: M,
                            B: weight.storage, bType: wt, ldb: K, beta: 0, C: dx.storage, ldc: K)
             if dropping {  // + dropoutᵀ(dh A): the same mask, redrawn

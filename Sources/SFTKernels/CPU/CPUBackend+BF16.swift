@@ -27,6 +27,31 @@ extension CPUBackend {
         }
     }
 
+    public func gemmBF16Pair(transA: Bool, transB: Bool, M: Int, N: Int, K: Int, alpha: Float,
+                             A: BufferView, aType: DType, lda: Int, B: BufferView, bType: DType, ldb: Int,
+                             K2: Int, A2: BufferView, a2Type: DType, lda2: Int, B2: BufferView, b2Type: DType, ldb2: Int,
+                             beta: Float, C: BufferView, cType: DType, ldc: Int) throws {
+        let profileStart = OpProfile.begin()
+        defer {
+            if profileStart > 0 {
+                OpProfile.end("gemm bf16 pair \(M)×\(N)×\(K)+\(K2)\(transA ? " Aᵀ" : "")\(transB ? " Bᵀ" : "")", profileStart,
+                              flops: 2 * Double(M) * Double(N) * Double(K + K2))
+            }
+        }
+        guard try checkGEMMBF16Pair(transA: transA, transB: transB, M: M, N: N, K: K, A: A, aType: aType, lda: lda,
+                                    B: B, bType: bType, ldb: ldb, K2: K2, A2: A2, a2Type: a2Type, lda2: lda2, B2: B2,
+                                    b2Type: b2Type, ldb2: ldb2, beta: beta, C: C, cType: cType, ldc: ldc) != nil else { return }
+        let (pa, pb, pa2, pb2) = (UnsafeRawPointer(A.raw), UnsafeRawPointer(B.raw), UnsafeRawPointer(A2.raw), UnsafeRawPointer(B2.raw))
+        let pc = C.raw
+        let nparts = max(1, min(gemmParts(M * N * max(K + K2, 1)), max(M, N) / 32))
+        try runParts(nparts, op: "gemmBF16Pair") { p, np in
+            sft_gemm_bf16_pair(transA ? 1 : 0, transB ? 1 : 0, Int64(M), Int64(N), Int64(K), alpha,
+                               pa, aType == .bf16 ? 1 : 0, Int64(lda), pb, bType == .bf16 ? 1 : 0, Int64(ldb),
+                               Int64(K2), pa2, a2Type == .bf16 ? 1 : 0, Int64(lda2), pb2, b2Type == .bf16 ? 1 : 0, Int64(ldb2),
+                               beta, pc, cType == .bf16 ? 1 : 0, Int64(ldc), Int32(p), Int32(np))
+        }
+    }
+
     /// The bf16 GEMM's micro-kernel in use ("avx512bf16", "avx512", "avx2", "generic").
     public static var gemmBF16Variant: String { String(cString: sft_gemm_bf16_variant()) }
 
