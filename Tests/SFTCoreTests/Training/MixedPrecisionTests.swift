@@ -236,6 +236,53 @@ final class MixedPrecisionTests: XCTestCase {
         XCTAssertTrue(try x.grad!.floats().contains { $0 != 0 })
     }
 
+    /// The LoRA op in bf16, where the adapter's product joins its Linear's in one GEMM
+    /// (`gemmBF16Pair`; with a bias, the unpaired path): y, dx, dA and dB within bf16 tolerance of
+    /// f32 on every device, the adapter's share of y and dx far above that tolerance (so a pair
+    /// that dropped it fails), and an accelerator's bf16 close to the CPU's.
+    func testBF16LoRALinearTracksF32WithTheAdapterInTheSameGEMM() throws {
+        let (N, K, M, r) = (40, 48, 36, 8)
+        var rng = SeededRandom(seed: 12)
+        let values = (x: (0..<N * K).map { _ in Float(rng.nextNormal()) }, w: (0..<M * K).map { _ in Float(rng.nextNormal() * 0.2) },
+                      a: (0..<r * K).map { _ in Float(rng.nextNormal() * 0.2) }, b: (0..<M * r).map { _ in Float(rng.nextNormal() * 0.2) },
+                      bias: (0..<M).map { _ in Float(rng.nextNormal()) }, g: (0..<N * M).map { _ in Float(rng.nextNormal()) })
+        func run(_ device: Device, _ p: Precision, bias: Bool, adapter: Bool = true) throws -> [[Float]] {
+            let be = try SFTKernels.backend(for: device)
+            let x = try Tensor(values.x, shape: [N, K], on: be, requiresGrad: true)
+            var w = try Tensor(values.w, shape: [M, K], on: be)
+            if p == .bf16 {
+                let w16 = try Tensor(empty: [M, K], dtype: .bf16, on: be)
+                try be.cast(w.storage, from: .f32, into: w16.storage, to: .bf16, count: M * K)
+                w = w16
+            }
+            let a = try Tensor(values.a, shape: [r, K], on: be, requiresGrad: true)
+            let b = try Tensor(adapter ? values.b : [Float](repeating: 0, count: M * r), shape: [M, r], on: be, requiresGrad: true)
+            let bb = bias ? try Tensor(values.bias, shape: [M], on: be) : nil
+            let y = try Ops.loraLinear(x, weight: w, bias: bb, a: a, b: b, scaling: 1.5, dropout: 0, precision: p)
+            XCTAssertEqual(y.dtype, p == .bf16 ? .bf16 : .f32)
+            try Autograd.backward(y, gradient: try Tensor(values.g, shape: [N, M], on: be))
+            return [try y.floats(), try x.grad!.floats(), try a.grad!.floats(), try b.grad!.floats()]
+        }
+        func maxAbs(_ v: [Float]) -> Float { v.map { abs($0) }.max()! }
+        func apart(_ u: [Float], _ v: [Float]) -> Float { zip(u, v).map { abs($0 - $1) }.max()! }
+        for bias in [false, true] {
+            let f32 = try run(.cpu, .f32, bias: bias), bf16 = try run(.cpu, .bf16, bias: bias)
+            let base = try run(.cpu, .f32, bias: bias, adapter: false)
+            for (i, name) in ["y", "dx", "dA", "dB"].enumerated() {
+                XCTAssertLessThan(apart(bf16[i], f32[i]), 2e-2 * maxAbs(f32[i]), "\(name) bias \(bias): bf16 vs f32")
+            }
+            for i in 0..<2 {   // y and dx carry the adapter's product (B ≠ 0): far above bf16 noise
+                XCTAssertGreaterThan(apart(f32[i], base[i]), 0.1 * maxAbs(f32[i]), "the adapter moves \(i == 0 ? "y" : "dx")")
+            }
+            for device in try TestDevices.accelerators() {
+                let got = try run(device, .bf16, bias: bias)
+                for (i, name) in ["y", "dx", "dA", "dB"].enumerated() {
+                    XCTAssertLessThan(apart(got[i], bf16[i]), 1e-2 * maxAbs(bf16[i]), "\(device) \(name) bias \(bias) vs CPU bf16")
+                }
+            }
+        }
+    }
+
     /// Every family (their shared NN/ layers: RoPE kinds, qk-norm, GeGLU, clamp, fused columns,
     /// ALiBi, softcapping) runs in bf16 with bf16 activations: loss and LoRA gradients within
     /// bf16 tolerance of f32, and the cached decode agrees with the full forward.
