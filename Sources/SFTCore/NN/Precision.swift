@@ -4,7 +4,8 @@
 //     weight form), trained weights keep their f32 master copy and f32 AdamW moments;
 //   - every GEMM of a Linear (forward, input gradient, weight gradient) runs with bf16 products
 //     and f32 accumulation (`Backend.gemmBF16`; f32 operands are rounded to bf16 as they are
-//     read); LoRA adapters stay f32, as PEFT keeps them;
+//     read); LoRA adapters stay f32, as PEFT keeps them, and their product B·(A x) joins its
+//     Linear's bf16 GEMM (Backend.gemmBF16Pair, LoRA/LoRALinearOp.swift);
 //   - the outputs of Linear layers are stored bf16 (bf16 activations: q, k, v, attention output,
 //     gate, up, h), read as they are by RoPE, attention, SwiGLU / GeGLU and the residual add,
 //     which compute in f32 (Tensor/ActivationTypes.swift); the residual stream, norms, softmax,
