@@ -1,17 +1,17 @@
 // The LoRA layer as one fused op: y = x Wᵀ (+ b) + s · (dropout(x) Aᵀ) Bᵀ, with the adapter's
-// product accumulated straight into y by the GEMM (beta = 1, alpha = s) — no separate scale,
-// add or (N × out) temporary, in forward or backward.
+// product accumulated straight into y by the GEMM (beta = 1) — no separate scale, add or
+// (N × out) temporary, in forward or backward.
 //
 // Backward, with h = s · dropout(x) Aᵀ (N × r, the scaling folded in once) saved from forward:
 //   dB += gᵀ h            dh = s g B          dA += dhᵀ dropout(x)
 //   dx  = g W + dropoutᵀ(dh A)                 dW += gᵀ x  (only when the base trains)
 //
 // Precision bf16: the base weight's GEMMs are bf16 (f32 accumulation) and y is stored bf16; a
-// bf16 x (a bf16 activation) feeds them as it is, and is widened for the adapter's own GEMMs
-// (h, dh, dA, dB), which stay f32 (PEFT keeps adapters f32). Without a bias, the adapter's
-// product joins its Linear's in one bf16 GEMM (`Backend.gemmBF16Pair`, the two summed along K
-// in one pass over C, as torch.autocast runs it in bf16 too): y = x Wᵀ + h Bᵀ, rounded to bf16
-// once, and (without dropout) dx = g W + dh A.
+// bf16 x (a bf16 activation) feeds them and h = s x Aᵀ as it is, and is widened for dA; the
+// adapter's other GEMMs (dh, dA, dB) stay f32 (PEFT keeps adapters f32). Without a bias, the
+// adapter's product joins its Linear's in one bf16 GEMM (`Backend.gemmBF16Pair`, the two summed
+// along K in one pass over C, as torch.autocast runs it in bf16 too): y = x Wᵀ + h Bᵀ, rounded
+// to bf16 once, and (without dropout) dx = g W + dh A.
 
 import Foundation
 import SFTKernels
@@ -47,18 +47,19 @@ extension Ops {
         let random = p > 0 ? Autograd.random : nil, seed = random?.seed ?? 0
         let dropping = random != nil
         var dropOffset: UInt64 = 0
-        let xAdapter = try wide(x)
-        var xd = xAdapter.storage
+        let h = try Tensor(empty: [N, r], on: be)                                         // (N, r)
         if let random {
-            let t = try Tensor(empty: x.shape, on: be)
+            let xAdapter = try wide(x), t = try Tensor(empty: x.shape, on: be)
             dropOffset = random.take(x.count)
             try be.dropout(xAdapter.storage, into: t.storage, mask: nil, count: x.count, p: p, seed: seed, offset: dropOffset)
-            xd = t.storage
             xdTensor = t
+            try be.gemm(transA: false, transB: true, M: N, N: r, K: K, alpha: s, A: t.storage, lda: K, strideA: 0,
+                        B: a.storage, ldb: K, strideB: 0, beta: 0, C: h.storage, ldc: r, strideC: 0, batch: 1)
+        } else {
+            // f32, or for a bf16 x the bf16 GEMM (x read as it is, A rounded as autocast does).
+            try linearGEMM(be, .f32, transA: false, transB: true, M: N, N: r, K: K, alpha: s,
+                           A: x.storage, aType: xt, lda: K, B: a.storage, ldb: K, beta: 0, C: h.storage, ldc: r)
         }
-        let h = try Tensor(empty: [N, r], on: be)                                         // (N, r)
-        try be.gemm(transA: false, transB: true, M: N, N: r, K: K, alpha: s, A: xd, lda: K, strideA: 0,
-                    B: a.storage, ldb: K, strideB: 0, beta: 0, C: h.storage, ldc: r, strideC: 0, batch: 1)
         let wt = weight.dtype, yShape = Array(x.shape.dropLast()) + [M]
         // One bf16 GEMM for the Linear and its adapter (y stored bf16 as it is summed).
         let paired = precision == .bf16 && bias == nil && r <= 512
