@@ -19,9 +19,15 @@
 // AVX-512's 32 registers). Parts share only a counter to take the next unit (largest first).
 //
 // bf16 (mixed precision): sft_attention_fwd_bf16 / _bwd_bf16 are this kernel with q, k, v, o read
-// as bf16 (widened as each tile is loaded) and o rounded as stored, so the f32 kernel on the
-// same values widened is their reference; with AVX512_BF16 and SFT_ATTENTION_BF16=dpbf16, the
-// forward's products use vdpbf16ps (see "The forward's products with vdpbf16ps").
+// as bf16 (widened as each tile is loaded) and o rounded as stored. The bf16 forward also rounds
+// P to bf16 (nearest even) for O = P V, as FlashAttention does and as the CUDA backend does: p is
+// exp(score - m) against the running max m of the row at that key tile (BK aligned keys), and
+// the softmax statistics (m, l, lse) are the f32 kernel's, from the unrounded p. The backward is
+// the f32 kernel's on the widened values (the gradient of the unrounded softmax, as
+// FlashAttention's). Their reference: Ref.attentionRoundedP in the tests (the f32 kernel on the
+// widened values for lse and the backward). Where the CPU has AVX512_BF16 (the bf16 GEMM's
+// variant is avx512bf16) and D is even, the forward's products run on vdpbf16ps (see "The
+// forward's products with vdpbf16ps"): the same semantics, S differs only in summation order.
 //
 // Documents are the maximal runs of equal ids in `doc`: a query sees keys from the start of its
 // run (or of its sliding window, when later), so tiles before that start are never touched.
@@ -132,7 +138,8 @@ typedef uint16_t vhu __attribute__((vector_size(32), aligned(2)));   // 16 bf16 
 // Element types. q, k, v and o are f32, or bf16 in the mixed-precision entry points (`bf`: a
 // constant in every compiled kernel, so the tests below fold away). bf16 values are widened
 // exactly to f32 as a tile is loaded (never a whole tensor) and o is rounded to nearest even
-// as it is stored; everything in between (scores, max, sums, lse, p, dS) is the f32 kernel's.
+// as it is stored; everything in between (scores, max, sums, lse, p, dS) is the f32 kernel's,
+// except that the forward rounds P to bf16 for O = P V (the sum l keeps the unrounded p).
 // ---------------------------------------------------------------------------------------------
 
 /// The address of element i of an operand of element type f32 or bf16.
@@ -159,6 +166,8 @@ SFT_INLINE vu vround_bf16(vf x) {
     const vu isnan = (vu)((vi)(u & 0x7fffffffu) > 0x7f800000);
     return (rounded & ~isnan) | (nan & isnan);
 }
+/// x rounded to bf16 (as vround_bf16), as f32.
+SFT_INLINE vf vbf16_rounded(vf x) { return (vf)(vround_bf16(x) << 16); }
 /// Stores the 16 lanes of x to elements [i, i + 16), rounded as elem_store.
 SFT_INLINE void vstore(int bf, void *p, int64_t i, vf x) {
     if (bf) *(vhu *)((uint16_t *)p + i) = __builtin_convertvector(vround_bf16(x), vhu);
@@ -448,12 +457,11 @@ SFT_INLINE void write_rows(int wide, int bf, const float *restrict ot, const flo
 // half — and adds both products to an f32 lane, so each product is laid out in pairs along its
 // sum: S = K Q^T sums over d, with Q^T packed as pairs of columns (qt2: D/2 rows of BQ words)
 // and each key's word broadcast straight from its bf16 row; O^T += V^T P^T sums over keys, with
-// P rounded to bf16 (as FlashAttention and torch's bf16 SDPA do; the running sum l stays the
-// f32 p's) into pairs of keys (pt2: BK/2 rows of BQ words) and V^T packed as pairs of keys
-// (vt2: D rows of BK/2 words). Products of two bf16 are exact in f32 and the sums are f32, so S
-// differs from the widening kernel's only in summation order; o by P's rounding (relative
-// 2^-9 of each term). These functions carry the instruction's target and are not inlined into
-// the other variants; they run only when opted into (see sft_attention_fwd_bf16 below).
+// P (rounded to bf16 by the softmax, as in every bf16 forward) packed into pairs of keys (pt2:
+// BK/2 rows of BQ words) and V^T packed as pairs of keys (vt2: D rows of BK/2 words). Products
+// of two bf16 are exact in f32 and the sums are f32, so S and O differ from the widening
+// kernel's only in summation order. These functions carry the instruction's target and are not
+// inlined into the other variants (see sft_attention_fwd_bf16 below for when they run).
 // ---------------------------------------------------------------------------------------------
 
 /// One 32-bit word from two consecutive bf16 (any alignment).
@@ -480,13 +488,13 @@ SFT_INLINE void pack_v_pairs(const uint16_t *restrict v, int64_t ldv, int64_t n,
     }
 }
 
-/// pt2[p][rv] = P^T rows 2p and 2p + 1 (0 past n) rounded to bf16 and paired, for row vectors
-/// [0, nrv).
+/// pt2[p][rv] = P^T rows 2p and 2p + 1 (0 past n), already rounded to bf16, paired as bf16
+/// bits, for row vectors [0, nrv).
 SFT_INLINE void pack_p_pairs(const float *restrict pt, int64_t n, int nrv, uint32_t *restrict pt2) {
     for (int64_t p = 0; p < (n + 1) / 2; p++)
         for (int rv = 0; rv < nrv; rv++) {
-            const vu lo = vround_bf16(*(const vf *)(pt + 2 * p * BQ + rv * VL));
-            const vu hi = 2 * p + 1 < n ? vround_bf16(*(const vf *)(pt + (2 * p + 1) * BQ + rv * VL)) : (vu){0};
+            const vu lo = *(const vu *)(pt + 2 * p * BQ + rv * VL) >> 16;
+            const vu hi = 2 * p + 1 < n ? *(const vu *)(pt + (2 * p + 1) * BQ + rv * VL) >> 16 : (vu){0};
             *(vu *)(pt2 + p * BQ + rv * VL) = lo | hi << 16;
         }
 }
@@ -726,9 +734,10 @@ SFT_INLINE int attention_fwd(int wide, int bf, int dp, const void *q, int64_t ld
                 }
                 const vf c = vexp(wide, mv[rv] - mx);
                 vf sum = lv[rv] * c;
+                // bf16: O = P V takes P rounded to bf16, the sum l the unrounded p.
                 for (int64_t j = 0; j < je; j++) {
                     const vf p = vexp(wide, *(vf *)(pt + j * BQ + rv * VL) - mx);
-                    *(vf *)(pt + j * BQ + rv * VL) = p;
+                    *(vf *)(pt + j * BQ + rv * VL) = bf ? vbf16_rounded(p) : p;
                     sum += p;
                 }
                 mv[rv] = mx;
@@ -783,14 +792,11 @@ SFT_INLINE int sft_attention_fwd_bf16_widened_impl(int wide, const uint16_t *q, 
 #define FWD_BF16_ARGS                                                                          \
     (q, ldq, k, ldk, v, ldv, o, ldo, lse, doc, alibi, window, B, T, H, KV, D, scale, softcap, next, \
      part, nparts)
-// The bf16 forward: sft_attention_fwd_bf16_widened (per instruction set, widening to f32), or,
-// opted into with SFT_ATTENTION_BF16=dpbf16, with vdpbf16ps when the bf16 GEMM's variant is
-// avx512bf16 (cpuid, lowered by sft_cpu_set_isa and sft_gemm_bf16_set_variant / SFT_GEMM_BF16)
-// and D is even. Opt-in: rounding P moves the gradients by about one bf16 step, which the CUDA
-// backend (f32 math on widened values) does not, and it gained only ~1.2x on the forward.
+// The bf16 forward: with vdpbf16ps where the bf16 GEMM's variant is avx512bf16 (cpuid, lowered
+// by sft_cpu_set_isa and sft_gemm_bf16_set_variant / SFT_GEMM_BF16) and D is even, else
+// sft_attention_fwd_bf16_widened (per instruction set, widening to f32). Both round P alike.
 static int use_dpbf16(int64_t D) {
-    const char *opt = getenv("SFT_ATTENTION_BF16");
-    return D % 2 == 0 && opt && strcmp(opt, "dpbf16") == 0 && strcmp(sft_gemm_bf16_variant(), "avx512bf16") == 0;
+    return D % 2 == 0 && strcmp(sft_gemm_bf16_variant(), "avx512bf16") == 0;
 }
 SFT_DISPATCH_WIDE(int, sft_attention_fwd_bf16_widened, FWD_BF16_PARAMS, FWD_BF16_ARGS)
 #if SFT_HAS_VARIANTS

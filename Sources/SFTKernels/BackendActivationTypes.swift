@@ -6,7 +6,8 @@
 //
 //   add(a, b, bType:)        y f32 = a f32 + b (bType)
 //   rope(dtype:)             x, y in dtype (forward; the backward rotates f32 gradients)
-//   attentionForward(dtype:) q, k, v, o in dtype; lse f32
+//   attentionForward(dtype:) q, k, v, o in dtype; lse f32 (the native kernels round P to bf16 for
+//                            O = P V, as FlashAttention; m, l, lse from the unrounded p)
 //   attentionBackward(dtype:) q, k, v, o in dtype; dout, dq, dk, dv f32
 //   swiglu / gelu (dtype:)   gate / x, up, h / y in dtype; backward dh / dy, dgate / dx, dup f32
 //

@@ -1,24 +1,47 @@
 // Native bf16 attention (sft_attention_fwd_bf16 / _bwd_bf16 through CPUBackend's `dtype: .bf16`)
-// on every CPU instruction set, against its reference: the f32 kernel run on the same values
-// widened to f32. The bf16 kernels widen q, k, v and o tile by tile and otherwise run the f32
-// kernel's arithmetic, so o must be the f32 kernel's o rounded to bf16 (within one bf16 ulp, for
-// f32 summation-order ties), lse and the f32 gradients the f32 kernel's up to summation order
-// (1e-5 of the largest entry). Covered: causal, packed documents, sliding window, GQA (H != KV),
-// ALiBi, softcap, D a multiple of 16 or not, and q, k, v as slices of one fused row (ld > width).
+// on every CPU instruction set, and with vdpbf16ps where the CPU has AVX512_BF16. The bf16
+// forward rounds P to bf16 for O = P V (FlashAttention's semantics; m, l, lse from the unrounded
+// p), so o is held to Ref.attentionRoundedP on the same values with the CPU kernel's key tiles
+// (aligned runs of 64): o must be that o rounded to bf16, except within `tieULPs` of a tie
+// (f32 sums and exp, a p that lands on a bf16 tie). A kernel that stops rounding P moves o by
+// about 2^-9 of |o| per term, which flips many roundings (checked by breaking it: see
+// assertRoundsOf). lse and the f32 gradients are the f32 kernel's on the widened values (the
+// backward reads the bf16 run's o) up to summation order: 1e-6 / 1e-5 of the largest entry
+// (1e-5 / 1e-4 with vdpbf16ps, whose S differs in summation order). Against the f32 kernel
+// (P unrounded) o is within P's rounding: each term p_j v_j / l moves by at most 2^-9 of itself,
+// so o moves by at most 2^-9 max|v| before its own rounding (half a bf16 ulp, at most 2^-8 |o|).
+// Covered: causal, packed documents, sliding window, GQA (H != KV), ALiBi, softcap, D a
+// multiple of 16 or not, and q, k, v as slices of one fused row (ld > width).
 // Plus central differences of the Double reference on the same bf16 values: the analytic bf16
 // backward must match them within bf16 tolerance (the saved o is bf16, so delta = dO · o carries
 // a relative error up to 2^-9 of |dO| |o|; 1e-2 of the largest entry covers it with margin).
-//
-// With AVX512_BF16 and SFT_ATTENTION_BF16=dpbf16 (opt-in) the forward runs with vdpbf16ps,
-// which rounds P to bf16 for O = P V: each term p_j v_j / l moves by at most 2^-9 of itself,
-// so o moves by at most 2^-9 max|v| before its own rounding (half a bf16 ulp, at most 2^-8 |o|);
-// there o is checked against the f32 kernel within those bounds
-// (times 1.25), lse within 1e-5 (S differs only in f32 summation order) and the gradients
-// within 1e-4 (they see that lse).
 
 import Foundation
 @testable import SFTKernels
 import XCTest
+
+/// Asserts each bf16 o is the reference's o (Double) rounded to bf16, except near ties: within
+/// `tieULPs` bf16 ulps of one, or `atol`, or the reference's `tie` (p near a bf16 tie):
+/// |o - want| <= (1/2 + tieULPs) ulp(want) + atol + tie.
+func assertRoundsOf(_ got: [UInt16], _ want: (o: [Double], tie: [Double]), tieULPs: Double, atol: Double,
+                    _ what: String, file: StaticString = #filePath, line: UInt = #line) {
+    XCTAssertEqual(got.count, want.o.count, what, file: file, line: line)
+    var bad: [String] = [], nbad = 0, worst = 0.0
+    for i in 0..<min(got.count, want.o.count) {
+        let w = want.o[i], ulp = w == 0 ? 0x1p-133 : pow(2, floor(log2(abs(w))) - 7)
+        let err = max(0, abs(Double(bf16Value(got[i])) - w) - atol - want.tie[i]) / ulp
+        if err > 0.5 + tieULPs {
+            worst = max(worst, err - 0.5)
+            nbad += 1
+            if bad.count < 5 { bad.append("[\(i)] got \(bf16Value(got[i])) want \(w) (\(err) ulp)") }
+        }
+    }
+    if nbad > 0 {
+        XCTFail("\(what): \(nbad)/\(got.count) not the bf16 rounding of the reference (worst \(worst) ulp past half "
+                + "an ulp); first: \(bad.joined(separator: ", "))",
+                file: file, line: line)
+    }
+}
 
 final class AttentionBF16Tests: XCTestCase {
     let cpu = CPUBackend.shared
@@ -97,38 +120,47 @@ final class AttentionBF16Tests: XCTestCase {
                 try dense(dv, (rows - 1) * s.ldv + s.KV * s.D, s.ldv, s.KV * s.D))
     }
 
-    /// Runs body for every instruction set, and on AVX-512 once with vdpbf16ps (when the CPU
-    /// has it: body's flag true) and once without.
+    /// Runs body for every instruction set, and on AVX-512 once widening (the bf16 GEMM's
+    /// variant lowered to avx512) and once with vdpbf16ps (when the CPU has it: body's flag true,
+    /// the default there).
     func forEachVariant(_ body: (String, Bool) throws -> Void) throws {
         defer { try? CPUBackend.setGEMMBF16Variant("auto") }
         try forEachISA { isa in
             guard isa == "avx512" else { return try body(isa, false) }
-            try body(isa, false)   // the default: widening
-            if (try? CPUBackend.setGEMMBF16Variant("avx512bf16")) != nil {
-                setenv("SFT_ATTENTION_BF16", "dpbf16", 1)   // the opt-in vdpbf16ps path
-                defer { unsetenv("SFT_ATTENTION_BF16") }
-                try body("avx512bf16", true)
-            }
+            try CPUBackend.setGEMMBF16Variant("avx512")   // widening on AVX-512
+            try body(isa, false)
+            if (try? CPUBackend.setGEMMBF16Variant("avx512bf16")) != nil { try body("avx512bf16", true) }
             try CPUBackend.setGEMMBF16Variant("auto")
         }
+    }
+
+    /// Ref.attentionRoundedP on the case's bf16 values with the CPU kernel's key tiles.
+    func roundedPReference(_ x: Inputs) -> (o: [Double], tie: [Double]) {
+        let s = x.shape, rows = s.B * s.T
+        let vals = x.qkv.map { Double(bf16Value($0)) }
+        func dense(_ off: Int, _ ld: Int, _ w: Int) -> [Double] {
+            (0..<rows).flatMap { vals[(off + $0 * ld)..<(off + $0 * ld + w)] }
+        }
+        return Ref.attentionRoundedP(q: dense(x.qOff, s.ldq, s.H * s.D), k: dense(x.kOff, s.ldk, s.KV * s.D),
+                                     v: dense(x.vOff, s.ldv, s.KV * s.D), doc: x.doc, alibi: x.alibi?.map(Double.init),
+                                     window: s.window, softcap: Double(s.softcap), B: s.B, T: s.T, H: s.H, KV: s.KV,
+                                     D: s.D, scale: Double(s.scale)) { _, _, key in key / 64 }
     }
 
     func testBF16AttentionMatchesF32KernelOnWidenedValuesOnEveryISA() throws {
         for (n, c) in cases.enumerated() {
             let x = inputs(c, seed: 1500 + UInt64(n))
+            let ref = roundedPReference(x)
+            let vmax = Double(x.qkv.map { abs(bf16Value($0)) }.max()!)   // over q, k, v: ≥ max|v|
             try forEachVariant { variant, dp in
                 let what = "case \(n) \(c) \(variant)"
                 let b = try run(x, .bf16)
                 let f = try run(x, .f32, oBits: b.oBits)
                 let tol = dp ? 1e-4 : 1e-5
-                if dp {
-                    let vmax = Double(x.qkv.map { abs(bf16Value($0)) }.max()!)   // over q, k, v: ≥ max|v|
-                    assertClose(b.o, f.o.map(Double.init), rtol: 0x1p-8 * 1.25, atol: 0x1p-9 * vmax * 1.25, what + " o")
-                    assertClose(b.lse, f.lse.map(Double.init), rtol: 1e-5, atol: 1e-5, what + " lse")
-                } else {
-                    assertBF16Rounding(b.oBits, of: f.o, what + " o")
-                    assertClose(b.lse, f.lse.map(Double.init), rtol: 1e-6, atol: 1e-6, what + " lse")
-                }
+                assertRoundsOf(b.oBits, ref, tieULPs: 0.05, atol: 1e-6 * vmax, what + " o vs the reference rounding P")
+                assertClose(b.o, f.o.map(Double.init), rtol: 0x1p-8 * 1.25, atol: 0x1p-9 * vmax * 1.25,
+                            what + " o vs the f32 kernel")
+                assertClose(b.lse, f.lse.map(Double.init), rtol: dp ? 1e-5 : 1e-6, atol: dp ? 1e-5 : 1e-6, what + " lse")
                 assertGradient(b.dq.map(Double.init), f.dq.map(Double.init), tol: tol, what + " dq")
                 assertGradient(b.dk.map(Double.init), f.dk.map(Double.init), tol: tol, what + " dk")
                 assertGradient(b.dv.map(Double.init), f.dv.map(Double.init), tol: tol, what + " dv")

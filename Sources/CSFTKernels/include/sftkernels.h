@@ -141,10 +141,10 @@ int sft_attention_bwd_f32(const float *q, int64_t ldq, const float *k, int64_t l
                           int64_t T, int64_t H, int64_t KV, int64_t D, float scale, float softcap,
                           float *work, int64_t *next, int part, int nparts);
 /// The forward over bf16 q, k, v and o (mixed precision; uint16 bits, leading dimensions in
-/// elements): the f32 kernel's math on the values widened exactly, tile by tile, with o rounded
-/// to nearest even; lse f32. Its reference is sft_attention_fwd_f32 on the same values widened.
-/// Opt-in (SFT_ATTENTION_BF16=dpbf16), where sft_gemm_bf16_variant() is "avx512bf16" and D is
-/// even, S = Q K^T and O += P V run on vdpbf16ps, P rounded to bf16 for the latter (attention.c).
+/// elements): the f32 kernel's math on the values widened exactly, tile by tile, with P rounded
+/// to bf16 for O = P V (m, l, lse from the unrounded p, as FlashAttention) and o rounded to
+/// nearest even; lse f32. Where sft_gemm_bf16_variant() is "avx512bf16" and D is even, S = Q K^T
+/// and O += P V run on vdpbf16ps (attention.c).
 int sft_attention_fwd_bf16(const uint16_t *q, int64_t ldq, const uint16_t *k, int64_t ldk,
                            const uint16_t *v, int64_t ldv, uint16_t *o, int64_t ldo, float *lse,
                            const int32_t *doc, const float *alibi, int64_t window, int64_t B,

@@ -1,8 +1,9 @@
 // bf16 activations on the CPU (BackendActivationTypes.swift): the residual add, RoPE, SwiGLU and
 // GELU / GeGLU read and write bf16 in their own loops (elementwise.c, rope.c, swiglu.c, gelu.c:
 // each bf16 kernel beside its f32 reference, with the same per-ISA variants). Attention's bf16
-// entry points (attention.c) run the f32 kernel's tiles on q, k, v, o widened tile by tile, or
-// opted into with SFT_ATTENTION_BF16=dpbf16, vdpbf16ps for the forward's products (AVX512_BF16).
+// entry points (attention.c) run the f32 kernel's tiles on q, k, v, o widened tile by tile, with
+// P rounded to bf16 for O = P V (as the CUDA kernels and FlashAttention), and with AVX512_BF16
+// vdpbf16ps for the forward's products.
 
 import CSFTKernels
 

@@ -109,6 +109,70 @@ enum Ref {
         return (o, lse)
     }
 
+    /// The bf16 attention forward's o (FlashAttention's semantics, the CPU and CUDA bf16
+    /// kernels'): keys are taken tile by tile (`tile(b, t, s)`: the tile of key s for query t,
+    /// non-decreasing in s), m is the running max of the scores over the tiles so far, and
+    /// O = sum_s bf16(exp(score_s - m)) v_s, rescaled by exp(m_old - m) as m grows, divided by
+    /// l = the same sum over the unrounded exp(score_s - m). dense q (B, T, H, D), k and v
+    /// (B, T, KV, D); score = softcap(scale q·k) - slope_h (t - s) for s in t's document,
+    /// t - window < s <= t. bf16(x) rounds x to f32, then to bf16 (nearest even, as the kernels).
+    /// A p within 2^-8 of a bf16 step of a tie (f32 kernels compute p to a few f32 ulps, which
+    /// may round it the other way) adds what the other rounding would move o by, one bf16 step
+    /// of p times |v_s| / l, to `tie` (the same shape as o): the kernel's o is o ± tie.
+    static func attentionRoundedP(q: [Double], k: [Double], v: [Double], doc: [Int32]?, alibi: [Double]?,
+                                  window: Int?, softcap: Double, B: Int, T: Int, H: Int, KV: Int, D: Int,
+                                  scale: Double, tile: (_ b: Int, _ t: Int, _ s: Int) -> Int)
+        -> (o: [Double], tie: [Double]) {
+        /// x rounded to bf16, and the bf16 step at x when x is near a tie (else 0).
+        func bf16(_ x: Double) -> (Double, Double) {
+            let u = Float(x).bitPattern, low = Int(u & 0xffff)
+            let r = Double(Float(bitPattern: ((u &+ 0x7fff &+ ((u >> 16) & 1)) >> 16) << 16))
+            let step = Double(Float(bitPattern: (u & 0xffff_0000) &+ 0x1_0000)) - Double(Float(bitPattern: u & 0xffff_0000))
+            return (r, abs(low - 0x8000) <= 0x100 ? step : 0)
+        }
+        var o = [Double](repeating: 0, count: B * T * H * D), tie = o
+        for b in 0..<B {
+            for h in 0..<H {
+                let g = h / (H / KV)
+                for t in 0..<T {
+                    var first = t   // start of t's document, or of its window when later
+                    if let doc { while first > 0 && doc[b * T + first - 1] == doc[b * T + t] { first -= 1 } } else { first = 0 }
+                    if let window { first = max(first, t - window + 1) }
+                    var m = -Double.infinity, l = 0.0, acc = [Double](repeating: 0, count: D), slack = acc
+                    var s0 = first
+                    while s0 <= t {   // one tile: keys [s0, s1)
+                        var s1 = s0 + 1
+                        while s1 <= t && tile(b, t, s1) == tile(b, t, s0) { s1 += 1 }
+                        let scores = (s0..<s1).map { s -> Double in
+                            var dot = 0.0
+                            for d in 0..<D { dot += q[((b * T + t) * H + h) * D + d] * k[((b * T + s) * KV + g) * D + d] }
+                            let x = scale * dot, y = softcap > 0 ? softcap * tanh(x / softcap) : x
+                            return y - (alibi?[h] ?? 0) * Double(t - s)
+                        }
+                        let mx = max(m, scores.max()!), c = exp(m - mx)
+                        l *= c
+                        for d in 0..<D { acc[d] *= c; slack[d] *= c }
+                        for (j, s) in (s0..<s1).enumerated() {
+                            let p = exp(scores[j] - mx), (pr, step) = bf16(p)
+                            l += p
+                            for d in 0..<D {
+                                acc[d] += pr * v[((b * T + s) * KV + g) * D + d]
+                                slack[d] += step * abs(v[((b * T + s) * KV + g) * D + d])
+                            }
+                        }
+                        m = mx
+                        s0 = s1
+                    }
+                    for d in 0..<D {
+                        o[((b * T + t) * H + h) * D + d] = acc[d] / l
+                        tie[((b * T + t) * H + h) * D + d] = slack[d] / l
+                    }
+                }
+            }
+        }
+        return (o, tie)
+    }
+
     /// The backward of `attention` for L = sum(o * dout), written out per query row:
     ///   dp_s = do_t · v_s,  delta_t = sum_s p_s dp_s,  ds = p (dp - delta)
     ///   dq_t += scale ds k_s,  dk_s += scale ds q_t,  dv_s += p do_t

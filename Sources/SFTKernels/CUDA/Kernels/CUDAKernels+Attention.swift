@@ -8,8 +8,11 @@
 //
 // Activation type: q, k, v and o are float or bf16 (u16) — the same templates instantiated
 // twice (`load_act` / `store_act`), `_f32_` and `_bf16_` entries; values are f32 in registers
-// and shared memory, o is rounded to bf16 once. lse, dout, dq, dk, dv and the cached-decode
-// kernel are f32 only.
+// and shared memory, o is rounded to bf16 once. The bf16 forward rounds P to bf16 (nearest
+// even) for O = P V, as FlashAttention and the CPU's bf16 kernel do (`p_for_pv`): p is
+// exp(score - m) against the row's running max at that key tile; m, l and lse come from the
+// unrounded p; the f32 instantiation is unchanged. The backward is the gradient of the unrounded
+// softmax in both. lse, dout, dq, dk, dv and the cached-decode kernel are f32 only.
 //
 // Work layout (f32 SIMT version): a block is 32 rows × 4 threads ("a quad" per row). A quad
 // splits the head dimension four ways in runs of 4 dims (see quad_dim), so its dot products end
@@ -235,6 +238,10 @@ extension CUDAKernels {
         }
     }
 
+    // p as O = P V takes it with activations of type A: f32 as is, bf16 rounded to bf16.
+    __device__ __forceinline__ float p_for_pv(float p, const float *) { return p; }
+    __device__ __forceinline__ float p_for_pv(float p, const u16 *) { return bf16_to_f32(f32_to_bf16(p)); }
+
     // Forward. grid (query blocks, H, B); block: 32 query rows × 4. Blocks are numbered so the
     // longest rows (latest queries) start first.
     template <int DQ, int BK, typename A>
@@ -279,7 +286,7 @@ extension CUDAKernels {
             #pragma unroll
             for (int i = 0; i < DQ; i++) acc[i] *= corr;
             #pragma unroll
-            for (int j = 0; j < BK; j++) quad_axpy<DQ>(acc, sc[j], Vs[j], l4);
+            for (int j = 0; j < BK; j++) quad_axpy<DQ>(acc, p_for_pv(sc[j], q), Vs[j], l4);
         }
         if (!valid) return;
         const float inv = 1.0f / l;
