@@ -1,6 +1,7 @@
 // The CPU backend's bf16 GEMM (mixed precision, see WeightForms/DenseBF16.swift): sft_gemm_bf16
 // (gemm_bf16.c) split into blocks of C on the backend's pool, each part packing its own bf16
-// panels. Readable reference: sft_gemm_bf16_ref.
+// panels, and its pair (a LoRA adapter's product in its Linear's, sft_gemm_bf16_pair). Readable
+// references: sft_gemm_bf16_ref, sft_gemm_bf16_pair_ref.
 
 import CSFTKernels
 import Foundation
@@ -9,42 +10,43 @@ extension CPUBackend {
     public func gemmBF16(transA: Bool, transB: Bool, M: Int, N: Int, K: Int, alpha: Float,
                          A: BufferView, aType: DType, lda: Int, B: BufferView, bType: DType, ldb: Int,
                          beta: Float, C: BufferView, ldc: Int) throws {
-        let profileStart = OpProfile.begin()
-        defer {
-            if profileStart > 0 {
-                OpProfile.end("gemm bf16 \(M)×\(N)×\(K)\(transA ? " Aᵀ" : "")\(transB ? " Bᵀ" : "")", profileStart,
-                              flops: 2 * Double(M) * Double(N) * Double(K))
-            }
-        }
         guard try checkGEMMBF16(transA: transA, transB: transB, M: M, N: N, K: K, A: A, aType: aType, lda: lda,
                                 B: B, bType: bType, ldb: ldb, C: C, ldc: ldc) != nil else { return }
-        let (pa, pb, pc) = (UnsafeRawPointer(A.raw), UnsafeRawPointer(B.raw), C.f32())
-        // One part per core, each with at least 2M multiply-adds and one 32-column tile.
-        let nparts = max(1, min(gemmParts(M * N * max(K, 1)), max(M, N) / 32))
-        try runParts(nparts, op: "gemmBF16") { p, np in
-            sft_gemm_bf16(transA ? 1 : 0, transB ? 1 : 0, Int64(M), Int64(N), Int64(K), alpha, pa, aType == .bf16 ? 1 : 0,
-                          Int64(lda), pb, bType == .bf16 ? 1 : 0, Int64(ldb), beta, pc, Int64(ldc), Int32(p), Int32(np))
-        }
+        try runGEMMBF16(transA: transA, transB: transB, M: M, N: N, K: K, alpha: alpha, A: A, aType: aType, lda: lda,
+                        B: B, bType: bType, ldb: ldb, K2: 0, A2: A, a2Type: .f32, lda2: 1, B2: B, b2Type: .f32, ldb2: 1,
+                        beta: beta, C: C, cType: .f32, ldc: ldc)
     }
 
     public func gemmBF16Pair(transA: Bool, transB: Bool, M: Int, N: Int, K: Int, alpha: Float,
                              A: BufferView, aType: DType, lda: Int, B: BufferView, bType: DType, ldb: Int,
                              K2: Int, A2: BufferView, a2Type: DType, lda2: Int, B2: BufferView, b2Type: DType, ldb2: Int,
                              beta: Float, C: BufferView, cType: DType, ldc: Int) throws {
-        let profileStart = OpProfile.begin()
-        defer {
-            if profileStart > 0 {
-                OpProfile.end("gemm bf16 pair \(M)×\(N)×\(K)+\(K2)\(transA ? " Aᵀ" : "")\(transB ? " Bᵀ" : "")", profileStart,
-                              flops: 2 * Double(M) * Double(N) * Double(K + K2))
-            }
-        }
         guard try checkGEMMBF16Pair(transA: transA, transB: transB, M: M, N: N, K: K, A: A, aType: aType, lda: lda,
                                     B: B, bType: bType, ldb: ldb, K2: K2, A2: A2, a2Type: a2Type, lda2: lda2, B2: B2,
                                     b2Type: b2Type, ldb2: ldb2, beta: beta, C: C, cType: cType, ldc: ldc) != nil else { return }
+        try runGEMMBF16(transA: transA, transB: transB, M: M, N: N, K: K, alpha: alpha, A: A, aType: aType, lda: lda,
+                        B: B, bType: bType, ldb: ldb, K2: K2, A2: A2, a2Type: a2Type, lda2: lda2, B2: B2, b2Type: b2Type,
+                        ldb2: ldb2, beta: beta, C: C, cType: cType, ldc: ldc)
+    }
+
+    /// sft_gemm_bf16_pair (K2 = 0: one product) on the pool, arguments checked, profiled as
+    /// "gemm bf16 M×N×K" (+K2 for a pair).
+    private func runGEMMBF16(transA: Bool, transB: Bool, M: Int, N: Int, K: Int, alpha: Float,
+                             A: BufferView, aType: DType, lda: Int, B: BufferView, bType: DType, ldb: Int,
+                             K2: Int, A2: BufferView, a2Type: DType, lda2: Int, B2: BufferView, b2Type: DType, ldb2: Int,
+                             beta: Float, C: BufferView, cType: DType, ldc: Int) throws {
+        let profileStart = OpProfile.begin()
+        defer {
+            if profileStart > 0 {
+                OpProfile.end("gemm bf16 \(M)×\(N)×\(K)\(K2 > 0 ? "+\(K2)" : "")\(transA ? " Aᵀ" : "")\(transB ? " Bᵀ" : "")",
+                              profileStart, flops: 2 * Double(M) * Double(N) * Double(K + K2))
+            }
+        }
         let (pa, pb, pa2, pb2) = (UnsafeRawPointer(A.raw), UnsafeRawPointer(B.raw), UnsafeRawPointer(A2.raw), UnsafeRawPointer(B2.raw))
         let pc = C.raw
+        // One part per core, each with at least 2M multiply-adds and one 32-column tile.
         let nparts = max(1, min(gemmParts(M * N * max(K + K2, 1)), max(M, N) / 32))
-        try runParts(nparts, op: "gemmBF16Pair") { p, np in
+        try runParts(nparts, op: "gemmBF16") { p, np in
             sft_gemm_bf16_pair(transA ? 1 : 0, transB ? 1 : 0, Int64(M), Int64(N), Int64(K), alpha,
                                pa, aType == .bf16 ? 1 : 0, Int64(lda), pb, bType == .bf16 ? 1 : 0, Int64(ldb),
                                Int64(K2), pa2, a2Type == .bf16 ? 1 : 0, Int64(lda2), pb2, b2Type == .bf16 ? 1 : 0, Int64(ldb2),

@@ -241,7 +241,13 @@ final class MixedPrecisionTests: XCTestCase {
     /// f32 on every device, the adapter's share of y and dx far above that tolerance (so a pair
     /// that dropped it fails), and an accelerator's bf16 close to the CPU's.
     func testBF16LoRALinearTracksF32WithTheAdapterInTheSameGEMM() throws {
-        let (N, K, M, r) = (40, 48, 36, 8)
+        // A SmolLM2-like and the zoo fixtures' tiny shapes (rows N, in K, out M, rank r).
+        for (N, K, M, r) in [(40, 48, 36, 8), (20, 16, 32, 4), (20, 24, 16, 4), (19, 16, 24, 4)] {
+            try checkBF16LoRALinear(N: N, K: K, M: M, r: r)
+        }
+    }
+
+    func checkBF16LoRALinear(N: Int, K: Int, M: Int, r: Int) throws {
         var rng = SeededRandom(seed: 12)
         let values = (x: (0..<N * K).map { _ in Float(rng.nextNormal()) }, w: (0..<M * K).map { _ in Float(rng.nextNormal() * 0.2) },
                       a: (0..<r * K).map { _ in Float(rng.nextNormal() * 0.2) }, b: (0..<M * r).map { _ in Float(rng.nextNormal() * 0.2) },
@@ -269,7 +275,7 @@ final class MixedPrecisionTests: XCTestCase {
             let f32 = try run(.cpu, .f32, bias: bias), bf16 = try run(.cpu, .bf16, bias: bias)
             let base = try run(.cpu, .f32, bias: bias, adapter: false)
             for (i, name) in ["y", "dx", "dA", "dB"].enumerated() {
-                XCTAssertLessThan(apart(bf16[i], f32[i]), 2e-2 * maxAbs(f32[i]), "\(name) bias \(bias): bf16 vs f32")
+                XCTAssertLessThan(apart(bf16[i], f32[i]), 2e-2 * maxAbs(f32[i]), "\(name) bias \(bias) \(N)×\(K)→\(M) r\(r): bf16 vs f32")
             }
             for i in 0..<2 {   // y and dx carry the adapter's product (B ≠ 0): far above bf16 noise
                 XCTAssertGreaterThan(apart(f32[i], base[i]), 0.1 * maxAbs(f32[i]), "the adapter moves \(i == 0 ? "y" : "dx")")
@@ -277,7 +283,7 @@ final class MixedPrecisionTests: XCTestCase {
             for device in try TestDevices.accelerators() {
                 let got = try run(device, .bf16, bias: bias)
                 for (i, name) in ["y", "dx", "dA", "dB"].enumerated() {
-                    XCTAssertLessThan(apart(got[i], bf16[i]), 1e-2 * maxAbs(bf16[i]), "\(device) \(name) bias \(bias) vs CPU bf16")
+                    XCTAssertLessThan(apart(got[i], bf16[i]), 1e-2 * maxAbs(bf16[i]), "\(device) \(name) bias \(bias) \(N)×\(K)→\(M) r\(r) vs CPU bf16")
                 }
             }
         }
@@ -294,7 +300,7 @@ final class MixedPrecisionTests: XCTestCase {
                 var rng = SeededRandom(seed: 5)
                 for (name, p) in model.namedParameters() {
                     let norm = name.contains("norm")
-                    try p.value.assign((0..<p.value.count).map { _ in Float(norm ? 1 + 0.1 * rng.nextNormal() : 0.2 * rng.nextNormal()) })
+                    try p.value.assign((0..<p.value.count).map { _ in Float(norm ? 1 + 0.1 * rng.nextNormal() : 0.1 * rng.nextNormal()) })
                 }
                 try model.applyLoRA(LoRAConfig(r: 4, alpha: 8, dropout: 0), seed: 9)
                 try TinyLlama.randomizeLoRA(model)
@@ -310,10 +316,13 @@ final class MixedPrecisionTests: XCTestCase {
             let (l32, g32, _) = try run(.f32)
             let (l16, g16, m16) = try run(.bf16)
             XCTAssertEqual(l16, l32, accuracy: 2e-2 * abs(l32), "\(family) loss")
-            // Relative L2 error of all LoRA gradients. These random models (weights 0.2 σ) are
-            // sensitive: measured 5–9% for gemma2, gemma3 and mpt_clip (entries flip where a
-            // rounded value crosses clip_qkv's bound or a softcap saturates), under 5% for the
-            // rest; an activation read in the wrong type gives errors of order 100%.
+            // Relative L2 error of all LoRA gradients. These random models are sensitive where a
+            // rounded value crosses clip_qkv's bound or a softcap saturates: with weights 0.2 σ,
+            // gemma2's tiny softcaps (2 and 3) saturated and its error ranged 3–51% over seeds
+            // (chaos, not a bug: the CPU's paired GEMM and CUDA's two GEMMs agree to 1e-7, see
+            // the test above). With 0.1 σ, seed 5: gemma3 9%, mpt_clip 3%, the rest ≤ 3% (seeds
+            // 1–5: gemma3 8–15%, the rest ≤ 5%); an activation read in the wrong type gives
+            // errors of order 100%.
             let err = zip(g16, g32).map { Double($0 - $1) * Double($0 - $1) }.reduce(0, +).squareRoot()
             let norm = g32.map { Double($0) * Double($0) }.reduce(0, +).squareRoot()
             XCTAssertLessThan(err, 0.15 * norm, "\(family) gradients: relative L2 error \(err / norm)")
